@@ -1,0 +1,1 @@
+"""rnnscope's character-level recurrent language model, in plain NumPy."""

@@ -1,0 +1,197 @@
+"""Recurrent cells: the per-step equations of the vanilla RNN, GRU and LSTM.
+
+Every cell uses PyTorch's parameter layout and gate order, so weights move between
+rnnscope and `torch.nn.RNN/GRU/LSTM` unchanged. A layer with G gates owns
+
+    W_ih (G*H, D)   W_hh (G*H, H)   b_ih (G*H,)   b_hh (G*H,)
+
+and the shared time loop (layers.py) hands each step two pre-activations:
+
+    xa = x_t W_ih^T + b_ih        (N, G*H), computed for the whole sequence at once
+    ha = h_{t-1} W_hh^T + b_hh    (N, G*H), one matmul per step
+
+A cell turns them into the next state and records its gate activations in `acts`;
+its backward step turns dL/dh_t (and dL/dc_t) into dL/dxa and dL/dha, from which the
+time loop gets every weight gradient with one matmul per parameter.
+Derivatives are taken from cached outputs: sigmoid' = y(1 - y), tanh' = 1 - y^2.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+def gate(a: np.ndarray, k: int, H: int) -> np.ndarray:
+    """The k-th H-wide gate block of a fused (..., G*H) array (a view)."""
+    return a[..., k * H:(k + 1) * H]
+
+
+def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Logistic function 1 / (1 + exp(-x)). NumPy's float32 exp is twice as fast as its
+    tanh here; exp(-x) overflows to inf for x < -88, giving the right limit 0, so callers
+    run it under np.errstate(over="ignore")."""
+    out = np.negative(x, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
+    return out
+
+
+class Step(NamedTuple):
+    """One time step's cached values, all views into the layer's (T, N, ...) buffers."""
+
+    xa: np.ndarray        # (N, G*H)
+    ha: np.ndarray        # (N, G*H)
+    acts: np.ndarray      # (N, A*H) gate activations, A = len(gate_names)
+    h_prev: np.ndarray    # (N, H)
+    c_prev: np.ndarray | None
+    h: np.ndarray         # (N, H)
+    c: np.ndarray | None
+
+
+class Cell:
+    """Interface of a recurrent cell; see the module docstring for the contract."""
+
+    name: str
+    num_gates: int                  # G: blocks of rows in W_ih and W_hh
+    gate_names: tuple[str, ...]     # activations recorded per step, in `acts` order
+    has_cell_state: bool = False
+    # True when dL/dha differs from dL/dxa (the GRU's reset gate multiplies W_hn h).
+    separate_recurrent_grad: bool = False
+
+    @property
+    def quantities(self) -> tuple[str, ...]:
+        """Every internal value a trace can show, states first."""
+        return ("h", "c")[: 1 + self.has_cell_state] + self.gate_names
+
+    def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out) -> None:
+        """Write the activations into `acts` and the next state into h_out (c_out)."""
+        raise NotImplementedError
+
+    def backward_step(self, dh, dc, step: Step, dxa, dha):
+        """Fill dxa (and dha) from dh = dL/dh_t and dc (dL/dc_t from step t+1).
+
+        Returns (dh_prev_direct, dc_prev, dc_total): the part of dL/dh_{t-1} that does
+        not pass through W_hh (or None), dL/dc_{t-1} through the cell state, and the
+        total dL/dc_t (or None for cells without one).
+        """
+        raise NotImplementedError
+
+
+class RNNCell(Cell):
+    """Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)."""
+
+    name = "rnn"
+    num_gates = 1
+    gate_names = ()
+
+    def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out):
+        np.add(xa, ha, out=h_out)
+        np.tanh(h_out, out=h_out)
+
+    def backward_step(self, dh, dc, step, dxa, dha):
+        np.multiply(step.h, step.h, out=dxa)
+        np.subtract(1.0, dxa, out=dxa)
+        dxa *= dh
+        return None, None, None
+
+
+class LSTMCell(Cell):
+    """LSTM with gates i, f, g, o (PyTorch order):
+
+    i, f, o = sigmoid(a_i), sigmoid(a_f), sigmoid(a_o);  g = tanh(a_g);  a = xa + ha
+    c_t = f * c_{t-1} + i * g;   h_t = o * tanh(c_t)
+    """
+
+    name = "lstm"
+    num_gates = 4
+    gate_names = ("i", "f", "g", "o")
+    has_cell_state = True
+
+    def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out):
+        H = h_out.shape[-1]
+        np.add(xa, ha, out=acts)
+        i, f, g, o = (gate(acts, k, H) for k in range(4))
+        # tanh(x) = 2 sigmoid(2x) - 1, so one sigmoid call serves all four gates.
+        g *= 2.0
+        sigmoid(acts, out=acts)
+        g *= 2.0
+        g -= 1.0
+        np.multiply(f, c_prev, out=c_out)
+        c_out += i * g
+        np.tanh(c_out, out=h_out)
+        h_out *= o
+
+    def backward_step(self, dh, dc, step, dxa, dha):
+        H = dh.shape[-1]
+        i, f, g, o = (gate(step.acts, k, H) for k in range(4))
+        tanh_c = np.tanh(step.c)
+        da_i, da_f, da_g, da_o = (gate(dxa, k, H) for k in range(4))
+        # do = dh * tanh(c);  dc_total = dc + dh * o * (1 - tanh(c)^2)
+        np.multiply(dh, tanh_c, out=da_o)
+        da_o *= o * (1.0 - o)
+        dc_total = 1.0 - tanh_c * tanh_c
+        dc_total *= o
+        dc_total *= dh
+        if dc is not None:
+            dc_total += dc
+        np.multiply(dc_total, g, out=da_i)           # di = dc * g
+        da_i *= i * (1.0 - i)
+        np.multiply(dc_total, i, out=da_g)           # dg = dc * i
+        da_g *= 1.0 - g * g
+        np.multiply(dc_total, step.c_prev, out=da_f)  # df = dc * c_{t-1}
+        da_f *= f * (1.0 - f)
+        return None, dc_total * f, dc_total
+
+
+class GRUCell(Cell):
+    """GRU with gates r, z, n (PyTorch order and equations):
+
+    r = sigmoid(xa_r + ha_r);  z = sigmoid(xa_z + ha_z);  n = tanh(xa_n + r * ha_n)
+    h_t = (1 - z) * n + z * h_{t-1}
+    """
+
+    name = "gru"
+    num_gates = 3
+    gate_names = ("r", "z", "n")
+    separate_recurrent_grad = True
+
+    def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out):
+        H = h_out.shape[-1]
+        rz = acts[:, : 2 * H]
+        np.add(xa[:, : 2 * H], ha[:, : 2 * H], out=rz)
+        sigmoid(rz, out=rz)
+        r, z, n = (gate(acts, k, H) for k in range(3))
+        np.multiply(r, gate(ha, 2, H), out=n)
+        n += gate(xa, 2, H)
+        np.tanh(n, out=n)
+        np.subtract(h_prev, n, out=h_out)        # h = n + z * (h_{t-1} - n)
+        h_out *= z
+        h_out += n
+
+    def backward_step(self, dh, dc, step, dxa, dha):
+        H = dh.shape[-1]
+        r, z, n = (gate(step.acts, k, H) for k in range(3))
+        da_r, da_z, da_n = (gate(dxa, k, H) for k in range(3))
+        np.subtract(step.h_prev, n, out=da_z)    # dz = dh * (h_{t-1} - n)
+        da_z *= dh
+        da_z *= z * (1.0 - z)
+        np.subtract(1.0, z, out=da_n)            # dn = dh * (1 - z)
+        da_n *= dh
+        da_n *= 1.0 - n * n
+        np.multiply(da_n, gate(step.ha, 2, H), out=da_r)  # dr = da_n * ha_n
+        da_r *= r * (1.0 - r)
+        dha[:, : 2 * H] = dxa[:, : 2 * H]
+        np.multiply(da_n, r, out=gate(dha, 2, H))
+        return dh * z, None, None
+
+
+CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNNCell(), GRUCell(), LSTMCell())}
+
+
+def get_cell(name: str) -> Cell:
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise ValueError(f"unknown cell {name!r}; choose one of {', '.join(CELLS)}") from None

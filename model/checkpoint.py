@@ -1,0 +1,101 @@
+"""Checkpoints: one safetensors file that both rnnscope and PyTorch read.
+
+Tensors carry the torch state_dict names (see network.param_shapes); the metadata
+holds everything else needed to rebuild the model from the file alone. No pickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
+
+from .lm import LanguageModel
+from .network import ModelConfig
+from .vocab import Vocab
+
+FORMAT = "rnnscope/1"
+
+
+class CheckpointError(ValueError):
+    """The file is missing, truncated, or not an rnnscope checkpoint."""
+
+
+def to_bytes(model: LanguageModel, extra_tensors: dict[str, np.ndarray] | None = None) -> bytes:
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "vocab": json.dumps(model.vocab.chars, ensure_ascii=False),
+        "train_config": json.dumps(model.train_config),
+        "history": json.dumps(model.history),
+    }
+    tensors = {k: np.ascontiguousarray(v) for k, v in model.params.items()}
+    for k, v in (extra_tensors or {}).items():
+        tensors[f"extra.{k}"] = np.ascontiguousarray(v)
+    return save(tensors, metadata=metadata)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it: a reader sees
+    the old file or the new one, never half of one, even if the process dies."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_model(model: LanguageModel, path: str | os.PathLike,
+               extra_tensors: dict[str, np.ndarray] | None = None) -> None:
+    """Save weights (float32 unless the model is float64), config, vocab and history."""
+    write_atomic(path, to_bytes(model, extra_tensors))
+
+
+def from_bytes(data: bytes, source: str = "checkpoint") -> tuple[LanguageModel, dict[str, np.ndarray]]:
+    """Parse a checkpoint; returns the model and any extra tensors (e.g. optimizer state)."""
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{source} is not a readable safetensors file ({e}); "
+                              "it may be truncated or of another format") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{source} is a safetensors file but not an rnnscope checkpoint "
+                              f"(metadata format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        config = ModelConfig(**json.loads(meta["config"]))
+        vocab = Vocab(json.loads(meta["vocab"]))
+        params = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
+        extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+        model = LanguageModel(config, vocab, params, json.loads(meta.get("train_config", "{}")),
+                              json.loads(meta.get("history", "{}")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source} has inconsistent contents: {e}") from None
+    return model, extra
+
+
+def load_model(path: str | os.PathLike) -> LanguageModel:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    return from_bytes(data, str(path))[0]

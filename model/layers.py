@@ -1,0 +1,159 @@
+"""The building blocks every cell shares: one time loop, the one-hot input, the decoder
+and the softmax loss, each a forward/backward pair.
+
+Arrays inside the model are time-major, (T, N, ...), so each step reads and writes a
+contiguous (N, ...) block; the network module converts at its boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cells import Cell, Step
+
+
+@dataclass
+class LayerCache:
+    """What one recurrent layer's backward needs, and what a trace shows."""
+
+    xa: np.ndarray          # (T, N, G*H) input pre-activations
+    ha: np.ndarray          # (T, N, G*H) recurrent pre-activations
+    acts: np.ndarray        # (T, N, A*H) gate activations
+    hs: np.ndarray          # (T+1, N, H) h_0 .. h_T, hs[0] is the carried state
+    cs: np.ndarray | None   # (T+1, N, H) c_0 .. c_T for cells with a cell state
+
+    def step(self, t: int) -> Step:
+        cs = self.cs
+        return Step(self.xa[t], self.ha[t], self.acts[t], self.hs[t],
+                    None if cs is None else cs[t], self.hs[t + 1], None if cs is None else cs[t + 1])
+
+
+def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.ndarray,
+                      h0: np.ndarray, c0: np.ndarray | None) -> LayerCache:
+    """Run `cell` over a sequence. xa: (T, N, G*H); h0, c0: (N, H). Outputs are cache.hs[1:]."""
+    T, N, _ = xa.shape
+    H = W_hh.shape[1]
+    dtype = xa.dtype
+    cache = LayerCache(
+        xa=xa,
+        ha=np.empty_like(xa),
+        acts=np.empty((T, N, len(cell.gate_names) * H), dtype),
+        hs=np.empty((T + 1, N, H), dtype),
+        cs=np.empty((T + 1, N, H), dtype) if cell.has_cell_state else None,
+    )
+    cache.hs[0] = h0
+    if cache.cs is not None:
+        cache.cs[0] = c0
+    W_hhT = W_hh.T
+    with np.errstate(over="ignore"):            # see cells.sigmoid
+        for t in range(T):
+            s = cache.step(t)
+            np.matmul(s.h_prev, W_hhT, out=s.ha)
+            np.add(s.ha, b_hh, out=s.ha)
+            cell.forward_step(s.xa, s.ha, s.h_prev, s.c_prev, s.acts, s.h, s.c)
+    return cache
+
+
+@dataclass
+class LayerGrads:
+    dxa: np.ndarray           # (T, N, G*H) dL/dxa, from which dW_ih, db_ih and dx follow
+    dW_hh: np.ndarray         # (G*H, H)
+    db_hh: np.ndarray         # (G*H,)
+    dh: np.ndarray            # (T+1, N, H) total dL/dh_t for t = 0..T (index 0: the carried state)
+    dc: np.ndarray | None     # (T+1, N, H) total dL/dc_t
+
+
+def recurrent_backward(cell: Cell, cache: LayerCache, dh_out: np.ndarray, W_hh: np.ndarray,
+                       dh_last: np.ndarray | None = None, dc_last: np.ndarray | None = None) -> LayerGrads:
+    """BPTT through one layer.
+
+    dh_out: (T, N, H) gradient reaching each output h_t from above (decoder or next layer).
+    dh_last, dc_last: (N, H) gradient on the final state carried back from a later segment.
+    The returned dh[t] and dc[t] are total derivatives of the loss through every path.
+    """
+    T, N, H = dh_out.shape
+    dxa = np.empty_like(cache.xa)
+    dha = np.empty_like(cache.ha) if cell.separate_recurrent_grad else dxa
+    dh = np.empty((T + 1, N, H), dh_out.dtype)
+    dc = np.empty_like(dh) if cell.has_cell_state else None
+    dh_next = dh_last
+    dc_next = dc_last if cell.has_cell_state else None
+    for t in reversed(range(T)):
+        dh_t = dh[t + 1]
+        if dh_next is None:
+            dh_t[...] = dh_out[t]
+        else:
+            np.add(dh_out[t], dh_next, out=dh_t)
+        dh_direct, dc_next, dc_total = cell.backward_step(dh_t, dc_next, cache.step(t), dxa[t], dha[t])
+        if dc is not None:
+            dc[t + 1] = dc_total
+        dh_next = dha[t] @ W_hh
+        if dh_direct is not None:
+            dh_next += dh_direct
+    dh[0] = dh_next
+    if dc is not None:
+        dc[0] = dc_next
+    GH = dxa.shape[-1]
+    dha_flat = dha.reshape(T * N, GH)
+    return LayerGrads(
+        dxa=dxa,
+        dW_hh=dha_flat.T @ cache.hs[:-1].reshape(T * N, H),
+        db_hh=dha_flat.sum(axis=0),
+        dh=dh,
+        dc=dc,
+    )
+
+
+def onehot_forward(ids: np.ndarray, W_ih: np.ndarray, b_ih: np.ndarray) -> np.ndarray:
+    """One-hot input times W_ih^T is a row lookup: ids (T, N) -> (T, N, G*H)."""
+    return W_ih.T[ids] + b_ih
+
+
+def onehot_backward(ids: np.ndarray, dxa: np.ndarray, V: int) -> np.ndarray:
+    """dW_ih (G*H, V) for a one-hot input: scatter-add each step's dxa into its column."""
+    # The transpose of a row lookup is a product with the one-hot matrix; one GEMM
+    # beats np.add.at's scatter-add about five times over at training sizes.
+    GH = dxa.shape[-1]
+    flat_ids = ids.ravel()
+    onehot = np.zeros((flat_ids.size, V), dxa.dtype)               # (T*N, V)
+    onehot[np.arange(flat_ids.size), flat_ids] = 1.0
+    return dxa.reshape(-1, GH).T @ onehot                           # (G*H, V)
+
+
+def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x (..., D) @ W^T (D, K) + b -> (..., K)."""
+    return x @ W.T + b
+
+
+def dense_backward(x: np.ndarray, dy: np.ndarray, W: np.ndarray, need_dx: bool = True):
+    """Gradients of y = x W^T + b: returns (dx or None, dW, db)."""
+    D, K = x.shape[-1], dy.shape[-1]
+    x2, dy2 = x.reshape(-1, D), dy.reshape(-1, K)
+    dx = (dy2 @ W).reshape(x.shape) if need_dx else None
+    return dx, dy2.T @ x2, dy2.sum(axis=0)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax_cross_entropy(logits: np.ndarray, targets: np.ndarray, need_grad: bool = True):
+    """Mean of -ln p(target) over every position. logits (..., V), targets (...).
+
+    Returns (loss, dlogits or None, per-position losses (...)).
+    """
+    V = logits.shape[-1]
+    logp = log_softmax(logits.reshape(-1, V))
+    flat_targets = targets.ravel()
+    rows = np.arange(flat_targets.size)
+    losses = -logp[rows, flat_targets]
+    loss = float(losses.mean())
+    dlogits = None
+    if need_grad:
+        dlogits = np.exp(logp)
+        dlogits[rows, flat_targets] -= 1.0
+        dlogits /= flat_targets.size
+        dlogits = dlogits.reshape(logits.shape)
+    return loss, dlogits, losses.reshape(targets.shape)

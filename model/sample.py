@@ -1,0 +1,120 @@
+"""Sampling: read a prime, then write one character at a time from the model's softmax."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .lm import LanguageModel
+from .network import State, layer_params
+
+
+class Stepper:
+    """Advances a batch-of-one model one character at a time, with the same cell step
+    the whole-sequence forward uses, into preallocated buffers."""
+
+    def __init__(self, model: LanguageModel, state: State | None = None):
+        self.model = model
+        cfg, params, cell = model.config, model.params, model.cell
+        self.cell = cell
+        dtype = model.dtype
+        H, GH = cfg.hidden_size, cell.num_gates * cfg.hidden_size
+        self.layers = []
+        for l in range(cfg.num_layers):
+            W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
+            # Layer 0's one-hot input: row `id` of (W_ih^T + b_ih) is its whole input term.
+            w_in = (W_ih.T + b_ih) if l == 0 else np.ascontiguousarray(W_ih.T)
+            self.layers.append((w_in, b_ih, np.ascontiguousarray(W_hh.T), b_hh))
+        self.W_yT = np.ascontiguousarray(params["decoder.weight"].T)
+        self.b_y = params["decoder.bias"]
+        L = cfg.num_layers
+        self.h = np.zeros((L, 1, H), dtype) if state is None else state.h[:, :1].copy()
+        has_c = cell.has_cell_state
+        self.c = (np.zeros((L, 1, H), dtype) if state is None else state.c[:, :1].copy()) if has_c else None
+        self.h_next, self.c_next = np.empty_like(self.h), None if self.c is None else np.empty_like(self.c)
+        self.xa = np.empty((1, GH), dtype)
+        self.ha = np.empty((1, GH), dtype)
+        self.acts = np.empty((1, len(cell.gate_names) * H), dtype)
+        self.logits = np.empty(cfg.vocab_size, dtype)
+
+    @property
+    def state(self) -> State:
+        return State(self.h.copy(), None if self.c is None else self.c.copy())
+
+    def step(self, char_id: int) -> np.ndarray:
+        """Feed one character id; returns the logits (V,) for the next one (a reused buffer)."""
+        x = None
+        with np.errstate(over="ignore"):
+            for l, (w_in, b_ih, W_hhT, b_hh) in enumerate(self.layers):
+                if l == 0:
+                    self.xa[0] = w_in[char_id]
+                else:
+                    np.matmul(x, w_in, out=self.xa)
+                    self.xa += b_ih
+                np.matmul(self.h[l], W_hhT, out=self.ha)
+                self.ha += b_hh
+                c_prev = None if self.c is None else self.c[l]
+                c_out = None if self.c is None else self.c_next[l]
+                self.cell.forward_step(self.xa, self.ha, self.h[l], c_prev, self.acts, self.h_next[l], c_out)
+                x = self.h_next[l]
+        self.h, self.h_next = self.h_next, self.h
+        if self.c is not None:
+            self.c, self.c_next = self.c_next, self.c
+        np.matmul(x[0], self.W_yT, out=self.logits)
+        self.logits += self.b_y
+        return self.logits
+
+
+def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 0) -> np.ndarray:
+    """Softmax of logits / temperature over the top_k most likely characters (0: all).
+    Temperature 0 puts all mass on the most likely character."""
+    logits = logits.astype(np.float64)
+    if temperature <= 0:
+        probs = np.zeros_like(logits)
+        probs[int(np.argmax(logits))] = 1.0
+        return probs
+    z = logits / temperature
+    if 0 < top_k < z.size:
+        cutoff = np.partition(z, -top_k)[-top_k]
+        z = np.where(z >= cutoff, z, -np.inf)
+    z -= z.max()
+    probs = np.exp(z)
+    probs /= probs.sum()
+    return probs
+
+
+def generate(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
+             top_k: int = 0, seed: int | None = None) -> Iterator[tuple[str, float]]:
+    """Yield (character, probability it had when drawn) `length` times after reading `prime`.
+
+    Without a prime the model starts from a zero state and a newline, the most common
+    separator in text. The same seed gives the same characters.
+    """
+    if length < 0:
+        raise ValueError("length must be non-negative")
+    if temperature < 0:
+        raise ValueError("temperature must be non-negative")
+    rng = np.random.default_rng(seed)
+    start = prime or ("\n" if "\n" in model.vocab else model.vocab.chars[0])
+    ids = model.encode(start)
+    stepper = Stepper(model)
+    if len(ids) > 1:                 # read all but the last character in one sequence pass
+        _, state, _ = model.forward(ids[None, :-1])
+        stepper = Stepper(model, state)
+    logits = stepper.step(int(ids[-1]))
+    for _ in range(length):
+        probs = next_char_distribution(logits, temperature, top_k)
+        # Inverse-CDF draw: one uniform number per character, so a seed fixes the text.
+        char_id = min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), side="right")),
+                      probs.size - 1)
+        while probs[char_id] == 0.0:          # rounding can land on an excluded entry
+            char_id -= 1
+        yield model.vocab.chars[char_id], float(probs[char_id])
+        logits = stepper.step(char_id)
+
+
+def sample(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
+           top_k: int = 0, seed: int | None = None) -> tuple[str, list[float]]:
+    """The generated text (without the prime) and each character's probability."""
+    pairs = list(generate(model, prime, length, temperature, top_k, seed))
+    return "".join(c for c, _ in pairs), [p for _, p in pairs]
