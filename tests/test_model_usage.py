@@ -1,0 +1,174 @@
+"""Vocabulary, sampling, checkpoints and training: behaviour users rely on."""
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from model import network
+from model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
+from model.checkpoint import CheckpointError, load_model, save_model
+from model.data import split, stream_batches
+from model.lm import LanguageModel
+from model.network import ModelConfig
+from model.sample import generate, next_char_distribution, sample
+from model.train import TrainConfig, TrainingDiverged, train
+from model.vocab import UnknownCharactersError, Vocab
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+        "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n") * 20
+
+
+def make_model(cell="lstm", hidden=16, layers=2, seed=0):
+    vocab = Vocab.from_text(TEXT)
+    cfg = ModelConfig(cell, len(vocab), hidden, layers)
+    return LanguageModel(cfg, vocab, network.init_params(cfg, seed))
+
+
+def test_vocab_round_trip_and_unknown_characters_are_named():
+    vocab = Vocab.from_text("hello wörld")
+    assert vocab.decode(vocab.encode("wörld")) == "wörld"
+    with pytest.raises(UnknownCharactersError) as err:
+        vocab.encode("hello 🙂 zebra")
+    assert err.value.chars == ["a", "b", "z", "🙂"]
+    assert "'🙂'" in str(err.value)
+
+
+def test_model_refuses_empty_text():
+    with pytest.raises(ValueError, match="empty"):
+        make_model().run("")
+
+
+def test_sampling_is_deterministic_per_seed():
+    model = make_model()
+    a = sample(model, "First", 80, temperature=1.0, seed=3)
+    b = sample(model, "First", 80, temperature=1.0, seed=3)
+    c = sample(model, "First", 80, temperature=1.0, seed=4)
+    assert a == b
+    assert a[0] != c[0]
+    assert len(a[0]) == 80 and len(a[1]) == 80
+    assert all(0 < p <= 1 for p in a[1])
+
+
+def test_temperature_zero_and_top_k_one_are_greedy():
+    model = make_model()
+    greedy, probs = sample(model, "All:", 30, temperature=0.0)
+    assert probs == [1.0] * 30
+    assert sample(model, "All:", 30, temperature=0.7, top_k=1, seed=9)[0] == greedy
+
+
+def test_top_k_restricts_the_distribution():
+    logits = np.array([0.0, 3.0, 1.0, 2.0])
+    probs = next_char_distribution(logits, 1.0, top_k=2)
+    assert np.count_nonzero(probs) == 2 and probs[1] > probs[3] > 0
+    assert np.isclose(probs.sum(), 1.0)
+
+
+def test_generate_streams_the_same_characters_as_sample():
+    model = make_model("gru")
+    streamed = "".join(c for c, _ in generate(model, "Speak", 40, 0.8, 5, seed=1))
+    assert streamed == sample(model, "Speak", 40, 0.8, 5, seed=1)[0]
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = make_model("gru")
+    model.history = {"steps": 12, "best_val_loss": 1.5, "corpus_name": "x.txt"}
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    loaded = load_model(path)
+    assert loaded.config == model.config and loaded.vocab == model.vocab
+    assert loaded.history == model.history
+    for k in model.params:
+        np.testing.assert_array_equal(loaded.params[k], model.params[k])
+    assert not list(tmp_path.glob(".*tmp")), "the temporary file must be renamed away"
+
+
+def test_broken_checkpoints_give_clear_errors(tmp_path):
+    model = make_model()
+    path = tmp_path / "m.safetensors"
+    save_model(model, path)
+    data = path.read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(tmp_path / "truncated.safetensors")
+    (tmp_path / "noise.bin").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CheckpointError):
+        load_model(tmp_path / "noise.bin")
+    save_file({"w": np.zeros(3, np.float32)}, tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="not an rnnscope checkpoint"):
+        load_model(tmp_path / "foreign.safetensors")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_batches_are_contiguous_streams():
+    ids = np.arange(1 + 2 * 3 * 4)
+    batches = list(stream_batches(ids, batch_size=2, seq_length=3))
+    assert len(batches) == 4
+    x0, y0 = batches[0]
+    x1, _ = batches[1]
+    np.testing.assert_array_equal(y0, x0 + 1)
+    np.testing.assert_array_equal(x1[:, 0], x0[:, -1] + 1)     # batch k+1 continues each stream
+
+
+def test_split_keeps_the_last_fraction_for_validation():
+    assert split("abcdefghij", 0.2) == ("abcdefgh", "ij")
+
+
+def small_config(**overrides):
+    base = dict(batch_size=4, seq_length=16, learning_rate=1e-2, max_steps=40, eval_every=20, seed=5)
+    return TrainConfig(**(base | overrides))
+
+
+def test_training_learns_and_is_reproducible():
+    cfg = ModelConfig("lstm", 1, 24, 1)
+    events = []
+    a = train(TEXT, cfg, small_config(max_steps=120, eval_every=60), progress=events.append)
+    b = train(TEXT, cfg, small_config(max_steps=120, eval_every=60))
+    assert a.history.loss[0] > 3.0 and a.history.val_loss[-1] < 1.5    # from ln(V) to a memorised text
+    assert a.history.val_step == [60, 120] and len(events) == 120
+    assert events[-1].best_val_loss == min(a.history.val_loss)
+    for k in a.model.params:
+        np.testing.assert_array_equal(a.model.params[k], b.model.params[k])
+    assert a.model.history["corpus_chars"] == len(TEXT)
+    assert len(a.model.history["corpus_sha256"]) == 64
+
+
+def test_training_can_be_cancelled():
+    calls = []
+    result = train(TEXT, ModelConfig("rnn", 1, 8, 1), small_config(max_steps=1000),
+                   should_stop=lambda: calls.append(1) or len(calls) >= 3)
+    assert result.stopped == "cancelled" and result.history.step[-1] == 3
+
+
+def test_exploding_loss_stops_with_a_clear_message():
+    with pytest.raises(TrainingDiverged, match="exploding"):
+        train(TEXT, ModelConfig("rnn", 1, 64, 1), small_config(learning_rate=50.0, grad_clip=0, max_steps=200))
+
+
+def test_clipping_records_the_pre_clip_norm():
+    result = train(TEXT, ModelConfig("gru", 1, 16, 1), small_config(grad_clip=0.05, max_steps=5))
+    assert all(result.history.clipped)
+    assert all(n > 0.05 for n in result.history.grad_norm)
+
+
+def test_too_short_corpus_is_refused_with_advice():
+    with pytest.raises(ValueError, match="too few"):
+        train("tiny text", ModelConfig(), TrainConfig())
+
+
+def test_gradient_profile_and_spectra_and_saturation():
+    model = make_model("lstm")
+    text = TEXT[:60]
+    profile = gradient_through_time(model, text)
+    assert profile.position == len(text) - 2
+    assert len(profile.h_grad_norm) == 2 and profile.h_grad_norm[0].shape == (len(text) - 1,)
+    assert profile.c_grad_norm is not None
+    # The loss at the last position cannot depend on... nothing after it; it does depend on h at it.
+    assert profile.h_grad_norm[1][-1] > 0
+    with pytest.raises(ValueError, match="position"):
+        gradient_through_time(model, text, position=len(text))
+    sv = recurrent_singular_values(model)
+    assert sv[0].shape == (4, 16) and (np.diff(sv[0], axis=1) <= 1e-9).all()
+    sat = gate_saturation(model, text)
+    assert set(sat) == {(l, g) for l in range(2) for g in "ifgo"}
+    left, right = sat[(0, "f")]
+    assert left.shape == (16,) and ((0 <= left) & (left <= 1)).all() and ((left + right) <= 1).all()
