@@ -6,6 +6,7 @@ holds everything else needed to rebuild the model from the file alone. No pickle
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import os
 import tempfile
 from pathlib import Path
@@ -99,3 +100,70 @@ def load_model(path: str | os.PathLike) -> LanguageModel:
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
     return from_bytes(data, str(path))[0]
+
+
+TRAIN_FORMAT = "rnnscope-train/1"
+
+
+def save_train_state(path: str | os.PathLike, model: LanguageModel, state) -> None:
+    """A resumable training run: current and best weights, optimizer moments, the carried
+    recurrent state, the dropout generator and the full metric history. `model` supplies
+    config, vocab, training config and corpus summary. A separate file from the model
+    checkpoint, whose tensors must stay exactly torch's state_dict."""
+    tensors = {f"params.{k}": v for k, v in state.params.items()}
+    tensors |= {f"optimizer.{k}": np.asarray(v) for k, v in state.optimizer.items()}
+    if state.best_params is not None:
+        tensors |= {f"best.{k}": v for k, v in state.best_params.items()}
+    if state.carried is not None:
+        tensors["carried.h"] = state.carried.h
+        if state.carried.c is not None:
+            tensors["carried.c"] = state.carried.c
+    metadata = {
+        "format": TRAIN_FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "vocab": json.dumps(model.vocab.chars, ensure_ascii=False),
+        "train_config": json.dumps(model.train_config),
+        "history_summary": json.dumps(model.history),
+        "step": str(state.step),
+        "best_val": json.dumps(state.best_val if np.isfinite(state.best_val) else None),
+        "seconds": repr(state.seconds),
+        "rng": json.dumps(state.rng),
+        "history": json.dumps(asdict(state.history)),
+    }
+    write_atomic(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata))
+
+
+def load_train_state(path: str | os.PathLike):
+    """-> (model with the current weights, TrainState)."""
+    from .network import State
+    from .train import History, TrainState
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+        tensors = load(data)
+        meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    if meta.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{path} is not an rnnscope training state (format {meta.get('format')!r})")
+
+    def group(prefix):
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    try:
+        params = group("params.")
+        model = LanguageModel(ModelConfig(**json.loads(meta["config"])), Vocab(json.loads(meta["vocab"])),
+                              params, json.loads(meta["train_config"]), json.loads(meta["history_summary"]))
+        carried = None
+        if "carried.h" in tensors:
+            carried = State(tensors["carried.h"], tensors.get("carried.c"))
+        best_val = json.loads(meta["best_val"])
+        state = TrainState(params, group("optimizer."), int(meta["step"]), carried, json.loads(meta["rng"]),
+                           group("best.") or None, np.inf if best_val is None else best_val,
+                           History(**json.loads(meta["history"])), float(meta["seconds"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has inconsistent contents: {e}") from None
+    return model, state

@@ -19,20 +19,36 @@ def num_batches(num_chars: int, batch_size: int, seq_length: int) -> int:
     return (num_chars - 1) // (batch_size * seq_length)
 
 
-def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+class StreamBatches:
     """One epoch of char-rnn batches: the data is cut into B contiguous streams and
     batch k holds characters [kT, (k+1)T) of every stream, so the state after batch k
-    is the right initial state for batch k+1. Yields (x, y), both (B, T), y = x shifted by one."""
-    B, T = batch_size, seq_length
-    n = num_batches(len(ids), B, T)
-    if n < 1:
-        raise ValueError(f"{len(ids)} characters are too few for one batch of {B} x {T}; "
-                         "lower batch_size or seq_length")
-    span = n * T
-    x = ids[: B * span].reshape(B, span)
-    y = ids[1: B * span + 1].reshape(B, span)
-    for k in range(n):
-        yield x[:, k * T:(k + 1) * T], y[:, k * T:(k + 1) * T]
+    is the right initial state for batch k+1. Item k is (x, y), both (B, T), y = x shifted by one."""
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int):
+        B, T = batch_size, seq_length
+        self.n = num_batches(len(ids), B, T)
+        if self.n < 1:
+            raise ValueError(f"{len(ids)} characters are too few for one batch of {B} x {T}; "
+                             "lower batch_size or seq_length")
+        span = self.n * T
+        self.T = T
+        self.x = ids[: B * span].reshape(B, span)
+        self.y = ids[1: B * span + 1].reshape(B, span)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= k < self.n:
+            raise IndexError(k)
+        T = self.T
+        return self.x[:, k * T:(k + 1) * T], self.y[:, k * T:(k + 1) * T]
+
+
+def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Iterate over one epoch of StreamBatches."""
+    batches = StreamBatches(ids, batch_size, seq_length)
+    return (batches[k] for k in range(len(batches)))
 
 
 def eval_chunks(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -45,10 +45,10 @@ class Adam:
 
     def state(self) -> Params:
         return {**{f"m.{k}": v for k, v in self.m.items()}, **{f"v.{k}": v for k, v in self.v.items()},
-                "t": np.array(self.t)}
+                "t": np.array([self.t])}
 
     def load_state(self, state: Params) -> None:
-        self.t = int(state["t"])
+        self.t = int(state["t"][0])
         for k in self.m:
             self.m[k][...] = state[f"m.{k}"]
             self.v[k][...] = state[f"v.{k}"]

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import network
-from .data import eval_chunks, num_batches, split, stream_batches
+from .data import StreamBatches, eval_chunks, num_batches, split
 from .layers import softmax_cross_entropy
 from .lm import LanguageModel
 from .network import ModelConfig, State
@@ -64,6 +64,7 @@ class TrainEvent:
     val_loss: float | None        # set on the steps that ran validation
     best_val_loss: float | None
     params: dict[str, np.ndarray] = field(repr=False)   # current weights, read-only
+    snapshot: Callable[[], "TrainState"] = field(repr=False)  # a resumable copy of the run now
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,6 +96,7 @@ class TrainResult:
     history: History
     seconds: float
     stopped: str                  # "max_steps", "max_seconds" or "cancelled"
+    state: "TrainState"           # resume from here to train further
 
 
 def evaluate(model_cfg: ModelConfig, params: dict, ids: np.ndarray, batch_size: int = 32,
@@ -109,86 +111,122 @@ def evaluate(model_cfg: ModelConfig, params: dict, ids: np.ndarray, batch_size: 
     return total / count
 
 
+@dataclass
+class TrainState:
+    """Everything needed to continue a run exactly where it stopped: resuming from a
+    state gives the same weights as never having stopped."""
+
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    step: int
+    carried: State | None                 # recurrent state carried into the next batch
+    rng: dict                             # the dropout generator's bit-generator state
+    best_params: dict[str, np.ndarray] | None
+    best_val: float
+    history: History
+    seconds: float                        # training time spent so far
+
+
 def train(text: str, model_cfg: ModelConfig, cfg: TrainConfig,
           progress: Callable[[TrainEvent], None] | None = None,
           should_stop: Callable[[], bool] | None = None,
           corpus_name: str = "corpus", vocab: Vocab | None = None,
-          dtype=np.float32) -> TrainResult:
-    """Train a model on `text`; model_cfg.vocab_size is taken from the vocabulary."""
+          dtype=np.float32, resume: TrainState | None = None) -> TrainResult:
+    """Train a model on `text` (model_cfg.vocab_size is taken from the vocabulary), or
+    continue the run captured in `resume`. The result's `state` resumes it again."""
     vocab = vocab or Vocab.from_text(text)
     model_cfg = ModelConfig(model_cfg.cell, len(vocab), model_cfg.hidden_size, model_cfg.num_layers)
     train_text, val_text = split(text, cfg.val_fraction)
     train_ids = vocab.encode(train_text)
     val_ids = vocab.encode(val_text[: cfg.val_max_chars]) if len(val_text) > 1 else None
-    per_epoch = num_batches(len(train_ids), cfg.batch_size, cfg.seq_length)
-    if per_epoch < 1:
+    if num_batches(len(train_ids), cfg.batch_size, cfg.seq_length) < 1:
         raise ValueError(f"the training text has {len(train_ids)} characters, too few for one "
                          f"batch of {cfg.batch_size} x {cfg.seq_length}; lower batch_size or seq_length")
+    batches = StreamBatches(train_ids, cfg.batch_size, cfg.seq_length)
+    per_epoch = len(batches)
 
-    params = network.init_params(model_cfg, cfg.seed, dtype)
+    if resume is None:
+        params = network.init_params(model_cfg, cfg.seed, dtype)
+        resume = TrainState(params, {}, 0, None, np.random.default_rng(cfg.seed).bit_generator.state,
+                            None, math.inf, History(), 0.0)
+    params, step, carried, history = resume.params, resume.step, resume.carried, resume.history
+    best_params, best_val = resume.best_params, resume.best_val
     optimizer = OPTIMIZERS[cfg.optimizer](params)
-    rng = np.random.default_rng(cfg.seed)
-    history = History()
-    best_params, best_val = None, math.inf
+    if resume.optimizer:
+        optimizer.load_state(resume.optimizer)
+    rng = np.random.default_rng()
+    rng.bit_generator.state = resume.rng
     # Cross-entropy starts near ln V; three times that means the run has blown up (char-rnn).
     explode_at = 3.0 * math.log(len(vocab))
     chars_per_step = cfg.batch_size * cfg.seq_length
+    first_step = step
+
+    def snapshot() -> TrainState:
+        return TrainState({k: v.copy() for k, v in params.items()}, optimizer.state(), step, carried,
+                          rng.bit_generator.state, best_params, best_val, history,
+                          resume.seconds + time.perf_counter() - start)
 
     start = time.perf_counter()
-    step, stopped = 0, None
+    stopped = None
     while stopped is None:
-        state = None                                   # each epoch starts from a zero state
-        for x, y in stream_batches(train_ids, cfg.batch_size, cfg.seq_length):
-            epoch = step / per_epoch
-            decays = max(0, math.floor(epoch - cfg.lr_decay_after) + 1)
-            lr = cfg.learning_rate * cfg.lr_decay ** decays
-            logits, state, cache = network.forward(model_cfg, params, x, state, cfg.dropout, rng)
-            loss, dlogits, _ = softmax_cross_entropy(logits, y)
-            if not math.isfinite(loss) or loss > explode_at:
-                raise TrainingDiverged(f"loss is exploding ({loss:.3g} at step {step + 1}), aborting; "
-                                       "lower the learning rate or the gradient clip")
-            grads = network.backward(model_cfg, params, dlogits, cache).params
-            grad_norm, clipped = clip_by_global_norm(grads, cfg.grad_clip)
-            optimizer.step(params, grads, lr)
-            step += 1
-            history.step.append(step)
-            history.loss.append(loss)
-            history.grad_norm.append(grad_norm)
-            history.clipped.append(clipped)
+        k = step % per_epoch
+        if k == 0:
+            carried = None                                 # each epoch starts from a zero state
+        x, y = batches[k]
+        decays = max(0, math.floor(step / per_epoch - cfg.lr_decay_after) + 1)
+        lr = cfg.learning_rate * cfg.lr_decay ** decays
+        logits, carried, cache = network.forward(model_cfg, params, x, carried, cfg.dropout, rng)
+        loss, dlogits, _ = softmax_cross_entropy(logits, y)
+        if not math.isfinite(loss) or loss > explode_at:
+            raise TrainingDiverged(f"loss is exploding ({loss:.3g} at step {step + 1}), aborting; "
+                                   "lower the learning rate or the gradient clip")
+        grads = network.backward(model_cfg, params, dlogits, cache).params
+        grad_norm, clipped = clip_by_global_norm(grads, cfg.grad_clip)
+        optimizer.step(params, grads, lr)
+        step += 1
+        history.step.append(step)
+        history.loss.append(loss)
+        history.grad_norm.append(grad_norm)
+        history.clipped.append(clipped)
 
+        elapsed = time.perf_counter() - start
+        out_of_time = cfg.max_seconds > 0 and resume.seconds + elapsed >= cfg.max_seconds
+        if step >= cfg.max_steps:
+            stopped = "max_steps"
+        elif out_of_time:
+            stopped = "max_seconds"
+        elif should_stop is not None and should_stop():
+            stopped = "cancelled"
+        val_loss = None
+        if val_ids is not None and (step % cfg.eval_every == 0 or stopped):
+            val_loss = evaluate(model_cfg, params, val_ids, cfg.batch_size, cfg.seq_length)
+            history.val_step.append(step)
+            history.val_loss.append(val_loss)
+            if val_loss < best_val:
+                best_val = val_loss
+                best_params = {k: v.copy() for k, v in params.items()}
+        if progress is not None:
             elapsed = time.perf_counter() - start
-            out_of_time = cfg.max_seconds > 0 and elapsed >= cfg.max_seconds
-            last = step >= cfg.max_steps or out_of_time or (should_stop is not None and should_stop())
-            val_loss = None
-            if val_ids is not None and (step % cfg.eval_every == 0 or last):
-                val_loss = evaluate(model_cfg, params, val_ids, cfg.batch_size, cfg.seq_length)
-                history.val_step.append(step)
-                history.val_loss.append(val_loss)
-                if val_loss < best_val:
-                    best_val = val_loss
-                    best_params = {k: v.copy() for k, v in params.items()}
-            if progress is not None:
-                elapsed = time.perf_counter() - start
-                remaining = cfg.max_steps - step
-                eta = elapsed / step * remaining
-                if cfg.max_seconds > 0:
-                    eta = min(eta, max(0.0, cfg.max_seconds - elapsed))
-                progress(TrainEvent(step, cfg.max_steps, step / per_epoch, loss, grad_norm, clipped, lr,
-                                    step * chars_per_step / elapsed, eta, val_loss,
-                                    None if best_params is None else best_val, params))
-            if last:
-                stopped = ("max_steps" if step >= cfg.max_steps else
-                           "max_seconds" if out_of_time else "cancelled")
-                break
+            per_step = elapsed / (step - first_step)
+            eta = per_step * (cfg.max_steps - step)
+            if cfg.max_seconds > 0:
+                eta = min(eta, max(0.0, cfg.max_seconds - resume.seconds - elapsed))
+            progress(TrainEvent(step, cfg.max_steps, step / per_epoch, loss, grad_norm, clipped, lr,
+                                chars_per_step / per_step, eta, val_loss,
+                                None if best_params is None else best_val, params, snapshot))
 
-    seconds = time.perf_counter() - start
+    state = snapshot()
     summary = history.summary() | {
         "corpus_name": corpus_name,
-        "corpus_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "corpus_sha256": corpus_sha256(text),
         "corpus_chars": len(text),
-        "seconds": round(seconds, 1),
+        "seconds": round(state.seconds, 1),
         "stopped": stopped,
     }
     model = LanguageModel(model_cfg, vocab, best_params if best_params is not None else params,
                           asdict(cfg), summary)
-    return TrainResult(model, history, seconds, stopped)
+    return TrainResult(model, history, state.seconds, stopped, state)
+
+
+def corpus_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

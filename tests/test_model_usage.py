@@ -172,3 +172,26 @@ def test_gradient_profile_and_spectra_and_saturation():
     assert set(sat) == {(l, g) for l in range(2) for g in "ifgo"}
     left, right = sat[(0, "f")]
     assert left.shape == (16,) and ((0 <= left) & (left <= 1)).all() and ((left + right) <= 1).all()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_resuming_from_a_saved_state_equals_never_stopping(cell, tmp_path):
+    """Stop mid-epoch with dropout on, save, load, continue: the same weights, history
+    and best checkpoint as one uninterrupted run."""
+    from model.checkpoint import load_train_state, save_train_state
+
+    cfg = ModelConfig(cell, 1, 12, 2)
+    tc = small_config(max_steps=30, eval_every=10, dropout=0.2)
+    whole = train(TEXT, cfg, tc)
+    calls = []
+    first = train(TEXT, cfg, tc, should_stop=lambda: calls.append(1) or len(calls) >= 13)
+    assert first.stopped == "cancelled" and first.state.step == 13
+    save_train_state(tmp_path / "run.state", first.model, first.state)
+    _, state = load_train_state(tmp_path / "run.state")
+    second = train(TEXT, cfg, tc, resume=state)
+    assert second.history.step == list(range(1, 31))
+    assert second.history.loss[:13] == first.history.loss
+    np.testing.assert_allclose(second.history.loss, whole.history.loss, rtol=0, atol=0)
+    for k in whole.model.params:
+        np.testing.assert_array_equal(second.model.params[k], whole.model.params[k])
+        np.testing.assert_array_equal(second.state.params[k], whole.state.params[k])
