@@ -1,6 +1,6 @@
 """A stacked character-level recurrent language model.
 
-ids (N, T) -> one-hot -> L recurrent layers (dropout between them) -> linear decoder
+ids (N, T) -> one-hot -> L recurrent layers (dropout after each) -> linear decoder
 -> logits (N, T, V). Parameters live in a flat dict whose names and shapes are exactly
 the state_dict of a torch module with `rnn = nn.RNN|GRU|LSTM(V, H, L)` and
 `decoder = nn.Linear(H, V)`, so checkpoints load into PyTorch unchanged.
@@ -117,7 +117,8 @@ def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
     """ids (N, T) int -> logits (N, T, V), the final state, and the cache.
 
     `state` is the carried (h, c), zeros when None. Dropout (inverted, rate `dropout`)
-    is applied to every layer's output except the last, as torch.nn.LSTM does.
+    is applied to every layer's output, the top one included, as char-rnn does: on
+    a 2-layer model, dropout between layers alone barely regularises.
     """
     cell = get_cell(cfg.cell)
     N, T = ids.shape
@@ -136,7 +137,7 @@ def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
         layers.append(lc)
         x = lc.hs[1:]                                            # (T, N, H)
         mask = None
-        if dropout > 0.0 and l < cfg.num_layers - 1:
+        if dropout > 0.0:
             mask = (rng.random(x.shape) >= dropout).astype(dtype) / dtype.type(1.0 - dropout)
             x = x * mask
         masks.append(mask)

@@ -28,7 +28,7 @@ class TrainConfig:
     lr_decay: float = 0.97        # multiply the rate by this once per epoch...
     lr_decay_after: float = 10    # ...after this many epochs (char-rnn's schedule)
     grad_clip: float = 5.0        # global-norm threshold; 0 disables clipping
-    dropout: float = 0.0          # between layers; helps once the model overfits
+    dropout: float = 0.0          # after every layer; 0.25 keeps a 2x256 model on 1 MB from overfitting
     max_steps: int = 5000
     max_seconds: float = 0.0      # wall-clock budget, 0 for none; how the bundled models share a budget
     val_fraction: float = 0.1     # the last 10% of the corpus validates
