@@ -17,7 +17,8 @@ COPY app ./app
 COPY model ./model
 COPY static ./static
 COPY templates ./templates
-RUN pip install .
+# Editable, so the app finds static/ and templates/ beside it in /app.
+RUN pip install --editable .
 
 USER rnnscope
 VOLUME ["/data"]

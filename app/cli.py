@@ -1,14 +1,18 @@
 """The rnnscope command line: train, sample, serve."""
 from __future__ import annotations
 
+import copy
+import itertools
 import sys
 import time
 from pathlib import Path
 
 import typer
 
+from model.bundled import BUNDLED, bundled_paths
 from model.checkpoint import CheckpointError, load_model, save_model
 from model.network import ModelConfig
+from model.sample import generate
 from model.train import TrainConfig, TrainEvent, TrainingDiverged, train as train_model
 from model.vocab import UnknownCharactersError
 
@@ -95,6 +99,64 @@ def train(
     best = f"{h['best_val_loss']:.4f}" if h.get("best_val_loss") is not None else "n/a"
     typer.echo(f"\n{h['steps']} steps in {format_seconds(time.perf_counter() - start)} ({result.stopped}); "
                f"best validation loss {best} nats/char; saved {out}")
+
+
+@cli.command("sample")
+def sample_text(
+    model: str = typer.Argument(..., help="a .safetensors checkpoint, or a bundled model id: "
+                                          + ", ".join(BUNDLED)),
+    prime: str = typer.Option("", help="text to read first; printed, then continued"),
+    temperature: float = typer.Option(1.0, min=0.0, max=5.0, help="below 1 safer, above 1 wilder, 0 greedy"),
+    length: int = typer.Option(500, min=0, help="characters to write"),
+    top_k: int = typer.Option(0, min=0, help="draw among the k likeliest characters only; 0 = all"),
+    seed: int | None = typer.Option(None, min=0, help="the same seed writes the same text"),
+):
+    """Write text with a model, streamed to stdout as it is drawn."""
+    path = Path(model)
+    if not path.exists() and model in BUNDLED:
+        if model not in bundled_paths():
+            fail(f"the bundled model {model!r} is not installed ({BUNDLED[model]}); pass a checkpoint file")
+        path = bundled_paths()[model]
+    try:
+        lm = load_model(path)
+    except CheckpointError as e:
+        fail(str(e))
+    out = sys.stdout
+    try:
+        chars = generate(lm, prime, length, temperature, top_k, seed)
+        first = next(chars, None)           # reads the prime: unknown characters fail here
+        out.write(prime)
+        for char, _ in itertools.chain([first] if first else [], chars):
+            out.write(char)
+            out.flush()
+    except UnknownCharactersError as e:
+        fail(f"the prime has {e}")
+    out.write("\n")
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="interface to listen on (default 127.0.0.1, or RNNSCOPE_HOST)"),
+    port: int | None = typer.Option(None, help="(default 8000, or RNNSCOPE_PORT)"),
+    data_dir: Path | None = typer.Option(None, help="holds models/*.safetensors (default ./data, or "
+                                                    "RNNSCOPE_DATA_DIR)"),
+):
+    """Start the web app: one worker, the models loaded once at start-up."""
+    import uvicorn
+    from pydantic import ValidationError
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    given = {"host": host, "port": port, "data_dir": data_dir}
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as e:
+        fail("; ".join(f"setting {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO"}   # which models loaded
+    # One worker: the models and the compute slots live in this process.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_config=log_config)
 
 
 def main() -> None:

@@ -1,0 +1,110 @@
+"""The NumPy work behind the analysis routes, shaped for sending.
+
+A text is read in chunks with the state carried across, which gives exactly the
+whole-sequence forward (the model's equivalence tests) while the cache, ~28 kB a
+character for a 2x256 LSTM, stays bounded whatever the text's length.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+
+from model.analysis import SATURATION_HIGH, SATURATION_LOW
+from model.layers import log_softmax
+from model.lm import LanguageModel
+
+from .schemas import EncodedArray, Encoding
+
+CHUNK = 1024          # characters per forward call: ~28 MB of cache, per-call overhead negligible
+TANH_GATES = ("g", "n")   # mapped to [0, 1] before thresholding, as model.analysis.gate_saturation does
+
+
+@dataclass
+class Reading:
+    loss: np.ndarray                     # (T-1,) loss[t] = -ln p(ids[t+1] | ids[..t])
+    top_ids: np.ndarray                  # (T, k) likeliest next characters, most likely first
+    top_probs: np.ndarray                # (T, k)
+    internals: dict[tuple[int, str], np.ndarray]   # (layer, quantity) -> (T, H)
+
+
+def top_k(logp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest entries of each row of log-probabilities (T, V): ids and probabilities."""
+    T, V = logp.shape
+    k = min(k, V)
+    if k == 0:
+        return np.zeros((T, 0), np.int64), np.zeros((T, 0), logp.dtype)
+    ids = np.argpartition(-logp, k - 1, axis=1)[:, :k] if k < V else np.broadcast_to(np.arange(V), (T, V))
+    vals = np.take_along_axis(logp, ids, axis=1)
+    order = np.argsort(-vals, axis=1, kind="stable")
+    return np.take_along_axis(ids, order, axis=1), np.exp(np.take_along_axis(vals, order, axis=1))
+
+
+def read(model: LanguageModel, ids: np.ndarray, wanted: list[tuple[int, str]], k: int,
+         chunk: int = CHUNK) -> Reading:
+    """Read ids (T,) from a zero state; keep the losses, the top-k predictions and the
+    (layer, quantity) internals asked for."""
+    T, H = len(ids), model.config.hidden_size
+    loss = np.empty(max(T - 1, 0), model.dtype)
+    top_ids = np.empty((T, min(k, model.config.vocab_size)), np.int64)
+    top_probs = np.empty(top_ids.shape, model.dtype)
+    internals = {key: np.empty((T, H), model.dtype) for key in wanted}
+    state = None
+    for s in range(0, T, chunk):
+        e = min(s + chunk, T)
+        logits, state, cache = model.forward(ids[None, s:e], state)
+        logp = log_softmax(logits[0])                                 # (C, V)
+        n = min(e, T - 1) - s                                         # positions with a next character
+        loss[s:s + n] = -logp[np.arange(n), ids[s + 1:s + 1 + n]]
+        top_ids[s:e], top_probs[s:e] = top_k(logp, k)
+        for layer, quantity in wanted:
+            internals[layer, quantity][s:e] = model.internals(cache, layer, quantity)
+    return Reading(loss, top_ids, top_probs, internals)
+
+
+def gate_saturation(model: LanguageModel, ids: np.ndarray,
+                    chunk: int = CHUNK) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+    """model.analysis.gate_saturation over ids (T,), read in chunks: per (layer, gate),
+    the fraction of steps each unit spends below 0.1 and above 0.9."""
+    cfg, gates = model.config, model.cell.gate_names
+    counts = {(l, g): (np.zeros(cfg.hidden_size, np.int64), np.zeros(cfg.hidden_size, np.int64))
+              for l in range(cfg.num_layers) for g in gates}
+    state = None
+    for s in range(0, len(ids), chunk):
+        _, state, cache = model.forward(ids[None, s:s + chunk], state)
+        for (l, g), (left, right) in counts.items():
+            a = model.internals(cache, l, g)                          # (C, H)
+            if g in TANH_GATES:
+                a = (a + 1.0) / 2.0
+            left += (a < SATURATION_LOW).sum(axis=0)
+            right += (a > SATURATION_HIGH).sum(axis=0)
+    return {key: (left / len(ids), right / len(ids)) for key, (left, right) in counts.items()}
+
+
+def rounded(a: np.ndarray, decimals: int = 6) -> list:
+    """Nested lists of short decimals: float32 values through float64 print 17 digits."""
+    return np.round(a.astype(np.float64), decimals).tolist()
+
+
+# Bytes per value as sent, base64 (4/3) of the raw bytes, or JSON's ~10 characters a number.
+SENT_BYTES = {"int8": 4 / 3, "float16": 8 / 3, "float32": 16 / 3, "json": 10.0}
+
+
+def encode_array(a: np.ndarray, encoding: Encoding) -> EncodedArray:
+    """A (T, H) array as EncodedArray: int8 is value = q * scale, scale = max|v| / 127."""
+    shape = list(a.shape)
+    if encoding == "json":
+        return EncodedArray(shape=shape, dtype="float32", scale=1.0, values=rounded(a))
+    if encoding == "int8":
+        peak = float(max(a.max(), -a.min())) if a.size else 0.0
+        scale = peak / 127.0 if peak > 0.0 else 1.0
+        q = a * np.float32(1.0 / scale)                   # in [-127, 127]: rint cannot leave int8
+        np.rint(q, out=q)
+        return EncodedArray(shape=shape, dtype="int8", scale=scale, data=b64(q.astype(np.int8)))
+    dtype = {"float16": "<f2", "float32": "<f4"}[encoding]
+    return EncodedArray(shape=shape, dtype=encoding, scale=1.0, data=b64(a.astype(dtype, copy=False)))
+
+
+def b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a).data).decode("ascii")

@@ -1,0 +1,48 @@
+"""What handlers receive by dependency: the settings, the model registry, the model a URL
+names, and the slots that bound concurrent NumPy work. All live on app.state, set by
+create_app and its lifespan; tests pass their own Settings to create_app or swap any of
+these with app.dependency_overrides."""
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path, Request
+
+from .registry import Entry, ModelRegistry, UnknownModelError
+from .settings import Settings
+
+# The getters are async only because they never block: FastAPI then calls them on the
+# event loop instead of hopping to a worker thread.
+
+
+async def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    return request.app.state.registry
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+
+
+async def get_entry(model_id: Annotated[str, Path(description="A model id from GET /api/models.")],
+                    registry: RegistryDep) -> Entry:
+    try:
+        return registry.get(model_id)
+    except UnknownModelError as e:
+        raise HTTPException(404, str(e)) from None
+
+
+ModelDep = Annotated[Entry, Depends(get_entry)]
+
+
+async def get_compute_slots(request: Request) -> threading.Semaphore:
+    return request.app.state.compute_slots
+
+
+ComputeSlots = Annotated[threading.Semaphore, Depends(get_compute_slots)]

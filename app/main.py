@@ -1,0 +1,44 @@
+"""Assembles the app: settings, a lifespan that loads the models once, static files, routers."""
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.staticfiles import StaticFiles
+from threadpoolctl import threadpool_limits
+
+from . import errors, openapi
+from .registry import ModelRegistry
+from .routers import analysis, health, models, pages, sample, vendor
+from .settings import Settings, get_settings
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    threadpool_limits(settings.blas_threads)                # process-wide, as BLAS's pool is
+    app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
+    app.state.compute_slots = threading.BoundedSemaphore(settings.max_concurrent_jobs)
+    app.openapi_schema = None            # made again, now with the models' ids
+    yield
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The rnnscope app, configured by `settings` (default: the environment's)."""
+    settings = settings or get_settings()
+    app = FastAPI(title="rnnscope", version="0.1.0", lifespan=lifespan,
+                  description="Look inside character-level RNN, GRU and LSTM language models: what each "
+                              "neuron does, how gradients flow through time, what the model writes.")
+    app.state.settings = settings
+    errors.install(app, settings.max_body_bytes)
+    openapi.install(app)
+    for module in (health, models, analysis, sample, vendor, pages):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")   # after vendor's /static/vendor
+    return app

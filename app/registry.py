@@ -1,0 +1,111 @@
+"""The models the server offers: the bundled ones and any checkpoint in <data_dir>/models/,
+loaded once at start-up and read-only afterwards, so request threads share them freely."""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.analysis import recurrent_singular_values
+from model.bundled import BUNDLED, bundled_paths
+from model.checkpoint import CheckpointError, load_model
+from model.lm import LanguageModel
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Ids appear in URLs and file names: keep them to characters that need no escaping.
+MODEL_ID = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+class UnknownModelError(LookupError):
+    def __init__(self, model_id: str, known: Iterable[str]):
+        known = sorted(known)
+        self.model_id = model_id
+        available = ", ".join(known) if known else "none are loaded"
+        super().__init__(f"no model {model_id!r}; available: {available}")
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    name: str
+    path: Path
+    bundled: bool
+    model: LanguageModel
+    # Per layer (G, H), largest first; computed once because W_hh never changes.
+    singular_values: list[np.ndarray]
+
+
+def block_names(model: LanguageModel) -> list[str]:
+    """A name for each H-row block of W_hh: the gates, or "h" for the vanilla RNN's one block."""
+    return list(model.cell.gate_names) or ["h"]
+
+
+def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None) -> Entry:
+    """Load and check one checkpoint; raises CheckpointError when it cannot be served.
+    Without a display name, one is made from the file name and the architecture."""
+    if not MODEL_ID.fullmatch(model_id):
+        raise CheckpointError(f"{path}: the id {model_id!r} (the file name) must match "
+                              f"{MODEL_ID.pattern}; rename the file")
+    model = load_model(path)
+    # NaN weights would turn every answer into nulls the API promises never to send.
+    bad = [k for k, v in model.params.items() if not np.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite values in {', '.join(bad)}")
+    cfg = model.config
+    name = name or f"{path.stem} ({cfg.cell.upper()} {cfg.num_layers}x{cfg.hidden_size})"
+    return Entry(model_id, name, path, bundled, model, recurrent_singular_values(model))
+
+
+class ModelRegistry:
+    def __init__(self, entries: Iterable[Entry] = ()):
+        self._entries: dict[str, Entry] = {}
+        for e in entries:
+            if e.id in self._entries:
+                raise ValueError(f"two models with id {e.id!r}")
+            self._entries[e.id] = e
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelRegistry:
+        """The bundled models (unless settings.load_bundled is off), then every
+        <data_dir>/models/*.safetensors by file name. A file that cannot be served is
+        logged and skipped: one bad upload must not keep the server from starting."""
+        entries: dict[str, Entry] = {}
+        candidates: list[tuple[str, str | None, Path, bool]] = []
+        if settings.load_bundled:
+            candidates += [(mid, BUNDLED[mid], path, True) for mid, path in bundled_paths().items()]
+        user_dir = settings.data_dir / "models"
+        if user_dir.is_dir():
+            candidates += [(p.stem, None, p, False) for p in sorted(user_dir.glob("*.safetensors"))]
+        for model_id, name, path, bundled in candidates:
+            if model_id in entries:
+                log.warning("skipping %s: the id %r is taken by %s", path, model_id, entries[model_id].path)
+                continue
+            try:
+                entries[model_id] = make_entry(model_id, path, bundled, name)
+            except CheckpointError as e:
+                log.warning("skipping a model: %s", e)
+                continue
+            log.info("loaded model %r from %s", model_id, path)
+        return cls(entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def ids(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, model_id: str) -> Entry:
+        try:
+            return self._entries[model_id]
+        except KeyError:
+            raise UnknownModelError(model_id, self._entries) from None

@@ -1,0 +1,123 @@
+"""Looking inside a model while it reads a text: the trace of its internals, gradients
+through time, gate saturation."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from fastapi import APIRouter, HTTPException
+
+from model.analysis import gradient_through_time
+from model.vocab import Vocab
+
+from ..compute import SENT_BYTES, encode_array, gate_saturation, read, rounded
+from ..deps import ComputeSlots, ModelDep, SettingsDep
+from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
+from ..registry import block_names
+from ..schemas import (GateSaturation, GatesLayer, GatesRequest, GatesResponse, GradientLayer,
+                       GradientsRequest, GradientsResponse, Predictions, Spectrum, TextRequest, TraceLayer,
+                       TraceRequest, TraceResponse)
+from ..settings import Settings
+
+router = APIRouter(prefix="/api/models/{model_id}", tags=["analysis"],
+                   responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
+
+
+def readable_text(req: TextRequest, vocab: Vocab, settings: Settings,
+                  min_chars: int = 1) -> tuple[str, list[str]]:
+    """vet_text, then 422 unless at least `min_chars` characters are left to read."""
+    text, dropped = vet_text(vocab, req.text, req.drop_unknown, settings.max_text_chars, "max_text_chars")
+    if len(text) < min_chars:
+        need = "one character" if min_chars == 1 else "two characters: one to read and one to predict"
+        left = " once characters outside the vocabulary are dropped" if dropped else ""
+        raise invalid(("body", "text"), f"the text needs at least {need}; it has {len(text)}{left}",
+                      "too_short", min_length=min_chars)
+    return text, dropped
+
+
+def chosen(requested: list | None, available: list, field: str, owner: str) -> list:
+    """The requested items in order without repeats (all when None); 422 for one the model lacks."""
+    if requested is None:
+        return list(available)
+    for i, item in enumerate(requested):
+        if item not in available:
+            raise invalid(("body", field, i), f"{owner} has no {item!r}; choose from "
+                          f"{', '.join(map(str, available))}", "not_available", available=available)
+    return list(dict.fromkeys(requested))
+
+
+def norms(a: np.ndarray) -> list[float | None]:
+    """Gradient norms for JSON, which has no inf: an overflowed one becomes null."""
+    values = a.astype(np.float64).tolist()
+    return values if np.isfinite(a).all() else [v if math.isfinite(v) else None for v in values]
+
+
+@router.post("/trace", response_model=TraceResponse)
+def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> TraceResponse:
+    """Read a text: per character the loss, the top-k next-character predictions, and the
+    chosen internals of the chosen layers as T x H arrays."""
+    m, L = entry.model, entry.model.config.num_layers
+    text, dropped = readable_text(req, m.vocab, settings)
+    layers = chosen(req.layers, list(range(L)), "layers", f"this {L}-layer model")
+    quantities = chosen(req.quantities, list(m.cell.quantities), "quantities", f"a {m.cell.name}")
+    if req.top_k > settings.max_top_k:
+        raise invalid(("body", "top_k"), f"top_k must be at most {settings.max_top_k} "
+                      "(setting RNNSCOPE_MAX_TOP_K)", "less_than_equal", le=settings.max_top_k)
+    size = len(text) * m.config.hidden_size * len(layers) * len(quantities) * SENT_BYTES[req.encoding]
+    if size > settings.max_trace_bytes:
+        raise HTTPException(413, f"the trace's arrays would be {size:,.0f} bytes; the limit is "
+                                 f"{settings.max_trace_bytes:,} (setting RNNSCOPE_MAX_TRACE_BYTES): ask for "
+                                 "fewer layers or quantities, a shorter text, or int8")
+    with slots:
+        r = read(m, m.encode(text), [(l, q) for l in layers for q in quantities], req.top_k)
+        # Each float array is dropped once encoded, so they do not all outlive the encoding.
+        out = [TraceLayer(layer=l, quantities={q: encode_array(r.internals.pop((l, q)), req.encoding)
+                                               for q in quantities})
+               for l in layers]
+    top_chars = np.array(m.vocab.chars)[r.top_ids].tolist()
+    return TraceResponse(text=text, chars=list(text), loss=rounded(r.loss),
+                         mean_loss=float(r.loss.mean()) if r.loss.size else None,
+                         predictions=Predictions(chars=top_chars, probs=rounded(r.top_probs)),
+                         layers=out, dropped=dropped)
+
+
+@router.post("/gradients", response_model=GradientsResponse)
+def gradients(req: GradientsRequest, entry: ModelDep, settings: SettingsDep,
+              slots: ComputeSlots) -> GradientsResponse:
+    """How one loss reaches back through time: ||dL/dh_k|| (and ||dL/dc_k||) for every
+    earlier step k and layer, and the singular values of each layer's W_hh."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    last = len(text) - 2
+    position = last if req.position is None else req.position
+    if position > last:
+        raise invalid(("body", "position"), f"position must be at most {last} (len(text) - 2) for a text of "
+                      f"{len(text)} characters", "less_than_equal", le=last)
+    if position + 1 > settings.max_gradient_chars:
+        raise too_large("the span BPTT reads (position + 1)", position + 1, settings.max_gradient_chars,
+                        "max_gradient_chars")
+    with slots:
+        g = gradient_through_time(m, text[:position + 2], position)
+    blocks = block_names(m)
+    layers = [GradientLayer(layer=l, h_grad_norm=norms(g.h_grad_norm[l]),
+                            c_grad_norm=None if g.c_grad_norm is None else norms(g.c_grad_norm[l]),
+                            singular_values=[Spectrum(block=b, values=sv.tolist())
+                                             for b, sv in zip(blocks, entry.singular_values[l])])
+              for l in range(m.config.num_layers)]
+    return GradientsResponse(position=position, target=text[position + 1], loss=g.loss, layers=layers,
+                             dropped=dropped)
+
+
+@router.post("/gates", response_model=GatesResponse)
+def gates(req: GatesRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> GatesResponse:
+    """Per layer, gate and unit: the fraction of steps left-saturated (< 0.1) and
+    right-saturated (> 0.9) while reading the text."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings)
+    with slots:
+        sat = gate_saturation(m, m.encode(text))
+    layers = [GatesLayer(layer=l, gates=[GateSaturation(gate=g, left=rounded(sat[l, g][0]),
+                                                        right=rounded(sat[l, g][1]))
+                                         for g in m.cell.gate_names])
+              for l in range(m.config.num_layers)]
+    return GatesResponse(steps=len(text), layers=layers, dropped=dropped)

@@ -1,0 +1,91 @@
+"""HTML pages. Each renders a template shell from the query string; its data comes from
+the JSON API by fetch(), so a page shows nothing a script could not get."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from starlette.routing import NoMatchFound
+
+router = APIRouter(tags=["pages"])
+templates = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
+
+
+def has_route(request: Request, name: str) -> bool:
+    """Whether the app serves the named route: base.html links optional pages only then."""
+    try:
+        request.app.url_path_for(name)
+    except NoMatchFound:
+        return False
+    return True
+
+
+templates.env.globals["has_route"] = has_route
+
+# Passages of tinyshakespeare, the bundled models' corpus: the first lines of the file,
+# then three from the last 10 %, which the models never trained on.
+PASSAGES = [
+    ("First Citizen (training text)",
+     "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+     "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n"
+     "First Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n"),
+    ("Petruchio and Baptista (validation)",
+     "PETRUCHIO:\nI see you do not mean to part with her,\nOr else you like not of my company.\n\n"
+     "BAPTISTA:\nMistake me not; I speak but as I find.\nWhence are you, sir? what may I call your name?\n\n"
+     "PETRUCHIO:\nPetruchio is my name; Antonio's son,\nA man well known throughout all Italy.\n"),
+    ("Kate mistakes an old man (validation)",
+     "PETRUCHIO:\nWhy, how now, Kate! I hope thou art not mad:\nThis is a man, old, wrinkled, faded, "
+     "wither'd,\nAnd not a maiden, as thou say'st he is.\n\nKATHARINA:\nPardon, old father, my mistaking "
+     "eyes,\nThat have been so bedazzled with the sun\nThat everything I look on seemeth green:\n"),
+    ("Ariel reports (validation)",
+     "ARIEL:\nSafely in harbour\nIs the king's ship; in the deep nook, where once\nThou call'dst me up at "
+     "midnight to fetch dew\nFrom the still-vex'd Bermoothes, there she's hid:\nThe mariners all under "
+     "hatches stow'd;\n"),
+]
+
+# Query parameters each page keeps in its URL; values pass through as strings and the
+# page's script validates them, so a mistyped link still opens the page.
+PAGE_STATE = {
+    "explore": ("model", "layer", "quantity", "neuron", "range", "text"),
+    "gradients": ("text", "position", "models"),
+    "gates": ("model", "text"),
+    "sample": ("model", "prime", "temperature", "length", "top_k", "seed"),
+}
+
+
+def render(request: Request, page: str) -> HTMLResponse:
+    state = {k: request.query_params.get(k, "") for k in PAGE_STATE.get(page, ())}
+    return templates.TemplateResponse(request, f"{page}.html",
+                                      {"page": page, "state": state, "passages": PASSAGES})
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def home(request: Request):
+    """The models and where to start."""
+    return render(request, "home")
+
+
+@router.get("/explore", response_class=HTMLResponse, include_in_schema=False)
+def explore(request: Request):
+    """Neuron explorer: text coloured by one neuron, and a heatmap of all of them."""
+    return render(request, "explore")
+
+
+@router.get("/gradients", response_class=HTMLResponse, include_in_schema=False)
+def gradients(request: Request):
+    """Gradient norms through time for every cell type, and W_hh's singular values."""
+    return render(request, "gradients")
+
+
+@router.get("/gates", response_class=HTMLResponse, include_in_schema=False)
+def gates(request: Request):
+    """Gate saturation scatter, as figure 3 of Karpathy, Johnson & Fei-Fei 2015."""
+    return render(request, "gates")
+
+
+@router.get("/sample", response_class=HTMLResponse, include_in_schema=False)
+def sample(request: Request):
+    """Sampling with every character coloured by its probability."""
+    return render(request, "sample")

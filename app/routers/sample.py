@@ -1,0 +1,75 @@
+"""Letting a model write: a whole sample at once, or streamed as server-sent events."""
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from model.lm import LanguageModel
+from model.sample import generate
+
+from ..deps import ComputeSlots, ModelDep, SettingsDep
+from ..errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, too_large, vet_text
+from ..schemas import SampleChunk, SampleDone, SampleRequest, SampleResponse
+
+router = APIRouter(prefix="/api/models/{model_id}", tags=["sample"])
+
+
+@dataclass
+class SampleJob:
+    model: LanguageModel
+    prime: str
+    length: int
+    temperature: float
+    top_k: int
+    seed: int
+    dropped: list[str]
+
+    def chars(self) -> Iterator[tuple[str, float]]:
+        return generate(self.model, self.prime, self.length, self.temperature, self.top_k, self.seed)
+
+
+def sample_job(req: SampleRequest, entry: ModelDep, settings: SettingsDep) -> SampleJob:
+    """A checked request. A dependency, so a stream is refused before its first event."""
+    if req.length > settings.max_sample_length:
+        raise too_large("the length", req.length, settings.max_sample_length, "max_sample_length")
+    prime, dropped = vet_text(entry.model.vocab, req.prime, req.drop_unknown, settings.max_prime_chars,
+                              "max_prime_chars", field="prime")
+    # 32 bits: a seed the page reads back must survive JavaScript's 53-bit numbers.
+    seed = secrets.randbits(32) if req.seed is None else req.seed
+    return SampleJob(entry.model, prime, req.length, req.temperature, req.top_k, seed, dropped)
+
+
+SampleJobDep = Annotated[SampleJob, Depends(sample_job)]
+
+
+@router.post("/sample", response_model=SampleResponse, responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
+def sample(job: SampleJobDep, slots: ComputeSlots) -> SampleResponse:
+    """Write `length` characters after reading `prime`, each with the probability it had."""
+    with slots:
+        pairs = list(job.chars())
+    return SampleResponse(text="".join(c for c, _ in pairs), probs=[p for _, p in pairs], seed=job.seed,
+                          dropped=job.dropped)
+
+
+@router.post("/sample/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS)
+def sample_stream(job: SampleJobDep, slots: ComputeSlots, settings: SettingsDep) -> Iterator[ServerSentEvent]:
+    """The same sample as server-sent events: `chunk` events carrying SampleChunk
+    {text, probs} as the characters are drawn, then one `done` event carrying SampleDone
+    {length, seed, dropped}. The same request body and seed give the same text as /sample."""
+    chars, written = job.chars(), 0
+    while True:
+        # A slot per chunk, not per stream: a slow reader must not hold up other requests.
+        with slots:
+            chunk = list(islice(chars, settings.stream_chunk_chars))
+        if not chunk:
+            break
+        written += len(chunk)
+        yield ServerSentEvent(event="chunk", data=SampleChunk(text="".join(c for c, _ in chunk),
+                                                              probs=[p for _, p in chunk]))
+    yield ServerSentEvent(event="done", data=SampleDone(length=written, seed=job.seed, dropped=job.dropped))

@@ -1,0 +1,274 @@
+// What every page shares: calling the JSON API, keeping state in the URL, the status
+// panel (loading / empty / error), the int8 trace decoding and the colour scales.
+
+/** POST `body` (or GET when absent) to the API; throws an Error carrying the server's `detail`. */
+export async function api(path, body, { signal } = {}) {
+  const init = body === undefined ? { signal } : {
+    method: "POST", signal,
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  };
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw new Error("The server did not answer. Is `rnnscope serve` still running?");
+  }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    const error = new Error(formatDetail(data?.detail) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+/** FastAPI's `detail` is a string, or for validation errors a list of {loc, msg}. */
+export function formatDetail(detail) {
+  if (!detail) return "";
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => {
+      const where = (d.loc || []).filter((p) => p !== "body").join(".");
+      return where ? `${where}: ${d.msg}` : d.msg;
+    }).join("; ");
+  }
+  return JSON.stringify(detail);
+}
+
+/** Runs only the latest of overlapping requests: starting a new one aborts the previous. */
+export function latest() {
+  let controller = null;
+  return () => {
+    controller?.abort();
+    controller = new AbortController();
+    return controller.signal;
+  };
+}
+
+export const isAbort = (e) => e?.name === "AbortError";
+
+// ---- URL state ------------------------------------------------------------------------
+
+export function queryParams() {
+  return new URLSearchParams(window.location.search);
+}
+
+// uvicorn (h11) refuses request heads over 16 kB, so a link must stay well under that.
+const MAX_QUERY_CHARS = 8000;
+
+/**
+ * Replace the query string with `state` (empty values dropped), so the view is a link.
+ * A value too long for a link (a pasted book) is left out, and the page says so.
+ */
+export function writeQuery(state) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(state)) {
+    if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
+  }
+  const dropped = [];
+  while (q.toString().length > MAX_QUERY_CHARS) {
+    const [longest] = [...q.entries()].sort((a, b) => b[1].length - a[1].length)[0];
+    q.delete(longest);
+    dropped.push(longest);
+  }
+  const note = document.getElementById("link-note");
+  if (note) {
+    note.hidden = dropped.length === 0;
+    note.textContent = dropped.length ? `The ${dropped.join(" and ")} is too long to keep in this page’s address, `
+      + "so a copied link opens without it." : "";
+  }
+  const url = `${window.location.pathname}${q.toString() ? "?" + q : ""}`;
+  if (url !== window.location.pathname + window.location.search) window.history.replaceState(null, "", url);
+}
+
+/** An integer from a string, or `fallback` when it is not one. */
+export function toInt(s, fallback) {
+  const n = Number.parseInt(s, 10);
+  return Number.isFinite(n) ? n : fallback;
+}
+
+export function toFloat(s, fallback) {
+  const n = Number.parseFloat(s);
+  return Number.isFinite(n) ? n : fallback;
+}
+
+// ---- Status panels --------------------------------------------------------------------
+
+/**
+ * Show one state in a `.status` element: "loading", "empty", "error" or "" (hidden).
+ * `html` is trusted markup for links in empty states; `message` is always set as text.
+ */
+export function setStatus(el, kind, message = "", { html = "" } = {}) {
+  el.dataset.state = kind;
+  el.hidden = !kind;
+  el.replaceChildren();
+  if (!kind) return;
+  el.setAttribute("role", kind === "error" ? "alert" : "status");
+  if (kind === "loading") el.append(Object.assign(document.createElement("span"), { className: "spinner" }));
+  const p = document.createElement("p");
+  if (kind === "error") p.append(Object.assign(document.createElement("strong"), { textContent: "Error: " }));
+  p.append(message);
+  el.append(p);
+  if (html) {
+    const extra = document.createElement("div");
+    extra.innerHTML = html;
+    el.append(extra);
+  }
+}
+
+// ---- Models -----------------------------------------------------------------------------
+
+export const CELL_COLOURS = { rnn: "#e8590c", gru: "#2f9e44", lstm: "#1c6dd0" };
+export const cellColour = (cell) => CELL_COLOURS[cell] || "#7048e8";
+
+/** Fill a <select> with the models, choosing `wanted` if present, else the first. */
+export function fillModelSelect(select, models, wanted) {
+  select.replaceChildren(...models.map((m) => new Option(`${m.name} (${m.id})`, m.id)));
+  const ids = models.map((m) => m.id);
+  select.value = ids.includes(wanted) ? wanted : (ids.includes("lstm") ? "lstm" : ids[0]);
+  select.disabled = models.length === 0;
+  return select.value;
+}
+
+export function formatCount(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;
+  return String(n);
+}
+
+// ---- Traces -----------------------------------------------------------------------------
+
+/**
+ * Decode one quantity of a trace. int8: value = q * scale, q signed int8, little-endian,
+ * row-major (T, H). Returns {T, H, at(t, j), row(t), column(j)}.
+ */
+export function decodeQuantity(encoded) {
+  const [T, H] = encoded.shape;
+  let values;
+  if (encoded.dtype === "int8") {
+    const q = new Int8Array(base64Bytes(encoded.data).buffer);
+    values = new Float32Array(q.length);
+    for (let i = 0; i < q.length; i++) values[i] = q[i] * encoded.scale;
+  } else if (encoded.dtype === "float16" || encoded.dtype === "float32") {
+    const bytes = base64Bytes(encoded.data);
+    values = encoded.dtype === "float32" ? new Float32Array(bytes.buffer) : halfToFloat(bytes);
+    if (encoded.scale && encoded.scale !== 1) values = values.map((v) => v * encoded.scale);
+  } else {
+    throw new Error(`unknown trace encoding ${encoded.dtype}`);
+  }
+  return {
+    T, H, values,
+    at: (t, j) => values[t * H + j],
+    column: (j) => Array.from({ length: T }, (_, t) => values[t * H + j]),
+  };
+}
+
+function base64Bytes(b64) {
+  const bin = atob(b64);
+  const bytes = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+  return bytes;
+}
+
+function halfToFloat(bytes) {
+  const u16 = new Uint16Array(bytes.buffer);
+  const out = new Float32Array(u16.length);
+  for (let i = 0; i < u16.length; i++) {
+    const h = u16[i], s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+    out[i] = e === 0 ? s * 2 ** -14 * (f / 1024) : e === 31 ? (f ? NaN : s * Infinity) : s * 2 ** (e - 15) * (1 + f / 1024);
+  }
+  return out;
+}
+
+// ---- Colour scales ----------------------------------------------------------------------
+// Stops are ColorBrewer's RdBu (diverging) and Greens (sequential); colours between stops
+// are linear in RGB and rounded, so a test can recompute any cell's colour exactly.
+
+export const DIVERGING = [
+  [-1, [33, 102, 172]], [-0.5, [146, 197, 222]], [0, [247, 247, 247]],
+  [0.5, [244, 165, 130]], [1, [178, 24, 43]],
+];
+export const SEQUENTIAL = [
+  [0, [247, 252, 245]], [0.25, [199, 233, 192]], [0.5, [116, 196, 118]],
+  [0.75, [35, 139, 69]], [1, [0, 68, 27]],
+];
+// Surprise for sampled characters: p = 1 is paper-white, p -> 0 is deep orange.
+export const SURPRISE = [
+  [0, [179, 48, 0]], [0.1, [241, 105, 19]], [0.3, [253, 174, 107]],
+  [0.6, [254, 230, 206]], [1, [255, 255, 255]],
+];
+
+// Quantities in [-1, 1] (tanh outputs; c is unbounded and clamped) vs gates in [0, 1].
+const TANH_QUANTITIES = new Set(["h", "c", "g", "n"]);
+export const isTanhQuantity = (q) => TANH_QUANTITIES.has(q);
+export const scaleFor = (q) => (isTanhQuantity(q) ? DIVERGING : SEQUENTIAL);
+
+/** [r, g, b] for value v on a stop list, clamped to its ends. */
+export function colourAt(stops, v) {
+  const lo = stops[0][0], hi = stops[stops.length - 1][0];
+  const x = Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : lo;
+  let k = 1;
+  while (k < stops.length - 1 && x > stops[k][0]) k++;
+  const [x0, c0] = stops[k - 1], [x1, c1] = stops[k];
+  const u = (x - x0) / (x1 - x0);
+  return c0.map((c, i) => Math.round(c + u * (c1[i] - c)));
+}
+
+export const rgb = ([r, g, b]) => `rgb(${r}, ${g}, ${b})`;
+
+/** Ink that stays readable on background `c` (WCAG relative luminance). */
+export function inkOn([r, g, b]) {
+  const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b) > 0.28 ? "#1d2330" : "#ffffff";
+}
+
+/** The same stops as a Plotly colorscale over [zmin, zmax]. */
+export function plotlyScale(stops) {
+  const lo = stops[0][0], hi = stops[stops.length - 1][0];
+  return stops.map(([x, c]) => [(x - lo) / (hi - lo), rgb(c)]);
+}
+
+/** A CSS linear-gradient for a legend bar. */
+export function cssGradient(stops) {
+  const lo = stops[0][0], hi = stops[stops.length - 1][0];
+  return `linear-gradient(to right, ${stops.map(([x, c]) => `${rgb(c)} ${((x - lo) / (hi - lo)) * 100}%`).join(", ")})`;
+}
+
+// ---- Characters -------------------------------------------------------------------------
+
+/** How a character reads in labels: space, newline and tab made visible. */
+export function showChar(c) {
+  if (c === " ") return "␣";
+  if (c === "\n") return "↵";
+  if (c === "\t") return "⇥";
+  return c;
+}
+
+/**
+ * Render `text` into `container` as one <span class="ch" data-i> per character; a newline
+ * is a visible ↵ followed by a line break, so every position stays hoverable.
+ */
+export function renderChars(container, chars) {
+  const frag = document.createDocumentFragment();
+  chars.forEach((c, i) => {
+    const span = document.createElement("span");
+    span.className = c === "\n" ? "ch nl" : c === " " ? "ch sp" : "ch";
+    span.dataset.i = i;
+    span.textContent = c === "\n" ? "↵" : c;
+    frag.append(span);
+    if (c === "\n") frag.append(document.createElement("br"));
+  });
+  container.replaceChildren(frag);
+  return Array.from(container.querySelectorAll(".ch"));
+}
+
+/** Standard Plotly options: responsive, no logo, only the useful mode-bar buttons. */
+export const PLOT_CONFIG = {
+  responsive: true, displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d", "toggleSpikelines"],
+  toImageButtonOptions: { format: "png", scale: 2 },
+};
+
+export const PLOT_FONT = { family: "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif", size: 13, color: "#1d2330" };

@@ -1,0 +1,171 @@
+// Gate saturation: per gate a scatter of left- (< 0.1) vs right-saturated (> 0.9) fractions,
+// one dot per unit coloured by layer (Karpathy, Johnson & Fei-Fei 2015, figure 3).
+import { api, fillModelSelect, isAbort, latest, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  model: $("model"), passage: $("passage"), text: $("text"), measure: $("measure"), status: $("status"),
+  chart: $("chart"), chartStatus: $("chart-status"), chartTitle: $("chart-title"), summary: $("summary"),
+};
+const LAYER_COLOURS = ["#1c6dd0", "#e8590c", "#2f9e44", "#7048e8", "#d6336c", "#0c8599"];
+const GATE_NAMES = {
+  i: "input gate i", f: "forget gate f", g: "candidate g (tanh)", o: "output gate o",
+  r: "reset gate r", z: "update gate z", n: "candidate n (tanh)",
+};
+
+let models = [];
+let drawn = false;
+let current = null;   // {model, text, data}
+const nextSignal = latest();
+
+function figure(data) {
+  const gates = data.layers[0].gates.map((g) => g.gate);
+  const traces = [];
+  const layout = {
+    font: PLOT_FONT, height: 440, margin: { l: 60, r: 20, t: 40, b: 90 },
+    grid: { rows: 1, columns: gates.length, pattern: "independent", xgap: 0.1 },
+    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.14, yanchor: "bottom" },
+    hovermode: "closest", annotations: [], shapes: [],
+  };
+  gates.forEach((gate, c) => {
+    const xa = c === 0 ? "x" : `x${c + 1}`, ya = c === 0 ? "y" : `y${c + 1}`;
+    for (const layer of data.layers) {
+      const g = layer.gates.find((x) => x.gate === gate);
+      const units = g.left.map((_, j) => j);
+      traces.push({
+        type: "scatter", mode: "markers", xaxis: xa, yaxis: ya, x: g.left, y: g.right, customdata: units,
+        name: `layer ${layer.layer}`, legendgroup: `layer ${layer.layer}`, showlegend: c === 0,
+        marker: { color: LAYER_COLOURS[layer.layer % LAYER_COLOURS.length], size: 7, opacity: 0.7, line: { width: 0.5, color: "#fff" } },
+        meta: [gate, layer.layer],
+        hovertemplate: `layer ${layer.layer}, ${gate}[%{customdata}]<br>shut %{x:.0%} · open %{y:.0%} of steps<extra></extra>`,
+      });
+    }
+    const axis = { range: [-0.04, 1.04], tickvals: [0, 0.25, 0.5, 0.75, 1], ticktext: ["0", "", "50%", "", "100%"], zeroline: false };
+    layout[c === 0 ? "xaxis" : `xaxis${c + 1}`] = { ...axis, title: { text: "fraction shut (< 0.1)" } };
+    layout[c === 0 ? "yaxis" : `yaxis${c + 1}`] = { ...axis, title: c === 0 ? { text: "fraction open (> 0.9)" } : undefined, scaleanchor: xa };
+    // No unit can be above x + y = 1: a step is shut or open, never both.
+    layout.shapes.push({ type: "line", xref: xa, yref: ya, x0: 0, y0: 1, x1: 1, y1: 0, line: { color: "#adb5bd", width: 1, dash: "dot" } });
+    layout.annotations.push({
+      xref: `${xa} domain`, yref: `${ya} domain`, x: 0.5, y: 1.03, xanchor: "center", yanchor: "bottom", showarrow: false,
+      text: `<b>${GATE_NAMES[gate] || gate}</b>`,
+    });
+  });
+  return { traces, layout };
+}
+
+function drawSummary(data) {
+  const body = els.summary.querySelector("tbody");
+  const rows = [];
+  for (const layer of data.layers) {
+    for (const g of layer.gates) {
+      const H = g.left.length;
+      const mean = (a) => a.reduce((s, v) => s + v, 0) / H;
+      const open = g.right.filter((v) => v > 0.5).length;
+      const never = g.left.filter((v, j) => v + g.right[j] < 0.05).length;
+      const tr = document.createElement("tr");
+      [layer.layer, g.gate, `${(mean(g.left) * 100).toFixed(1)}%`, `${(mean(g.right) * 100).toFixed(1)}%`,
+        `${open} of ${H}`, `${never} of ${H}`].forEach((v) => tr.append(Object.assign(document.createElement("td"), { textContent: v })));
+      rows.push(tr);
+    }
+  }
+  body.replaceChildren(...rows);
+  els.summary.hidden = false;
+}
+
+/** Draw the scatter and table from one /gates answer. */
+function update(data) {
+  const { traces, layout } = figure(data);
+  els.chart.hidden = false;
+  (drawn ? Plotly.react : Plotly.newPlot)(els.chart, traces, layout, PLOT_CONFIG);
+  if (!drawn) {
+    els.chart.on("plotly_click", (ev) => {
+      const p = ev.points && ev.points[0];
+      if (!p || !current) return;
+      const [gate, layer] = p.data.meta;
+      const q = new URLSearchParams({ model: current.model, layer, quantity: gate, neuron: p.customdata, text: current.text });
+      window.location.href = `/explore?${q}`;
+    });
+    drawn = true;
+  }
+  const name = models.find((m) => m.id === current.model)?.name || current.model;
+  els.chartTitle.textContent = `Saturation per gate — ${name}, ${current.text.length.toLocaleString()} characters`;
+  drawSummary(data);
+}
+
+function clearChart(kind, message, html) {
+  setStatus(els.chartStatus, kind, message, { html });
+  els.chart.hidden = true;
+  els.summary.hidden = true;
+}
+
+async function measure() {
+  const model = els.model.value, text = els.text.value;
+  writeQuery({ model, text });
+  const m = models.find((x) => x.id === model);
+  if (m && m.cell === "rnn") {
+    const others = models.filter((x) => x.cell !== "rnn");
+    const links = others.map((x) => `<a href="/gates?model=${encodeURIComponent(x.id)}">${x.id}</a>`).join(", ");
+    setStatus(els.status, "");
+    clearChart("empty", `${m.name} is a vanilla RNN: it has no gates, so there is nothing to saturate.`,
+      others.length ? `<p>Try a gated model: ${links}.</p>` : "");
+    return;
+  }
+  if (!text) {
+    setStatus(els.status, "");
+    clearChart("empty", "Pick a passage or paste some text for the model to read.");
+    return;
+  }
+  const signal = nextSignal();
+  setStatus(els.status, "loading", `Reading ${text.length.toLocaleString()} characters with ${model}…`);
+  els.measure.disabled = true;
+  try {
+    const data = await api(`/api/models/${encodeURIComponent(model)}/gates`, { text }, { signal });
+    setStatus(els.status, "");
+    if (!data.layers.length || !data.layers[0].gates.length) {
+      clearChart("empty", "This model reports no gates.");
+      return;
+    }
+    setStatus(els.chartStatus, "");
+    current = { model, text, data };
+    update(data);
+  } catch (e) {
+    if (isAbort(e)) return;
+    setStatus(els.status, "error", e.message);
+    clearChart("empty", "The scatter appears once the model has read the text.");
+  } finally {
+    els.measure.disabled = false;
+  }
+}
+
+els.model.addEventListener("change", measure);
+els.measure.addEventListener("click", measure);
+els.passage.addEventListener("change", () => {
+  const opt = els.passage.selectedOptions[0];
+  if (!opt.dataset.text) return;
+  els.text.value = opt.dataset.text;
+  measure();
+});
+els.text.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); measure(); }
+});
+
+async function main() {
+  if (!els.text.value) els.text.value = [...els.passage.options].slice(1).map((o) => o.dataset.text).join("\n");
+  try {
+    models = await api("/api/models");
+  } catch (e) {
+    setStatus(els.status, "error", e.message);
+    return;
+  }
+  if (models.length === 0) {
+    els.model.replaceChildren(new Option("no models", ""));
+    clearChart("empty", "No models are loaded, so there are no gates to measure.", `<p><a href="/">See how to add one →</a></p>`);
+    return;
+  }
+  // Prefer a gated model when the link names none.
+  const wanted = els.model.dataset.initial || (models.find((m) => m.cell === "lstm") || models.find((m) => m.cell !== "rnn") || models[0]).id;
+  fillModelSelect(els.model, models, wanted);
+  await measure();
+}
+
+main();

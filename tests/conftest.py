@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny trained models in a temporary data directory, the app configured
+to serve only them, a TestClient with start-up run, and a live server for browsers."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from threadpoolctl import threadpool_limits
+
+from app.main import create_app
+from app.settings import Settings
+from model.checkpoint import load_model, save_model
+from model.lm import LanguageModel
+from model.network import ModelConfig
+from model.train import TrainConfig, train
+
+# CI checks the repository out with ../shared beside it.
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+CELLS = ("lstm", "gru", "rnn")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> str:
+    """The first 30,000 characters of tinyshakespeare: enough for a recognisable vocabulary."""
+    return CORPUS.read_text(encoding="utf-8")[:30_000]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory, corpus) -> Path:
+    """<data_dir>/models/{lstm,gru,rnn}.safetensors: 2x32 models trained for 60 steps
+    (about a second in all), named like the bundled ones."""
+    root = tmp_path_factory.mktemp("data")
+    with threadpool_limits(1):                  # BLAS threads change float sums: keep runs identical
+        for cell in CELLS:
+            result = train(corpus, ModelConfig(cell, 1, 32, 2),
+                           TrainConfig(batch_size=8, seq_length=32, max_steps=60, eval_every=30),
+                           corpus_name="tinyshakespeare.txt")
+            save_model(result.model, root / "models" / f"{cell}.safetensors")
+    return root
+
+
+@pytest.fixture(scope="session")
+def models(data_dir) -> dict[str, LanguageModel]:
+    """The same models as the server loads, by id, to compare its answers with."""
+    return {cell: load_model(data_dir / "models" / f"{cell}.safetensors") for cell in CELLS}
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir) -> Settings:
+    return Settings(data_dir=data_dir, load_bundled=False)
+
+
+@pytest.fixture
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    """A TestClient inside `with`, so the lifespan loads the models."""
+    with TestClient(app) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def live_server(settings):
+    """The app served by uvicorn on a free port in a background thread; yields the base URL."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
