@@ -5,16 +5,18 @@ import copy
 import itertools
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
 
 from model.bundled import BUNDLED, bundled_paths
-from model.checkpoint import CheckpointError, load_model, save_model
+from model.checkpoint import CheckpointError, load_model, load_train_state, save_model, save_train_state
+from model.lm import LanguageModel
 from model.network import ModelConfig
 from model.sample import generate
-from model.train import TrainConfig, TrainEvent, TrainingDiverged, train as train_model
-from model.vocab import UnknownCharactersError
+from model.train import TrainConfig, TrainEvent, TrainingDiverged, corpus_sha256, train as train_model
+from model.vocab import UnknownCharactersError, Vocab
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Look inside character-level recurrent language models.")
@@ -28,9 +30,9 @@ def format_seconds(s: float) -> str:
 class ProgressPrinter:
     """A one-line bar on a terminal; a plain log line every `every` steps otherwise."""
 
-    def __init__(self, every: int = 100, stream=sys.stderr):
-        self.stream, self.every = stream, every
-        self.tty = stream.isatty()
+    def __init__(self, every: int = 100, stream=None):
+        self.stream, self.every = stream or sys.stderr, every
+        self.tty = self.stream.isatty()
 
     def __call__(self, e: TrainEvent) -> None:
         val = f" val {e.val_loss:.4f}" if e.val_loss is not None else ""
@@ -72,29 +74,62 @@ def train(
     learning_rate: float = typer.Option(2e-3), optimizer: str = typer.Option("adam", help="adam or adagrad"),
     lr_decay: float = typer.Option(0.97), lr_decay_after: float = typer.Option(10, help="epochs"),
     grad_clip: float = typer.Option(5.0), dropout: float = typer.Option(0.0),
-    max_steps: int = typer.Option(5000), max_seconds: float = typer.Option(0.0, help="time budget, 0 = none"),
+    max_steps: int | None = typer.Option(None, help="[default: 5000, or the resumed run's]"),
+    max_seconds: float | None = typer.Option(None, help="total time budget [default: none, or the resumed run's]"),
     val_fraction: float = typer.Option(0.1), eval_every: int = typer.Option(500),
     seed: int = typer.Option(0), threads: int = typer.Option(0, help="BLAS threads, 0 = all"),
+    state: Path | None = typer.Option(None, help="also keep a resumable training state in this file, "
+                                                    "written at every validation and at the end"),
+    resume: Path | None = typer.Option(None, help="continue the run saved in this state file (its model "
+                                                     "and training options; --max-steps/--max-seconds extend it)"),
 ):
     """Train a model on CORPUS and save the weights with the best validation loss."""
     try:
         text = corpus.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
     except (OSError, UnicodeDecodeError) as e:
         fail(f"cannot read {corpus} as UTF-8 text: {e}")
+    resumed = vocab = None
     try:
-        model_cfg = ModelConfig(cell, 1, hidden, layers)
-        cfg = TrainConfig(batch_size, seq_length, learning_rate, optimizer, lr_decay, lr_decay_after, grad_clip,
-                          dropout, max_steps, max_seconds, val_fraction, eval_every, seed=seed)
-    except ValueError as e:
+        if resume is not None:
+            run_model, resumed = load_train_state(resume)
+            if run_model.history.get("corpus_sha256") != corpus_sha256(text):
+                fail(f"{resume} was trained on another corpus ({run_model.history.get('corpus_name')}); "
+                     f"pass that file")
+            model_cfg, vocab = run_model.config, run_model.vocab
+            options = run_model.train_config | {k: v for k, v in
+                                                (("max_steps", max_steps), ("max_seconds", max_seconds)) if v is not None}
+            cfg = TrainConfig(**options)
+        else:
+            model_cfg = ModelConfig(cell, 1, hidden, layers)
+            cfg = TrainConfig(batch_size, seq_length, learning_rate, optimizer, lr_decay, lr_decay_after,
+                              grad_clip, dropout, 5000 if max_steps is None else max_steps, max_seconds or 0.0,
+                              val_fraction, eval_every, seed=seed)
+    except (ValueError, CheckpointError) as e:
         fail(str(e))
+    vocab = vocab or Vocab.from_text(text)
+    printer = ProgressPrinter()
+
+    def save_state(snapshot) -> None:
+        run_cfg = ModelConfig(model_cfg.cell, len(vocab), model_cfg.hidden_size, model_cfg.num_layers)
+        summary = {"corpus_name": corpus.name, "corpus_sha256": corpus_sha256(text)}
+        save_train_state(state, LanguageModel(run_cfg, vocab, snapshot.params, asdict(cfg), summary), snapshot)
+
+    def progress(event: TrainEvent) -> None:
+        printer(event)
+        if state is not None and event.val_loss is not None:
+            save_state(event.snapshot())
+
     from threadpoolctl import threadpool_limits
     start = time.perf_counter()
     try:
         with threadpool_limits(threads or None):
-            result = train_model(text, model_cfg, cfg, ProgressPrinter(), corpus_name=corpus.name)
+            result = train_model(text, model_cfg, cfg, progress, corpus_name=corpus.name, vocab=vocab,
+                                 resume=resumed)
     except (ValueError, TrainingDiverged) as e:
         fail(str(e))
     save_model(result.model, out)
+    if state is not None:
+        save_state(result.state)
     h = result.model.history
     best = f"{h['best_val_loss']:.4f}" if h.get("best_val_loss") is not None else "n/a"
     typer.echo(f"\n{h['steps']} steps in {format_seconds(time.perf_counter() - start)} ({result.stopped}); "
