@@ -11,14 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.analysis import SATURATION_HIGH, SATURATION_LOW
 from model.layers import log_softmax
 from model.lm import LanguageModel
 
 from .schemas import EncodedArray, Encoding
 
 CHUNK = 1024          # characters per forward call: ~28 MB of cache, per-call overhead negligible
-TANH_GATES = ("g", "n")   # mapped to [0, 1] before thresholding, as model.analysis.gate_saturation does
 
 
 @dataclass
@@ -50,36 +48,15 @@ def read(model: LanguageModel, ids: np.ndarray, wanted: list[tuple[int, str]], k
     top_ids = np.empty((T, min(k, model.config.vocab_size)), np.int64)
     top_probs = np.empty(top_ids.shape, model.dtype)
     internals = {key: np.empty((T, H), model.dtype) for key in wanted}
-    state = None
-    for s in range(0, T, chunk):
-        e = min(s + chunk, T)
-        logits, state, cache = model.forward(ids[None, s:e], state)
-        logp = log_softmax(logits[0])                                 # (C, V)
+    for s, logits, cache in model.read(ids, chunk):
+        e = s + len(logits)
+        logp = log_softmax(logits)                                    # (C, V)
         n = min(e, T - 1) - s                                         # positions with a next character
         loss[s:s + n] = -logp[np.arange(n), ids[s + 1:s + 1 + n]]
         top_ids[s:e], top_probs[s:e] = top_k(logp, k)
         for layer, quantity in wanted:
             internals[layer, quantity][s:e] = model.internals(cache, layer, quantity)
     return Reading(loss, top_ids, top_probs, internals)
-
-
-def gate_saturation(model: LanguageModel, ids: np.ndarray,
-                    chunk: int = CHUNK) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
-    """model.analysis.gate_saturation over ids (T,), read in chunks: per (layer, gate),
-    the fraction of steps each unit spends below 0.1 and above 0.9."""
-    cfg, gates = model.config, model.cell.gate_names
-    counts = {(l, g): (np.zeros(cfg.hidden_size, np.int64), np.zeros(cfg.hidden_size, np.int64))
-              for l in range(cfg.num_layers) for g in gates}
-    state = None
-    for s in range(0, len(ids), chunk):
-        _, state, cache = model.forward(ids[None, s:s + chunk], state)
-        for (l, g), (left, right) in counts.items():
-            a = model.internals(cache, l, g)                          # (C, H)
-            if g in TANH_GATES:
-                a = (a + 1.0) / 2.0
-            left += (a < SATURATION_LOW).sum(axis=0)
-            right += (a > SATURATION_HIGH).sum(axis=0)
-    return {key: (left / len(ids), right / len(ids)) for key, (left, right) in counts.items()}
 
 
 def rounded(a: np.ndarray, decimals: int = 6) -> list:

@@ -57,16 +57,20 @@ def recurrent_singular_values(model: LanguageModel) -> list[np.ndarray]:
     return out
 
 
-def gate_saturation(model: LanguageModel, text: str) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
+def gate_saturation(model: LanguageModel, text: str, chunk: int = 1024
+                    ) -> dict[tuple[int, str], tuple[np.ndarray, np.ndarray]]:
     """For every layer and gate, per unit: the fraction of steps with the gate below 0.1
     (left-saturated) and above 0.9 (right-saturated). tanh gates (g, n) are mapped to
-    [0, 1] first, so the thresholds mean the same everywhere."""
-    _, _, cache = model.run(text)
-    out = {}
-    for l in range(model.config.num_layers):
-        for name in model.cell.gate_names:
-            a = model.internals(cache, l, name)                     # (T, H)
-            if name in ("g", "n"):
+    [0, 1] first, so the thresholds mean the same everywhere. Reads in chunks."""
+    cfg, cell = model.config, model.cell
+    counts = {(l, g): (np.zeros(cfg.hidden_size, np.int64), np.zeros(cfg.hidden_size, np.int64))
+              for l in range(cfg.num_layers) for g in cell.gate_names}
+    ids = model.encode(text)
+    for _, _, cache in model.read(ids, chunk):
+        for (l, g), (left, right) in counts.items():
+            a = model.internals(cache, l, g)                                # (C, H)
+            if g in cell.tanh_gates:
                 a = (a + 1.0) / 2.0
-            out[(l, name)] = ((a < SATURATION_LOW).mean(axis=0), (a > SATURATION_HIGH).mean(axis=0))
-    return out
+            left += (a < SATURATION_LOW).sum(axis=0)
+            right += (a > SATURATION_HIGH).sum(axis=0)
+    return {key: (left / len(ids), right / len(ids)) for key, (left, right) in counts.items()}

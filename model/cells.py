@@ -56,6 +56,7 @@ class Cell:
     name: str
     num_gates: int                  # G: blocks of rows in W_ih and W_hh
     gate_names: tuple[str, ...]     # activations recorded per step, in `acts` order
+    tanh_gates: tuple[str, ...] = ()  # those in [-1, 1] (candidates); the rest are sigmoids in [0, 1]
     has_cell_state: bool = False
     # True when dL/dha differs from dL/dxa (the GRU's reset gate multiplies W_hn h).
     separate_recurrent_grad: bool = False
@@ -107,6 +108,7 @@ class LSTMCell(Cell):
     name = "lstm"
     num_gates = 4
     gate_names = ("i", "f", "g", "o")
+    tanh_gates = ("g",)
     has_cell_state = True
 
     def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out):
@@ -155,6 +157,7 @@ class GRUCell(Cell):
     name = "gru"
     num_gates = 3
     gate_names = ("r", "z", "n")
+    tanh_gates = ("n",)
     separate_recurrent_grad = True
 
     def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out):

@@ -1,6 +1,7 @@
 """LanguageModel: a network's config, weights and vocabulary, and what one does with them."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +55,16 @@ class LanguageModel:
     def forward(self, ids: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State, Cache]:
         """ids (N, T) -> logits (N, T, V), final state, cache with every internal value."""
         return network.forward(self.config, self.params, ids, state)
+
+    def read(self, ids: np.ndarray, chunk: int = 1024) -> Iterator[tuple[int, np.ndarray, Cache]]:
+        """Read ids (T,) from a zero state in pieces of `chunk` characters, the state carried
+        across: the same values as one pass (stepping equals the whole sequence), while the
+        cache of every internal value stays bounded however long the text.
+        Yields (start, logits (C, V), cache of that piece)."""
+        state = None
+        for start in range(0, len(ids), chunk):
+            logits, state, cache = self.forward(ids[None, start:start + chunk], state)
+            yield start, logits[0], cache
 
     def run(self, text: str) -> tuple[np.ndarray, np.ndarray, Cache]:
         """Read `text` from a zero state. Returns logits (T, V), per-position losses (T-1,)

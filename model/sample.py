@@ -97,10 +97,10 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
     rng = np.random.default_rng(seed)
     start = prime or ("\n" if "\n" in model.vocab else model.vocab.chars[0])
     ids = model.encode(start)
-    stepper = Stepper(model)
-    if len(ids) > 1:                 # read all but the last character in one sequence pass
-        _, state, _ = model.forward(ids[None, :-1])
-        stepper = Stepper(model, state)
+    state = None
+    for start in range(0, len(ids) - 1, 1024):     # all but the last character, in bounded pieces
+        _, state, _ = model.forward(ids[None, start:min(start + 1024, len(ids) - 1)], state)
+    stepper = Stepper(model, state)
     logits = stepper.step(int(ids[-1]))
     for _ in range(length):
         probs = next_char_distribution(logits, temperature, top_k)

@@ -220,8 +220,8 @@ def test_reading_in_chunks_equals_reading_at_once(models, corpus, cell):
     np.testing.assert_allclose(r.loss, losses, rtol=1e-5, atol=1e-6)
     for key in wanted:
         np.testing.assert_allclose(r.internals[key], m.internals(cache, *key), rtol=1e-5, atol=1e-6)
-    sat = compute.gate_saturation(m, ids, chunk=7)
-    for key, (left, right) in gate_saturation(m, text).items():
+    sat = gate_saturation(m, text, chunk=7)
+    for key, (left, right) in gate_saturation(m, text, chunk=len(text)).items():
         # A unit sitting exactly on a threshold could flip by one step between the two orders of sums.
         np.testing.assert_allclose(sat[key][0], left, atol=1.01 / len(text))
         np.testing.assert_allclose(sat[key][1], right, atol=1.01 / len(text))

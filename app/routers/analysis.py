@@ -10,7 +10,9 @@ from fastapi import APIRouter, HTTPException
 from model.analysis import gradient_through_time
 from model.vocab import Vocab
 
-from ..compute import SENT_BYTES, encode_array, gate_saturation, read, rounded
+from model.analysis import gate_saturation
+
+from ..compute import SENT_BYTES, encode_array, read, rounded
 from ..deps import ComputeSlots, ModelDep, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
 from ..registry import block_names
@@ -115,7 +117,7 @@ def gates(req: GatesRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
     m = entry.model
     text, dropped = readable_text(req, m.vocab, settings)
     with slots:
-        sat = gate_saturation(m, m.encode(text))
+        sat = gate_saturation(m, text)
     layers = [GatesLayer(layer=l, gates=[GateSaturation(gate=g, left=rounded(sat[l, g][0]),
                                                         right=rounded(sat[l, g][1]))
                                          for g in m.cell.gate_names])
