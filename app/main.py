@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
-from . import errors, openapi
+from . import errors, openapi, training
 from .registry import ModelRegistry
 from .routers import analysis, health, models, pages, sample, vendor
 from .settings import Settings, get_settings
@@ -26,7 +26,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = threading.BoundedSemaphore(settings.max_concurrent_jobs)
     app.openapi_schema = None            # made again, now with the models' ids
-    yield
+    async with training.lifespan(app):   # the background training worker
+        yield
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,5 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
     for module in (health, models, analysis, sample, vendor, pages):
         app.include_router(module.router)
+    training.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")   # after vendor's /static/vendor
     return app

@@ -104,6 +104,14 @@ class ModelRegistry:
     def ids(self) -> list[str]:
         return list(self._entries)
 
+    def put(self, entry: Entry) -> None:
+        """Add or replace a model (a training run's newest checkpoint). The dict is replaced
+        whole, never mutated, so a request iterating the old one is undisturbed."""
+        self._entries = {**self._entries, entry.id: entry}
+
+    def remove(self, model_id: str) -> None:
+        self._entries = {k: v for k, v in self._entries.items() if k != model_id}
+
     def get(self, model_id: str) -> Entry:
         try:
             return self._entries[model_id]

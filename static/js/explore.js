@@ -292,7 +292,7 @@ function fillLayerAndQuantity() {
     const where = info.num_layers === 1 ? "" : l === 0 ? " (reads the characters)" : l === info.num_layers - 1 ? " (feeds the prediction)" : "";
     return new Option(`${l}${where}`, l);
   }));
-  if (!(state.layer >= 0 && state.layer < info.num_layers)) state.layer = info.num_layers - 1;
+  if (!(Number.isInteger(state.layer) && state.layer >= 0 && state.layer < info.num_layers)) state.layer = info.num_layers - 1;
   els.layer.value = state.layer;
   els.quantity.replaceChildren(...info.quantities.map((q) => new Option(`${q} · ${QUANTITY_NAMES[q] || q}`, q)));
   if (!info.quantities.includes(state.quantity)) state.quantity = info.quantities.includes("c") ? "c" : "h";

@@ -1,0 +1,254 @@
+"""Training runs: start, watch (JSON and server-sent events), cancel, resume, delete."""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from model.data import num_batches
+
+from ..auth import OPTIONAL_BEARER, UNAUTHORIZED, TokenRequired
+from ..corpora import parameters, split_sizes
+from ..errors import invalid
+from ..schemas import ErrorMessage
+from ..store import ACTIVE
+from ..train_schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
+                             RunCreated, RunDetail, Sample, StepEvent)
+from ..training import Training, TrainingDep
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="From POST /api/runs.")]
+NOT_FOUND = {404: {"model": ErrorMessage, "description": "No run with that id."}}
+CONFLICT = {409: {"model": ErrorMessage, "description": "The run's status does not allow this; the message "
+                                                        "says why."}}
+BAD_BODY = {400: {"model": ErrorMessage, "description": "The body is not UTF-8 JSON."}}
+QUEUE_FULL = {429: {"model": ErrorMessage, "description": "RNNSCOPE_MAX_QUEUED_RUNS runs wait already."}}
+RESUMABLE = ("interrupted", "cancelled")
+# The event stream's media type is text/event-stream; its refusals are still JSON.
+STREAM_NOT_FOUND = {404: {"description": "No run with that id.", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ErrorMessage"}}}}}
+
+
+def get_run(run_id: RunId, training: TrainingDep) -> dict:
+    run = training.store.get_run(run_id)
+    if run is None:
+        raise HTTPException(404, f"no run {run_id}; GET /api/runs lists them")
+    return run
+
+
+RunDep = Annotated[dict, Depends(get_run)]
+
+
+def check(config: RunConfig, training: Training) -> None:
+    """Refuse (404, 422) a run that cannot start: no such corpus, over a limit, or a batch
+    larger than the training text."""
+    s = training.settings
+    corpus = training.store.get_corpus(config.corpus_id)
+    if corpus is None:
+        raise HTTPException(404, f"no corpus {config.corpus_id}; upload one with POST /api/corpora")
+    if config.hidden_size > s.max_hidden_size:
+        raise invalid(("body", "hidden_size"), f"hidden_size is {config.hidden_size}; the limit is "
+                      f"{s.max_hidden_size} (setting RNNSCOPE_MAX_HIDDEN_SIZE)")
+    n = parameters(config.cell, corpus["preflight"]["vocab_size"], config.hidden_size, config.num_layers)
+    if n > s.max_parameters:
+        raise invalid(("body", "hidden_size"), f"this model has {n:,} parameters; the limit is "
+                      f"{s.max_parameters:,} (setting RNNSCOPE_MAX_PARAMETERS)")
+    if config.batch_size * config.seq_length > s.max_step_chars:
+        raise invalid(("body", "batch_size"), f"batch_size x seq_length is "
+                      f"{config.batch_size * config.seq_length:,} characters a step; the limit is "
+                      f"{s.max_step_chars:,} (setting RNNSCOPE_MAX_STEP_CHARS)")
+    train_chars, _ = split_sizes(corpus["chars"])
+    if num_batches(train_chars, config.batch_size, config.seq_length) < 1:
+        rec = corpus["preflight"]["recommended"]
+        raise invalid(("body", "batch_size"), f"the training text has {train_chars:,} characters, too few "
+                      f"for one batch of {config.batch_size} x {config.seq_length}; lower batch_size or "
+                      f"seq_length (the preflight recommends {rec['batch_size']} x {rec['seq_length']})")
+
+
+def run_model(run: dict) -> Run:
+    return Run.model_validate(run)
+
+
+@router.post("", status_code=201, response_model=RunCreated, dependencies=[TokenRequired],
+             openapi_extra=OPTIONAL_BEARER, responses=BAD_BODY | UNAUTHORIZED | QUEUE_FULL
+             | {404: {"model": ErrorMessage, "description": "No such corpus."}})
+def start_run(config: RunConfig, training: TrainingDep) -> RunCreated:
+    """Queue a training run; the worker trains one run at a time, oldest first."""
+    check(config, training)
+    name = config.name or (f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on "
+                           f"{training.store.get_corpus(config.corpus_id)['name']}")
+    run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
+                                    training.settings.max_queued_runs)
+    if run_id is None:
+        raise HTTPException(429, f"{training.settings.max_queued_runs} runs are queued already, the limit "
+                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS); wait for one to start or cancel one")
+    training.trainer.poke()
+    return RunCreated(id=run_id, status="queued")
+
+
+@router.get("", response_model=list[Run])
+def list_runs(training: TrainingDep) -> list[Run]:
+    """Every run, newest first, with its latest losses."""
+    return [run_model(r) for r in training.store.list_runs()]
+
+
+@router.get("/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
+def read_run(run: RunDep, training: TrainingDep) -> RunDetail:
+    """Status, step, losses, speed, time left, and the model id once a checkpoint exists."""
+    return RunDetail(**run_model(run).model_dump(),
+                     attempts=[Attempt(**a) for a in training.store.attempts(run["id"])])
+
+
+@router.get("/{run_id}/metrics", response_model=Metrics, responses=NOT_FOUND)
+def read_metrics(run: RunDep, training: TrainingDep,
+                 since: Annotated[int, Query(ge=0, le=2**62, description="Only steps after this one.")] = 0,
+                 max_points: Annotated[int, Query(ge=10, le=1_000_000)] = 20_000) -> Metrics:
+    """The logged history as parallel lists, thinned to about max_points steps."""
+    count = max(0, run["step"] - since)
+    stride = max(1, math.ceil(count / max_points))
+    rows = training.store.metrics(run["id"], since, limit=max_points + 1000, stride=stride)
+    val = [r for r in rows if r["val_loss"] is not None]
+    return Metrics(step=[r["step"] for r in rows], loss=[r["loss"] for r in rows],
+                   grad_norm=[r["grad_norm"] for r in rows], clipped=[r["clipped"] for r in rows],
+                   chars_per_sec=[r["chars_per_sec"] for r in rows],
+                   learning_rate=[r["learning_rate"] for r in rows],
+                   val_step=[r["step"] for r in val], val_loss=[r["val_loss"] for r in val], stride=stride)
+
+
+@router.get("/{run_id}/samples", response_model=list[Sample], responses=NOT_FOUND)
+def read_samples(run: RunDep, training: TrainingDep,
+                 since: Annotated[int, Query(ge=0, le=2**62)] = 0) -> list[Sample]:
+    """What the model wrote every sample_every_steps steps, at each temperature."""
+    return [Sample(**s) for s in training.store.samples(run["id"], since)]
+
+
+def step_events(rows: list[dict], samples: list[dict]) -> list[ServerSentEvent]:
+    by_step: dict[int, list[Sample]] = {}
+    for s in samples:
+        by_step.setdefault(s["step"], []).append(Sample(**s))
+    return [ServerSentEvent(event="step", id=str(r["step"]),
+                            data=StepEvent(**r, samples=by_step.get(r["step"])).model_dump())
+            for r in rows]
+
+
+SINCE = "Send the steps after this one; default all of them."
+LAST_EVENT_ID = "Sent by a reconnecting EventSource: the last step it received."
+
+
+@router.get("/{run_id}/events", response_class=EventSourceResponse, responses=STREAM_NOT_FOUND)
+async def run_events(run: RunDep, training: TrainingDep,
+                     since: Annotated[int | None, Query(ge=0, le=2**62, description=SINCE)] = None,
+                     last_event_id: Annotated[str | None, Header(description=LAST_EVENT_ID)] = None,
+                     ) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events while the run trains. `step` (id: the step) per logged step,
+    StepEvent data: loss, pre-clip gradient norm, clipped, chars/s, validation loss when
+    evaluated, samples when written. `status` (Run data) when the status changes. A final
+    `end` (Run data) once the run is no longer queued or running, and the stream closes.
+    A stream also closes after events_max_seconds; EventSource then reconnects with
+    Last-Event-ID and misses nothing."""
+    cursor = since or 0
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        cursor = max(cursor, min(int(last_event_id), 2**62))
+    store, settings = training.store, training.settings
+    deadline = time.monotonic() + settings.events_max_seconds
+    status = None
+    yield ServerSentEvent(retry=1000, comment="rnnscope run events")
+
+    def poll(after: int) -> tuple[dict | None, list[dict], list[dict]]:
+        # The run first: once it shows a final status, every metric it logged is committed.
+        current = store.get_run(run["id"])
+        rows = store.metrics(run["id"], after, limit=500)
+        samples = store.samples(run["id"], after, rows[-1]["step"]) if rows else []
+        return current, rows, samples
+
+    while True:
+        current, rows, samples = await run_in_threadpool(poll, cursor)
+        if current is None:                       # deleted while watched
+            return
+        if current["status"] != status:
+            status = current["status"]
+            yield ServerSentEvent(event="status", data=run_model(current).model_dump())
+        for event in step_events(rows, samples):
+            yield event
+        if rows:
+            cursor = rows[-1]["step"]
+            if len(rows) == 500:
+                continue
+        if current["status"] not in ACTIVE:
+            yield ServerSentEvent(event="end", data=run_model(current).model_dump())
+            return
+        if time.monotonic() > deadline:
+            return
+        await anyio.sleep(settings.events_poll_seconds)
+
+
+@router.post("/{run_id}/cancel", response_model=Run, dependencies=[TokenRequired],
+             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | CONFLICT)
+def cancel_run(run: RunDep, training: TrainingDep) -> Run:
+    """Stop a run: a queued one at once, a running one after its current step, with a final
+    checkpoint. It can be resumed later."""
+    store, run_id = training.store, run["id"]
+    if store.set_status_if(run_id, ("queued",), status="cancelled", finished=time.time(),
+                           error="cancelled before it started"):
+        return run_model(store.get_run(run_id))
+    if not training.trainer.cancel(run_id):
+        raise HTTPException(409, f"run {run_id} is {store.get_run(run_id)['status']}, not queued or running")
+    return run_model(store.get_run(run_id))
+
+
+@router.post("/{run_id}/resume", response_model=Run, dependencies=[TokenRequired],
+             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | CONFLICT | QUEUE_FULL)
+def resume_run(run: RunDep, training: TrainingDep) -> Run:
+    """Queue an interrupted or cancelled run again; it continues from its last checkpoint
+    (or from the start if it had none), redoing only the steps after it."""
+    store, run_id = training.store, run["id"]
+    if run["status"] not in RESUMABLE:
+        raise HTTPException(409, f"run {run_id} is {run['status']}; only interrupted or cancelled runs "
+                                 "resume")
+    if run["corpus_id"] is None or store.get_corpus(run["corpus_id"]) is None:
+        raise HTTPException(409, f"the corpus of run {run_id} has been deleted, so it cannot train further")
+    if len([r for r in store.list_runs() if r["status"] == "queued"]) >= training.settings.max_queued_runs:
+        raise HTTPException(429, f"{training.settings.max_queued_runs} runs are queued already "
+                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS)")
+    if not store.set_status_if(run_id, RESUMABLE, status="queued", error=None, finished=None,
+                               cancel_requested=0):
+        raise HTTPException(409, f"run {run_id} changed status meanwhile; try again")
+    training.trainer.poke()
+    return run_model(store.get_run(run_id))
+
+
+@router.delete("/{run_id}", status_code=204, dependencies=[TokenRequired],
+               openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | CONFLICT)
+def delete_run(run: RunDep, training: TrainingDep) -> Response:
+    """Delete a run that is not running: its history, checkpoint and model."""
+    run_id = run["id"]
+    if not training.store.delete_run(run_id):
+        raise HTTPException(409, f"run {run_id} is running; cancel it first")
+    training.unpublish(run_id)
+    training.paths.model(run_id).unlink(missing_ok=True)
+    training.paths.train_state(run_id).unlink(missing_ok=True)
+    return Response(status_code=204)
+
+
+@router.get("/{run_id}/gradients", response_model=GradientHistory, responses=NOT_FOUND)
+def read_gradients(run: RunDep, training: TrainingDep) -> GradientHistory:
+    """The gradient-through-time profile of a fixed validation passage at every checkpoint:
+    per layer, training step x time step. Empty until the first checkpoint."""
+    profiles = training.store.gradient_profiles(run["id"])
+    if not profiles:
+        return GradientHistory(passage="", position=0, target="", steps=[], loss=[], layers=[])
+    first = profiles[0][1]
+    has_c = first["c"] is not None
+    layers = [GradientLayerHistory(layer=l, h_grad_norm=[p["h"][l] for _, p in profiles],
+                                   c_grad_norm=[p["c"][l] for _, p in profiles] if has_c else None)
+              for l in range(len(first["h"]))]
+    return GradientHistory(passage=first["passage"], position=first["position"], target=first["target"],
+                           steps=[s for s, _ in profiles], loss=[p["loss"] for _, p in profiles],
+                           layers=layers)

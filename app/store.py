@@ -1,0 +1,402 @@
+"""What training keeps on disk: an SQLite database (WAL) for corpora, runs and every
+logged step, and beside it the corpus texts and the safetensors files of each run.
+
+<data_dir>/rnnscope.sqlite3                 corpora, runs, metrics, samples, gradient profiles
+<data_dir>/corpora/<id>.txt                 an upload, decoded and normalised to UTF-8 with \\n
+<data_dir>/runs/<id>.state.safetensors      a run's resumable training state
+<data_dir>/models/run-<id>.safetensors      a run's model, which the model registry serves
+
+Each thread gets its own connection: WAL lets readers (request threads) go on while
+the training worker writes. Writes are serialised by one lock, so a transaction never
+waits on SQLite's busy timeout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Schema versions in order; PRAGMA user_version counts how many have been applied.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE corpora (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- AUTOINCREMENT: a deleted id is never reused
+        name TEXT NOT NULL,
+        filename TEXT,
+        bytes INTEGER NOT NULL,
+        chars INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        preflight TEXT NOT NULL,                -- JSON
+        created REAL NOT NULL
+    );
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- file names derive from it, so never reused either
+        name TEXT NOT NULL,
+        corpus_id INTEGER,
+        config TEXT NOT NULL,                   -- JSON: the request that started it
+        status TEXT NOT NULL,
+        step INTEGER NOT NULL DEFAULT 0,
+        max_steps INTEGER NOT NULL,
+        epoch REAL,
+        train_loss REAL,
+        val_loss REAL,
+        best_val_loss REAL,
+        chars_per_sec REAL,
+        eta_seconds REAL,
+        seconds REAL NOT NULL DEFAULT 0,
+        checkpoint_step INTEGER,
+        model_id TEXT,
+        error TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        started REAL,
+        finished REAL
+    );
+    CREATE INDEX runs_by_status ON runs (status, id);
+    CREATE TABLE metrics (
+        run_id INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        loss REAL,
+        grad_norm REAL,
+        clipped INTEGER NOT NULL,
+        chars_per_sec REAL,
+        learning_rate REAL,
+        epoch REAL,
+        eta_seconds REAL,
+        val_loss REAL,
+        PRIMARY KEY (run_id, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE samples (
+        run_id INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        temperature REAL NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (run_id, step, temperature)
+    ) WITHOUT ROWID;
+    CREATE TABLE gradients (
+        run_id INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        profile TEXT NOT NULL,                  -- JSON: per layer ||dL/dh_k|| (and ||dL/dc_k||)
+        PRIMARY KEY (run_id, step)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (                     -- one row each time the worker picks a run up
+        run_id INTEGER NOT NULL,
+        attempt INTEGER NOT NULL,
+        from_step INTEGER NOT NULL,
+        to_step INTEGER,
+        started REAL NOT NULL,
+        ended REAL,
+        outcome TEXT,
+        PRIMARY KEY (run_id, attempt)
+    ) WITHOUT ROWID;
+    """,
+]
+
+STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")
+ACTIVE = ("queued", "running")
+
+# Columns of a run the worker may set; update_run refuses others, so no name reaches SQL unchecked.
+RUN_FIELDS = frozenset({
+    "name", "status", "step", "epoch", "train_loss", "val_loss", "best_val_loss", "chars_per_sec",
+    "eta_seconds", "seconds", "checkpoint_step", "model_id", "error", "cancel_requested", "started",
+    "finished",
+})
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """Where each file lives. Every name derives from an integer id, never from user input."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "rnnscope.sqlite3"
+
+    def corpus(self, corpus_id: int) -> Path:
+        return self.root / "corpora" / f"{int(corpus_id)}.txt"
+
+    def train_state(self, run_id: int) -> Path:
+        return self.root / "runs" / f"{int(run_id)}.state.safetensors"
+
+    def model(self, run_id: int) -> Path:
+        return self.root / "models" / f"{model_id(run_id)}.safetensors"
+
+    def make_dirs(self) -> None:
+        for sub in ("corpora", "runs", "models"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def model_id(run_id: int) -> str:
+    """The registry id of a run's model; cannot collide with the bundled ids."""
+    return f"run-{int(run_id)}"
+
+
+def finite(x: float | None) -> float | None:
+    """SQLite turns NaN into NULL silently and JSON cannot carry infinity: say so explicitly."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = path
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._migrate()
+
+    # ---- connections and transactions ------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            # Autocommit mode: transactions are explicit, so a read never holds a lock open.
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process (not a power cut) without an fsync per commit.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._connections_lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on an exception."""
+        with self._write_lock:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot across several queries."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._write_lock:
+            conn = self._conn()
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(f"{self.path} has schema version {version}; this rnnscope knows "
+                                   f"{len(MIGRATIONS)}: upgrade rnnscope or use another data directory")
+            for v in range(version, len(MIGRATIONS)):
+                # executescript commits first, so the script and its version bump are one transaction here.
+                conn.executescript(f"BEGIN IMMEDIATE; {MIGRATIONS[v]}; "
+                                   f"PRAGMA user_version = {v + 1}; COMMIT;")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:        # closed from another thread already
+                    pass
+            self._connections.clear()
+        self._local = threading.local()
+
+    def integrity_ok(self) -> bool:
+        return self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # ---- corpora ----------------------------------------------------------------------
+
+    def add_corpus(self, name: str, filename: str | None, size: int, chars: int, sha256: str,
+                   preflight: dict) -> int:
+        with self.write() as db:
+            cur = db.execute("INSERT INTO corpora (name, filename, bytes, chars, sha256, preflight, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (name, filename, size, chars, sha256, json.dumps(preflight), time.time()))
+            return cur.lastrowid
+
+    def set_corpus_preflight(self, corpus_id: int, preflight: dict) -> None:
+        with self.write() as db:
+            db.execute("UPDATE corpora SET preflight = ? WHERE id = ?", (json.dumps(preflight), corpus_id))
+
+    def get_corpus(self, corpus_id: int) -> dict | None:
+        row = self._conn().execute("SELECT * FROM corpora WHERE id = ?", (corpus_id,)).fetchone()
+        return None if row is None else corpus_row(row)
+
+    def list_corpora(self) -> list[dict]:
+        return [corpus_row(r) for r in self._conn().execute("SELECT * FROM corpora ORDER BY id DESC")]
+
+    def delete_corpus(self, corpus_id: int) -> None:
+        with self.write() as db:
+            db.execute("DELETE FROM corpora WHERE id = ?", (corpus_id,))
+
+    def runs_using(self, corpus_id: int, statuses: Sequence[str]) -> list[int]:
+        marks = ",".join("?" * len(statuses))
+        rows = self._conn().execute(f"SELECT id FROM runs WHERE corpus_id = ? AND status IN ({marks})",
+                                    (corpus_id, *statuses))
+        return [r[0] for r in rows]
+
+    # ---- runs -------------------------------------------------------------------------
+
+    def add_run(self, name: str, corpus_id: int, config: dict, max_steps: int, max_queued: int) -> int | None:
+        """A new queued run, or None when `max_queued` runs already wait."""
+        with self.write() as db:
+            queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
+            if queued >= max_queued:
+                return None
+            cur = db.execute("INSERT INTO runs (name, corpus_id, config, status, max_steps, created) "
+                             "VALUES (?, ?, ?, 'queued', ?, ?)",
+                             (name, corpus_id, json.dumps(config), max_steps, time.time()))
+            return cur.lastrowid
+
+    def get_run(self, run_id: int) -> dict | None:
+        row = self._conn().execute(RUN_SELECT + " WHERE r.id = ?", (run_id,)).fetchone()
+        return None if row is None else run_row(row)
+
+    def list_runs(self) -> list[dict]:
+        return [run_row(r) for r in self._conn().execute(RUN_SELECT + " ORDER BY r.id DESC")]
+
+    def update_run(self, run_id: int, db: sqlite3.Connection | None = None, **fields: Any) -> None:
+        unknown = set(fields) - RUN_FIELDS
+        if unknown:
+            raise ValueError(f"not run fields: {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        values = [finite(v) if isinstance(v, float) else v for v in fields.values()]
+        if db is not None:
+            db.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*values, run_id))
+            return
+        with self.write() as conn:
+            conn.execute(f"UPDATE runs SET {sets} WHERE id = ?", (*values, run_id))
+
+    def set_status_if(self, run_id: int, expected: Sequence[str], **fields: Any) -> bool:
+        """Update a run only if its status is one of `expected`: the check and the change
+        are one transaction, so the API and the worker cannot both win a race."""
+        with self.write() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[0] not in expected:
+                return False
+            self.update_run(run_id, db, **fields)
+            return True
+
+    def next_queued(self) -> int | None:
+        row = self._conn().execute("SELECT id FROM runs WHERE status = 'queued' "
+                                   "ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else row[0]
+
+    def interrupt_running(self) -> list[int]:
+        """At start-up: a run still marked running died with the previous process."""
+        with self.write() as db:
+            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'")]
+            db.execute("UPDATE runs SET status = 'interrupted', eta_seconds = NULL, chars_per_sec = NULL, "
+                       "error = 'the server stopped while this run was training; resume it to continue "
+                       "from its last checkpoint' WHERE status = 'running'")
+            db.execute("UPDATE attempts SET outcome = 'interrupted' WHERE outcome IS NULL")
+            return ids
+
+    def delete_run(self, run_id: int) -> bool:
+        """Delete a run and its history unless it is running; False if it is."""
+        with self.write() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[0] == "running":
+                return False
+            for table in ("metrics", "samples", "gradients", "attempts"):
+                db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            return True
+
+    # ---- history ------------------------------------------------------------------------
+
+    def truncate_history(self, run_id: int, after_step: int) -> None:
+        """Forget what was logged after `after_step`: a resumed run redoes those steps."""
+        with self.write() as db:
+            for table in ("metrics", "samples", "gradients"):
+                db.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", (run_id, after_step))
+
+    def log(self, run_id: int, metrics: Iterable[tuple], run_fields: dict[str, Any],
+            samples: Iterable[tuple[int, float, str]] = (), profile: tuple[int, dict] | None = None) -> None:
+        """One transaction: metric rows (step, loss, grad_norm, clipped, chars/s, lr, epoch,
+        eta, val_loss), the run's summary, samples (step, temperature, text), a gradient profile."""
+        with self.write() as db:
+            rows = [(run_id, *(finite(v) if isinstance(v, float) else v for v in m)) for m in metrics]
+            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
+                           [(run_id, *s) for s in samples])
+            if profile is not None:
+                db.execute("INSERT OR REPLACE INTO gradients VALUES (?, ?, ?)",
+                           (run_id, profile[0], json.dumps(profile[1])))
+            if run_fields:
+                self.update_run(run_id, db, **run_fields)
+
+    def metrics(self, run_id: int, since: int = 0, limit: int = 100_000, stride: int = 1) -> list[dict]:
+        """Logged steps after `since`: every stride-th, and every one with a validation loss."""
+        rows = self._conn().execute(
+            "SELECT step, loss, grad_norm, clipped, chars_per_sec, learning_rate, epoch, eta_seconds, "
+            "val_loss FROM metrics WHERE run_id = ? AND step > ? AND (step % ? = 0 OR val_loss IS NOT NULL) "
+            "ORDER BY step LIMIT ?", (run_id, since, stride, limit))
+        return [dict(r) | {"clipped": bool(r["clipped"])} for r in rows]
+
+    def metric_count(self, run_id: int) -> int:
+        return self._conn().execute("SELECT count(*) FROM metrics WHERE run_id = ?", (run_id,)).fetchone()[0]
+
+    def recent_loss(self, run_id: int, n: int = 100) -> float | None:
+        """Mean training loss over the last n logged steps: one step's loss is noisy."""
+        row = self._conn().execute("SELECT avg(loss) FROM (SELECT loss FROM metrics WHERE run_id = ? "
+                                   "ORDER BY step DESC LIMIT ?)", (run_id, n)).fetchone()
+        return row[0]
+
+    def samples(self, run_id: int, since: int = 0, until: int | None = None) -> list[dict]:
+        rows = self._conn().execute("SELECT step, temperature, text FROM samples WHERE run_id = ? "
+                                    "AND step > ? AND step <= ? ORDER BY step, temperature",
+                                    (run_id, since, 2**62 if until is None else until))
+        return [dict(r) for r in rows]
+
+    def gradient_profiles(self, run_id: int) -> list[tuple[int, dict]]:
+        rows = self._conn().execute("SELECT step, profile FROM gradients WHERE run_id = ? ORDER BY step",
+                                    (run_id,))
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    # ---- attempts -------------------------------------------------------------------------
+
+    def start_attempt(self, run_id: int, from_step: int) -> int:
+        with self.write() as db:
+            n = db.execute("SELECT coalesce(max(attempt), 0) FROM attempts WHERE run_id = ?",
+                           (run_id,)).fetchone()[0]
+            db.execute("INSERT INTO attempts (run_id, attempt, from_step, started) VALUES (?, ?, ?, ?)",
+                       (run_id, n + 1, from_step, time.time()))
+            return n + 1
+
+    def end_attempt(self, run_id: int, attempt: int, to_step: int, outcome: str) -> None:
+        with self.write() as db:
+            db.execute("UPDATE attempts SET to_step = ?, ended = ?, outcome = ? "
+                       "WHERE run_id = ? AND attempt = ?", (to_step, time.time(), outcome, run_id, attempt))
+
+    def attempts(self, run_id: int) -> list[dict]:
+        rows = self._conn().execute("SELECT attempt, from_step, to_step, started, ended, outcome "
+                                    "FROM attempts WHERE run_id = ? ORDER BY attempt", (run_id,))
+        return [dict(r) for r in rows]
+
+
+RUN_SELECT = "SELECT r.*, c.name AS corpus_name FROM runs r LEFT JOIN corpora c ON c.id = r.corpus_id"
+
+
+def corpus_row(row: sqlite3.Row) -> dict:
+    return dict(row) | {"preflight": json.loads(row["preflight"])}
+
+
+def run_row(row: sqlite3.Row) -> dict:
+    return dict(row) | {"config": json.loads(row["config"]),
+                        "cancel_requested": bool(row["cancel_requested"])}

@@ -1,0 +1,205 @@
+"""Request and response bodies of the training API (corpora and runs): the contract /docs shows."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .schemas import StrictBody
+
+Cell = Literal["rnn", "gru", "lstm"]
+Status = Literal["queued", "running", "completed", "cancelled", "failed", "interrupted"]
+
+
+# --- corpora -----------------------------------------------------------------------------
+
+class CharCount(BaseModel):
+    char: str
+    count: int
+
+
+class Recommendation(BaseModel):
+    """A starting point for this corpus. char-rnn's rule of thumb: about as many parameters
+    as training characters; far fewer underfits, far more overfits."""
+
+    cell: Cell
+    hidden_size: int
+    num_layers: int
+    batch_size: int
+    seq_length: int
+    learning_rate: float
+    dropout: float
+    max_steps: int = Field(description="Enough steps for about `target_run_seconds` of training here, "
+                                       "between 100 steps and 50 epochs.")
+    parameters: int
+    params_per_char: float = Field(description="parameters / training characters; near 1 is the aim.")
+
+
+class Estimate(BaseModel):
+    """Time measured by running real training steps of this size on this machine, with
+    one BLAS thread as the training worker uses."""
+
+    parameters: int
+    seconds_per_step: float
+    steps_per_epoch: int = Field(description="Batches of batch_size x seq_length in the training 90%.")
+    seconds_per_epoch: float
+    max_steps: int
+    seconds_total: float = Field(description="For max_steps steps, validation passes not counted.")
+
+
+class Preflight(BaseModel):
+    bytes: int = Field(description="Size of the file as uploaded.")
+    chars: int = Field(description="Characters after decoding and normalising line endings.")
+    lines: int
+    train_chars: int = Field(description="The first 90% trains...")
+    val_chars: int = Field(description="...the last 10% validates.")
+    vocab_size: int
+    vocab: list[CharCount] = Field(description="Every distinct character with its count, commonest first.")
+    recommended: Recommendation
+    estimate: Estimate = Field(description="Time for the recommended model.")
+
+
+class Corpus(BaseModel):
+    id: int
+    name: str
+    filename: str | None
+    bytes: int
+    chars: int
+    sha256: str = Field(description="Of the normalised UTF-8 text, as a model's checkpoint records it.")
+    created: float = Field(description="Unix time.")
+    preflight: Preflight
+
+
+class CorpusSummary(BaseModel):
+    id: int
+    name: str
+    filename: str | None
+    bytes: int
+    chars: int
+    vocab_size: int
+    created: float
+
+
+# --- runs --------------------------------------------------------------------------------
+
+class RunConfig(StrictBody):
+    """What a run trains. Every field but corpus_id has a default that trains a small
+    model in minutes on two cores; the corpus preflight recommends sizes for its text."""
+
+    corpus_id: int = Field(ge=1, le=2**63 - 1, description="From POST /api/corpora.")
+    cell: Cell = "lstm"
+    hidden_size: int = Field(128, ge=1, le=2048, description="Units per layer; at most max_hidden_size "
+                                                             "(RNNSCOPE_MAX_HIDDEN_SIZE).")
+    num_layers: int = Field(2, ge=1, le=8)
+    seq_length: int = Field(100, ge=1, le=2000, description="T: characters of truncated BPTT per step.")
+    batch_size: int = Field(32, ge=1, le=1024, description="B: parallel streams per step.")
+    learning_rate: float = Field(2e-3, gt=0, le=1, description="Adam's step size; decays by 0.97 per epoch "
+                                                                 "after 10 epochs.")
+    dropout: float = Field(0.0, ge=0, le=0.9, description="After every layer, as char-rnn; worth it once "
+                                                           "validation loss rises while training loss falls.")
+    max_steps: int = Field(2000, ge=1, le=10_000_000)
+    grad_clip: float = Field(5.0, ge=0, le=1e6, description="Global-norm clipping threshold; 0 disables.")
+    eval_every: int | None = Field(None, ge=1, description="Steps between validation passes; default "
+                                                           "max_steps / 20, between 10 and 500.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Initial weights and dropout: the same seed and "
+                                                         "settings give the same run.")
+    name: str | None = Field(None, max_length=100, description="Default: the model and the corpus name.")
+
+
+class RunCreated(BaseModel):
+    id: int
+    status: Status
+
+
+class Attempt(BaseModel):
+    attempt: int
+    from_step: int = Field(description="The checkpoint this attempt resumed from; 0 for a fresh start.")
+    to_step: int | None
+    started: float
+    ended: float | None
+    outcome: str | None
+
+
+class Run(BaseModel):
+    id: int
+    name: str
+    corpus_id: int | None
+    corpus_name: str | None = Field(description="null once the corpus has been deleted.")
+    status: Status
+    config: RunConfig
+    step: int = Field(description="Steps trained and logged.")
+    max_steps: int
+    epoch: float | None
+    train_loss: float | None = Field(description="Mean training loss over the last 100 steps, nats/char.")
+    val_loss: float | None = Field(description="At the last validation pass.")
+    best_val_loss: float | None
+    chars_per_sec: float | None
+    eta_seconds: float | None = Field(description="Time left while running; null otherwise.")
+    seconds: float = Field(description="Training time so far.")
+    checkpoint_step: int | None = Field(description="Step of the last checkpoint, where a resume begins.")
+    model_id: str | None = Field(description="Once a checkpoint exists: the model in GET /api/models (the "
+                                             "weights with the best validation loss so far).")
+    error: str | None = Field(description="Why it failed or stopped, when it did not complete.")
+    cancel_requested: bool
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class RunDetail(Run):
+    attempts: list[Attempt] = Field(description="Each time the worker took the run up; a resume starts "
+                                                "a new attempt at the last checkpoint.")
+
+
+class Metrics(BaseModel):
+    """Per logged step, as parallel lists; validation points separately."""
+
+    step: list[int]
+    loss: list[float | None]
+    grad_norm: list[float | None] = Field(description="Global gradient norm before clipping.")
+    clipped: list[bool]
+    chars_per_sec: list[float | None]
+    learning_rate: list[float | None]
+    val_step: list[int]
+    val_loss: list[float | None]
+    stride: int = Field(description="Every stride-th step is listed (plus every validation step).")
+
+
+class Sample(BaseModel):
+    step: int
+    temperature: float
+    text: str
+
+
+class StepEvent(BaseModel):
+    """Data of a `step` event of GET /api/runs/{run_id}/events; the event id is the step."""
+
+    step: int
+    loss: float | None
+    grad_norm: float | None
+    clipped: bool
+    chars_per_sec: float | None
+    learning_rate: float | None
+    epoch: float | None
+    eta_seconds: float | None
+    val_loss: float | None = Field(description="Set on the steps that ran validation.")
+    samples: list[Sample] | None = Field(description="Set on the steps that wrote samples.")
+
+
+class GradientLayerHistory(BaseModel):
+    layer: int
+    h_grad_norm: list[list[float | None]] = Field(
+        description="Per checkpoint (rows, as `steps`), ||dL/dh_k|| for k = 0..position.")
+    c_grad_norm: list[list[float | None]] | None = Field(description="Likewise ||dL/dc_k||; LSTM only.")
+
+
+class GradientHistory(BaseModel):
+    """How far back the loss at the passage's last position reaches, at every checkpoint:
+    a time step x training step heatmap per layer."""
+
+    passage: str = Field(description="A fixed validation passage: the start of the last 10% of the corpus.")
+    position: int
+    target: str
+    steps: list[int] = Field(description="The training steps of the checkpoints.")
+    loss: list[float | None] = Field(description="L at each checkpoint.")
+    layers: list[GradientLayerHistory]

@@ -1,0 +1,621 @@
+// Train: upload a corpus, read its preflight, start a run with defaults chosen from it,
+// and watch it learn through /api/runs/{id}/events; past runs below.
+import { formatCount, formatDetail, PLOT_CONFIG, PLOT_FONT, queryParams, setStatus, showChar, writeQuery } from "./common.js";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  file: $("file"), dropzone: $("dropzone"), corpusSelect: $("corpus-select"), uploadStatus: $("upload-status"),
+  preflight: $("preflight"), corpusStats: $("corpus-stats"), recommend: $("recommend"), vocab: $("vocab"),
+  vocabCount: $("vocab-count"), configCard: $("config-card"), form: $("run-form"), estimate: $("estimate"),
+  start: $("start"), startStatus: $("start-status"), runCard: $("run-card"), runName: $("run-name"),
+  runStatus: $("run-status"), runConfig: $("run-config"), cancel: $("cancel"), resume: $("resume"),
+  exploreLink: $("explore-link"), sampleLink: $("sample-link"), progress: $("progress"), doneBanner: $("done-banner"),
+  runMessage: $("run-message"), runStats: $("run-stats"), lossChart: $("loss-chart"), gradChart: $("grad-chart"),
+  samples: $("samples"), gttChart: $("gtt-chart"), gttStatus: $("gtt-status"), gttLayer: $("gtt-layer"), gttNote: $("gtt-note"), runsTable: $("runs-table"),
+  runsStatus: $("runs-status"), tokenDialog: $("token-dialog"), tokenInput: $("token-input"),
+  tokenError: $("token-error"), tokenCancel: $("token-cancel"), tokenForm: $("token-form"),
+};
+const FIELDS = ["cell", "hidden_size", "num_layers", "seq_length", "batch_size", "learning_rate", "dropout", "max_steps"];
+const ACTIVE = new Set(["queued", "running"]);
+const TOKEN_KEY = "rnnscope-token";
+// 1-2-5 ticks for log axes, labelled in full (Plotly's own shorten 0.2 to "2").
+const LOG_TICKS = [-4, -3, -2, -1, 0, 1, 2, 3, 4].flatMap((e) => [1, 2, 5].map((m) => Number((m * 10 ** e).toPrecision(1))));
+const COLOURS = { train: "#9db4f0", trainLine: "#3557d4", val: "#e8590c", grad: "#5b6577", clip: "#d6336c" };
+
+let corpus = null;        // the corpus whose preflight is shown
+let run = null;           // the run shown in step 3
+let events = null;        // its EventSource while it trains
+let lastStep = 0;         // the last step drawn
+let pending = [];         // steps received but not yet drawn
+let drawQueued = false;
+let runPoll = null;
+let lastCheckpoint = null;
+
+// ---- Formatting ---------------------------------------------------------------------------
+
+function duration(s) {
+  if (s == null || !Number.isFinite(s)) return "—";
+  if (s < 9.95) return `${s.toFixed(1)} s`;
+  s = Math.round(s);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+  return `${Math.floor(s / 3600)} h ${String(Math.floor(s / 60) % 60).padStart(2, "0")} min`;
+}
+
+function bytes(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${n} B`;
+}
+
+/** The neuron explorer on a run's model, at its top layer (the one that feeds the prediction). */
+const exploreHref = (r) => `/explore?model=${encodeURIComponent(r.model_id)}&layer=${r.config.num_layers - 1}`;
+
+const loss = (x) => (x == null ? "—" : x.toFixed(3));
+const when = (t) => (t ? new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "—");
+
+function stat(value, label, title = "") {
+  const div = document.createElement("div");
+  div.className = "stat";
+  div.innerHTML = "<b></b><span></span>";
+  div.querySelector("b").textContent = value;
+  div.querySelector("span").textContent = label;
+  if (title) div.title = title;
+  return div;
+}
+
+// ---- Requests, with the token when the server wants one ------------------------------------
+
+function askToken(message = "") {
+  els.tokenError.hidden = !message;
+  els.tokenError.textContent = message;
+  els.tokenInput.value = "";
+  els.tokenDialog.showModal();
+  return new Promise((resolve) => {
+    const done = (value) => {
+      els.tokenDialog.close();
+      els.tokenForm.onsubmit = null;
+      els.tokenCancel.onclick = null;
+      resolve(value);
+    };
+    els.tokenForm.onsubmit = (e) => { e.preventDefault(); done(els.tokenInput.value.trim() || null); };
+    els.tokenCancel.onclick = () => done(null);
+    els.tokenDialog.oncancel = () => done(null);
+  });
+}
+
+/** An error's detail for a person: an upload refusal already names the file. */
+function explain(detail) {
+  if (!Array.isArray(detail)) return formatDetail(detail);
+  return detail.map((d) => (d.loc?.at(-1) === "file" ? d.msg : formatDetail([d]))).join("; ");
+}
+
+/** fetch() a JSON API route; a 401 asks for the token once and tries again. */
+async function request(path, { method = "GET", json, form } = {}) {
+  for (let attempt = 0; ; attempt++) {
+    const headers = {};
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
+    let body;
+    if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
+    if (form !== undefined) body = form;
+    let response;
+    try {
+      response = await fetch(path, { method, headers, body });
+    } catch {
+      throw new Error("The server did not answer. Is `rnnscope serve` still running?");
+    }
+    if (response.status === 401 && attempt < 3) {
+      const next = await askToken(token ? "That token was not accepted; try again." : "");
+      if (next === null) throw Object.assign(new Error("This server needs its token for changes."), { status: 401 });
+      sessionStorage.setItem(TOKEN_KEY, next);
+      continue;
+    }
+    if (response.status === 204) return null;
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      throw Object.assign(new Error(explain(data?.detail) || `${response.status} ${response.statusText}`),
+        { status: response.status });
+    }
+    return data;
+  }
+}
+
+// ---- Step 1: the corpus ------------------------------------------------------------------------
+
+async function upload(file) {
+  const max = Number(els.file.dataset.maxBytes);
+  if (file.size > max) {
+    setStatus(els.uploadStatus, "error", `${file.name} is ${bytes(file.size)}; this server takes up to ${bytes(max)}.`);
+    return;
+  }
+  setStatus(els.uploadStatus, "loading", `Reading ${file.name} (${bytes(file.size)}) and timing a training step…`);
+  const form = new FormData();
+  form.append("file", file, file.name);
+  try {
+    const c = await request("/api/corpora", { method: "POST", form });
+    setStatus(els.uploadStatus, "");
+    showCorpus(c);
+    loadCorpora(c.id);
+  } catch (e) {
+    setStatus(els.uploadStatus, "error", e.message);
+  }
+}
+
+async function loadCorpora(selected) {
+  try {
+    const list = await request("/api/corpora");
+    const options = list.map((c) => new Option(`${c.name} — ${formatCount(c.chars)} chars`, c.id));
+    els.corpusSelect.replaceChildren(new Option(list.length ? "Choose…" : "No earlier uploads", ""), ...options);
+    els.corpusSelect.disabled = list.length === 0;
+    els.corpusSelect.value = selected ?? "";
+  } catch { /* the list is a convenience; the drop zone still works */ }
+}
+
+function showCorpus(c) {
+  corpus = c;
+  const p = c.preflight, r = p.recommended, e = p.estimate;
+  els.corpusStats.replaceChildren(
+    stat(bytes(c.bytes), "file size"),
+    stat(formatCount(p.chars), "characters", `${p.chars.toLocaleString()} characters, ${p.lines.toLocaleString()} lines`),
+    stat(String(p.vocab_size), "distinct"),
+    stat(`${formatCount(p.train_chars)} / ${formatCount(p.val_chars)}`, "train / validation"),
+  );
+  const cell = { lstm: "LSTM", gru: "GRU", rnn: "RNN" }[r.cell];
+  els.recommend.innerHTML = `<p><b>Suggested: ${cell} ${r.num_layers} × ${r.hidden_size}</b>, about
+    ${formatCount(r.parameters)} parameters for ${formatCount(p.train_chars)} training characters
+    (<span class="ppc"></span>). char-rnn's rule of thumb: parameters of the order of the characters —
+    far fewer underfits, far more memorises.</p>
+    <p>A step of ${r.batch_size} × ${r.seq_length} characters took ${(e.seconds_per_step * 1000).toFixed(0)} ms here, so an
+    epoch (${e.steps_per_epoch.toLocaleString()} steps) takes about <b>${duration(e.seconds_per_epoch)}</b> and
+    ${r.max_steps.toLocaleString()} steps about <b>${duration(e.seconds_total)}</b>.</p>`;
+  els.recommend.querySelector(".ppc").textContent = `${r.params_per_char.toFixed(2)} per character`;
+  drawVocab(p.vocab, p.chars);
+  els.preflight.hidden = false;
+  els.corpusSelect.value = String(c.id);
+  fillForm(r);
+  els.configCard.hidden = false;
+}
+
+function drawVocab(vocab, total) {
+  const top = vocab[0]?.count || 1;
+  const shown = vocab.slice(0, 120);
+  els.vocab.replaceChildren(...shown.map(({ char, count }) => {
+    const span = document.createElement("span");
+    span.className = "v";
+    // Shade by log frequency, so rare characters stay visible.
+    span.style.setProperty("--a", (0.06 + 0.5 * Math.log1p(count) / Math.log1p(top)).toFixed(3));
+    span.title = `${JSON.stringify(char)}: ${count.toLocaleString()} (${((count / total) * 100).toFixed(2)}%)`;
+    span.innerHTML = "<b></b><i></i>";
+    span.querySelector("b").textContent = showChar(char);
+    span.querySelector("i").textContent = formatCount(count);
+    return span;
+  }));
+  if (vocab.length > shown.length) {
+    els.vocab.append(Object.assign(document.createElement("span"), {
+      className: "muted small", textContent: `and ${vocab.length - shown.length} rarer`,
+    }));
+  }
+  els.vocabCount.textContent = `(${vocab.length})`;
+}
+
+// ---- Step 2: the form ------------------------------------------------------------------------
+
+function fillForm(r) {
+  for (const k of FIELDS) els.form.elements[k].value = r[k];
+  els.form.elements.name.value = "";
+  formChanged();
+}
+
+/** The name the server will give the run, and the time it will take. */
+function formChanged() {
+  const f = els.form.elements;
+  f.name.placeholder = `${f.cell.value.toUpperCase()} ${f.num_layers.value}x${f.hidden_size.value} on ${corpus.name}`;
+  scheduleEstimate();
+}
+
+function formBody() {
+  const f = els.form.elements;
+  const body = { corpus_id: corpus.id, cell: f.cell.value };
+  for (const k of ["hidden_size", "num_layers", "seq_length", "batch_size", "max_steps"]) body[k] = Number.parseInt(f[k].value, 10);
+  for (const k of ["learning_rate", "dropout"]) body[k] = Number.parseFloat(f[k].value);
+  if (f.name.value.trim()) body.name = f.name.value.trim();
+  return body;
+}
+
+let estimateTimer = null;
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(estimate, 350);
+}
+
+async function estimate() {
+  if (!corpus) return;
+  const b = formBody();
+  if (FIELDS.slice(1).some((k) => !Number.isFinite(b[k]))) { els.estimate.textContent = ""; return; }
+  const q = new URLSearchParams({ cell: b.cell, hidden_size: b.hidden_size, num_layers: b.num_layers,
+    batch_size: b.batch_size, seq_length: b.seq_length, max_steps: b.max_steps });
+  els.estimate.textContent = "Timing a step of this size…";
+  try {
+    const e = await request(`/api/corpora/${corpus.id}/estimate?${q}`);
+    els.estimate.innerHTML = `<b>${formatCount(e.parameters)}</b> parameters ·
+      ${(e.seconds_per_step * 1000).toFixed(0)} ms a step · an epoch ≈ ${duration(e.seconds_per_epoch)} ·
+      these ${e.max_steps.toLocaleString()} steps ≈ <b>${duration(e.seconds_total)}</b>
+      (${(e.max_steps / e.steps_per_epoch).toFixed(1)} epochs)`;
+  } catch (err) {
+    els.estimate.textContent = err.message;
+  }
+}
+
+async function start() {
+  els.start.disabled = true;
+  setStatus(els.startStatus, "");
+  try {
+    const created = await request("/api/runs", { method: "POST", json: formBody() });
+    await showRun(created.id);
+    loadRuns();
+    els.runCard.scrollIntoView({ behavior: "smooth", block: "start" });
+  } catch (e) {
+    setStatus(els.startStatus, "error", e.message);
+  } finally {
+    els.start.disabled = false;
+  }
+}
+
+// ---- Step 3: a run ----------------------------------------------------------------------------------
+
+function layout(extra) {
+  return {
+    font: PLOT_FONT, margin: { l: 56, r: 16, t: 10, b: 44 }, height: 300, showlegend: true,
+    legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", bgcolor: "rgba(0,0,0,0)" },
+    xaxis: { title: { text: "step" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4" },
+    paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff", hovermode: "x unified",
+    ...extra,
+  };
+}
+
+function drawCharts(r, m) {
+  const vocabSize = corpus?.id === r.corpus_id ? corpus.preflight.vocab_size : null;
+  const shapes = [], annotations = [];
+  if (vocabSize) {    // where an untrained model starts: a uniform guess over the vocabulary
+    shapes.push({ type: "line", xref: "paper", x0: 0, x1: 1, y0: Math.log(vocabSize), y1: Math.log(vocabSize),
+      line: { color: "#adb5bd", dash: "dot", width: 1 } });
+    annotations.push({ xref: "paper", x: 1, xanchor: "right", y: Math.log(vocabSize), yanchor: "bottom", showarrow: false,
+      text: `uniform guess, ln ${vocabSize}`, font: { size: 11, color: "#868e96" } });
+  }
+  Plotly.newPlot(els.lossChart, [
+    { name: "training", x: m.step, y: m.loss, type: "scatter", mode: "lines", line: { color: COLOURS.trainLine, width: 1 },
+      opacity: 0.75, hovertemplate: "%{y:.3f}" },
+    { name: "validation", x: m.val_step, y: m.val_loss, type: "scatter", mode: "lines+markers",
+      line: { color: COLOURS.val, width: 2.5 }, marker: { size: 6 }, hovertemplate: "%{y:.3f}" },
+  ], layout({ yaxis: { title: { text: "nats / char" }, gridcolor: "#eef0f4" }, shapes, annotations }), PLOT_CONFIG);
+
+  const clip = r.config.grad_clip;
+  const clippedX = [], clippedY = [];
+  m.step.forEach((s, i) => { if (m.clipped[i]) { clippedX.push(s); clippedY.push(m.grad_norm[i]); } });
+  Plotly.newPlot(els.gradChart, [
+    { name: "‖g‖ before clipping", x: m.step, y: m.grad_norm, type: "scatter", mode: "lines",
+      line: { color: COLOURS.grad, width: 1 }, hovertemplate: "%{y:.3f}" },
+    { name: "clipped", x: clippedX, y: clippedY, type: "scatter", mode: "markers",
+      marker: { color: COLOURS.clip, size: 5, symbol: "x" }, hovertemplate: "clipped" },
+  ], layout({
+    yaxis: { title: { text: "global L2 norm" }, type: "log", gridcolor: "#eef0f4", tickvals: LOG_TICKS,
+      ticktext: LOG_TICKS.map(String) },
+    shapes: clip > 0 ? [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: clip, y1: clip,
+      line: { color: COLOURS.clip, dash: "dash", width: 1.5 } }] : [],
+    annotations: clip > 0 ? [{ xref: "paper", x: 1, xanchor: "right", y: Math.log10(clip), yanchor: "bottom",
+      showarrow: false, text: `clipping threshold ${clip}`, font: { size: 11, color: COLOURS.clip } }] : [],
+  }), PLOT_CONFIG);
+}
+
+/** Draw the steps received since the last frame: one extendTraces per chart. */
+function drawPending() {
+  drawQueued = false;
+  if (!pending.length || !els.lossChart.data) return;
+  const steps = pending.map((e) => e.step);
+  const val = pending.filter((e) => e.val_loss != null);
+  const clipped = pending.filter((e) => e.clipped);
+  Plotly.extendTraces(els.lossChart, { x: [steps, val.map((e) => e.step)], y: [pending.map((e) => e.loss), val.map((e) => e.val_loss)] }, [0, 1]);
+  Plotly.extendTraces(els.gradChart, { x: [steps, clipped.map((e) => e.step)], y: [pending.map((e) => e.grad_norm), clipped.map((e) => e.grad_norm)] }, [0, 1]);
+  const last = pending[pending.length - 1];
+  pending = [];
+  drawProgress(last.step, run.max_steps, run.status);
+  drawStats({ ...run, step: last.step, chars_per_sec: last.chars_per_sec, eta_seconds: last.eta_seconds,
+    train_loss: run.train_loss });
+}
+
+function drawProgress(step, max, status) {
+  const pct = Math.min(100, (100 * step) / max);
+  els.progress.firstElementChild.style.width = `${pct}%`;
+  els.progress.dataset.status = status;
+  els.progress.setAttribute("aria-valuenow", pct.toFixed(0));
+}
+
+function drawStats(r) {
+  const active = ACTIVE.has(r.status);
+  els.runStats.replaceChildren(
+    stat(`${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}`, "steps",
+      r.epoch ? `epoch ${r.epoch.toFixed(2)}` : ""),
+    stat(loss(r.train_loss), "train loss", "mean of the last 100 steps, nats/char"),
+    stat(loss(r.val_loss), "validation loss", r.best_val_loss ? `best ${r.best_val_loss.toFixed(3)}` : ""),
+    stat(r.chars_per_sec ? formatCount(Math.round(r.chars_per_sec)) : "—", "chars / s"),
+    stat(active ? duration(r.eta_seconds) : "—", "time left"),
+    stat(duration(r.seconds), "trained for"),
+  );
+}
+
+function drawSampleSet(step, list, fresh) {
+  const set = document.createElement("article");
+  set.className = fresh ? "sample-set new" : "sample-set";
+  set.dataset.step = step;
+  set.innerHTML = `<header><b>step ${step.toLocaleString()}</b></header>`;
+  for (const s of list) {
+    const row = document.createElement("div");
+    row.className = "t";
+    row.innerHTML = "<span></span><pre></pre>";
+    row.querySelector("span").textContent = `T = ${s.temperature}`;
+    row.querySelector("pre").textContent = s.text;
+    set.append(row);
+  }
+  els.samples.prepend(set);
+  while (els.samples.children.length > 30) els.samples.lastElementChild.remove();
+}
+
+function drawSamples(samples) {
+  els.samples.replaceChildren();
+  const bySteps = new Map();
+  for (const s of samples) (bySteps.get(s.step) || bySteps.set(s.step, []).get(s.step)).push(s);
+  for (const [step, list] of bySteps) drawSampleSet(step, list, false);
+  if (!samples.length) {
+    els.samples.innerHTML = `<div class="status" data-state="empty"><p>The first samples appear after a few steps.</p></div>`;
+  }
+}
+
+async function drawGradients(runId) {
+  let g;
+  try {
+    g = await request(`/api/runs/${runId}/gradients`);
+  } catch { return; }
+  const empty = !g.steps.length;
+  setStatus(els.gttStatus, empty ? "empty" : "", "Drawn at each checkpoint; none yet.");
+  els.gttChart.hidden = empty;
+  if (empty) return;
+  const layer = g.layers[g.layers.length - 1];
+  const T = g.position + 1;
+  // Rows: k steps back from the predicted character; columns: checkpoints.
+  const z = Array.from({ length: T }, (_, back) => layer.h_grad_norm.map((row) => {
+    const v = row[T - 1 - back];
+    return v > 0 ? Math.log10(v) : null;
+  }));
+  Plotly.react(els.gttChart, [{
+    type: "heatmap", x: g.steps.map(String), y: Array.from({ length: T }, (_, k) => k), z,
+    colorscale: "Viridis", colorbar: { title: { text: "log₁₀ ‖∂L/∂h‖", side: "right" }, thickness: 12 },
+    hovertemplate: "step %{x}<br>%{y} steps back<br>log₁₀ norm %{z:.2f}<extra></extra>",
+  }], layout({
+    showlegend: false, hovermode: "closest",
+    xaxis: { title: { text: "training step (checkpoint)" }, type: "category" },
+    yaxis: { title: { text: "steps back from the loss" }, autorange: true },
+  }), PLOT_CONFIG);
+  const which = g.layers.length > 1 ? `layer ${layer.layer}, the top one,` : "the layer";
+  els.gttLayer.textContent = `Shown: ${which} for the loss of “${showChar(g.target)}” after
+    “…${g.passage.slice(Math.max(0, g.position - 24), g.position + 1).replace(/\n/g, "↵")}”.`;
+}
+
+function drawRun(r) {
+  run = r;
+  els.runCard.hidden = false;
+  els.runCard.dataset.status = r.status;
+  els.runName.textContent = r.name;
+  els.runStatus.textContent = r.status;
+  els.runStatus.dataset.status = r.status;
+  const c = r.config;
+  els.runConfig.textContent = `${c.cell.toUpperCase()} ${c.num_layers} × ${c.hidden_size} · batch ${c.batch_size} × ${c.seq_length} · ` +
+    `learning rate ${c.learning_rate} · dropout ${c.dropout} · corpus ${r.corpus_name ?? "(deleted)"}`;
+  els.cancel.hidden = !ACTIVE.has(r.status) || r.cancel_requested;
+  els.resume.hidden = !["interrupted", "cancelled"].includes(r.status);
+  const model = r.model_id ? encodeURIComponent(r.model_id) : null;
+  els.sampleLink.hidden = !model;
+  els.exploreLink.hidden = !model || r.status === "completed";      // the banner below has it then
+  if (model) {
+    els.exploreLink.href = exploreHref(r);
+    els.sampleLink.href = `/sample?model=${model}`;
+    els.exploreLink.textContent = r.status === "completed" ? "Open in the neuron explorer →" : "Explore the latest checkpoint →";
+  }
+  drawProgress(r.step, r.max_steps, r.status);
+  drawStats(r);
+  const messages = {
+    queued: ["loading", "Waiting for the worker: runs train one at a time."],
+    interrupted: ["empty", r.error || "Interrupted; resume to continue from the last checkpoint."],
+    cancelled: ["empty", `Cancelled at step ${r.step}. Resume continues from there.`],
+    failed: ["error", r.error || "The run failed."],
+  };
+  const [kind, text] = r.cancel_requested && r.status === "running"
+    ? ["loading", "Stopping after this step and writing a checkpoint…"] : (messages[r.status] || ["", ""]);
+  setStatus(els.runMessage, kind, text);
+  els.doneBanner.hidden = r.status !== "completed";
+  if (r.status === "completed") {
+    els.doneBanner.innerHTML = `<p><b>Done.</b> Best validation loss <b></b> nats/char after
+      ${r.step.toLocaleString()} steps in ${duration(r.seconds)}. The model is <code></code> in every view.</p>`;
+    els.doneBanner.querySelector("p > b:nth-of-type(2)").textContent = loss(r.best_val_loss);
+    els.doneBanner.querySelector("code").textContent = r.model_id;
+    const a = Object.assign(document.createElement("a"), { className: "button", href: exploreHref(r),
+      textContent: "Open in the neuron explorer →" });
+    a.id = "done-explore";
+    els.doneBanner.append(a);
+  }
+  if (r.checkpoint_step !== lastCheckpoint) {
+    lastCheckpoint = r.checkpoint_step;
+    drawGradients(r.id);
+  }
+}
+
+function stopWatching() {
+  events?.close();
+  events = null;
+  clearInterval(runPoll);
+  runPoll = null;
+}
+
+async function showRun(id) {
+  stopWatching();
+  writeQuery({ run: id });
+  lastCheckpoint = undefined;
+  let r, m, samples;
+  try {
+    [r, m, samples] = await Promise.all([request(`/api/runs/${id}`), request(`/api/runs/${id}/metrics?max_points=5000`),
+      request(`/api/runs/${id}/samples`)]);
+  } catch (e) {
+    els.runCard.hidden = false;
+    setStatus(els.runMessage, "error", e.message);
+    return;
+  }
+  if (!corpus || corpus.id !== r.corpus_id) {
+    corpus = await request(`/api/corpora/${r.corpus_id}`).catch(() => null);
+  }
+  drawRun(r);
+  drawCharts(r, m);
+  drawSamples(samples);
+  lastStep = m.step.length ? m.step[m.step.length - 1] : 0;
+  pending = [];
+  markCurrent();
+  if (ACTIVE.has(r.status)) watch(id);
+}
+
+/** Follow a run's events from the last step drawn; EventSource resends Last-Event-ID on reconnects. */
+function watch(id) {
+  events = new EventSource(`/api/runs/${id}/events?since=${lastStep}`);
+  events.addEventListener("step", (msg) => {
+    const e = JSON.parse(msg.data);
+    if (e.step <= lastStep) return;
+    lastStep = e.step;
+    if (e.val_loss != null) run.val_loss = e.val_loss;
+    pending.push(e);
+    if (e.samples) {
+      if (els.samples.querySelector(".status")) els.samples.replaceChildren();
+      drawSampleSet(e.step, e.samples, true);
+    }
+    if (!drawQueued) { drawQueued = true; requestAnimationFrame(drawPending); }
+  });
+  events.addEventListener("status", (msg) => drawRun(JSON.parse(msg.data)));
+  events.addEventListener("end", (msg) => {
+    stopWatching();
+    drawPending();
+    drawRun(JSON.parse(msg.data));
+    drawGradients(id);
+    loadRuns();
+  });
+  // The events carry steps; the run's summary (train loss, checkpoint, model id) is polled.
+  runPoll = setInterval(async () => {
+    try {
+      const r = await request(`/api/runs/${id}`);
+      if (run?.id === id) drawRun({ ...r, step: Math.max(r.step, lastStep) });
+      loadRuns();
+    } catch { /* the next poll tries again */ }
+  }, 3000);
+}
+
+async function cancelRun() {
+  els.cancel.disabled = true;
+  try { drawRun(await request(`/api/runs/${run.id}/cancel`, { method: "POST" })); loadRuns(); }
+  catch (e) { setStatus(els.runMessage, "error", e.message); }
+  finally { els.cancel.disabled = false; }
+}
+
+async function resumeRun() {
+  els.resume.disabled = true;
+  try { await request(`/api/runs/${run.id}/resume`, { method: "POST" }); await showRun(run.id); loadRuns(); }
+  catch (e) { setStatus(els.runMessage, "error", e.message); }
+  finally { els.resume.disabled = false; }
+}
+
+// ---- Past runs ------------------------------------------------------------------------------------
+
+async function loadRuns() {
+  let runs;
+  try {
+    runs = await request("/api/runs");
+  } catch (e) {
+    setStatus(els.runsStatus, "error", e.message);
+    return;
+  }
+  if (!runs.length) {
+    els.runsTable.hidden = true;
+    setStatus(els.runsStatus, "empty", "No runs yet: upload a text above and start one.");
+    return;
+  }
+  setStatus(els.runsStatus, "");
+  els.runsTable.hidden = false;
+  const tbody = els.runsTable.tBodies[0];
+  tbody.replaceChildren(...runs.map((r) => {
+    const tr = document.createElement("tr");
+    tr.dataset.run = r.id;
+    tr.innerHTML = `<td><a href="?run=${r.id}" class="open"></a><div class="muted small"></div></td><td class="corpus"></td>
+      <td><span class="pill"></span></td><td>${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
+      <td>${loss(r.train_loss)}</td><td>${loss(r.best_val_loss)}</td><td>${when(r.started)}</td>
+      <td><div class="actions"></div></td>`;
+    tr.querySelector(".open").textContent = r.name;
+    tr.querySelector(".muted").textContent = `${r.config.cell.toUpperCase()} ${r.config.num_layers} × ${r.config.hidden_size}`;
+    tr.querySelector(".corpus").textContent = r.corpus_name ?? "(deleted)";
+    const pill = tr.querySelector(".pill");
+    pill.textContent = r.status;
+    pill.dataset.status = r.status;
+    const actions = tr.querySelector(".actions");
+    if (r.model_id) {
+      actions.append(Object.assign(document.createElement("a"), { href: exploreHref(r),
+        textContent: "Explore" }));
+    }
+    if (r.status !== "running") {
+      const del = Object.assign(document.createElement("button"), { type: "button", className: "linkish", textContent: "Delete" });
+      del.addEventListener("click", () => deleteRun(r));
+      actions.append(del);
+    }
+    tr.querySelector(".open").addEventListener("click", (e) => { e.preventDefault(); showRun(r.id); });
+    return tr;
+  }));
+  markCurrent();
+}
+
+function markCurrent() {
+  for (const tr of els.runsTable.tBodies[0].rows) tr.classList.toggle("current", Number(tr.dataset.run) === run?.id);
+}
+
+async function deleteRun(r) {
+  if (!window.confirm(`Delete “${r.name}”, its history and its model?`)) return;
+  try {
+    await request(`/api/runs/${r.id}`, { method: "DELETE" });
+    if (run?.id === r.id) { stopWatching(); run = null; els.runCard.hidden = true; writeQuery({}); }
+    loadRuns();
+  } catch (e) {
+    setStatus(els.runsStatus, "error", e.message);
+  }
+}
+
+// ---- Wiring ------------------------------------------------------------------------------------------
+
+els.file.addEventListener("change", () => { if (els.file.files[0]) upload(els.file.files[0]); els.file.value = ""; });
+for (const type of ["dragenter", "dragover"]) {
+  els.dropzone.addEventListener(type, (e) => { e.preventDefault(); els.dropzone.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  els.dropzone.addEventListener(type, () => els.dropzone.classList.remove("over"));
+}
+els.dropzone.addEventListener("drop", (e) => {
+  e.preventDefault();
+  const file = e.dataTransfer.files[0];
+  if (file) upload(file);
+});
+els.corpusSelect.addEventListener("change", async () => {
+  const id = els.corpusSelect.value;
+  if (!id) return;
+  try { showCorpus(await request(`/api/corpora/${id}`)); } catch (e) { setStatus(els.uploadStatus, "error", e.message); }
+});
+els.form.addEventListener("input", formChanged);
+els.form.addEventListener("submit", (e) => { e.preventDefault(); start(); });
+els.start.addEventListener("click", start);
+els.cancel.addEventListener("click", cancelRun);
+els.resume.addEventListener("click", resumeRun);
+
+loadCorpora();
+loadRuns();
+const initial = Number.parseInt(queryParams().get("run"), 10);
+if (Number.isFinite(initial)) showRun(initial);

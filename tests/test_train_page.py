@@ -1,0 +1,214 @@
+"""The Train page in Chromium: upload an excerpt of tinyshakespeare, read the preflight,
+start a short run, watch the loss curve grow, cancel and resume, let it finish, and open
+the new model in the neuron explorer. Screenshots go to test-artifacts/.
+
+Debian's /usr/bin/chromium driven by Python playwright; without it the tests skip, unless
+RNNSCOPE_REQUIRE_BROWSER=1 (CI), when they fail.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.training_app import Server, excerpt
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ENV = {"RNNSCOPE_CHECKPOINT_EVERY_STEPS": "25", "RNNSCOPE_SAMPLE_EVERY_STEPS": "25",
+       "RNNSCOPE_FLUSH_SECONDS": "0.1"}
+# Slow enough (tens of milliseconds a step) to watch, quick enough to finish in seconds.
+FORM = {"hidden_size": "48", "num_layers": "2", "seq_length": "64", "batch_size": "16",
+        "learning_rate": "0.01", "max_steps": "150"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("RNNSCOPE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RNNSCOPE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()
+
+
+def serve(tmp_path_factory, **env) -> Server:
+    return Server(tmp_path_factory.mktemp("data"), ENV | env).start()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = serve(tmp_path_factory)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("upload") / "shakespeare-excerpt.txt"
+    path.write_text(excerpt(40_000), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; an uncaught script error fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
+          and errors.append(m.text))
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def shoot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def trace_points(pg, element_id: str, trace: int = 0) -> int:
+    return pg.evaluate(f"() => (document.getElementById('{element_id}').data?.[{trace}]?.x || []).length")
+
+
+def fill_form(pg, fields: dict[str, str]) -> None:
+    for name, value in fields.items():
+        pg.fill(f"#{name}", value)
+
+
+def test_upload_train_watch_and_explore(page, server, corpus_file):
+    page.goto(f"{server.url}/train")
+    page.locator("#runs-status[data-state='empty']").wait_for()
+    assert page.locator(".site-nav a[aria-current='page']").inner_text() == "Train"
+    shoot(page, "train-empty")
+
+    # Pick a file -> the preflight -> a form with defaults chosen from it.
+    page.set_input_files("#file", str(corpus_file))
+    page.locator("#config-card:not([hidden])").wait_for()
+    text = corpus_file.read_text(encoding="utf-8")
+    stats = page.inner_text("#corpus-stats")
+    assert "40.0k" in stats and str(len(set(text))) in stats
+    assert page.locator("#vocab .v").count() == len(set(text))
+    recommend = page.inner_text("#recommend")
+    assert "char-rnn" in recommend and "LSTM" in recommend
+    corpus = httpx.get(f"{server.url}/api/corpora").json()[0]
+    rec = httpx.get(f"{server.url}/api/corpora/{corpus['id']}").json()["preflight"]["recommended"]
+    assert page.input_value("#hidden_size") == str(rec["hidden_size"])
+    assert page.input_value("#max_steps") == str(rec["max_steps"])
+    page.locator("#estimate b").first.wait_for()                  # the form's time estimate
+    shoot(page, "train-preflight")
+
+    # Start -> live curves.
+    fill_form(page, FORM)
+    page.fill("#run-name-input", "browser test run")
+    page.click("#start")
+    page.locator("#run-card:not([hidden])").wait_for()
+    assert page.inner_text("#run-name") == "browser test run"
+    assert "run=" in page.url
+    page.wait_for_function("() => (document.getElementById('loss-chart').data?.[0]?.x || []).length >= 10")
+    early, status = page.evaluate("() => [document.getElementById('loss-chart').data[0].x.length, "
+                                  "document.getElementById('run-status').dataset.status]")
+    assert status == "running" and early < 150                     # caught mid-run...
+    shoot(page, "train-running")
+
+    # Let it finish: validation points, samples, the gradient heatmap, the clipping threshold.
+    page.locator("#done-banner:not([hidden])").wait_for(timeout=120_000)
+    assert trace_points(page, "loss-chart") == 150                  # ...and the curve grew to the end
+    assert trace_points(page, "grad-chart") == 150
+    assert trace_points(page, "loss-chart", 1) >= 10                 # validation every max_steps / 20 steps
+    run = httpx.get(f"{server.url}/api/runs").json()[0]
+    losses = page.evaluate("() => document.getElementById('loss-chart').data[0].y")
+    metrics = httpx.get(f"{server.url}/api/runs/{run['id']}/metrics").json()
+    assert losses == pytest.approx(metrics["loss"])                  # the page drew what the API logged
+    threshold = page.evaluate("() => document.getElementById('grad-chart').layout.shapes[0].y0")
+    assert threshold == run["config"]["grad_clip"]
+    assert page.locator("#samples .sample-set").count() == 6         # steps 25, 50, ..., 150
+    assert page.locator("#samples .sample-set").first.get_attribute("data-step") == "150"
+    page.wait_for_function("() => document.getElementById('gtt-chart').data?.[0]?.type === 'heatmap'")
+    assert page.evaluate("() => document.getElementById('gtt-chart').data[0].x.length") == 6
+    assert page.locator("#gtt-chart .heatmaplayer image").is_visible()
+    assert page.get_attribute("#run-status", "data-status") == "completed"
+    assert page.locator("#runs-table tbody tr").count() == 1
+    assert page.get_attribute("#runs-table tbody tr .pill", "data-status") == "completed"
+    page.locator("#run-card").scroll_into_view_if_needed()
+    shoot(page, "train-completed")
+
+    # Open the new model in the neuron explorer.
+    page.click("#done-explore")
+    page.wait_for_url(f"**/explore?model=run-{run['id']}*")
+    page.wait_for_function(f"() => document.getElementById('model').value === 'run-{run['id']}'")
+    page.locator("#charmap .ch").first.wait_for()
+    assert "browser test run" in page.locator("#model option:checked").inner_text()
+    shoot(page, "train-explore")
+
+
+def test_cancel_resume_and_reload(page, server, corpus_file):
+    page.goto(f"{server.url}/train")
+    page.set_input_files("#file", str(corpus_file))
+    page.locator("#config-card:not([hidden])").wait_for()
+    fill_form(page, FORM | {"max_steps": "100000"})
+    page.click("#start")
+    page.wait_for_function("() => (document.getElementById('loss-chart').data?.[0]?.x || []).length >= 30")
+    page.click("#cancel")
+    page.locator("#run-status[data-status='cancelled']").wait_for()
+    assert page.locator("#resume").is_visible() and not page.locator("#cancel").is_visible()
+    stopped = trace_points(page, "loss-chart")
+    shoot(page, "train-cancelled")
+
+    # A reload draws the history from the API; resuming continues the same curve.
+    page.reload()
+    page.wait_for_function(f"() => document.getElementById('loss-chart').data?.[0]?.x.length === {stopped}")
+    page.click("#resume")
+    page.wait_for_function(f"() => document.getElementById('loss-chart').data[0].x.length > {stopped + 20}")
+    steps = page.evaluate("() => document.getElementById('loss-chart').data[0].x")
+    assert steps == list(range(1, len(steps) + 1))                  # no gap, no repeat across the resume
+    page.click("#cancel")
+    page.locator("#run-status[data-status='cancelled']").wait_for()
+
+
+def test_a_refused_upload_says_why(page, server, tmp_path):
+    png = tmp_path / "picture.txt"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    page.goto(f"{server.url}/train")
+    page.set_input_files("#file", str(png))
+    status = page.locator("#upload-status[data-state='error']")
+    status.wait_for()
+    assert "PNG image" in status.inner_text() and "UTF-8" in status.inner_text()
+    assert page.locator("#config-card").is_hidden()
+    shoot(page, "train-refused")
+
+
+def test_the_token_is_asked_once_per_tab(page, tmp_path_factory, corpus_file):
+    server = serve(tmp_path_factory, RNNSCOPE_TOKEN="open sesame")
+    try:
+        page.goto(f"{server.url}/train")
+        assert page.locator("#token-note").is_visible()
+        page.set_input_files("#file", str(corpus_file))
+        dialog = page.locator("#token-dialog[open]")
+        dialog.wait_for()
+        shoot(page, "train-token")
+        page.fill("#token-input", "wrong")
+        page.click("#token-ok")
+        page.locator("#token-error:not([hidden])").wait_for()        # asked again, saying why
+        page.fill("#token-input", "open sesame")
+        page.click("#token-ok")
+        page.locator("#config-card:not([hidden])").wait_for()
+        assert page.evaluate("() => sessionStorage.getItem('rnnscope-token')") == "open sesame"
+        # Starting the run needs the token too; it is not asked for again.
+        fill_form(page, FORM | {"max_steps": "30"})
+        page.click("#start")
+        page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+        assert page.locator("#token-dialog[open]").count() == 0
+    finally:
+        server.stop()

@@ -1,0 +1,123 @@
+"""The app the training tests run, with fast training settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from app import training
+from app.main import create_app
+from app.settings import Settings
+from app.training import TrainingSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+
+
+def build_app(data_dir: Path, **overrides) -> FastAPI:
+    """An app on `data_dir` without the bundled models; `overrides` are TrainingSettings fields."""
+    app = create_app(Settings(data_dir=data_dir, load_bundled=False))
+    training.install(app, TrainingSettings(**overrides))
+    return app
+
+
+# Fast settings for tests: frequent checkpoints, samples and flushes on tiny runs.
+FAST = {"checkpoint_every_steps": 20, "sample_every_steps": 20, "flush_seconds": 0.05,
+        "events_poll_seconds": 0.05}
+# A model that takes a few milliseconds a step.
+TINY = {"cell": "lstm", "hidden_size": 16, "num_layers": 1, "batch_size": 4, "seq_length": 16,
+        "learning_rate": 0.01}
+
+
+def excerpt(chars: int = 20_000) -> str:
+    """The start of tinyshakespeare, the corpus the shared directory holds beside the repo."""
+    with open(CORPUS, encoding="utf-8") as f:
+        return f.read(chars)
+
+
+def upload(client, text: str | bytes, filename: str = "excerpt.txt", **kw):
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return client.post("/api/corpora", files={"file": (filename, data, "text/plain")}, **kw)
+
+
+def wait_for(client, run_id: int, statuses=("completed",), timeout: float = 60.0, **kw) -> dict:
+    """Poll a run until its status is one of `statuses` (and every kw field matches a predicate)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run = client.get(f"/api/runs/{run_id}").json()
+        if run["status"] in statuses and all(test(run[k]) for k, test in kw.items()):
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} did not reach {statuses} in {timeout} s: {run}")
+        time.sleep(0.05)
+
+
+def server_app() -> FastAPI:
+    """For `uvicorn --factory tests.training_app:server_app`: settings from the environment."""
+    return build_app(Path(os.environ["RNNSCOPE_DATA_DIR"]))
+
+
+# ---- A real server process, for the crash and browser tests ----------------------------------
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m uvicorn --factory tests.training_app:server_app` on a data directory;
+    `env` adds RNNSCOPE_* settings."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None):
+        self.data_dir, self.port = data_dir, port or free_port()
+        self.env = {**os.environ, "RNNSCOPE_DATA_DIR": str(data_dir), "RNNSCOPE_LOAD_BUNDLED": "false",
+                    "PYTHONPATH": str(ROOT), **(env or {})}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = None
+        self.log = data_dir / "server.log"
+
+    def start(self, timeout: float = 30.0) -> Server:
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--factory", "tests.training_app:server_app",
+                 "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n"
+                                   f"{self.log.read_text()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"the server did not start in {timeout} s:\n{self.log.read_text()}")
+
+    def kill(self, signal_number: int | None = None) -> None:
+        """SIGKILL by default: no lifespan shutdown, no checkpoint, as a crash."""
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal_number or signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """SIGTERM: a clean shutdown, which checkpoints the run in progress."""
+        import signal
+
+        self.kill(signal.SIGTERM)
