@@ -2,6 +2,7 @@
 to serve only them, a TestClient with start-up run, and a live server for browsers."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -85,3 +86,26 @@ def live_server(settings):
     server.should_exit = True
     thread.join(10)
     sock.close()
+
+
+# ---- Browser: Debian's chromium driven by the playwright package (never `playwright install`) ----
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless chromium for the session. Without it the browser tests skip, except
+    where RNNSCOPE_REQUIRE_BROWSER=1 (CI), where that is a failure."""
+    if not CHROMIUM.exists():
+        if os.environ.get("RNNSCOPE_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RNNSCOPE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield b
+        b.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 import re
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +16,6 @@ import httpx
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 # Inside the vocabulary of conftest's models (the start of tinyshakespeare).
@@ -63,22 +61,6 @@ def decode(encoded: dict) -> np.ndarray:
 
 
 # ---- Browser (the live_server fixture comes from conftest.py) ------------------------------
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("RNNSCOPE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"RNNSCOPE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
 
 @pytest.fixture
 def page(browser):

@@ -7,7 +7,6 @@ RNNSCOPE_REQUIRE_BROWSER=1 (CI), when they fail.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
@@ -15,29 +14,12 @@ import pytest
 
 from tests.training_app import Server, excerpt
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 ENV = {"RNNSCOPE_CHECKPOINT_EVERY_STEPS": "25", "RNNSCOPE_SAMPLE_EVERY_STEPS": "25",
        "RNNSCOPE_FLUSH_SECONDS": "0.1"}
 # Slow enough (tens of milliseconds a step) to watch, quick enough to finish in seconds.
 FORM = {"hidden_size": "48", "num_layers": "2", "seq_length": "64", "batch_size": "16",
         "learning_rate": "0.01", "max_steps": "150"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("RNNSCOPE_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"RNNSCOPE_REQUIRE_BROWSER=1 but {CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def serve(tmp_path_factory, **env) -> Server:
