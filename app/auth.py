@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .schemas import ErrorMessage
-from .training import TrainingSettingsDep
+from .deps import SettingsDep
 
 # auto_error off: without a token configured, a request without the header is fine.
 bearer = HTTPBearer(auto_error=False, description="The server's RNNSCOPE_TOKEN; needed only when it is set.")
@@ -19,7 +19,7 @@ UNAUTHORIZED = {401: {"model": ErrorMessage, "description": "The server has a to
                                                             "carry it as `Authorization: Bearer <token>`."}}
 
 
-async def require_token(settings: TrainingSettingsDep,
+async def require_token(settings: SettingsDep,
                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
     """Refuse (401) a state-changing request without the configured token."""
     if settings.token is None:

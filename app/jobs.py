@@ -38,7 +38,7 @@ from .store import DataPaths, Store, model_id
 from .train_schemas import RunConfig
 
 if TYPE_CHECKING:
-    from .training import TrainingSettings
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Job:
 class Trainer:
     """Runs queued runs one at a time on a background thread."""
 
-    def __init__(self, store: Store, paths: DataPaths, settings: TrainingSettings,
+    def __init__(self, store: Store, paths: DataPaths, settings: Settings,
                  on_model: Callable[[int], None], one_thread: OneBlasThread):
         self.store, self.paths, self.settings = store, paths, settings
         self.on_model = on_model          # called with a run id after its model file is (re)written

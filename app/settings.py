@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,41 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     # Characters per server-sent event while streaming a sample: smooth on screen, few events.
     stream_chunk_chars: int = Field(16, ge=1)
+
+    # ---- training from the browser (app/training.py) ----
+    # When set, uploads, starts, cancels, resumes and deletes need `Authorization: Bearer <token>`.
+    token: SecretStr | None = None
+    # tinyshakespeare is 1.1 MB; 50 MB trains for days on a CPU, so more is a mistake, not a corpus.
+    max_upload_bytes: int = Field(50_000_000, ge=1)
+    # The output layer has one row per character; past a few hundred the text is not one language.
+    max_vocab: int = Field(1000, ge=2)
+    # Below this the validation 10% is a sentence or two and its loss means nothing.
+    min_corpus_chars: int = Field(200, ge=3)
+    # 2048 units of LSTM is 33M weights per layer: hours a step on two cores.
+    max_hidden_size: int = Field(1024, ge=1)
+    # Weights, Adam's two moments and the best copy: 20M parameters is ~320 MB of float32.
+    max_parameters: int = Field(20_000_000, ge=1)
+    # Characters per step (batch_size x seq_length) bound the activations BPTT keeps: ten
+    # times char-rnn's 32 x 100.
+    max_step_chars: int = Field(32_768, ge=1)
+    max_queued_runs: int = Field(20, ge=1)
+    # A checkpoint of a 2x256 LSTM with its Adam moments is ~14 MB; every 200 steps (a minute
+    # or so) bounds what a crash loses without writing all the time.
+    checkpoint_every_steps: int = Field(200, ge=1)
+    checkpoint_every_seconds: float = Field(120.0, gt=0)    # for big models, whose 200 steps take long
+    sample_every_steps: int = Field(100, ge=0)             # 0: no samples
+    sample_temperatures: tuple[float, ...] = (0.5, 0.8, 1.0)
+    sample_length: int = Field(200, ge=1, le=5000)
+    # Metrics are committed in batches: a commit per step of a tiny model would cost more than the step.
+    flush_seconds: float = Field(0.5, gt=0)
+    gradient_passage_chars: int = Field(100, ge=2, le=2000)
+    # The preflight's default max_steps aims at this much training time.
+    target_run_seconds: float = Field(600.0, gt=0)
+    # How often an event stream looks for new steps; each look is one indexed query.
+    events_poll_seconds: float = Field(0.25, gt=0)
+    # An event stream ends after this long and the browser reconnects with Last-Event-ID, so a
+    # server shutdown never waits on a watcher for longer.
+    events_max_seconds: float = Field(30.0, gt=0)
 
 
 @lru_cache

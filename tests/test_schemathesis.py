@@ -12,9 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from app import training
 from app.main import create_app
-from app.training import TrainingSettings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
                                                response_headers_conformance, response_schema_conformance,
@@ -31,8 +29,8 @@ def api_schema(settings, tmp_path_factory):
     shutil.copytree(settings.data_dir / "models", data_dir / "models")
     # Small limits keep each generated request cheap; over them is a documented 413.
     app = create_app(settings.model_copy(update={"data_dir": data_dir, "max_text_chars": 500,
-                                                 "max_sample_length": 200, "max_gradient_chars": 200}))
-    training.install(app, TrainingSettings(max_parameters=50_000, max_step_chars=2_000))
+                                                 "max_sample_length": 200, "max_gradient_chars": 200,
+                                                 "max_parameters": 50_000, "max_step_chars": 2_000}))
     return schemathesis.openapi.from_asgi("/openapi.json", app)   # runs the lifespan itself
 
 

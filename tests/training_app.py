@@ -6,20 +6,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app import training
 from app.main import create_app
 from app.settings import Settings
-from app.training import TrainingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
 def build_app(data_dir: Path, **overrides) -> FastAPI:
-    """An app on `data_dir` without the bundled models; `overrides` are TrainingSettings fields."""
-    app = create_app(Settings(data_dir=data_dir, load_bundled=False))
-    training.install(app, TrainingSettings(**overrides))
-    return app
+    """An app on `data_dir` without the bundled models; `overrides` are Settings fields."""
+    return create_app(Settings(data_dir=data_dir, load_bundled=False, **overrides))
 
 
 # Fast settings for tests: frequent checkpoints, samples and flushes on tiny runs.

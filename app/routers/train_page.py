@@ -14,7 +14,7 @@ router = APIRouter(tags=["pages"])
 def train_page(request: Request):
     """Upload a text, train a model on it in the background, and watch it learn."""
     state = {"run": request.query_params.get("run", "")}
-    settings = request.app.state.training_settings
+    settings = request.app.state.settings
     return templates.TemplateResponse(request, "train.html", {
         "page": "train", "state": state, "token_required": settings.token is not None,
         "max_upload_bytes": settings.max_upload_bytes,
