@@ -34,7 +34,7 @@ def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     out = np.negative(x, out=out)
     np.exp(out, out=out)
     out += 1.0
-    np.reciprocal(out, out=out)
+    np.divide(1.0, out, out=out)        # SIMD here, where np.reciprocal is not
     return out
 
 
@@ -43,7 +43,7 @@ class Step(NamedTuple):
 
     xa: np.ndarray        # (N, G*H)
     ha: np.ndarray        # (N, G*H)
-    acts: np.ndarray      # (N, A*H) gate activations, A = len(gate_names)
+    acts: np.ndarray      # (N, (A+S)*H) gate activations (A = len(gate_names)), then S stashed blocks
     h_prev: np.ndarray    # (N, H)
     c_prev: np.ndarray | None
     h: np.ndarray         # (N, H)
@@ -57,6 +57,7 @@ class Cell:
     num_gates: int                  # G: blocks of rows in W_ih and W_hh
     gate_names: tuple[str, ...]     # activations recorded per step, in `acts` order
     tanh_gates: tuple[str, ...] = ()  # those in [-1, 1] (candidates); the rest are sigmoids in [0, 1]
+    num_stashed: int = 0            # H-wide blocks kept after the gates in `acts` for backward
     has_cell_state: bool = False
     # True when dL/dha differs from dL/dxa (the GRU's reset gate multiplies W_hn h).
     separate_recurrent_grad: bool = False
@@ -109,41 +110,47 @@ class LSTMCell(Cell):
     num_gates = 4
     gate_names = ("i", "f", "g", "o")
     tanh_gates = ("g",)
+    num_stashed = 1               # tanh(c_t), computed forward, needed backward
     has_cell_state = True
 
     def forward_step(self, xa, ha, h_prev, c_prev, acts, h_out, c_out):
         H = h_out.shape[-1]
-        np.add(xa, ha, out=acts)
+        gates = acts[:, : 4 * H]
+        np.add(xa, ha, out=gates)
         i, f, g, o = (gate(acts, k, H) for k in range(4))
         # tanh(x) = 2 sigmoid(2x) - 1, so one sigmoid call serves all four gates.
         g *= 2.0
-        sigmoid(acts, out=acts)
+        sigmoid(gates, out=gates)
         g *= 2.0
         g -= 1.0
         np.multiply(f, c_prev, out=c_out)
-        c_out += i * g
-        np.tanh(c_out, out=h_out)
-        h_out *= o
+        tanh_c = gate(acts, 4, H)                 # stashed for backward; i * g borrows it first
+        np.multiply(i, g, out=tanh_c)
+        c_out += tanh_c
+        np.tanh(c_out, out=tanh_c)
+        np.multiply(o, tanh_c, out=h_out)
 
     def backward_step(self, dh, dc, step, dxa, dha):
         H = dh.shape[-1]
-        i, f, g, o = (gate(step.acts, k, H) for k in range(4))
-        tanh_c = np.tanh(step.c)
-        da_i, da_f, da_g, da_o = (gate(dxa, k, H) for k in range(4))
-        # do = dh * tanh(c);  dc_total = dc + dh * o * (1 - tanh(c)^2)
-        np.multiply(dh, tanh_c, out=da_o)
-        da_o *= o * (1.0 - o)
-        dc_total = 1.0 - tanh_c * tanh_c
+        i, f, g, o, tanh_c = (gate(step.acts, k, H) for k in range(5))
+        # Every gate's local derivative in one pass: y (1 - y), then 1 - g^2 on the g block.
+        slope = 1.0 - step.acts[:, : 4 * H]
+        slope *= step.acts[:, : 4 * H]
+        slope_g = gate(slope, 2, H)
+        np.multiply(g, g, out=slope_g)
+        np.subtract(1.0, slope_g, out=slope_g)
+        # dc_total = dc + dh * o * (1 - tanh(c)^2): the cell state reaches L through h too.
+        dc_total = tanh_c * tanh_c
+        np.subtract(1.0, dc_total, out=dc_total)
         dc_total *= o
         dc_total *= dh
         if dc is not None:
             dc_total += dc
-        np.multiply(dc_total, g, out=da_i)           # di = dc * g
-        da_i *= i * (1.0 - i)
-        np.multiply(dc_total, i, out=da_g)           # dg = dc * i
-        da_g *= 1.0 - g * g
-        np.multiply(dc_total, step.c_prev, out=da_f)  # df = dc * c_{t-1}
-        da_f *= f * (1.0 - f)
+        np.multiply(dc_total, g, out=gate(dxa, 0, H))              # di = dc * g
+        np.multiply(dc_total, step.c_prev, out=gate(dxa, 1, H))   # df = dc * c_{t-1}
+        np.multiply(dc_total, i, out=gate(dxa, 2, H))              # dg = dc * i
+        np.multiply(dh, tanh_c, out=gate(dxa, 3, H))               # do = dh * tanh(c)
+        dxa *= slope
         return None, dc_total * f, dc_total
 
 

@@ -19,7 +19,7 @@ class LayerCache:
 
     xa: np.ndarray          # (T, N, G*H) input pre-activations
     ha: np.ndarray          # (T, N, G*H) recurrent pre-activations
-    acts: np.ndarray        # (T, N, A*H) gate activations
+    acts: np.ndarray        # (T, N, (A+S)*H) gate activations, then what the cell stashes
     hs: np.ndarray          # (T+1, N, H) h_0 .. h_T, hs[0] is the carried state
     cs: np.ndarray | None   # (T+1, N, H) c_0 .. c_T for cells with a cell state
 
@@ -38,7 +38,7 @@ def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.nda
     cache = LayerCache(
         xa=xa,
         ha=np.empty_like(xa),
-        acts=np.empty((T, N, len(cell.gate_names) * H), dtype),
+        acts=np.empty((T, N, (len(cell.gate_names) + cell.num_stashed) * H), dtype),
         hs=np.empty((T + 1, N, H), dtype),
         cs=np.empty((T + 1, N, H), dtype) if cell.has_cell_state else None,
     )
@@ -106,8 +106,9 @@ def recurrent_backward(cell: Cell, cache: LayerCache, dh_out: np.ndarray, W_hh: 
 
 
 def onehot_forward(ids: np.ndarray, W_ih: np.ndarray, b_ih: np.ndarray) -> np.ndarray:
-    """One-hot input times W_ih^T is a row lookup: ids (T, N) -> (T, N, G*H)."""
-    return W_ih.T[ids] + b_ih
+    """One-hot input times W_ih^T is a row lookup: ids (T, N) -> (T, N, G*H). Gathering
+    contiguous rows of the (V, G*H) table W_ih^T + b_ih also saves a separate bias pass."""
+    return np.take(W_ih.T + b_ih, ids, axis=0)
 
 
 def onehot_backward(ids: np.ndarray, dxa: np.ndarray, V: int) -> np.ndarray:
@@ -122,8 +123,10 @@ def onehot_backward(ids: np.ndarray, dxa: np.ndarray, V: int) -> np.ndarray:
 
 
 def dense_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """x (..., D) @ W^T (D, K) + b -> (..., K)."""
-    return x @ W.T + b
+    """x (..., D) @ W^T (D, K) + b -> (..., K), as one 2-D GEMM (a 3-D matmul loops over T)."""
+    y = x.reshape(-1, x.shape[-1]) @ W.T
+    y += b
+    return y.reshape(*x.shape[:-1], W.shape[0])
 
 
 def dense_backward(x: np.ndarray, dy: np.ndarray, W: np.ndarray, need_dx: bool = True):

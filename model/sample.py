@@ -34,7 +34,7 @@ class Stepper:
         self.h_next, self.c_next = np.empty_like(self.h), None if self.c is None else np.empty_like(self.c)
         self.xa = np.empty((1, GH), dtype)
         self.ha = np.empty((1, GH), dtype)
-        self.acts = np.empty((1, len(cell.gate_names) * H), dtype)
+        self.acts = np.empty((1, (len(cell.gate_names) + cell.num_stashed) * H), dtype)
         self.logits = np.empty(cfg.vocab_size, dtype)
 
     @property
