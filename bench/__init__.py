@@ -1,0 +1,11 @@
+"""rnnscope's benchmarks (`make bench`, `python -m bench`): measurements, never timed tests.
+
+Each suite is a module with `add_arguments(parser)`, `run(args) -> dict` and
+`table(result) -> str`; `python -m bench` runs the suites named on its command line
+(all by default), prints each one's table and writes its result to bench/results/<suite>.json.
+"""
+
+# Suite name -> module under bench/. A new benchmark (e.g. the HTTP server) is one more entry.
+SUITES = {
+    "model": "bench.model",
+}
