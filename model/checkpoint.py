@@ -47,6 +47,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)          # mkstemp's 0600 would make the file private to its writer
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
