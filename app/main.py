@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from . import errors, openapi, training
 from .registry import ModelRegistry
-from .routers import analysis, health, models, pages, sample, vendor
+from .routers import analysis, health, models, neuron_pages, neurons, pages, sample, vendor
 from .settings import Settings, get_settings
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app, settings.max_body_bytes)
     openapi.install(app)
-    for module in (health, models, analysis, sample, vendor, pages):
+    for module in (health, models, analysis, sample, neurons, vendor, pages, neuron_pages):
         app.include_router(module.router)
     training.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")   # after vendor's /static/vendor

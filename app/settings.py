@@ -79,6 +79,33 @@ class Settings(BaseSettings):
     # server shutdown never waits on a watcher for longer.
     events_max_seconds: float = Field(30.0, gt=0)
 
+    # ---- neurons: probes, contexts, interventions, saliency, memory (app/routers/neurons.py) ----
+    # A probe holds every unit's value over the text: 3,072 units of a 2x256 LSTM times
+    # 10,000 characters is 123 MB of float32, and ranks in under a second.
+    max_probe_chars: int = Field(10_000, ge=2)
+    # Texts whose activations are kept for the next probe (up to 123 MB each, see above): the
+    # page probes one text for concept after concept, and reading it is 80 % of a probe.
+    probe_cache_texts: int = Field(2, ge=0)
+    # Neurons a probe returns with their values over the text; the page shows a dozen.
+    max_probe_top: int = Field(100, ge=1)
+    # Python's re has no timeout: a short pattern keeps catastrophic backtracking unlikely.
+    max_regex_chars: int = Field(200, ge=1)
+    # Top contexts read this much validation text (~2 s for a 2x256 LSTM) per request.
+    max_context_chars: int = Field(20_000, ge=100)
+    max_contexts: int = Field(20, ge=1)          # snippets per side; more is a scroll, not an answer
+    # Units clamped at once: enough for a concept's top neurons, few enough to read the result.
+    max_clamped_units: int = Field(256, ge=1)
+    # The memory horizon is one batched BPTT over positions x window characters, ~60 kB a
+    # character for a 2x256 LSTM: 4,000 is ~240 MB.
+    max_horizon_chars: int = Field(4_000, ge=2)
+    # Texts a model's corpus is looked for in, by the sha256 its checkpoint records, besides
+    # the uploads in <data_dir>/corpora; relative paths are from the repository root.
+    corpus_paths: tuple[Path, ...] = (Path("../shared/corpora/tinyshakespeare.txt"),)
+    # Suffix-array indexes kept in memory, ~9 bytes a corpus character each (tinyshakespeare: 10 MB).
+    max_corpus_indexes: int = Field(2, ge=1)
+    # Generated text checked against the corpus at once (~30 us a character).
+    max_memorisation_chars: int = Field(20_000, ge=1)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -29,9 +29,27 @@ class LayerCache:
                     None if cs is None else cs[t], self.hs[t + 1], None if cs is None else cs[t + 1])
 
 
+@dataclass(frozen=True)
+class Clamp:
+    """An intervention on one layer: after every step, before the state feeds the next step,
+    the layer above and the decoder, units are held at values: h_t[units] = values, and
+    c_t[units] = values too for cells with a cell state unless cell_state is False.
+    Zeros ablate. For reading and sampling only: backward ignores it."""
+
+    units: np.ndarray                 # (K,) int
+    values: np.ndarray                # (K,) or a scalar
+    cell_state: bool = True
+
+    def apply(self, h: np.ndarray, c: np.ndarray | None) -> None:
+        h[..., self.units] = self.values
+        if c is not None and self.cell_state:
+            c[..., self.units] = self.values
+
+
 def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.ndarray,
-                      h0: np.ndarray, c0: np.ndarray | None) -> LayerCache:
-    """Run `cell` over a sequence. xa: (T, N, G*H); h0, c0: (N, H). Outputs are cache.hs[1:]."""
+                      h0: np.ndarray, c0: np.ndarray | None, clamp: Clamp | None = None) -> LayerCache:
+    """Run `cell` over a sequence. xa: (T, N, G*H); h0, c0: (N, H). Outputs are cache.hs[1:].
+    With a clamp, its units are overwritten after each step (see Clamp)."""
     T, N, _ = xa.shape
     H = W_hh.shape[1]
     dtype = xa.dtype
@@ -52,6 +70,8 @@ def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.nda
             np.matmul(s.h_prev, W_hhT, out=s.ha)
             np.add(s.ha, b_hh, out=s.ha)
             cell.forward_step(s.xa, s.ha, s.h_prev, s.c_prev, s.acts, s.h, s.c)
+            if clamp is not None:
+                clamp.apply(s.h, s.c)
     return cache
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import network
 from .cells import get_cell
-from .layers import softmax_cross_entropy
+from .layers import Clamp, softmax_cross_entropy
 from .network import Cache, ModelConfig, State
 from .vocab import Vocab
 
@@ -52,18 +52,20 @@ class LanguageModel:
             raise ValueError("the text is empty")
         return self.vocab.encode(text)
 
-    def forward(self, ids: np.ndarray, state: State | None = None) -> tuple[np.ndarray, State, Cache]:
+    def forward(self, ids: np.ndarray, state: State | None = None,
+                clamp: dict[int, Clamp] | None = None) -> tuple[np.ndarray, State, Cache]:
         """ids (N, T) -> logits (N, T, V), final state, cache with every internal value."""
-        return network.forward(self.config, self.params, ids, state)
+        return network.forward(self.config, self.params, ids, state, clamp=clamp)
 
-    def read(self, ids: np.ndarray, chunk: int = 1024) -> Iterator[tuple[int, np.ndarray, Cache]]:
+    def read(self, ids: np.ndarray, chunk: int = 1024,
+             clamp: dict[int, Clamp] | None = None) -> Iterator[tuple[int, np.ndarray, Cache]]:
         """Read ids (T,) from a zero state in pieces of `chunk` characters, the state carried
         across: the same values as one pass (stepping equals the whole sequence), while the
         cache of every internal value stays bounded however long the text.
         Yields (start, logits (C, V), cache of that piece)."""
         state = None
         for start in range(0, len(ids), chunk):
-            logits, state, cache = self.forward(ids[None, start:start + chunk], state)
+            logits, state, cache = self.forward(ids[None, start:start + chunk], state, clamp)
             yield start, logits[0], cache
 
     def run(self, text: str) -> tuple[np.ndarray, np.ndarray, Cache]:

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import get_cell
-from .layers import (LayerCache, LayerGrads, dense_backward, dense_forward, onehot_backward,
+from .layers import (Clamp, LayerCache, LayerGrads, dense_backward, dense_forward, onehot_backward,
                      onehot_forward, recurrent_backward, recurrent_forward)
 
 
@@ -102,6 +102,7 @@ class Gradients:
     params: dict[str, np.ndarray]
     dh: list[np.ndarray] = field(default_factory=list)           # per layer (N, T+1, H): dL/dh_t, t=0..T
     dc: list[np.ndarray | None] = field(default_factory=list)    # per layer (N, T+1, H): dL/dc_t
+    dx: np.ndarray | None = None      # (N, T, V) dL/dx_t for the one-hot inputs, when asked for
 
     @property
     def state(self) -> State:
@@ -113,12 +114,14 @@ class Gradients:
 
 def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
             state: State | None = None, dropout: float = 0.0,
-            rng: np.random.Generator | None = None) -> tuple[np.ndarray, State, Cache]:
+            rng: np.random.Generator | None = None,
+            clamp: dict[int, Clamp] | None = None) -> tuple[np.ndarray, State, Cache]:
     """ids (N, T) int -> logits (N, T, V), the final state, and the cache.
 
     `state` is the carried (h, c), zeros when None. Dropout (inverted, rate `dropout`)
     is applied to every layer's output, the top one included, as char-rnn does: on
     a 2-layer model, dropout between layers alone barely regularises.
+    `clamp` maps a layer to units held fixed after every step (an intervention; see Clamp).
     """
     cell = get_cell(cfg.cell)
     N, T = ids.shape
@@ -133,7 +136,8 @@ def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
     for l in range(cfg.num_layers):
         W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
         xa = onehot_forward(ids_tm, W_ih, b_ih) if l == 0 else dense_forward(x, W_ih, b_ih)  # (T, N, G*H)
-        lc = recurrent_forward(cell, xa, W_hh, b_hh, state.h[l], None if state.c is None else state.c[l])
+        lc = recurrent_forward(cell, xa, W_hh, b_hh, state.h[l], None if state.c is None else state.c[l],
+                               None if clamp is None else clamp.get(l))
         layers.append(lc)
         x = lc.hs[1:]                                            # (T, N, H)
         mask = None
@@ -149,16 +153,18 @@ def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
 
 
 def backward(cfg: ModelConfig, params: dict[str, np.ndarray], dlogits: np.ndarray, cache: Cache,
-             dstate: State | None = None) -> Gradients:
+             dstate: State | None = None, input_grad: bool = False) -> Gradients:
     """BPTT through the whole stack. dlogits (N, T, V); dstate: gradient on the final
     state carried back from a later segment. Returns parameter gradients and the total
-    dL/dh_t, dL/dc_t of every layer and step."""
+    dL/dh_t, dL/dc_t of every layer and step; with input_grad also dL/dx_t, the gradient
+    on each one-hot input (input saliency): layer 0's dxa times W_ih."""
     cell = get_cell(cfg.cell)
     grads: dict[str, np.ndarray] = {}
     dlogits_tm = dlogits.transpose(1, 0, 2)                      # (T, N, V)
     dx, grads["decoder.weight"], grads["decoder.bias"] = dense_backward(
         cache.inputs[-1], dlogits_tm, params["decoder.weight"])
     dh, dc = [None] * cfg.num_layers, [None] * cfg.num_layers
+    dx_input = None
     for l in reversed(range(cfg.num_layers)):
         W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
         if cache.masks[l] is not None:
@@ -168,6 +174,8 @@ def backward(cfg: ModelConfig, params: dict[str, np.ndarray], dlogits: np.ndarra
             None if dstate is None else dstate.h[l],
             None if dstate is None or dstate.c is None else dstate.c[l])
         if l == 0:
+            if input_grad:
+                dx_input = (lg.dxa @ W_ih).transpose(1, 0, 2)           # (N, T, V)
             grads[f"rnn.weight_ih_l{l}"] = onehot_backward(cache.ids, lg.dxa, cfg.vocab_size)
             grads[f"rnn.bias_ih_l{l}"] = lg.dxa.sum(axis=(0, 1))
         else:
@@ -177,5 +185,5 @@ def backward(cfg: ModelConfig, params: dict[str, np.ndarray], dlogits: np.ndarra
         grads[f"rnn.bias_hh_l{l}"] = lg.db_hh
         dh[l] = lg.dh.transpose(1, 0, 2)
         dc[l] = None if lg.dc is None else lg.dc.transpose(1, 0, 2)
-    return Gradients({name: grads[name] for name in params}, dh, dc)
+    return Gradients({name: grads[name] for name in params}, dh, dc, dx_input)
 

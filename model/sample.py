@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .layers import Clamp
 from .lm import LanguageModel
 from .network import State, layer_params
 
@@ -13,8 +14,10 @@ class Stepper:
     """Advances a batch-of-one model one character at a time, with the same cell step
     the whole-sequence forward uses, into preallocated buffers."""
 
-    def __init__(self, model: LanguageModel, state: State | None = None):
+    def __init__(self, model: LanguageModel, state: State | None = None,
+                 clamp: dict[int, Clamp] | None = None):
         self.model = model
+        self.clamp = clamp or {}
         cfg, params, cell = model.config, model.params, model.cell
         self.cell = cell
         dtype = model.dtype
@@ -56,6 +59,8 @@ class Stepper:
                 c_prev = None if self.c is None else self.c[l]
                 c_out = None if self.c is None else self.c_next[l]
                 self.cell.forward_step(self.xa, self.ha, self.h[l], c_prev, self.acts, self.h_next[l], c_out)
+                if l in self.clamp:
+                    self.clamp[l].apply(self.h_next[l], c_out)
                 x = self.h_next[l]
         self.h, self.h_next = self.h_next, self.h
         if self.c is not None:
@@ -84,11 +89,14 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
 
 
 def generate(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
-             top_k: int = 0, seed: int | None = None) -> Iterator[tuple[str, float]]:
+             top_k: int = 0, seed: int | None = None,
+             clamp: dict[int, Clamp] | None = None) -> Iterator[tuple[str, float]]:
     """Yield (character, probability it had when drawn) `length` times after reading `prime`.
 
     Without a prime the model starts from a zero state and a newline, the most common
-    separator in text. The same seed gives the same characters.
+    separator in text. The same seed gives the same characters; with a clamp (see
+    layers.Clamp) the same seed draws the same uniform numbers, so a clamped sample sits
+    beside the normal one character for character.
     """
     if length < 0:
         raise ValueError("length must be non-negative")
@@ -99,8 +107,8 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
     ids = model.encode(start)
     state = None
     for start in range(0, len(ids) - 1, 1024):     # all but the last character, in bounded pieces
-        _, state, _ = model.forward(ids[None, start:min(start + 1024, len(ids) - 1)], state)
-    stepper = Stepper(model, state)
+        _, state, _ = model.forward(ids[None, start:min(start + 1024, len(ids) - 1)], state, clamp)
+    stepper = Stepper(model, state, clamp)
     logits = stepper.step(int(ids[-1]))
     for _ in range(length):
         probs = next_char_distribution(logits, temperature, top_k)
@@ -114,7 +122,8 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
 
 
 def sample(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
-           top_k: int = 0, seed: int | None = None) -> tuple[str, list[float]]:
+           top_k: int = 0, seed: int | None = None,
+           clamp: dict[int, Clamp] | None = None) -> tuple[str, list[float]]:
     """The generated text (without the prime) and each character's probability."""
-    pairs = list(generate(model, prime, length, temperature, top_k, seed))
+    pairs = list(generate(model, prime, length, temperature, top_k, seed, clamp))
     return "".join(c for c, _ in pairs), [p for _, p in pairs]

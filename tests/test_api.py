@@ -113,7 +113,7 @@ def test_openapi_offers_the_loaded_model_ids(client):
     doc = client.get("/openapi.json").json()
     ops = [op for path in doc["paths"].values() for op in path.values()]
     params = [p for op in ops for p in op.get("parameters", ()) if p["name"] == "model_id"]
-    assert len(params) == 6
+    assert len(params) == sum(len(ops) for path, ops in doc["paths"].items() if "{model_id}" in path) >= 6
     assert all(p["schema"]["enum"] == ["gru", "lstm", "rnn"] for p in params)
     assert "int8" in doc["components"]["schemas"]["EncodedArray"]["description"]
     assert client.get("/docs").status_code == 200

@@ -51,7 +51,7 @@ PAGE_STATE = {
     "explore": ("model", "layer", "quantity", "neuron", "range", "text"),
     "gradients": ("text", "position", "models"),
     "gates": ("model", "text"),
-    "sample": ("model", "prime", "temperature", "length", "top_k", "seed"),
+    "sample": ("model", "prime", "temperature", "length", "top_k", "seed", "min_span"),
 }
 
 

@@ -10,6 +10,7 @@ const els = {
   model: $("model"), prime: $("prime"), temperature: $("temperature"), temperatureOut: $("temperature-out"),
   length: $("length"), topK: $("top_k"), seed: $("seed"), go: $("go"), status: $("status"), output: $("output"),
   stats: $("sample-stats"), legend: $("legend"), curl: $("curl"), copy: $("copy"), tooltip: $("tooltip"),
+  minSpan: $("min_span"),
 };
 const nextSignal = latest();
 let models = [];
@@ -84,10 +85,43 @@ function update(prime, data) {
     );
   }
   if (data.dropped?.length) rows.push(["Dropped from prime", data.dropped.map(showChar).join(" ")]);
-  els.stats.replaceChildren(...rows.flatMap(([k, v]) => [
-    Object.assign(document.createElement("dt"), { textContent: k }),
-    Object.assign(document.createElement("dd"), { textContent: v }),
-  ]));
+  els.stats.replaceChildren(...rows.flatMap(statRow));
+}
+
+const statRow = ([k, v]) => [
+  Object.assign(document.createElement("dt"), { textContent: k }),
+  Object.assign(document.createElement("dd"), { textContent: v }),
+];
+
+const minSpan = () => Math.min(1000, Math.max(4, toInt(els.minSpan.value, 20)));
+
+/** Underline the spans of the sample found verbatim in the model's training corpus, and count them. */
+async function markMemorised(model, text, signal) {
+  const spans = [...els.output.querySelectorAll(".ch")];
+  spans.forEach((s) => s.classList.remove("memorised"));
+  els.stats.querySelectorAll(".memorised-row").forEach((n) => n.remove());
+  if (!text) return;
+  const n = minSpan();
+  let data;
+  try {
+    data = await api(`/api/models/${encodeURIComponent(model)}/memorised`, { text, min_length: n }, { signal });
+  } catch (e) {
+    if (isAbort(e)) return;
+    data = null;
+  }
+  let value;
+  if (!data) value = "could not be checked";
+  else if (!data.available) value = "the training corpus is not on this server";
+  else {
+    // Code points, as the server counts: the page's spans are one per character too.
+    for (const s of data.spans) for (let i = s.start; i < s.end; i++) spans[i]?.classList.add("memorised");
+    value = data.count === 0 ? `none of ${n}+ characters`
+      : `${data.count} span${data.count === 1 ? "" : "s"} of ${n}+ characters, ${data.memorised_chars} characters `
+        + `(${((data.memorised_chars / [...text].length) * 100).toFixed(0)}%)`;
+  }
+  const [dt, dd] = statRow(["Copied from the corpus", value]);
+  dt.className = dd.className = "memorised-row";
+  els.stats.append(dt, dd);
 }
 
 async function sample({ dropUnknown = false } = {}) {
@@ -111,7 +145,9 @@ async function sample({ dropUnknown = false } = {}) {
       update(body.prime, data);
     }
     // The link reproduces this exact text: it carries the seed the server used.
-    writeQuery({ model, prime: body.prime, temperature: body.temperature, length: body.length, top_k: body.top_k, seed: data.seed });
+    writeQuery({ model, prime: body.prime, temperature: body.temperature, length: body.length, top_k: body.top_k, seed: data.seed,
+      min_span: minSpan() === 20 ? "" : minSpan() });
+    await markMemorised(model, data.text, signal);
   } catch (e) {
     if (isAbort(e)) return;
     els.output.replaceChildren();
@@ -136,7 +172,7 @@ function showTemperature() {
 
 els.go.addEventListener("click", () => sample());
 els.temperature.addEventListener("input", showTemperature);
-for (const el of [els.model, els.temperature, els.length, els.topK, els.seed]) el.addEventListener("change", () => sample());
+for (const el of [els.model, els.temperature, els.length, els.topK, els.seed, els.minSpan]) el.addEventListener("change", () => sample());
 els.prime.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); sample(); } });
 els.copy.addEventListener("click", async () => {
   const text = els.curl.textContent;

@@ -1,0 +1,181 @@
+"""Request and response bodies of the neuron routes (app/routers/neurons.py): concept
+probes, top contexts, clamping, input saliency, the memory horizon and memorisation."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from model.probes import CONCEPTS
+
+from .schemas import EncodedArray, StrictBody, TextRequest
+
+ConceptName = Literal[tuple(CONCEPTS)]  # type: ignore[valid-type]
+
+
+class ProbeRequest(TextRequest):
+    concept: ConceptName | None = Field(
+        None, description="A built-in concept: " + "; ".join(f"`{c.name}`: {c.description}"
+                                                         for c in CONCEPTS.values()) + ".",
+        examples=["quotes"])
+    regex: str | None = Field(None, min_length=1, description="Instead of a concept, a Python regular "
+                              "expression: every character inside a match is 1. At most max_regex_chars "
+                              "(RNNSCOPE_MAX_REGEX_CHARS, default 200).", examples=[r"[A-Z]+"])
+    top: int = Field(12, ge=1, description="Neurons to return, strongest first; at most max_probe_top "
+                                           "(RNNSCOPE_MAX_PROBE_TOP, default 100).")
+
+
+class RankedNeuron(BaseModel):
+    layer: int
+    quantity: str = Field(description="h, c or a gate.")
+    unit: int
+    score: float = Field(description="AUC for a binary concept (0.5: no better than chance), Pearson r for a "
+                                     "graded one.")
+    strength: float = Field(description="What the ranking sorts by, in [0, 1]: |2 AUC - 1| or |r|.")
+    sign: Literal[1, -1] = Field(description="+1: the neuron is higher where the concept holds; -1: lower.")
+    threshold: float | None = Field(description="Binary concepts: the value that best separates the concept "
+                                                "(Youden's J); the concept lies above it for sign +1, below for -1.")
+    separation: float | None = Field(description="Youden's J = TPR - FPR at that threshold.")
+    low: float = Field(description="The neuron's 1st percentile over the text: the bottom of its own scale.")
+    high: float = Field(description="Its 99th percentile: the top of its own scale.")
+
+
+class ProbeResponse(BaseModel):
+    text: str
+    concept: str = Field(description="The concept's name, or `regex`.")
+    description: str
+    graded: bool
+    indicator: list[float] = Field(description="The concept's value at each character of the text.")
+    positives: int = Field(description="Characters where the concept is non-zero.")
+    units: int = Field(description="Neurons ranked: every unit of every layer and quantity.")
+    neurons: list[RankedNeuron]
+    values: EncodedArray = Field(description="T x K (float16): the returned neurons' values over the text, "
+                                             "column k for neurons[k].")
+    dropped: list[str]
+
+
+class NeuronRef(StrictBody):
+    layer: int = Field(ge=0)
+    quantity: str = Field("h", description="h, c or a gate, as the model's `quantities` lists.")
+    unit: int = Field(ge=0)
+
+
+class ContextsRequest(NeuronRef):
+    k: int = Field(5, ge=1, description="Snippets on each side; at most max_contexts (RNNSCOPE_MAX_CONTEXTS).")
+    width: int = Field(40, ge=1, le=200, description="Characters shown before and after each one.")
+    text: str | None = Field(None, min_length=1, description="Read this instead of the model's validation "
+                                                            "text (used anyway when its corpus is not found).")
+    drop_unknown: bool = False
+
+
+class Snippet(BaseModel):
+    position: int = Field(description="Offset of the character in the passage read.")
+    value: float = Field(description="The neuron's value after reading it.")
+    before: str
+    char: str
+    after: str
+    values: list[float] = Field(description="The neuron's value at each character of before + char + after.")
+
+
+class ContextsResponse(BaseModel):
+    source: Literal["validation", "text"] = Field(description="What was read: the first max_context_chars of "
+                                                              "the model's validation text, or the text sent.")
+    corpus: str | None = Field(description="The corpus the passage came from, when it is the validation text.")
+    chars: int = Field(description="Characters read.")
+    low: float = Field(description="The neuron's 1st percentile over the passage.")
+    high: float = Field(description="Its 99th percentile.")
+    positive: list[Snippet] = Field(description="Where the neuron is highest, highest first, at least `width` "
+                                                "characters apart.")
+    negative: list[Snippet] = Field(description="Where it is lowest, lowest first.")
+
+
+class ClampSpec(StrictBody):
+    layer: int = Field(ge=0)
+    units: list[int] = Field(min_length=1, description="Units held fixed after every step: h and, for the "
+                                                      "LSTM, c.")
+    value: float = Field(0.0, allow_inf_nan=False, ge=-100.0, le=100.0, description="0 ablates.")
+
+
+class InterveneRequest(TextRequest):
+    clamp: list[ClampSpec] = Field(min_length=1, description="At most max_clamped_units "
+                                                             "(RNNSCOPE_MAX_CLAMPED_UNITS) units in all.")
+    prime: str = Field("", description="Prime of the two samples; empty: a newline.")
+    length: int = Field(200, ge=0, description="Characters in each sample (0: none); at most max_sample_length.")
+    temperature: float = Field(0.8, ge=0.0, le=5.0, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Both samples draw the same uniform numbers.")
+
+
+class InterveneResponse(BaseModel):
+    text: str
+    loss: list[float] = Field(description="T - 1 values: -ln p(text[t+1] | text[..t]) of the model as it is.")
+    clamped_loss: list[float] = Field(description="The same with the units clamped.")
+    mean_loss: float
+    mean_clamped_loss: float
+    sample: str = Field(description="What the model writes from the prime.")
+    clamped_sample: str = Field(description="What it writes with the units clamped, from the same seed.")
+    seed: int
+    dropped: list[str]
+
+
+class SaliencyRequest(TextRequest):
+    position: int | None = Field(None, ge=0, description="Which prediction: the loss of text[position+1]; "
+                                                         "default the last. position + 1 is at most "
+                                                         "max_gradient_chars.")
+
+
+class SaliencyResponse(BaseModel):
+    position: int
+    target: str
+    loss: float
+    saliency: list[float] = Field(description="position + 1 values: ||dL/dx_k|| for the one-hot input of "
+                                              "character k, k = 0..position.")
+    dropped: list[str]
+
+
+class HorizonRequest(TextRequest):
+    window: int = Field(200, ge=2, description="Lags looked at; each prediction reads this many characters.")
+    positions: int = Field(8, ge=1, le=64, description="Predictions averaged over, spread over the text. "
+                                                       "window x positions is at most max_horizon_chars.")
+    fraction: float = Field(0.01, gt=0.0, lt=1.0, description="The horizon is the first lag where the "
+                                                              "gradient norm falls below this fraction of "
+                                                              "its value at the position itself.")
+
+
+class HorizonLayer(BaseModel):
+    layer: int
+    horizon: float = Field(description="Mean over positions of the first lag below the fraction.")
+    lags: list[int]
+    censored: int = Field(description="Positions where the norm never fell that low within the window "
+                                      "(their lag counts as the window: the mean is then a lower bound).")
+    profile: list[float] = Field(description="window + 1 values: the mean over positions of "
+                                             "||dL/dh_{p-d}|| / ||dL/dh_p|| at lag d.")
+
+
+class HorizonResponse(BaseModel):
+    window: int
+    fraction: float
+    positions: list[int]
+    horizon: float = Field(description="The model's memory horizon: the largest of its layers'.")
+    layers: list[HorizonLayer]
+    dropped: list[str]
+
+
+class MemorisedRequest(StrictBody):
+    text: str = Field(description="Generated text to look for in the model's training corpus.")
+    min_length: int = Field(20, ge=4, le=1000, description="Shortest span reported.")
+
+
+class MemorisedSpan(BaseModel):
+    start: int
+    end: int = Field(description="Exclusive.")
+    corpus_position: int
+
+
+class MemorisedResponse(BaseModel):
+    available: bool = Field(description="Whether the model's training corpus was found (by the sha256 its "
+                                        "checkpoint records); if not, spans is empty.")
+    corpus: str | None
+    spans: list[MemorisedSpan] = Field(description="Maximal spans found verbatim; one inside another is left "
+                                                   "out, overlapping ones are kept.")
+    count: int
+    memorised_chars: int = Field(description="Characters inside at least one span.")

@@ -1,0 +1,299 @@
+"""Finding and explaining neurons: concept probes, top-activating contexts, clamping,
+input saliency, the memory horizon, and verbatim memorisation of the training corpus."""
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import OrderedDict
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+
+from model.attribution import losses, memory_horizon, saliency
+from model.data import split
+from model.layers import Clamp
+from model.lm import LanguageModel
+from model.probes import CONCEPTS, Activations, activations, rank_units, regex_indicator, top_contexts
+from model.sample import sample as write
+
+from ..compute import encode_array, rounded
+from ..corpus_index import CorpusLibrary
+from ..deps import ComputeSlots, ModelDep, SettingsDep
+from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
+from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
+                              InterveneRequest, InterveneResponse, MemorisedRequest, MemorisedResponse,
+                              MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
+                              SaliencyRequest, SaliencyResponse, Snippet)
+from ..registry import Entry
+from .analysis import readable_text
+
+router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
+
+_library_lock = threading.Lock()
+
+
+async def get_corpus_library(request: Request) -> CorpusLibrary:
+    """One library per app, made on first use, so its indexes outlive requests."""
+    state = request.app.state
+    with _library_lock:
+        if getattr(state, "corpus_library", None) is None:
+            state.corpus_library = CorpusLibrary(state.settings)
+    return state.corpus_library
+
+
+LibraryDep = Annotated[CorpusLibrary, Depends(get_corpus_library)]
+
+
+class ActivationCache:
+    """The last few texts' activations: reading is most of a probe's cost (about 1.3 s of
+    1.6 s for 10,000 characters on a 2x256 LSTM), and the page probes one text for one
+    concept after another."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, Activations] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, entry: Entry, text: str) -> Activations:
+        # id(model): a training run's model id keeps its name while its weights are replaced.
+        key = (entry.id, id(entry.model), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        acts = activations(entry.model, entry.model.encode(text))
+        if self.size > 0:
+            with self._lock:
+                self._items[key] = acts
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return acts
+
+
+async def get_activation_cache(request: Request) -> ActivationCache:
+    state = request.app.state
+    with _library_lock:
+        if getattr(state, "activation_cache", None) is None:
+            state.activation_cache = ActivationCache(state.settings.probe_cache_texts)
+    return state.activation_cache
+
+
+ActivationsDep = Annotated[ActivationCache, Depends(get_activation_cache)]
+
+
+def check_neuron(model: LanguageModel, ref: NeuronRef) -> None:
+    cfg, cell = model.config, model.cell
+    if ref.layer >= cfg.num_layers:
+        raise invalid(("body", "layer"), f"layer {ref.layer} does not exist; the model has {cfg.num_layers}",
+                      "less_than", lt=cfg.num_layers)
+    if ref.quantity not in cell.quantities:
+        raise invalid(("body", "quantity"), f"a {cell.name} has no quantity {ref.quantity!r}; choose from "
+                      f"{', '.join(cell.quantities)}", "not_available", available=list(cell.quantities))
+    if ref.unit >= cfg.hidden_size:
+        raise invalid(("body", "unit"), f"unit {ref.unit} does not exist; layers have {cfg.hidden_size}",
+                      "less_than", lt=cfg.hidden_size)
+
+
+def training_corpus(entry: Entry, library: CorpusLibrary):
+    history = entry.model.history if isinstance(entry.model.history, dict) else {}
+    return library.find(history.get("corpus_sha256"))
+
+
+@router.post("/probe", response_model=ProbeResponse)
+def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+          cache: ActivationsDep) -> ProbeResponse:
+    """Rank every neuron of every layer and quantity by how well it tracks a concept over
+    the text: AUC for binary concepts, correlation for graded ones, with the sign."""
+    m = entry.model
+    if (req.concept is None) == (req.regex is None):
+        raise invalid(("body",), "send exactly one of concept and regex", "missing_concept")
+    if req.top > settings.max_probe_top:
+        raise invalid(("body", "top"), f"top must be at most {settings.max_probe_top} "
+                      "(setting RNNSCOPE_MAX_PROBE_TOP)", "less_than_equal", le=settings.max_probe_top)
+    if len(req.text) > settings.max_probe_chars:
+        raise too_large("the text", len(req.text), settings.max_probe_chars, "max_probe_chars")
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    if req.regex is not None:
+        if len(req.regex) > settings.max_regex_chars:
+            raise invalid(("body", "regex"), f"the pattern is {len(req.regex)} characters; the limit is "
+                          f"{settings.max_regex_chars} (setting RNNSCOPE_MAX_REGEX_CHARS)", "too_long")
+        try:
+            pattern = re.compile(req.regex)
+        except (re.error, OverflowError, RecursionError) as e:     # a{10**20}, deep nesting
+            raise invalid(("body", "regex"), f"not a regular expression: {e}", "regex_error") from None
+        name, description, graded = "regex", f"inside a match of /{req.regex}/", False
+        indicator = regex_indicator(text, pattern)
+    else:
+        concept = CONCEPTS[req.concept]
+        name, description, graded = concept.name, concept.description, concept.graded
+        indicator = concept.indicator(text)
+    positives = int((indicator != 0).sum())
+    if (not graded and positives in (0, len(text))) or (graded and np.ptp(indicator) == 0):
+        holds = "everywhere" if positives == len(text) else "nowhere"
+        raise invalid(("body", "text"), f"the concept ({description}) holds {holds} in this text, so no "
+                      "neuron can be ranked against it; use a text where it holds for some characters only",
+                      "concept_constant")
+    with slots:
+        acts = cache.get(entry, text)
+        result = rank_units(acts, indicator, graded, req.top)
+        columns = np.stack([acts.values[r.row] for r in result.ranked], axis=1)      # (T, K)
+        del acts
+    neurons = [RankedNeuron(layer=r.layer, quantity=r.quantity, unit=r.unit, score=r.score, strength=r.strength,
+                            sign=r.sign, threshold=r.threshold, separation=r.separation, low=r.low, high=r.high)
+               for r in result.ranked]
+    return ProbeResponse(text=text, concept=name, description=description, graded=graded,
+                         indicator=rounded(indicator, 3), positives=positives, units=result.total_units,
+                         neurons=neurons, values=encode_array(columns, "float16"), dropped=dropped)
+
+
+@router.post("/contexts", response_model=ContextsResponse)
+def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+             library: LibraryDep) -> ContextsResponse:
+    """Where one neuron is most positive and most negative over a passage of the model's
+    validation text (or the text sent), with the characters around each place."""
+    m = entry.model
+    check_neuron(m, req)
+    if req.k > settings.max_contexts:
+        raise invalid(("body", "k"), f"k must be at most {settings.max_contexts} (setting RNNSCOPE_MAX_CONTEXTS)",
+                      "less_than_equal", le=settings.max_contexts)
+    corpus = training_corpus(entry, library) if req.text is None else None
+    if corpus is not None:
+        val_fraction = float(m.train_config.get("val_fraction", 0.1)) if isinstance(m.train_config, dict) else 0.1
+        _, val = split(library.text(corpus), val_fraction)
+        passage = val[: settings.max_context_chars]
+        passage, _ = vet_text(m.vocab, passage, True, len(passage), "max_context_chars")
+        source = "validation"
+    elif req.text is not None:
+        if len(req.text) > settings.max_context_chars:
+            raise too_large("the text", len(req.text), settings.max_context_chars, "max_context_chars")
+        passage, _ = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_context_chars, "max_context_chars")
+        source = "text"
+    else:
+        raise invalid(("body", "text"), "the model's training corpus is not available on this server, so "
+                      "send a text to read instead", "corpus_unavailable")
+    if not passage:
+        raise invalid(("body", "text"), "nothing is left to read", "too_short")
+    with slots:
+        values = np.empty(len(passage), np.float32)
+        for s, logits, cache in m.read(m.encode(passage)):
+            values[s:s + len(logits)] = m.internals(cache, req.layer, req.quantity)[:, req.unit]
+    high_list, low_list = top_contexts(values, req.k, req.width)
+    w = req.width
+
+    def snippet(c) -> Snippet:
+        a, b = max(0, c.position - w), min(len(passage), c.position + w + 1)
+        return Snippet(position=c.position, value=c.value, before=passage[a:c.position], char=passage[c.position],
+                       after=passage[c.position + 1:b], values=rounded(values[a:b], 4))
+
+    low, high = np.percentile(values, [1, 99])
+    return ContextsResponse(source=source, corpus=None if corpus is None else corpus.name, chars=len(passage),
+                            low=float(low), high=float(high), positive=[snippet(c) for c in high_list],
+                            negative=[snippet(c) for c in low_list])
+
+
+def clamps(req: InterveneRequest, m: LanguageModel, limit: int) -> dict[int, Clamp]:
+    cfg = m.config
+    units: dict[int, dict[int, float]] = {}
+    for i, spec in enumerate(req.clamp):
+        if spec.layer >= cfg.num_layers:
+            raise invalid(("body", "clamp", i, "layer"), f"layer {spec.layer} does not exist; the model has "
+                          f"{cfg.num_layers}", "less_than", lt=cfg.num_layers)
+        for j, u in enumerate(spec.units):
+            if not 0 <= u < cfg.hidden_size:
+                raise invalid(("body", "clamp", i, "units", j), f"unit {u} does not exist; layers have "
+                              f"{cfg.hidden_size}", "less_than", lt=cfg.hidden_size)
+            units.setdefault(spec.layer, {})[u] = spec.value          # a later entry wins
+    total = sum(len(u) for u in units.values())
+    if total > limit:
+        raise invalid(("body", "clamp"), f"{total} units are clamped; the limit is {limit} "
+                      "(setting RNNSCOPE_MAX_CLAMPED_UNITS)", "too_long")
+    return {l: Clamp(np.array(list(u), np.int64), np.array(list(u.values()), m.dtype)) for l, u in units.items()}
+
+
+@router.post("/intervene", response_model=InterveneResponse)
+def intervene(req: InterveneRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> InterveneResponse:
+    """Hold neurons at a value (0 ablates) after every step: the per-character loss over
+    the text with and without, and a clamped sample beside the normal one, same seed."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    clamp = clamps(req, m, settings.max_clamped_units)
+    if req.length > settings.max_sample_length:
+        raise too_large("the length", req.length, settings.max_sample_length, "max_sample_length")
+    prime, dropped_prime = vet_text(m.vocab, req.prime, req.drop_unknown, settings.max_prime_chars,
+                                    "max_prime_chars", field="prime")
+    ids = m.encode(text)
+    with slots:
+        base = losses(m, ids)
+        clamped = losses(m, ids, clamp)
+        normal_text, _ = write(m, prime, req.length, req.temperature, 0, req.seed)
+        clamped_text, _ = write(m, prime, req.length, req.temperature, 0, req.seed, clamp)
+    if not np.isfinite(clamped).all():
+        raise invalid(("body", "clamp"), "the clamped model's loss overflowed; clamp to a smaller value",
+                      "overflow")
+    return InterveneResponse(text=text, loss=rounded(base, 5), clamped_loss=rounded(clamped, 5),
+                             mean_loss=float(base.mean()), mean_clamped_loss=float(clamped.mean()),
+                             sample=normal_text, clamped_sample=clamped_text, seed=req.seed,
+                             dropped=sorted(set(dropped) | set(dropped_prime)))
+
+
+@router.post("/saliency", response_model=SaliencyResponse)
+def input_saliency(req: SaliencyRequest, entry: ModelDep, settings: SettingsDep,
+                   slots: ComputeSlots) -> SaliencyResponse:
+    """Which earlier characters one prediction depends on: ||dL/dx_k|| for every earlier
+    one-hot input x_k, L = -ln p(text[position+1] | text[..position])."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    last = len(text) - 2
+    position = last if req.position is None else req.position
+    if position > last:
+        raise invalid(("body", "position"), f"position must be at most {last} (len(text) - 2) for a text of "
+                      f"{len(text)} characters", "less_than_equal", le=last)
+    if position + 1 > settings.max_gradient_chars:
+        raise too_large("the span BPTT reads (position + 1)", position + 1, settings.max_gradient_chars,
+                        "max_gradient_chars")
+    with slots:
+        s = saliency(m, text[:position + 2], position)
+    return SaliencyResponse(position=position, target=text[position + 1], loss=s.loss,
+                            saliency=rounded(s.norms, 7), dropped=dropped)
+
+
+@router.post("/horizon", response_model=HorizonResponse)
+def horizon(req: HorizonRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> HorizonResponse:
+    """The memory horizon: per layer, the lag at which the gradient through time falls
+    below a fraction (1 %) of its value at the position itself, averaged over positions."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=3)
+    window = min(req.window, len(text) - 2)
+    if window * req.positions > settings.max_horizon_chars:
+        raise too_large("window x positions", window * req.positions, settings.max_horizon_chars,
+                        "max_horizon_chars")
+    with slots:
+        h = memory_horizon(m, text, req.positions, window, req.fraction)
+    layers = [HorizonLayer(layer=l, horizon=float(h.mean[l]), lags=h.lags[l].tolist(),
+                           censored=int(h.censored[l].sum()), profile=rounded(h.profile[l], 7))
+              for l in range(m.config.num_layers)]
+    return HorizonResponse(window=h.window, fraction=h.fraction, positions=h.positions,
+                           horizon=float(h.mean.max()), layers=layers, dropped=dropped)
+
+
+@router.post("/memorised", response_model=MemorisedResponse)
+def memorised(req: MemorisedRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+              library: LibraryDep) -> MemorisedResponse:
+    """Spans of a text (a sample) found verbatim in the model's training corpus, from a
+    suffix-array index built once per corpus."""
+    if len(req.text) > settings.max_memorisation_chars:
+        raise too_large("the text", len(req.text), settings.max_memorisation_chars, "max_memorisation_chars")
+    corpus = training_corpus(entry, library)
+    if corpus is None:
+        return MemorisedResponse(available=False, corpus=None, spans=[], count=0, memorised_chars=0)
+    with slots:
+        spans = library.index(corpus).spans(req.text, req.min_length)
+    covered = np.zeros(len(req.text), bool)
+    for s in spans:
+        covered[s.start:s.end] = True
+    return MemorisedResponse(available=True, corpus=corpus.name,
+                             spans=[MemorisedSpan(start=s.start, end=s.end, corpus_position=s.corpus_position)
+                                    for s in spans],
+                             count=len(spans), memorised_chars=int(covered.sum()))

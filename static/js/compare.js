@@ -1,0 +1,255 @@
+// Compare: models side by side on one text. Per character (aligned x): loss, input saliency
+// and gradient through time for one prediction; then memory horizons and gate saturation.
+import { api, cellColour, isAbort, latest, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  passage: $("passage"), text: $("text"), position: $("position"), go: $("go"), models: $("models"), status: $("status"),
+  chars: $("chars-chart"), horizon: $("horizon-chart"), horizonTable: $("horizon-table"), gates: $("gates-chart"),
+  corpus: $("corpus"), runsStatus: $("runs-status"), runsChart: $("runs-chart"),
+};
+const EXTRA_COLOURS = ["#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
+const HORIZON = { window: 120, positions: 8 };
+let models = [];
+const nextSignal = latest();
+const drawn = { chars: false, horizon: false, gates: false, runs: false };
+const RUN_COLOURS = ["#1c6dd0", "#e8590c", "#2f9e44", "#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
+let runs = [];
+
+function colours(ids) {
+  const used = new Set(), out = {};
+  let extra = 0;
+  for (const id of ids) {
+    const cell = models.find((m) => m.id === id)?.cell;
+    out[id] = used.has(cell) ? EXTRA_COLOURS[extra++ % EXTRA_COLOURS.length] : cellColour(cell);
+    used.add(cell);
+  }
+  return out;
+}
+
+function defaultModels() {
+  const bundled = ["rnn", "gru", "lstm"].filter((id) => models.some((m) => m.id === id));
+  if (bundled.length >= 2) return bundled;
+  const byCell = new Map();
+  for (const m of models) if (!byCell.has(m.cell)) byCell.set(m.cell, m.id);
+  return [...byCell.values()];
+}
+
+const chosen = () => [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
+
+function fillChips(wanted) {
+  const initial = wanted.filter((id) => models.some((m) => m.id === id));
+  const ticked = initial.length ? initial : defaultModels();
+  els.models.querySelectorAll("label, span").forEach((n) => n.remove());
+  for (const m of models) {
+    const label = document.createElement("label");
+    label.className = "chip";
+    label.innerHTML = `<input type="checkbox" style="margin:0 6px 0 0"><span class="swatch"></span>`;
+    label.append(m.name);
+    const box = label.querySelector("input");
+    box.value = m.id;
+    box.checked = ticked.includes(m.id);
+    label.querySelector(".swatch").style.background = cellColour(m.cell);
+    box.addEventListener("change", () => compare());
+    els.models.append(label);
+  }
+}
+
+const layout = (extra) => ({
+  font: PLOT_FONT, margin: { l: 64, r: 16, t: 10, b: 40 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff",
+  legend: { orientation: "h", y: 1.06, x: 0 }, hovermode: "x unified", ...extra,
+});
+
+function plot(el, key, traces, lay) {
+  (drawn[key] ? Plotly.react : Plotly.newPlot)(el, traces, lay, PLOT_CONFIG);
+  drawn[key] = true;
+}
+
+/** Three rows sharing one x axis (characters): loss, saliency, ||dL/dh_k|| of the top layer. */
+function drawChars(results, chars, position, cols) {
+  const traces = [];
+  const x = chars.map((_, t) => t);
+  const labels = chars.map(showChar);
+  for (const r of results) {
+    const c = cols[r.id];
+    traces.push({ x: x.slice(1), y: r.trace.loss, name: r.id, legendgroup: r.id, line: { color: c, width: 1.6 },
+      customdata: labels.slice(1), hovertemplate: `${r.id}: %{y:.2f} nats (predicting %{customdata})<extra></extra>`, yaxis: "y" });
+    traces.push({ x: x.slice(0, position + 1), y: r.saliency.saliency, name: r.id, legendgroup: r.id, showlegend: false,
+      line: { color: c, width: 1.6 }, hovertemplate: `${r.id}: %{y:.3g}<extra></extra>`, yaxis: "y2" });
+    const top = r.gradients.layers[r.gradients.layers.length - 1];
+    traces.push({ x: x.slice(0, position + 1), y: top.h_grad_norm, name: r.id, legendgroup: r.id, showlegend: false,
+      line: { color: c, width: 1.6 }, hovertemplate: `${r.id}: %{y:.3g}<extra></extra>`, yaxis: "y3" });
+  }
+  const ticks = chars.length <= 160;
+  plot(els.chars, "chars", traces, layout({
+    height: 620, margin: { l: 70, r: 16, t: 20, b: 50 },
+    // One x axis for the three rows, its labels (the characters themselves) under the bottom one.
+    xaxis: { anchor: "y3", tickvals: ticks ? x : undefined, ticktext: ticks ? labels : undefined,
+      tickfont: { family: "ui-monospace, monospace", size: 11 }, tickangle: 0, range: [-0.5, chars.length - 0.5],
+      title: ticks ? undefined : { text: "character" } },
+    yaxis: { domain: [0.7, 1], title: { text: "loss (nats)" }, rangemode: "tozero" },
+    yaxis2: { domain: [0.36, 0.64], title: { text: "‖∂L/∂x_k‖" }, type: "log", exponentformat: "power" },
+    yaxis3: { domain: [0, 0.3], title: { text: "‖∂L/∂h_k‖ top" }, type: "log", exponentformat: "power" },
+    shapes: [{ type: "line", x0: position, x1: position, yref: "paper", y0: 0, y1: 0.64,
+      line: { color: "#868e96", dash: "dot", width: 1 } }],
+    annotations: [{ x: position, y: 0.66, yref: "paper", text: `predicting ${showChar(chars[position + 1])} after #${position}`,
+      xanchor: position > chars.length / 2 ? "right" : "left", showarrow: false, font: { size: 12, color: "#495057" } }],
+  }));
+}
+
+function drawHorizon(results, cols) {
+  const traces = results.map((r) => ({
+    type: "bar", name: r.id, marker: { color: cols[r.id] },
+    x: r.horizon.layers.map((l) => `layer ${l.layer}`), y: r.horizon.layers.map((l) => l.horizon),
+    text: r.horizon.layers.map((l) => l.horizon.toFixed(1)), textposition: "outside",
+    hovertemplate: `${r.id} %{x}: %{y:.1f} characters<extra></extra>`,
+  }));
+  plot(els.horizon, "horizon", traces, layout({ height: 300, barmode: "group", hovermode: "closest",
+    yaxis: { title: { text: "lag (characters)" }, rangemode: "tozero" } }));
+  const tbody = els.horizonTable.querySelector("tbody");
+  tbody.replaceChildren(...results.map((r) => {
+    const tr = document.createElement("tr");
+    const censored = r.horizon.layers.some((l) => l.censored) ? " (≥: some never fell that low)" : "";
+    tr.innerHTML = `<td><span class="swatch"></span>${r.id}</td><td><b>${r.horizon.horizon.toFixed(1)}</b>${censored}</td>
+      <td>${r.horizon.layers.map((l) => l.horizon.toFixed(1)).join(" · ")}</td><td>${r.trace.mean_loss?.toFixed(3) ?? "—"}</td>`;
+    tr.querySelector(".swatch").style.background = cols[r.id];
+    return tr;
+  }));
+}
+
+function drawGates(results, cols) {
+  const traces = [];
+  for (const r of results) {
+    const names = [], shut = [], open = [];
+    for (const layer of r.gates.layers) {
+      for (const g of layer.gates) {
+        names.push(`L${layer.layer} ${g.gate}`);
+        shut.push(g.left.reduce((a, b) => a + b, 0) / g.left.length);
+        open.push(g.right.reduce((a, b) => a + b, 0) / g.right.length);
+      }
+    }
+    if (!names.length) continue;
+    traces.push({ type: "bar", name: `${r.id} open`, x: names.map((n) => `${r.id} ${n}`), y: open,
+      marker: { color: cols[r.id] }, hovertemplate: "%{x}: open %{y:.0%}<extra></extra>" });
+    traces.push({ type: "bar", name: `${r.id} shut`, x: names.map((n) => `${r.id} ${n}`), y: shut.map((v) => -v),
+      marker: { color: cols[r.id], opacity: 0.45 }, customdata: shut, hovertemplate: "%{x}: shut %{customdata:.0%}<extra></extra>" });
+  }
+  plot(els.gates, "gates", traces, layout({ height: 300, barmode: "relative", hovermode: "closest", showlegend: false,
+    xaxis: { tickangle: -45, tickfont: { size: 10 } },
+    yaxis: { title: { text: "← shut · open →" }, tickformat: ".0%", range: [-1, 1] } }));
+}
+
+async function compare() {
+  const ids = chosen();
+  const text = els.text.value;
+  if (!text) return setStatus(els.status, "empty", "Pick a passage or paste a text.");
+  if (ids.length === 0) return setStatus(els.status, "empty", "Tick at least one model.");
+  const chars = [...text];
+  if (chars.length < 3) return setStatus(els.status, "error", "The text needs at least three characters.");
+  const last = chars.length - 2;
+  const position = Math.min(last, Math.max(0, toInt(els.position.value, last)));
+  writeQuery({ models: ids.join(","), text, position: els.position.value === "" ? "" : position });
+  const signal = nextSignal();
+  setStatus(els.status, "loading", `${ids.length} models are reading ${chars.length.toLocaleString()} characters…`);
+  els.go.disabled = true;
+  try {
+    const results = await Promise.all(ids.map(async (id) => {
+      const base = `/api/models/${encodeURIComponent(id)}`;
+      const [trace, saliency, gradients, horizon, gates] = await Promise.all([
+        api(`${base}/trace`, { text, layers: [], quantities: [], top_k: 0 }, { signal }),
+        api(`${base}/saliency`, { text, position }, { signal }),
+        api(`${base}/gradients`, { text, position }, { signal }),
+        api(`${base}/horizon`, { text, ...HORIZON }, { signal }),
+        api(`${base}/gates`, { text }, { signal }),
+      ]);
+      return { id, trace, saliency, gradients, horizon, gates };
+    }));
+    setStatus(els.status, "");
+    const cols = colours(ids);
+    drawChars(results, chars, position, cols);
+    drawHorizon(results, cols);
+    drawGates(results, cols);
+  } catch (e) {
+    if (!isAbort(e)) setStatus(els.status, "error", e.message);
+  } finally {
+    els.go.disabled = false;
+  }
+}
+
+// ---- Training runs of one corpus --------------------------------------------------------
+
+async function loadRuns() {
+  try {
+    runs = await api("/api/runs");
+  } catch (e) {
+    // A server without training (no /api/runs) has nothing to show here.
+    return setStatus(els.runsStatus, e.status === 404 ? "empty" : "error",
+      e.status === 404 ? "This server does not train models." : e.message);
+  }
+  const byCorpus = new Map();
+  for (const r of runs) if (r.corpus_name && r.step > 0) byCorpus.set(r.corpus_name, (byCorpus.get(r.corpus_name) || 0) + 1);
+  if (byCorpus.size === 0) {
+    return setStatus(els.runsStatus, "empty", "No training runs yet.", { html: `<p><a href="/train">Train one →</a></p>` });
+  }
+  const names = [...byCorpus.keys()].sort((a, b) => byCorpus.get(b) - byCorpus.get(a));
+  els.corpus.replaceChildren(...names.map((n) => new Option(`${n} (${byCorpus.get(n)} run${byCorpus.get(n) === 1 ? "" : "s"})`, n)));
+  els.corpus.disabled = false;
+  await drawRuns();
+}
+
+async function drawRuns() {
+  const chosen = runs.filter((r) => r.corpus_name === els.corpus.value && r.step > 0);
+  setStatus(els.runsStatus, "loading", `Loading ${chosen.length} runs…`);
+  let metrics;
+  try {
+    metrics = await Promise.all(chosen.map((r) => api(`/api/runs/${r.id}/metrics?max_points=500`)));
+  } catch (e) {
+    return setStatus(els.runsStatus, "error", e.message);
+  }
+  setStatus(els.runsStatus, "");
+  els.runsChart.hidden = false;
+  const traces = [];
+  chosen.forEach((r, i) => {
+    const m = metrics[i], colour = RUN_COLOURS[i % RUN_COLOURS.length];
+    const perStep = r.config.batch_size * r.config.seq_length;
+    const label = `#${r.id} ${r.name} (${r.config.cell} ${r.config.num_layers}x${r.config.hidden_size})`;
+    traces.push({ x: m.step.map((s) => s * perStep), y: m.loss, name: label, legendgroup: String(r.id), showlegend: false,
+      line: { color: colour, width: 1 }, opacity: 0.35, hovertemplate: `${label} train %{y:.3f}<extra></extra>` });
+    traces.push({ x: m.val_step.map((s) => s * perStep), y: m.val_loss, name: label, legendgroup: String(r.id),
+      mode: "lines+markers", line: { color: colour, width: 2 }, hovertemplate: `${label} validation %{y:.3f}<extra></extra>` });
+  });
+  plot(els.runsChart, "runs", traces, layout({ height: 340, hovermode: "closest",
+    xaxis: { title: { text: "characters seen" } }, yaxis: { title: { text: "loss (nats/char)" } } }));
+}
+
+els.corpus.addEventListener("change", drawRuns);
+els.go.addEventListener("click", compare);
+els.position.addEventListener("change", compare);
+els.text.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) compare(); });
+els.passage.addEventListener("change", () => {
+  const opt = els.passage.selectedOptions[0];
+  if (opt?.dataset.text) { els.text.value = opt.dataset.text; els.position.value = ""; compare(); }
+});
+
+async function main() {
+  try {
+    models = await api("/api/models");
+  } catch (e) {
+    return setStatus(els.status, "error", e.message);
+  }
+  if (models.length === 0) {
+    return setStatus(els.status, "empty", "No models are loaded, so there is nothing to compare yet.",
+      { html: `<p><a href="/">See how to add one →</a></p>` });
+  }
+  fillChips((els.models.dataset.initial || "").split(",").filter(Boolean));
+  if (!els.text.value) els.text.value = els.passage.options[2]?.dataset.text ?? "";
+  loadRuns();
+  // A click on the per-character chart explains that prediction.
+  await compare();
+  els.chars.on?.("plotly_click", (ev) => {
+    const t = Math.round(ev.points?.[0]?.x ?? NaN);
+    if (Number.isFinite(t)) { els.position.value = Math.max(0, Math.min([...els.text.value].length - 2, t - 1)); compare(); }
+  });
+}
+
+main();
