@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from . import errors, openapi, training
+from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
 from .routers import analysis, health, models, neuron_pages, neurons, pages, sample, vendor
 from .settings import Settings, get_settings
@@ -23,6 +24,8 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     threadpool_limits(settings.blas_threads)                # process-wide, as BLAS's pool is
+    if settings.malloc_arenas:
+        limit_malloc_arenas(settings.malloc_arenas)
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = threading.BoundedSemaphore(settings.max_concurrent_jobs)
     app.openapi_schema = None            # made again, now with the models' ids

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # BLAS threads per process. A step's (1, H) x (H, 4H) product is too small to split:
     # a second thread made BPTT of 1,000 characters 1.5x slower on two cores.
     blas_threads: int = Field(1, ge=1)
+    # glibc malloc arenas for the whole process (0: leave glibc's default, 8 per core). Each
+    # request thread otherwise keeps its own, and freed NumPy buffers stay resident in them.
+    malloc_arenas: int = Field(2, ge=0)
     # Request bodies beyond this are refused before parsing: max_text_chars of \uXXXX escapes fit.
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     # Characters per server-sent event while streaming a sample: smooth on screen, few events.

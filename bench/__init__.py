@@ -5,7 +5,9 @@ Each suite is a module with `add_arguments(parser)`, `run(args) -> dict` and
 (all by default), prints each one's table and writes its result to bench/results/<suite>.json.
 """
 
-# Suite name -> module under bench/. A new benchmark (e.g. the HTTP server) is one more entry.
+# Suite name -> module under bench/. A new benchmark is one more entry.
 SUITES = {
     "model": "bench.model",
+    "http": "bench.http",
+    "probe": "bench.probe",
 }

@@ -1,0 +1,104 @@
+"""Concept probes (issue 5, "Speed"): ranking every neuron of the bundled 2x256 LSTM over
+10,000 characters must answer in under a second.
+
+A probe is one chunked read that keeps every quantity of every layer (3,072 units for a
+2x256 LSTM), then one rank pass; the server keeps the reading of the last texts, so a
+second probe of the same text is the rank pass alone: AUC for a binary concept, correlation for a graded one,
+and the best threshold of the top units. The bundled checkpoint is used when present;
+otherwise random weights of the same shape (the time hardly depends on the weights; a
+trained model's saturated gates add ties, which the AUC resolves in a slower path).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from threadpoolctl import threadpool_limits
+
+from model import network
+from model.bundled import bundled_paths
+from model.checkpoint import load_model
+from model.lm import LanguageModel
+from model.network import ModelConfig
+from model.probes import CONCEPTS, activations, rank_units
+from model.vocab import Vocab
+
+from .common import machine_info, render_table
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+TARGET_SECONDS = 1.0
+CONCEPT_NAMES = ("upper", "line_position")      # a binary concept (AUC) and a graded one (r)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("probe suite")
+    g.add_argument("--probe-chars", type=int, default=10_000, help="characters probed (default: 10,000)")
+    g.add_argument("--probe-rounds", type=int, default=5, help="timed rounds per concept (default: 5)")
+
+
+def load() -> tuple[LanguageModel, str]:
+    text = CORPUS.read_text(encoding="utf-8")
+    path = bundled_paths().get("lstm")
+    if path is not None:
+        return load_model(path), "bundled lstm"
+    vocab = Vocab.from_text(text)
+    cfg = ModelConfig("lstm", len(vocab), 256, 2)
+    return LanguageModel(cfg, vocab, network.init_params(cfg, seed=0)), "random 2x256 LSTM (no bundled checkpoint)"
+
+
+def run(args) -> dict:
+    model, which = load()
+    text = CORPUS.read_text(encoding="utf-8")
+    chars = args.probe_chars
+    passage = text[-chars:]                           # validation text: the last 10 %
+    rounds = 2 if args.quick else args.probe_rounds
+    result = {"suite": "probe", "quick": args.quick, "machine": machine_info(), "model": which,
+              "chars": len(passage), "target_seconds": TARGET_SECONDS, "concepts": []}
+    ids = model.encode(passage)
+    with threadpool_limits(1):                        # the server's blas_threads
+        for name in CONCEPT_NAMES:
+            concept = CONCEPTS[name]
+            indicator = concept.indicator(passage)
+            read_s, rank_s = [], []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                acts = activations(model, ids)
+                mid = time.perf_counter()
+                ranked = rank_units(acts, indicator, concept.graded, top=20)
+                end = time.perf_counter()
+                read_s.append(mid - start)
+                rank_s.append(end - mid)
+                units = ranked.total_units
+                del acts
+            total = [a + b for a, b in zip(read_s, rank_s)]
+            result["concepts"].append({
+                "concept": name, "graded": concept.graded, "units": units,
+                "read_seconds": statistics.median(read_s), "rank_seconds": statistics.median(rank_s),
+                "total_seconds": statistics.median(total), "total_rounds": total,
+                "best": {"layer": ranked.ranked[0].layer, "quantity": ranked.ranked[0].quantity,
+                         "unit": ranked.ranked[0].unit, "score": ranked.ranked[0].score},
+            })
+    return result
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"rnnscope probe benchmark{' (--quick: indicative only)' if result['quick'] else ''}: "
+             f"{result['model']}, {result['chars']:,} characters, 1 thread",
+             f"{m['cpu']}, load {m['load_average'][0]:.2f} at the start"]
+    rows = []
+    for c in result["concepts"]:
+        ok = "yes" if c["total_seconds"] < result["target_seconds"] else "NO"
+        b = c["best"]
+        again = "yes" if c["rank_seconds"] < result["target_seconds"] else "NO"
+        rows.append([c["concept"], "r" if c["graded"] else "AUC", c["units"], f"{c['read_seconds']:.3f}",
+                     f"{c['rank_seconds']:.3f}", f"{c['total_seconds']:.3f}", ok, again,
+                     f"L{b['layer']} {b['quantity']}[{b['unit']}] {b['score']:.3f}"])
+    lines.append(render_table(["concept", "score", "units", "read s", "rank s", "total s",
+                               f"< {result['target_seconds']:g} s", "again < 1 s", "best neuron"], rows))
+    lines.append("read: one pass keeping every quantity (the model's forward speed); rank: AUC or r of every unit "
+                 "and the top units' thresholds. The server keeps a text's reading (probe_cache_texts), so probing "
+                 "the same text again costs the rank alone ('again').")
+    return "\n".join(lines)
