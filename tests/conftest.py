@@ -18,16 +18,15 @@ from model.checkpoint import load_model, save_model
 from model.lm import LanguageModel
 from model.network import ModelConfig
 from model.train import TrainConfig, train
+from tests.corpus import shakespeare_head
 
-# CI checks the repository out with ../shared beside it.
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 CELLS = ("lstm", "gru", "rnn")
 
 
 @pytest.fixture(scope="session")
 def corpus() -> str:
     """The first 30,000 characters of tinyshakespeare: enough for a recognisable vocabulary."""
-    return CORPUS.read_text(encoding="utf-8")[:30_000]
+    return shakespeare_head(30_000)
 
 
 @pytest.fixture(scope="session")

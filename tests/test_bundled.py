@@ -1,7 +1,6 @@
 """The models shipped in model/weights: they load, and their recorded validation loss is
 what they really score on the last 10% of tinyshakespeare."""
 import hashlib
-from pathlib import Path
 
 import pytest
 
@@ -9,8 +8,8 @@ from model.bundled import BUNDLED, bundled_paths
 from model.checkpoint import load_model
 from model.data import split
 from model.train import evaluate
+from tests.corpus import shakespeare_full
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
 def test_every_bundled_model_is_shipped():
@@ -21,9 +20,7 @@ def test_every_bundled_model_is_shipped():
 def test_bundled_model_scores_its_recorded_validation_loss(model_id):
     model = load_model(bundled_paths()[model_id])
     assert (model.config.cell, model.config.hidden_size, model.config.num_layers) == (model_id, 256, 2)
-    if not CORPUS.exists():
-        pytest.skip(f"{CORPUS} is not beside the repository")
-    text = CORPUS.read_text(encoding="utf-8")
+    text = shakespeare_full()
     assert model.history["corpus_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     _, val_text = split(text, 0.1)
     val_loss = evaluate(model.config, model.params, model.vocab.encode(val_text))

@@ -17,6 +17,7 @@ from model.probes import (CONCEPTS, auc, best_threshold, bracket_depth, correlat
 from model.sample import Stepper, sample
 from model.train import TrainConfig, train
 from model.vocab import Vocab
+from tests.corpus import shakespeare_full
 
 
 def quote_corpus(n_chars: int, seed: int) -> str:
@@ -268,8 +269,6 @@ def test_suffix_array_sorts_suffixes_and_spans_are_verbatim():
 def test_the_bundled_lstm_remembers_longer_than_the_bundled_rnn():
     """Issue 5: the memory horizon of the bundled LSTM exceeds the bundled RNN's on the same
     validation text (figures in the README)."""
-    from pathlib import Path
-
     from model.bundled import bundled_paths
     from model.checkpoint import load_model
     from model.data import split
@@ -277,8 +276,7 @@ def test_the_bundled_lstm_remembers_longer_than_the_bundled_rnn():
     paths = bundled_paths()
     if not {"lstm", "rnn"} <= paths.keys():
         pytest.skip("the bundled LSTM and RNN are not both in model/weights")
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
-    _, val = split(corpus.read_text(encoding="utf-8"), 0.1)
+    _, val = split(shakespeare_full(), 0.1)
     text = val[:20_000]
     with threadpool_limits(1):
         horizon = {mid: memory_horizon(load_model(paths[mid]), text, positions=16, window=200)

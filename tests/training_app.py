@@ -8,9 +8,9 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from tests.corpus import shakespeare_head
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
 
 
 def build_app(data_dir: Path, **overrides) -> FastAPI:
@@ -27,9 +27,8 @@ TINY = {"cell": "lstm", "hidden_size": 16, "num_layers": 1, "batch_size": 4, "se
 
 
 def excerpt(chars: int = 20_000) -> str:
-    """The start of tinyshakespeare, the corpus the shared directory holds beside the repo."""
-    with open(CORPUS, encoding="utf-8") as f:
-        return f.read(chars)
+    """The start of tinyshakespeare (see tests/corpus.py)."""
+    return shakespeare_head(chars)
 
 
 def upload(client, text: str | bytes, filename: str = "excerpt.txt", **kw):
