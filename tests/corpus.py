@@ -1,5 +1,5 @@
 """The tinyshakespeare text the tests read. CI checks the repository out with ../shared
-beside it; on a fresh machine without it, the first 30,000 characters committed in
+beside it; on a fresh machine without it, the first 50,000 characters committed in
 tests/data stand in, and only the tests that need the whole corpus (the validation
 text) skip, except where RNNSCOPE_REQUIRE_CORPUS=1 (CI) makes its absence a failure."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ HEAD = Path(__file__).resolve().parent / "data" / "tinyshakespeare-head.txt"
 
 
 def shakespeare_head(chars: int) -> str:
-    """The first `chars` characters (at most 30,000), from ../shared or the committed head."""
+    """The first `chars` characters (at most 50,000), from ../shared or the committed head."""
     path = SHARED if SHARED.exists() else HEAD
     with open(path, encoding="utf-8") as f:
         text = f.read(chars)
