@@ -108,3 +108,19 @@ def browser():
             "--disable-sync", "--no-first-run"])
         yield b
         b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; an uncaught script error fails the test."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    # Refused requests log "Failed to load resource"; the error tests expect those.
+    pg.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
+          and errors.append(m.text))
+    pg.set_default_timeout(20_000)
+    yield pg
+    context.close()
+    assert not errors, errors

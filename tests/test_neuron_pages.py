@@ -6,28 +6,12 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 # Inside the vocabulary of conftest's models (the start of tinyshakespeare).
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n")
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; an uncaught script error fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
-          and errors.append(m.text))
-    pg.set_default_timeout(20_000)
-    yield pg
-    context.close()
-    assert not errors, errors
 
 
 def test_probe_page_ranks_neurons_and_links_to_the_explorer(page, live_server):

@@ -41,18 +41,10 @@ def corpus_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def page(browser):
-    """A fresh page; an uncaught script error fails the test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
-          and errors.append(m.text))
-    pg.set_default_timeout(30_000)
-    yield pg
-    context.close()
-    assert not errors, errors
+def page(page):
+    """conftest's page, with time for a run to train."""
+    page.set_default_timeout(30_000)
+    return page
 
 
 def shoot(pg, name: str) -> None:

@@ -37,6 +37,22 @@ def readable_text(req: TextRequest, vocab: Vocab, settings: Settings,
     return text, dropped
 
 
+def prediction(req: TextRequest, vocab: Vocab, settings: Settings) -> tuple[str, list[str], int]:
+    """The text, the dropped characters and the position whose loss L = -ln p(text[position+1]
+    | text[..position]) a backward pass differentiates (default the last); 422 past the text,
+    413 when BPTT would read more than max_gradient_chars."""
+    text, dropped = readable_text(req, vocab, settings, min_chars=2)
+    last = len(text) - 2
+    position = last if req.position is None else req.position
+    if position > last:
+        raise invalid(("body", "position"), f"position must be at most {last} (len(text) - 2) for a text of "
+                      f"{len(text)} characters", "less_than_equal", le=last)
+    if position + 1 > settings.max_gradient_chars:
+        raise too_large("the span BPTT reads (position + 1)", position + 1, settings.max_gradient_chars,
+                        "max_gradient_chars")
+    return text, dropped, position
+
+
 def chosen(requested: list | None, available: list, field: str, owner: str) -> list:
     """The requested items in order without repeats (all when None); 422 for one the model lacks."""
     if requested is None:
@@ -89,15 +105,7 @@ def gradients(req: GradientsRequest, entry: ModelDep, settings: SettingsDep,
     """How one loss reaches back through time: ||dL/dh_k|| (and ||dL/dc_k||) for every
     earlier step k and layer, and the singular values of each layer's W_hh."""
     m = entry.model
-    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
-    last = len(text) - 2
-    position = last if req.position is None else req.position
-    if position > last:
-        raise invalid(("body", "position"), f"position must be at most {last} (len(text) - 2) for a text of "
-                      f"{len(text)} characters", "less_than_equal", le=last)
-    if position + 1 > settings.max_gradient_chars:
-        raise too_large("the span BPTT reads (position + 1)", position + 1, settings.max_gradient_chars,
-                        "max_gradient_chars")
+    text, dropped, position = prediction(req, m.vocab, settings)
     with slots:
         g = gradient_through_time(m, text[:position + 2], position)
     blocks = block_names(m)

@@ -27,7 +27,7 @@ from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, H
                               MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
 from ..registry import Entry
-from .analysis import readable_text
+from .analysis import prediction, readable_text
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
 
@@ -244,15 +244,7 @@ def input_saliency(req: SaliencyRequest, entry: ModelDep, settings: SettingsDep,
     """Which earlier characters one prediction depends on: ||dL/dx_k|| for every earlier
     one-hot input x_k, L = -ln p(text[position+1] | text[..position])."""
     m = entry.model
-    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
-    last = len(text) - 2
-    position = last if req.position is None else req.position
-    if position > last:
-        raise invalid(("body", "position"), f"position must be at most {last} (len(text) - 2) for a text of "
-                      f"{len(text)} characters", "less_than_equal", le=last)
-    if position + 1 > settings.max_gradient_chars:
-        raise too_large("the span BPTT reads (position + 1)", position + 1, settings.max_gradient_chars,
-                        "max_gradient_chars")
+    text, dropped, position = prediction(req, m.vocab, settings)
     with slots:
         s = saliency(m, text[:position + 2], position)
     return SaliencyResponse(position=position, target=text[position + 1], loss=s.loss,

@@ -122,6 +122,28 @@ export function setStatus(el, kind, message = "", { html = "" } = {}) {
 
 export const CELL_COLOURS = { rnn: "#e8590c", gru: "#2f9e44", lstm: "#1c6dd0" };
 export const cellColour = (cell) => CELL_COLOURS[cell] || "#7048e8";
+const EXTRA_COLOURS = ["#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
+
+/** A colour per model id: its cell's, unless another of `ids` already has that cell. */
+export function modelColours(models, ids) {
+  const used = new Set(), out = {};
+  let extra = 0;
+  for (const id of ids) {
+    const cell = models.find((m) => m.id === id)?.cell;
+    out[id] = used.has(cell) ? EXTRA_COLOURS[extra++ % EXTRA_COLOURS.length] : cellColour(cell);
+    used.add(cell);
+  }
+  return out;
+}
+
+/** The bundled rnn, gru and lstm when at least two are present, else the first model of each cell type. */
+export function defaultModels(models) {
+  const bundled = ["rnn", "gru", "lstm"].filter((id) => models.some((m) => m.id === id));
+  if (bundled.length >= 2) return bundled;
+  const byCell = new Map();
+  for (const m of models) if (!byCell.has(m.cell)) byCell.set(m.cell, m.id);
+  return [...byCell.values()];
+}
 
 /** Fill a <select> with the models, choosing `wanted` if present, else the first. */
 export function fillModelSelect(select, models, wanted) {

@@ -1,6 +1,9 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import { api, cellColour, isAbort, latest, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import {
+  api, cellColour, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt,
+  writeQuery,
+} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -8,7 +11,6 @@ const els = {
   chars: $("chars-chart"), horizon: $("horizon-chart"), horizonTable: $("horizon-table"), gates: $("gates-chart"),
   corpus: $("corpus"), runsStatus: $("runs-status"), runsChart: $("runs-chart"),
 };
-const EXTRA_COLOURS = ["#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
 const HORIZON = { window: 120, positions: 8 };
 let models = [];
 const nextSignal = latest();
@@ -16,30 +18,11 @@ const drawn = { chars: false, horizon: false, gates: false, runs: false };
 const RUN_COLOURS = ["#1c6dd0", "#e8590c", "#2f9e44", "#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
 let runs = [];
 
-function colours(ids) {
-  const used = new Set(), out = {};
-  let extra = 0;
-  for (const id of ids) {
-    const cell = models.find((m) => m.id === id)?.cell;
-    out[id] = used.has(cell) ? EXTRA_COLOURS[extra++ % EXTRA_COLOURS.length] : cellColour(cell);
-    used.add(cell);
-  }
-  return out;
-}
-
-function defaultModels() {
-  const bundled = ["rnn", "gru", "lstm"].filter((id) => models.some((m) => m.id === id));
-  if (bundled.length >= 2) return bundled;
-  const byCell = new Map();
-  for (const m of models) if (!byCell.has(m.cell)) byCell.set(m.cell, m.id);
-  return [...byCell.values()];
-}
-
 const chosen = () => [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
 
 function fillChips(wanted) {
   const initial = wanted.filter((id) => models.some((m) => m.id === id));
-  const ticked = initial.length ? initial : defaultModels();
+  const ticked = initial.length ? initial : defaultModels(models);
   els.models.querySelectorAll("label, span").forEach((n) => n.remove());
   for (const m of models) {
     const label = document.createElement("label");
@@ -165,7 +148,7 @@ async function compare() {
       return { id, trace, saliency, gradients, horizon, gates };
     }));
     setStatus(els.status, "");
-    const cols = colours(ids);
+    const cols = modelColours(models, ids);
     drawChars(results, chars, position, cols);
     drawHorizon(results, cols);
     drawGates(results, cols);

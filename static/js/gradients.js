@@ -1,7 +1,8 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
 import {
-  api, cellColour, isAbort, latest, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar,
+  api, cellColour, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus,
+  showChar,
   toInt, writeQuery,
 } from "./common.js";
 
@@ -18,32 +19,10 @@ const BLOCK_COLOURS = {
 const BLOCK_LABELS = {
   h: "RNN", i: "input", f: "forget", g: "candidate", o: "output", r: "reset", z: "update", n: "candidate",
 };
-const EXTRA_COLOURS = ["#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
 
 let models = [];          // from /api/models
 const nextSignal = latest();
 const drawn = { grad: false, sv: false };
-
-/** A colour per model: its cell's, unless another chosen model already has that cell. */
-function modelColours(ids) {
-  const used = new Set(), out = {};
-  let extra = 0;
-  for (const id of ids) {
-    const cell = models.find((m) => m.id === id)?.cell;
-    out[id] = used.has(cell) ? EXTRA_COLOURS[extra++ % EXTRA_COLOURS.length] : cellColour(cell);
-    used.add(cell);
-  }
-  return out;
-}
-
-/** The bundled rnn, gru and lstm when present, else the first model of each cell type. */
-function defaultModels() {
-  const bundled = ["rnn", "gru", "lstm"].filter((id) => models.some((m) => m.id === id));
-  if (bundled.length >= 2) return bundled;
-  const byCell = new Map();
-  for (const m of models) if (!byCell.has(m.cell)) byCell.set(m.cell, m.id);
-  return [...byCell.values()];
-}
 
 function chosenModels() {
   return [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
@@ -51,7 +30,7 @@ function chosenModels() {
 
 function fillModelChips(wanted) {
   const chosen = wanted.filter((id) => models.some((m) => m.id === id));
-  const initial = chosen.length ? chosen : defaultModels();
+  const initial = chosen.length ? chosen : defaultModels(models);
   els.models.querySelectorAll("label, span").forEach((n) => n.remove());
   for (const m of models) {
     const label = document.createElement("label");
@@ -76,7 +55,7 @@ function axisName(kind, i) {
 function gradFigure(results, chars, position) {
   const ok = results.filter((r) => r.data);
   const numLayers = Math.max(...ok.map((r) => r.data.layers.length));
-  const colours = modelColours(ok.map((r) => r.id));
+  const colours = modelColours(models, ok.map((r) => r.id));
   const traces = [];
   const ks = Array.from({ length: position + 1 }, (_, k) => k);
   const labels = ks.map((k) => showChar(chars[k]));
@@ -176,7 +155,7 @@ function drawSingularValues(results) {
 
 function drawSummary(results, position) {
   const body = els.summary.querySelector("tbody");
-  const colours = modelColours(results.filter((r) => r.data).map((r) => r.id));
+  const colours = modelColours(models, results.filter((r) => r.data).map((r) => r.id));
   const fmt = (v) => (v === undefined ? "—" : v === null ? "overflow" : v === 0 ? "0 (underflow)" : v.toExponential(2));
   body.replaceChildren(...results.map((r) => {
     const tr = document.createElement("tr");
