@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from model.probes import CONCEPTS
 
-from .pages import PASSAGES, templates
+from . import pages
 
 router = APIRouter(tags=["pages"])
 
@@ -19,9 +19,7 @@ STATE = {
 
 
 def render(request: Request, page: str) -> HTMLResponse:
-    state = {k: request.query_params.get(k, "") for k in STATE[page]}
-    return templates.TemplateResponse(request, f"{page}.html", {
-        "page": page, "state": state, "passages": PASSAGES, "concepts": list(CONCEPTS.values())})
+    return pages.render(request, page, STATE[page], concepts=list(CONCEPTS.values()))
 
 
 @router.get("/probe", response_class=HTMLResponse, include_in_schema=False)

@@ -55,10 +55,13 @@ PAGE_STATE = {
 }
 
 
-def render(request: Request, page: str) -> HTMLResponse:
-    state = {k: request.query_params.get(k, "") for k in PAGE_STATE.get(page, ())}
+def render(request: Request, page: str, state_keys: tuple[str, ...] | None = None, **context) -> HTMLResponse:
+    """The page's template with the query parameters it keeps (PAGE_STATE unless given) and
+    the built-in passages; `context` adds what a page's template needs besides."""
+    keys = PAGE_STATE.get(page, ()) if state_keys is None else state_keys
+    state = {k: request.query_params.get(k, "") for k in keys}
     return templates.TemplateResponse(request, f"{page}.html",
-                                      {"page": page, "state": state, "passages": PASSAGES})
+                                      {"page": page, "state": state, "passages": PASSAGES, **context})
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
