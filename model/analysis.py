@@ -21,9 +21,11 @@ class GradientProfile:
     c_grad_norm: list[np.ndarray] | None
 
 
-def gradient_through_time(model: LanguageModel, text: str, position: int | None = None) -> GradientProfile:
-    """How the loss at one position reaches back: the total derivative of that single
-    loss with respect to every earlier h_k (and c_k), from one BPTT pass."""
+def backward_one_prediction(model: LanguageModel, text: str, position: int | None = None,
+                            input_grad: bool = False) -> tuple[int, float, network.Gradients]:
+    """One BPTT pass for a single loss, L = -ln p(text[position+1] | text[..position])
+    (default: the last prediction), reading only text[..position]. Returns the position,
+    L and the gradients (with dL/dx of the one-hot inputs when input_grad)."""
     ids = model.encode(text)
     if len(ids) < 2:
         raise ValueError("the text needs at least two characters: one to read and one to predict")
@@ -37,7 +39,13 @@ def gradient_through_time(model: LanguageModel, text: str, position: int | None 
     loss, dlast, _ = softmax_cross_entropy(logits[:, -1:], ids[None, position + 1: position + 2])
     dlogits = np.zeros_like(logits)
     dlogits[:, -1:] = dlast
-    grads = network.backward(model.config, model.params, dlogits, cache)
+    return position, loss, network.backward(model.config, model.params, dlogits, cache, input_grad=input_grad)
+
+
+def gradient_through_time(model: LanguageModel, text: str, position: int | None = None) -> GradientProfile:
+    """How the loss at one position reaches back: the total derivative of that single
+    loss with respect to every earlier h_k (and c_k), from one BPTT pass."""
+    position, loss, grads = backward_one_prediction(model, text, position)
     h_norm = [np.linalg.norm(dh[0, 1:], axis=-1) for dh in grads.dh]      # (position+1,)
     c_norm = None
     if model.cell.has_cell_state:

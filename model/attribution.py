@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import network
-from .layers import Clamp, log_softmax, softmax_cross_entropy
+from .analysis import backward_one_prediction
+from .layers import Clamp, log_softmax
 from .lm import LanguageModel
 
 
@@ -21,18 +22,7 @@ class Saliency:
 def saliency(model: LanguageModel, text: str, position: int | None = None) -> Saliency:
     """Input saliency (Distill, "Visualizing memorization in RNNs"): the norm of the gradient
     of one prediction's loss with respect to each earlier one-hot input, from one BPTT pass."""
-    ids = model.encode(text)
-    if len(ids) < 2:
-        raise ValueError("the text needs at least two characters: one to read and one to predict")
-    last = len(ids) - 2
-    position = last if position is None else position
-    if not 0 <= position <= last:
-        raise ValueError(f"position must be in 0..{last} for a text of {len(ids)} characters")
-    logits, _, cache = model.forward(ids[None, :position + 1])
-    loss, dlast, _ = softmax_cross_entropy(logits[:, -1:], ids[None, position + 1:position + 2])
-    dlogits = np.zeros_like(logits)
-    dlogits[:, -1:] = dlast
-    grads = network.backward(model.config, model.params, dlogits, cache, input_grad=True)
+    position, loss, grads = backward_one_prediction(model, text, position, input_grad=True)
     return Saliency(position, loss, np.linalg.norm(grads.dx[0], axis=-1))
 
 

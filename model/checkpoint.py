@@ -6,9 +6,9 @@ holds everything else needed to rebuild the model from the file alone. No pickle
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +26,19 @@ class CheckpointError(ValueError):
     """The file is missing, truncated, or not an rnnscope checkpoint."""
 
 
-def to_bytes(model: LanguageModel, extra_tensors: dict[str, np.ndarray] | None = None) -> bytes:
-    metadata = {
-        "format": FORMAT,
+def model_metadata(model: LanguageModel, summary_key: str = "history") -> dict[str, str]:
+    """What rebuilds a model besides its weights: cell and sizes, vocabulary, training
+    configuration and history summary, as the string values safetensors metadata holds."""
+    return {
         "config": json.dumps(model.config.to_dict()),
         "vocab": json.dumps(model.vocab.chars, ensure_ascii=False),
         "train_config": json.dumps(model.train_config),
-        "history": json.dumps(model.history),
+        summary_key: json.dumps(model.history),
     }
-    tensors = {k: np.ascontiguousarray(v) for k, v in model.params.items()}
-    for k, v in (extra_tensors or {}).items():
-        tensors[f"extra.{k}"] = np.ascontiguousarray(v)
-    return save(tensors, metadata=metadata)
+
+
+def write_tensors(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    write_atomic(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata))
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -63,44 +64,45 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def save_model(model: LanguageModel, path: str | os.PathLike,
-               extra_tensors: dict[str, np.ndarray] | None = None) -> None:
-    """Save weights (float32 unless the model is float64), config, vocab and history."""
-    write_atomic(path, to_bytes(model, extra_tensors))
-
-
-def from_bytes(data: bytes, source: str = "checkpoint") -> tuple[LanguageModel, dict[str, np.ndarray]]:
-    """Parse a checkpoint; returns the model and any extra tensors (e.g. optimizer state)."""
-    try:
-        tensors = load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{source} is not a readable safetensors file ({e}); "
-                              "it may be truncated or of another format") from None
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{source} is a safetensors file but not an rnnscope checkpoint "
-                              f"(metadata format {meta.get('format')!r}, expected {FORMAT!r})")
-    try:
-        config = ModelConfig(**json.loads(meta["config"]))
-        vocab = Vocab(json.loads(meta["vocab"]))
-        params = {k: v for k, v in tensors.items() if not k.startswith("extra.")}
-        extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-        model = LanguageModel(config, vocab, params, json.loads(meta.get("train_config", "{}")),
-                              json.loads(meta.get("history", "{}")))
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{source} has inconsistent contents: {e}") from None
-    return model, extra
-
-
-def load_model(path: str | os.PathLike) -> LanguageModel:
+def read_tensors(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and metadata of a safetensors file whose metadata format is `fmt`;
+    CheckpointError saying what is wrong otherwise. `what` names the expected kind of file."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
-    return from_bytes(data, str(path))[0]
+    try:
+        tensors = load(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); "
+                              "it may be truncated or of another format") from None
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != fmt:
+        raise CheckpointError(f"{path} is a safetensors file but not {what} "
+                              f"(metadata format {meta.get('format')!r}, expected {fmt!r})")
+    return tensors, meta
+
+
+def model_from(meta: dict[str, str], params: dict[str, np.ndarray], summary_key: str = "history") -> LanguageModel:
+    """Rebuild a model from model_metadata and its weights (KeyError/ValueError if inconsistent)."""
+    return LanguageModel(ModelConfig(**json.loads(meta["config"])), Vocab(json.loads(meta["vocab"])), params,
+                         json.loads(meta.get("train_config", "{}")), json.loads(meta.get(summary_key, "{}")))
+
+
+def save_model(model: LanguageModel, path: str | os.PathLike) -> None:
+    """Save weights (float32 unless the model is float64) under torch's state_dict names,
+    with config, vocab and history as metadata."""
+    write_tensors(path, model.params, {"format": FORMAT} | model_metadata(model))
+
+
+def load_model(path: str | os.PathLike) -> LanguageModel:
+    tensors, meta = read_tensors(path, FORMAT, "an rnnscope checkpoint")
+    try:
+        return model_from(meta, tensors)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has inconsistent contents: {e}") from None
 
 
 TRAIN_FORMAT = "rnnscope-train/1"
@@ -119,19 +121,14 @@ def save_train_state(path: str | os.PathLike, model: LanguageModel, state) -> No
         tensors["carried.h"] = state.carried.h
         if state.carried.c is not None:
             tensors["carried.c"] = state.carried.c
-    metadata = {
-        "format": TRAIN_FORMAT,
-        "config": json.dumps(model.config.to_dict()),
-        "vocab": json.dumps(model.vocab.chars, ensure_ascii=False),
-        "train_config": json.dumps(model.train_config),
-        "history_summary": json.dumps(model.history),
+    metadata = {"format": TRAIN_FORMAT} | model_metadata(model, "history_summary") | {
         "step": str(state.step),
         "best_val": json.dumps(state.best_val if np.isfinite(state.best_val) else None),
         "seconds": repr(state.seconds),
         "rng": json.dumps(state.rng),
         "history": json.dumps(asdict(state.history)),
     }
-    write_atomic(path, save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata))
+    write_tensors(path, tensors, metadata)
 
 
 def load_train_state(path: str | os.PathLike):
@@ -139,25 +136,14 @@ def load_train_state(path: str | os.PathLike):
     from .network import State
     from .train import History, TrainState
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-        tensors = load(data)
-        meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")]).get("__metadata__") or {}
-    except OSError as e:
-        raise CheckpointError(f"cannot read {path}: {e.strerror}") from None
-    except (SafetensorError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
-    if meta.get("format") != TRAIN_FORMAT:
-        raise CheckpointError(f"{path} is not an rnnscope training state (format {meta.get('format')!r})")
+    tensors, meta = read_tensors(path, TRAIN_FORMAT, "an rnnscope training state")
 
     def group(prefix):
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     try:
         params = group("params.")
-        model = LanguageModel(ModelConfig(**json.loads(meta["config"])), Vocab(json.loads(meta["vocab"])),
-                              params, json.loads(meta["train_config"]), json.loads(meta["history_summary"]))
+        model = model_from(meta, params, "history_summary")
         carried = None
         if "carried.h" in tensors:
             carried = State(tensors["carried.h"], tensors.get("carried.c"))
