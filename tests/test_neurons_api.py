@@ -191,3 +191,9 @@ def test_probes_of_one_text_share_one_reading(client):
     client.post("/api/models/gru/probe", json={"text": TEXT, "concept": "vowel"})
     client.post("/api/models/lstm/probe", json={"text": TEXT + "A", "concept": "vowel"})
     assert len(cache._items) == 2                  # the oldest went: probe_cache_texts is 2
+
+
+def test_horizon_says_how_many_characters_it_needs(client):
+    r = client.post("/api/models/lstm/horizon", json={"text": "ab"})
+    assert r.status_code == 422
+    assert "at least 3 characters; it has 2" in r.json()["detail"][0]["msg"]

@@ -30,7 +30,8 @@ def readable_text(req: TextRequest, vocab: Vocab, settings: Settings,
     """vet_text, then 422 unless at least `min_chars` characters are left to read."""
     text, dropped = vet_text(vocab, req.text, req.drop_unknown, settings.max_text_chars, "max_text_chars")
     if len(text) < min_chars:
-        need = "one character" if min_chars == 1 else "two characters: one to read and one to predict"
+        need = {1: "one character", 2: "two characters: one to read and one to predict"}.get(
+            min_chars, f"{min_chars} characters")
         left = " once characters outside the vocabulary are dropped" if dropped else ""
         raise invalid(("body", "text"), f"the text needs at least {need}; it has {len(text)}{left}",
                       "too_short", min_length=min_chars)
