@@ -116,3 +116,16 @@ class SuffixIndex:
                 reach = i + n
             i += 1
         return out
+
+
+def merge_spans(spans: list[Span]) -> list[Span]:
+    """Spans that overlap or touch joined into one, in order: what a reader counts as one
+    copied passage. A joined span keeps the corpus position of its first piece; its later
+    pieces may come from elsewhere in the corpus."""
+    out: list[Span] = []
+    for s in sorted(spans, key=lambda s: (s.start, s.end)):
+        if out and s.start <= out[-1].end:
+            out[-1] = Span(out[-1].start, max(out[-1].end, s.end), out[-1].corpus_position)
+        else:
+            out.append(Span(s.start, s.end, s.corpus_position))
+    return out

@@ -195,3 +195,17 @@ def test_resuming_from_a_saved_state_equals_never_stopping(cell, tmp_path):
     for k in whole.model.params:
         np.testing.assert_array_equal(second.model.params[k], whole.model.params[k])
         np.testing.assert_array_equal(second.state.params[k], whole.state.params[k])
+
+
+def test_overlapping_and_touching_memorised_spans_merge_into_one():
+    from model.memorisation import Span, SuffixIndex, merge_spans
+
+    # 147-171 and 150-174 were reported as two spans of one copied passage (issue 9).
+    assert merge_spans([Span(150, 174, 9), Span(147, 171, 3), Span(174, 180, 40), Span(200, 220, 5)]) == [
+        Span(147, 180, 3), Span(200, 220, 5)]
+    assert merge_spans([]) == []
+    corpus = "the cat sat on the mat. the cat ran. a bat sat on a hat."
+    query = "xx the cat sat on a hat! the mat"
+    merged = merge_spans(SuffixIndex(corpus).spans(query, min_length=6))
+    assert [query[s.start:s.end] for s in merged] == [" the cat sat on a hat", " the mat"]
+    assert corpus[merged[0].corpus_position:].startswith(" the cat ")
