@@ -10,7 +10,7 @@ const els = {
   model: $("model"), prime: $("prime"), temperature: $("temperature"), temperatureOut: $("temperature-out"),
   length: $("length"), topK: $("top_k"), seed: $("seed"), go: $("go"), status: $("status"), output: $("output"),
   stats: $("sample-stats"), legend: $("legend"), curl: $("curl"), copy: $("copy"), tooltip: $("tooltip"),
-  minSpan: $("min_span"),
+  minSpan: $("min_span"), curlSeed: $("curl-seed"),
 };
 const nextSignal = latest();
 let models = [];
@@ -93,6 +93,17 @@ const statRow = ([k, v]) => [
   Object.assign(document.createElement("dd"), { textContent: v }),
 ];
 
+/** Spans that overlap or touch as one: one copied passage, counted once (as model/memorisation.merge_spans). */
+function mergeSpans(spans) {
+  const out = [];
+  for (const s of [...spans].sort((a, b) => a.start - b.start || a.end - b.end)) {
+    const last = out[out.length - 1];
+    if (last && s.start <= last.end) last.end = Math.max(last.end, s.end);
+    else out.push({ start: s.start, end: s.end });
+  }
+  return out;
+}
+
 const minSpan = () => Math.min(1000, Math.max(4, toInt(els.minSpan.value, 20)));
 
 /** Underline the spans of the sample found verbatim in the model's training corpus, and count them. */
@@ -114,10 +125,12 @@ async function markMemorised(model, text, signal) {
   else if (!data.available) value = "the training corpus is not on this server";
   else {
     // Code points, as the server counts: the page's spans are one per character too.
-    for (const s of data.spans) for (let i = s.start; i < s.end; i++) spans[i]?.classList.add("memorised");
-    value = data.count === 0 ? `none of ${n}+ characters`
-      : `${data.count} span${data.count === 1 ? "" : "s"} of ${n}+ characters, ${data.memorised_chars} characters `
-        + `(${((data.memorised_chars / [...text].length) * 100).toFixed(0)}%)`;
+    const copied = mergeSpans(data.spans);
+    for (const s of copied) for (let i = s.start; i < s.end; i++) spans[i]?.classList.add("memorised");
+    const chars = copied.reduce((sum, s) => sum + s.end - s.start, 0);
+    value = copied.length === 0 ? `none of ${n}+ characters`
+      : `${copied.length} span${copied.length === 1 ? "" : "s"} of ${n}+ characters, ${chars} characters `
+        + `(${((chars / [...text].length) * 100).toFixed(0)}%)`;
   }
   const [dt, dd] = statRow(["Copied from the corpus", value]);
   dt.className = dd.className = "memorised-row";
@@ -144,7 +157,11 @@ async function sample({ dropUnknown = false } = {}) {
     } else {
       update(body.prime, data);
     }
-    // The link reproduces this exact text: it carries the seed the server used.
+    // The command and the link reproduce this exact text: both carry the seed the server used.
+    drawCurl(model, { ...body, seed: data.seed });
+    els.curlSeed.hidden = body.seed !== undefined;
+    els.curlSeed.textContent = body.seed === undefined
+      ? `The seed box is empty, so the server drew seed ${data.seed}; the command carries it.` : "";
     writeQuery({ model, prime: body.prime, temperature: body.temperature, length: body.length, top_k: body.top_k, seed: data.seed,
       min_span: minSpan() === 20 ? "" : minSpan() });
     await markMemorised(model, data.text, signal);
