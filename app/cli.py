@@ -27,30 +27,55 @@ def format_seconds(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+# Why a run ended, as the progress line's last words (model.train.TrainResult.stopped).
+STOP_REASONS = {"max_steps": "reached --max-steps", "max_seconds": "stopped by --max-seconds",
+                "cancelled": "cancelled"}
+
+
 class ProgressPrinter:
     """A one-line bar on a terminal; a plain log line every `every` steps otherwise."""
 
     def __init__(self, every: int = 100, stream=None):
         self.stream, self.every = stream or sys.stderr, every
         self.tty = self.stream.isatty()
+        self.width = 24
+        self.line = ""              # the bar as last drawn, to be overwritten whole
+
+    def bar(self, step: int, max_steps: int) -> str:
+        done = int(self.width * min(step, max_steps) / max_steps)
+        return f"[{'#' * done}{'.' * (self.width - done)}]"
+
+    def redraw(self, line: str) -> None:
+        self.stream.write("\r" + line.ljust(len(self.line)))
+        self.line = line
 
     def __call__(self, e: TrainEvent) -> None:
         val = f" val {e.val_loss:.4f}" if e.val_loss is not None else ""
         if self.tty:
-            width = 24
-            done = int(width * e.step / e.max_steps)
             best = f" best val {e.best_val_loss:.4f}" if e.best_val_loss is not None else ""
-            self.stream.write(f"\r[{'#' * done}{'.' * (width - done)}] step {e.step}/{e.max_steps} "
-                              f"loss {e.loss:.4f}{best} {e.chars_per_sec:,.0f} chars/s "
-                              f"ETA {format_seconds(e.eta_seconds)}  ")
+            self.redraw(f"{self.bar(e.step, e.max_steps)} step {e.step}/{e.max_steps} loss {e.loss:.4f}{best} "
+                        f"{e.chars_per_sec:,.0f} chars/s ETA {format_seconds(e.eta_seconds)}")
             if e.val_loss is not None:
                 self.stream.write(f"\n  step {e.step}: val loss {e.val_loss:.4f}\n")
+                self.line = ""
             self.stream.flush()
         elif e.step % self.every == 0 or e.val_loss is not None:
             print(f"step {e.step}/{e.max_steps} epoch {e.epoch:.2f} loss {e.loss:.4f}{val} "
                   f"grad_norm {e.grad_norm:.3f}{' clipped' if e.clipped else ''} lr {e.learning_rate:.2e} "
                   f"{e.chars_per_sec:,.0f} chars/s eta {format_seconds(e.eta_seconds)}",
                   file=self.stream, flush=True)
+
+    def finish(self, step: int, max_steps: int, stopped: str) -> None:
+        """Say why training ended where the bar stands, instead of leaving it at "ETA 0:00"
+        short of max_steps."""
+        reason = f"{STOP_REASONS.get(stopped, stopped)} at step {step:,} of {max_steps:,}"
+        if self.tty:
+            self.redraw(f"{self.bar(step, max_steps)} {reason}")
+            self.stream.write("\n")
+            self.line = ""
+        else:
+            print(reason, file=self.stream)
+        self.stream.flush()
 
 
 @cli.callback()
@@ -70,14 +95,21 @@ def train(
     cell: str = typer.Option("lstm", help="rnn, gru or lstm"),
     hidden: int = typer.Option(256, help="hidden units per layer"),
     layers: int = typer.Option(2, help="stacked recurrent layers"),
-    batch_size: int = typer.Option(32), seq_length: int = typer.Option(100),
-    learning_rate: float = typer.Option(2e-3), optimizer: str = typer.Option("adam", help="adam or adagrad"),
-    lr_decay: float = typer.Option(0.97), lr_decay_after: float = typer.Option(10, help="epochs"),
-    grad_clip: float = typer.Option(5.0), dropout: float = typer.Option(0.0),
-    max_steps: int | None = typer.Option(None, help="[default: 5000, or the resumed run's]"),
-    max_seconds: float | None = typer.Option(None, help="total time budget [default: none, or the resumed run's]"),
-    val_fraction: float = typer.Option(0.1), eval_every: int = typer.Option(500),
-    seed: int = typer.Option(0), threads: int = typer.Option(0, help="BLAS threads, 0 = all"),
+    batch_size: int = typer.Option(32, help="sequences trained side by side in each step"),
+    seq_length: int = typer.Option(100, help="characters per sequence: how far back each step backpropagates"),
+    learning_rate: float = typer.Option(2e-3, help="the optimizer's step size"),
+    optimizer: str = typer.Option("adam", help="adam or adagrad"),
+    lr_decay: float = typer.Option(0.97, help="multiply the learning rate by this once per epoch..."),
+    lr_decay_after: float = typer.Option(10, help="...after this many epochs"),
+    grad_clip: float = typer.Option(5.0, help="clip the gradient's global norm to this; 0 = never"),
+    dropout: float = typer.Option(0.0, help="fraction of each layer's outputs zeroed in training, in [0, 1)"),
+    max_steps: int | None = typer.Option(None, help=r"steps to train \[default: 5000, or the resumed run's]"),
+    max_seconds: float | None = typer.Option(None, help=r"total time budget in seconds "
+                                                         r"\[default: none, or the resumed run's]"),
+    val_fraction: float = typer.Option(0.1, help="the last fraction of the corpus, held out to validate"),
+    eval_every: int = typer.Option(500, help="steps between validations (the best weights are kept)"),
+    seed: int = typer.Option(0, help="the same seed gives the same initial weights and dropout"),
+    threads: int = typer.Option(0, help="BLAS threads, 0 = all"),
     state: Path | None = typer.Option(None, help="also keep a resumable training state in this file, "
                                                     "written at every validation and at the end"),
     resume: Path | None = typer.Option(None, help="continue the run saved in this state file (its model "
@@ -127,12 +159,13 @@ def train(
                                  resume=resumed)
     except (ValueError, TrainingDiverged) as e:
         fail(str(e))
+    h = result.model.history
+    printer.finish(h["steps"], cfg.max_steps, result.stopped)
     save_model(result.model, out)
     if state is not None:
         save_state(result.state)
-    h = result.model.history
     best = f"{h['best_val_loss']:.4f}" if h.get("best_val_loss") is not None else "n/a"
-    typer.echo(f"\n{h['steps']} steps in {format_seconds(time.perf_counter() - start)} ({result.stopped}); "
+    typer.echo(f"{h['steps']} steps in {format_seconds(time.perf_counter() - start)}; "
                f"best validation loss {best} nats/char; saved {out}")
 
 

@@ -1,9 +1,12 @@
-"""The rnnscope command line: train, resume, sample."""
+"""The rnnscope command line: train, resume, sample, and what its help and progress say."""
+import io
+
 import numpy as np
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli import ProgressPrinter, cli
 from model.checkpoint import load_model
+from model.train import TrainEvent
 
 runner = CliRunner()
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -53,3 +56,41 @@ def test_clear_errors(tmp_path):
     assert wrong.exit_code == 2 and "another corpus" in wrong.output
     unknown = invoke("sample", tmp_path / "a.safetensors", "--prime", "Zebra 🦓")
     assert unknown.exit_code == 2 and "🦓" in unknown.output
+
+
+def test_train_help_shows_every_option_with_its_default_note():
+    import typer
+
+    command = typer.main.get_command(cli).commands["train"]
+    undocumented = [p.name for p in command.params if p.param_type_name == "option" and not p.help]
+    assert undocumented == []
+    result = runner.invoke(cli, ["train", "--help"], env={"COLUMNS": "240", "TERMINAL_WIDTH": "240"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())          # the box and its wrapping undone
+    # Bracketed notes are help text, not Rich markup to be swallowed.
+    assert "[default: 5000, or the resumed run's]" in text
+    assert "[default: none, or the resumed run's]" in text
+
+
+def test_a_time_budget_ends_the_progress_line_honestly(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    out = invoke("train", corpus, "--out", tmp_path / "a.safetensors", *TINY, "--max-steps", 10**6,
+                 "--max-seconds", 0.5)
+    assert out.exit_code == 0, out.output
+    steps = load_model(tmp_path / "a.safetensors").history["steps"]
+    assert 0 < steps < 10**6
+    assert f"stopped by --max-seconds at step {steps:,} of 1,000,000" in out.output
+
+    # On a terminal the bar is redrawn with the reason instead of left at "ETA 0:00".
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    printer = ProgressPrinter(stream=stream)
+    printer(TrainEvent(341, 5000, 0.5, 2.0, 1.0, False, 1e-3, 9000.0, 0.0, None, None, None, None))
+    printer.finish(341, 5000, "max_seconds")
+    last = stream.getvalue().split("\r")[-1]
+    assert "stopped by --max-seconds at step 341 of 5,000" in last and "ETA" not in last
+    assert last.endswith("\n")
