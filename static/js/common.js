@@ -121,17 +121,25 @@ export function setStatus(el, kind, message = "", { html = "" } = {}) {
 // ---- Models -----------------------------------------------------------------------------
 
 export const CELL_COLOURS = { rnn: "#e8590c", gru: "#2f9e44", lstm: "#1c6dd0" };
-export const cellColour = (cell) => CELL_COLOURS[cell] || "#7048e8";
-const EXTRA_COLOURS = ["#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
+const EXTRA_COLOURS = ["#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d", "#862e9c", "#a61e4d", "#364fc7"];
 
-/** A colour per model id: its cell's, unless another of `ids` already has that cell. */
-export function modelColours(models, ids) {
-  const used = new Set(), out = {};
+/**
+ * The one colour of each model, on every page: chips, lines, table swatches and cards.
+ * The first model of each cell type (the bundled ones come first) has its cell's colour;
+ * every other model the next unused colour, so the colours depend on the list of models
+ * only, never on which are ticked. Past the palette, hues step by the golden angle.
+ */
+export function modelColours(models) {
+  const out = {}, cellsSeen = new Set();
   let extra = 0;
-  for (const id of ids) {
-    const cell = models.find((m) => m.id === id)?.cell;
-    out[id] = used.has(cell) ? EXTRA_COLOURS[extra++ % EXTRA_COLOURS.length] : cellColour(cell);
-    used.add(cell);
+  for (const m of models) {
+    if (CELL_COLOURS[m.cell] && !cellsSeen.has(m.cell)) {
+      out[m.id] = CELL_COLOURS[m.cell];
+    } else {
+      const k = extra++;
+      out[m.id] = k < EXTRA_COLOURS.length ? EXTRA_COLOURS[k] : `hsl(${Math.round((k * 137.508) % 360)}, 65%, 42%)`;
+    }
+    cellsSeen.add(m.cell);
   }
   return out;
 }

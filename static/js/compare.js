@@ -1,7 +1,7 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
 import {
-  api, cellColour, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt,
+  api, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt,
   writeQuery,
 } from "./common.js";
 
@@ -32,7 +32,7 @@ function fillChips(wanted) {
     const box = label.querySelector("input");
     box.value = m.id;
     box.checked = ticked.includes(m.id);
-    label.querySelector(".swatch").style.background = cellColour(m.cell);
+    label.querySelector(".swatch").style.background = modelColours(models)[m.id];
     box.addEventListener("change", () => compare());
     els.models.append(label);
   }
@@ -148,7 +148,7 @@ async function compare() {
       return { id, trace, saliency, gradients, horizon, gates };
     }));
     setStatus(els.status, "");
-    const cols = modelColours(models, ids);
+    const cols = modelColours(models);
     drawChars(results, chars, position, cols);
     drawHorizon(results, cols);
     drawGates(results, cols);

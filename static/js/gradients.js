@@ -1,16 +1,15 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
 import {
-  api, cellColour, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus,
-  showChar,
-  toInt, writeQuery,
+  api, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt,
+  writeQuery,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
   passage: $("passage"), text: $("text"), position: $("position"), compute: $("compute"), models: $("models"),
   status: $("status"), textView: $("text-view"), charmap: $("charmap"), posLabel: $("pos-label"),
-  gradChart: $("grad-chart"), gradStatus: $("grad-status"), summary: $("summary"),
+  gradChart: $("grad-chart"), gradStatus: $("grad-status"), gradScale: $("grad-scale"), summary: $("summary"),
   svChart: $("sv-chart"), svStatus: $("sv-status"),
 };
 const BLOCK_COLOURS = {
@@ -32,6 +31,7 @@ function fillModelChips(wanted) {
   const chosen = wanted.filter((id) => models.some((m) => m.id === id));
   const initial = chosen.length ? chosen : defaultModels(models);
   els.models.querySelectorAll("label, span").forEach((n) => n.remove());
+  const colours = modelColours(models);
   for (const m of models) {
     const label = document.createElement("label");
     label.className = "chip";
@@ -40,7 +40,7 @@ function fillModelChips(wanted) {
     const box = label.querySelector("input");
     box.value = m.id;
     box.checked = initial.includes(m.id);
-    label.querySelector(".swatch").style.background = cellColour(m.cell);
+    label.querySelector(".swatch").style.background = colours[m.id];
     box.addEventListener("change", () => compute());
     els.models.append(label);
   }
@@ -52,27 +52,51 @@ function axisName(kind, i) {
   return i === 0 ? kind : `${kind}${i + 1}`;
 }
 
-function gradFigure(results, chars, position) {
+// Grid lines a panel of ~250 px can hold and stay readable.
+const MAX_GRID_LINES = 8;
+
+/** Decades between grid lines on the log axes: 1 unless the values span more than
+ * MAX_GRID_LINES decades, the same for every panel so one caption describes them all. */
+function decadesPerGridLine(results) {
+  let lo = Infinity, hi = -Infinity;
+  for (const r of results) {
+    for (const layer of r.data.layers) {
+      for (const v of [...layer.h_grad_norm, ...(layer.c_grad_norm || [])]) {
+        if (v > 0 && Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      }
+    }
+  }
+  if (!(hi > lo)) return 1;
+  return Math.max(1, Math.ceil((Math.log10(hi) - Math.log10(lo)) / MAX_GRID_LINES));
+}
+
+const SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹";
+const powerOfTen = (k) => (k === 1 ? "10" : `10${[...String(k)].map((d) => SUPERSCRIPT[d]).join("")}`);
+
+function gradFigure(results, chars, position, dtick) {
   const ok = results.filter((r) => r.data);
   const numLayers = Math.max(...ok.map((r) => r.data.layers.length));
-  const colours = modelColours(models, ok.map((r) => r.id));
+  const colours = modelColours(models);
   const traces = [];
   const ks = Array.from({ length: position + 1 }, (_, k) => k);
   const labels = ks.map((k) => showChar(chars[k]));
   for (const r of ok) {
     const name = models.find((m) => m.id === r.id)?.name || r.id;
+    const top = r.data.layers.length - 1;
     for (const layer of r.data.layers) {
       const row = numLayers - 1 - layer.layer;   // the top layer is drawn first
       const axes = { xaxis: axisName("x", row), yaxis: axisName("y", row) };
       const common = { type: "scatter", mode: "lines", x: ks, customdata: labels, legendgroup: r.id, ...axes };
+      // One legend entry per model and norm, from its top layer, whatever its depth.
+      const showlegend = layer.layer === top;
       traces.push({
-        ...common, y: layer.h_grad_norm, name: `${name}: ‖∂L/∂h‖`, showlegend: row === 0, meta: [r.id, layer.layer, "h"],
+        ...common, y: layer.h_grad_norm, name: `${name}: ‖∂L/∂h‖`, showlegend, meta: [r.id, layer.layer, "h"],
         line: { color: colours[r.id], width: 2 },
         hovertemplate: `${r.id} layer ${layer.layer}<br>k = %{x} ‘%{customdata}’<br>‖∂L/∂h‖ = %{y:.3g}<extra></extra>`,
       });
       if (layer.c_grad_norm) {
         traces.push({
-          ...common, y: layer.c_grad_norm, name: `${name}: ‖∂L/∂c‖`, showlegend: row === 0, meta: [r.id, layer.layer, "c"],
+          ...common, y: layer.c_grad_norm, name: `${name}: ‖∂L/∂c‖`, showlegend, meta: [r.id, layer.layer, "c"],
           line: { color: colours[r.id], width: 2, dash: "dash" },
           hovertemplate: `${r.id} layer ${layer.layer}<br>k = %{x} ‘%{customdata}’<br>‖∂L/∂c‖ = %{y:.3g}<extra></extra>`,
         });
@@ -89,7 +113,7 @@ function gradFigure(results, chars, position) {
     const l = numLayers - 1 - row;
     const xa = `${axisName("xaxis", row)}`, ya = `${axisName("yaxis", row)}`;
     layout[xa] = { range: [-0.5, position + 0.5], title: row === numLayers - 1 ? { text: "k: the step whose hidden state is perturbed" } : undefined, zeroline: false };
-    layout[ya] = { type: "log", title: { text: `layer ${l}` }, exponentformat: "power" };
+    layout[ya] = { type: "log", dtick, title: { text: `layer ${l}` }, exponentformat: "power" };
     layout.annotations.push({
       xref: `${axisName("x", row)} domain`, yref: `${axisName("y", row)} domain`, x: 0, y: 1.02, xanchor: "left", yanchor: "bottom",
       text: l === numLayers - 1 ? `<b>Layer ${l}</b> (top, feeds the prediction)` : `<b>Layer ${l}</b>`, showarrow: false,
@@ -103,7 +127,10 @@ function gradFigure(results, chars, position) {
 }
 
 function drawGradients(results, chars, position) {
-  const { traces, layout } = gradFigure(results, chars, position);
+  const ok = results.filter((r) => r.data);
+  const dtick = decadesPerGridLine(ok);
+  els.gradScale.textContent = `Log scale: each grid line down is a factor of ${powerOfTen(dtick)} smaller.`;
+  const { traces, layout } = gradFigure(results, chars, position, dtick);
   (drawn.grad ? Plotly.react : Plotly.newPlot)(els.gradChart, traces, layout, PLOT_CONFIG);
   drawn.grad = true;
 }
@@ -155,7 +182,7 @@ function drawSingularValues(results) {
 
 function drawSummary(results, position) {
   const body = els.summary.querySelector("tbody");
-  const colours = modelColours(models, results.filter((r) => r.data).map((r) => r.id));
+  const colours = modelColours(models);
   const fmt = (v) => (v === undefined ? "—" : v === null ? "overflow" : v === 0 ? "0 (underflow)" : v.toExponential(2));
   body.replaceChildren(...results.map((r) => {
     const tr = document.createElement("tr");

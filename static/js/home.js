@@ -1,6 +1,6 @@
 // Home: the models with a one-line summary each, and a live neuron on one line of text.
 import {
-  api, cellColour, colourAt, decodeQuantity, DIVERGING, formatCount, inkOn, renderChars, rgb, setStatus,
+  api, colourAt, decodeQuantity, DIVERGING, formatCount, inkOn, modelColours, renderChars, rgb, setStatus,
 } from "./common.js";
 
 const list = document.getElementById("model-list");
@@ -16,11 +16,11 @@ function summary(m) {
   return `${layers} of ${m.hidden_size} ${cell} units, reading a ${m.vocab_size}-character vocabulary.`;
 }
 
-function modelCard(m) {
+function modelCard(m, colour) {
   const card = document.createElement("article");
   card.className = "model-card";
   card.dataset.model = m.id;
-  card.style.setProperty("--cell", cellColour(m.cell));
+  card.style.setProperty("--cell", colour);
   const q = `model=${encodeURIComponent(m.id)}`;
   const loss = m.val_loss == null ? "—" : m.val_loss.toFixed(3);
   card.innerHTML = `
@@ -103,7 +103,8 @@ async function main() {
     });
     return;
   }
-  list.replaceChildren(...models.map(modelCard));
+  const colours = modelColours(models);
+  list.replaceChildren(...models.map((m) => modelCard(m, colours[m.id])));
   const first = models.find((m) => m.id === "lstm") || models[0];
   document.getElementById("start-explore").href = `/explore?model=${encodeURIComponent(first.id)}`;
   heroDemo(models);
