@@ -1,5 +1,18 @@
 # rnnscope: the web app with its bundled models. Build: docker build -t rnnscope .
 # Run: docker run -p 8000:8000 -v rnnscope-data:/data rnnscope
+
+# Build the wheel: app, model, the bundled weights, static/ and templates/ in one file.
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY model ./model
+COPY static ./static
+COPY templates ./templates
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+# Install it like any package: no source tree in the image, the app runs from site-packages.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,16 +24,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 1000 rnnscope \
     && mkdir -p /data && chown rnnscope:rnnscope /data
 
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY app ./app
-COPY model ./model
-COPY static ./static
-COPY templates ./templates
-# Editable, so the app finds static/ and templates/ beside it in /app.
-RUN pip install --editable .
+COPY --from=build /wheels /wheels
+RUN pip install /wheels/*.whl && rm -rf /wheels
 
 USER rnnscope
+WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000
 

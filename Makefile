@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Settings come from RNNSCOPE_* variables, given either way: make serve RNNSCOPE_PORT=8001
+# or RNNSCOPE_PORT=8001 make serve (make exports both to the command).
 serve: $(STAMP)
 	$(BIN)/rnnscope serve
 

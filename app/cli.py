@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import errno
 import itertools
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -202,6 +204,22 @@ def sample_text(
     out.write("\n")
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Fail with the setting to change where uvicorn would log a bare "[Errno 98] ... address
+    already in use"; binds as uvicorn does, then lets go of the port for it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                fail(f"port {port} on {host} is already in use: pick a free one with --port or RNNSCOPE_PORT "
+                     f"(e.g. `make serve RNNSCOPE_PORT={port + 1}`)")
+            fail(f"cannot listen on {host}:{port} ({e.strerror or e}): check --host/RNNSCOPE_HOST and "
+                 f"--port/RNNSCOPE_PORT")
+
+
 @cli.command()
 def serve(
     host: str | None = typer.Option(None, help="interface to listen on (default 127.0.0.1, or RNNSCOPE_HOST)"),
@@ -221,6 +239,7 @@ def serve(
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
         fail("; ".join(f"setting {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    check_can_listen(settings.host, settings.port)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO"}   # which models loaded
     # One worker: the models and the compute slots live in this process.

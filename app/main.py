@@ -4,7 +4,6 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -14,10 +13,9 @@ from threadpoolctl import threadpool_limits
 from . import errors, openapi, training
 from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
-from .routers import analysis, health, models, neuron_pages, neurons, pages, sample, vendor
+from .assets import STATIC_DIR
+from .routers import analysis, docs, health, models, neuron_pages, neurons, pages, sample, vendor
 from .settings import Settings, get_settings
-
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 @asynccontextmanager
@@ -37,12 +35,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The rnnscope app, configured by `settings` (default: the environment's)."""
     settings = settings or get_settings()
     app = FastAPI(title="rnnscope", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,        # app/routers/docs.py: no CDN
                   description="Look inside character-level RNN, GRU and LSTM language models: what each "
                               "neuron does, how gradients flow through time, what the model writes.")
     app.state.settings = settings
     errors.install(app, settings.max_body_bytes)
     openapi.install(app)
-    for module in (health, models, analysis, sample, neurons, vendor, pages, neuron_pages):
+    for module in (health, models, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
         app.include_router(module.router)
     training.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")   # after vendor's /static/vendor

@@ -2,15 +2,15 @@
 the JSON API by fetch(), so a page shows nothing a script could not get."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.routing import NoMatchFound
 
+from ..assets import TEMPLATES_DIR
+
 router = APIRouter(tags=["pages"])
-templates = Jinja2Templates(directory=Path(__file__).resolve().parents[2] / "templates")
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
 
 def has_route(request: Request, name: str) -> bool:
