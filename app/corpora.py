@@ -13,6 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -21,7 +22,7 @@ from model.cells import get_cell
 from model.data import num_batches
 from model.network import ModelConfig
 
-from .jobs import VAL_FRACTION, OneBlasThread, seconds_per_step
+from .jobs import VAL_FRACTION
 from .train_schemas import CharCount, Estimate, Preflight, Recommendation
 
 CHUNK = 1 << 20
@@ -227,10 +228,14 @@ def nice_steps(steps: float) -> int:
     return int(round(steps / magnitude) * magnitude)
 
 
+# Seconds a training step of a model config takes at batch_size x seq_length.
+StepTimer = Callable[[ModelConfig, int, int], float]
+
+
 def estimate(cell: str, vocab_size: int, hidden_size: int, num_layers: int, batch_size: int, seq_length: int,
-             train_chars: int, max_steps: int, one_thread: OneBlasThread) -> Estimate:
+             train_chars: int, max_steps: int, time_step: StepTimer) -> Estimate:
     cfg = ModelConfig(cell, vocab_size, hidden_size, num_layers)
-    per_step = seconds_per_step(cfg, batch_size, seq_length, one_thread)
+    per_step = time_step(cfg, batch_size, seq_length)
     per_epoch = max(1, num_batches(train_chars, batch_size, seq_length))
     return Estimate(parameters=parameters(cell, vocab_size, hidden_size, num_layers),
                     seconds_per_step=round(per_step, 5), steps_per_epoch=per_epoch,
@@ -238,14 +243,13 @@ def estimate(cell: str, vocab_size: int, hidden_size: int, num_layers: int, batc
                     seconds_total=round(per_step * max_steps, 1))
 
 
-def preflight(ingested: Ingested, max_hidden: int, target_seconds: float,
-              one_thread: OneBlasThread) -> Preflight:
+def preflight(ingested: Ingested, max_hidden: int, target_seconds: float, time_step: StepTimer) -> Preflight:
     """Size, vocabulary, a recommended model and its measured time per epoch."""
     train_chars, val_chars = split_sizes(ingested.chars)
     vocab_size = len(ingested.counts)
     rec = recommend(train_chars, vocab_size, max_hidden)
     est = estimate(rec.cell, vocab_size, rec.hidden_size, rec.num_layers, rec.batch_size, rec.seq_length,
-                   train_chars, 1, one_thread)
+                   train_chars, 1, time_step)
     epochs_cap = 50 * est.steps_per_epoch
     rec.max_steps = nice_steps(min(max(100, target_seconds / est.seconds_per_step), max(100, epochs_cap)))
     est.max_steps = rec.max_steps

@@ -4,11 +4,11 @@ create_app and its lifespan; tests pass their own Settings to create_app or swap
 these with app.dependency_overrides."""
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
 
+from .compute_gate import ComputeGate
 from .registry import Entry, ModelRegistry, UnknownModelError
 from .settings import Settings
 
@@ -41,8 +41,8 @@ async def get_entry(model_id: Annotated[str, Path(description="A model id from G
 ModelDep = Annotated[Entry, Depends(get_entry)]
 
 
-async def get_compute_slots(request: Request) -> threading.Semaphore:
+async def get_compute_slots(request: Request) -> ComputeGate:
     return request.app.state.compute_slots
 
 
-ComputeSlots = Annotated[threading.Semaphore, Depends(get_compute_slots)]
+ComputeSlots = Annotated[ComputeGate, Depends(get_compute_slots)]

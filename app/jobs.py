@@ -9,8 +9,11 @@ that step and redoes the rest bit for bit (model.train resumes exactly).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import shutil
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -204,7 +207,30 @@ class Trainer:
 
     # ---- the worker thread ------------------------------------------------------------------
 
+    def is_training(self, run_id: int) -> bool:
+        return self._current == run_id
+
     def _loop(self) -> None:
+        """The supervisor: whatever escapes the worker's loop (a bug, or a disk so full that
+        even recording a failure fails) is logged, the run it held is marked interrupted,
+        and the loop starts again, backing off while the failure repeats."""
+        pause = 1.0
+        while not self._stopping:
+            try:
+                self._serve()
+                return
+            except Exception:
+                log.exception("the training worker failed; restarting it in %.0f s", pause)
+            with self._wake:
+                self._current = None
+                self._wake.wait(timeout=pause)
+            pause = min(pause * 2, 60.0)
+            try:
+                self.store.interrupt_running("the training worker failed while this run was training")
+            except Exception:
+                log.exception("cannot mark the stranded run interrupted yet; trying again")
+
+    def _serve(self) -> None:
         while True:
             with self._wake:
                 run_id = None
@@ -283,11 +309,19 @@ class Trainer:
             logger.finish(state, model)
         except (TrainingDiverged, ValueError) as e:
             outcome, error = "failed", str(e)
-            logger.flush()
+            logger.flush_if_possible()
+        except (OSError, sqlite3.Error) as e:
+            # The machine, not the run: a full disk, a permission, an I/O error. The last
+            # checkpoint is intact (files are replaced atomically), so the run can resume.
+            outcome = "interrupted"
+            error = (f"stopped by the server's storage: {getattr(e, 'strerror', None) or e}; resume the run "
+                     "once it is fixed, to continue from its last checkpoint")
+            log.warning("run %d interrupted: %s", run_id, e)
+            logger.flush_if_possible()
         except Exception as e:
             outcome, error = "failed", f"internal error: {e}"
             log.exception("run %d failed", run_id)
-            logger.flush()
+            logger.flush_if_possible()
         step = self.store.get_run(run_id)["step"]
         self.store.update_run(run_id, status=outcome, error=error, finished=time.time(), eta_seconds=None,
                               chars_per_sec=None, cancel_requested=0)
@@ -352,10 +386,22 @@ class RunLogger:
         self.pending, self.pending_samples = [], []
         self.last_flush = time.monotonic()
 
+    def flush_if_possible(self) -> None:
+        """Commit what is pending unless the store itself is what failed."""
+        try:
+            self.flush()
+        except (OSError, sqlite3.Error) as e:
+            log.warning("run %d: the last metrics could not be committed: %s", self.job.run_id, e)
+
     def checkpoint(self, state: TrainState, model: LanguageModel) -> None:
         """Metrics first, then the files, then the checkpoint step: see the module docstring."""
         self.flush()
         run_id = self.job.run_id
+        free = shutil.disk_usage(self.paths.root).free
+        if free < self.settings.min_free_bytes:
+            raise OSError(errno.ENOSPC, f"the disk has {free / 1e6:,.0f} MB free, under the "
+                                        f"{self.settings.min_free_bytes / 1e6:,.0f} MB kept free (setting "
+                                        "RNNSCOPE_MIN_FREE_BYTES)")
         save_model(model, self.paths.model(run_id))
         save_train_state(self.paths.train_state(run_id), model, state)
         profile = self.profile(self.job.model(state.params))

@@ -1,7 +1,6 @@
 """Assembles the app: settings, a lifespan that loads the models once, static files, routers."""
 from __future__ import annotations
 
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +10,8 @@ from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from . import errors, openapi, training
+from .compute_gate import ComputeGate
+from .security import SharedServer
 from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import STATIC_DIR
@@ -25,7 +26,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.malloc_arenas:
         limit_malloc_arenas(settings.malloc_arenas)
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
-    app.state.compute_slots = threading.BoundedSemaphore(settings.max_concurrent_jobs)
+    app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
+                                          settings.max_wait_seconds)
     app.openapi_schema = None            # made again, now with the models' ids
     async with training.lifespan(app):   # the background training worker
         yield
@@ -44,5 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, models, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
         app.include_router(module.router)
     training.install(app)
+    # Outermost, so Host, Origin and the owner are settled before anything else runs.
+    app.add_middleware(SharedServer, allowed_hosts=settings.hosts(),
+                       token=settings.token.get_secret_value() if settings.token else None)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")   # after vendor's /static/vendor
     return app

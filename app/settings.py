@@ -4,8 +4,10 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -47,9 +49,34 @@ class Settings(BaseSettings):
     # Characters per server-sent event while streaming a sample: smooth on screen, few events.
     stream_chunk_chars: int = Field(16, ge=1)
 
-    # ---- training from the browser (app/training.py) ----
-    # When set, uploads, starts, cancels, resumes and deletes need `Authorization: Bearer <token>`.
+    # ---- a server shared by a class (app/security.py, app/auth.py) ----
+    # The admin's token: `Authorization: Bearer <token>` (or the ?token= URL `rnnscope serve`
+    # prints) may cancel, resume and delete what anyone owns. Everyone else changes only their own.
     token: SecretStr | None = None
+    # Only the admin may upload and start runs (a server one person trains on and a class reads).
+    create_needs_token: bool = False
+    # Host names this server answers to (comma-separated); default: the loopback names and the
+    # bind address (for 0.0.0.0, also this machine's name and addresses). "*" answers any name,
+    # which lets DNS rebinding in.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # Per owner (one browser): runs waiting to train, and bytes of uploaded corpora kept.
+    max_queued_runs_per_owner: int = Field(3, ge=1)
+    max_corpus_bytes_per_owner: int = Field(200_000_000, ge=1)
+    # Uploads and checkpoints are refused (507) when the data directory's disk has less free.
+    min_free_bytes: int = Field(100_000_000, ge=0)
+
+    # ---- compute and memory (app/compute_gate.py, app/registry.py) ----
+    # Requests waiting for a compute slot; one more is refused with 503 and Retry-After at once.
+    max_waiting_jobs: int = Field(8, ge=0)
+    # A request that waited this long for a slot is refused with 503 and Retry-After.
+    max_wait_seconds: float = Field(10.0, gt=0)
+    # Trained models kept loaded (least recently used unloaded first; reloaded from disk on demand).
+    max_loaded_models: int = Field(8, ge=1)
+    # The bound bench/load.py checks peak RSS against under the worst request mix: compute slots
+    # times the largest request, the probe cache, loaded models and the training worker.
+    memory_budget: int = Field(3_000_000_000, ge=100_000_000)
+
+    # ---- training from the browser (app/training.py) ----
     # tinyshakespeare is 1.1 MB; 50 MB trains for days on a CPU, so more is a mistake, not a corpus.
     max_upload_bytes: int = Field(50_000_000, ge=1)
     # The output layer has one row per character; past a few hundred the text is not one language.
@@ -91,7 +118,8 @@ class Settings(BaseSettings):
     probe_cache_texts: int = Field(2, ge=0)
     # Neurons a probe returns with their values over the text; the page shows a dozen.
     max_probe_top: int = Field(100, ge=1)
-    # Python's re has no timeout: a short pattern keeps catastrophic backtracking unlikely.
+    # Patterns run on RE2 (model/patterns.py), linear in the text whatever the pattern; this
+    # bounds the pattern's own size: RE2 compiles it into an automaton with a memory budget.
     max_regex_chars: int = Field(200, ge=1)
     # Top contexts read this much validation text (~2 s for a 2x256 LSTM) per request.
     max_context_chars: int = Field(20_000, ge=100)
@@ -102,12 +130,30 @@ class Settings(BaseSettings):
     # character for a 2x256 LSTM: 4,000 is ~240 MB.
     max_horizon_chars: int = Field(4_000, ge=2)
     # Texts a model's corpus is looked for in, by the sha256 its checkpoint records, besides
-    # the uploads in <data_dir>/corpora; relative paths are from the repository root.
-    corpus_paths: tuple[Path, ...] = (Path("../shared/corpora/tinyshakespeare.txt"),)
+    # the uploads in <data_dir>/corpora; relative paths are from the repository root. The
+    # bundled models read tinyshakespeare, the bundled python model the standard library.
+    corpus_paths: tuple[Path, ...] = (Path("../shared/corpora/tinyshakespeare.txt"),
+                                      Path("../shared/corpora/python-stdlib.txt"))
     # Suffix-array indexes kept in memory, ~9 bytes a corpus character each (tinyshakespeare: 10 MB).
     max_corpus_indexes: int = Field(2, ge=1)
     # Generated text checked against the corpus at once (~30 us a character).
     max_memorisation_chars: int = Field(20_000, ge=1)
+    # One RE2 search is linear in the text, but finding every match of a pattern like a(.*z)?
+    # rereads the rest of the text after each one: quadratic, 10 s for 10,000 characters.
+    # Ordinary patterns take under 0.1 s, even `.` with a match per character.
+    max_regex_seconds: float = Field(2.0, gt=0)
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def comma_separated(cls, value):
+        if isinstance(value, str):
+            return tuple(h.strip() for h in value.split(",") if h.strip())
+        return value
+
+    def hosts(self) -> list[str]:
+        """The host names served: allowed_hosts, or the default for the bind address."""
+        from .security import default_allowed_hosts
+        return list(self.allowed_hosts) or default_allowed_hosts(self.host)
 
 
 @lru_cache

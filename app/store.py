@@ -17,7 +17,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +96,13 @@ MIGRATIONS: list[str] = [
         outcome TEXT,
         PRIMARY KEY (run_id, attempt)
     ) WITHOUT ROWID;
+    """,
+    # Owners: a hash of the owner key that made a corpus or a run (app/security.py); NULL for
+    # what existed before, which only the admin may change.
+    """
+    ALTER TABLE corpora ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    CREATE INDEX corpora_by_sha ON corpora (sha256);
     """,
 ]
 
@@ -178,10 +185,16 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also when COMMIT itself fails (a full disk): a transaction left open would
+                # hold the write lock and fail every later BEGIN on this connection.
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
                 raise
-            conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -222,12 +235,32 @@ class Store:
     # ---- corpora ----------------------------------------------------------------------
 
     def add_corpus(self, name: str, filename: str | None, size: int, chars: int, sha256: str,
-                   preflight: dict) -> int:
+                   preflight: dict, owner: str | None = None,
+                   place: Callable[[int], None] = lambda corpus_id: None) -> int:
+        """Insert a corpus and call `place(id)` (which moves its file into place) inside the
+        same transaction: if placing fails, no row is left without its file."""
         with self.write() as db:
-            cur = db.execute("INSERT INTO corpora (name, filename, bytes, chars, sha256, preflight, created) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                             (name, filename, size, chars, sha256, json.dumps(preflight), time.time()))
+            cur = db.execute("INSERT INTO corpora (name, filename, bytes, chars, sha256, preflight, created, "
+                             "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             (name, filename, size, chars, sha256, json.dumps(preflight), time.time(), owner))
+            place(cur.lastrowid)
             return cur.lastrowid
+
+    def find_corpus(self, sha256: str, owner: str | None) -> dict | None:
+        """The owner's corpus with this text, if they uploaded it before."""
+        row = self._conn().execute("SELECT * FROM corpora WHERE sha256 = ? AND owner IS ? ORDER BY id LIMIT 1",
+                                   (sha256, owner)).fetchone()
+        return None if row is None else corpus_row(row)
+
+    def owner_corpus_bytes(self, owner: str) -> int:
+        return self._conn().execute("SELECT coalesce(sum(bytes), 0) FROM corpora WHERE owner = ?",
+                                    (owner,)).fetchone()[0]
+
+    def corpus_ids(self) -> list[int]:
+        return [r[0] for r in self._conn().execute("SELECT id FROM corpora")]
+
+    def run_ids(self) -> list[int]:
+        return [r[0] for r in self._conn().execute("SELECT id FROM runs")]
 
     def set_corpus_preflight(self, corpus_id: int, preflight: dict) -> None:
         with self.write() as db:
@@ -252,16 +285,27 @@ class Store:
 
     # ---- runs -------------------------------------------------------------------------
 
-    def add_run(self, name: str, corpus_id: int, config: dict, max_steps: int, max_queued: int) -> int | None:
-        """A new queued run, or None when `max_queued` runs already wait."""
+    def add_run(self, name: str, corpus_id: int, config: dict, max_steps: int, max_queued: int,
+                owner: str | None = None, max_queued_per_owner: int | None = None) -> int | str:
+        """A new queued run's id; or "all" when `max_queued` runs already wait, "owner" when
+        this owner has `max_queued_per_owner` waiting."""
         with self.write() as db:
-            queued = db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
-            if queued >= max_queued:
-                return None
-            cur = db.execute("INSERT INTO runs (name, corpus_id, config, status, max_steps, created) "
-                             "VALUES (?, ?, ?, 'queued', ?, ?)",
-                             (name, corpus_id, json.dumps(config), max_steps, time.time()))
+            if self.queued_count(db) >= max_queued:
+                return "all"
+            if max_queued_per_owner is not None and self.queued_count(db, owner) >= max_queued_per_owner:
+                return "owner"
+            cur = db.execute("INSERT INTO runs (name, corpus_id, config, status, max_steps, created, owner) "
+                             "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
+                             (name, corpus_id, json.dumps(config), max_steps, time.time(), owner))
             return cur.lastrowid
+
+    def queued_count(self, db: sqlite3.Connection | None = None, owner: str | None = None) -> int:
+        """Runs waiting to train: all of them, or one owner's."""
+        db = db or self._conn()
+        if owner is None:
+            return db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
+        return db.execute("SELECT count(*) FROM runs WHERE status = 'queued' AND owner = ?",
+                          (owner,)).fetchone()[0]
 
     def get_run(self, run_id: int) -> dict | None:
         row = self._conn().execute(RUN_SELECT + " WHERE r.id = ?", (run_id,)).fetchone()
@@ -297,21 +341,23 @@ class Store:
                                    "ORDER BY id LIMIT 1").fetchone()
         return None if row is None else row[0]
 
-    def interrupt_running(self) -> list[int]:
-        """At start-up: a run still marked running died with the previous process."""
+    def interrupt_running(self, reason: str = "the server stopped while this run was training") -> list[int]:
+        """A run still marked running that no worker trains (it died with the previous
+        process, or with the worker's loop) is interrupted, resumable from its last checkpoint."""
         with self.write() as db:
             ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'")]
             db.execute("UPDATE runs SET status = 'interrupted', eta_seconds = NULL, chars_per_sec = NULL, "
-                       "error = 'the server stopped while this run was training; resume it to continue "
-                       "from its last checkpoint' WHERE status = 'running'")
+                       "error = ? WHERE status = 'running'",
+                       (f"{reason}; resume it to continue from its last checkpoint",))
             db.execute("UPDATE attempts SET outcome = 'interrupted' WHERE outcome IS NULL")
             return ids
 
-    def delete_run(self, run_id: int) -> bool:
-        """Delete a run and its history unless it is running; False if it is."""
+    def delete_run(self, run_id: int, running_ok: bool = False) -> bool:
+        """Delete a run and its history unless it is running (and `running_ok` is off, as it
+        is when no worker is training it); False if it is."""
         with self.write() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-            if row is None or row[0] == "running":
+            if row is None or (row[0] == "running" and not running_ok):
                 return False
             for table in ("metrics", "samples", "gradients", "attempts"):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))

@@ -68,6 +68,8 @@ class Corpus(BaseModel):
     sha256: str = Field(description="Of the normalised UTF-8 text, as a model's checkpoint records it.")
     created: float = Field(description="Unix time.")
     preflight: Preflight
+    yours: bool = Field(False, description="You (or the admin) may delete it.")
+    duplicate: bool = Field(False, description="You had uploaded this text before; this is that corpus.")
 
 
 class CorpusSummary(BaseModel):
@@ -78,6 +80,7 @@ class CorpusSummary(BaseModel):
     chars: int
     vocab_size: int
     created: float
+    yours: bool = Field(False, description="You (or the admin) may delete it.")
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -144,6 +147,7 @@ class Run(BaseModel):
     created: float
     started: float | None
     finished: float | None
+    yours: bool = Field(False, description="You (or the admin) may cancel, resume and delete it.")
 
 
 class RunDetail(Run):

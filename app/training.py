@@ -9,22 +9,59 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
+import sqlite3
+import threading
+from collections import OrderedDict
+from contextlib import nullcontext
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from model.checkpoint import CheckpointError
+from model.data import num_batches
+from model.network import ModelConfig
 
-from .jobs import OneBlasThread, Trainer
+from .compute_gate import ComputeGate
+from .corpora import parameters
+from .errors import invalid
+from .jobs import OneBlasThread, Trainer, seconds_per_step
 from .registry import ModelRegistry, UnknownModelError, make_entry
 from .settings import Settings
+from .schemas import ErrorMessage
 from .store import DataPaths, Store, model_id
 
 log = logging.getLogger(__name__)
+
+
+INSUFFICIENT_STORAGE = {507: {"model": ErrorMessage, "description": "The server's disk is (nearly) full; "
+                                                                   "the message says how much is free."}}
+# Timed step shapes kept: each answer is a few numbers, a new shape costs a real step.
+STEP_TIMES_KEPT = 256
+
+
+class DataDirError(RuntimeError):
+    """The data directory cannot be used; the message names it and says what to do."""
+
+
+def open_store(data_dir: Path) -> tuple[DataPaths, Store]:
+    """The data directory's paths and store, or DataDirError in one line that names it."""
+    paths = DataPaths(data_dir)
+    try:
+        paths.make_dirs()
+        probe = paths.root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return paths, Store(paths.database)
+    except (OSError, sqlite3.Error) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise DataDirError(f"cannot use the data directory {data_dir.resolve()}: {reason}; make it writable "
+                           "or choose another with RNNSCOPE_DATA_DIR (or --data-dir)") from None
 
 
 class Training:
@@ -33,16 +70,85 @@ class Training:
     def __init__(self, data_dir: Path, settings: Settings, registry: ModelRegistry | None,
                  on_models_changed=lambda: None):
         self.settings = settings
-        self.paths = DataPaths(data_dir)
-        self.paths.make_dirs()
-        # An upload the last process was reading when it died.
-        for stray in (self.paths.root / "corpora").glob(".upload-*.tmp"):
-            stray.unlink(missing_ok=True)
-        self.store = Store(self.paths.database)
+        self.paths, self.store = open_store(data_dir)
+        self.remove_orphans()
         self.registry = registry
         self.on_models_changed = on_models_changed
         self.one_thread = OneBlasThread()
         self.trainer = Trainer(self.store, self.paths, settings, self.publish, self.one_thread)
+        self._step_times: OrderedDict[tuple, float] = OrderedDict()
+        self._step_times_lock = threading.Lock()
+
+    def remove_orphans(self) -> None:
+        """What a process killed mid-write leaves: temporary files, corpus files without a
+        row, and corpus rows without a file."""
+        root = self.paths.root
+        for stray in [*root.glob("*/.upload-*.tmp"), *root.glob("*/*.tmp"), *root.glob("*/.*.tmp")]:
+            log.warning("removing %s, left by a write that did not finish", stray)
+            stray.unlink(missing_ok=True)
+        ids = set(self.store.corpus_ids())
+        for path in (root / "corpora").glob("*.txt"):
+            if path.stem.isdigit() and int(path.stem) not in ids:
+                log.warning("removing %s: no corpus row refers to it", path)
+                path.unlink(missing_ok=True)
+        for corpus_id in ids:
+            if not self.paths.corpus(corpus_id).exists():
+                log.warning("forgetting corpus %d: its file is gone", corpus_id)
+                self.store.delete_corpus(corpus_id)
+
+    # ---- limits shared by runs and estimates ----------------------------------------------------
+
+    def check_shape(self, cell: str, vocab_size: int, hidden_size: int, num_layers: int, batch_size: int,
+                    seq_length: int, train_chars: int, recommended: dict, loc: str = "body") -> None:
+        """Refuse (422) a model or batch a run may not have: the one check for starting a run
+        and for timing one, so an estimate never costs what a run could not."""
+        s = self.settings
+        if hidden_size > s.max_hidden_size:
+            raise invalid((loc, "hidden_size"), f"hidden_size is {hidden_size}; the limit is "
+                          f"{s.max_hidden_size} (setting RNNSCOPE_MAX_HIDDEN_SIZE)")
+        n = parameters(cell, vocab_size, hidden_size, num_layers)
+        if n > s.max_parameters:
+            raise invalid((loc, "hidden_size"), f"this model has {n:,} parameters; the limit is "
+                          f"{s.max_parameters:,} (setting RNNSCOPE_MAX_PARAMETERS)")
+        if batch_size * seq_length > s.max_step_chars:
+            raise invalid((loc, "batch_size"), f"batch_size x seq_length is {batch_size * seq_length:,} "
+                          f"characters a step; the limit is {s.max_step_chars:,} (setting RNNSCOPE_MAX_STEP_CHARS)")
+        if num_batches(train_chars, batch_size, seq_length) < 1:
+            raise invalid((loc, "batch_size"), f"the training text has {train_chars:,} characters, too few "
+                          f"for one batch of {batch_size} x {seq_length}; lower batch_size or seq_length "
+                          f"(the preflight recommends {recommended['batch_size']} x {recommended['seq_length']})")
+
+    def seconds_per_step(self, cfg: ModelConfig, batch_size: int, seq_length: int,
+                         gate: ComputeGate | None = None) -> float:
+        """A real training step of this shape timed once (in a compute slot), then remembered:
+        the Train page asks again at every change of a field."""
+        key = (cfg.cell, cfg.vocab_size, cfg.hidden_size, cfg.num_layers, batch_size, seq_length)
+        with self._step_times_lock:
+            if key in self._step_times:
+                self._step_times.move_to_end(key)
+                return self._step_times[key]
+        with gate if gate is not None else nullcontext():
+            seconds = seconds_per_step(cfg, batch_size, seq_length, self.one_thread)
+        with self._step_times_lock:
+            self._step_times[key] = seconds
+            while len(self._step_times) > STEP_TIMES_KEPT:
+                self._step_times.popitem(last=False)
+        return seconds
+
+    # ---- the disk ---------------------------------------------------------------------------------
+
+    def check_free_space(self, what: str) -> None:
+        """Refuse (507) to start writing when the disk has less than min_free_bytes free."""
+        free = shutil.disk_usage(self.paths.root).free
+        if free < self.settings.min_free_bytes:
+            raise HTTPException(507, f"the server's disk has {free / 1e6:,.0f} MB free, under the "
+                                     f"{self.settings.min_free_bytes / 1e6:,.0f} MB it keeps free (setting "
+                                     f"RNNSCOPE_MIN_FREE_BYTES), so {what} is refused; ask whoever runs it to "
+                                     "free space")
+
+    def storage_error(self, what: str, e: OSError) -> HTTPException:
+        return HTTPException(507, f"{what} could not be written: {e.strerror or e}; the server's disk may be "
+                                  "full, ask whoever runs it")
 
     def start(self) -> None:
         interrupted = self.trainer.start()

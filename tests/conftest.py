@@ -21,6 +21,8 @@ from model.train import TrainConfig, train
 from tests.corpus import shakespeare_head
 
 CELLS = ("lstm", "gru", "rnn")
+# TestClient sends `Host: testserver`; live servers are reached as 127.0.0.1.
+TEST_HOSTS = ("testserver", "127.0.0.1", "localhost")
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +53,7 @@ def models(data_dir) -> dict[str, LanguageModel]:
 
 @pytest.fixture(scope="session")
 def settings(data_dir) -> Settings:
-    return Settings(data_dir=data_dir, load_bundled=False)
+    return Settings(data_dir=data_dir, load_bundled=False, allowed_hosts=TEST_HOSTS)
 
 
 @pytest.fixture

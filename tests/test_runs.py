@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.security import owner_id
 from app.store import Store
 from model.checkpoint import load_model, load_train_state
-from tests.training_app import FAST, TINY, build_app, excerpt, upload, wait_for
+from tests.training_app import OWNER, FAST, TINY, build_app, excerpt, upload, wait_for
 
 ENDLESS = 1_000_000        # max_steps of a run a test cancels
 
 
 @pytest.fixture
 def client(tmp_path):
-    with TestClient(build_app(tmp_path, **FAST)) as c:
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as c:
         yield c
 
 
@@ -170,7 +171,7 @@ def test_events_follow_a_running_run_without_gaps(client, corpus):
 
 
 def test_a_stream_closes_after_its_time_and_reconnects_without_gaps(tmp_path):
-    with TestClient(build_app(tmp_path, **FAST | {"events_max_seconds": 0.5})) as client:
+    with TestClient(build_app(tmp_path, **FAST | {"events_max_seconds": 0.5}), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
         run_id = start(client, corpus, max_steps=ENDLESS)
         steps, last = [], None
@@ -295,7 +296,7 @@ def test_unknown_corpus_is_404(client):
 
 
 def test_the_queue_is_bounded(tmp_path):
-    with TestClient(build_app(tmp_path, max_queued_runs=1, **FAST)) as client:
+    with TestClient(build_app(tmp_path, max_queued_runs=1, **FAST), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
         running = start(client, corpus, max_steps=ENDLESS)
         wait_for(client, running, ("running",))
@@ -347,25 +348,29 @@ def test_metrics_are_thinned_to_max_points(client, corpus):
 
 # ---- the token ------------------------------------------------------------------------------------------
 
-def test_state_changes_need_the_token_reads_do_not(tmp_path):
-    auth = {"Authorization": "Bearer t0ken"}
-    with TestClient(build_app(tmp_path, token="t0ken", **FAST)) as client:
-        corpus = upload(client, excerpt(20_000), headers=auth).json()
+def test_others_runs_need_the_token_reads_do_not(tmp_path):
+    """A class shares the server: only the owner, or the admin's token, changes a run."""
+    other = {"X-Rnnscope-Owner": "another-student"}
+    admin = other | {"Authorization": "Bearer t0ken"}
+    with TestClient(build_app(tmp_path, token="t0ken", **FAST)) as client:     # its cookie: the owner
+        corpus = upload(client, excerpt(20_000)).json()
         body = {"corpus_id": corpus["id"], **TINY, "max_steps": ENDLESS}
-        r = client.post("/api/runs", json=body)
-        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-        run_id = client.post("/api/runs", json=body, headers=auth).json()["id"]
+        run_id = client.post("/api/runs", json=body).json()["id"]
         wait_for(client, run_id, ("running",))
+        assert client.get(f"/api/runs/{run_id}").json()["yours"] is True
+        assert client.get(f"/api/runs/{run_id}", headers=other).json()["yours"] is False
         for method, path in [("POST", "/cancel"), ("POST", "/resume"), ("DELETE", "")]:
-            assert client.request(method, f"/api/runs/{run_id}{path}").status_code == 401, path
+            r = client.request(method, f"/api/runs/{run_id}{path}", headers=other)
+            assert r.status_code == 403 and "RNNSCOPE_TOKEN" in r.json()["detail"], path
             assert client.request(method, f"/api/runs/{run_id}{path}",
-                                  headers={"Authorization": "Bearer nope"}).status_code == 401
+                                  headers=other | {"Authorization": "Bearer nope"}).status_code == 401
         for path in ["", "/metrics", "/samples", "/gradients"]:
-            assert client.get(f"/api/runs/{run_id}{path}").status_code == 200
-        assert client.get("/api/runs").status_code == 200
-        assert client.post(f"/api/runs/{run_id}/cancel", headers=auth).status_code == 200
+            assert client.get(f"/api/runs/{run_id}{path}", headers=other).status_code == 200
+        assert client.get("/api/runs", headers=other).status_code == 200
+        assert client.delete(f"/api/corpora/{corpus['id']}", headers=other).status_code == 403
+        assert client.post(f"/api/runs/{run_id}/cancel", headers=admin).status_code == 200     # the admin
         wait_for(client, run_id, ("cancelled",))
-        assert client.delete(f"/api/runs/{run_id}", headers=auth).status_code == 204
+        assert client.delete(f"/api/runs/{run_id}").status_code == 204                        # the owner
 
 
 def test_openapi_declares_the_bearer_scheme(client):
@@ -379,12 +384,12 @@ def test_openapi_declares_the_bearer_scheme(client):
 # ---- start-up and shutdown ------------------------------------------------------------------------------
 
 def test_shutdown_checkpoints_the_run_and_start_up_marks_it_interrupted(tmp_path):
-    with TestClient(build_app(tmp_path, **FAST)) as client:
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
         run_id = start(client, corpus, max_steps=ENDLESS)
         wait_for(client, run_id, ("running",), step=lambda s: s >= 30)
     # The lifespan stopped the worker, which wrote a checkpoint at the step it stopped on.
-    with TestClient(build_app(tmp_path, **FAST)) as client:
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
         run = client.get(f"/api/runs/{run_id}").json()
         assert run["status"] == "interrupted" and "resume" in run["error"]
         assert run["checkpoint_step"] == run["step"] >= 30
@@ -399,14 +404,14 @@ def test_shutdown_checkpoints_the_run_and_start_up_marks_it_interrupted(tmp_path
 
 
 def test_a_run_left_running_by_a_dead_process_is_interrupted(tmp_path):
-    with TestClient(build_app(tmp_path, **FAST)) as client:
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
     store = Store(tmp_path / "rnnscope.sqlite3")          # as a killed server leaves it
     config = {"corpus_id": corpus["id"], **TINY, "max_steps": 15}
-    run_id = store.add_run("orphan", corpus["id"], config, 15, 10)
+    run_id = store.add_run("orphan", corpus["id"], config, 15, 10, owner=owner_id(OWNER["X-Rnnscope-Owner"]))
     store.update_run(run_id, status="running", started=time.time())
     store.close()
-    with TestClient(build_app(tmp_path, **FAST)) as client:
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
         assert client.get(f"/api/runs/{run_id}").json()["status"] == "interrupted"
         client.post(f"/api/runs/{run_id}/resume")
         wait_for(client, run_id)                          # no checkpoint: it starts over

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import TEST_HOSTS
 from tests.corpus import shakespeare_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def build_app(data_dir: Path, **overrides) -> FastAPI:
     """An app on `data_dir` without the bundled models; `overrides` are Settings fields."""
-    return create_app(Settings(data_dir=data_dir, load_bundled=False, **overrides))
+    return create_app(Settings(data_dir=data_dir, load_bundled=False, **({"allowed_hosts": TEST_HOSTS} | overrides)))
 
 
+# A fixed owner key, so a client made after a restart still owns what the first one made.
+OWNER = {"X-Rnnscope-Owner": "the-tests"}
 # Fast settings for tests: frequent checkpoints, samples and flushes on tiny runs.
 FAST = {"checkpoint_every_steps": 20, "sample_every_steps": 20, "flush_seconds": 0.05,
         "events_poll_seconds": 0.05}

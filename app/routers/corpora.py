@@ -12,12 +12,14 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..auth import OPTIONAL_BEARER, UNAUTHORIZED, TokenRequired
-from ..corpora import CorpusRefused, estimate, ingest, parameters, preflight, split_sizes
+from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
+from ..corpora import CorpusRefused, estimate, ingest, preflight, split_sizes
+from ..deps import ComputeSlots
 from ..errors import invalid
 from ..schemas import ErrorMessage
 from ..train_schemas import Cell, Corpus, CorpusSummary, Estimate
-from ..training import Training, TrainingDep
+from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+from ..security import Requester
 
 router = APIRouter(prefix="/api/corpora", tags=["corpora"])
 
@@ -87,31 +89,48 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[UploadFile, str
     return file, name
 
 
-def save_corpus(training: Training, file: UploadFile, name: str | None) -> dict:
-    """Decode and count the upload, time the recommended model, record it all."""
+def save_corpus(training: Training, file: UploadFile, name: str | None, requester: Requester,
+                gate: ComputeSlots) -> tuple[dict, bool]:
+    """Decode and count the upload, time the recommended model, record it all. The same
+    text uploaded again by the same owner answers with the corpus they have (and False)."""
     s, paths = training.settings, training.paths
     ingested = ingest(file.file, paths.root / "corpora", s.max_upload_bytes, s.max_vocab, s.min_corpus_chars)
     try:
-        report = preflight(ingested, s.max_hidden_size, s.target_run_seconds, training.one_thread)
+        existing = training.store.find_corpus(ingested.sha256, requester.owner)
+        if existing is not None:
+            return existing, False
+        used = training.store.owner_corpus_bytes(requester.owner)
+        if used + ingested.bytes > s.max_corpus_bytes_per_owner:
+            raise CorpusRefused(413, f"your corpora would take {used + ingested.bytes:,} bytes; each person may "
+                                     f"keep {s.max_corpus_bytes_per_owner:,} (setting "
+                                     "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER); delete one of yours first")
+        report = preflight(ingested, s.max_hidden_size, s.target_run_seconds,
+                           lambda *shape: training.seconds_per_step(*shape, gate=gate))
         filename = PurePath(file.filename).name[:200] if file.filename else None
         name = (name or "").strip() or (PurePath(filename).stem if filename else "") or "corpus"
+        # The file is moved into place inside the row's transaction: no row without a file.
         corpus_id = training.store.add_corpus(name, filename, ingested.bytes, ingested.chars, ingested.sha256,
-                                              report.model_dump())
-        os.replace(ingested.path, paths.corpus(corpus_id))
+                                              report.model_dump(), requester.owner,
+                                              place=lambda cid: os.replace(ingested.path, paths.corpus(cid)))
     finally:
         ingested.path.unlink(missing_ok=True)
-    return training.store.get_corpus(corpus_id)
+    return training.store.get_corpus(corpus_id), True
 
 
-@router.post("", status_code=201, response_model=Corpus, dependencies=[TokenRequired],
-             responses=UNAUTHORIZED | UPLOAD_ERRORS, openapi_extra=UPLOAD_BODY | OPTIONAL_BEARER)
-async def upload_corpus(request: Request, training: TrainingDep) -> Corpus:
+@router.post("", status_code=201, response_model=Corpus, dependencies=[TokenChecked, MayCreate],
+             responses=UNAUTHORIZED | UPLOAD_ERRORS | FORBIDDEN | INSUFFICIENT_STORAGE
+             | {200: {"model": Corpus, "description": "You uploaded this text before: your corpus."}},
+             openapi_extra=UPLOAD_BODY | OPTIONAL_BEARER)
+async def upload_corpus(request: Request, response: Response, training: TrainingDep, requester: RequesterDep,
+                        gate: ComputeSlots) -> Corpus:
     """Store an uploaded text and answer with its preflight: size, vocabulary, a recommended
-    model and its measured time per epoch."""
+    model and its measured time per epoch. The same text again answers 200 with the corpus
+    you uploaded before (`duplicate` true) instead of storing a copy."""
+    training.check_free_space("the upload")
     try:
         file, name = await read_upload(request, training.settings.max_upload_bytes)
         try:
-            corpus = await run_in_threadpool(save_corpus, training, file, name)
+            corpus, created = await run_in_threadpool(save_corpus, training, file, name, requester, gate)
         finally:
             await file.close()
     except CorpusRefused as e:
@@ -119,44 +138,51 @@ async def upload_corpus(request: Request, training: TrainingDep) -> Corpus:
         if e.status == 422:
             raise invalid(("body", "file"), detail, "corpus_refused") from None
         raise HTTPException(e.status, detail) from None
-    return Corpus.model_validate(corpus)
+    except OSError as e:
+        raise training.storage_error("the upload", e) from None
+    if not created:
+        response.status_code = 200
+    return Corpus.model_validate(corpus | {"duplicate": not created,
+                                           "yours": requester.may_change(corpus["owner"])})
 
 
 @router.get("", response_model=list[CorpusSummary])
-def list_corpora(training: TrainingDep) -> list[CorpusSummary]:
-    """Every uploaded corpus, newest first."""
+def list_corpora(training: TrainingDep, requester: RequesterDep) -> list[CorpusSummary]:
+    """Every uploaded corpus, newest first; `yours` marks the ones you may delete."""
     return [CorpusSummary(**{k: c[k] for k in ("id", "name", "filename", "bytes", "chars", "created")},
-                          vocab_size=c["preflight"]["vocab_size"]) for c in training.store.list_corpora()]
+                          vocab_size=c["preflight"]["vocab_size"], yours=requester.may_change(c["owner"]))
+            for c in training.store.list_corpora()]
 
 
 @router.get("/{corpus_id}", response_model=Corpus, responses=NOT_FOUND)
-def read_corpus(corpus: CorpusDep) -> Corpus:
+def read_corpus(corpus: CorpusDep, requester: RequesterDep) -> Corpus:
     """One corpus and its preflight."""
-    return Corpus.model_validate(corpus)
+    return Corpus.model_validate(corpus | {"yours": requester.may_change(corpus["owner"])})
 
 
 @router.get("/{corpus_id}/estimate", response_model=Estimate, responses=NOT_FOUND)
-def estimate_time(corpus: CorpusDep, training: TrainingDep, cell: Cell = "lstm",
+def estimate_time(corpus: CorpusDep, training: TrainingDep, gate: ComputeSlots, cell: Cell = "lstm",
                   hidden_size: Annotated[int, Query(ge=1, le=2048)] = 128,
                   num_layers: Annotated[int, Query(ge=1, le=8)] = 2,
                   batch_size: Annotated[int, Query(ge=1, le=1024)] = 32,
                   seq_length: Annotated[int, Query(ge=1, le=2000)] = 100,
                   max_steps: Annotated[int, Query(ge=1, le=10_000_000)] = 2000) -> Estimate:
-    """Time a training step of this size on this machine, and what that makes an epoch and a run."""
+    """Time a training step of this size on this machine (once per shape; later answers come
+    from the cache), and what that makes an epoch and a run. Refuses exactly what
+    POST /api/runs refuses."""
     vocab_size = corpus["preflight"]["vocab_size"]
-    n = parameters(cell, vocab_size, hidden_size, num_layers)
-    if n > training.settings.max_parameters:
-        raise invalid(("query", "hidden_size"), f"{n:,} parameters; the limit is "
-                      f"{training.settings.max_parameters:,} (setting RNNSCOPE_MAX_PARAMETERS)")
     train_chars, _ = split_sizes(corpus["chars"])
-    return estimate(cell, vocab_size, hidden_size, num_layers, batch_size, seq_length,
-                    train_chars, max_steps, training.one_thread)
+    training.check_shape(cell, vocab_size, hidden_size, num_layers, batch_size, seq_length, train_chars,
+                         corpus["preflight"]["recommended"], loc="query")
+    return estimate(cell, vocab_size, hidden_size, num_layers, batch_size, seq_length, train_chars, max_steps,
+                    lambda *shape: training.seconds_per_step(*shape, gate=gate))
 
 
-@router.delete("/{corpus_id}", status_code=204, dependencies=[TokenRequired], openapi_extra=OPTIONAL_BEARER,
-               responses=NOT_FOUND | UNAUTHORIZED | IN_USE)
-def delete_corpus(corpus: CorpusDep, training: TrainingDep) -> Response:
-    """Delete a corpus; its finished runs and their models stay, but cannot be resumed."""
+@router.delete("/{corpus_id}", status_code=204, dependencies=[TokenChecked], openapi_extra=OPTIONAL_BEARER,
+               responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | IN_USE)
+def delete_corpus(corpus: CorpusDep, training: TrainingDep, requester: RequesterDep) -> Response:
+    """Delete a corpus you uploaded; its finished runs and their models stay, but cannot be resumed."""
+    check_owner(requester, corpus["owner"], f"corpus {corpus['id']}", "delete")
     busy = training.store.runs_using(corpus["id"], ("queued", "running"))
     if busy:
         raise HTTPException(409, f"runs {', '.join(map(str, busy))} are training on this corpus; "

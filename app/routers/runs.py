@@ -11,15 +11,14 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Resp
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from model.data import num_batches
-
-from ..auth import OPTIONAL_BEARER, UNAUTHORIZED, TokenRequired
-from ..corpora import parameters, split_sizes
+from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
+from ..corpora import split_sizes
 from ..errors import invalid
 from ..schemas import ErrorMessage
 from ..store import ACTIVE
 from ..train_schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
                              RunCreated, RunDetail, Sample, StepEvent)
+from ..security import Requester
 from ..training import Training, TrainingDep
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -29,7 +28,8 @@ NOT_FOUND = {404: {"model": ErrorMessage, "description": "No run with that id."}
 CONFLICT = {409: {"model": ErrorMessage, "description": "The run's status does not allow this; the message "
                                                         "says why."}}
 BAD_BODY = {400: {"model": ErrorMessage, "description": "The body is not UTF-8 JSON."}}
-QUEUE_FULL = {429: {"model": ErrorMessage, "description": "RNNSCOPE_MAX_QUEUED_RUNS runs wait already."}}
+QUEUE_FULL = {429: {"model": ErrorMessage, "description": "RNNSCOPE_MAX_QUEUED_RUNS runs wait already, or "
+                                                          "RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER of yours."}}
 RESUMABLE = ("interrupted", "cancelled")
 # The event stream's media type is text/event-stream; its refusals are still JSON.
 STREAM_NOT_FOUND = {404: {"description": "No run with that id.", "content": {"application/json": {
@@ -49,60 +49,51 @@ RunDep = Annotated[dict, Depends(get_run)]
 def check(config: RunConfig, training: Training) -> None:
     """Refuse (404, 422) a run that cannot start: no such corpus, over a limit, or a batch
     larger than the training text."""
-    s = training.settings
     corpus = training.store.get_corpus(config.corpus_id)
     if corpus is None:
         raise HTTPException(404, f"no corpus {config.corpus_id}; upload one with POST /api/corpora")
-    if config.hidden_size > s.max_hidden_size:
-        raise invalid(("body", "hidden_size"), f"hidden_size is {config.hidden_size}; the limit is "
-                      f"{s.max_hidden_size} (setting RNNSCOPE_MAX_HIDDEN_SIZE)")
-    n = parameters(config.cell, corpus["preflight"]["vocab_size"], config.hidden_size, config.num_layers)
-    if n > s.max_parameters:
-        raise invalid(("body", "hidden_size"), f"this model has {n:,} parameters; the limit is "
-                      f"{s.max_parameters:,} (setting RNNSCOPE_MAX_PARAMETERS)")
-    if config.batch_size * config.seq_length > s.max_step_chars:
-        raise invalid(("body", "batch_size"), f"batch_size x seq_length is "
-                      f"{config.batch_size * config.seq_length:,} characters a step; the limit is "
-                      f"{s.max_step_chars:,} (setting RNNSCOPE_MAX_STEP_CHARS)")
     train_chars, _ = split_sizes(corpus["chars"])
-    if num_batches(train_chars, config.batch_size, config.seq_length) < 1:
-        rec = corpus["preflight"]["recommended"]
-        raise invalid(("body", "batch_size"), f"the training text has {train_chars:,} characters, too few "
-                      f"for one batch of {config.batch_size} x {config.seq_length}; lower batch_size or "
-                      f"seq_length (the preflight recommends {rec['batch_size']} x {rec['seq_length']})")
+    training.check_shape(config.cell, corpus["preflight"]["vocab_size"], config.hidden_size, config.num_layers,
+                         config.batch_size, config.seq_length, train_chars, corpus["preflight"]["recommended"])
 
 
-def run_model(run: dict) -> Run:
-    return Run.model_validate(run)
+def run_model(run: dict, requester: Requester) -> Run:
+    return Run.model_validate(run | {"yours": requester.may_change(run["owner"])})
 
 
-@router.post("", status_code=201, response_model=RunCreated, dependencies=[TokenRequired],
-             openapi_extra=OPTIONAL_BEARER, responses=BAD_BODY | UNAUTHORIZED | QUEUE_FULL
+@router.post("", status_code=201, response_model=RunCreated, dependencies=[TokenChecked, MayCreate],
+             openapi_extra=OPTIONAL_BEARER, responses=BAD_BODY | UNAUTHORIZED | QUEUE_FULL | FORBIDDEN
              | {404: {"model": ErrorMessage, "description": "No such corpus."}})
-def start_run(config: RunConfig, training: TrainingDep) -> RunCreated:
+def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep) -> RunCreated:
     """Queue a training run; the worker trains one run at a time, oldest first."""
     check(config, training)
+    s = training.settings
     name = config.name or (f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on "
                            f"{training.store.get_corpus(config.corpus_id)['name']}")
     run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
-                                    training.settings.max_queued_runs)
-    if run_id is None:
-        raise HTTPException(429, f"{training.settings.max_queued_runs} runs are queued already, the limit "
-                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS); wait for one to start or cancel one")
+                                    s.max_queued_runs, requester.owner, s.max_queued_runs_per_owner)
+    if run_id == "all":
+        raise HTTPException(429, f"{s.max_queued_runs} runs are queued already, the limit "
+                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS); wait for one to start", 
+                            headers={"Retry-After": "60"})
+    if run_id == "owner":
+        raise HTTPException(429, f"{s.max_queued_runs_per_owner} of your runs are queued already, the limit "
+                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER); wait for one to start or "
+                                 "cancel one", headers={"Retry-After": "60"})
     training.trainer.poke()
     return RunCreated(id=run_id, status="queued")
 
 
 @router.get("", response_model=list[Run])
-def list_runs(training: TrainingDep) -> list[Run]:
-    """Every run, newest first, with its latest losses."""
-    return [run_model(r) for r in training.store.list_runs()]
+def list_runs(training: TrainingDep, requester: RequesterDep) -> list[Run]:
+    """Every run, newest first, with its latest losses; `yours` marks the ones you may change."""
+    return [run_model(r, requester) for r in training.store.list_runs()]
 
 
 @router.get("/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
-def read_run(run: RunDep, training: TrainingDep) -> RunDetail:
+def read_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> RunDetail:
     """Status, step, losses, speed, time left, and the model id once a checkpoint exists."""
-    return RunDetail(**run_model(run).model_dump(),
+    return RunDetail(**run_model(run, requester).model_dump(),
                      attempts=[Attempt(**a) for a in training.store.attempts(run["id"])])
 
 
@@ -143,7 +134,7 @@ LAST_EVENT_ID = "Sent by a reconnecting EventSource: the last step it received."
 
 
 @router.get("/{run_id}/events", response_class=EventSourceResponse, responses=STREAM_NOT_FOUND)
-async def run_events(run: RunDep, training: TrainingDep,
+async def run_events(run: RunDep, training: TrainingDep, requester: RequesterDep,
                      since: Annotated[int | None, Query(ge=0, le=2**62, description=SINCE)] = None,
                      last_event_id: Annotated[str | None, Header(description=LAST_EVENT_ID)] = None,
                      ) -> AsyncIterator[ServerSentEvent]:
@@ -174,7 +165,7 @@ async def run_events(run: RunDep, training: TrainingDep,
             return
         if current["status"] != status:
             status = current["status"]
-            yield ServerSentEvent(event="status", data=run_model(current).model_dump())
+            yield ServerSentEvent(event="status", data=run_model(current, requester).model_dump())
         for event in step_events(rows, samples):
             yield event
         if rows:
@@ -182,55 +173,67 @@ async def run_events(run: RunDep, training: TrainingDep,
             if len(rows) == 500:
                 continue
         if current["status"] not in ACTIVE:
-            yield ServerSentEvent(event="end", data=run_model(current).model_dump())
+            yield ServerSentEvent(event="end", data=run_model(current, requester).model_dump())
             return
         if time.monotonic() > deadline:
             return
         await anyio.sleep(settings.events_poll_seconds)
 
 
-@router.post("/{run_id}/cancel", response_model=Run, dependencies=[TokenRequired],
-             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | CONFLICT)
-def cancel_run(run: RunDep, training: TrainingDep) -> Run:
-    """Stop a run: a queued one at once, a running one after its current step, with a final
-    checkpoint. It can be resumed later."""
+@router.post("/{run_id}/cancel", response_model=Run, dependencies=[TokenChecked],
+             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT)
+def cancel_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Run:
+    """Stop a run of yours: a queued one at once, a running one after its current step, with
+    a final checkpoint. It can be resumed later."""
+    check_owner(requester, run["owner"], f"run {run['id']}", "cancel")
     store, run_id = training.store, run["id"]
     if store.set_status_if(run_id, ("queued",), status="cancelled", finished=time.time(),
                            error="cancelled before it started"):
-        return run_model(store.get_run(run_id))
-    if not training.trainer.cancel(run_id):
-        raise HTTPException(409, f"run {run_id} is {store.get_run(run_id)['status']}, not queued or running")
-    return run_model(store.get_run(run_id))
+        return run_model(store.get_run(run_id), requester)
+    if training.trainer.cancel(run_id):
+        return run_model(store.get_run(run_id), requester)
+    # Marked running but no worker trains it (a worker that died mid-run): cancel it here,
+    # resumable from its last checkpoint like any cancelled run.
+    if not training.trainer.is_training(run_id) and store.set_status_if(
+            run_id, ("running",), status="cancelled", finished=time.time(), eta_seconds=None,
+            chars_per_sec=None, error="cancelled; no worker was training it"):
+        return run_model(store.get_run(run_id), requester)
+    raise HTTPException(409, f"run {run_id} is {store.get_run(run_id)['status']}, not queued or running")
 
 
-@router.post("/{run_id}/resume", response_model=Run, dependencies=[TokenRequired],
-             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | CONFLICT | QUEUE_FULL)
-def resume_run(run: RunDep, training: TrainingDep) -> Run:
-    """Queue an interrupted or cancelled run again; it continues from its last checkpoint
-    (or from the start if it had none), redoing only the steps after it."""
-    store, run_id = training.store, run["id"]
+@router.post("/{run_id}/resume", response_model=Run, dependencies=[TokenChecked],
+             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT | QUEUE_FULL)
+def resume_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Run:
+    """Queue an interrupted or cancelled run of yours again; it continues from its last
+    checkpoint (or from the start if it had none), redoing only the steps after it."""
+    check_owner(requester, run["owner"], f"run {run['id']}", "resume")
+    store, run_id, s = training.store, run["id"], training.settings
     if run["status"] not in RESUMABLE:
         raise HTTPException(409, f"run {run_id} is {run['status']}; only interrupted or cancelled runs "
                                  "resume")
     if run["corpus_id"] is None or store.get_corpus(run["corpus_id"]) is None:
         raise HTTPException(409, f"the corpus of run {run_id} has been deleted, so it cannot train further")
-    if len([r for r in store.list_runs() if r["status"] == "queued"]) >= training.settings.max_queued_runs:
-        raise HTTPException(429, f"{training.settings.max_queued_runs} runs are queued already "
-                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS)")
+    if store.queued_count() >= s.max_queued_runs:
+        raise HTTPException(429, f"{s.max_queued_runs} runs are queued already "
+                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS)", headers={"Retry-After": "60"})
+    if run["owner"] is not None and store.queued_count(owner=run["owner"]) >= s.max_queued_runs_per_owner:
+        raise HTTPException(429, f"{s.max_queued_runs_per_owner} runs of this owner are queued already "
+                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER)", headers={"Retry-After": "60"})
     if not store.set_status_if(run_id, RESUMABLE, status="queued", error=None, finished=None,
                                cancel_requested=0):
         raise HTTPException(409, f"run {run_id} changed status meanwhile; try again")
     training.trainer.poke()
-    return run_model(store.get_run(run_id))
+    return run_model(store.get_run(run_id), requester)
 
 
-@router.delete("/{run_id}", status_code=204, dependencies=[TokenRequired],
-               openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | CONFLICT)
-def delete_run(run: RunDep, training: TrainingDep) -> Response:
-    """Delete a run that is not running: its history, checkpoint and model."""
+@router.delete("/{run_id}", status_code=204, dependencies=[TokenChecked],
+               openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT)
+def delete_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Response:
+    """Delete a run of yours that is not training: its history, checkpoint and model."""
+    check_owner(requester, run["owner"], f"run {run['id']}", "delete")
     run_id = run["id"]
-    if not training.store.delete_run(run_id):
-        raise HTTPException(409, f"run {run_id} is running; cancel it first")
+    if not training.store.delete_run(run_id, running_ok=not training.trainer.is_training(run_id)):
+        raise HTTPException(409, f"run {run_id} is training; cancel it first")
     training.unpublish(run_id)
     training.paths.model(run_id).unlink(missing_ok=True)
     training.paths.train_state(run_id).unlink(missing_ok=True)

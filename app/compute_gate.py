@@ -1,0 +1,97 @@
+"""The gate every NumPy job passes: a few slots, a short bounded queue, and a refusal
+beyond it.
+
+Each slot holds one request's arrays and one core's worth of work; the time loop holds the
+GIL, so more slots than cores only queue inside the interpreter while multiplying memory.
+A request that finds the queue full, or waits longer than max_wait_seconds, is answered
+503 with Retry-After at once: under a burst, clients learn when to come back instead of
+piling up threads and memory, and the event loop (health checks, pages, model lists)
+never waits behind them.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import HTTPException
+
+
+class ComputeBusy(HTTPException):
+    def __init__(self, detail: str, retry_after: float):
+        super().__init__(503, detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class ComputeGate:
+    """`with gate:` runs the block in a compute slot, or raises ComputeBusy (503)."""
+
+    def __init__(self, slots: int, max_waiting: int, max_wait_seconds: float):
+        self.slots, self.max_waiting, self.max_wait_seconds = slots, max_waiting, max_wait_seconds
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._waiting = 0
+        self._recent: list[float] = []            # seconds the last jobs held a slot, for Retry-After
+        self._local = threading.local()
+
+    def retry_after(self) -> float:
+        """About when a slot frees: the queue ahead times a typical job, over the slots."""
+        typical = sorted(self._recent)[len(self._recent) // 2] if self._recent else 1.0
+        return (self._waiting + 1) * typical / self.slots
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            if self._busy >= self.slots:
+                if self._waiting >= self.max_waiting:
+                    raise ComputeBusy(f"the server is busy: {self._busy} jobs running and {self._waiting} "
+                                      "waiting, the limit (setting RNNSCOPE_MAX_WAITING_JOBS); try again "
+                                      "shortly", self.retry_after())
+                self._waiting += 1
+                deadline = time.monotonic() + self.max_wait_seconds
+                try:
+                    while self._busy >= self.slots:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            raise ComputeBusy(f"the server is busy: no compute slot freed in "
+                                              f"{self.max_wait_seconds:g} s (setting RNNSCOPE_MAX_WAIT_SECONDS); "
+                                              "try again shortly", self.retry_after())
+                        self._cond.wait(left)
+                finally:
+                    self._waiting -= 1
+            self._busy += 1
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._recent = [*self._recent[-19:], time.monotonic() - started]
+                self._cond.notify()
+
+    # `with gate:` as the routes write it. A thread's slot is kept on a stack, so nesting
+    # on one thread never deadlocks waiting for a slot it holds itself.
+    def __enter__(self) -> None:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        cm = self.slot() if not stack else _held()
+        cm.__enter__()
+        stack.append(cm)
+
+    def __exit__(self, *exc) -> None:
+        self._local.stack.pop().__exit__(*exc)
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+
+@contextmanager
+def _held() -> Iterator[None]:
+    yield
