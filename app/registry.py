@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from model.analysis import recurrent_singular_values
 from model.bundled import BUNDLED, bundled_paths
 from model.checkpoint import CheckpointError, load_model
 from model.lm import LanguageModel
+from model.network import ModelConfig
 
 from .settings import Settings
 
@@ -31,15 +34,63 @@ class UnknownModelError(LookupError):
         super().__init__(f"no model {model_id!r}; available: {available}")
 
 
-@dataclass(frozen=True)
+class ModelCache:
+    """The trained models kept in memory, least recently used unloaded first: a class's
+    forty runs must not hold forty models. An unloaded model is read again from its file
+    when next asked for (about 10 ms for a 2x256 LSTM)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._models: OrderedDict[str, LanguageModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0                                   # reads from disk, for tests and the bench
+
+    def get(self, model_id: str, path: Path) -> LanguageModel:
+        with self._lock:
+            model = self._models.get(model_id)
+            if model is not None:
+                self._models.move_to_end(model_id)
+                return model
+        model = load_model(path)                         # outside the lock: other ids stay served
+        self.put(model_id, model)
+        self.loads += 1
+        return model
+
+    def put(self, model_id: str, model: LanguageModel) -> None:
+        with self._lock:
+            self._models[model_id] = model
+            self._models.move_to_end(model_id)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+
+    def drop(self, model_id: str) -> None:
+        with self._lock:
+            self._models.pop(model_id, None)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+@dataclass(frozen=True, eq=False)
 class Entry:
     id: str
     name: str
     path: Path
     bundled: bool
-    model: LanguageModel
+    config: ModelConfig
+    num_parameters: int
+    history: dict
     # Per layer (G, H), largest first; computed once because W_hh never changes.
     singular_values: list[np.ndarray]
+    # Bundled models stay loaded; the others live in the cache.
+    pinned: LanguageModel | None = field(default=None, repr=False)
+    cache: ModelCache | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> LanguageModel:
+        if self.pinned is not None:
+            return self.pinned
+        return self.cache.get(self.id, self.path)
 
 
 def block_names(model: LanguageModel) -> list[str]:
@@ -47,9 +98,11 @@ def block_names(model: LanguageModel) -> list[str]:
     return list(model.cell.gate_names) or ["h"]
 
 
-def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None) -> Entry:
+def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None,
+               cache: ModelCache | None = None) -> Entry:
     """Load and check one checkpoint; raises CheckpointError when it cannot be served.
-    Without a display name, one is made from the file name and the architecture."""
+    Without a display name, one is made from the file name and the architecture. A model
+    with a cache is kept there; without one (the bundled models) it stays loaded."""
     if not MODEL_ID.fullmatch(model_id):
         raise CheckpointError(f"{path}: the id {model_id!r} (the file name) must match "
                               f"{MODEL_ID.pattern}; rename the file")
@@ -60,11 +113,16 @@ def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None
         raise CheckpointError(f"{path}: non-finite values in {', '.join(bad)}")
     cfg = model.config
     name = name or f"{path.stem} ({cfg.cell.upper()} {cfg.num_layers}x{cfg.hidden_size})"
-    return Entry(model_id, name, path, bundled, model, recurrent_singular_values(model))
+    if cache is not None:
+        cache.put(model_id, model)
+    history = model.history if isinstance(model.history, dict) else {}
+    return Entry(model_id, name, path, bundled, cfg, model.num_parameters, history,
+                 recurrent_singular_values(model), pinned=None if cache is not None else model, cache=cache)
 
 
 class ModelRegistry:
-    def __init__(self, entries: Iterable[Entry] = ()):
+    def __init__(self, entries: Iterable[Entry] = (), cache: ModelCache | None = None):
+        self.cache = cache or ModelCache(8)
         self._entries: dict[str, Entry] = {}
         for e in entries:
             if e.id in self._entries:
@@ -77,6 +135,7 @@ class ModelRegistry:
         <data_dir>/models/*.safetensors by file name. A file that cannot be served is
         logged and skipped: one bad upload must not keep the server from starting."""
         entries: dict[str, Entry] = {}
+        cache = ModelCache(settings.max_loaded_models)
         candidates: list[tuple[str, str | None, Path, bool]] = []
         if settings.load_bundled:
             candidates += [(mid, BUNDLED[mid], path, True) for mid, path in bundled_paths().items()]
@@ -88,12 +147,12 @@ class ModelRegistry:
                 log.warning("skipping %s: the id %r is taken by %s", path, model_id, entries[model_id].path)
                 continue
             try:
-                entries[model_id] = make_entry(model_id, path, bundled, name)
+                entries[model_id] = make_entry(model_id, path, bundled, name, None if bundled else cache)
             except CheckpointError as e:
                 log.warning("skipping a model: %s", e)
                 continue
             log.info("loaded model %r from %s", model_id, path)
-        return cls(entries.values())
+        return cls(entries.values(), cache)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -111,6 +170,7 @@ class ModelRegistry:
 
     def remove(self, model_id: str) -> None:
         self._entries = {k: v for k, v in self._entries.items() if k != model_id}
+        self.cache.drop(model_id)
 
     def get(self, model_id: str) -> Entry:
         try:

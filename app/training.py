@@ -180,7 +180,7 @@ class Training:
         if self.registry is None or run is None or not path.exists():
             return
         try:
-            entry = make_entry(model_id(run_id), path, bundled=False, name=run["name"])
+            entry = make_entry(model_id(run_id), path, bundled=False, name=run["name"], cache=self.registry.cache)
         except CheckpointError as e:
             log.warning("cannot serve the model of run %d: %s", run_id, e)
             return

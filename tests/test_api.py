@@ -5,6 +5,7 @@ import base64
 import json
 import logging
 import shutil
+import contextlib
 import threading
 import time
 
@@ -22,7 +23,7 @@ from app.routers.vendor import PLOTLY_JS
 from model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
 from model.checkpoint import save_model
 from model.lm import LanguageModel
-from model.sample import sample
+from model.sample import GREEDY_BELOW, sample
 
 CELLS = ("lstm", "gru", "rnn")
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
@@ -423,6 +424,40 @@ def test_greedy_sampling_two_ways(client):
     assert client.post("/api/models/rnn/sample", json={"length": 0}).json()["text"] == ""
 
 
+@pytest.mark.parametrize("temperature", [0, 5e-324, 1e-308, GREEDY_BELOW / 2, GREEDY_BELOW])
+def test_temperatures_near_zero_write_finite_answers_on_every_route(client, models, temperature):
+    """Below the floor a temperature is greedy (each character drawn with probability 1); at
+    it, a low-temperature sample; never logits / T overflowing into NaN probabilities."""
+    body = {"prime": "First", "length": 40, "temperature": temperature, "seed": 1}
+    greedy, _ = sample(models["lstm"], "First", 40, 0.0)
+    whole = client.post("/api/models/lstm/sample", json=body)
+    assert whole.status_code == 200, whole.text
+    d = whole.json()
+    assert all(isinstance(p, float) and 0 < p <= 1 for p in d["probs"]), d["probs"]
+    streamed = client.post("/api/models/lstm/sample/stream", json=body)
+    chunks = [data for name, data in events(streamed.text) if name == "chunk"]
+    assert "".join(c["text"] for c in chunks) == d["text"]
+    assert [p for c in chunks for p in c["probs"]] == d["probs"]
+    intervened = client.post("/api/models/lstm/intervene", json={
+        "text": TEXT, "clamp": [{"layer": 0, "units": [0]}], "prime": "First", "length": 40,
+        "temperature": temperature, "seed": 1})
+    assert intervened.status_code == 200, intervened.text
+    if temperature < GREEDY_BELOW:
+        assert d["text"] == greedy and d["probs"] == [1.0] * 40
+        assert intervened.json()["sample"] == greedy
+    else:
+        text, probs = sample(models["lstm"], "First", 40, temperature, seed=1)
+        assert d["text"] == text and d["probs"] == pytest.approx(probs)
+
+
+def test_temperatures_past_the_schema_are_422(client):
+    for path, extra in (("/sample", {}), ("/sample/stream", {}),
+                        ("/intervene", {"text": TEXT, "clamp": [{"layer": 0, "units": [0]}]})):
+        for t in (1e300, 5.000001, -5e-324):
+            r = client.post(f"/api/models/lstm{path}", json={"temperature": t, **extra})
+            assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "temperature"], r.text
+
+
 def test_sample_prime_outside_the_vocabulary(client):
     r = client.post("/api/models/lstm/sample", json={"prime": "Noë"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "prime"]
@@ -511,8 +546,9 @@ def test_a_bug_still_answers_json_500_and_is_logged(app, caplog):
 
 def test_health_answers_while_every_compute_slot_is_busy(client, app):
     slots = app.state.compute_slots
-    held = [slots.acquire(timeout=5) for _ in range(app.state.settings.max_concurrent_jobs)]
-    assert all(held)
+    held = contextlib.ExitStack()
+    for _ in range(app.state.settings.max_concurrent_jobs):
+        held.enter_context(slots.slot())
     result = {}
     worker = threading.Thread(target=lambda: result.update(
         r=client.post("/api/models/lstm/trace", json={"text": TEXT})))
@@ -524,8 +560,7 @@ def test_health_answers_while_every_compute_slot_is_busy(client, app):
         time.sleep(0.2)
         assert "r" not in result                  # the trace waits for a slot...
     finally:
-        for _ in held:
-            slots.release()
+        held.close()
     worker.join(10)
     assert result["r"].status_code == 200        # ...and runs once one is free
 

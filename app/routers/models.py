@@ -1,25 +1,33 @@
-"""The models on offer: a list, and one model's vocabulary and training summary."""
+"""The models on offer: a list, one model's vocabulary and training summary, and passages
+of the text it was trained on."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Literal
 
-from ..deps import ModelDep, RegistryDep
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from model.sample import sample
+
+from ..corpus_index import PASSAGE_CHARS, corpus_passages
+from ..deps import ComputeSlots, ModelDep, RegistryDep
 from ..errors import NOT_FOUND
 from ..registry import Entry
 from ..schemas import ModelDetail, ModelSummary, TrainingSummary
+from .neurons import LibraryDep, training_corpus
 
 router = APIRouter(prefix="/api/models", tags=["models"])
 
 
 def training_summary(entry: Entry) -> TrainingSummary:
-    history = entry.model.history
-    return TrainingSummary.model_validate(history if isinstance(history, dict) else {})
+    return TrainingSummary.model_validate(entry.history)
 
 
 def summary(entry: Entry) -> ModelSummary:
-    m, cfg, h = entry.model, entry.model.config, training_summary(entry)
+    """From what the registry keeps of every model: listing them loads none."""
+    cfg, h = entry.config, training_summary(entry)
     return ModelSummary(id=entry.id, name=entry.name, cell=cfg.cell, hidden_size=cfg.hidden_size,
-                        num_layers=cfg.num_layers, vocab_size=cfg.vocab_size, parameters=m.num_parameters,
+                        num_layers=cfg.num_layers, vocab_size=cfg.vocab_size, parameters=entry.num_parameters,
                         val_loss=h.val_loss if h.best_val_loss is None else h.best_val_loss)
 
 
@@ -36,3 +44,42 @@ def get_model(entry: ModelDep) -> ModelDetail:
     return ModelDetail(**summary(entry).model_dump(), vocab=entry.model.vocab.to_string(),
                        history=training_summary(entry), quantities=list(cell.quantities),
                        gates=list(cell.gate_names))
+
+
+class Passage(BaseModel):
+    title: str = Field(description="The passage's first words and where it comes from.")
+    text: str
+    part: Literal["validation", "training", "sample"] = Field(
+        description="validation: text the model never trained on; training: text it did; sample: "
+                    "text it wrote itself, because its corpus is not on this server.")
+
+
+class Passages(BaseModel):
+    corpus: str | None = Field(description="The file name of the model's training corpus, found by the "
+                                           "sha256 its checkpoint records; null when it is not on this server.")
+    passages: list[Passage]
+
+
+# What the model writes when its corpus is missing: a little below 1 reads like its corpus
+# without the misspellings of the full distribution; a fixed seed gives the same passage each visit.
+SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0
+
+
+@router.get("/{model_id}/passages", response_model=Passages, responses=NOT_FOUND)
+def get_passages(entry: ModelDep, library: LibraryDep, slots: ComputeSlots) -> Passages:
+    """Passages to read with this model: from the validation part of its own training corpus,
+    then from the training part; a passage it writes itself when the corpus is not here."""
+    m = entry.model
+    corpus = training_corpus(entry, library)
+    if corpus is not None:
+        val_fraction = m.train_config.get("val_fraction", 0.1) if isinstance(m.train_config, dict) else 0.1
+        found = corpus_passages(library.text(corpus), val_fraction, set(m.vocab.chars))
+        if found:
+            return Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
+                                                          for p in found])
+    with slots:
+        text, _ = sample(m, "", PASSAGE_CHARS, SAMPLE_TEMPERATURE, seed=SAMPLE_SEED)
+    text = text[:text.rfind("\n") + 1] or text                   # whole lines when it wrote any
+    return Passages(corpus=corpus.name if corpus else None, passages=[Passage(
+        title="Written by the model itself (its training text is not on this server)", text=text,
+        part="sample")])
