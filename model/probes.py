@@ -12,13 +12,13 @@ Both carry a sign: AUC < 0.5 or r < 0 is a unit that goes down on the concept.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .lm import LanguageModel
+from .patterns import Pattern, compile_pattern, matches
 
 
 # ---- the concept library -----------------------------------------------------------------
@@ -36,11 +36,15 @@ def _where(text: str, test: Callable[[str], bool]) -> np.ndarray:
     return np.fromiter((test(c) for c in text), dtype=np.float32, count=len(text))
 
 
-def regex_indicator(text: str, pattern: str | re.Pattern) -> np.ndarray:
-    """1 for every character inside a match of `pattern`, else 0."""
+def regex_indicator(text: str, pattern: str | Pattern, max_seconds: float | None = None) -> np.ndarray:
+    """1 for every character inside a match of `pattern` (Python's syntax, matched by RE2:
+    see patterns.py), else 0. PatternError for a pattern it cannot match, or one that takes
+    over `max_seconds`."""
+    if isinstance(pattern, str):
+        pattern = compile_pattern(pattern)
     out = np.zeros(len(text), np.float32)
-    for m in re.finditer(pattern, text):
-        out[m.start():m.end()] = 1.0
+    for start, end in matches(pattern, text, max_seconds):
+        out[start:end] = 1.0
     return out
 
 
@@ -107,8 +111,8 @@ def line_start(text: str) -> np.ndarray:
     return out
 
 
-URL = re.compile(r"(?:https?://|www\.)[^\s\"'<>()]+")
-COMMENT = re.compile(r"(?:#|//)[^\n]*")
+URL = compile_pattern(r"(?:https?://|www\.)[^\s\"'<>()]+")
+COMMENT = compile_pattern(r"(?:#|//)[^\n]*")
 
 
 @dataclass(frozen=True)

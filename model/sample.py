@@ -70,11 +70,22 @@ class Stepper:
         return self.logits
 
 
+# Below this temperature sampling is greedy. At T = 1e-3 a character other than the
+# likeliest has probability above 1e-6 only if its logit is within 1e-3 * ln(1e6) = 0.014
+# of the best one; below it, dividing the logits by T only widens gaps already decisive, and
+# near 5e-324 overflows them to infinity. Greedy is what such a temperature asks for.
+GREEDY_BELOW = 1e-3
+F32_MAX = float(np.finfo(np.float32).max)
+
+
 def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 0) -> np.ndarray:
     """Softmax of logits / temperature over the top_k most likely characters (0: all).
-    Temperature 0 puts all mass on the most likely character."""
-    logits = logits.astype(np.float64)
-    if temperature <= 0:
+    A temperature below GREEDY_BELOW (0 included) puts all mass on the most likely character.
+    Every entry is finite: the log-softmax is taken of logits / T, shifted by its maximum."""
+    # float32 logits are finite and at most F32_MAX, so z = logits / T with T >= 1e-3 stays
+    # far inside float64's range; a NaN (a broken model) counts as the least likely.
+    logits = np.nan_to_num(logits.astype(np.float64), nan=-F32_MAX, posinf=F32_MAX, neginf=-F32_MAX)
+    if not temperature >= GREEDY_BELOW:
         probs = np.zeros_like(logits)
         probs[int(np.argmax(logits))] = 1.0
         return probs
@@ -82,10 +93,9 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
     if 0 < top_k < z.size:
         cutoff = np.partition(z, -top_k)[-top_k]
         z = np.where(z >= cutoff, z, -np.inf)
-    z -= z.max()
-    probs = np.exp(z)
-    probs /= probs.sum()
-    return probs
+    z -= z.max()                                   # the likeliest is exp(0) = 1: the sum is >= 1
+    log_probs = z - np.log(np.exp(z).sum())
+    return np.exp(log_probs)
 
 
 def generate(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
@@ -100,7 +110,7 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
     """
     if length < 0:
         raise ValueError("length must be non-negative")
-    if temperature < 0:
+    if not temperature >= 0:
         raise ValueError("temperature must be non-negative")
     rng = np.random.default_rng(seed)
     start = prime or ("\n" if "\n" in model.vocab else model.vocab.chars[0])

@@ -9,7 +9,7 @@ from model.checkpoint import CheckpointError, load_model, save_model
 from model.data import split, stream_batches
 from model.lm import LanguageModel
 from model.network import ModelConfig
-from model.sample import generate, next_char_distribution, sample
+from model.sample import GREEDY_BELOW, generate, next_char_distribution, sample
 from model.train import TrainConfig, TrainingDiverged, train
 from model.vocab import UnknownCharactersError, Vocab
 
@@ -60,6 +60,47 @@ def test_top_k_restricts_the_distribution():
     probs = next_char_distribution(logits, 1.0, top_k=2)
     assert np.count_nonzero(probs) == 2 and probs[1] > probs[3] > 0
     assert np.isclose(probs.sum(), 1.0)
+
+
+TEMPERATURES = [0.0, 5e-324, 1e-308, 1e-300, 1e-6, GREEDY_BELOW / 2, GREEDY_BELOW, 1e-2, 0.8, 1.0, 5.0, 1e300,
+                float("inf")]
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("top_k", [0, 3])
+def test_every_temperature_gives_a_finite_distribution(temperature, top_k):
+    f32 = np.finfo(np.float32)
+    for logits in (np.array([2.5, -1.0, 7.25, 7.0, 0.0], np.float32),
+                   np.array([f32.max, -f32.max, 1.0, f32.max / 2, 0.0], np.float32)):
+        probs = next_char_distribution(logits, temperature, top_k)
+        assert np.isfinite(probs).all() and (probs >= 0).all() and np.isclose(probs.sum(), 1.0)
+        if temperature < GREEDY_BELOW:
+            assert probs.tolist() == [1.0 if i == int(np.argmax(logits)) else 0.0 for i in range(5)]
+
+
+def test_temperature_divides_the_logits_before_the_softmax():
+    logits = np.array([2.5, -1.0, 7.25, 7.0, 0.0], np.float32)
+    for t in (GREEDY_BELOW, 0.01, 0.5, 1.0, 5.0):
+        z = logits.astype(np.float64) / t
+        want = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        np.testing.assert_allclose(next_char_distribution(logits, t), want, rtol=1e-12, atol=1e-300)
+    # Low but above the floor: a logit 0.25 below the best is drawn now and then (e^-5), as T asks.
+    assert 0 < next_char_distribution(logits, 0.05)[3] < 0.01
+
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-308, GREEDY_BELOW / 2])
+def test_temperatures_below_the_floor_write_the_greedy_text_with_probability_one(temperature):
+    model = make_model()
+    greedy = sample(model, "All:", 30, temperature=0.0)
+    assert sample(model, "All:", 30, temperature=temperature, seed=4) == greedy
+    assert greedy[1] == [1.0] * 30
+    text, probs = sample(model, "All:", 30, temperature=GREEDY_BELOW, seed=4)
+    assert len(text) == 30 and all(np.isfinite(p) and 0 < p <= 1 for p in probs)
+
+
+def test_a_temperature_that_is_not_a_number_is_refused():
+    with pytest.raises(ValueError, match="non-negative"):
+        sample(make_model(), "All:", 5, temperature=float("nan"))
 
 
 def test_generate_streams_the_same_characters_as_sample():

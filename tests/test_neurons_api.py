@@ -3,7 +3,11 @@ against the model function it wraps, and each refusal a clear 4xx."""
 from __future__ import annotations
 
 import base64
+import shutil
+import threading
+import time
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +16,7 @@ from app.main import create_app
 from model.attribution import ablate, losses, memory_horizon, saliency
 from model.probes import CONCEPTS, probe
 from model.sample import sample
+from tests.training_app import Server
 
 TEXT = ('First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n'
         'First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n')
@@ -59,6 +64,76 @@ def test_probe_with_a_regex_and_a_graded_concept(client):
     assert r.status_code == 200 and r.json()["graded"] is True
     assert all(n["threshold"] is None for n in r.json()["neurons"])
     assert r.json()["units"] == 2 * 32                          # the vanilla RNN has h only
+
+
+@pytest.mark.parametrize("regex,feature", [
+    (r"(\w)\1", "a backreference (\\1 or (?P=name))"),
+    (r"(?P<q>e)(?P=q)", "a backreference (\\1 or (?P=name))"),
+    (r"\w+(?=:)", "a lookahead (?=...)"), (r"\w+(?!:)", "a negative lookahead (?!...)"),
+    (r"(?<=:)\s", "a lookbehind (?<=...)"), (r"(?<!:)\n", "a negative lookbehind (?<!...)"),
+    (r"e++", "a possessive quantifier (*+, ++, ?+ or {m,n}+)"), (r"(?>e|ea)r", "an atomic group (?>...)"),
+    (r"(A)?l(?(1)l)", "a conditional group (?(1)yes|no)"),
+])
+def test_regex_features_that_need_backtracking_are_422_naming_them(client, regex, feature):
+    r = client.post("/api/models/lstm/probe", json={"text": TEXT, "regex": regex})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "regex"] and error["type"] == "regex_unsupported"
+    assert error["ctx"] == {"feature": feature} and feature in error["msg"] and "RE2" in error["msg"]
+
+
+def test_a_catastrophic_regex_answers_at_once(client):
+    # Python's re needs ~7 s for the first a's here (2^26 ways to split them) and twice that per extra a.
+    text = "a" * 26 + "b\n" + "aaa"
+    for regex in (r"(a+)+$", r"(a|aa)+$", r"(a*)*$"):
+        start = time.perf_counter()
+        r = client.post("/api/models/lstm/probe", json={"text": text, "regex": regex, "top": 3})
+        assert time.perf_counter() - start < 1.0, regex
+        assert r.status_code == 200 and r.json()["positives"] == 3, r.text
+
+
+def test_a_regex_too_slow_to_find_every_match_is_refused(settings):
+    app = create_app(settings.model_copy(update={"max_regex_seconds": 0.05}))
+    with TestClient(app) as c:
+        r = c.post("/api/models/rnn/probe", json={"text": "a" * 10_000, "regex": r"a(?:[\w ]*?\w{20}z)?"})
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "regex_too_slow", r.text
+    assert r.json()["detail"][0]["ctx"] == {"max_seconds": 0.05}
+
+
+def test_health_stays_quick_while_a_catastrophic_regex_runs(tmp_path, data_dir):
+    """A live server probed again and again for /(a+)+$/ in 20,000 characters while /healthz
+    is asked every 10 ms. Python's re would hold the GIL for longer than the universe is old;
+    RE2 finds no match at once, so each probe is refused (the concept holds nowhere)."""
+    shutil.copytree(data_dir / "models", tmp_path / "models")
+    server = Server(tmp_path, {"RNNSCOPE_MAX_PROBE_CHARS": "20000"}).start()
+    body = {"text": "a" * 19_999 + "b", "regex": r"(a+)+$"}
+    probes: list[tuple[float, httpx.Response]] = []
+
+    def probe_for_three_seconds():
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            begin = time.perf_counter()
+            while time.perf_counter() - begin < 3.0:
+                start = time.perf_counter()
+                r = http.post("/api/models/lstm/probe", json=body)
+                probes.append((time.perf_counter() - start, r))
+
+    try:
+        worker = threading.Thread(target=probe_for_three_seconds)
+        latencies = []
+        with httpx.Client(base_url=server.url, timeout=2) as http:
+            worker.start()
+            while worker.is_alive() or len(latencies) < 100:
+                start = time.perf_counter()
+                assert http.get("/healthz").status_code == 200
+                latencies.append(time.perf_counter() - start)
+                time.sleep(0.01)
+        worker.join(30)
+    finally:
+        server.kill()
+    assert probes and all(r.status_code == 422 and r.json()["detail"][0]["type"] == "concept_constant"
+                          for _, r in probes)
+    assert max(seconds for seconds, _ in probes) < 1.0
+    assert np.percentile(latencies, 99) < 0.1, sorted(latencies)[-5:]
 
 
 @pytest.mark.parametrize("body,status,words", [

@@ -2,6 +2,10 @@
 small models trained in the test on synthetic corpora whose state is known."""
 from __future__ import annotations
 
+import re
+import time
+import unicodedata
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -12,6 +16,7 @@ from model.layers import Clamp
 from model.lm import LanguageModel
 from model.memorisation import SuffixIndex, codes, suffix_array
 from model.network import ModelConfig
+from model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
 from model.probes import (CONCEPTS, auc, best_threshold, bracket_depth, correlation, indentation,
                           inside_quotes, line_position, probe, regex_indicator, top_contexts)
 from model.sample import Stepper, sample
@@ -81,6 +86,71 @@ def test_concepts_mark_the_characters_they_name():
     assert "".join(c for c, v in zip(t, regex_indicator(t, r"o\w")) if v) == "okot"
     for c in CONCEPTS.values():
         assert c.indicator(t).shape == (len(t),), c.name
+
+
+# ---- user patterns: RE2, linear in the text -----------------------------------------------
+
+CODE = ('def parse(line):  # split "key = value"\n    key, _, value = line.partition("=")\n'
+        '    return key.strip(), value  # naïve: Ωμέγα = 3, café ٣٤\u00a0ok\n\n'
+        'undef = "define" if defined else "x"  # def_ is a word, def is one too\n'
+        'Visit http://example.org/a?b=1 or www.example.com.\n') * 3
+
+
+@pytest.mark.parametrize("pattern", [
+    r"\bdef\b", r'"[^"\n]*"', r"#.*", r"(?m)^\s+", r"\w+", r"\W+", r"\d+", r"\s+", r"\S+", r"[\w\s]+",
+    r"[\W\d]+", r"(?i)DEF\w*", r"(?s)def.*?def", r"(?x) k e y  # verbose", r"[^\s\"'<>()]+",
+    r"(?:https?://|www\.)\S+", r"x{,3}", r"a|ab|abc", r"(?P<word>[A-Z][a-z]+)",
+    r"\N{GREEK SMALL LETTER OMEGA}|\u00e9", r"[-\]^\\]", r"(?a)\w+", r"", r".",
+])
+def test_user_patterns_match_where_pythons_re_does(pattern):
+    assert list(matches(compile_pattern(pattern), CODE)) == [m.span() for m in re.finditer(pattern, CODE)]
+
+
+def test_unicode_classes_are_pythons_for_every_assigned_character():
+    # RE2's \w, \d and \s are ASCII; the translation keeps Python's (Unicode 14 here:
+    # characters assigned later are left out, as Python does not know them).
+    text = "".join(chr(c) for c in range(0x10000) if unicodedata.category(chr(c)) not in ("Cn", "Cs"))
+    for pattern in (r"\w", r"\d", r"\s", r"[\W\d]"):
+        got = [s for s, _ in matches(compile_pattern(pattern), text)]
+        assert got == [m.start() for m in re.finditer(pattern, text)], pattern
+
+
+@pytest.mark.parametrize("pattern,feature", [
+    (r"(a)\1", "backreference"), (r"(?P<q>')\w+(?P=q)", "backreference"), (r"\w+(?=:)", "lookahead"),
+    (r"\w+(?!:)", "negative lookahead"), (r"(?<=def )\w+", "lookbehind"), (r"(?<!x)y", "negative lookbehind"),
+    (r"a*+b", "possessive"), (r"(?>a|ab)c", "atomic group"), (r"(')?x(?(1)')", "conditional"),
+    (r"x{1001}", "over 1000"), (r"[^\W\d]", r"\W in a negated class"),
+])
+def test_patterns_needing_backtracking_are_refused_by_name(pattern, feature):
+    with pytest.raises(PatternError) as e:
+        compile_pattern(pattern)
+    assert e.value.kind == "regex_unsupported" and feature in e.value.feature and feature in str(e.value)
+
+
+@pytest.mark.parametrize("pattern", ["(unclosed", "a{99999999999999999999}", "*a", "[z-a]"])
+def test_what_is_not_a_regular_expression_says_so(pattern):
+    with pytest.raises(PatternError, match="not a regular expression") as e:
+        compile_pattern(pattern)
+    assert e.value.kind == "regex_error"
+
+
+def test_catastrophic_backtracking_patterns_run_in_linear_time():
+    # Python's re takes ~27 s for the first on 28 a's, doubling with each one more.
+    for text in ("a" * 27 + "b", "a" * 19_999 + "b"):
+        for pattern in (r"(a+)+$", r"(a|aa)*c", r"(a*)*b$", r"(\w+\s?)+$", r"(.*a){12}x"):
+            start = time.perf_counter()
+            assert regex_indicator(text, pattern).sum() in (0, len(text))
+            assert time.perf_counter() - start < 1.0, (pattern, len(text))
+
+
+def test_finding_every_match_has_a_time_budget():
+    # Each search reads to the end of the text hoping for a z: quadratic over all matches.
+    slow = compile_pattern(r"a(?:[\w ]*?\w{20}z)?")
+    start = time.perf_counter()
+    with pytest.raises(PatternTooSlow, match="took over 0.05 s"):
+        regex_indicator("a" * 10_000, slow, max_seconds=0.05)
+    assert time.perf_counter() - start < 1.0
+    assert regex_indicator("a" * 100, slow, max_seconds=1.0).sum() == 100
 
 
 def test_auc_equals_the_pairwise_definition_with_ties_counted_half():

@@ -3,7 +3,6 @@ input saliency, the memory horizon, and verbatim memorisation of the training co
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections import OrderedDict
 from typing import Annotated
@@ -15,6 +14,7 @@ from model.attribution import losses, memory_horizon, saliency
 from model.data import split
 from model.layers import Clamp
 from model.lm import LanguageModel
+from model.patterns import PatternError, compile_pattern
 from model.probes import CONCEPTS, Activations, activations, rank_units, regex_indicator, top_contexts
 from model.sample import sample as write
 
@@ -27,6 +27,7 @@ from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, H
                               MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
 from ..registry import Entry
+from ..settings import Settings
 from .analysis import prediction, readable_text
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
@@ -101,6 +102,19 @@ def training_corpus(entry: Entry, library: CorpusLibrary):
     return library.find(history.get("corpus_sha256"))
 
 
+def user_pattern(regex: str, settings: Settings):
+    """The one gate every user pattern passes: its length, then RE2 (model/patterns.py), which
+    matches in time linear in the text and refuses by name what would need backtracking."""
+    if len(regex) > settings.max_regex_chars:
+        raise invalid(("body", "regex"), f"the pattern is {len(regex)} characters; the limit is "
+                      f"{settings.max_regex_chars} (setting RNNSCOPE_MAX_REGEX_CHARS)", "too_long")
+    try:
+        return compile_pattern(regex)
+    except PatternError as e:
+        ctx = {"feature": e.feature} if e.feature else {}
+        raise invalid(("body", "regex"), str(e), e.kind, **ctx) from None
+
+
 @router.post("/probe", response_model=ProbeResponse)
 def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
           cache: ActivationsDep) -> ProbeResponse:
@@ -115,27 +129,25 @@ def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
     if len(req.text) > settings.max_probe_chars:
         raise too_large("the text", len(req.text), settings.max_probe_chars, "max_probe_chars")
     text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
-    if req.regex is not None:
-        if len(req.regex) > settings.max_regex_chars:
-            raise invalid(("body", "regex"), f"the pattern is {len(req.regex)} characters; the limit is "
-                          f"{settings.max_regex_chars} (setting RNNSCOPE_MAX_REGEX_CHARS)", "too_long")
-        try:
-            pattern = re.compile(req.regex)
-        except (re.error, OverflowError, RecursionError) as e:     # a{10**20}, deep nesting
-            raise invalid(("body", "regex"), f"not a regular expression: {e}", "regex_error") from None
-        name, description, graded = "regex", f"inside a match of /{req.regex}/", False
-        indicator = regex_indicator(text, pattern)
-    else:
-        concept = CONCEPTS[req.concept]
-        name, description, graded = concept.name, concept.description, concept.graded
-        indicator = concept.indicator(text)
-    positives = int((indicator != 0).sum())
-    if (not graded and positives in (0, len(text))) or (graded and np.ptp(indicator) == 0):
-        holds = "everywhere" if positives == len(text) else "nowhere"
-        raise invalid(("body", "text"), f"the concept ({description}) holds {holds} in this text, so no "
-                      "neuron can be ranked against it; use a text where it holds for some characters only",
-                      "concept_constant")
+    pattern = None if req.regex is None else user_pattern(req.regex, settings)
     with slots:
+        if pattern is not None:
+            name, description, graded = "regex", f"inside a match of /{req.regex}/", False
+            try:
+                indicator = regex_indicator(text, pattern, settings.max_regex_seconds)
+            except PatternError as e:
+                raise invalid(("body", "regex"), str(e), e.kind,
+                              max_seconds=settings.max_regex_seconds) from None
+        else:
+            concept = CONCEPTS[req.concept]
+            name, description, graded = concept.name, concept.description, concept.graded
+            indicator = concept.indicator(text)
+        positives = int((indicator != 0).sum())
+        if (not graded and positives in (0, len(text))) or (graded and np.ptp(indicator) == 0):
+            holds = "everywhere" if positives == len(text) else "nowhere"
+            raise invalid(("body", "text"), f"the concept ({description}) holds {holds} in this text, so no "
+                          "neuron can be ranked against it; use a text where it holds for some characters only",
+                          "concept_constant")
         acts = cache.get(entry, text)
         result = rank_units(acts, indicator, graded, req.top)
         columns = np.stack([acts.values[r.row] for r in result.ranked], axis=1)      # (T, K)
