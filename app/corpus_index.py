@@ -1,5 +1,5 @@
-"""A model's training corpus, found by the sha256 its checkpoint records, and a suffix-array
-index of it built once and kept (model/memorisation.py).
+"""A model's training corpus, found by the sha256 its checkpoint records, a suffix-array
+index of it built once and kept (model/memorisation.py), and passages of it to read.
 
 Corpora are looked for among settings.corpus_paths (the bundled models' tinyshakespeare)
 and the uploads in <data_dir>/corpora. Each file is hashed once per (size, mtime).
@@ -12,6 +12,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.data import split
 from model.memorisation import SuffixIndex
 
 from .settings import Settings
@@ -78,3 +79,64 @@ class CorpusLibrary:
                     self._indexes.popitem(last=False)
             self._indexes.move_to_end(corpus.sha256)
             return idx
+
+
+@dataclass(frozen=True)
+class Passage:
+    title: str
+    text: str
+    part: str            # "validation", "training" or "sample"
+
+
+def _line_start(text: str, at: int) -> int:
+    """The start of the first paragraph (after a blank line) within PARAGRAPH_SEARCH
+    characters of `at`, else of the next line: a passage opens on whole lines."""
+    para = text.find("\n\n", at, at + PARAGRAPH_SEARCH)
+    line = text.find("\n", at)
+    start = para + 2 if para >= 0 else at if line < 0 else line + 1
+    while start < len(text) - 1 and text[start] == "\n":
+        start += 1
+    return start
+
+
+def _passage(text: str, start: int, size: int) -> str:
+    """Whole lines of `text` from `start`, at least `size` characters unless the text ends."""
+    end = text.find("\n", start + size)
+    return text[start:] if end < 0 else text[start:end + 1]
+
+
+def _title(part: str, passage: str) -> str:
+    """The passage's first words, cut at a word unless that leaves too few, and its part."""
+    flat = " ".join(passage.split())
+    if len(flat) > TITLE_CHARS:
+        cut = flat[:TITLE_CHARS].rsplit(" ", 1)[0]
+        flat = (cut if len(cut) > TITLE_CHARS // 2 else flat[:TITLE_CHARS]) + "…"
+    return f"{flat} ({part})"
+
+
+# A passage is a screenful: the explorer colours it and the heatmap stays readable.
+PASSAGE_CHARS = 400
+PARAGRAPH_SEARCH = 1_500
+TITLE_CHARS = 40
+
+
+def corpus_passages(text: str, val_fraction: float, known: set[str], count: int = 3,
+                    size: int = PASSAGE_CHARS) -> list[Passage]:
+    """`count` passages spread over the validation part of a corpus (text the model never
+    trained on), then the opening of its training part; only whole lines, and only
+    passages the model's vocabulary (`known`) can read."""
+    train, val = split(text, val_fraction)
+    out = []
+    if len(val) > size:
+        step = (len(val) - size) // count
+        for k in range(count):
+            start = _line_start(val, k * step)
+            out.append(Passage(_title("validation", p := _passage(val, start, size)), p, "validation"))
+    if train:
+        out.append(Passage(_title("training text", p := _passage(train, 0, size)), p, "training"))
+    seen, unique = set(), []
+    for p in out:
+        if p.text.strip() and p.text not in seen and set(p.text) <= known:
+            seen.add(p.text)
+            unique.append(p)
+    return unique

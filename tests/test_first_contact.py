@@ -14,8 +14,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
+
+from tests.test_pages import DIVERGING, assert_colours, colour_at, decode
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -89,23 +92,35 @@ def serving(settings):
         sock.close()
 
 
+# A corpus of code: its model knows '/', which tinyshakespeare has none of.
+CODE = "".join(f'url_{k} = "https://example.com/stories/{k % 7}.html"  # page {k}: fetch(url_{k})\n'
+               f'if not url_{k}.startswith("http"):\n    raise ValueError(url_{k})\n\n' for k in range(120))
+URL = "https://example.com/stories/x.html"
+
+
 @pytest.fixture(scope="module")
-def two_lstms(tmp_path_factory, data_dir, corpus):
-    """conftest's models plus run-2: an LSTM of one layer (theirs have two), as a training
-    run adds; served on its own."""
+def more_models(tmp_path_factory, data_dir, corpus):
+    """conftest's models; run-2, an LSTM of one layer (theirs have two) as a training run
+    adds; code, an LSTM trained on CODE; and both corpora in <data_dir>/corpora, where the
+    server finds a model's corpus by its sha256. Served on its own."""
     from app.settings import Settings
     from model.checkpoint import save_model
     from model.network import ModelConfig
     from model.train import TrainConfig, train
 
-    root = tmp_path_factory.mktemp("two-lstms")
+    root = tmp_path_factory.mktemp("more-models")
     (root / "models").mkdir()
+    (root / "corpora").mkdir()
     for f in (data_dir / "models").glob("*.safetensors"):
         shutil.copy(f, root / "models" / f.name)
+    (root / "corpora" / "head.txt").write_text(corpus, encoding="utf-8")
+    (root / "corpora" / "code.txt").write_text(CODE, encoding="utf-8")
+    quick = TrainConfig(batch_size=4, seq_length=16, max_steps=5, eval_every=5)
     with threadpool_limits(1):
-        run = train(corpus, ModelConfig("lstm", 1, 16, 1), TrainConfig(batch_size=4, seq_length=16, max_steps=5,
-                                                                      eval_every=5), corpus_name="tinyshakespeare.txt")
+        run = train(corpus, ModelConfig("lstm", 1, 16, 1), quick, corpus_name="tinyshakespeare.txt")
+        code = train(CODE, ModelConfig("lstm", 1, 16, 2), quick, corpus_name="code.txt")
     save_model(run.model, root / "models" / "run-2.safetensors")
+    save_model(code.model, root / "models" / "code.safetensors")
     with serving(Settings(data_dir=root, load_bundled=False)) as url:
         yield url
 
@@ -136,8 +151,8 @@ def test_gradients_grid_lines_are_what_the_caption_says(page, live_server):
     assert f"each grid line down is a factor of {factor} smaller" in caption
 
 
-def test_model_colours_agree_and_every_model_has_a_legend_entry(page, two_lstms):
-    page.goto(f"{two_lstms}/gradients?models=lstm,run-2&text={quote(TEXT)}")
+def test_model_colours_agree_and_every_model_has_a_legend_entry(page, more_models):
+    page.goto(f"{more_models}/gradients?models=lstm,run-2&text={quote(TEXT)}")
     page.wait_for_function("() => document.getElementById('grad-chart').data?.length > 0")
     chips = swatch_colours(page, "#models")
     traces = page.evaluate("() => document.getElementById('grad-chart').data")
@@ -153,9 +168,183 @@ def test_model_colours_agree_and_every_model_has_a_legend_entry(page, two_lstms)
     shoot(page, "gradients-two-lstms")
 
     # The Compare page colours each model as the Gradients page does.
-    page.goto(f"{two_lstms}/compare?models=lstm,run-2&text={quote(TEXT)}")
+    page.goto(f"{more_models}/compare?models=lstm,run-2&text={quote(TEXT)}")
     page.wait_for_function("() => document.getElementById('chars-chart').data?.length > 0")
     assert swatch_colours(page, "#models") == chips
     for t in page.evaluate("() => document.getElementById('chars-chart').data"):
         if t.get("legendgroup") in chips and "line" in t:
             assert css_colour(page, t["line"]["color"]) == chips[t["legendgroup"]]
+
+
+# ---- Explorer ------------------------------------------------------------------------------
+
+def heatmap_point(pg, row: int, column: int = 4) -> tuple[float, float]:
+    """Page coordinates of one cell of the explorer's heatmap."""
+    return tuple(pg.evaluate("""([row, column]) => {
+        const gd = document.getElementById('heatmap'), fl = gd._fullLayout, r = gd.getBoundingClientRect();
+        return [r.left + fl._size.l + fl.xaxis.l2p(column), r.top + fl._size.t + fl.yaxis.l2p(row)];
+    }""", [row, column]))
+
+
+def test_a_heatmap_click_selects_the_clicked_row_right_after_hovering_another(page, live_server):
+    """Plotly reports the last hovered point with a click, and throttles hovering to one per
+    50 ms: a click soon after hovering another row used to select that row."""
+    page.goto(f"{live_server}/explore?model=lstm&layer=1&quantity=h&neuron=0&text={quote(TEXT)}")
+    page.wait_for_function("() => document.getElementById('heatmap').data")
+    page.locator("#heatmap").scroll_into_view_if_needed()
+    for hovered, clicked in ((10, 3), (20, 27), (5, 6), (30, 1), (12, 13)):
+        page.mouse.move(*heatmap_point(page, hovered))
+        page.mouse.click(*heatmap_point(page, clicked))
+        page.wait_for_timeout(200)
+        assert page.input_value("#neuron") == str(clicked), f"hovered {hovered}, clicked {clicked}"
+
+
+def test_a_failed_read_clears_the_sidebar_and_says_why(page, live_server):
+    page.goto(f"{live_server}/explore?model=lstm&layer=1&quantity=h&neuron=0&text={quote(TEXT)}")
+    page.wait_for_function(f"() => document.querySelectorAll('#charmap .ch').length === {len(TEXT)}")
+    assert str(len(TEXT)) in page.inner_text("#text-stats")
+    page.fill("#text", "abc€d")
+    page.click("#read")
+    page.locator("#status[data-state='error']").wait_for()
+    stats = page.inner_text("#text-stats")
+    assert str(len(TEXT)) not in stats and "Mean loss" not in stats
+    assert "€" in stats
+    assert page.locator("#variable-neurons .chip").count() == 0
+
+
+# ---- Passages from each model's own corpus -------------------------------------------------
+
+def test_each_model_offers_passages_of_its_own_corpus(more_models, corpus):
+    from model.data import split
+
+    lstm = httpx.get(f"{more_models}/api/models/lstm/passages").json()
+    assert lstm["corpus"] == "head.txt"
+    assert [p["part"] for p in lstm["passages"]] == ["validation"] * 3 + ["training"]
+    train, val = split(corpus, 0.1)
+    assert all(p["text"] in val for p in lstm["passages"][:3])
+    assert corpus.startswith(lstm["passages"][3]["text"])
+    assert all(p["text"].endswith("\n") and len(p["text"]) >= 300 for p in lstm["passages"])
+    code = httpx.get(f"{more_models}/api/models/code/passages").json()
+    assert code["corpus"] == "code.txt"
+    assert code["passages"] and all(p["text"] in CODE for p in code["passages"])
+    assert httpx.get(f"{more_models}/api/models/nope/passages").status_code == 404
+
+
+def test_without_its_corpus_a_model_offers_a_passage_it_wrote_itself(live_server, models):
+    """conftest's models trained on a head of tinyshakespeare that is on no corpus path."""
+    answer = httpx.get(f"{live_server}/api/models/gru/passages").json()
+    assert answer["corpus"] is None
+    [passage] = answer["passages"]
+    assert passage["part"] == "sample" and "itself" in passage["title"]
+    assert passage["text"] and set(passage["text"]) <= set(models["gru"].vocab.chars)
+    assert httpx.get(f"{live_server}/api/models/gru/passages").json() == answer      # the same each visit
+
+
+def test_the_python_corpus_is_looked_for():
+    from app.settings import Settings
+
+    assert Path("../shared/corpora/python-stdlib.txt") in Settings().corpus_paths
+
+
+def test_the_explorer_opens_on_the_models_own_text_and_its_liveliest_neuron(page, more_models):
+    passages = httpx.get(f"{more_models}/api/models/code/passages").json()["passages"]
+    page.goto(f"{more_models}/explore?model=code")
+    page.wait_for_function("() => document.getElementById('heatmap').data")
+    assert page.input_value("#text") == passages[0]["text"]
+    assert "Citizen" not in page.input_value("#text")
+    assert [o.strip() for o in page.locator("#passage option").all_inner_texts()][1:] == [p["title"] for p in passages]
+    # h of the top layer, and the unit that varies most over the passage.
+    assert page.input_value("#quantity") == "h" and page.input_value("#layer") == "1"
+    trace = httpx.post(f"{more_models}/api/models/code/trace", json={
+        "text": passages[0]["text"], "layers": [1], "quantities": ["h"]}, timeout=30).json()
+    h = decode(trace["layers"][0]["quantities"]["h"]).astype(np.float64)
+    assert page.input_value("#neuron") == str(int(h.var(axis=0).argmax()))
+    assert page.locator("#variable-neurons .chip").first.get_attribute("aria-pressed") == "true"
+    assert f"neuron={h.var(axis=0).argmax()}" in page.url
+
+    # Another model's passage gives way to this model's own when the model changes.
+    page.select_option("#model", "lstm")
+    page.wait_for_function("t => document.getElementById('text').value === t",
+                           arg=httpx.get(f"{more_models}/api/models/lstm/passages").json()["passages"][0]["text"])
+    shoot(page, "explore-first-view")
+
+
+def test_c_past_its_range_is_coloured_on_the_neurons_own_scale(page, live_server):
+    """The bundled LSTM's c runs to ±100 and more; conftest's small one does not, so its
+    answer is made 40 times louder on the way to the page."""
+    loud = 40.0
+
+    def louder(route):
+        response = route.fetch()
+        data = response.json()
+        for layer in data["layers"]:
+            if "c" in layer["quantities"]:
+                layer["quantities"]["c"]["scale"] *= loud
+        route.fulfill(response=response, json=data)
+
+    page.route("**/api/models/lstm/trace", louder)
+    page.goto(f"{live_server}/explore?model=lstm&layer=1&quantity=c&neuron=3&text={quote(TEXT)}")
+    page.wait_for_function("() => document.getElementById('heatmap').data")
+    encoded = httpx.post(f"{live_server}/api/models/lstm/trace", json={
+        "text": TEXT, "layers": [1], "quantities": ["c"]}, timeout=30).json()["layers"][0]["quantities"]["c"]
+    encoded["scale"] *= loud
+    c = decode(encoded)                                              # (T, H) as the page holds it
+
+    def own(column):                                                 # 1st-99th percentiles, symmetric
+        s = np.sort(column)
+        lo, hi = s[int(np.floor(0.01 * (len(s) - 1)))], s[int(np.ceil(0.99 * (len(s) - 1)))]
+        return max(abs(float(lo)), abs(float(hi)))
+
+    past = [j for j in range(c.shape[1]) if np.abs(c[:, j]).max() > 1 + 1e-3]
+    assert 3 in past
+    spans = page.eval_on_selector_all("#charmap .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    m = own(c[:, 3])
+    assert_colours(spans, [colour_at(DIVERGING, v / m) for v in c[:, 3]])
+    assert len({s for s in spans}) > 5, "the text shows the neuron's variation, not one clamped colour"
+    assert "1st–99th percentile" in page.inner_text("#range-hint")
+    heat = page.evaluate("() => document.getElementById('heatmap').data[0]")
+    assert (heat["zmin"], heat["zmax"]) == (-1, 1)
+    z = np.array(heat["z"])
+    for j in range(c.shape[1]):
+        want = c[:, j] / own(c[:, j]) if j in past else c[:, j]
+        np.testing.assert_allclose(z[j], want, atol=1e-5)
+    np.testing.assert_allclose(np.array(heat["customdata"]), c.T, atol=1e-5)  # the hover reads true values
+    # "−1 to +1" clamps as before.
+    page.click("#range button[value=unit]")
+    assert_colours(page.eval_on_selector_all("#charmap .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)"),
+                   [colour_at(DIVERGING, v) for v in c[:, 3]])
+    assert "range=unit" in page.url
+
+
+# ---- Characters a model does not know -------------------------------------------------------
+
+def test_unknown_characters_are_named_and_models_that_know_them_offered(page, more_models):
+    page.goto(f"{more_models}/explore?model=lstm&layer=0&quantity=h&neuron=0&text={quote(URL)}")
+    status = page.locator("#status[data-state='error']")
+    status.wait_for()
+    page.locator("#status button[data-model]").first.wait_for()
+    assert "‘/’ ×4" in status.inner_text()
+    offered = page.eval_on_selector_all("#status button[data-model]", "els => els.map(e => e.dataset.model)")
+    assert offered == ["code"]                                       # the only vocabulary with '/'
+    shoot(page, "explore-unknown")
+    page.click("#status button[data-model=code]")
+    page.wait_for_function(f"() => document.querySelectorAll('#charmap .ch').length === {len(URL)}")
+    assert page.input_value("#model") == "code" and "model=code" in page.url
+    assert page.input_value("#text") == URL
+
+
+def test_dropping_characters_shows_which_and_where(page, more_models):
+    page.goto(f"{more_models}/explore?model=lstm&layer=0&quantity=h&neuron=0&text={quote(URL)}")
+    page.locator("#drop").click()
+    kept = URL.replace("/", "")
+    page.wait_for_function(f"() => document.querySelectorAll('#charmap .ch').length === {len(kept)}")
+    assert page.eval_on_selector_all("#charmap .ch", "els => els.map(e => e.textContent).join('')") == kept
+    # Each run of removed characters sits where it was, between the characters read.
+    shown = page.eval_on_selector_all("#charmap .ch, #charmap .dropped",
+                                      "els => els.map(e => e.classList.contains('dropped') ? `[${e.textContent}]` : e.textContent).join('')")
+    assert shown == "https:[//]example.com[/]stories[/]x.html"
+    assert "‘/’ ×4" in page.inner_text("#dropped-note")
+    assert page.input_value("#text") == URL and "drop=1" in page.url     # the link reads it the same way
+    shoot(page, "explore-dropped")
+    page.reload()
+    page.wait_for_function(f"() => document.querySelectorAll('#charmap .dropped').length === 3")

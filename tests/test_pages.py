@@ -169,11 +169,13 @@ def test_explorer_shows_the_api_error_and_can_drop_unknown_characters(page, live
     page.goto(f"{live_server}/explore?model=gru&layer=0&quantity=z&neuron=0&text={quote('abc€d')}")
     status = page.locator("#status[data-state='error']")
     status.wait_for()
-    assert "'€'" in status.inner_text()
+    assert "‘€’" in status.inner_text()
     shoot(page, "explore-error")
     page.click("#drop")
     page.wait_for_function("() => document.querySelectorAll('#charmap .ch').length === 4")
-    assert page.input_value("#text") == "abcd"
+    # The box keeps what was typed; the text on screen shows what was left out, and where.
+    assert page.input_value("#text") == "abc€d"
+    assert page.eval_on_selector_all("#charmap .dropped", "els => els.map(e => e.textContent)") == ["€"]
 
 
 def test_a_text_too_long_for_a_link_is_left_out_of_it(page, live_server):

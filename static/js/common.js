@@ -19,6 +19,7 @@ export async function api(path, body, { signal } = {}) {
   if (!response.ok) {
     const error = new Error(formatDetail(data?.detail) || `${response.status} ${response.statusText}`);
     error.status = response.status;
+    error.detail = data?.detail;       // for a page that acts on a 422's type and ctx
     throw error;
   }
   return data;
@@ -278,11 +279,22 @@ export function showChar(c) {
 
 /**
  * Render `text` into `container` as one <span class="ch" data-i> per character; a newline
- * is a visible ↵ followed by a line break, so every position stays hoverable.
+ * is a visible ↵ followed by a line break, so every position stays hoverable. `removed`,
+ * when given, holds per position the characters taken out just before it (its last entry:
+ * after the end); they are shown struck through, between the characters, never as `.ch`.
  */
-export function renderChars(container, chars) {
+export function renderChars(container, chars, removed = null) {
   const frag = document.createDocumentFragment();
+  const mark = (gone) => {
+    if (!gone) return;
+    const s = document.createElement("del");
+    s.className = "dropped";
+    s.textContent = [...gone].map(showChar).join("");
+    s.title = `removed: ${[...gone].map((c) => `‘${showChar(c)}’`).join(" ")}`;
+    frag.append(s);
+  };
   chars.forEach((c, i) => {
+    mark(removed?.[i]);
     const span = document.createElement("span");
     span.className = c === "\n" ? "ch nl" : c === " " ? "ch sp" : "ch";
     span.dataset.i = i;
@@ -290,6 +302,7 @@ export function renderChars(container, chars) {
     frag.append(span);
     if (c === "\n") frag.append(document.createElement("br"));
   });
+  mark(removed?.[chars.length]);
   container.replaceChildren(frag);
   return Array.from(container.querySelectorAll(".ch"));
 }

@@ -2,7 +2,8 @@
 // One trace request per (model, text, layer, quantity); switching neurons redraws from it.
 import {
   api, colourAt, cssGradient, decodeQuantity, fillModelSelect, inkOn, isAbort, isTanhQuantity, latest,
-  PLOT_CONFIG, PLOT_FONT, plotlyScale, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
+  PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt,
+  writeQuery,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,7 +14,7 @@ const els = {
   charmapHead: $("charmap-head"), colouredBy: $("coloured-by"), range: $("range"), rangeHint: $("range-hint"),
   status: $("status"), charmap: $("charmap"), tooltip: $("tooltip"), stats: $("text-stats"),
   variable: $("variable-neurons"), heatmap: $("heatmap"), heatmapTitle: $("heatmap-title"),
-  heatmapStatus: $("heatmap-status"),
+  heatmapStatus: $("heatmap-status"), heatmapScale: $("heatmap-scale"), droppedNote: $("dropped-note"),
 };
 
 const QUANTITY_HELP = {
@@ -35,19 +36,29 @@ const QUANTITY_NAMES = {
 
 const state = {
   model: els.model.dataset.initial, layer: toInt(els.layer.dataset.initial, null),
-  quantity: els.quantity.dataset.initial, neuron: toInt(els.neuron.value, 0),
-  // "unit": the quantity's own range, ±1 or 0..1, clamped (c can exceed it);
-  // "fit": the text's range, per neuron for the text and per layer for the heatmap.
-  range: els.range.dataset.initial === "fit" ? "fit" : "unit",
+  quantity: els.quantity.dataset.initial,
+  // null until a link or the reader names one: then the unit that varies most is shown.
+  neuron: toInt(els.neuron.value, null),
+  // "auto": the quantity's own range (±1 or 0..1) unless the neuron runs past it (c can),
+  // then the neuron's own scale; "unit": always the quantity's range, clamped; "fit": always
+  // the neuron's own scale. A neuron's own scale is its 1st-99th percentiles over the text.
+  range: ["unit", "fit"].includes(els.range.dataset.initial) ? els.range.dataset.initial : "auto",
+  // Read the text without the characters the model does not know (marked where they were).
+  drop: queryParams().get("drop") === "1",
 };
+let neuronChosen = state.neuron !== null;
 let info = null;          // GET /api/models/{id}
+let passages = [];        // GET /api/models/{id}/passages: texts from the model's own corpus
 let trace = null;         // {key, chars, loss, predictions} for the text on screen
 let values = null;        // decoded (T, H) of the chosen layer and quantity
+let scales = null;        // per neuron [lo, hi] for `values` under state.range, made on demand
 let spans = [];
-const cache = new Map();  // "model|layer|quantity|text" -> decoded values
+let models = [];          // GET /api/models
+const details = new Map();  // model id -> promise of GET /api/models/{id}, for vocabularies
+const cache = new Map();  // "model|layer|quantity|drop|text" -> decoded values
 const nextSignal = latest();
 
-// ---- Drawing ---------------------------------------------------------------------------
+// ---- Scales -------------------------------------------------------------------------------
 
 /** [min, max] without spreading into Math.min, which has an argument limit. */
 function extent(values) {
@@ -56,21 +67,17 @@ function extent(values) {
   return [lo, hi];
 }
 
+const unitRange = () => (isTanhQuantity(state.quantity) ? [-1, 1] : [0, 1]);
+
 /**
- * [lo, hi] of some values, symmetric about 0 for tanh quantities so white stays 0.
- * `robust` takes the 1st and 99th percentiles instead, from at most ~100k samples, so a
- * few extreme units do not wash out a whole layer.
+ * A neuron's own scale: its 1st and 99th percentiles over the text, so a few spikes do not
+ * wash out the rest; symmetric about 0 for tanh quantities, so white stays 0 and the sign
+ * keeps its colour.
  */
-function spanOf(all, robust = false) {
-  let lo, hi;
-  if (robust) {
-    const step = Math.max(1, Math.floor(all.length / 100_000));
-    const sample = Float32Array.from({ length: Math.floor(all.length / step) }, (_, i) => all[i * step]).sort();
-    lo = sample[Math.floor(0.01 * (sample.length - 1))];
-    hi = sample[Math.ceil(0.99 * (sample.length - 1))];
-  } else {
-    [lo, hi] = extent(all);
-  }
+function ownScale(column) {
+  const sorted = Float32Array.from(column).sort();
+  const lo = sorted[Math.floor(0.01 * (sorted.length - 1))];
+  const hi = sorted[Math.ceil(0.99 * (sorted.length - 1))];
   if (isTanhQuantity(state.quantity)) {
     const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
     return [-m, m];
@@ -78,9 +85,24 @@ function spanOf(all, robust = false) {
   return hi > lo ? [lo, hi] : [lo, lo + 1];
 }
 
-const unitRange = () => (isTanhQuantity(state.quantity) ? [-1, 1] : [0, 1]);
-const neuronRange = () => (state.range === "fit" ? spanOf(values.column(state.neuron)) : unitRange());
-const layerRange = () => (state.range === "fit" ? spanOf(values.values, true) : unitRange());
+/** Whether a neuron runs past its quantity's range: c can, by far; tanh and sigmoids cannot. */
+function runsPast(column) {
+  const [lo, hi] = extent(column), [a, b] = unitRange();
+  return lo < a - 1e-3 || hi > b + 1e-3;
+}
+
+/** [lo, hi] that neuron j is coloured over, under the chosen range. */
+function scaleOf(j) {
+  if (state.range === "unit") return unitRange();
+  if (!scales) scales = new Array(values.H);
+  if (!scales[j]) {
+    const column = values.column(j);
+    scales[j] = state.range === "fit" || runsPast(column) ? ownScale(column) : unitRange();
+  }
+  return scales[j];
+}
+
+const onUnitScale = ([lo, hi]) => { const [a, b] = unitRange(); return lo === a && hi === b; };
 
 /** Map [lo, hi] onto the scale's own domain, so colourAt's stops apply. */
 function rescale([lo, hi]) {
@@ -88,9 +110,11 @@ function rescale([lo, hi]) {
   return (v) => a + ((v - lo) / (hi - lo)) * (b - a);
 }
 
+// ---- Drawing ---------------------------------------------------------------------------
+
 function colourText() {
   const stops = scaleFor(state.quantity);
-  const f = rescale(neuronRange());
+  const f = rescale(scaleOf(state.neuron));
   for (let t = 0; t < spans.length; t++) {
     const c = colourAt(stops, f(values.at(t, state.neuron)));
     spans[t].style.backgroundColor = rgb(c);
@@ -101,33 +125,58 @@ function colourText() {
 const fmt = (v) => String(Number(v.toPrecision(3))).replace("-", "−");
 
 function drawLegend() {
-  const [lo, hi] = neuronRange();
+  const [lo, hi] = scaleOf(state.neuron);
   const ticks = [lo, (lo + hi) / 2, hi].map((v, i) => (i === 2 && v > 0 && isTanhQuantity(state.quantity) ? "+" : "") + fmt(v));
   els.legend.innerHTML = `<div class="legend-block"><div class="bar"></div>
     <div class="ticks">${ticks.map((t) => `<span>${t}</span>`).join("")}</div></div>`;
   els.legend.querySelector(".bar").style.background = cssGradient(scaleFor(state.quantity));
   for (const b of els.range.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b.value === state.range));
   els.range.querySelector('[value="unit"]').textContent = isTanhQuantity(state.quantity) ? "−1 to +1" : "0 to 1";
-  // Say so when clamping hides most of the neuron's variation (c often runs far past ±1).
+  // Say which scale is in use when it is not the quantity's own, and when clamping hides
+  // most of the neuron's variation (c often runs far past ±1).
   const [nlo, nhi] = extent(values.column(state.neuron));
-  const [ulo, uhi] = unitRange();
-  const clamped = state.range === "unit" && (nlo < ulo - 0.5 || nhi > uhi + 0.5);
-  els.rangeHint.textContent = clamped
-    ? `${state.quantity}[${state.neuron}] runs from ${fmt(nlo)} to ${fmt(nhi)} here, so the colours clamp.` : "";
+  const name = `${state.quantity}[${state.neuron}]`;
+  const past = runsPast(values.column(state.neuron));
+  els.rangeHint.textContent = state.range === "unit"
+    ? (nlo < lo - 0.5 || nhi > hi + 0.5 ? `${name} runs from ${fmt(nlo)} to ${fmt(nhi)} here, so the colours clamp.` : "")
+    : past ? `${name} runs from ${fmt(nlo)} to ${fmt(nhi)} here, past ${isTanhQuantity(state.quantity) ? "±1" : "0 to 1"}: `
+      + "coloured on its own 1st–99th percentile scale."
+      : state.range === "fit" ? "Coloured on this neuron’s 1st–99th percentile scale." : "";
 }
 
 function heatmapData() {
-  // Rows are neurons: z is (H, T), the transpose of the trace's (T, H).
+  // Rows are neurons: z is (H, T), the transpose of the trace's (T, H). A row on its own
+  // scale is mapped onto the quantity's range, so one colour bar serves every row; the
+  // hover then reads the true values from customdata.
   const { T, H } = values;
-  const z = Array.from({ length: H }, (_, j) => values.column(j));
-  const [zmin, zmax] = layerRange();
-  return [{
+  const z = new Array(H);
+  let own = 0;
+  for (let j = 0; j < H; j++) {
+    const column = values.column(j), scale = scaleOf(j);
+    if (onUnitScale(scale)) { z[j] = column; continue; }
+    const f = rescale(scale);
+    z[j] = column.map(f);
+    own++;
+  }
+  const [zmin, zmax] = unitRange();
+  const trace = {
     type: "heatmap", z, zmin, zmax, zauto: false,
     x: Array.from({ length: T }, (_, t) => t), y: Array.from({ length: H }, (_, j) => j),
     colorscale: plotlyScale(scaleFor(state.quantity)),
-    colorbar: { title: { text: state.quantity, side: "right" }, thickness: 12, len: 0.9 },
+    colorbar: { title: { text: own ? `${state.quantity} (rows on their own scale: ±their range)` : state.quantity, side: "right" },
+      thickness: 12, len: 0.9 },
     hovertemplate: "neuron %{y}<br>character %{x}<br>value %{z:.3f}<extra></extra>",
-  }];
+  };
+  if (own) {
+    trace.customdata = Array.from({ length: H }, (_, j) => values.column(j));
+    trace.hovertemplate = "neuron %{y}<br>character %{x}<br>value %{customdata:.3f}<extra></extra>";
+  }
+  const range = isTanhQuantity(state.quantity) ? "±1" : "0 to 1";
+  els.heatmapScale.textContent = state.range === "fit"
+    ? "Each row is drawn on its own 1st–99th percentile scale; hover for the values."
+    : own ? `${own} of ${H} rows run past ${range} and are each drawn on their own 1st–99th percentile scale; `
+      + "hover for the values." : "";
+  return [trace];
 }
 
 function heatmapLayout() {
@@ -150,6 +199,19 @@ function heatmapLayout() {
   };
 }
 
+/**
+ * The row under a click, from the click's own position. Plotly's click event carries the
+ * last *hovered* point, and hovering is throttled to one per 50 ms, so a click soon after
+ * hovering another row would otherwise select that row.
+ */
+function rowAt(event) {
+  const fl = els.heatmap._fullLayout;
+  if (!event || !fl?.yaxis) return null;
+  const box = els.heatmap.getBoundingClientRect();
+  const j = Math.round(fl.yaxis.p2l(event.clientY - box.top - fl._size.t));
+  return Number.isInteger(j) && j >= 0 && j < values.H ? j : null;
+}
+
 let heatmapDrawn = false;
 function drawHeatmap() {
   setStatus(els.heatmapStatus, "");
@@ -158,8 +220,8 @@ function drawHeatmap() {
   fn(els.heatmap, heatmapData(), heatmapLayout(), PLOT_CONFIG);
   if (!heatmapDrawn) {
     els.heatmap.on("plotly_click", (ev) => {
-      const p = ev.points && ev.points[0];
-      if (p) selectNeuron(Math.round(p.y));
+      const j = rowAt(ev.event) ?? (ev.points?.[0] ? Math.round(ev.points[0].y) : null);
+      if (j !== null) selectNeuron(j);
     });
     heatmapDrawn = true;
   }
@@ -175,9 +237,15 @@ function moveHeatmapMarker() {
   }), 120);
 }
 
+const statRows = (rows) => rows.flatMap(([k, v]) => [
+  Object.assign(document.createElement("dt"), { textContent: k }),
+  Object.assign(document.createElement("dd"), { textContent: v }),
+]);
+
 function drawStats() {
   const T = trace.chars.length;
   const rows = [["Characters", T.toLocaleString()]];
+  if (trace.dropped.length) rows.push(["Dropped", `${trace.dropped.length} (${summariseChars(trace.dropped)})`]);
   if (trace.loss.length) {
     const mean = trace.loss.reduce((a, b) => a + b, 0) / trace.loss.length;
     rows.push(["Mean loss", `${mean.toFixed(3)} nats/char`], ["", `${(mean / Math.LN2).toFixed(3)} bits/char`]);
@@ -185,12 +253,16 @@ function drawStats() {
     rows.push(["Biggest surprise", `“${showChar(trace.chars[worst + 1])}” at ${worst + 1} (${trace.loss[worst].toFixed(2)})`]);
   }
   if (info) rows.push(["Uniform guess", `${Math.log(info.vocab_size).toFixed(3)} nats/char`]);
-  els.stats.replaceChildren(...rows.flatMap(([k, v]) => [
-    Object.assign(document.createElement("dt"), { textContent: k }),
-    Object.assign(document.createElement("dd"), { textContent: v }),
-  ]));
+  els.stats.replaceChildren(...statRows(rows));
 }
 
+/** After a failed read nothing on the sidebar describes the text any more: say why instead. */
+function clearSidebar(why) {
+  els.stats.replaceChildren(...statRows([["Characters", "—"], ["Not read", why]]));
+  els.variable.replaceChildren(Object.assign(document.createElement("span"), { className: "muted small", textContent: "—" }));
+}
+
+/** The units whose value varies most over the text, most first; the top eight become chips. */
 function drawVariableNeurons() {
   const { T, H } = values;
   const spread = [];
@@ -207,6 +279,7 @@ function drawVariableNeurons() {
     b.addEventListener("click", () => selectNeuron(j));
     return b;
   }));
+  return spread.map(([, j]) => j);
 }
 
 /** The one function that brings everything on screen in line with `state` and the data. */
@@ -228,8 +301,8 @@ function update({ heatmap = true } = {}) {
 
 function saveQuery() {
   writeQuery({
-    model: state.model, layer: state.layer, quantity: state.quantity, neuron: state.neuron,
-    range: state.range === "fit" ? "fit" : "", text: els.text.value,
+    model: state.model, layer: state.layer, quantity: state.quantity, neuron: state.neuron ?? "",
+    range: state.range === "auto" ? "" : state.range, drop: state.drop ? 1 : "", text: els.text.value,
   });
 }
 
@@ -237,6 +310,7 @@ function selectNeuron(j) {
   if (!values) return;
   const H = values.H;
   state.neuron = ((j % H) + H) % H;   // wrap around at either end
+  neuronChosen = true;
   update({ heatmap: false });
 }
 
@@ -285,6 +359,81 @@ els.charmap.addEventListener("mouseover", (e) => {
 });
 els.charmap.addEventListener("mouseleave", () => { els.tooltip.hidden = true; });
 
+// ---- Unknown characters ----------------------------------------------------------------------
+
+/** "‘/’ ×3, ‘€’": each distinct character once, with how often it occurs. */
+function summariseChars(chars) {
+  const counts = new Map();
+  for (const c of chars) counts.set(c, (counts.get(c) || 0) + 1);
+  return [...counts].map(([c, n]) => `‘${showChar(c)}’${n > 1 ? ` ×${n}` : ""}`).join(", ");
+}
+
+function detail(id) {
+  if (!details.has(id)) details.set(id, api(`/api/models/${encodeURIComponent(id)}`).catch(() => null));
+  return details.get(id);
+}
+
+/** The loaded models whose vocabulary holds every character of `text`. */
+async function modelsThatRead(text) {
+  const distinct = [...new Set(text)];
+  const found = await Promise.all(models.map(async (m) => {
+    const d = await detail(m.id);
+    return d && distinct.every((c) => d.vocab.includes(c)) ? m : null;
+  }));
+  return found.filter(Boolean);
+}
+
+/** The error for characters the model does not know: which, the models that know them all, and dropping. */
+async function showUnknown(text, unknown) {
+  const missing = [...text].filter((c) => unknown.includes(c));
+  const why = `${state.model} does not know ${missing.length === 1 ? "one character" : `${missing.length} characters`} `
+    + `of this text: ${summariseChars(missing)}.`;
+  setStatus(els.status, "error", why);
+  clearSidebar(`${state.model} does not know ${summariseChars(missing)}`);
+  const offers = document.createElement("div");
+  offers.className = "offers";
+  els.status.append(offers);
+  const readers = (await modelsThatRead(text)).filter((m) => m.id !== state.model);
+  if (els.status.dataset.state !== "error" || !els.status.contains(offers)) return;   // a newer load took over
+  const line = document.createElement("p");
+  if (readers.length) {
+    line.append("Models that know every character of it: ");
+    for (const m of readers) {
+      const b = Object.assign(document.createElement("button"), { type: "button", className: "secondary",
+        textContent: `Read it with ${m.name}` });
+      b.dataset.model = m.id;
+      b.addEventListener("click", () => { els.model.value = m.id; switchModel(); });
+      line.append(b, " ");
+    }
+  } else {
+    line.append("No loaded model knows all of them.");
+  }
+  const drop = Object.assign(document.createElement("button"), { type: "button", className: "secondary", id: "drop",
+    textContent: "Drop those characters and read the rest" });
+  drop.addEventListener("click", () => { state.drop = true; load(); });
+  const dropLine = document.createElement("p");
+  dropLine.append(drop, " (they are struck through where they were)");
+  offers.append(line, dropLine);
+}
+
+/** Per kept position t, the characters removed just before it; the last entry, those after the end. */
+function removedBefore(text, dropped) {
+  const gone = new Set(dropped);
+  const before = [""];
+  for (const c of text) {
+    if (gone.has(c)) before[before.length - 1] += c;
+    else before.push("");
+  }
+  return before;
+}
+
+function drawDroppedNote(removed) {
+  const all = removed.join("");
+  els.droppedNote.hidden = !all;
+  els.droppedNote.textContent = all ? `${state.model} read this text without ${[...all].length} characters it does not `
+    + `know: ${summariseChars([...all])}, struck through where they were.` : "";
+}
+
 // ---- Data -------------------------------------------------------------------------------
 
 function fillLayerAndQuantity() {
@@ -295,28 +444,39 @@ function fillLayerAndQuantity() {
   if (!(Number.isInteger(state.layer) && state.layer >= 0 && state.layer < info.num_layers)) state.layer = info.num_layers - 1;
   els.layer.value = state.layer;
   els.quantity.replaceChildren(...info.quantities.map((q) => new Option(`${q} · ${QUANTITY_NAMES[q] || q}`, q)));
-  if (!info.quantities.includes(state.quantity)) state.quantity = info.quantities.includes("c") ? "c" : "h";
+  // h of the top layer shows structure on any text; c is unbounded and noisy to start from.
+  if (!info.quantities.includes(state.quantity)) state.quantity = info.quantities.includes("h") ? "h" : info.quantities[0];
   els.quantity.value = state.quantity;
   els.layer.disabled = els.quantity.disabled = false;
   els.help.textContent = QUANTITY_HELP[state.quantity] || "";
 }
 
+function fillPassages() {
+  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
+    const o = new Option(p.title, String(k));
+    o.dataset.text = p.text;
+    o.dataset.part = p.part;
+    return o;
+  }));
+}
+
 /** Fetch (or reuse) the trace for the current model, text, layer and quantity, then update. */
-async function load({ dropUnknown = false } = {}) {
+async function load() {
   const text = els.text.value;
+  scales = null;
   if (!text) {
     els.charmap.hidden = els.charmapHead.hidden = els.heatmap.hidden = true;
+    els.droppedNote.hidden = true;
     setStatus(els.status, "empty", "Nothing to read yet: pick a passage above or paste some text.");
     setStatus(els.heatmapStatus, "empty", "The heatmap appears once the model has read the text.");
     return;
   }
-  const key = `${state.model}|${state.layer}|${state.quantity}|${text}`;
-  const sameText = trace && trace.key === `${state.model}|${text}`;
-  if (cache.has(key) && sameText) {
-    values = cache.get(key);
-    state.neuron = Math.min(state.neuron, values.H - 1);
-    drawVariableNeurons();
-    update();
+  const key = `${state.model}|${state.drop}|${text}`;
+  const sameText = trace && trace.key === key;
+  const cached = cache.get(`${state.model}|${state.layer}|${state.quantity}|${key}`);
+  if (cached && sameText) {
+    values = cached;
+    show(drawVariableNeurons());
     return;
   }
   const signal = nextSignal();
@@ -324,57 +484,85 @@ async function load({ dropUnknown = false } = {}) {
   els.read.disabled = true;
   try {
     const body = { text, layers: [state.layer], quantities: [state.quantity], top_k: 5, encoding: "int8" };
-    if (dropUnknown) body.drop_unknown = true;
+    if (state.drop) body.drop_unknown = true;
     const data = await api(`/api/models/${encodeURIComponent(state.model)}/trace`, body, { signal });
     const layer = data.layers.find((l) => l.layer === state.layer) || data.layers[0];
     values = decodeQuantity(layer.quantities[state.quantity]);
-    // With drop_unknown the model read a shorter text: that one goes in the box and the link.
-    if (data.text !== text) els.text.value = data.text;
-    cache.set(`${state.model}|${state.layer}|${state.quantity}|${data.text}`, values);
-    if (!sameText || data.text !== text) {
-      trace = { key: `${state.model}|${data.text}`, chars: data.chars, loss: data.loss, predictions: data.predictions };
-      spans = renderChars(els.charmap, data.chars);
+    cache.set(`${state.model}|${state.layer}|${state.quantity}|${key}`, values);
+    if (!sameText) {
+      // With drop_unknown the model read a shorter text; the box keeps what was typed and
+      // the text on screen shows what was removed, where.
+      const removed = data.dropped.length ? removedBefore(text, data.dropped) : null;
+      trace = { key, chars: data.chars, loss: data.loss, predictions: data.predictions,
+        dropped: removed ? [...removed.join("")] : [] };
+      spans = renderChars(els.charmap, data.chars, removed);
+      drawDroppedNote(removed || []);
       drawStats();
     }
-    state.neuron = Math.max(0, Math.min(state.neuron, values.H - 1));
     setStatus(els.status, "");
     els.charmap.hidden = false;
-    drawVariableNeurons();
-    update();
+    show(drawVariableNeurons());
   } catch (e) {
     if (isAbort(e)) return;
-    const unknown = e.status === 422 && /vocabulary/.test(e.message);
-    setStatus(els.status, "error", e.message, {
-      html: unknown ? `<button type="button" class="secondary" id="drop">Drop those characters and read the rest</button>` : "",
-    });
-    document.getElementById("drop")?.addEventListener("click", () => load({ dropUnknown: true }));
+    trace = null;
     els.charmap.hidden = els.charmapHead.hidden = true;
     els.heatmap.hidden = true;
+    els.droppedNote.hidden = true;
     els.heatmapTitle.textContent = "All neurons";
     setStatus(els.heatmapStatus, "empty", "The heatmap appears once the model has read the text.");
-    trace = null;
+    const unknown = e.status === 422 && e.detail?.[0]?.type === "unknown_characters" ? e.detail[0].ctx?.chars : null;
+    if (unknown) {
+      await showUnknown(text, unknown);
+    } else {
+      setStatus(els.status, "error", e.message);
+      clearSidebar(e.message);
+    }
     saveQuery();
   } finally {
     els.read.disabled = false;
   }
 }
 
+/** Show the data just read: the neuron the reader chose, else the one that varies most. */
+function show(ranked) {
+  state.neuron = neuronChosen && state.neuron !== null ? Math.max(0, Math.min(state.neuron, values.H - 1)) : ranked[0];
+  update();
+}
+
 async function loadModel() {
   const signal = nextSignal();
+  let previous = passages;
   try {
-    info = await api(`/api/models/${encodeURIComponent(state.model)}`, undefined, { signal });
+    [info, { passages }] = await Promise.all([
+      api(`/api/models/${encodeURIComponent(state.model)}`, undefined, { signal }),
+      api(`/api/models/${encodeURIComponent(state.model)}/passages`, undefined, { signal }),
+    ]);
   } catch (e) {
-    if (!isAbort(e)) setStatus(els.status, "error", e.message);
+    if (!isAbort(e)) { setStatus(els.status, "error", e.message); clearSidebar(e.message); }
     return;
   }
+  details.set(state.model, Promise.resolve(info));
   fillLayerAndQuantity();
+  fillPassages();
+  // Open on the model's own text: when the box is empty or holds another model's passage.
+  const text = els.text.value;
+  if (!text || previous.some((p) => p.text === text)) {
+    els.text.value = passages[0]?.text || "";
+    els.passage.value = passages.length ? "0" : "";
+  }
   trace = null;
   await load();
 }
 
+function switchModel() {
+  state.model = els.model.value;
+  state.drop = false;
+  loadModel();
+}
+
 // ---- Controls ---------------------------------------------------------------------------
 
-els.model.addEventListener("change", () => { state.model = els.model.value; loadModel(); });
+els.model.addEventListener("change", switchModel);
 els.layer.addEventListener("change", () => { state.layer = Number(els.layer.value); load(); });
 els.quantity.addEventListener("change", () => {
   state.quantity = els.quantity.value;
@@ -386,19 +574,21 @@ els.range.addEventListener("click", (e) => {
   const b = e.target.closest("button");
   if (!b || !values || b.value === state.range) return;
   state.range = b.value;
+  scales = null;
   update();
 });
 els.prev.addEventListener("click", () => selectNeuron(state.neuron - 1));
 els.next.addEventListener("click", () => selectNeuron(state.neuron + 1));
-els.read.addEventListener("click", () => { els.passage.value = ""; load(); });
+els.read.addEventListener("click", () => { els.passage.value = ""; state.drop = false; load(); });
 els.passage.addEventListener("change", () => {
   const opt = els.passage.selectedOptions[0];
   if (!opt.dataset.text) return;
   els.text.value = opt.dataset.text;
+  state.drop = false;
   load();
 });
 els.text.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); load(); }
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); state.drop = false; load(); }
 });
 
 const STEP_KEYS = { ArrowLeft: -1, ArrowUp: -1, ArrowRight: 1, ArrowDown: 1 };
@@ -410,8 +600,6 @@ document.addEventListener("keydown", (e) => {
 });
 
 async function main() {
-  if (!els.text.value) els.text.value = els.passage.options[1]?.dataset.text || "";
-  let models;
   try {
     models = await api("/api/models");
   } catch (e) {
