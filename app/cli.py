@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import errno
 import itertools
+import secrets
 import socket
 import sys
 import time
@@ -226,20 +227,37 @@ def serve(
     port: int | None = typer.Option(None, help="(default 8000, or RNNSCOPE_PORT)"),
     data_dir: Path | None = typer.Option(None, help="holds models/*.safetensors (default ./data, or "
                                                     "RNNSCOPE_DATA_DIR)"),
+    no_token: bool = typer.Option(False, "--no-token", help="serve a network address without an admin "
+                                                            "token (by default one is made and printed)"),
 ):
     """Start the web app: one worker, the models loaded once at start-up."""
     import uvicorn
-    from pydantic import ValidationError
+    from pydantic import SecretStr, ValidationError
 
     from app.main import create_app
+    from app.security import is_loopback
     from app.settings import Settings
+    from app.training import DataDirError, open_store
 
     given = {"host": host, "port": port, "data_dir": data_dir}
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
         fail("; ".join(f"setting {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    try:
+        open_store(settings.data_dir)[1].close()
+    except DataDirError as e:
+        fail(str(e))
     check_can_listen(settings.host, settings.port)
+    if not is_loopback(settings.host) and settings.token is None and not no_token:
+        # As Jupyter does: a server others can reach gets an admin, and only its starter knows the key.
+        token = secrets.token_urlsafe(18)
+        settings = settings.model_copy(update={"token": SecretStr(token)})
+        shown = socket.gethostname() if settings.host in ("0.0.0.0", "::") else settings.host
+        typer.echo(f"rnnscope is reachable from the network. Your admin URL (it may cancel or delete anyone's "
+                   f"runs; keep it to yourself):\n    http://{shown}:{settings.port}/?token={token}\n"
+                   "Students open the same address without the token. Set RNNSCOPE_TOKEN to choose the token, "
+                   "or pass --no-token to have none.", err=True)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO"}   # which models loaded
     # One worker: the models and the compute slots live in this process.
