@@ -120,7 +120,7 @@ def more_models(tmp_path_factory, data_dir, corpus):
         run = train(corpus, ModelConfig("lstm", 1, 16, 1), quick, corpus_name="tinyshakespeare.txt")
         code = train(CODE, ModelConfig("lstm", 1, 16, 2), quick, corpus_name="code.txt")
     save_model(run.model, root / "models" / "run-2.safetensors")
-    save_model(code.model, root / "models" / "code.safetensors")
+    save_model(code.model, root / "models" / "python.safetensors")
     with serving(Settings(data_dir=root, load_bundled=False)) as url:
         yield url
 
@@ -224,7 +224,7 @@ def test_each_model_offers_passages_of_its_own_corpus(more_models, corpus):
     assert all(p["text"] in val for p in lstm["passages"][:3])
     assert corpus.startswith(lstm["passages"][3]["text"])
     assert all(p["text"].endswith("\n") and len(p["text"]) >= 300 for p in lstm["passages"])
-    code = httpx.get(f"{more_models}/api/models/code/passages").json()
+    code = httpx.get(f"{more_models}/api/models/python/passages").json()
     assert code["corpus"] == "code.txt"
     assert code["passages"] and all(p["text"] in CODE for p in code["passages"])
     assert httpx.get(f"{more_models}/api/models/nope/passages").status_code == 404
@@ -247,15 +247,15 @@ def test_the_python_corpus_is_looked_for():
 
 
 def test_the_explorer_opens_on_the_models_own_text_and_its_liveliest_neuron(page, more_models):
-    passages = httpx.get(f"{more_models}/api/models/code/passages").json()["passages"]
-    page.goto(f"{more_models}/explore?model=code")
+    passages = httpx.get(f"{more_models}/api/models/python/passages").json()["passages"]
+    page.goto(f"{more_models}/explore?model=python")
     page.wait_for_function("() => document.getElementById('heatmap').data")
     assert page.input_value("#text") == passages[0]["text"]
     assert "Citizen" not in page.input_value("#text")
     assert [o.strip() for o in page.locator("#passage option").all_inner_texts()][1:] == [p["title"] for p in passages]
     # h of the top layer, and the unit that varies most over the passage.
     assert page.input_value("#quantity") == "h" and page.input_value("#layer") == "1"
-    trace = httpx.post(f"{more_models}/api/models/code/trace", json={
+    trace = httpx.post(f"{more_models}/api/models/python/trace", json={
         "text": passages[0]["text"], "layers": [1], "quantities": ["h"]}, timeout=30).json()
     h = decode(trace["layers"][0]["quantities"]["h"]).astype(np.float64)
     assert page.input_value("#neuron") == str(int(h.var(axis=0).argmax()))
@@ -325,11 +325,11 @@ def test_unknown_characters_are_named_and_models_that_know_them_offered(page, mo
     page.locator("#status button[data-model]").first.wait_for()
     assert "‘/’ ×4" in status.inner_text()
     offered = page.eval_on_selector_all("#status button[data-model]", "els => els.map(e => e.dataset.model)")
-    assert offered == ["code"]                                       # the only vocabulary with '/'
+    assert offered == ["python"]                                       # the only vocabulary with '/'
     shoot(page, "explore-unknown")
-    page.click("#status button[data-model=code]")
+    page.click("#status button[data-model=python]")
     page.wait_for_function(f"() => document.querySelectorAll('#charmap .ch').length === {len(URL)}")
-    assert page.input_value("#model") == "code" and "model=code" in page.url
+    assert page.input_value("#model") == "python" and "model=python" in page.url
     assert page.input_value("#text") == URL
 
 
@@ -348,3 +348,23 @@ def test_dropping_characters_shows_which_and_where(page, more_models):
     shoot(page, "explore-dropped")
     page.reload()
     page.wait_for_function(f"() => document.querySelectorAll('#charmap .dropped').length === 3")
+
+
+# ---- Home -----------------------------------------------------------------------------------
+
+def test_home_suggests_training_and_the_quote_cell_when_the_python_model_is_here(page, live_server, more_models):
+    page.goto(live_server + "/")
+    page.wait_for_selector(".model-card[data-model]")
+    cards = page.eval_on_selector_all(".views .view-card:not([hidden])", "els => els.map(e => e.getAttribute('href'))")
+    assert cards[0].startswith("/explore?model=")                # no python model: the explorer first
+    assert "/train" in cards
+    assert page.locator("#start-quote").is_hidden()
+
+    page.goto(more_models + "/")
+    page.wait_for_selector(".model-card[data-model=python]")
+    page.wait_for_function("() => !document.getElementById('start-quote').hidden")
+    first = page.locator(".views .view-card:not([hidden])").first
+    assert "quote cell" in first.inner_text()
+    href = first.get_attribute("href")
+    assert href.startswith("/probe?model=python&concept=") or href.startswith("/explore?model=python&")
+    shoot(page, "home-python")

@@ -7,6 +7,9 @@ const list = document.getElementById("model-list");
 const status = document.getElementById("models-status");
 
 const CELL_NAMES = { rnn: "vanilla RNN", gru: "GRU", lstm: "LSTM" };
+// PLACEHOLDER (issue 9): the python model's quote cell, {layer, quantity, neuron}, once someone
+// has found it. Until then the "Find the quote cell" card opens the quote probe instead.
+const QUOTE_CELL = null;
 // Characters every tinyshakespeare model knows (no quotes or brackets in that corpus).
 const DEMO_TEXT = "BRUTUS:\nSpeak, speak! the citizens cry; what say you, sir?";
 
@@ -82,6 +85,19 @@ async function heroDemo(models) {
   }
 }
 
+/** With the python model loaded, the first suggestion is its quote cell. */
+function showQuoteCell(models) {
+  const card = document.getElementById("start-quote");
+  if (!card || !models.some((m) => m.id === "python")) return;
+  if (QUOTE_CELL) {
+    const { layer, quantity, neuron } = QUOTE_CELL;
+    card.href = `/explore?model=python&layer=${layer}&quantity=${quantity}&neuron=${neuron}`;
+    delete card.dataset.placeholder;
+  }
+  card.hidden = false;
+  card.parentElement.prepend(card);
+}
+
 async function main() {
   let models;
   try {
@@ -107,6 +123,7 @@ async function main() {
   list.replaceChildren(...models.map((m) => modelCard(m, colours[m.id])));
   const first = models.find((m) => m.id === "lstm") || models[0];
   document.getElementById("start-explore").href = `/explore?model=${encodeURIComponent(first.id)}`;
+  showQuoteCell(models);
   heroDemo(models);
 }
 
