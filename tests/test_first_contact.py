@@ -368,3 +368,11 @@ def test_home_suggests_training_and_the_quote_cell_when_the_python_model_is_here
     href = first.get_attribute("href")
     assert href.startswith("/probe?model=python&concept=") or href.startswith("/explore?model=python&")
     shoot(page, "home-python")
+
+
+def test_the_gradients_page_opens_on_the_first_models_own_text(page, more_models):
+    passages = httpx.get(f"{more_models}/api/models/python/passages").json()["passages"]
+    page.goto(f"{more_models}/gradients?models=python")
+    page.wait_for_function("() => document.getElementById('grad-chart').data?.length > 0")
+    assert page.input_value("#text") == passages[0]["text"]
+    assert page.locator("#passage option").count() == len(passages) + 1

@@ -302,8 +302,28 @@ els.charmap.addEventListener("click", (e) => {
   compute();
 });
 
+/** Passages of the first chosen model's own corpus (or one it wrote itself), the first of
+ * them in the text box when it is empty. */
+async function fillPassages() {
+  const first = chosenModels()[0];
+  let passages = [];
+  try {
+    if (first) ({ passages } = await api(`/api/models/${encodeURIComponent(first)}/passages`));
+  } catch (e) {
+    if (isAbort(e)) throw e;
+  }
+  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
+    const o = new Option(p.title, String(k));
+    o.dataset.text = p.text;
+    return o;
+  }));
+  if (!els.text.value && passages.length) {
+    els.text.value = passages[0].text;
+    els.passage.value = "0";
+  }
+}
+
 async function main() {
-  if (!els.text.value) els.text.value = els.passage.options[1]?.dataset.text || "";
   try {
     models = await api("/api/models");
   } catch (e) {
@@ -318,6 +338,7 @@ async function main() {
   }
   const wanted = (els.models.dataset.initial || "").split(",").filter(Boolean);
   fillModelChips(wanted);
+  await fillPassages();
   await compute();
 }
 
