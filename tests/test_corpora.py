@@ -298,3 +298,23 @@ def test_openapi_documents_the_upload(client):
     schema = op["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert schema["required"] == ["file"] and schema["properties"]["file"]["format"] == "binary"
     assert {"401", "413", "422"} <= set(op["responses"])
+
+
+def test_the_preflight_and_the_estimate_agree_on_a_shape(client):
+    """Issue 9, defect 8: the Train page showed 43 ms/step in the preflight and 55 ms/step in
+    the estimate for the same configuration. A shape is timed once and remembered."""
+    c = upload(client, excerpt(20_000)).json()
+    r = c["preflight"]["recommended"]
+    shape = {k: r[k] for k in ("cell", "hidden_size", "num_layers", "batch_size", "seq_length")}
+    e = client.get(f"/api/corpora/{c['id']}/estimate", params=shape | {"max_steps": r["max_steps"]}).json()
+    assert e["seconds_per_step"] == c["preflight"]["estimate"]["seconds_per_step"]
+    assert e["seconds_total"] == c["preflight"]["estimate"]["seconds_total"]
+
+
+def test_the_same_text_twice_is_one_corpus(client):
+    """Issue 9, defect 7: uploading the same file twice made two identical corpora."""
+    first = upload(client, excerpt(3000), "a.txt")
+    again = upload(client, excerpt(3000), "b.txt")
+    assert first.status_code == 201 and not first.json()["duplicate"]
+    assert again.status_code == 200 and again.json()["duplicate"] and again.json()["id"] == first.json()["id"]
+    assert [x["id"] for x in client.get("/api/corpora").json()].count(first.json()["id"]) == 1

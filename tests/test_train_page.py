@@ -164,7 +164,7 @@ def test_a_refused_upload_says_why(page, server, tmp_path):
 
 
 def test_the_token_is_asked_once_per_tab(page, tmp_path_factory, corpus_file):
-    server = serve(tmp_path_factory, RNNSCOPE_TOKEN="open sesame")
+    server = serve(tmp_path_factory, RNNSCOPE_TOKEN="open sesame", RNNSCOPE_CREATE_NEEDS_TOKEN="true")
     try:
         page.goto(f"{server.url}/train")
         assert page.locator("#token-note").is_visible()
@@ -185,4 +185,55 @@ def test_the_token_is_asked_once_per_tab(page, tmp_path_factory, corpus_file):
         page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
         assert page.locator("#token-dialog[open]").count() == 0
     finally:
+        server.stop()
+
+
+def test_two_students_share_a_server_and_keep_their_own_runs(browser, tmp_path_factory, corpus_file):
+    """Issue 8: two browsers (two students) each upload and train. Neither can cancel or
+    delete the other's run, from the page or the API; both see and open each other's models."""
+    server = serve(tmp_path_factory)
+    contexts = [browser.new_context(viewport={"width": 1280, "height": 900}) for _ in range(2)]
+    try:
+        pages = [c.new_page() for c in contexts]
+        run_ids = []
+        for i, pg in enumerate(pages):
+            pg.set_default_timeout(30_000)
+            pg.goto(f"{server.url}/train")
+            text = corpus_file.parent / f"student-{i}.txt"
+            text.write_text(corpus_file.read_text()[: 30_000 + 1000 * i])
+            pg.set_input_files("#file", str(text))
+            pg.locator("#config-card:not([hidden])").wait_for()
+            fill_form(pg, FORM | {"max_steps": "100000", "hidden_size": "16", "num_layers": "1"})
+            pg.click("#start")
+            pg.wait_for_function("() => new URLSearchParams(location.search).get('run')")
+            run_ids.append(int(pg.evaluate("() => new URLSearchParams(location.search).get('run')")))
+        mine, theirs = run_ids
+        alice, bob = pages
+        # Alice looks at Bob's run: she can watch it, not cancel it.
+        alice.goto(f"{server.url}/train?run={theirs}")
+        alice.locator("#run-owner:not([hidden])").wait_for()
+        assert alice.locator("#cancel").is_hidden()
+        alice.locator(f'#runs-table tr[data-run="{theirs}"] .others').wait_for()
+        assert alice.locator(f'#runs-table tr[data-run="{theirs}"] button').count() == 0   # no Delete
+        shoot(alice, "train-someone-elses-run")
+        # Nor through the API with her browser's cookie.
+        for method, path in [("POST", "cancel"), ("POST", "resume")]:
+            r = alice.request.fetch(f"{server.url}/api/runs/{theirs}/{path}", method=method,
+                                    headers={"Origin": server.url})
+            assert r.status == 403, (path, r.status)
+        assert alice.request.delete(f"{server.url}/api/runs/{theirs}", headers={"Origin": server.url}).status == 403
+        # Each cancels their own.
+        for pg, rid in zip(pages, run_ids):
+            pg.goto(f"{server.url}/train?run={rid}")
+            pg.locator("#cancel:not([hidden])").click()
+            pg.locator('#run-status[data-status="cancelled"]').wait_for()
+        # Both models are listed for both, and open in the explorer.
+        for pg in pages:
+            ids = {m["id"] for m in pg.request.get(f"{server.url}/api/models").json()}
+            assert {f"run-{mine}", f"run-{theirs}"} <= ids
+        alice.goto(f"{server.url}/explore?model=run-{theirs}")
+        alice.wait_for_function("() => document.querySelectorAll('#charmap .ch').length > 0")
+    finally:
+        for c in contexts:
+            c.close()
         server.stop()

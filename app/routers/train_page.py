@@ -16,6 +16,6 @@ def train_page(request: Request):
     state = {"run": request.query_params.get("run", "")}
     settings = request.app.state.settings
     return templates.TemplateResponse(request, "train.html", {
-        "page": "train", "state": state, "token_required": settings.token is not None,
+        "page": "train", "state": state, "token_required": settings.token is not None and settings.create_needs_token,
         "max_upload_bytes": settings.max_upload_bytes,
     })

@@ -8,7 +8,7 @@ const els = {
   preflight: $("preflight"), corpusStats: $("corpus-stats"), recommend: $("recommend"), vocab: $("vocab"),
   vocabCount: $("vocab-count"), configCard: $("config-card"), form: $("run-form"), estimate: $("estimate"),
   start: $("start"), startStatus: $("start-status"), runCard: $("run-card"), runName: $("run-name"),
-  runStatus: $("run-status"), runConfig: $("run-config"), cancel: $("cancel"), resume: $("resume"),
+  runStatus: $("run-status"), runOwner: $("run-owner"), runConfig: $("run-config"), cancel: $("cancel"), resume: $("resume"),
   exploreLink: $("explore-link"), sampleLink: $("sample-link"), progress: $("progress"), doneBanner: $("done-banner"),
   runMessage: $("run-message"), runStats: $("run-stats"), lossChart: $("loss-chart"), gradChart: $("grad-chart"),
   samples: $("samples"), gttChart: $("gtt-chart"), gttStatus: $("gtt-status"), gttLayer: $("gtt-layer"), gttNote: $("gtt-note"), runsTable: $("runs-table"),
@@ -134,7 +134,9 @@ async function upload(file) {
   form.append("file", file, file.name);
   try {
     const c = await request("/api/corpora", { method: "POST", form });
-    setStatus(els.uploadStatus, "");
+    // The same text twice is one corpus: say so rather than quietly keeping a copy.
+    setStatus(els.uploadStatus, c.duplicate ? "empty" : "",
+      c.duplicate ? `You uploaded this text before, as “${c.name}”: that corpus is selected again.` : "");
     showCorpus(c);
     loadCorpora(c.id);
   } catch (e) {
@@ -329,6 +331,13 @@ function drawProgress(step, max, status) {
   els.progress.firstElementChild.style.width = `${pct}%`;
   els.progress.dataset.status = status;
   els.progress.setAttribute("aria-valuenow", pct.toFixed(0));
+  drawRowSteps(run?.id, step, max);
+}
+
+/** The runs table shows the step the run card shows: one source, the newest step seen. */
+function drawRowSteps(id, step, max) {
+  const cell = els.runsTable.querySelector(`tr[data-run="${id}"] .steps`);
+  if (cell) cell.textContent = `${step.toLocaleString()} / ${max.toLocaleString()}`;
 }
 
 function drawStats(r) {
@@ -411,8 +420,10 @@ function drawRun(r) {
   const c = r.config;
   els.runConfig.textContent = `${c.cell.toUpperCase()} ${c.num_layers} × ${c.hidden_size} · batch ${c.batch_size} × ${c.seq_length} · ` +
     `learning rate ${c.learning_rate} · dropout ${c.dropout} · corpus ${r.corpus_name ?? "(deleted)"}`;
-  els.cancel.hidden = !ACTIVE.has(r.status) || r.cancel_requested;
-  els.resume.hidden = !["interrupted", "cancelled"].includes(r.status);
+  // Only the owner (or the admin) may stop or continue a run; everyone may watch it.
+  els.cancel.hidden = !r.yours || !ACTIVE.has(r.status) || r.cancel_requested;
+  els.resume.hidden = !r.yours || !["interrupted", "cancelled"].includes(r.status);
+  els.runOwner.hidden = r.yours;
   const model = r.model_id ? encodeURIComponent(r.model_id) : null;
   els.sampleLink.hidden = !model;
   els.exploreLink.hidden = !model || r.status === "completed";      // the banner below has it then
@@ -550,12 +561,19 @@ async function loadRuns() {
     const tr = document.createElement("tr");
     tr.dataset.run = r.id;
     tr.innerHTML = `<td><a href="?run=${r.id}" class="open"></a><div class="muted small"></div></td><td class="corpus"></td>
-      <td><span class="pill"></span></td><td>${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}</td>
+      <td><span class="pill"></span></td><td class="steps"></td>
       <td>${loss(r.train_loss)}</td><td>${loss(r.best_val_loss)}</td><td>${when(r.started)}</td>
       <td><div class="actions"></div></td>`;
     tr.querySelector(".open").textContent = r.name;
     tr.querySelector(".muted").textContent = `${r.config.cell.toUpperCase()} ${r.config.num_layers} × ${r.config.hidden_size}`;
     tr.querySelector(".corpus").textContent = r.corpus_name ?? "(deleted)";
+    // The card's events run ahead of the store's flushed step: show whichever is newer.
+    const step = r.id === run?.id ? Math.max(r.step, lastStep ?? 0) : r.step;
+    tr.querySelector(".steps").textContent = `${step.toLocaleString()} / ${r.max_steps.toLocaleString()}`;
+    if (!r.yours) {
+      tr.querySelector(".muted").append(Object.assign(document.createElement("span"),
+        { className: "others", textContent: " · someone else's", title: "Started from another browser: you can watch and explore it, not cancel or delete it." }));
+    }
     const pill = tr.querySelector(".pill");
     pill.textContent = r.status;
     pill.dataset.status = r.status;
@@ -564,7 +582,7 @@ async function loadRuns() {
       actions.append(Object.assign(document.createElement("a"), { href: exploreHref(r),
         textContent: "Explore" }));
     }
-    if (r.status !== "running") {
+    if (r.yours && r.status !== "running") {
       const del = Object.assign(document.createElement("button"), { type: "button", className: "linkish", textContent: "Delete" });
       del.addEventListener("click", () => deleteRun(r));
       actions.append(del);
