@@ -10,4 +10,5 @@ SUITES = {
     "model": "bench.model",
     "http": "bench.http",
     "probe": "bench.probe",
+    "shared": "bench.shared",
 }

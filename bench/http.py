@@ -323,7 +323,8 @@ def load_test(base_url: str, model_id: str, mix: list[Kind], clients: int, secon
                 t0 = time.perf_counter()
                 try:
                     r = c.post(f"/api/models/{model_id}/{kind.route}", json=kind.body)
-                    error = None if r.status_code == 200 else f"HTTP {r.status_code}"
+                    # 503 with Retry-After is the server refusing beyond capacity (issue 8), not a failure.
+                    error = None if r.status_code in (200, 503) else f"HTTP {r.status_code}"
                 except httpx.HTTPError as e:
                     error = type(e).__name__
                 records[i].append((kind.name, (time.perf_counter() - t0) * 1e3, error))
