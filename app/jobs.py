@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import shutil
 import sqlite3
 import threading
 import time
@@ -202,7 +201,10 @@ class Trainer:
             if self._current != run_id:
                 return False
             self._cancel.set()
-        self.store.update_run(run_id, cancel_requested=1)
+        try:
+            self.store.update_run(run_id, cancel_requested=1)
+        except (OSError, sqlite3.Error) as e:     # the flag only tells the pages; the event stops the run
+            log.warning("run %d: cannot record the cancel request: %s", run_id, e)
         return True
 
     # ---- the worker thread ------------------------------------------------------------------
@@ -397,11 +399,9 @@ class RunLogger:
         """Metrics first, then the files, then the checkpoint step: see the module docstring."""
         self.flush()
         run_id = self.job.run_id
-        free = shutil.disk_usage(self.paths.root).free
-        if free < self.settings.min_free_bytes:
-            raise OSError(errno.ENOSPC, f"the disk has {free / 1e6:,.0f} MB free, under the "
-                                        f"{self.settings.min_free_bytes / 1e6:,.0f} MB kept free (setting "
-                                        "RNNSCOPE_MIN_FREE_BYTES)")
+        low = self.store.low_space(self.settings.min_free_bytes)
+        if low:
+            raise OSError(errno.ENOSPC, low)
         save_model(model, self.paths.model(run_id))
         save_train_state(self.paths.train_state(run_id), model, state)
         profile = self.profile(self.job.model(state.params))

@@ -13,7 +13,10 @@ waits on SQLite's busy timeout.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -22,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Schema versions in order; PRAGMA user_version counts how many have been applied.
 MIGRATIONS: list[str] = [
@@ -151,14 +156,23 @@ def finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+# Room the store keeps on its disk for its own bookkeeping. When something else fills the
+# disk, it is given up, so that a run can still be marked interrupted, cancelled or deleted
+# (a status is a page or two; deleting a run of 50,000 logged steps rewrites ~4 MB of pages).
+RESERVE_BYTES = 4_000_000
+
+
 class Store:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, reserve_bytes: int = RESERVE_BYTES):
         self.path = path
+        self.reserve = path.with_name(path.name + ".reserve")
+        self.reserve_bytes = reserve_bytes
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._migrate()
+        self._keep_reserve()
 
     # ---- connections and transactions ------------------------------------------------
 
@@ -181,6 +195,7 @@ class Store:
     def write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: committed on success, rolled back on an exception."""
         with self._write_lock:
+            self._keep_reserve()
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -195,6 +210,46 @@ class Store:
                     except sqlite3.Error:
                         pass
                 raise
+
+    def low_space(self, keep: int) -> str | None:
+        """Why a file written now could fill the disk (keeping `keep` bytes free), or None.
+        While the reserve is given up, nothing but the database's own writes may use its room."""
+        with self._write_lock:
+            self._keep_reserve()
+            free = shutil.disk_usage(self.path.parent).free
+            if self.reserve_bytes and not self.reserve.exists():
+                return "the disk is full: less than the room kept for the database's own writes is left"
+        if free < keep:
+            return (f"the disk has {free / 1e6:,.0f} MB free, under the {keep / 1e6:,.0f} MB kept free "
+                    "(setting RNNSCOPE_MIN_FREE_BYTES)")
+        return None
+
+    def _keep_reserve(self) -> None:
+        """Give the reserve up when the disk is (nearly) full, take it again once there is
+        room: a statvfs per transaction, which commit at most a few times a second."""
+        if not self.reserve_bytes:
+            return
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+            if self.reserve.exists():
+                if free < self.reserve_bytes // 4:
+                    self.reserve.unlink(missing_ok=True)
+                    log.warning("the disk of %s is full: using the space kept for the database's own "
+                                "writes", self.path.parent)
+            elif free > 2 * self.reserve_bytes:
+                with open(self.reserve, "wb") as f:
+                    if hasattr(os, "posix_fallocate"):
+                        os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
+                    else:                                 # a sparse file would reserve nothing
+                        f.write(bytes(self.reserve_bytes))
+        except OSError as e:
+            log.warning("cannot keep the reserve %s, so a full disk will stop the database: %s",
+                        self.reserve, e)
+            self.reserve_bytes = 0                        # tried once; not again at every write
+            try:
+                self.reserve.unlink(missing_ok=True)      # never half a reserve counted as one
+            except OSError:
+                pass
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -8,9 +8,9 @@ app.state.registry exists, `async with training.lifespan(app): yield`.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
-import shutil
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from model.checkpoint import CheckpointError
@@ -29,7 +29,7 @@ from model.network import ModelConfig
 
 from .compute_gate import ComputeGate
 from .corpora import parameters
-from .errors import invalid
+from .errors import ErrorResponse, invalid, on_unexpected_error
 from .jobs import OneBlasThread, Trainer, seconds_per_step
 from .registry import ModelRegistry, UnknownModelError, make_entry
 from .settings import Settings
@@ -139,12 +139,9 @@ class Training:
 
     def check_free_space(self, what: str) -> None:
         """Refuse (507) to start writing when the disk has less than min_free_bytes free."""
-        free = shutil.disk_usage(self.paths.root).free
-        if free < self.settings.min_free_bytes:
-            raise HTTPException(507, f"the server's disk has {free / 1e6:,.0f} MB free, under the "
-                                     f"{self.settings.min_free_bytes / 1e6:,.0f} MB it keeps free (setting "
-                                     f"RNNSCOPE_MIN_FREE_BYTES), so {what} is refused; ask whoever runs it to "
-                                     "free space")
+        low = self.store.low_space(self.settings.min_free_bytes)
+        if low:
+            raise HTTPException(507, f"{what} is refused: {low} on the server; ask whoever runs it to free space")
 
     def storage_error(self, what: str, e: OSError) -> HTTPException:
         return HTTPException(507, f"{what} could not be written: {e.strerror or e}; the server's disk may be "
@@ -204,11 +201,31 @@ TrainingDep = Annotated[Training, Depends(get_training)]
 
 # ---- assembly ------------------------------------------------------------------------------------
 
+# What a full, failing or read-only disk raises: a request that meets one answers 507 with
+# the reason, not a 500 that blames the server's code.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+STORAGE_SQLITE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY,
+                                  sqlite3.SQLITE_CANTOPEN})
+
+
+async def on_storage_error(request: Request, exc: Exception) -> Response:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not (exc.errno in STORAGE_ERRNOS if isinstance(exc, OSError)
+            else code is not None and code & 0xFF in STORAGE_SQLITE_CODES):   # & 0xFF: the primary code
+        return await on_unexpected_error(request, exc)
+    log.warning("%s %s: the storage failed: %s", request.method, request.url.path, exc)
+    reason = getattr(exc, "strerror", None) or exc
+    return ErrorResponse({"detail": f"the server's storage failed: {reason}; its disk may be full, ask "
+                                    "whoever runs it"}, status_code=507)
+
+
 def install(app: FastAPI) -> None:
-    """Add the corpus, run and Train page routes."""
+    """Add the corpus, run and Train page routes, and the 507 for a failing disk."""
     from .routers import corpora, runs, train_page      # they import this module's dependencies
     for module in (corpora, runs, train_page):
         app.include_router(module.router)
+    app.add_exception_handler(OSError, on_storage_error)
+    app.add_exception_handler(sqlite3.OperationalError, on_storage_error)
     app.openapi_schema = None
 
 
