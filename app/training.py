@@ -83,14 +83,20 @@ class Training:
         """What a process killed mid-write leaves: temporary files, corpus files without a
         row, and corpus rows without a file."""
         root = self.paths.root
-        for stray in [*root.glob("*/.upload-*.tmp"), *root.glob("*/*.tmp"), *root.glob("*/.*.tmp")]:
-            log.warning("removing %s, left by a write that did not finish", stray)
-            stray.unlink(missing_ok=True)
         ids = set(self.store.corpus_ids())
-        for path in (root / "corpora").glob("*.txt"):
-            if path.stem.isdigit() and int(path.stem) not in ids:
-                log.warning("removing %s: no corpus row refers to it", path)
+        # pathlib's * matches dot files too: .upload-*.tmp and .run-1.safetensors.*.tmp alike.
+        strays = [(p, "left by a write that did not finish") for sub in ("corpora", "runs", "models")
+                  for p in (root / sub).glob("*.tmp")]
+        strays += [(p, "no corpus row refers to it") for p in (root / "corpora").glob("*.txt")
+                   if p.stem.isdigit() and int(p.stem) not in ids]
+        for path, why in strays:
+            if not path.is_file():                # someone's directory: not ours to remove
+                continue
+            log.warning("removing %s: %s", path, why)
+            try:
                 path.unlink(missing_ok=True)
+            except OSError as e:
+                log.warning("cannot remove %s: %s", path, e)
         for corpus_id in ids:
             if not self.paths.corpus(corpus_id).exists():
                 log.warning("forgetting corpus %d: its file is gone", corpus_id)

@@ -616,12 +616,14 @@ def test_start_up_removes_what_a_killed_process_left(tmp_path):
         stray.write_bytes(b"half written")
     (tmp_path / "corpora" / f"{lost['id']}.txt").unlink()           # a row without its file
     (tmp_path / "corpora" / "notes.txt").write_text("someone's own file")
+    (tmp_path / "runs" / "a-directory.tmp").mkdir()                   # not ours: kept, and no crash
     with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
         assert not any(p.exists() for p in strays)
         assert [c["id"] for c in client.get("/api/corpora").json()] == [kept["id"]]
         assert (tmp_path / "corpora" / f"{kept['id']}.txt").exists() and (tmp_path / "corpora" / "notes.txt").exists()
         assert (tmp_path / "models" / f"run-{run_id}.safetensors").exists()
         assert (tmp_path / "runs" / f"{run_id}.state.safetensors").exists()
+        assert (tmp_path / "runs" / "a-directory.tmp").is_dir()
         assert client.get(f"/api/models/run-{run_id}").status_code == 200
 
 
