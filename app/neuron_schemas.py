@@ -2,27 +2,47 @@
 probes, top contexts, clamping, input saliency, the memory horizon and memorisation."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from model.probes import CONCEPTS
 
-from .schemas import EncodedArray, StrictBody, TextRequest
+from .schemas import (TEMPERATURE, TEXT, TEXT_EXAMPLE, EncodedArray, Length, PredictionRequest, Prime, StrictBody,
+                      Text, TextRequest, limit)
 
 ConceptName = Literal[tuple(CONCEPTS)]  # type: ignore[valid-type]
 
 
 class ProbeRequest(TextRequest):
+    """A concept or a regex, exactly one."""
+
+    text: Annotated[str, limit("max_text_chars", "max_probe_chars")] = Field(
+        min_length=2, description="The text to read, at most max_probe_chars characters (RNNSCOPE_MAX_PROBE_CHARS) "
+                                  "and max_text_chars (RNNSCOPE_MAX_TEXT_CHARS).", examples=[TEXT_EXAMPLE])
     concept: ConceptName | None = Field(
         None, description="A built-in concept: " + "; ".join(f"`{c.name}`: {c.description}"
                                                          for c in CONCEPTS.values()) + ".",
         examples=["quotes"])
-    regex: str | None = Field(None, min_length=1, description="Instead of a concept, a Python regular "
-                              "expression: every character inside a match is 1. At most max_regex_chars "
-                              "(RNNSCOPE_MAX_REGEX_CHARS, default 200).", examples=[r"[A-Z]+"])
-    top: int = Field(12, ge=1, description="Neurons to return, strongest first; at most max_probe_top "
-                                           "(RNNSCOPE_MAX_PROBE_TOP, default 100).")
+    regex: Annotated[str, Field(min_length=1), limit("max_regex_chars")] | None = Field(
+        None, description="Instead of a concept, a regular expression in Python's syntax: every character inside "
+                          "a match is 1. It runs on RE2, in time linear in the text, so what needs backtracking "
+                          "is refused (422, naming it): backreferences, look-ahead and look-behind, atomic groups, "
+                          "possessive quantifiers, conditionals. \\w, \\d and \\s match as in Python; \\b sees ASCII "
+                          "word characters only; $ without (?m) matches only at the very end. At most "
+                          "max_regex_chars characters (RNNSCOPE_MAX_REGEX_CHARS).", examples=[r"[A-Z]+"])
+    top: Annotated[int, limit("max_probe_top")] = Field(
+        12, ge=1, description="Neurons to return, strongest first; at most max_probe_top (RNNSCOPE_MAX_PROBE_TOP).")
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in ("concept", "regex")]})
+
+    @model_validator(mode="after")
+    def exactly_one_concept(self) -> ProbeRequest:
+        if (self.concept is None) == (self.regex is None):
+            raise PydanticCustomError("missing_concept", "send exactly one of concept and regex")
+        return self
 
 
 class RankedNeuron(BaseModel):
@@ -61,10 +81,12 @@ class NeuronRef(StrictBody):
 
 
 class ContextsRequest(NeuronRef):
-    k: int = Field(5, ge=1, description="Snippets on each side; at most max_contexts (RNNSCOPE_MAX_CONTEXTS).")
+    k: Annotated[int, limit("max_contexts")] = Field(
+        5, ge=1, description="Snippets on each side; at most max_contexts (RNNSCOPE_MAX_CONTEXTS).")
     width: int = Field(40, ge=1, le=200, description="Characters shown before and after each one.")
-    text: str | None = Field(None, min_length=1, description="Read this instead of the model's validation "
-                                                            "text (used anyway when its corpus is not found).")
+    text: Annotated[str, Field(min_length=1), limit("max_context_chars")] | None = Field(
+        None, description="Read this instead of the model's validation text (used anyway when its corpus is not "
+                          "found); at most max_context_chars characters (RNNSCOPE_MAX_CONTEXT_CHARS).")
     drop_unknown: bool = False
 
 
@@ -91,17 +113,24 @@ class ContextsResponse(BaseModel):
 
 class ClampSpec(StrictBody):
     layer: int = Field(ge=0)
-    units: list[int] = Field(min_length=1, description="Units held fixed after every step: h and, for the "
-                                                      "LSTM, c.")
+    units: Annotated[list[Annotated[int, Field(ge=0)]], limit("max_clamped_units")] = Field(
+        min_length=1, description="Units held fixed after every step: h and, for the LSTM, c.")
     value: float = Field(0.0, allow_inf_nan=False, ge=-100.0, le=100.0, description="0 ablates.")
 
 
+PRIME_OF_BOTH = ("Prime of the two samples, at most max_prime_chars characters (RNNSCOPE_MAX_PRIME_CHARS); "
+                 "empty: a newline.")
+
+
 class InterveneRequest(TextRequest):
+    text: Text = Field(min_length=2, description=TEXT + " Two at least: one to read, one to predict.",
+                       examples=[TEXT_EXAMPLE])
     clamp: list[ClampSpec] = Field(min_length=1, description="At most max_clamped_units "
                                                              "(RNNSCOPE_MAX_CLAMPED_UNITS) units in all.")
-    prime: str = Field("", description="Prime of the two samples; empty: a newline.")
-    length: int = Field(200, ge=0, description="Characters in each sample (0: none); at most max_sample_length.")
-    temperature: float = Field(0.8, ge=0.0, le=5.0, allow_inf_nan=False)
+    prime: Prime = Field("", description=PRIME_OF_BOTH)
+    length: Length = Field(200, ge=0, description="Characters in each sample (0: none); at most "
+                                                  "max_sample_length (RNNSCOPE_MAX_SAMPLE_LENGTH).")
+    temperature: float = Field(0.8, ge=0.0, le=5.0, allow_inf_nan=False, description=TEMPERATURE)
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Both samples draw the same uniform numbers.")
 
 
@@ -117,10 +146,8 @@ class InterveneResponse(BaseModel):
     dropped: list[str]
 
 
-class SaliencyRequest(TextRequest):
-    position: int | None = Field(None, ge=0, description="Which prediction: the loss of text[position+1]; "
-                                                         "default the last. position + 1 is at most "
-                                                         "max_gradient_chars.")
+class SaliencyRequest(PredictionRequest):
+    pass
 
 
 class SaliencyResponse(BaseModel):
@@ -133,9 +160,13 @@ class SaliencyResponse(BaseModel):
 
 
 class HorizonRequest(TextRequest):
-    window: int = Field(200, ge=2, description="Lags looked at; each prediction reads this many characters.")
+    text: Text = Field(min_length=3, description=TEXT + " Three at least.", examples=[TEXT_EXAMPLE])
+    window: int = Field(200, ge=2, description="Lags looked at; each prediction reads this many characters. "
+                                               "Shortened to fit the text (len(text) - 2) and so that window x "
+                                               "positions is at most max_horizon_chars "
+                                               "(RNNSCOPE_MAX_HORIZON_CHARS); the response says the window used.")
     positions: int = Field(8, ge=1, le=64, description="Predictions averaged over, spread over the text. "
-                                                       "window x positions is at most max_horizon_chars.")
+                                                       "Fewer when the text is short.")
     fraction: float = Field(0.01, gt=0.0, lt=1.0, description="The horizon is the first lag where the "
                                                               "gradient norm falls below this fraction of "
                                                               "its value at the position itself.")
@@ -161,7 +192,9 @@ class HorizonResponse(BaseModel):
 
 
 class MemorisedRequest(StrictBody):
-    text: str = Field(description="Generated text to look for in the model's training corpus.")
+    text: Annotated[str, limit("max_memorisation_chars")] = Field(
+        description="Generated text to look for in the model's training corpus; at most max_memorisation_chars "
+                    "characters (RNNSCOPE_MAX_MEMORISATION_CHARS).")
     min_length: int = Field(20, ge=4, le=1000, description="Shortest span reported.")
 
 

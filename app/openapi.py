@@ -1,22 +1,59 @@
-"""The OpenAPI document, with the loaded models' ids as the choices for {model_id}, so
-/docs offers them in a drop-down and generated clients (and schemathesis) know them."""
+"""The OpenAPI document as the server's exact contract: the loaded models' ids as the choices
+for {model_id} (so /docs offers them and schemathesis knows them), and every limit a field
+takes from the settings (schemas.Limit) written in as maxLength, maxItems or maximum, with
+the same values the requests are validated against."""
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+
+from .schemas import LIMIT_KEY, REQUEST_SETTINGS
+from .settings import Settings
+
+# What the model behind {model_id} decides, and a schema shared by every model cannot say.
+MODEL_RULES = ("Validation Error: a value outside the schema, or one this model cannot take: characters outside "
+               "its vocabulary (unless drop_unknown), a layer, unit or quantity it does not have, a position "
+               "past the text, too little text left once unknown characters are dropped; for a probe, a "
+               "regex that is not one or needs backtracking, or a concept that holds everywhere or nowhere "
+               "in the text. `loc`, `type` and `ctx` say which.")
+
+
+async def bind_settings(request: Request) -> None:
+    """Lets the request bodies' Limits check this app's settings. Async, so it runs in the
+    request's own context, before FastAPI validates the body."""
+    REQUEST_SETTINGS.set(request.app.state.settings)
+
+
+def fill_limits(node: Any, settings: Settings) -> None:
+    """Replace each Limit marker in a JSON schema with its keyword and the setting's value."""
+    if isinstance(node, dict):
+        marker = node.pop(LIMIT_KEY, None)
+        if marker is not None:
+            node[marker["keyword"]] = min(getattr(settings, s) for s in marker["settings"]) + marker["offset"]
+            node["x-settings"] = [f"RNNSCOPE_{s.upper()}" for s in marker["settings"]]
+        for value in node.values():
+            fill_limits(value, settings)
+    elif isinstance(node, list):
+        for value in node:
+            fill_limits(value, settings)
 
 
 def document(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
     doc = FastAPI.openapi(app)                  # FastAPI's own document, which it caches
+    fill_limits(doc, app.state.settings)
+    for path, item in doc["paths"].items():
+        for operation in item.values():
+            if path.startswith("/api/models/{model_id}/") and "422" in operation.get("responses", {}):
+                operation["responses"]["422"]["description"] = MODEL_RULES
     registry = getattr(app.state, "registry", None)
     if registry is None or not len(registry):
         app.openapi_schema = None               # made again once models are loaded
         return doc
-    for path in doc["paths"].values():
-        for operation in path.values():
+    for item in doc["paths"].values():
+        for operation in item.values():
             for param in operation.get("parameters", ()):
                 if param["name"] == "model_id":
                     param["schema"]["enum"] = registry.ids()
@@ -24,4 +61,6 @@ def document(app: FastAPI) -> dict[str, Any]:
 
 
 def install(app: FastAPI) -> None:
+    """Before the routers are included: every route they add gets bind_settings."""
+    app.router.dependencies.append(Depends(bind_settings))
     app.openapi = lambda: document(app)

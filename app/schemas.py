@@ -6,16 +6,112 @@ is refused instead of silently ignored.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache
+from types import UnionType
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidatorFunctionWrapHandler,
-                      field_validator)
+from pydantic import (BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError,
+                      ValidatorFunctionWrapHandler, field_validator, model_validator)
+from pydantic_core import PydanticCustomError, core_schema
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 Encoding = Literal["int8", "float16", "float32", "json"]
+
+# The settings of the app serving the request, bound by openapi.bind_settings (a dependency of
+# every route, solved before the body is read) so the limits below check the server's own
+# values. Outside a request (a script building a request body) no limit applies.
+REQUEST_SETTINGS: ContextVar[Settings | None] = ContextVar("rnnscope_request_settings", default=None)
+# Where a published limit goes in the JSON schema; app/openapi.py fills in the number.
+LIMIT_KEY = "x-rnnscope-limit"
+KEYWORDS = {"string": "maxLength", "array": "maxItems", "integer": "maximum", "number": "maximum"}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Field metadata: the value may be at most the smallest of these settings plus `offset`
+    (characters of a string, items of a list, or the number itself). One declaration both
+    refuses a value over it with a 422 naming the setting and publishes it in /openapi.json
+    as maxLength, maxItems or maximum, so the contract is the server's real one."""
+
+    settings: tuple[str, ...]
+    offset: int = 0
+
+    def bound(self, settings: Settings) -> int:
+        return min(getattr(settings, name) for name in self.settings) + self.offset
+
+    def names(self) -> str:
+        return " and ".join(f"RNNSCOPE_{name.upper()}" for name in self.settings)
+
+    def check(self, value: Any) -> Any:
+        settings = REQUEST_SETTINGS.get()
+        if settings is None:
+            return value
+        bound = self.bound(settings)
+        if isinstance(value, str | list) and len(value) > bound:
+            kind, what = ("string_too_long", "String") if isinstance(value, str) else ("too_long", "List")
+            unit = "characters" if isinstance(value, str) else "items"
+            raise PydanticCustomError(kind, f"{what} should have at most {{max_length}} {unit} "
+                                            f"(setting {self.names()})", {"max_length": bound})
+        if isinstance(value, int | float) and value > bound:
+            raise PydanticCustomError("less_than_equal", f"Input should be less than or equal to {{le}} "
+                                                         f"(setting {self.names()})", {"le": bound})
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        json_schema = handler(schema)
+        json_schema[LIMIT_KEY] = self.marker(KEYWORDS[json_schema["type"]])
+        return json_schema
+
+    def marker(self, keyword: str) -> dict[str, Any]:
+        return {"keyword": keyword, "settings": list(self.settings), "offset": self.offset}
+
+
+def limit(*settings: str, offset: int = 0) -> Limit:
+    return Limit(settings, offset)
 
 
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def integral_numbers_are_integers(cls, data: Any) -> Any:
+        """JSON Schema's integer is any number without a fraction, so 5.0 is one; strict
+        pydantic would refuse it. Strings stay refused."""
+        if not isinstance(data, dict):
+            return data
+        fields = integer_fields(cls)
+        return {k: integer(v) if k in fields else v for k, v in data.items()}
+
+
+def integer(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [integer(v) for v in value]
+    return value
+
+
+@cache
+def integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields whose type is int, int | None or list[int]."""
+    def holds_int(tp: Any) -> bool:
+        if tp is int:
+            return True
+        args = [a for a in get_args(tp) if a is not type(None)]
+        origin = get_origin(tp)
+        if origin is Annotated:
+            return holds_int(args[0])
+        return origin in (list, Union, UnionType) and len(args) == 1 and holds_int(args[0])
+    return frozenset(name for name, f in model.model_fields.items() if holds_int(f.annotation))
 
 
 class ErrorMessage(BaseModel):
@@ -69,12 +165,45 @@ class ModelDetail(ModelSummary):
 
 # --- requests that read a text -------------------------------------------------------
 
+Text = Annotated[str, limit("max_text_chars")]
+TEXT = "The text to read, at most max_text_chars characters (setting RNNSCOPE_MAX_TEXT_CHARS)."
+TEXT_EXAMPLE = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+
+
 class TextRequest(StrictBody):
-    text: str = Field(min_length=1, description="The text to read, at most max_text_chars characters "
-                                                "(setting RNNSCOPE_MAX_TEXT_CHARS, default 20,000).",
-                      examples=["First Citizen:\nBefore we proceed any further, hear me speak.\n"])
+    text: Text = Field(min_length=1, description=TEXT, examples=[TEXT_EXAMPLE])
     drop_unknown: bool = Field(False, description="Remove characters outside the model's vocabulary "
                                                   "instead of refusing the request with 422.")
+
+
+class PredictionRequest(TextRequest):
+    """One prediction's loss, differentiated by BPTT over the characters up to it."""
+
+    text: Text = Field(min_length=2, description=TEXT + " Two at least: one to read, one to predict.",
+                       examples=[TEXT_EXAMPLE])
+    position: Annotated[int, Field(ge=0), limit("max_gradient_chars", offset=-1)] | None = Field(
+        None,
+        description="Which loss to differentiate: L = -ln p(text[position+1] | text[..position]); default the "
+                    "last, len(text) - 2. BPTT reads position + 1 characters, at most max_gradient_chars "
+                    "(RNNSCOPE_MAX_GRADIENT_CHARS), so without a position the text may have one more.")
+
+    # Without a position BPTT reads all but the last character: the text's own limit is then
+    # max_gradient_chars + 1. JSON Schema says so with if/then; the validator enforces it.
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"position": {"type": "null"}}},
+        "then": {"properties": {"text": {LIMIT_KEY: limit("max_gradient_chars", offset=1).marker("maxLength")}}},
+    })
+
+    @model_validator(mode="after")
+    def default_position_within_bptt_limit(self) -> PredictionRequest:
+        settings = REQUEST_SETTINGS.get()
+        bound = limit("max_gradient_chars", offset=1)
+        if self.position is None and settings is not None and len(self.text) > bound.bound(settings):
+            raise PydanticCustomError(
+                "string_too_long", "Without a position the text should have at most {max_length} characters: "
+                "BPTT reads all but the last, at most max_gradient_chars (setting RNNSCOPE_MAX_GRADIENT_CHARS); "
+                "send a position or a shorter text", {"max_length": bound.bound(settings)})
+        return self
 
 
 class TraceRequest(TextRequest):
@@ -83,19 +212,16 @@ class TraceRequest(TextRequest):
     quantities: list[str] | None = Field(
         None, description="Internals to return per layer (see the model's `quantities`); default all.",
         examples=[["h"]])
-    top_k: int = Field(5, ge=0, description="Next-character predictions per position, most likely first; "
-                                            "at most max_top_k (RNNSCOPE_MAX_TOP_K, default 20).")
+    top_k: Annotated[int, limit("max_top_k")] = Field(
+        5, ge=0, description="Next-character predictions per position, most likely first; at most max_top_k "
+                             "(RNNSCOPE_MAX_TOP_K).")
     encoding: Encoding = Field("int8", description="How each T x H array is sent; see EncodedArray. The "
                                                    "arrays, as sent, may total max_trace_bytes "
                                                    "(RNNSCOPE_MAX_TRACE_BYTES, default 64 MB).")
 
 
-class GradientsRequest(TextRequest):
-    position: int | None = Field(
-        None, ge=0,
-        description="Which loss to differentiate: L = -ln p(text[position+1] | text[..position]); default the "
-                    "last, len(text) - 2. BPTT reads position + 1 characters, at most max_gradient_chars "
-                    "(RNNSCOPE_MAX_GRADIENT_CHARS, default 2,000).")
+class GradientsRequest(PredictionRequest):
+    pass
 
 
 class GatesRequest(TextRequest):
@@ -192,17 +318,22 @@ class GatesResponse(BaseModel):
 
 # --- sampling ------------------------------------------------------------------------
 
+Prime = Annotated[str, limit("max_prime_chars")]
+PRIME = ("Text the model reads before writing (not repeated in the output), at most max_prime_chars "
+         "characters (RNNSCOPE_MAX_PRIME_CHARS).")
+Length = Annotated[int, limit("max_sample_length")]
+TEMPERATURE = ("Divides the logits: below 1 is safer, above 1 wilder; below 0.001 (0 included) always takes "
+               "the likeliest character, with probability 1.")
+
 class SampleRequest(StrictBody):
-    prime: str = Field("", description="Text the model reads before writing (not repeated in the output); "
-                                       "empty starts from a newline. At most max_prime_chars (RNNSCOPE_MAX_PRIME_CHARS, "
-                                       "default 2,000).", examples=["ROMEO:\n"])
-    length: int = Field(200, ge=0, description="Characters to write, at most max_sample_length "
-                                               "(RNNSCOPE_MAX_SAMPLE_LENGTH, default 5,000).")
-    temperature: float = Field(1.0, ge=0.0, le=5.0, allow_inf_nan=False,
-                               description="Divides the logits: below 1 is safer, above 1 wilder, 0 always "
-                                           "takes the likeliest.")
+    prime: Prime = Field("", description=PRIME + " Empty starts from a newline.", examples=["ROMEO:\n"])
+    length: Length = Field(200, ge=0, description="Characters to write, at most max_sample_length "
+                                                  "(RNNSCOPE_MAX_SAMPLE_LENGTH).")
+    temperature: float = Field(1.0, ge=0.0, le=5.0, allow_inf_nan=False, description=TEMPERATURE)
     top_k: int = Field(0, ge=0, description="Draw only among the k likeliest characters; 0 = all.")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="The same seed and settings give the same "
+    # JavaScript's integers are exact up to 2^53 - 1, and so is the float a JSON parser may
+    # compare the seed with: a larger bound would let 2^63 + 191 pass as 2^63 - 1.
+    seed: int | None = Field(None, ge=0, le=2**53 - 1, description="The same seed and settings give the same "
                                                                    "text; default: a fresh one, returned.")
     drop_unknown: bool = Field(False, description="Remove characters of the prime outside the vocabulary "
                                                   "instead of refusing the request with 422.")

@@ -256,7 +256,7 @@ REFUSED_TRACES = [
     ({"text": "ab", "layers": [2]}, "has no 2; choose from 0, 1"),
     ({"text": "ab", "layers": [-1]}, "greater than or equal to 0"),
     ({"text": "ab", "quantities": ["c"]}, "a gru has no 'c'; choose from h, r, z, n"),
-    ({"text": "ab", "top_k": 21}, "top_k must be at most 20 (setting RNNSCOPE_MAX_TOP_K)"),
+    ({"text": "ab", "top_k": 21}, "less than or equal to 20 (setting RNNSCOPE_MAX_TOP_K)"),
     ({"text": "ab", "top_k": -1}, "greater than or equal to 0"),
     ({"text": "ab", "top_k": "5"}, "valid integer"),
     ({"text": "ab", "encoding": "int4"}, "'int8', 'float16', 'float32' or 'json'"),
@@ -281,16 +281,38 @@ def test_malformed_and_non_finite_json_are_422(client):
         json.loads(r.text, parse_constant=lambda c: pytest.fail(f"{c} in {r.text}"))
 
 
-def test_over_the_limits_is_413_naming_the_limit_and_setting(limited):
+def test_over_the_limits_is_422_naming_the_limit_and_setting(limited):
+    """A limit is part of the schema (maxLength from the settings), so going over it is a
+    validation error like any other, in pydantic's shape, naming the setting."""
     r = limited.post("/api/models/lstm/trace", json={"text": "a" * 51})
-    assert r.status_code == 413
-    assert r.json()["detail"] == "the text is 51 characters; the limit is 50 (setting RNNSCOPE_MAX_TEXT_CHARS)"
+    assert r.status_code == 422
+    assert r.json()["detail"] == [{"type": "string_too_long", "loc": ["body", "text"], "ctx": {"max_length": 50},
+                                   "msg": "String should have at most 50 characters (setting RNNSCOPE_MAX_TEXT_CHARS)"}]
     assert limited.post("/api/models/lstm/trace", json={"text": "a" * 50, "quantities": ["h"]}).status_code == 200
     for path in ("/gates", "/gradients"):
-        assert limited.post(f"/api/models/lstm{path}", json={"text": "a" * 51}).status_code == 413
+        r = limited.post(f"/api/models/lstm{path}", json={"text": "a" * 51, "position": 3})
+        assert r.status_code == 422 and "RNNSCOPE_MAX_TEXT_CHARS" in error_message(r)
     r = limited.post("/api/models/lstm/sample", json={"prime": "a" * 21, "length": 5})
-    assert r.status_code == 413
-    assert r.json()["detail"] == "the prime is 21 characters; the limit is 20 (setting RNNSCOPE_MAX_PRIME_CHARS)"
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "prime"]
+    assert error_message(r) == "String should have at most 20 characters (setting RNNSCOPE_MAX_PRIME_CHARS)"
+
+
+def test_the_schema_publishes_the_servers_own_limits(limited):
+    schemas = limited.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["TraceRequest"]["properties"]["text"]["maxLength"] == 50
+    assert schemas["TraceRequest"]["properties"]["top_k"]["maximum"] == 20
+    assert schemas["SampleRequest"]["properties"]["length"]["maximum"] == 30
+    assert schemas["SampleRequest"]["properties"]["prime"]["maxLength"] == 20
+    assert schemas["SampleRequest"]["properties"]["seed"]["anyOf"][0]["maximum"] == 2**53 - 1
+    assert schemas["GradientsRequest"]["properties"]["position"]["anyOf"][0]["maximum"] == 9
+    assert schemas["GradientsRequest"]["then"]["properties"]["text"]["maxLength"] == 11
+    assert schemas["ProbeRequest"]["properties"]["text"]["maxLength"] == 50            # under max_probe_chars
+    assert schemas["ProbeRequest"]["properties"]["regex"]["anyOf"][0]["maxLength"] == 200
+    assert schemas["ProbeRequest"]["properties"]["top"]["maximum"] == 100
+    assert schemas["ClampSpec"]["properties"]["units"]["maxItems"] == 256
+    assert schemas["MemorisedRequest"]["properties"]["text"]["maxLength"] == 20_000
+    assert schemas["TraceRequest"]["properties"]["text"]["x-settings"] == ["RNNSCOPE_MAX_TEXT_CHARS"]
+    assert "x-rnnscope-limit" not in json.dumps(schemas)
 
 
 def test_a_trace_too_large_to_send_is_413_with_advice(limited):
@@ -358,7 +380,7 @@ def test_gradients_at_a_chosen_position_read_only_that_far(client, models):
 
 
 @pytest.mark.parametrize("body,message", [
-    ({"text": "F"}, "at least two characters: one to read and one to predict"),
+    ({"text": "F"}, "at least 2 characters"),
     ({"text": "First", "position": 4}, "position must be at most 3 (len(text) - 2) for a text of 5 characters"),
     ({"text": "First", "position": -1}, "greater than or equal to 0"),
     ({"text": "First", "position": 1.5}, "valid integer"),
@@ -368,12 +390,18 @@ def test_bad_gradient_requests_are_422(client, body, message):
     assert r.status_code == 422 and message in error_message(r)
 
 
-def test_gradient_span_over_its_limit_is_413(limited):
-    r = limited.post("/api/models/rnn/gradients", json={"text": "a" * 30})
-    assert r.status_code == 413
-    assert r.json()["detail"] == ("the span BPTT reads (position + 1) is 29 characters; the limit is 10 "
-                                  "(setting RNNSCOPE_MAX_GRADIENT_CHARS)")
-    assert limited.post("/api/models/rnn/gradients", json={"text": "a" * 30, "position": 9}).status_code == 200
+def test_gradient_span_over_its_limit_is_422(limited):
+    """BPTT reads position + 1 characters, at most max_gradient_chars (10 here): position is at
+    most 9, and without one (the last, len(text) - 2) the text is at most 11 characters."""
+    for path in ("/gradients", "/saliency"):
+        r = limited.post(f"/api/models/rnn{path}", json={"text": "a" * 30})
+        assert r.status_code == 422 and r.json()["detail"][0]["ctx"] == {"max_length": 11}, r.text
+        assert "send a position or a shorter text" in error_message(r)
+        r = limited.post(f"/api/models/rnn{path}", json={"text": "a" * 30, "position": 10})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "position"]
+        assert "RNNSCOPE_MAX_GRADIENT_CHARS" in error_message(r)
+        assert limited.post(f"/api/models/rnn{path}", json={"text": "a" * 30, "position": 9}).status_code == 200
+        assert limited.post(f"/api/models/rnn{path}", json={"text": "a" * 11}).status_code == 200
 
 
 def test_overflowed_gradient_norms_become_null():
@@ -470,7 +498,7 @@ def test_sample_prime_outside_the_vocabulary(client):
     ({"temperature": -0.1}, "greater than or equal to 0"),
     ({"top_k": -1}, "greater than or equal to 0"),
     ({"seed": -1}, "greater than or equal to 0"),
-    ({"seed": 2**63}, "less than or equal to 9223372036854775807"),
+    ({"seed": 2**53}, "less than or equal to 9007199254740991"),
     ({"length": -1}, "greater than or equal to 0"),
     ({"length": "10"}, "valid integer"),
     ({"temprature": 1}, "Extra inputs are not permitted"),
@@ -481,12 +509,13 @@ def test_bad_sample_requests_are_422(client, body, message):
         assert r.status_code == 422 and message in error_message(r)
 
 
-def test_sample_length_over_the_limit_is_413(limited):
+def test_sample_length_over_the_limit_is_422(limited):
     for path in ("/sample", "/sample/stream"):
         r = limited.post(f"/api/models/lstm{path}", json={"length": 31})
-        assert r.status_code == 413 and r.headers["content-type"] == "application/json"
-        assert r.json()["detail"] == ("the length is 31 characters; the limit is 30 "
-                                      "(setting RNNSCOPE_MAX_SAMPLE_LENGTH)")
+        assert r.status_code == 422 and r.headers["content-type"] == "application/json"
+        assert r.json()["detail"] == [{"type": "less_than_equal", "loc": ["body", "length"], "ctx": {"le": 30},
+                                       "msg": "Input should be less than or equal to 30 "
+                                              "(setting RNNSCOPE_MAX_SAMPLE_LENGTH)"}]
 
 
 def test_stream_sends_the_same_sample_in_chunks_then_done(client, settings):

@@ -3,6 +3,7 @@ against the model function it wraps, and each refusal a clear 4xx."""
 from __future__ import annotations
 
 import base64
+import gc
 import shutil
 import threading
 import time
@@ -117,6 +118,10 @@ def test_health_stays_quick_while_a_catastrophic_regex_runs(tmp_path, data_dir):
                 r = http.post("/api/models/lstm/probe", json=body)
                 probes.append((time.perf_counter() - start, r))
 
+    # The server's latency, not this process's: a full collection of the objects earlier
+    # tests left here takes longer than the bound.
+    gc.collect()
+    gc.disable()
     try:
         worker = threading.Thread(target=probe_for_three_seconds)
         latencies = []
@@ -129,6 +134,7 @@ def test_health_stays_quick_while_a_catastrophic_regex_runs(tmp_path, data_dir):
                 time.sleep(0.01)
         worker.join(30)
     finally:
+        gc.enable()
         server.kill()
     assert probes and all(r.status_code == 422 and r.json()["detail"][0]["type"] == "concept_constant"
                           for _, r in probes)
@@ -145,7 +151,7 @@ def test_health_stays_quick_while_a_catastrophic_regex_runs(tmp_path, data_dir):
     ({"text": TEXT, "regex": "x" * 201}, 422, "RNNSCOPE_MAX_REGEX_CHARS"),
     ({"text": "no digits here", "concept": "digit"}, 422, "holds nowhere"),
     ({"text": TEXT, "concept": "upper", "top": 101}, 422, "RNNSCOPE_MAX_PROBE_TOP"),
-    ({"text": "a" * 10_001, "concept": "vowel"}, 413, "RNNSCOPE_MAX_PROBE_CHARS"),
+    ({"text": "a" * 10_001, "concept": "vowel"}, 422, "RNNSCOPE_MAX_PROBE_CHARS"),
     ({"text": "caf\u00e9 \u00e9", "concept": "vowel"}, 422, "vocabulary"),
 ])
 def test_probe_refusals(client, body, status, words):
@@ -227,8 +233,9 @@ def test_saliency_and_horizon_match_the_model_functions(client, models):
     assert [l["horizon"] for l in r.json()["layers"]] == pytest.approx(h.mean.tolist())
     assert r.json()["horizon"] == pytest.approx(float(h.mean.max()))
     assert len(r.json()["layers"][0]["profile"]) == 61
-    r = client.post("/api/models/lstm/horizon", json={"text": TEXT, "window": 1000, "positions": 64})
-    assert r.status_code == 413 and "RNNSCOPE_MAX_HORIZON_CHARS" in r.text
+    # window x positions is kept within max_horizon_chars (4,000) by shortening the window.
+    r = client.post("/api/models/lstm/horizon", json={"text": TEXT * 40, "window": 1000, "positions": 64})
+    assert r.status_code == 200 and r.json()["window"] == 4000 // 64 and len(r.json()["positions"]) == 64
     r = client.post("/api/models/lstm/saliency", json={"text": TEXT, "position": len(TEXT)})
     assert r.status_code == 422 and "position must be at most" in r.text
 
@@ -271,4 +278,4 @@ def test_probes_of_one_text_share_one_reading(client):
 def test_horizon_says_how_many_characters_it_needs(client):
     r = client.post("/api/models/lstm/horizon", json={"text": "ab"})
     assert r.status_code == 422
-    assert "at least 3 characters; it has 2" in r.json()["detail"][0]["msg"]
+    assert "at least 3 characters" in r.json()["detail"][0]["msg"]

