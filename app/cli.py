@@ -264,5 +264,79 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_config=log_config)
 
 
+def file_id(text: str) -> str:
+    """A file stem the server accepts as a model id ([a-z0-9_-], app/registry.py)."""
+    import re
+    return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")[:64] or "imported"
+
+
+@cli.command("import")
+def import_model(
+    model: Path = typer.Argument(..., help="the PyTorch model's state dict: .safetensors, or .pt/.pth (read with "
+                                           "torch.load(weights_only=True), which needs torch installed)"),
+    vocab: Path | None = typer.Option(None, help="the training text (its sorted characters, as most tutorials "
+                                                 "build the vocabulary), or a .json list of the characters in id "
+                                                 "order, or a .json mapping {character: id}"),
+    chars: str | None = typer.Option(None, help="instead of --vocab: the characters in id order, typed out or as "
+                                                "a JSON list"),
+    out: Path | None = typer.Option(None, "--out", "-o", help=r"where to write the rnnscope checkpoint "
+                                                               r"\[default: NAME.safetensors, or MODEL-rnnscope.safetensors]"),
+    name: str | None = typer.Option(None, help="a name for the model, kept in the checkpoint"),
+    nonlinearity: str | None = typer.Option(None, help="tanh or relu: what an nn.RNN used (its weights cannot "
+                                                       "show it; tanh is assumed, relu is refused)"),
+    cell: str | None = typer.Option(None, help="rnn, gru or lstm: checked against the tensors' shapes"),
+    embedding: str | None = typer.Option(None, help="the embedding's module name when the shapes leave it "
+                                                    "ambiguous; `none` for one-hot input"),
+    rnn: str | None = typer.Option(None, help="the recurrent module's name, when the file has several"),
+    decoder: str | None = typer.Option(None, help="the final Linear's module name, when several fit"),
+    probe: str | None = typer.Option(None, help=r"a text to show the next-character guesses for "
+                                                r"\[default: the start of the --vocab text]"),
+):
+    """Open a character model trained in PyTorch: recognise its embedding, RNN/GRU/LSTM and decoder,
+    and write it as an rnnscope checkpoint that computes exactly the same."""
+    from model.importer import ImportRefused, Roles, import_file, next_chars, probe_text, vocab_from_file, \
+        vocab_from_string
+
+    if vocab is not None and chars is not None:
+        fail("pass either --vocab or --chars, not both")
+    out = out or Path(f"{file_id(name or model.stem + '-rnnscope')}.safetensors")
+    if out.resolve() == model.resolve():
+        fail(f"--out {out} is the model file itself; choose another name")
+    corpus_head = None
+    try:
+        spec = None
+        if vocab is not None:
+            try:
+                data = vocab.read_bytes()
+            except OSError as e:
+                fail(f"cannot read {vocab}: {e.strerror}")
+            spec = vocab_from_file(data, vocab.name)
+            if spec.corpus_sha256:
+                corpus_head = data[:200].decode("utf-8", "ignore").replace("\r\n", "\n")
+        elif chars is not None:
+            spec = vocab_from_string(chars)
+        lm, rec = import_file(model, spec, Roles(embedding, rnn, decoder, cell, nonlinearity))
+    except ImportRefused as e:
+        fail(str(e))
+    if name:
+        lm.history["name"] = name
+    typer.echo(f"read {model}")
+    for line in rec.describe():
+        typer.echo(f"  {line}")
+    typer.echo(f"  vocabulary  {len(lm.vocab)} characters, from {lm.history['vocab_source']}")
+    if rec.cell == "rnn" and rec.nonlinearity != "tanh":
+        typer.echo("  note        an nn.RNN's weights do not show its nonlinearity; if yours used relu, these "
+                   "predictions are not its own (pass --nonlinearity to say which)")
+    text = probe if probe is not None else probe_text(lm, corpus_head)
+    unknown = lm.vocab.unknown(text)
+    if unknown:
+        fail(f"the probe text has characters outside the vocabulary: {', '.join(map(repr, unknown))}")
+    guesses = "  ".join(f"{c!r} {p:.3f}" for c, p in next_chars(lm, text))
+    typer.echo(f"after {text!r} it expects: {guesses}")
+    save_model(lm, out)
+    typer.echo(f"saved {out}: `rnnscope sample {out}`, or copy it into <data_dir>/models/ and "
+               f"`rnnscope serve` opens it in every view")
+
+
 def main() -> None:
     cli()

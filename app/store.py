@@ -109,6 +109,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN owner TEXT;
     CREATE INDEX corpora_by_sha ON corpora (sha256);
     """,
+    # Models imported from PyTorch (app/routers/imports.py), served from
+    # <data_dir>/models/import-<id>.safetensors; the owner may delete them, as they may their runs.
+    """
+    CREATE TABLE imports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- the file name derives from it, so never reused
+        name TEXT NOT NULL,
+        filename TEXT,                          -- of the uploaded model, for the person's reference
+        bytes INTEGER NOT NULL,                 -- of the converted checkpoint: the owner's quota counts them
+        report TEXT NOT NULL,                   -- JSON: what the importer recognised
+        owner TEXT,
+        created REAL NOT NULL
+    );
+    """,
 ]
 
 STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")
