@@ -484,21 +484,19 @@ def test_the_worker_survives_an_exception_in_its_own_bookkeeping(client, corpus,
     wait_for(client, start(client, corpus, max_steps=10))
 
 
-def test_cancel_and_delete_work_on_a_run_no_worker_trains(client, corpus):
-    from app.security import owner_id
-
-    training = client.app.state.training
-    training.trainer.stop()                        # as a worker that died mid-run
-    store = training.store
-    owner = owner_id(OWNER["X-Rnnscope-Owner"])
-    stranded = [store.add_run("stranded", corpus["id"], {"corpus_id": corpus["id"], **TINY}, 10, 10, owner=owner)
-                for _ in range(2)]
-    for run_id in stranded:
-        store.update_run(run_id, status="running", started=time.time())
-    r = client.post(f"/api/runs/{stranded[0]}/cancel")
-    assert r.status_code == 200 and r.json()["status"] == "cancelled"
-    assert client.delete(f"/api/runs/{stranded[1]}").status_code == 204
-    assert client.get(f"/api/runs/{stranded[1]}").status_code == 404
+def test_cancel_and_delete_work_on_a_run_no_worker_trains(tmp_path):
+    with TestClient(build_app(tmp_path, token=TOKEN, **FAST), headers=ADMIN) as client:
+        corpus = upload(client, excerpt(2000)).json()
+        training = client.app.state.training
+        training.trainer.stop()                    # as a worker that died mid-run
+        stranded = [training.store.add_run("stranded", corpus["id"], {"corpus_id": corpus["id"], **TINY}, 10, 10)
+                    for _ in range(2)]
+        for run_id in stranded:
+            training.store.update_run(run_id, status="running", started=time.time())
+        r = client.post(f"/api/runs/{stranded[0]}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+        assert client.delete(f"/api/runs/{stranded[1]}").status_code == 204
+        assert client.get(f"/api/runs/{stranded[1]}").status_code == 404
 
 
 def test_a_failing_commit_rolls_back_and_the_connection_writes_again(tmp_path):
