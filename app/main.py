@@ -15,7 +15,7 @@ from .security import SharedServer
 from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import STATIC_DIR
-from .routers import analysis, docs, health, models, neuron_pages, neurons, pages, sample, vendor
+from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
 from .settings import Settings, get_settings
 
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app, settings.max_body_bytes)
     openapi.install(app)
-    for module in (health, models, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
+    for module in (health, models, imports, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
         app.include_router(module.router)
     training.install(app)
     # Outermost, so Host, Origin and the owner are settled before anything else runs.

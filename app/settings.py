@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # An event stream ends after this long and the browser reconnects with Last-Event-ID, so a
     # server shutdown never waits on a watcher for longer.
     events_max_seconds: float = Field(30.0, gt=0)
+    # A model imported from PyTorch (POST /api/models/import), as uploaded: RNNSCOPE_MAX_PARAMETERS
+    # (20M) of float32 is 80 MB, so more than 100 MB is float64 or not a model rnnscope would serve.
+    max_import_bytes: int = Field(100_000_000, ge=1)
+    # Per owner: bytes of imported models kept (their converted checkpoints), a few large models.
+    max_import_bytes_per_owner: int = Field(400_000_000, ge=1)
 
     # ---- neurons: probes, contexts, interventions, saliency, memory (app/routers/neurons.py) ----
     # A probe holds every unit's value over the text: 3,072 units of a 2x256 LSTM times

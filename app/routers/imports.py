@@ -1,0 +1,417 @@
+"""Models imported from PyTorch: upload a safetensors state dict and its vocabulary, get an
+rnnscope model served in every view (model/importer.py does the recognising); list them;
+delete one you imported.
+
+<data_dir>/models/import-<id>.safetensors   the converted checkpoint, which the registry serves
+imports table (app/store.py)                its name, owner and what was recognised
+
+An upload is parsed as safetensors only: nothing in it is executed or unpickled.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePath
+
+import numpy as np
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from safetensors.numpy import save
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from model.checkpoint import FORMAT, model_metadata
+from model.importer import (ImportRefused, Recognised, Roles, import_tensors, next_chars, probe_text,
+                            read_safetensors, vocab_from_file, vocab_from_string)
+
+from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
+from ..compute_gate import ComputeGate
+from ..deps import ComputeSlots, ModelDep, RegistryDep
+from ..errors import invalid
+from ..registry import ModelRegistry, UnknownModelError, make_entry
+from ..schemas import ErrorMessage
+from ..security import Requester
+from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+
+log = logging.getLogger(__name__)
+
+# Multipart framing and the small fields around the two files.
+FRAMING_BYTES = 65_536
+IMPORT_ID = re.compile(r"import-([1-9][0-9]*)")
+PROBE_CHARS = 40
+
+
+def import_model_id(import_id: int) -> str:
+    """The registry id of an imported model; cannot collide with bundled or run ids."""
+    return f"import-{int(import_id)}"
+
+
+# ---- schemas -----------------------------------------------------------------------------------
+
+class RecognisedModel(BaseModel):
+    """What the tensors were taken to be: check it against the model's code."""
+
+    cell: str = Field(description="rnn, gru or lstm, from W_hh's shape: (G*H, H) with G = 1, 3 or 4.")
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    input_size: int = Field(description="What layer 0 read: the embedding's width, or the vocabulary (one-hot).")
+    rnn: str = Field(description="The recurrent module's name in the state dict.")
+    decoder: str = Field(description="The final Linear's module name.")
+    embedding: str | None = Field(description="The embedding's module name; null for one-hot input.")
+    embedding_folded: bool = Field(description="The embedding E was folded into layer 0: W_ih E^T, one column "
+                                               "per character, computes the same.")
+    decoder_bias: bool = Field(description="False: a Linear(bias=False), served with a zero bias.")
+    nonlinearity: str | None = Field(description="For an RNN: tanh, PyTorch's default (its weights cannot show "
+                                                 "it; relu is refused).")
+    source_dtype: str
+    dtype: str
+    source_parameters: int = Field(description="Parameters in the file's tensors that were used.")
+    parameters: int = Field(description="Parameters as rnnscope keeps them, after folding.")
+    tensors: dict[str, list[str]] = Field(description="Role (embedding, rnn, decoder) -> tensor names.")
+    ignored: list[str] = Field(description="Tensors of modules the person's role names left out.")
+
+
+class Guess(BaseModel):
+    char: str
+    p: float = Field(description="Probability of this next character.")
+
+
+class ImportedModel(BaseModel):
+    model_id: str = Field(description="The id in GET /api/models and every /api/models/{model_id} route.",
+                          examples=["import-1"])
+    name: str
+    filename: str | None = Field(description="The uploaded file's name.")
+    created: float = Field(description="Unix time of the import.")
+    yours: bool = Field(description="Whether you may delete it: you imported it, or you are the admin.")
+    recognised: RecognisedModel
+    vocab_source: str = Field(description="Where the characters and their order came from.")
+    probe: str = Field(description="A short text the model read...")
+    next: list[Guess] = Field(description="...and its five likeliest next characters, so you can see it is yours.")
+
+
+IMPORT_ERRORS = {
+    413: {"model": ErrorMessage, "description": "The model is over RNNSCOPE_MAX_IMPORT_BYTES, the vocabulary "
+                                                "file over RNNSCOPE_MAX_UPLOAD_BYTES, or your imports over "
+                                                "RNNSCOPE_MAX_IMPORT_BYTES_PER_OWNER."},
+    422: {"description": "Not safetensors, not a model rnnscope can open (the message says what was found and "
+                         "what to name or change), a vocabulary that does not fit it, or a model over "
+                         "RNNSCOPE_MAX_PARAMETERS or RNNSCOPE_MAX_VOCAB."},
+}
+ROLE_FIELD = {"type": "string", "maxLength": 200}
+IMPORT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["model"],
+    "properties": {
+        "model": {"type": "string", "format": "binary",
+                  "description": "The state dict as safetensors: `safetensors.torch.save_file(model.state_dict(), "
+                                 "path)`. An optional nn.Embedding, one nn.RNN (tanh), nn.GRU or nn.LSTM "
+                                 "(unidirectional, with biases, any layers), and a final nn.Linear, whatever "
+                                 "their attribute names."},
+        "vocab": {"type": "string", "format": "binary",
+                  "description": "The training text (its sorted set of characters), or a .json file: a list of "
+                                 "the characters in id order or a mapping {character: id}."},
+        "chars": {"type": "string", "maxLength": 20_000,
+                  "description": "Instead of `vocab`: the characters in id order, typed out or as a JSON list. "
+                                 "Neither is needed for an rnnscope checkpoint, which carries its own."},
+        "name": {"type": "string", "maxLength": 100, "description": "Default: the file name."},
+        "nonlinearity": {"type": "string", "enum": ["tanh", "relu"],
+                         "description": "What an nn.RNN used; its weights cannot show it. relu is refused."},
+        "cell": {"type": "string", "enum": ["rnn", "gru", "lstm"],
+                 "description": "Checked against the tensors' shapes."},
+        "embedding": ROLE_FIELD | {"description": "The embedding's module name when the shapes leave it "
+                                                  "ambiguous; `none` for one-hot input."},
+        "rnn": ROLE_FIELD | {"description": "The recurrent module's name, when the file has several."},
+        "decoder": ROLE_FIELD | {"description": "The final Linear's name, when several fit."},
+    },
+}}}}}
+FIELDS = ("chars", "name", "nonlinearity", "cell", "embedding", "rnn", "decoder")
+MODEL_REFUSALS = {
+    404: {"model": ErrorMessage, "description": "No model with that id."},
+    409: {"model": ErrorMessage, "description": "Not an imported model: a bundled model, a training run's "
+                                                "model (delete the run) or a file the server's operator placed."},
+}
+
+
+# ---- the service -------------------------------------------------------------------------------
+
+@dataclass
+class Upload:
+    model: UploadFile
+    vocab: UploadFile | None
+    fields: dict[str, str]
+
+    async def close(self) -> None:
+        for f in (self.model, self.vocab):
+            if f is not None:
+                await f.close()
+
+
+def too_large(what: str, size: int, limit: int, setting: str) -> HTTPException:
+    return HTTPException(413, f"{what} is {size:,} bytes; the limit is {limit:,} bytes (setting {setting})")
+
+
+async def limited(stream: AsyncIterator[bytes], limit: int, settings) -> AsyncIterator[bytes]:
+    """The request body, refused (413) as soon as it passes `limit`: never received whole first."""
+    received = 0
+    async for chunk in stream:
+        received += len(chunk)
+        if received > limit:
+            raise HTTPException(413, f"the upload is over the limit of {settings.max_import_bytes:,} bytes for "
+                                     f"the model (setting RNNSCOPE_MAX_IMPORT_BYTES) and "
+                                     f"{settings.max_upload_bytes:,} for the vocabulary file "
+                                     "(setting RNNSCOPE_MAX_UPLOAD_BYTES)")
+        yield chunk
+
+
+async def read_upload(request: Request, settings) -> Upload:
+    """The multipart `model` and `vocab` files (spooled to disk past 1 MB) and the text fields."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise invalid(("body",), "send multipart/form-data with the safetensors file in the field `model`")
+    limit = settings.max_import_bytes + settings.max_upload_bytes + FRAMING_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large("the upload", int(declared), settings.max_import_bytes, "RNNSCOPE_MAX_IMPORT_BYTES")
+    parser = MultiPartParser(request.headers, limited(request.stream(), limit, settings), max_files=2,
+                             max_fields=len(FIELDS), max_part_size=FRAMING_BYTES)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise invalid(("body",), f"the multipart body cannot be read: {e}") from None
+    model, vocab = form.get("model"), form.get("vocab")
+    upload = Upload(model if isinstance(model, UploadFile) else None,
+                    vocab if isinstance(vocab, UploadFile) else None, {})
+    try:
+        if upload.model is None:
+            raise invalid(("body", "model"), "the field `model` must hold the safetensors file, sent as a file")
+        if vocab is not None and upload.vocab is None:
+            raise invalid(("body", "vocab"), "the field `vocab` must be a file; send typed characters as `chars`")
+        if upload.model.size is not None and upload.model.size > settings.max_import_bytes:
+            raise too_large("the model file", upload.model.size, settings.max_import_bytes,
+                            "RNNSCOPE_MAX_IMPORT_BYTES")
+        if upload.vocab is not None and upload.vocab.size is not None \
+                and upload.vocab.size > settings.max_upload_bytes:
+            raise too_large("the vocabulary file", upload.vocab.size, settings.max_upload_bytes,
+                            "RNNSCOPE_MAX_UPLOAD_BYTES")
+        for key in FIELDS:
+            value = form.get(key)
+            if value is None or value == "":
+                continue
+            if not isinstance(value, str):
+                raise invalid(("body", key), f"`{key}` must be text, not a file")
+            upload.fields[key] = value
+        for key, allowed in (("nonlinearity", ("tanh", "relu")), ("cell", ("rnn", "gru", "lstm"))):
+            if key in upload.fields and upload.fields[key] not in allowed:
+                raise invalid(("body", key), f"`{key}` must be one of {', '.join(allowed)}")
+        if len(upload.fields.get("name", "")) > 100:
+            raise invalid(("body", "name"), "the name must be at most 100 characters")
+        if len(upload.fields.get("chars", "")) > 20_000:
+            raise invalid(("body", "chars"), "`chars` must be at most 20,000 characters")
+        if upload.vocab is not None and "chars" in upload.fields:
+            raise invalid(("body", "chars"), "send either a `vocab` file or `chars`, not both")
+    except BaseException:
+        await form.close()
+        raise
+    return upload
+
+
+def refused(field: str, e: ImportRefused):
+    return invalid(("body", field), str(e), "import_refused")
+
+
+def convert_upload(upload: Upload, settings, gate: ComputeGate):
+    """Parse, recognise and convert: (model, recognised, probe text, next guesses, vocab source)."""
+    filename = PurePath(upload.model.filename or "model.safetensors").name[:200]
+    data = upload.model.file.read(settings.max_import_bytes + 1)
+    if len(data) > settings.max_import_bytes:
+        raise too_large("the model file", len(data), settings.max_import_bytes, "RNNSCOPE_MAX_IMPORT_BYTES")
+    try:
+        tensors, meta = read_safetensors(data, filename)
+    except ImportRefused as e:
+        raise refused("model", ImportRefused(f"{e}. The browser takes safetensors only: "
+                                             "`safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")`, "
+                                             "or `rnnscope import model.pt --vocab ...` on the command line")) from None
+    del data
+    fields, spec, corpus_head = upload.fields, None, None
+    try:
+        if upload.vocab is not None:
+            vocab_name = PurePath(upload.vocab.filename or "vocabulary").name[:200]
+            raw = upload.vocab.file.read(settings.max_upload_bytes + 1)
+            if len(raw) > settings.max_upload_bytes:
+                raise too_large("the vocabulary file", len(raw), settings.max_upload_bytes, "RNNSCOPE_MAX_UPLOAD_BYTES")
+            spec = vocab_from_file(raw, vocab_name)
+            if spec.corpus_sha256:
+                corpus_head = raw[:4 * PROBE_CHARS].decode("utf-8", "ignore").replace("\r\n", "\n")
+        elif "chars" in fields:
+            spec = vocab_from_string(fields["chars"])
+    except ImportRefused as e:
+        raise refused("vocab" if upload.vocab is not None else "chars", e) from None
+    roles = Roles(fields.get("embedding"), fields.get("rnn"), fields.get("decoder"), fields.get("cell"),
+                  fields.get("nonlinearity"))
+    with gate:
+        try:
+            lm, rec = import_tensors(tensors, spec, roles, filename, meta)
+        except ImportRefused as e:
+            raise refused("model", e) from None
+        if len(lm.vocab) > settings.max_vocab:
+            raise refused("model", ImportRefused(f"the model has {len(lm.vocab):,} characters; the limit is "
+                                                 f"{settings.max_vocab:,} (setting RNNSCOPE_MAX_VOCAB)"))
+        if lm.num_parameters > settings.max_parameters:
+            raise refused("model", ImportRefused(f"the model has {lm.num_parameters:,} parameters as rnnscope "
+                                                 f"keeps them; the limit is {settings.max_parameters:,} "
+                                                 "(setting RNNSCOPE_MAX_PARAMETERS)"))
+        bad = [k for k, v in lm.params.items() if not np.isfinite(v).all()]
+        if bad:
+            raise refused("model", ImportRefused(f"non-finite values (NaN or infinity) in {', '.join(bad)}: "
+                                                 "the model diverged before it was saved"))
+        text = probe_text(lm, corpus_head)[:PROBE_CHARS]
+        guesses = next_chars(lm, text)
+    return lm, rec, text, guesses, filename
+
+
+def save_import(training: Training, registry: ModelRegistry, upload: Upload, requester: Requester,
+                gate: ComputeGate) -> ImportedModel:
+    """Convert the upload, write its checkpoint beside the runs' models and serve it. The file
+    is moved into place inside the row's transaction: no row without its file."""
+    s = training.settings
+    lm, rec, text, guesses, filename = convert_upload(upload, s, gate)
+    name = upload.fields.get("name", "").strip() or PurePath(filename).stem or "imported model"
+    lm.history["name"] = name
+    blob = save({k: np.ascontiguousarray(v) for k, v in lm.params.items()},
+                metadata={"format": FORMAT} | model_metadata(lm))
+    models_dir = training.paths.root / "models"
+    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=".import-", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        report = json.dumps(rec.to_dict() | {"vocab_source": lm.history["vocab_source"], "probe": text,
+                                             "next": [{"char": c, "p": p} for c, p in guesses]})
+        with training.store.write() as db:
+            used = db.execute("SELECT coalesce(sum(bytes), 0) FROM imports WHERE owner = ?",
+                              (requester.owner,)).fetchone()[0]
+            if used + len(blob) > s.max_import_bytes_per_owner:
+                raise HTTPException(413, f"your imported models would take {used + len(blob):,} bytes; each person "
+                                         f"may keep {s.max_import_bytes_per_owner:,} (setting "
+                                         "RNNSCOPE_MAX_IMPORT_BYTES_PER_OWNER); delete one of yours first")
+            cur = db.execute("INSERT INTO imports (name, filename, bytes, report, owner, created) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (name, filename, len(blob), report, requester.owner, time.time()))
+            import_id = cur.lastrowid
+            path = models_dir / f"{import_model_id(import_id)}.safetensors"
+            os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    entry = make_entry(import_model_id(import_id), path, bundled=False, name=name, cache=registry.cache)
+    registry.put(entry)
+    training.on_models_changed()
+    return imported(get_row(training, import_id), requester)
+
+
+def get_row(training: Training, import_id: int) -> dict | None:
+    with training.store.read() as db:
+        row = db.execute("SELECT * FROM imports WHERE id = ?", (import_id,)).fetchone()
+    return None if row is None else dict(row)
+
+
+def imported(row: dict, requester: Requester) -> ImportedModel:
+    report = json.loads(row["report"])
+    return ImportedModel(model_id=import_model_id(row["id"]), name=row["name"], filename=row["filename"],
+                         created=row["created"], yours=requester.may_change(row["owner"]),
+                         recognised=RecognisedModel.model_validate(report), vocab_source=report["vocab_source"],
+                         probe=report["probe"], next=[Guess.model_validate(g) for g in report["next"]])
+
+
+def restore(training: Training, registry: ModelRegistry | None) -> None:
+    """At start-up: the registry loaded models/import-<id>.safetensors by file name; give them
+    their names again, and forget rows whose file is gone."""
+    with training.store.read() as db:
+        rows = [dict(r) for r in db.execute("SELECT id, name FROM imports")]
+    for row in rows:
+        model_id = import_model_id(row["id"])
+        if not (training.paths.root / "models" / f"{model_id}.safetensors").exists():
+            log.warning("forgetting imported model %s: its file is gone", model_id)
+            with training.store.write() as db:
+                db.execute("DELETE FROM imports WHERE id = ?", (row["id"],))
+            continue
+        if registry is None:
+            continue
+        try:
+            registry.put(replace(registry.get(model_id), name=row["name"]))
+        except UnknownModelError:
+            log.warning("imported model %s is not served: its file could not be loaded", model_id)
+    training.on_models_changed()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan (FastAPI nests a router's), once the registry and store exist."""
+    training = getattr(app.state, "training", None)
+    if training is not None:
+        await run_in_threadpool(restore, training, getattr(app.state, "registry", None))
+    yield
+
+
+router = APIRouter(prefix="/api", tags=["models"], lifespan=lifespan)
+
+
+# ---- routes ------------------------------------------------------------------------------------
+
+@router.post("/models/import", status_code=201, response_model=ImportedModel,
+             dependencies=[TokenChecked, MayCreate],
+             responses=UNAUTHORIZED | FORBIDDEN | IMPORT_ERRORS | INSUFFICIENT_STORAGE,
+             openapi_extra=IMPORT_BODY | OPTIONAL_BEARER)
+async def import_model(request: Request, training: TrainingDep, registry: RegistryDep, requester: RequesterDep,
+                       gate: ComputeSlots) -> ImportedModel:
+    """Open a character model trained in PyTorch: upload its state dict as safetensors and its
+    vocabulary; answers with what was recognised and its first predictions, and serves it in
+    every view under `model_id`."""
+    training.check_free_space("the import")
+    upload = await read_upload(request, training.settings)
+    try:
+        return await run_in_threadpool(save_import, training, registry, upload, requester, gate)
+    finally:
+        await upload.close()
+
+
+@router.get("/imports", response_model=list[ImportedModel])
+def list_imports(training: TrainingDep, requester: RequesterDep) -> list[ImportedModel]:
+    """Every imported model, newest first, with what was recognised and whether it is yours."""
+    with training.store.read() as db:
+        rows = [dict(r) for r in db.execute("SELECT * FROM imports ORDER BY id DESC")]
+    return [imported(r, requester) for r in rows]
+
+
+@router.delete("/models/{model_id}", status_code=204, dependencies=[TokenChecked], openapi_extra=OPTIONAL_BEARER,
+               responses=MODEL_REFUSALS | UNAUTHORIZED | FORBIDDEN)
+def delete_model(entry: ModelDep, training: TrainingDep, registry: RegistryDep,
+                 requester: RequesterDep) -> Response:
+    """Delete a model you imported (the admin may delete anyone's). Bundled models and runs'
+    models are not deleted here."""
+    if entry.bundled:
+        raise HTTPException(409, f"{entry.id} is a bundled model: it ships with rnnscope and is not deleted")
+    m = IMPORT_ID.fullmatch(entry.id)
+    row = get_row(training, int(m.group(1))) if m else None
+    if row is None:
+        run = re.fullmatch(r"run-([0-9]+)", entry.id)
+        if run:
+            raise HTTPException(409, f"{entry.id} is the model of training run {run.group(1)}: delete the run "
+                                     f"instead (DELETE /api/runs/{run.group(1)})")
+        raise HTTPException(409, f"{entry.id} was placed in the server's models directory by whoever runs it; "
+                                 "only models imported with POST /api/models/import are deleted here")
+    check_owner(requester, row["owner"], f"model {entry.id}", "delete")
+    with training.store.write() as db:
+        db.execute("DELETE FROM imports WHERE id = ?", (row["id"],))
+        entry.path.unlink(missing_ok=True)       # inside the transaction: a failure keeps the row
+    registry.remove(entry.id)
+    training.on_models_changed()
+    return Response(status_code=204)
