@@ -30,7 +30,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -140,6 +140,15 @@ def normal_netloc(netloc: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
+def same_site_location(scope: Scope, query: list[tuple[str, str]]) -> bytes:
+    """This request's path and `query`, as a redirect that stays on this server: a path
+    that starts `//` or `/\\` would send the browser to another host."""
+    path, root = scope["path"], scope.get("root_path", "")
+    path = path if path.startswith(root) else root + path
+    location = "/" + quote(path.lstrip("/\\"), errors="replace")   # encodes \ CR LF and non-ASCII too
+    return (location + (f"?{urlencode(query)}" if query else "")).encode("ascii")
+
+
 def cookies(headers: dict[bytes, bytes]) -> dict[str, str]:
     raw = headers.get(b"cookie", b"").decode("latin-1")
     jar = SimpleCookie()
@@ -157,8 +166,13 @@ class SharedServer:
         self.app = app
         self.allowed_hosts = [h.lower() for h in allowed_hosts]
         self.token = token.encode() if token else None
+        # The admin cookie holds a digest of the token, not the token: any token is a valid
+        # cookie value, and the browser's cookie store never holds the token itself.
+        self.admin_cookie = hashlib.sha256(b"rnnscope admin cookie\0" + self.token).hexdigest() if token else None
 
     async def refuse(self, scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+        if scope["type"] == "websocket":              # a handshake refused: close, policy violation
+            return await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
         body = json.dumps({"detail": detail}, ensure_ascii=True).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
@@ -168,10 +182,15 @@ class SharedServer:
     def is_token(self, given: str | None) -> bool:
         return bool(self.token and given and hmac.compare_digest(given.encode("utf-8", "replace"), self.token))
 
+    def is_admin_cookie(self, given: str | None) -> bool:
+        return bool(self.admin_cookie and given and hmac.compare_digest(given.encode("utf-8", "replace"),
+                                                                        self.admin_cookie.encode()))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers", ()))
+        origins = [v for k, v in scope.get("headers", ()) if k == b"origin"]    # every one, should there be two
         host_header = headers.get(b"host", b"").decode("latin-1")
         host = host_name(host_header)
         if not host_allowed(host, self.allowed_hosts):
@@ -179,15 +198,16 @@ class SharedServer:
                                      f"this server does not answer to the host name {host!r}; if that is "
                                      "how people reach it, add it to RNNSCOPE_ALLOWED_HOSTS (comma-separated)")
         method = scope.get("method", "GET")
-        if method not in SAFE_METHODS:
-            origin = headers.get(b"origin")
-            source = origin if origin is not None else headers.get(b"referer")
-            if source is not None and not same_origin(source.decode("latin-1"), host_header):
-                what = "Origin" if origin is not None else "Referer"
-                return await self.refuse(scope, receive, send, 403,
-                                         f"a request from another site ({what}: {source.decode('latin-1')[:100]}) "
-                                         "may not change anything on this server; use rnnscope's own pages or "
-                                         "a client that sends no Origin")
+        # A WebSocket handshake is a GET that browsers send cross-site with cookies: checked too.
+        if method not in SAFE_METHODS or scope["type"] == "websocket":
+            sources = origins or [v for k, v in scope.get("headers", ()) if k == b"referer"][:1]
+            for source in sources:
+                if not same_origin(source.decode("latin-1"), host_header):
+                    what = "Origin" if origins else "Referer"
+                    return await self.refuse(scope, receive, send, 403,
+                                             f"a request from another site ({what}: {source.decode('latin-1')[:100]}) "
+                                             "may not change anything on this server; use rnnscope's own pages or "
+                                             "a client that sends no Origin")
         jar = cookies(headers)
         key = headers.get(OWNER_HEADER.encode(), b"").decode("latin-1") or jar.get(OWNER_COOKIE, "")
         if len(key) > MAX_OWNER_KEY:
@@ -199,25 +219,25 @@ class SharedServer:
             key = secrets.token_urlsafe(24)
         auth = headers.get(b"authorization", b"").decode("latin-1")
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        admin = self.is_token(bearer) or self.is_token(jar.get(ADMIN_COOKIE))
+        admin = self.is_token(bearer) or self.is_admin_cookie(jar.get(ADMIN_COOKIE))
         scope.setdefault("state", {})["requester"] = Requester(owner_id(key), admin)
 
         set_cookies: list[bytes] = []
         if minted:
             set_cookies.append(f"{OWNER_COOKIE}={key}; Path=/; Max-Age={YEAR}; HttpOnly; "
                                "SameSite=Strict".encode())
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-        if method == "GET" and "token" in query and scope["type"] == "http":
-            if not self.is_token(query["token"]):
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        tokens = [v for k, v in query if k == "token"]
+        if method == "GET" and tokens and scope["type"] == "http":
+            if not all(self.is_token(t) for t in tokens):
                 return await self.refuse(scope, receive, send, 401,
                                          "the token in the URL is not this server's; copy the URL "
                                          "`rnnscope serve` printed")
             # The admin URL: remember the token in a cookie and drop it from the address bar.
-            rest = urlencode([(k, v) for k, v in query.items() if k != "token"])
-            location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
-            set_cookies.append(f"{ADMIN_COOKIE}={query['token']}; Path=/; HttpOnly; SameSite=Strict".encode())
+            set_cookies.append(f"{ADMIN_COOKIE}={self.admin_cookie}; Path=/; HttpOnly; SameSite=Strict".encode())
             await send({"type": "http.response.start", "status": 303,
-                        "headers": [(b"location", location.encode("latin-1", "replace")),
+                        "headers": [(b"location", same_site_location(scope, [(k, v) for k, v in query
+                                                                             if k != "token"])),
                                     (b"content-length", b"0")]
                                    + [(b"set-cookie", c) for c in set_cookies]})
             await send({"type": "http.response.body", "body": b""})

@@ -138,6 +138,17 @@ def test_cross_site_state_changes_are_refused(client, corpus):
     assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
 
 
+def test_a_second_origin_header_or_a_websocket_does_not_get_round_the_check(client):
+    r = client.post("/api/runs/1/cancel", headers=[("Origin", EVIL), ("Origin", "http://testserver")])
+    assert r.status_code == 403
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as e:
+        with client.websocket_connect("/ws", headers={"Origin": EVIL}):
+            pass
+    assert e.value.code == 1008
+
+
 def test_same_origin_pages_and_clients_without_origin_pass(client):
     r = upload(client, excerpt(3000), headers={"Origin": "http://testserver"})
     assert r.status_code == 201, r.text
@@ -195,14 +206,25 @@ def test_the_admin_url_sets_a_cookie_and_drops_the_token_from_the_address(tmp_pa
     with TestClient(build_app(tmp_path, token=TOKEN, **FAST), headers=OWNER) as owner, \
             TestClient(owner.app, headers=OTHER) as admin:
         corpus = upload(owner, excerpt(2000)).json()
-        r = admin.get("/train", params={"token": TOKEN, "tab": "runs"}, follow_redirects=False)
-        assert r.status_code == 303 and r.headers["location"] == "/train?tab=runs"
+        r = admin.get("/train", params=[("token", TOKEN), ("tab", "runs"), ("x", "1"), ("x", "2")],
+                      follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/train?tab=runs&x=1&x=2"
         cookie = r.headers["set-cookie"]
         assert cookie.startswith("rnnscope_admin=") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert TOKEN not in cookie                       # a digest: the browser never stores the token
         assert admin.get(f"/api/corpora/{corpus['id']}").json()["yours"] is True
         assert admin.delete(f"/api/corpora/{corpus['id']}").status_code == 204
-        r = owner.get("/", params={"token": "wrong"}, follow_redirects=False)
-        assert r.status_code == 401 and "rnnscope_admin" not in r.headers.get("set-cookie", "")
+        for bad in [{"token": "wrong"}, [("token", TOKEN), ("token", "wrong")]]:
+            r = owner.get("/", params=bad, follow_redirects=False)
+            assert r.status_code == 401 and "rnnscope_admin" not in r.headers.get("set-cookie", "")
+        # The redirect never leaves the server, whatever the path looks like.
+        for path, location in [("//evil.example/", "/evil.example/"), ("/\\evil.example", "/evil.example"),
+                               ("/caf\u00e9", "/caf%C3%A9")]:
+            r = owner.get(f"http://testserver{path}", params={"token": TOKEN}, follow_redirects=False)
+            assert r.status_code == 303 and r.headers["location"] == location, path
+        # On a POST the token in the URL is no credential.
+        r = owner.post("/api/runs/1/cancel", params={"token": TOKEN}, headers=OTHER)
+        assert r.status_code == 404
 
 
 def test_queued_runs_per_owner_are_bounded(tmp_path):
