@@ -106,6 +106,12 @@ def seconds_per_step(cfg: ModelConfig, batch_size: int, seq_length: int, one_thr
     return min(times) * (batch_size / B) * (seq_length / T)
 
 
+def storage_stop(e: OSError | sqlite3.Error) -> str:
+    """A run's error when the disk stopped it: the machine, not the run, so it resumes."""
+    return (f"stopped by the server's storage: {getattr(e, 'strerror', None) or e}; resume the run once it is "
+            "fixed, to continue from its last checkpoint")
+
+
 def eval_every(cfg: RunConfig) -> int:
     """A validation curve of about 20 points, each pass at least 10 steps apart."""
     return cfg.eval_every or max(10, min(500, cfg.max_steps // 20))
@@ -251,8 +257,11 @@ class Trainer:
             try:
                 self._execute(run_id)
             except Exception as e:                    # a bug here must not kill the worker
-                log.exception("run %d failed", run_id)
-                self.store.update_run(run_id, status="failed", error=f"internal error: {e}",
+                log.exception("run %d stopped", run_id)
+                # Reading the checkpoint or recording the outcome can meet the disk too.
+                storage = isinstance(e, (OSError, sqlite3.Error))
+                self.store.update_run(run_id, status="interrupted" if storage else "failed",
+                                      error=storage_stop(e) if storage else f"internal error: {e}",
                                       finished=time.time(), eta_seconds=None)
             finally:
                 with self._wake:
@@ -315,9 +324,7 @@ class Trainer:
         except (OSError, sqlite3.Error) as e:
             # The machine, not the run: a full disk, a permission, an I/O error. The last
             # checkpoint is intact (files are replaced atomically), so the run can resume.
-            outcome = "interrupted"
-            error = (f"stopped by the server's storage: {getattr(e, 'strerror', None) or e}; resume the run "
-                     "once it is fixed, to continue from its last checkpoint")
+            outcome, error = "interrupted", storage_stop(e)
             log.warning("run %d interrupted: %s", run_id, e)
             logger.flush_if_possible()
         except Exception as e:

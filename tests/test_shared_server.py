@@ -469,6 +469,29 @@ def test_disk_full_at_a_checkpoint_interrupts_the_run_resumably(client, corpus, 
     wait_for(client, start(client, corpus, max_steps=10))
 
 
+def test_an_io_error_reading_the_checkpoint_interrupts_the_run(client, corpus, monkeypatch):
+    import app.jobs
+
+    run_id = start(client, corpus, max_steps=ENDLESS)
+    wait_for(client, run_id, ("running",), checkpoint_step=lambda s: s is not None)
+    client.post(f"/api/runs/{run_id}/cancel")
+    wait_for(client, run_id, ("cancelled",))
+
+    def unreadable(path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    real = app.jobs.load_train_state
+    monkeypatch.setattr(app.jobs, "load_train_state", unreadable)
+    client.post(f"/api/runs/{run_id}/resume")
+    run = wait_for(client, run_id, ("interrupted", "failed"))
+    assert run["status"] == "interrupted" and "Input/output error" in run["error"], run     # not failed
+    monkeypatch.setattr(app.jobs, "load_train_state", real)
+    assert client.post(f"/api/runs/{run_id}/resume").status_code == 200
+    wait_for(client, run_id, ("running",), step=lambda s: s > run["checkpoint_step"])
+    client.post(f"/api/runs/{run_id}/cancel")
+    assert_continuous(client, run_id, wait_for(client, run_id, ("cancelled",))["step"])
+
+
 def test_checkpoints_and_uploads_are_refused_below_the_free_space_floor(client, corpus, monkeypatch):
     run_id = start(client, corpus, max_steps=ENDLESS)
     wait_for(client, run_id, ("running",), checkpoint_step=lambda s: s is not None)

@@ -232,7 +232,10 @@ def delete_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> R
     """Delete a run of yours that is not training: its history, checkpoint and model."""
     check_owner(requester, run["owner"], f"run {run['id']}", "delete")
     run_id = run["id"]
-    if not training.store.delete_run(run_id, running_ok=not training.trainer.is_training(run_id)):
+    # Only a run that was already running, with no worker on it, is stranded: a queued one the
+    # worker picks up meanwhile is then training, and refused below.
+    stranded = run["status"] == "running" and not training.trainer.is_training(run_id)
+    if not training.store.delete_run(run_id, running_ok=stranded):
         raise HTTPException(409, f"run {run_id} is training; cancel it first")
     training.unpublish(run_id)
     training.paths.model(run_id).unlink(missing_ok=True)
