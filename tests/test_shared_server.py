@@ -579,17 +579,38 @@ def test_an_unusable_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
         assert "\n" not in message and str(data_dir) in message and "RNNSCOPE_DATA_DIR" in message, message
 
 
+def test_a_read_only_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
+    from app.training import DataDirError
+
+    data_dir = tmp_path / "data"
+    with TestClient(build_app(data_dir)):             # a data dir in use before
+        pass
+    mount("--bind", str(data_dir), str(data_dir))
+    try:
+        mount("-o", "remount,bind,ro", str(data_dir))
+        with pytest.raises(DataDirError) as e:
+            with TestClient(build_app(data_dir)):
+                pass
+        assert "\n" not in str(e.value) and str(data_dir) in str(e.value) and "Read-only" in str(e.value)
+    finally:
+        subprocess.run(["umount", "-l", str(data_dir)], check=True)
+
+
 # ---- A real full disk: a small tmpfs ------------------------------------------------------------------------
+
+def mount(*args: str) -> None:
+    """`mount args...`, or skip where this machine cannot (fail where RNNSCOPE_REQUIRE_TMPFS=1, as in CI)."""
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        if os.environ.get("RNNSCOPE_REQUIRE_TMPFS") == "1":
+            pytest.fail(f"RNNSCOPE_REQUIRE_TMPFS=1 but `mount {' '.join(args)}` failed: {done.stderr.strip()}")
+        pytest.skip(f"cannot mount here: {done.stderr.strip()}")
+
 
 @contextmanager
 def tmpfs(path: Path, size: str):
     path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        if os.environ.get("RNNSCOPE_REQUIRE_TMPFS") == "1":
-            pytest.fail(f"RNNSCOPE_REQUIRE_TMPFS=1 but mounting a tmpfs failed: {done.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
     try:
         yield path
     finally:
