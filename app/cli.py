@@ -334,8 +334,9 @@ def import_model(
     guesses = "  ".join(f"{c!r} {p:.3f}" for c, p in next_chars(lm, text))
     typer.echo(f"after {text!r} it expects: {guesses}")
     save_model(lm, out)
-    typer.echo(f"saved {out}: `rnnscope sample {out}`, or copy it into <data_dir>/models/ and "
-               f"`rnnscope serve` opens it in every view")
+    serve_hint = (f"`rnnscope serve --data-dir {out.parent.parent}`" if out.parent.name == "models"
+                  else "in <data_dir>/models/, `rnnscope serve --data-dir <data_dir>`")
+    typer.echo(f"saved {out}: `rnnscope sample {out}` writes with it; {serve_hint} opens it in every view")
 
 
 def main() -> None:

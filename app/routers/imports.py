@@ -332,10 +332,15 @@ def imported(row: dict, requester: Requester) -> ImportedModel:
 
 
 def restore(training: Training, registry: ModelRegistry | None) -> None:
-    """At start-up: the registry loaded models/import-<id>.safetensors by file name; give them
-    their names again, and forget rows whose file is gone."""
+    """At start-up: the registry loaded models/*.safetensors by file name; give imported models
+    their names again (the upload's, or the one `rnnscope import --name` kept in the file), and
+    forget rows whose file is gone."""
     with training.store.read() as db:
         rows = [dict(r) for r in db.execute("SELECT id, name FROM imports")]
+    for entry in list(registry or ()):
+        name = entry.history.get("name") if "imported_from" in entry.history else None
+        if not entry.bundled and isinstance(name, str) and name.strip():
+            registry.put(replace(entry, name=name.strip()[:100]))
     for row in rows:
         model_id = import_model_id(row["id"])
         if not (training.paths.root / "models" / f"{model_id}.safetensors").exists():
