@@ -495,7 +495,7 @@ def recognise(tensors: dict[str, np.ndarray], roles: Roles = Roles()) -> Plan:
     chosen = complete or (options if roles.named else [])
     if len(chosen) == 1:
         d, e, unused = chosen[0]
-        return Plan(cell, rnn, layers, H, D, d, e, unused)
+        return Plan(cell, rnn, layers, H, D, d, e, sorted(unused))
     if len(chosen) > 1 or len({d for d, _, _ in options}) > 1 or len({e for _, e, _ in options}) > 1:
         pool = chosen or options
         ds = sorted({d for d, _, _ in pool})
