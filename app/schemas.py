@@ -1,7 +1,8 @@
 """Request and response bodies of the JSON API: the contract /docs shows.
 
 Requests are strict (no "5" for 5, no unknown fields), so a typo such as `temprature`
-is refused instead of silently ignored.
+is refused instead of silently ignored. Every limit a field takes from the settings is
+declared on it (Limit), so the document and the validation say the same number.
 """
 from __future__ import annotations
 
