@@ -205,8 +205,10 @@ class Store:
         return conn
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: committed on success, rolled back on an exception."""
+    def write(self, undo: Callable[[], None] = lambda: None) -> Iterator[sqlite3.Connection]:
+        """One write transaction: committed on success, rolled back on an exception, after
+        which `undo` reverts what the transaction did outside the database, still under the
+        write lock (so no other transaction can have reused what it reverts)."""
         with self._write_lock:
             self._keep_reserve()
             conn = self._conn()
@@ -222,6 +224,10 @@ class Store:
                         conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
+                try:
+                    undo()
+                except Exception:
+                    log.exception("cannot undo a transaction's change outside the database")
                 raise
 
     def low_space(self, keep: int) -> str | None:
@@ -304,14 +310,19 @@ class Store:
 
     def add_corpus(self, name: str, filename: str | None, size: int, chars: int, sha256: str,
                    preflight: dict, owner: str | None = None,
-                   place: Callable[[int], None] = lambda corpus_id: None) -> int:
+                   place: Callable[[int], None] = lambda corpus_id: None,
+                   unplace: Callable[[int], None] = lambda corpus_id: None) -> int:
         """Insert a corpus and call `place(id)` (which moves its file into place) inside the
-        same transaction: if placing fails, no row is left without its file."""
-        with self.write() as db:
+        same transaction: if placing fails, no row is left without its file; if the COMMIT
+        fails, `unplace(id)` removes the file, and no file is left without its row (the id,
+        rolled back, would be the next upload's)."""
+        placed: list[int] = []
+        with self.write(undo=lambda: [unplace(i) for i in placed]) as db:
             cur = db.execute("INSERT INTO corpora (name, filename, bytes, chars, sha256, preflight, created, "
                              "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (name, filename, size, chars, sha256, json.dumps(preflight), time.time(), owner))
             place(cur.lastrowid)
+            placed.append(cur.lastrowid)
             return cur.lastrowid
 
     def find_corpus(self, sha256: str, owner: str | None) -> dict | None:

@@ -111,7 +111,8 @@ def save_corpus(training: Training, file: UploadFile, name: str | None, requeste
         # The file is moved into place inside the row's transaction: no row without a file.
         corpus_id = training.store.add_corpus(name, filename, ingested.bytes, ingested.chars, ingested.sha256,
                                               report.model_dump(), requester.owner,
-                                              place=lambda cid: os.replace(ingested.path, paths.corpus(cid)))
+                                              place=lambda cid: os.replace(ingested.path, paths.corpus(cid)),
+                                              unplace=lambda cid: paths.corpus(cid).unlink(missing_ok=True))
     finally:
         ingested.path.unlink(missing_ok=True)
     return training.store.get_corpus(corpus_id), True
