@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -94,9 +95,24 @@ async def on_validation_error(request: Request, exc: RequestValidationError) -> 
     return ErrorResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
+def allowed_methods(request: Request) -> set[str]:
+    """Every method some route serves at this path: Starlette's 405 names only the first
+    route's, and a path is often served by one route per method."""
+    path, allowed = request.scope["path"], set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and route.methods and regex.match(path):
+            allowed |= route.methods
+    return allowed
+
+
 async def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code in (204, 304) or exc.status_code < 200:
         return Response(status_code=exc.status_code, headers=exc.headers)
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        if allowed:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
     detail = exc.detail
     if isinstance(exc.__cause__, UnicodeDecodeError):        # FastAPI's "error parsing the body"
         detail = f"the request body is not UTF-8 text: {exc.__cause__}"

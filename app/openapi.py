@@ -7,6 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.routing import iter_route_contexts
+
+from .deps import get_compute_slots
 
 from .schemas import LIMIT_KEY, REQUEST_SETTINGS
 from .settings import Settings
@@ -39,11 +42,35 @@ def fill_limits(node: Any, settings: Settings) -> None:
             fill_limits(value, settings)
 
 
+BUSY = {"description": "Every compute slot is busy and the queue for them is full (RNNSCOPE_MAX_WAITING_JOBS), "
+                       "or no slot freed within RNNSCOPE_MAX_WAIT_SECONDS: try again after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorMessage"}}}}
+
+
+def depends_on(dependant, call) -> bool:
+    return any(d.call is call or depends_on(d, call) for d in dependant.dependencies)
+
+
+def busy_operations(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of every operation that waits for a compute slot, so may answer 503."""
+    found = set()
+    for context in iter_route_contexts(app.routes):
+        dependant = getattr(context.original_route, "dependant", None)
+        if dependant is not None and depends_on(dependant, get_compute_slots):
+            found |= {(context.path_format, m.lower()) for m in context.methods or ()}
+    return found
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is not None:
         return app.openapi_schema
     doc = FastAPI.openapi(app)                  # FastAPI's own document, which it caches
     fill_limits(doc, app.state.settings)
+    for path, method in busy_operations(app):
+        operation = doc["paths"].get(path, {}).get(method)
+        if operation is not None:
+            operation["responses"].setdefault("503", BUSY)
     for path, item in doc["paths"].items():
         for operation in item.values():
             if path.startswith("/api/models/{model_id}/") and "422" in operation.get("responses", {}):

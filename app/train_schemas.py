@@ -89,7 +89,7 @@ class RunConfig(StrictBody):
     """What a run trains. Every field but corpus_id has a default that trains a small
     model in minutes on two cores; the corpus preflight recommends sizes for its text."""
 
-    corpus_id: int = Field(ge=1, le=2**63 - 1, description="From POST /api/corpora.")
+    corpus_id: int = Field(ge=1, le=2**53 - 1, description="From POST /api/corpora.")
     cell: Cell = "lstm"
     hidden_size: int = Field(128, ge=1, le=2048, description="Units per layer; at most max_hidden_size "
                                                              "(RNNSCOPE_MAX_HIDDEN_SIZE).")

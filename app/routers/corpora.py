@@ -23,7 +23,7 @@ from ..security import Requester
 
 router = APIRouter(prefix="/api/corpora", tags=["corpora"])
 
-CorpusId = Annotated[int, Path(ge=1, le=2**63 - 1, description="From POST /api/corpora.")]
+CorpusId = Annotated[int, Path(ge=1, le=2**53 - 1, description="From POST /api/corpora.")]
 NOT_FOUND = {404: {"model": ErrorMessage, "description": "No corpus with that id."}}
 UPLOAD_ERRORS = {
     413: {"model": ErrorMessage, "description": "The file is over RNNSCOPE_MAX_UPLOAD_BYTES."},
@@ -94,27 +94,28 @@ def save_corpus(training: Training, file: UploadFile, name: str | None, requeste
     """Decode and count the upload, time the recommended model, record it all. The same
     text uploaded again by the same owner answers with the corpus they have (and False)."""
     s, paths = training.settings, training.paths
-    ingested = ingest(file.file, paths.root / "corpora", s.max_upload_bytes, s.max_vocab, s.min_corpus_chars)
-    try:
-        existing = training.store.find_corpus(ingested.sha256, requester.owner)
-        if existing is not None:
-            return existing, False
-        used = training.store.owner_corpus_bytes(requester.owner)
-        if used + ingested.bytes > s.max_corpus_bytes_per_owner:
-            raise CorpusRefused(413, f"your corpora would take {used + ingested.bytes:,} bytes; each person may "
-                                     f"keep {s.max_corpus_bytes_per_owner:,} (setting "
-                                     "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER); delete one of yours first")
-        report = preflight(ingested, s.max_hidden_size, s.target_run_seconds,
-                           lambda *shape: training.seconds_per_step(*shape, gate=gate))
-        filename = PurePath(file.filename).name[:200] if file.filename else None
-        name = (name or "").strip() or (PurePath(filename).stem if filename else "") or "corpus"
-        # The file is moved into place inside the row's transaction: no row without a file.
-        corpus_id = training.store.add_corpus(name, filename, ingested.bytes, ingested.chars, ingested.sha256,
-                                              report.model_dump(), requester.owner,
-                                              place=lambda cid: os.replace(ingested.path, paths.corpus(cid)),
-                                              unplace=lambda cid: paths.corpus(cid).unlink(missing_ok=True))
-    finally:
-        ingested.path.unlink(missing_ok=True)
+    with gate:        # counting holds the interpreter and a 9 MB table per upload: a compute job too
+        ingested = ingest(file.file, paths.root / "corpora", s.max_upload_bytes, s.max_vocab, s.min_corpus_chars)
+        try:
+            existing = training.store.find_corpus(ingested.sha256, requester.owner)
+            if existing is not None:
+                return existing, False
+            used = training.store.owner_corpus_bytes(requester.owner)
+            if used + ingested.bytes > s.max_corpus_bytes_per_owner:
+                raise CorpusRefused(413, f"your corpora would take {used + ingested.bytes:,} bytes; each person "
+                                         f"may keep {s.max_corpus_bytes_per_owner:,} (setting "
+                                         "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER); delete one of yours first")
+            report = preflight(ingested, s.max_hidden_size, s.target_run_seconds,
+                               lambda *shape: training.seconds_per_step(*shape, gate=gate))
+            filename = PurePath(file.filename).name[:200] if file.filename else None
+            name = (name or "").strip() or (PurePath(filename).stem if filename else "") or "corpus"
+            # The file is moved into place inside the row's transaction: no row without a file.
+            corpus_id = training.store.add_corpus(name, filename, ingested.bytes, ingested.chars,
+                                                  ingested.sha256, report.model_dump(), requester.owner,
+                                                  place=lambda cid: os.replace(ingested.path, paths.corpus(cid)),
+                                                  unplace=lambda cid: paths.corpus(cid).unlink(missing_ok=True))
+        finally:
+            ingested.path.unlink(missing_ok=True)
     return training.store.get_corpus(corpus_id), True
 
 
@@ -128,6 +129,7 @@ async def upload_corpus(request: Request, response: Response, training: Training
     model and its measured time per epoch. The same text again answers 200 with the corpus
     you uploaded before (`duplicate` true) instead of storing a copy."""
     training.check_free_space("the upload")
+    gate.check()                                  # before receiving a file that could not be counted
     try:
         file, name = await read_upload(request, training.settings.max_upload_bytes)
         try:

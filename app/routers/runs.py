@@ -23,7 +23,7 @@ from ..training import Training, TrainingDep
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
-RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="From POST /api/runs.")]
+RunId = Annotated[int, Path(ge=1, le=2**53 - 1, description="From POST /api/runs.")]
 NOT_FOUND = {404: {"model": ErrorMessage, "description": "No run with that id."}}
 CONFLICT = {409: {"model": ErrorMessage, "description": "The run's status does not allow this; the message "
                                                         "says why."}}

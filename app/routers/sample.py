@@ -13,9 +13,10 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from model.lm import LanguageModel
 from model.sample import generate
 
+from ..compute_gate import ComputeBusy
 from ..deps import ComputeSlots, ModelDep, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, vet_text
-from ..schemas import SampleChunk, SampleDone, SampleRequest, SampleResponse
+from ..schemas import ErrorMessage, SampleChunk, SampleDone, SampleRequest, SampleResponse
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["sample"])
 
@@ -56,16 +57,30 @@ def sample(job: SampleJobDep, slots: ComputeSlots) -> SampleResponse:
                           dropped=job.dropped)
 
 
-@router.post("/sample/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS)
+def room_to_start(slots: ComputeSlots) -> None:
+    """Refuse (503) a stream the compute queue has no room for, before its first event."""
+    if slots.busy >= slots.slots and slots.waiting >= slots.max_waiting:
+        raise ComputeBusy(f"the server is busy: {slots.busy} jobs running and {slots.waiting} waiting, the limit "
+                          "(setting RNNSCOPE_MAX_WAITING_JOBS); try again shortly", slots.retry_after())
+
+
+@router.post("/sample/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS,
+             dependencies=[Depends(room_to_start)])
 def sample_stream(job: SampleJobDep, slots: ComputeSlots, settings: SettingsDep) -> Iterator[ServerSentEvent]:
     """The same sample as server-sent events: `chunk` events carrying SampleChunk
     {text, probs} as the characters are drawn, then one `done` event carrying SampleDone
-    {length, seed, dropped}. The same request body and seed give the same text as /sample."""
+    {length, seed, dropped}; or, if the server became too busy to go on, a `busy` event
+    carrying ErrorMessage and the end. The same request body and seed give the same text as /sample."""
     chars, written = job.chars(), 0
     while True:
         # A slot per chunk, not per stream: a slow reader must not hold up other requests.
-        with slots:
-            chunk = list(islice(chars, settings.stream_chunk_chars))
+        # Once the stream has begun, a refusal can only be an event: `busy`, then the end.
+        try:
+            with slots:
+                chunk = list(islice(chars, settings.stream_chunk_chars))
+        except ComputeBusy as e:
+            yield ServerSentEvent(event="busy", data=ErrorMessage(detail=e.detail))
+            return
         if not chunk:
             break
         written += len(chunk)
