@@ -83,7 +83,7 @@ class Recognised:
 
     def describe(self) -> list[str]:
         """The report as lines of text (the CLI prints them)."""
-        cell = self.cell.upper() + (f" ({self.nonlinearity})" if self.nonlinearity else "")
+        cell = self.cell.upper() + (f", {self.nonlinearity}" if self.nonlinearity else "")
         lines = [f"cell        {cell}, {self.num_layers} layer{'s' * (self.num_layers > 1)} of "
                  f"{self.hidden_size} units ({module(self.rnn)}, {TORCH_NAMES[self.cell]})"]
         if self.embedding is not None:

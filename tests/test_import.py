@@ -573,6 +573,16 @@ def test_only_imported_models_are_deleted(tmp_path, data_dir):
         assert {"lstm", "run-7", "placed"} <= {m["id"] for m in client.get("/api/models").json()}
 
 
+def test_an_rnnscope_checkpoint_brings_its_own_vocabulary(tmp_path, models, data_dir):
+    """A checkpoint rnnscope wrote (by `train` or `import`) needs no vocabulary: its metadata has it."""
+    with TestClient(build_app(tmp_path / "data")) as client:
+        r = upload(client, data_dir / "models" / "gru.safetensors")
+        assert r.status_code == 201, r.text
+        assert r.json()["vocab_source"] == "the file's own metadata"
+        detail = client.get(f"/api/models/{r.json()['model_id']}").json()
+    assert detail["vocab"] == models["gru"].vocab.to_string() and detail["cell"] == "gru"
+
+
 def test_admin_may_delete_anyones_import(tmp_path, tutorial_model):
     _, model_path, corpus = tutorial_model
     with TestClient(build_app(tmp_path / "data", token="s3cret")) as client:
