@@ -40,14 +40,28 @@ class ComputeGate:
         typical = sorted(self._recent)[len(self._recent) // 2] if self._recent else 1.0
         return (self._waiting + 1) * typical / self.slots
 
+    def _full(self) -> ComputeBusy | None:
+        if self._busy >= self.slots and self._waiting >= self.max_waiting:
+            return ComputeBusy(f"the server is busy: {self._busy} jobs running and {self._waiting} waiting, "
+                               "the limit (setting RNNSCOPE_MAX_WAITING_JOBS); try again shortly",
+                               self.retry_after())
+        return None
+
+    def check(self) -> None:
+        """Refuse (503) now what would be refused on arrival at the gate: for a job that is
+        costly to receive (an upload), before receiving it."""
+        with self._cond:
+            busy = self._full()
+        if busy:
+            raise busy
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         with self._cond:
             if self._busy >= self.slots:
-                if self._waiting >= self.max_waiting:
-                    raise ComputeBusy(f"the server is busy: {self._busy} jobs running and {self._waiting} "
-                                      "waiting, the limit (setting RNNSCOPE_MAX_WAITING_JOBS); try again "
-                                      "shortly", self.retry_after())
+                busy = self._full()
+                if busy:
+                    raise busy
                 self._waiting += 1
                 deadline = time.monotonic() + self.max_wait_seconds
                 try:

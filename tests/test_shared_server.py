@@ -316,7 +316,16 @@ def test_a_shape_is_timed_once(client, step_timer):
     assert len(step_timer.shapes) == preflight + 2
 
 
-def test_estimates_and_preflights_are_timed_inside_the_compute_gate(tmp_path, step_timer):
+def test_estimates_and_uploads_are_timed_and_counted_inside_the_compute_gate(tmp_path, step_timer, monkeypatch):
+    import app.routers.corpora as routes
+
+    ingest, counted = routes.ingest, []
+
+    def gated_ingest(*args, **kw):
+        counted.append(gate.busy)
+        return ingest(*args, **kw)
+
+    monkeypatch.setattr(routes, "ingest", gated_ingest)
     with TestClient(build_app(tmp_path, max_concurrent_jobs=1, max_waiting_jobs=0, **FAST),
                     headers=OWNER) as client:
         gate = step_timer.gate = client.app.state.compute_slots
@@ -329,10 +338,10 @@ def test_estimates_and_preflights_are_timed_inside_the_compute_gate(tmp_path, st
             r = client.get(url, params=timed | {"hidden_size": 25})
             assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
             assert client.get(url, params=timed).status_code == 200     # from the cache: no slot needed
-            # An upload's preflight times a step too (a new vocabulary, so a new shape).
+            # An upload is counted (and its preflight timed) in a slot too: refused before it is read.
             r = upload(client, "".join(chr(0x3b1 + i % 20) for i in range(3000)))
             assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1
-        assert len(step_timer.shapes) == shapes
+        assert len(step_timer.shapes) == shapes and counted == [1]            # the first upload's, in its slot
         assert client.get(url, params=timed | {"hidden_size": 25}).status_code == 200
         assert len(client.get("/api/corpora").json()) == 1
         assert not list((tmp_path / "corpora").glob(".*"))
