@@ -198,17 +198,23 @@ class MemorisedRequest(StrictBody):
     min_length: int = Field(20, ge=4, le=1000, description="Shortest span reported.")
 
 
-class MemorisedSpan(BaseModel):
+class MemorisedPiece(BaseModel):
     start: int
     end: int = Field(description="Exclusive.")
-    corpus_position: int
+    corpus_position: int = Field(description="Where text[start:end] is in the corpus.")
+
+
+class MemorisedSpan(MemorisedPiece):
+    corpus_position: int = Field(description="Where the first piece is in the corpus.")
+    pieces: list[MemorisedPiece] = Field(description="The maximal verbatim matches this span joins, each with "
+                                                     "its own place in the corpus.")
 
 
 class MemorisedResponse(BaseModel):
     available: bool = Field(description="Whether the model's training corpus was found (by the sha256 its "
                                         "checkpoint records); if not, spans is empty.")
     corpus: str | None
-    spans: list[MemorisedSpan] = Field(description="Maximal spans found verbatim; one inside another is left "
-                                                   "out, overlapping ones are kept.")
-    count: int
+    spans: list[MemorisedSpan] = Field(description="Copied passages: maximal verbatim matches, those that "
+                                                   "overlap or touch joined into one (see `pieces`).")
+    count: int = Field(description="Copied passages, as joined.")
     memorised_chars: int = Field(description="Characters inside at least one span.")

@@ -247,9 +247,18 @@ def test_memorised_spans_come_from_the_training_corpus(corpus_client, client, co
     body = r.json()
     assert body["available"] and body["corpus"] == "tiny.txt"
     for s in body["spans"]:
-        piece = generated[s["start"]:s["end"]]
-        assert len(piece) >= 10 and corpus[s["corpus_position"]:s["corpus_position"] + len(piece)] == piece
-    assert body["memorised_chars"] >= 52 and body["count"] == len(body["spans"]) >= 2
+        assert s["pieces"] and s["start"] == s["pieces"][0]["start"] and s["end"] == max(p["end"] for p in s["pieces"])
+        for p in s["pieces"]:
+            piece = generated[p["start"]:p["end"]]
+            assert len(piece) >= 10 and corpus[p["corpus_position"]:p["corpus_position"] + len(piece)] == piece
+    # Issue 9, defect 4: overlapping spans (147-171 and 150-174) came back as two.
+    assert all(a["end"] < b["start"] for a, b in zip(body["spans"], body["spans"][1:]))
+    assert body["memorised_chars"] == sum(s["end"] - s["start"] for s in body["spans"]) >= 52
+    assert body["count"] == len(body["spans"]) >= 2
+    # Two copies that touch are one copied passage, made of two pieces.
+    joined = "zq" + corpus[1000:1040] + corpus[1030:1060] + "!"
+    r = corpus_client.post("/api/models/rnn/memorised", json={"text": joined, "min_length": 10}).json()
+    assert r["count"] == 1 and len(r["spans"][0]["pieces"]) >= 2 and r["memorised_chars"] >= 70
     # Longer min_length: the 12-character span goes.
     r = corpus_client.post("/api/models/rnn/memorised", json={"text": generated, "min_length": 30})
     assert r.json()["count"] == 1

@@ -15,6 +15,7 @@ from model.data import split
 from model.layers import Clamp
 from model.lm import LanguageModel
 from model.patterns import PatternError, compile_pattern
+from model.memorisation import merge_spans
 from model.probes import CONCEPTS, Activations, activations, rank_units, regex_indicator, top_contexts
 from model.sample import sample as write
 
@@ -24,7 +25,7 @@ from ..deps import ComputeSlots, ModelDep, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
                               InterveneRequest, InterveneResponse, MemorisedRequest, MemorisedResponse,
-                              MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
+                              MemorisedPiece, MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
 from ..registry import Entry
 from .analysis import prediction, readable_text
@@ -274,11 +275,12 @@ def memorised(req: MemorisedRequest, entry: ModelDep, settings: SettingsDep, slo
     if corpus is None:
         return MemorisedResponse(available=False, corpus=None, spans=[], count=0, memorised_chars=0)
     with slots:
-        spans = library.index(corpus).spans(req.text, req.min_length)
-    covered = np.zeros(len(req.text), bool)
-    for s in spans:
-        covered[s.start:s.end] = True
-    return MemorisedResponse(available=True, corpus=corpus.name,
-                             spans=[MemorisedSpan(start=s.start, end=s.end, corpus_position=s.corpus_position)
-                                    for s in spans],
-                             count=len(spans), memorised_chars=int(covered.sum()))
+        pieces = library.index(corpus).spans(req.text, req.min_length)
+    joined = []
+    for span in merge_spans(pieces):
+        inside = [MemorisedPiece(start=p.start, end=p.end, corpus_position=p.corpus_position)
+                  for p in pieces if span.start <= p.start and p.end <= span.end]
+        joined.append(MemorisedSpan(start=span.start, end=span.end, corpus_position=span.corpus_position,
+                                    pieces=inside))
+    return MemorisedResponse(available=True, corpus=corpus.name, spans=joined, count=len(joined),
+                             memorised_chars=sum(s.end - s.start for s in joined))
