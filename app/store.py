@@ -2,6 +2,7 @@
 logged step, and beside it the corpus texts and the safetensors files of each run.
 
 <data_dir>/rnnscope.sqlite3                 corpora, runs, metrics, samples, gradient profiles
+<data_dir>/rnnscope.sqlite3.reserve         room kept for the database's writes on a full disk
 <data_dir>/corpora/<id>.txt                 an upload, decoded and normalised to UTF-8 with \\n
 <data_dir>/runs/<id>.state.safetensors      a run's resumable training state
 <data_dir>/models/run-<id>.safetensors      a run's model, which the model registry serves
