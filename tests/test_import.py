@@ -639,6 +639,51 @@ def test_a_full_disk_refuses_the_import(tmp_path, tutorial_model):
         assert r.status_code == 507 and "the import is refused" in r.json()["detail"]
 
 
+class CommitFails:
+    """A connection whose write transactions fail to COMMIT, as on a full disk (a read
+    transaction writes nothing, so its COMMIT still works); everything else is the real one's."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.writing = False
+
+    def execute(self, sql, *args):
+        if sql.startswith("BEGIN"):
+            self.writing = sql == "BEGIN IMMEDIATE"
+        if sql == "COMMIT" and self.writing:
+            import sqlite3
+            e = sqlite3.OperationalError("database or disk is full")
+            e.sqlite_errorcode = sqlite3.SQLITE_FULL
+            raise e
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_commit_that_fails_leaves_files_and_rows_as_they_were(tmp_path, tutorial_model, monkeypatch):
+    """An import whose COMMIT fails leaves no file to be served at the next start; a delete
+    whose COMMIT fails leaves the model served."""
+    _, model_path, corpus = tutorial_model
+    models_dir = tmp_path / "data" / "models"
+    with TestClient(build_app(tmp_path / "data")) as client:
+        store = client.app.state.training.store
+        real = store._conn
+        monkeypatch.setattr(store, "_conn", lambda: CommitFails(real()))
+        r = upload(client, model_path, corpus)
+        assert r.status_code == 507 and "disk is full" in r.json()["detail"], r.text
+        assert list(models_dir.iterdir()) == []
+        monkeypatch.setattr(store, "_conn", real)
+        assert upload(client, model_path, corpus).status_code == 201
+        monkeypatch.setattr(store, "_conn", lambda: CommitFails(real()))
+        assert client.delete("/api/models/import-1", headers=OWNER).status_code == 507
+        monkeypatch.setattr(store, "_conn", real)
+        assert [p.name for p in models_dir.iterdir()] == ["import-1.safetensors"]
+        assert client.post("/api/models/import-1/trace", json={"text": READ}).status_code == 200
+        assert client.delete("/api/models/import-1", headers=OWNER).status_code == 204
+        assert list(models_dir.iterdir()) == []
+
+
 def test_a_server_that_lets_only_its_admin_create_asks_for_the_token(tmp_path, tutorial_model):
     _, model_path, corpus = tutorial_model
     with TestClient(build_app(tmp_path / "data", token="s3cret", create_needs_token=True)) as client:

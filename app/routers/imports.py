@@ -296,7 +296,9 @@ def save_import(training: Training, registry: ModelRegistry, upload: Upload, req
             os.fsync(f.fileno())
         report = json.dumps(rec.to_dict() | {"vocab_source": lm.history["vocab_source"], "probe": text,
                                              "next": [{"char": c, "p": p} for c, p in guesses]})
-        with training.store.write() as db:
+        placed: list[Path] = []
+        # A COMMIT that fails after the file is in place takes the file back out with it.
+        with training.store.write(undo=lambda: [p.unlink(missing_ok=True) for p in placed]) as db:
             used = db.execute("SELECT coalesce(sum(bytes), 0) FROM imports WHERE owner = ?",
                               (requester.owner,)).fetchone()[0]
             if used + len(blob) > s.max_import_bytes_per_owner:
@@ -309,6 +311,7 @@ def save_import(training: Training, registry: ModelRegistry, upload: Upload, req
             import_id = cur.lastrowid
             path = models_dir / f"{import_model_id(import_id)}.safetensors"
             os.replace(tmp, path)
+            placed.append(path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     entry = make_entry(import_model_id(import_id), path, bundled=False, name=name, cache=registry.cache)
@@ -414,9 +417,14 @@ def delete_model(entry: ModelDep, training: TrainingDep, registry: RegistryDep,
         raise HTTPException(409, f"{entry.id} was placed in the server's models directory by whoever runs it; "
                                  "only models imported with POST /api/models/import are deleted here")
     check_owner(requester, row["owner"], f"model {entry.id}", "delete")
-    with training.store.write() as db:
+    # The file is moved aside inside the transaction and put back if it does not commit;
+    # start-up clears a .tmp a crash leaves.
+    aside = entry.path.with_name(f".{entry.path.name}.deleted.tmp")
+    with training.store.write(undo=lambda: aside.exists() and os.replace(aside, entry.path)) as db:
         db.execute("DELETE FROM imports WHERE id = ?", (row["id"],))
-        entry.path.unlink(missing_ok=True)       # inside the transaction: a failure keeps the row
+        if entry.path.exists():
+            os.replace(entry.path, aside)
+    aside.unlink(missing_ok=True)
     registry.remove(entry.id)
     training.on_models_changed()
     return Response(status_code=204)
