@@ -112,7 +112,67 @@ def line_start(text: str) -> np.ndarray:
 
 
 URL = compile_pattern(r"(?:https?://|www\.)[^\s\"'<>()]+")
-COMMENT = compile_pattern(r"(?:#|//)[^\n]*")
+
+
+def python_literals(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Where Python's tokenizer would see a string literal and where a comment: two 0/1
+    arrays (T,), (string, comment).
+
+    A string runs from its opening quote (inside) to its closing one (outside), like
+    `inside_quotes`; of a closing triple quote the first two are still inside, since a
+    reader cannot yet tell them from quotes in the text. A backslash keeps the next
+    character from closing it; a single-quoted string also ends, unterminated, at a
+    newline (the newline outside), and any string at the end of the text. Prefixes
+    (r, b, f, u and pairs) never change where a literal ends, so they are code. A comment
+    runs from a # outside strings to the end of its line, the newline excluded.
+
+    Only quotes, #, backslashes and newlines can change the state, so the scan visits
+    those positions alone, each once: linear in the text.
+    """
+    T = len(text)
+    marks = np.flatnonzero(np.isin(_chars(text), _chars("\"'#\\\n"))).tolist()
+    edges = np.zeros((2, T + 1), np.int32)          # +1 where a span starts, -1 past its end
+    k, n = 0, len(marks)
+    while k < n:
+        p = marks[k]
+        c = text[p]
+        if c == "#":
+            end = text.find("\n", p)
+            end = T if end < 0 else end
+            edges[1, p] += 1
+            edges[1, end] -= 1
+            while k < n and marks[k] < end:
+                k += 1
+            continue
+        if c not in "'\"":                          # a backslash or newline in code
+            k += 1
+            continue
+        delim = c * 3 if text.startswith(c * 3, p) else c
+        k += 1
+        while k < n and marks[k] < p + len(delim):
+            k += 1
+        end = T
+        while k < n:
+            q = marks[k]
+            d = text[q]
+            if d == "\\":                              # the escaped character cannot close
+                while k < n and marks[k] < q + 2:
+                    k += 1
+                continue
+            if d == "\n" and len(delim) == 1:
+                end = q
+                break
+            if d == c and text.startswith(delim, q):
+                end = q + len(delim) - 1
+                k += 1
+                while k < n and marks[k] < q + len(delim):
+                    k += 1
+                break
+            k += 1
+        edges[0, p] += 1
+        edges[0, end] -= 1
+    inside = np.cumsum(edges[:, :T], axis=1) > 0
+    return inside[0].astype(np.float32), inside[1].astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -125,6 +185,8 @@ class Concept:
 
 CONCEPTS: dict[str, Concept] = {c.name: c for c in (
     Concept("quotes", "inside double quotes (the opening quote included)", False, inside_quotes),
+    Concept("string", "inside a Python string literal: '...', \"...\", triple-quoted, escapes and prefixes "
+            "understood (the opening quote included)", False, lambda t: python_literals(t)[0]),
     Concept("brackets", "inside parentheses, brackets or braces", False,
             lambda t: (bracket_depth(t) > 0).astype(np.float32)),
     Concept("bracket_depth", "how many brackets are open", True, bracket_depth),
@@ -137,8 +199,8 @@ CONCEPTS: dict[str, Concept] = {c.name: c for c in (
     Concept("digit", "a digit", False, lambda t: _where(t, str.isdigit)),
     Concept("whitespace", "space, newline or tab", False, lambda t: _where(t, str.isspace)),
     Concept("url", "inside a URL (http://, https:// or www.)", False, lambda t: regex_indicator(t, URL)),
-    Concept("comment", "inside a comment: # or // to the end of the line", False,
-            lambda t: regex_indicator(t, COMMENT)),
+    Concept("comment", "inside a comment: # to the end of the line, outside string literals", False,
+            lambda t: python_literals(t)[1]),
     Concept("indentation", "the leading whitespace of the character's line", True, indentation),
 )}
 

@@ -18,7 +18,7 @@ from model.memorisation import SuffixIndex, codes, suffix_array
 from model.network import ModelConfig
 from model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
 from model.probes import (CONCEPTS, auc, best_threshold, bracket_depth, correlation, indentation,
-                          inside_quotes, line_position, probe, regex_indicator, top_contexts)
+                          inside_quotes, line_position, probe, python_literals, regex_indicator, top_contexts)
 from model.sample import Stepper, sample
 from model.train import TrainConfig, train
 from model.vocab import Vocab
@@ -86,6 +86,62 @@ def test_concepts_mark_the_characters_they_name():
     assert "".join(c for c, v in zip(t, regex_indicator(t, r"o\w")) if v) == "okot"
     for c in CONCEPTS.values():
         assert c.indicator(t).shape == (len(t),), c.name
+
+
+def marked(text: str, labels: np.ndarray) -> str:
+    """The text with every unlabelled character shown as '.'."""
+    return "".join(c if v else "." for c, v in zip(text, labels))
+
+
+def test_strings_and_comments_are_told_apart_as_pythons_tokenizer_does():
+    t = r'''x = "a#b"  # it's "fine"
+y = '\'' + r"\d\\" + f'{a["k"]}' + b'' + "\\"
+'''
+    string, comment = python_literals(t)
+    # The opening quote is inside, the closing one outside; an escaped quote does not
+    # close, an escaped backslash does not escape the quote after it; prefixes are code.
+    assert marked(t, string) == ('...."a#b' + "." * 17 + "...." +
+                                 r''''\'....."\d\\.....'{a["k"]}.....'...."\\..''')
+    assert marked(t, comment) == '...........# it\'s "fine"' + "." * (len(t) - t.index("\n"))
+    assert np.array_equal(CONCEPTS["string"].indicator(t), string)
+    assert np.array_equal(CONCEPTS["comment"].indicator(t), comment)
+
+
+def test_a_docstring_spans_lines_and_hides_what_looks_like_code():
+    t = 'def f():\n    """Doc "x" \'y\n    # not a comment\n    """\n    return ""  # empty\n'
+    string, comment = python_literals(t)
+    doc_open, doc_close = t.index('"""'), t.rindex('"""')
+    want = np.zeros(len(t), bool)
+    want[doc_open:doc_close + 2] = True                  # the closing triple's third quote is outside
+    want[t.index('""  #')] = True                        # an empty string: its opening quote only
+    assert np.array_equal(string.astype(bool), want)
+    assert marked(t, comment) == "." * t.index("# empty") + "# empty" + "."
+    # Six quotes are an empty triple-quoted string; a fourth closing quote opens another.
+    t = '""""""+"""a""""'
+    assert marked(t, python_literals(t)[0]) == '""""".."""a""."'
+
+
+def test_unterminated_strings_end_at_the_newline_or_the_end_of_the_text():
+    t = "s = 'open\nz = '''tail\n# still a string"
+    string, comment = python_literals(t)
+    assert marked(t, string) == "....'open.....'''tail\n# still a string"
+    assert not comment.any()
+    t = 'x = "cut'
+    assert marked(t, python_literals(t)[0]) == '...."cut'
+    assert python_literals("")[0].shape == (0,)
+
+
+def test_the_literal_scanner_is_linear_in_the_text():
+    """Quotes, hashes and backslashes packed densely, where a scan that looked ahead for a
+    closing quote from every opening one would be quadratic."""
+    dense = ("'\\'#\"\\" * 20_000 + "\n") * 10
+    start = time.perf_counter()
+    python_literals(dense[: len(dense) // 10])
+    short = time.perf_counter() - start
+    start = time.perf_counter()
+    string, comment = python_literals(dense)
+    assert time.perf_counter() - start < 30 * short + 0.5
+    assert string.shape == comment.shape == (len(dense),)
 
 
 # ---- user patterns: RE2, linear in the text -----------------------------------------------
