@@ -272,18 +272,20 @@ def file_id(text: str) -> str:
 
 @cli.command("import")
 def import_model(
-    model: Path = typer.Argument(..., help="the PyTorch model's state dict: .safetensors, or .pt/.pth (read with "
-                                           "torch.load(weights_only=True), which needs torch installed)"),
-    vocab: Path | None = typer.Option(None, help="the training text (its sorted characters, as most tutorials "
-                                                 "build the vocabulary), or a .json list of the characters in id "
-                                                 "order, or a .json mapping {character: id}"),
-    chars: str | None = typer.Option(None, help="instead of --vocab: the characters in id order, typed out or as "
-                                                "a JSON list"),
-    out: Path | None = typer.Option(None, "--out", "-o", help=r"where to write the rnnscope checkpoint "
-                                                               r"\[default: NAME.safetensors, or MODEL-rnnscope.safetensors]"),
+    model: Path = typer.Argument(..., help="the PyTorch model's state dict: .safetensors, or .pt/.pth "
+                                           "(read with torch.load(weights_only=True), which needs torch)"),
+    vocab: Path | None = typer.Option(None, help="the training text (its sorted characters, as most "
+                                                 "tutorials build the vocabulary), or a .json list of the "
+                                                 "characters in id order, or a .json mapping "
+                                                 "{character: id}"),
+    chars: str | None = typer.Option(None, help="instead of --vocab: the characters in id order, typed out "
+                                                "or as a JSON list"),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help=r"where to write the rnnscope checkpoint "
+                                         r"\[default: NAME.safetensors, or MODEL-rnnscope.safetensors]"),
     name: str | None = typer.Option(None, help="a name for the model, kept in the checkpoint"),
-    nonlinearity: str | None = typer.Option(None, help="tanh or relu: what an nn.RNN used (its weights cannot "
-                                                       "show it; tanh is assumed, relu is refused)"),
+    nonlinearity: str | None = typer.Option(None, help="tanh or relu: what an nn.RNN used (its weights "
+                                                       "cannot show it; tanh is assumed, relu is refused)"),
     cell: str | None = typer.Option(None, help="rnn, gru or lstm: checked against the tensors' shapes"),
     embedding: str | None = typer.Option(None, help="the embedding's module name when the shapes leave it "
                                                     "ambiguous; `none` for one-hot input"),
@@ -325,8 +327,8 @@ def import_model(
         typer.echo(f"  {line}")
     typer.echo(f"  vocabulary  {len(lm.vocab)} characters, from {lm.history['vocab_source']}")
     if rec.cell == "rnn" and rec.nonlinearity != "tanh":
-        typer.echo("  note        an nn.RNN's weights do not show its nonlinearity; if yours used relu, these "
-                   "predictions are not its own (pass --nonlinearity to say which)")
+        typer.echo("  note        an nn.RNN's weights do not show its nonlinearity; if yours used relu, "
+                   "these predictions are not its own (pass --nonlinearity to say which)")
     text = probe if probe is not None else probe_text(lm, corpus_head)
     unknown = lm.vocab.unknown(text)
     if unknown:

@@ -30,6 +30,7 @@ from .vocab import Vocab
 
 # Gate blocks per cell: W_hh is (G*H, H) and gives the cell away; a relu RNN does not.
 CELL_BY_GATES = {1: "rnn", 3: "gru", 4: "lstm"}
+KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 TORCH_NAMES = {"rnn": "nn.RNN", "gru": "nn.GRU", "lstm": "nn.LSTM"}
 RECURRENT = re.compile(r"^(?:(?P<module>.*)\.)?(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
                        r"_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
@@ -87,14 +88,15 @@ class Recognised:
         lines = [f"cell        {cell}, {self.num_layers} layer{'s' * (self.num_layers > 1)} of "
                  f"{self.hidden_size} units ({module(self.rnn)}, {TORCH_NAMES[self.cell]})"]
         if self.embedding is not None:
-            lines.append(f"embedding   {module(self.embedding)}: {self.vocab_size} x {self.input_size}, folded into "
-                         f"layer 0's W_ih (W_ih E^T: one column per character)")
+            lines.append(f"embedding   {module(self.embedding)}: {self.vocab_size} x {self.input_size}, "
+                         "folded into layer 0's W_ih (W_ih E^T: one column per character)")
         else:
             lines.append(f"input       one-hot, {self.vocab_size} characters")
         bias = "" if self.decoder_bias else " (no bias: imported with a zero bias)"
         lines.append(f"decoder     {module(self.decoder)}: {self.hidden_size} -> {self.vocab_size}{bias}")
+        widened = "" if self.dtype == self.source_dtype else f" from {self.source_dtype}"
         lines.append(f"parameters  {self.source_parameters:,} in the file, {self.parameters:,} as rnnscope "
-                     f"keeps them ({self.dtype}{'' if self.dtype == self.source_dtype else ' from ' + self.source_dtype})")
+                     f"keeps them ({self.dtype}{widened})")
         if self.ignored:
             lines.append(f"ignored     {', '.join(self.ignored)}")
         return lines
@@ -135,7 +137,8 @@ def read_safetensors(data: bytes, what: str = "the file") -> tuple[dict[str, np.
     try:
         header = json.loads(data[8:8 + n])
     except (ValueError, UnicodeDecodeError) as e:
-        raise ImportRefused(f"{what} has an unreadable safetensors header ({e}); it may be truncated") from None
+        raise ImportRefused(f"{what} has an unreadable safetensors header ({e}); it may be "
+                            "truncated") from None
     if not isinstance(header, dict):
         raise ImportRefused(f"{what} has a safetensors header that is not a JSON object")
     meta = header.pop("__metadata__", None) or {}
@@ -171,15 +174,15 @@ def read_torch(path: Path) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise ImportRefused(f"{path.name} is a PyTorch file, and reading one needs PyTorch (pip install torch); "
-                            f"or, {SAVE_AS_SAFETENSORS}") from None
+        raise ImportRefused(f"{path.name} is a PyTorch file, and reading one needs PyTorch (pip install "
+                            f"torch); or, {SAVE_AS_SAFETENSORS}") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:             # torch raises UnpicklingError, RuntimeError, ... with the reason
         raise ImportRefused(f"{path.name} cannot be read safely: torch.load(weights_only=True) refused it "
                             f"({weights_only_reason(str(e))}). rnnscope never unpickles arbitrary objects; "
-                            f"load the model in your own code and save model.state_dict(), or {SAVE_AS_SAFETENSORS}"
-                            ) from None
+                            "load the model in your own code and save model.state_dict(), or "
+                            f"{SAVE_AS_SAFETENSORS}") from None
     state = find_state_dict(obj, torch.Tensor)
     if state is None:
         keys = ", ".join(map(str, list(obj)[:8])) if isinstance(obj, dict) else type(obj).__name__
@@ -213,7 +216,8 @@ def find_state_dict(obj, tensor_type) -> dict | None:
     return None
 
 
-def read_model_file(path: str | Path, allow_torch: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_model_file(path: str | Path,
+                    allow_torch: bool = True) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Tensors (and safetensors metadata) of a model file, by its content, not its name."""
     path = Path(path)
     try:
@@ -224,7 +228,8 @@ def read_model_file(path: str | Path, allow_torch: bool = True) -> tuple[dict[st
     if is_safetensors(head):
         return read_safetensors(path.read_bytes(), path.name)
     if not allow_torch:
-        raise ImportRefused(f"{path.name} is {sniff(head)}; only safetensors is taken here: {SAVE_AS_SAFETENSORS}")
+        raise ImportRefused(f"{path.name} is {sniff(head)}; only safetensors is taken here: "
+                            f"{SAVE_AS_SAFETENSORS}")
     return read_torch(path), {}
 
 
@@ -272,7 +277,8 @@ def vocab_from_json(obj, name: str) -> VocabSpec:
         elif all(isinstance(v, str) for v in obj.values()) and all(str(k).lstrip("-").isdigit() for k in obj):
             pairs = [(int(k), v) for k, v in obj.items()]
         else:
-            raise ImportRefused(f"{name} is a JSON object but neither {{character: id}} nor {{id: character}}")
+            raise ImportRefused(f"{name} is a JSON object but neither {{character: id}} nor "
+                                "{id: character}")
         ids = sorted(i for i, _ in pairs)
         if ids != list(range(len(pairs))):
             missing = sorted(set(range(len(pairs))) - set(ids))[:5]
@@ -388,8 +394,9 @@ def recurrent_plan(tensors: dict[str, np.ndarray], roles: Roles):
     if roles.rnn is not None:
         rnn = module_name(roles.rnn, found)
     elif len(found) > 1:
-        raise ImportRefused(f"found {len(found)} recurrent modules ({', '.join(map(module, found))}); rnnscope "
-                            "reads one stacked module: name it (--rnn / the `rnn` field) if the others are unused")
+        raise ImportRefused(f"found {len(found)} recurrent modules ({', '.join(map(module, found))}); "
+                            "rnnscope reads one stacked module: name it (--rnn / the `rnn` field) if the "
+                            "others are unused")
     else:
         rnn = next(iter(found))
     parts = found[rnn]
@@ -398,20 +405,20 @@ def recurrent_plan(tensors: dict[str, np.ndarray], roles: Roles):
                             "reads the text backwards too, so it cannot predict the next character; rnnscope "
                             "opens models built with bidirectional=False")
     if any(kind == "weight_hr" for kind, _, _ in parts):
-        raise ImportRefused(f"{module(rnn)} has weight_hr_l* tensors: an LSTM with proj_size > 0, whose hidden "
-                            "state is projected; rnnscope's LSTM has proj_size=0")
+        raise ImportRefused(f"{module(rnn)} has weight_hr_l* tensors: an LSTM with proj_size > 0, whose "
+                            "hidden state is projected; rnnscope's LSTM has proj_size=0")
     num_layers = max(layer for _, layer, _ in parts) + 1
     layers = []
     for l in range(num_layers):
-        names = {kind: parts.get((kind, l, False)) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        names = {kind: parts.get((kind, l, False)) for kind in KINDS}
         missing = [f"{kind}_l{l}" for kind, n in names.items() if n is None]
         if any(k.startswith("bias") for k in missing) and not any(k.startswith("weight") for k in missing):
             raise ImportRefused(f"{module(rnn)} has no {' or '.join(missing)}: it was built with bias=False; "
                                 "rnnscope's cells always add b_ih and b_hh (build it with bias=True, or save "
                                 "zero biases under those names)")
         if missing:
-            raise ImportRefused(f"{module(rnn)} lacks {', '.join(missing)}: layers must run 0..{num_layers - 1}, "
-                                "each with weight_ih, weight_hh, bias_ih and bias_hh")
+            raise ImportRefused(f"{module(rnn)} lacks {', '.join(missing)}: layers must run "
+                                f"0..{num_layers - 1}, each with weight_ih, weight_hh, bias_ih and bias_hh")
         layers.append(names)
     W_hh = tensors[layers[0]["weight_hh"]]
     if W_hh.ndim != 2 or W_hh.shape[1] == 0 or W_hh.shape[0] % W_hh.shape[1]:
@@ -424,12 +431,13 @@ def recurrent_plan(tensors: dict[str, np.ndarray], roles: Roles):
                             "which is none of RNN (1), GRU (3) or LSTM (4)")
     cell = CELL_BY_GATES[G]
     if roles.cell is not None and roles.cell != cell:
-        raise ImportRefused(f"you said {roles.cell}, but {layers[0]['weight_hh']} is {shape_str(W_hh.shape)}: "
-                            f"{G} gate block{'s' * (G > 1)} of {H}, a {cell.upper()}")
+        raise ImportRefused(f"you said {roles.cell}, but {layers[0]['weight_hh']} is "
+                            f"{shape_str(W_hh.shape)}: {G} gate block{'s' * (G > 1)} of {H}, "
+                            f"a {cell.upper()}")
     if cell == "rnn" and roles.nonlinearity == "relu":
-        raise ImportRefused("an nn.RNN with nonlinearity='relu': rnnscope's RNN cell is tanh (PyTorch's default) "
-                            "and its views (saturation, gradients through time) assume it; the weights of a relu "
-                            "RNN would compute something else here, so it is not imported")
+        raise ImportRefused("an nn.RNN with nonlinearity='relu': rnnscope's RNN cell is tanh (PyTorch's "
+                            "default) and its views (saturation, gradients through time) assume it; the "
+                            "weights of a relu RNN would compute something else here, so it is not imported")
     D = tensors[layers[0]["weight_ih"]].shape[1] if tensors[layers[0]["weight_ih"]].ndim == 2 else -1
     for l, names in enumerate(layers):
         expect = {"weight_ih": (G * H, D if l == 0 else H), "weight_hh": (G * H, H), "bias_ih": (G * H,),
@@ -467,8 +475,9 @@ def recognise(tensors: dict[str, np.ndarray], roles: Roles = Roles()) -> Plan:
     if roles.decoder is not None:
         decoders = [module_name(roles.decoder, others)]
         if not linear(decoders[0]):
-            raise ImportRefused(f"{module(decoders[0])} cannot be the decoder: a decoder is a Linear from the "
-                                f"{H} hidden units to the characters; it has {listing(tensors, others[decoders[0]].values())}")
+            has = listing(tensors, others[decoders[0]].values())
+            raise ImportRefused(f"{module(decoders[0])} cannot be the decoder: a decoder is a Linear from "
+                                f"the {H} hidden units to the characters; it has {has}")
     else:
         decoders = [m for m in others if linear(m)]
     if roles.embedding is not None and roles.embedding.lower() == "none":
@@ -476,8 +485,9 @@ def recognise(tensors: dict[str, np.ndarray], roles: Roles = Roles()) -> Plan:
     elif roles.embedding is not None:
         e = module_name(roles.embedding, others)
         if not table(e) or weight(e).shape[1] != D:
-            raise ImportRefused(f"{module(e)} cannot be the embedding: layer 0 reads {D} inputs, so an embedding "
-                                f"is (characters x {D}); it has {listing(tensors, others[e].values())}")
+            raise ImportRefused(f"{module(e)} cannot be the embedding: layer 0 reads {D} inputs, so an "
+                                f"embedding is (characters x {D}); it has "
+                                f"{listing(tensors, others[e].values())}")
         embeddings = [e]
     else:
         embeddings = [None] + [m for m in others if table(m) and weight(m).shape[1] == D]
@@ -510,12 +520,13 @@ def recognise(tensors: dict[str, np.ndarray], roles: Roles = Roles()) -> Plan:
     if options:
         _, _, unused = options[0]
         raise ImportRefused(f"tensors that an embedding -> {TORCH_NAMES[cell]} -> Linear model does not use: "
-                            f"{listing(tensors, unused)}. If they take part in the forward pass (a layer norm, "
-                            "a second Linear...), rnnscope cannot open this model; if they do not, name the "
-                            "roles (--rnn, --embedding, --decoder) and they are ignored")
+                            f"{listing(tensors, unused)}. If they take part in the forward pass (a layer "
+                            "norm, a second Linear...), rnnscope cannot open this model; if they do not, "
+                            "name the roles (--rnn, --embedding, --decoder) and they are ignored")
     if not decoders:
+        rest = listing(tensors, sorted(set(tensors) - rnn_names)) or "none"
         raise ImportRefused(f"found no decoder: a Linear from the {H} hidden units to the characters, "
-                            f"(characters x {H}); the other tensors are {listing(tensors, sorted(set(tensors) - rnn_names)) or 'none'}")
+                            f"(characters x {H}); the other tensors are {rest}")
     K = {weight(d).shape[0] for d in decoders}
     raise ImportRefused(f"layer 0 reads {D} inputs but the decoder writes {', '.join(map(str, sorted(K)))} "
                         f"characters, and no embedding (characters x {D}) was found to map one to the other")
@@ -536,9 +547,9 @@ def convert(tensors: dict[str, np.ndarray], plan: Plan, vocab: VocabSpec,
     V = dec_w.shape[0]
     if len(vocab.chars) != V:
         hint = "".join(f"; {h}" for h in vocab.hints)
-        raise ImportRefused(f"the vocabulary has {len(vocab.chars)} characters ({vocab.source}) but the model has "
-                            f"{V} (its decoder {module(plan.decoder)} is {shape_str(dec_w.shape)}): pass the "
-                            f"vocabulary it was trained with{hint}")
+        raise ImportRefused(f"the vocabulary has {len(vocab.chars)} characters ({vocab.source}) but the "
+                            f"model has {V} (its decoder {module(plan.decoder)} is "
+                            f"{shape_str(dec_w.shape)}): pass the vocabulary it was trained with{hint}")
     used = [tensors[n] for names in plan.layers for n in names.values()] + [dec_w]
     emb = None
     if plan.embedding is not None:
@@ -606,8 +617,9 @@ def import_tensors(tensors: dict[str, np.ndarray], vocab: VocabSpec | None, role
     if vocab is None:
         vocab = vocab_from_metadata(metadata or {})
         if vocab is None:
-            raise ImportRefused("the model's vocabulary is needed: the training text (its sorted characters), "
-                                "a JSON list of the characters in id order, or a JSON mapping {character: id}")
+            raise ImportRefused("the model's vocabulary is needed: the training text (its sorted "
+                                "characters), a JSON list of the characters in id order, or a JSON mapping "
+                                "{character: id}")
     return convert(tensors, plan, vocab, roles, source_name)
 
 

@@ -25,7 +25,7 @@ from app.main import create_app
 from app.settings import Settings
 from model.analysis import backward_one_prediction
 from model.checkpoint import load_model
-from model.importer import (ImportRefused, Roles, import_file, import_tensors, read_model_file, vocab_from_corpus,
+from model.importer import (ImportRefused, Roles, import_file, read_model_file, vocab_from_corpus,
                             vocab_from_json, vocab_from_string)
 from tests.conftest import TEST_HOSTS
 from tests.corpus import shakespeare_head
@@ -64,7 +64,8 @@ class CharNet(torch.nn.Module):
         emb, rnn, dec = names
         if embed:
             setattr(self, emb, torch.nn.Embedding(vocab, embed))
-        setattr(self, rnn, getattr(torch.nn, TORCH_CELLS[cell])(embed or vocab, H, layers, batch_first=batch_first))
+        stack = getattr(torch.nn, TORCH_CELLS[cell])(embed or vocab, H, layers, batch_first=batch_first)
+        setattr(self, rnn, stack)
         setattr(self, dec, torch.nn.Linear(H, vocab))
 
     @property
@@ -118,8 +119,8 @@ ARCHITECTURES = [
 
 def arch_id(a):
     cell, layers, embed, batch_first, names, wrapped = a
-    return (f"{cell}{layers}-{'emb' if embed else 'onehot'}-{'bf' if batch_first else 'tf'}-{names[1]}-{names[2]}"
-            + ("-wrapped" if wrapped else ""))
+    return (f"{cell}{layers}-{'emb' if embed else 'onehot'}-{'bf' if batch_first else 'tf'}-"
+            f"{names[1]}-{names[2]}{'-wrapped' if wrapped else ''}")
 
 
 def build(arch, dtype=torch.float32, seed=0):
@@ -194,14 +195,16 @@ def lstm_cell_grads(net: CharNet, ids: np.ndarray, position: int):
     for t in range(position + 1):
         inp = x[t]
         for l in range(rnn.num_layers):
-            W_ih, W_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{l}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            W_ih, W_hh, b_ih, b_hh = (getattr(rnn, f"{k}_l{l}")
+                                      for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
             i, f, g, o = (W_ih @ inp + b_ih + W_hh @ h[l] + b_hh).chunk(4)
             c[l] = torch.sigmoid(f) * c[l] + torch.sigmoid(i) * torch.tanh(g)
             c[l].retain_grad()
             h[l] = torch.sigmoid(o) * torch.tanh(c[l])
             cs[l].append(c[l])
             inp = h[l]
-    loss = torch.nn.functional.cross_entropy(net.the_decoder(h[-1])[None], torch.tensor([int(ids[position + 1])]))
+    target = torch.tensor([int(ids[position + 1])])
+    loss = torch.nn.functional.cross_entropy(net.the_decoder(h[-1])[None], target)
     loss.backward()
     return ([torch.stack(cl).detach().numpy() for cl in cs],
             [np.stack([ct.grad.numpy() for ct in cl]) for cl in cs])
@@ -219,7 +222,9 @@ def vocab_file(tmp_path: Path, kind: str) -> Path:
 
 def read_vocab(path: Path):
     data = path.read_bytes()
-    return vocab_from_corpus(data, path.name) if path.suffix == ".txt" else vocab_from_json(json.loads(data), path.name)
+    if path.suffix == ".txt":
+        return vocab_from_corpus(data, path.name)
+    return vocab_from_json(json.loads(data), path.name)
 
 
 # ---- parity with torch ---------------------------------------------------------------------------
@@ -274,7 +279,8 @@ def test_vocabulary_order_is_the_models_own(tmp_path):
     rng = np.random.default_rng(3)
     shuffled = list(rng.permutation(CHARS))
     save_file(module.state_dict(), tmp_path / "m.safetensors")
-    lm, _ = import_file(tmp_path / "m.safetensors", vocab_from_json({c: i for i, c in enumerate(shuffled)}, "m"))
+    stoi = {c: i for i, c in enumerate(shuffled)}
+    lm, _ = import_file(tmp_path / "m.safetensors", vocab_from_json(stoi, "m"))
     ids = np.array([shuffled.index(ch) for ch in READ])
     with torch.no_grad():
         theirs = module(torch.from_numpy(ids)[None])[0][0].numpy()
@@ -292,14 +298,15 @@ def test_bfloat16_and_a_training_checkpoint_dict(tmp_path):
     """A model saved in bfloat16 is widened exactly; a .pt holding {"model_state_dict": ...,
     "optimizer_state_dict": ...} yields its model's weights."""
     module, _ = build(ARCHITECTURES[3])
-    save_file({k: v.to(torch.bfloat16) for k, v in module.state_dict().items()}, tmp_path / "bf16.safetensors")
+    save_file({k: v.to(torch.bfloat16) for k, v in module.state_dict().items()},
+              tmp_path / "bf16.safetensors")
     lm, rec = import_file(tmp_path / "bf16.safetensors", vocab_from_string("".join(CHARS)))
     assert rec.source_dtype == "float32" and lm.dtype == np.float32   # widened on reading
     wide = module.state_dict()["gru.weight_hh_l0"].to(torch.bfloat16).float().numpy()
     assert np.array_equal(lm.params["rnn.weight_hh_l0"], wide)
     opt = torch.optim.Adam(module.parameters())
-    torch.save({"epoch": 3, "model_state_dict": module.state_dict(), "optimizer_state_dict": opt.state_dict()},
-               tmp_path / "ckpt.pt")
+    torch.save({"epoch": 3, "model_state_dict": module.state_dict(),
+                "optimizer_state_dict": opt.state_dict()}, tmp_path / "ckpt.pt")
     lm2, _ = import_file(tmp_path / "ckpt.pt", vocab_from_string("".join(CHARS)))
     assert lm2.params["rnn.weight_hh_l0"].shape == (3 * H, H)
 
@@ -343,7 +350,8 @@ def test_relu_rnn_is_refused_when_named_and_tanh_otherwise_said_to_be_assumed(tm
     assert "relu" in message and "tanh" in message
     _, rec = import_file(tmp_path / "m.safetensors", vocab_from_string("".join(CHARS)))
     assert rec.nonlinearity.startswith("tanh (assumed")
-    _, rec = import_file(tmp_path / "m.safetensors", vocab_from_string("".join(CHARS)), Roles(nonlinearity="tanh"))
+    _, rec = import_file(tmp_path / "m.safetensors", vocab_from_string("".join(CHARS)),
+                         Roles(nonlinearity="tanh"))
     assert rec.nonlinearity == "tanh"
 
 
@@ -373,8 +381,9 @@ def test_bad_vocabularies_are_refused():
 def test_two_candidate_decoders_need_a_name(tmp_path):
     module = Custom(torch.nn.LSTM(8, H, 1), heads=("fc", "head"))
     message = refusal(module, tmp_path)
-    assert "2 candidate decoders" in message and "fc" in message and "head" in message and "--decoder" in message
-    lm, rec = import_file(tmp_path / "m.safetensors", vocab_from_string("".join(CHARS)), Roles(decoder="head"))
+    assert all(part in message for part in ("2 candidate decoders", "fc", "head", "--decoder"))
+    lm, rec = import_file(tmp_path / "m.safetensors", vocab_from_string("".join(CHARS)),
+                          Roles(decoder="head"))
     assert rec.decoder == "head" and rec.ignored == ["fc.bias", "fc.weight"]
     assert np.array_equal(lm.params["decoder.weight"], module.head.weight.detach().numpy())
 
@@ -428,8 +437,8 @@ def test_cli_import_prints_what_it_recognised_and_writes_a_checkpoint(tmp_path):
     torch.save(module.state_dict(), tmp_path / "char.pt")
     corpus = vocab_file(tmp_path, "corpus")
     out = tmp_path / "mine.safetensors"
-    r = CliRunner().invoke(cli, ["import", str(tmp_path / "char.pt"), "--vocab", str(corpus), "--out", str(out),
-                                 "--name", "My LSTM"])
+    r = CliRunner().invoke(cli, ["import", str(tmp_path / "char.pt"), "--vocab", str(corpus),
+                                 "--out", str(out), "--name", "My LSTM"])
     assert r.exit_code == 0, r.output
     assert "LSTM, 2 layers of 16 units (lstm, nn.LSTM)" in r.output
     assert f"encoder: {V} x 12, folded" in r.output and f"decoder     decoder: 16 -> {V}" in r.output
@@ -444,13 +453,15 @@ def test_cli_import_prints_what_it_recognised_and_writes_a_checkpoint(tmp_path):
     with torch.no_grad():
         p = torch.softmax(module(ids)[0][0, -1], -1).numpy()
     expected = [CHARS[i] for i in np.argsort(-p)[:5]]
-    assert [eval(w) for w in re.findall(r"('(?:[^'\\]|\\.)*'|\"[^\"]*\") \d\.\d{3}", probe.group(2))] == expected
+    shown = re.findall(r"('(?:[^'\\]|\\.)*'|\"[^\"]*\") \d\.\d{3}", probe.group(2))
+    assert [eval(w) for w in shown] == expected
 
 
 def test_cli_import_refuses_in_one_line_and_takes_role_names(tmp_path):
     module = Custom(torch.nn.LSTM(8, H, 1), heads=("fc", "head"))
     save_file(module.state_dict(), tmp_path / "m.safetensors")
-    args = ["import", str(tmp_path / "m.safetensors"), "--chars", "".join(CHARS), "--out", str(tmp_path / "o.safetensors")]
+    args = ["import", str(tmp_path / "m.safetensors"), "--chars", "".join(CHARS),
+            "--out", str(tmp_path / "o.safetensors")]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 2 and "2 candidate decoders" in r.output
     r = CliRunner().invoke(cli, args + ["--decoder", "head"])
@@ -492,7 +503,8 @@ def test_upload_is_served_in_every_view_and_only_its_owner_deletes_it(tmp_path, 
         body = r.json()
         assert body["model_id"] == "import-1" and body["yours"] and body["name"] == "My tutorial LSTM"
         rec = body["recognised"]
-        assert (rec["cell"], rec["num_layers"], rec["embedding"], rec["decoder"]) == ("lstm", 2, "encoder", "decoder")
+        roles = (rec["cell"], rec["num_layers"], rec["embedding"], rec["decoder"])
+        assert roles == ("lstm", 2, "encoder", "decoder")
         assert rec["embedding_folded"] and rec["tensors"]["embedding"] == ["encoder.weight"]
         ids = torch.tensor([[CHARS.index(c) for c in body["probe"]]])
         with torch.no_grad():
@@ -605,7 +617,7 @@ def test_upload_refusals(tmp_path, tutorial_model):
         error = r.json()["detail"][0]
         assert error["loc"] == ["body", "model"] and "safetensors only" in error["msg"]
         r = upload(client, model_path, tmp_path / "short.txt")
-        assert r.status_code == 422 and f"has 3 characters" in r.json()["detail"][0]["msg"] \
+        assert r.status_code == 422 and "has 3 characters" in r.json()["detail"][0]["msg"] \
             and f"has {V}" in r.json()["detail"][0]["msg"]
         r = upload(client, model_path, None)
         assert r.status_code == 422 and "vocabulary is needed" in r.json()["detail"][0]["msg"]
@@ -724,7 +736,8 @@ def test_the_readme_tutorial_trains_saves_and_imports(tmp_path):
     (tmp_path / "input.txt").write_text(shakespeare_head(20_000), encoding="utf-8")
     (tmp_path / "train.py").write_text(re.sub(r"range\(\d+\)", "range(3)", script))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True, env=env, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True, env=env, capture_output=True,
+                   timeout=300)
     imports = [shlex.split(c) for c in commands if "rnnscope import" in c]
     assert imports
     for words in imports:

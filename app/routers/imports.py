@@ -29,10 +29,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from model.checkpoint import FORMAT, model_metadata
-from model.importer import (ImportRefused, Recognised, Roles, import_tensors, next_chars, probe_text,
+from model.importer import (ImportRefused, Roles, import_tensors, next_chars, probe_text,
                             read_safetensors, vocab_from_file, vocab_from_string)
 
-from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
+from ..auth import (FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked,
+                    check_owner)
 from ..compute_gate import ComputeGate
 from ..deps import ComputeSlots, ModelDep, RegistryDep
 from ..errors import invalid
@@ -63,15 +64,16 @@ class RecognisedModel(BaseModel):
     num_layers: int
     hidden_size: int
     vocab_size: int
-    input_size: int = Field(description="What layer 0 read: the embedding's width, or the vocabulary (one-hot).")
+    input_size: int = Field(description="What layer 0 read: the embedding's width, or the vocabulary "
+                                        "(one-hot).")
     rnn: str = Field(description="The recurrent module's name in the state dict.")
     decoder: str = Field(description="The final Linear's module name.")
     embedding: str | None = Field(description="The embedding's module name; null for one-hot input.")
-    embedding_folded: bool = Field(description="The embedding E was folded into layer 0: W_ih E^T, one column "
-                                               "per character, computes the same.")
+    embedding_folded: bool = Field(description="The embedding E was folded into layer 0: W_ih E^T, one "
+                                               "column per character, computes the same.")
     decoder_bias: bool = Field(description="False: a Linear(bias=False), served with a zero bias.")
-    nonlinearity: str | None = Field(description="For an RNN: tanh, PyTorch's default (its weights cannot show "
-                                                 "it; relu is refused).")
+    nonlinearity: str | None = Field(description="For an RNN: tanh, PyTorch's default (its weights cannot "
+                                                 "show it; relu is refused).")
     source_dtype: str
     dtype: str
     source_parameters: int = Field(description="Parameters in the file's tensors that were used.")
@@ -95,15 +97,16 @@ class ImportedModel(BaseModel):
     recognised: RecognisedModel
     vocab_source: str = Field(description="Where the characters and their order came from.")
     probe: str = Field(description="A short text the model read...")
-    next: list[Guess] = Field(description="...and its five likeliest next characters, so you can see it is yours.")
+    next: list[Guess] = Field(description="...and its five likeliest next characters, so you can see it is "
+                                          "yours.")
 
 
 IMPORT_ERRORS = {
     413: {"model": ErrorMessage, "description": "The model is over RNNSCOPE_MAX_IMPORT_BYTES, the vocabulary "
                                                 "file over RNNSCOPE_MAX_UPLOAD_BYTES, or your imports over "
                                                 "RNNSCOPE_MAX_IMPORT_BYTES_PER_OWNER."},
-    422: {"description": "Not safetensors, not a model rnnscope can open (the message says what was found and "
-                         "what to name or change), a vocabulary that does not fit it, or a model over "
+    422: {"description": "Not safetensors, not a model rnnscope can open (the message says what was found "
+                         "and what to name or change), a vocabulary that does not fit it, or a model over "
                          "RNNSCOPE_MAX_PARAMETERS or RNNSCOPE_MAX_VOCAB."},
 }
 ROLE_FIELD = {"type": "string", "maxLength": 200}
@@ -111,16 +114,18 @@ IMPORT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
     "type": "object", "required": ["model"],
     "properties": {
         "model": {"type": "string", "format": "binary",
-                  "description": "The state dict as safetensors: `safetensors.torch.save_file(model.state_dict(), "
-                                 "path)`. An optional nn.Embedding, one nn.RNN (tanh), nn.GRU or nn.LSTM "
+                  "description": "The state dict as safetensors: "
+                                 "`safetensors.torch.save_file(model.state_dict(), path)`. An optional "
+                                 "nn.Embedding, one nn.RNN (tanh), nn.GRU or nn.LSTM "
                                  "(unidirectional, with biases, any layers), and a final nn.Linear, whatever "
                                  "their attribute names."},
         "vocab": {"type": "string", "format": "binary",
-                  "description": "The training text (its sorted set of characters), or a .json file: a list of "
-                                 "the characters in id order or a mapping {character: id}."},
+                  "description": "The training text (its sorted set of characters), or a .json file: a "
+                                 "list of the characters in id order or a mapping {character: id}."},
         "chars": {"type": "string", "maxLength": 20_000,
-                  "description": "Instead of `vocab`: the characters in id order, typed out or as a JSON list. "
-                                 "Neither is needed for an rnnscope checkpoint, which carries its own."},
+                  "description": "Instead of `vocab`: the characters in id order, typed out or as a JSON "
+                                 "list. Neither is needed for an rnnscope checkpoint, which carries its "
+                                 "own."},
         "name": {"type": "string", "maxLength": 100, "description": "Default: the file name."},
         "nonlinearity": {"type": "string", "enum": ["tanh", "relu"],
                          "description": "What an nn.RNN used; its weights cannot show it. relu is refused."},
@@ -136,7 +141,8 @@ FIELDS = ("chars", "name", "nonlinearity", "cell", "embedding", "rnn", "decoder"
 MODEL_REFUSALS = {
     404: {"model": ErrorMessage, "description": "No model with that id."},
     409: {"model": ErrorMessage, "description": "Not an imported model: a bundled model, a training run's "
-                                                "model (delete the run) or a file the server's operator placed."},
+                                                "model (delete the run) or a file the server's operator "
+                                                "placed."},
 }
 
 
@@ -164,8 +170,8 @@ async def limited(stream: AsyncIterator[bytes], limit: int, settings) -> AsyncIt
     async for chunk in stream:
         received += len(chunk)
         if received > limit:
-            raise HTTPException(413, f"the upload is over the limit of {settings.max_import_bytes:,} bytes for "
-                                     f"the model (setting RNNSCOPE_MAX_IMPORT_BYTES) and "
+            raise HTTPException(413, f"the upload is over the limit of {settings.max_import_bytes:,} bytes "
+                                     "for the model (setting RNNSCOPE_MAX_IMPORT_BYTES) and "
                                      f"{settings.max_upload_bytes:,} for the vocabulary file "
                                      "(setting RNNSCOPE_MAX_UPLOAD_BYTES)")
         yield chunk
@@ -190,9 +196,11 @@ async def read_upload(request: Request, settings) -> Upload:
                     vocab if isinstance(vocab, UploadFile) else None, {})
     try:
         if upload.model is None:
-            raise invalid(("body", "model"), "the field `model` must hold the safetensors file, sent as a file")
+            raise invalid(("body", "model"), "the field `model` must hold the safetensors file, sent as a "
+                          "file")
         if vocab is not None and upload.vocab is None:
-            raise invalid(("body", "vocab"), "the field `vocab` must be a file; send typed characters as `chars`")
+            raise invalid(("body", "vocab"), "the field `vocab` must be a file; send typed characters as "
+                          "`chars`")
         if upload.model.size is not None and upload.model.size > settings.max_import_bytes:
             raise too_large("the model file", upload.model.size, settings.max_import_bytes,
                             "RNNSCOPE_MAX_IMPORT_BYTES")
@@ -235,9 +243,10 @@ def convert_upload(upload: Upload, settings, gate: ComputeGate):
     try:
         tensors, meta = read_safetensors(data, filename)
     except ImportRefused as e:
-        raise refused("model", ImportRefused(f"{e}. The browser takes safetensors only: "
-                                             "`safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")`, "
-                                             "or `rnnscope import model.pt --vocab ...` on the command line")) from None
+        raise refused("model", ImportRefused(
+            f"{e}. The browser takes safetensors only: `safetensors.torch.save_file(model.state_dict(), "
+            "\"model.safetensors\")`, or `rnnscope import model.pt --vocab ...` on the command "
+            "line")) from None
     del data
     fields, spec, corpus_head = upload.fields, None, None
     try:
@@ -245,7 +254,8 @@ def convert_upload(upload: Upload, settings, gate: ComputeGate):
             vocab_name = PurePath(upload.vocab.filename or "vocabulary").name[:200]
             raw = upload.vocab.file.read(settings.max_upload_bytes + 1)
             if len(raw) > settings.max_upload_bytes:
-                raise too_large("the vocabulary file", len(raw), settings.max_upload_bytes, "RNNSCOPE_MAX_UPLOAD_BYTES")
+                raise too_large("the vocabulary file", len(raw), settings.max_upload_bytes,
+                                "RNNSCOPE_MAX_UPLOAD_BYTES")
             spec = vocab_from_file(raw, vocab_name)
             if spec.corpus_sha256:
                 corpus_head = raw[:4 * PROBE_CHARS].decode("utf-8", "ignore").replace("\r\n", "\n")
@@ -264,9 +274,10 @@ def convert_upload(upload: Upload, settings, gate: ComputeGate):
             raise refused("model", ImportRefused(f"the model has {len(lm.vocab):,} characters; the limit is "
                                                  f"{settings.max_vocab:,} (setting RNNSCOPE_MAX_VOCAB)"))
         if lm.num_parameters > settings.max_parameters:
-            raise refused("model", ImportRefused(f"the model has {lm.num_parameters:,} parameters as rnnscope "
-                                                 f"keeps them; the limit is {settings.max_parameters:,} "
-                                                 "(setting RNNSCOPE_MAX_PARAMETERS)"))
+            raise refused("model", ImportRefused(f"the model has {lm.num_parameters:,} parameters as "
+                                                 f"rnnscope keeps them; the limit is "
+                                                 f"{settings.max_parameters:,} (setting "
+                                                 "RNNSCOPE_MAX_PARAMETERS)"))
         bad = [k for k, v in lm.params.items() if not np.isfinite(v).all()]
         if bad:
             raise refused("model", ImportRefused(f"non-finite values (NaN or infinity) in {', '.join(bad)}: "
@@ -302,8 +313,8 @@ def save_import(training: Training, registry: ModelRegistry, upload: Upload, req
             used = db.execute("SELECT coalesce(sum(bytes), 0) FROM imports WHERE owner = ?",
                               (requester.owner,)).fetchone()[0]
             if used + len(blob) > s.max_import_bytes_per_owner:
-                raise HTTPException(413, f"your imported models would take {used + len(blob):,} bytes; each person "
-                                         f"may keep {s.max_import_bytes_per_owner:,} (setting "
+                raise HTTPException(413, f"your imported models would take {used + len(blob):,} bytes; each "
+                                         f"person may keep {s.max_import_bytes_per_owner:,} (setting "
                                          "RNNSCOPE_MAX_IMPORT_BYTES_PER_OWNER); delete one of yours first")
             cur = db.execute("INSERT INTO imports (name, filename, bytes, report, owner, created) "
                              "VALUES (?, ?, ?, ?, ?, ?)",
@@ -330,7 +341,8 @@ def imported(row: dict, requester: Requester) -> ImportedModel:
     report = json.loads(row["report"])
     return ImportedModel(model_id=import_model_id(row["id"]), name=row["name"], filename=row["filename"],
                          created=row["created"], yours=requester.may_change(row["owner"]),
-                         recognised=RecognisedModel.model_validate(report), vocab_source=report["vocab_source"],
+                         recognised=RecognisedModel.model_validate(report),
+                         vocab_source=report["vocab_source"],
                          probe=report["probe"], next=[Guess.model_validate(g) for g in report["next"]])
 
 
@@ -378,8 +390,8 @@ router = APIRouter(prefix="/api", tags=["models"], lifespan=lifespan)
              dependencies=[TokenChecked, MayCreate],
              responses=UNAUTHORIZED | FORBIDDEN | IMPORT_ERRORS | INSUFFICIENT_STORAGE,
              openapi_extra=IMPORT_BODY | OPTIONAL_BEARER)
-async def import_model(request: Request, training: TrainingDep, registry: RegistryDep, requester: RequesterDep,
-                       gate: ComputeSlots) -> ImportedModel:
+async def import_model(request: Request, training: TrainingDep, registry: RegistryDep,
+                       requester: RequesterDep, gate: ComputeSlots) -> ImportedModel:
     """Open a character model trained in PyTorch: upload its state dict as safetensors and its
     vocabulary; answers with what was recognised and its first predictions, and serves it in
     every view under `model_id`."""
@@ -399,8 +411,8 @@ def list_imports(training: TrainingDep, requester: RequesterDep) -> list[Importe
     return [imported(r, requester) for r in rows]
 
 
-@router.delete("/models/{model_id}", status_code=204, dependencies=[TokenChecked], openapi_extra=OPTIONAL_BEARER,
-               responses=MODEL_REFUSALS | UNAUTHORIZED | FORBIDDEN)
+@router.delete("/models/{model_id}", status_code=204, dependencies=[TokenChecked],
+               openapi_extra=OPTIONAL_BEARER, responses=MODEL_REFUSALS | UNAUTHORIZED | FORBIDDEN)
 def delete_model(entry: ModelDep, training: TrainingDep, registry: RegistryDep,
                  requester: RequesterDep) -> Response:
     """Delete a model you imported (the admin may delete anyone's). Bundled models and runs'
@@ -412,10 +424,10 @@ def delete_model(entry: ModelDep, training: TrainingDep, registry: RegistryDep,
     if row is None:
         run = re.fullmatch(r"run-([0-9]+)", entry.id)
         if run:
-            raise HTTPException(409, f"{entry.id} is the model of training run {run.group(1)}: delete the run "
-                                     f"instead (DELETE /api/runs/{run.group(1)})")
-        raise HTTPException(409, f"{entry.id} was placed in the server's models directory by whoever runs it; "
-                                 "only models imported with POST /api/models/import are deleted here")
+            raise HTTPException(409, f"{entry.id} is the model of training run {run.group(1)}: delete the "
+                                     f"run instead (DELETE /api/runs/{run.group(1)})")
+        raise HTTPException(409, f"{entry.id} was placed in the server's models directory by whoever runs "
+                                 "it; only models imported with POST /api/models/import are deleted here")
     check_owner(requester, row["owner"], f"model {entry.id}", "delete")
     # The file is moved aside inside the transaction and put back if it does not commit;
     # start-up clears a .tmp a crash leaves.
