@@ -772,7 +772,7 @@ def import_server(tmp_path):
     sock.close()
 
 
-SCREENSHOTS = Path(os.environ.get("RNNSCOPE_SCREENSHOTS", "/tmp/rnnscope-screenshots"))
+SCREENSHOTS = ROOT / "test-artifacts"           # where the other browser tests leave theirs
 
 
 def test_open_your_own_model_panel(page, import_server, tutorial_model):
@@ -813,3 +813,24 @@ def test_open_your_own_model_panel(page, import_server, tutorial_model):
     page.once("dialog", lambda d: d.accept())
     page.click("#import-mine button.delete")
     page.locator("#import-mine-empty").wait_for(state="visible")
+
+
+def test_the_panel_asks_for_a_name_when_two_decoders_fit(page, import_server, tmp_path):
+    """A refusal is shown with its reason, opens the place to name the parts, and naming the
+    decoder opens the model."""
+    module = Custom(torch.nn.LSTM(8, H, 1), heads=("fc", "head"))
+    save_file(module.state_dict(), tmp_path / "two-heads.safetensors")
+    page.goto(import_server + "/train")
+    page.set_input_files("#import-model", str(tmp_path / "two-heads.safetensors"))
+    page.fill("#import-chars", json.dumps(CHARS))             # a JSON list can hold the newline
+    page.click("#import-submit")
+    status = page.locator("#import-status[data-state=error]")
+    status.wait_for()
+    assert "2 candidate decoders" in status.inner_text()
+    assert page.locator("#import-roles").get_attribute("open") is not None
+    page.locator("#import-card").screenshot(path=str(SCREENSHOTS / "import-refused.png"))
+    page.fill("#import-decoder", "head")
+    page.click("#import-submit")
+    page.locator("#import-result").wait_for(state="visible")
+    assert "fc.bias" in page.locator("#import-parts").inner_text()          # listed as ignored
+    assert page.locator("#import-status").is_hidden()
