@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app, settings.max_body_bytes)
     openapi.install(app)
-    for module in (health, models, imports, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
+    for module in (health, imports, models, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
         app.include_router(module.router)
     training.install(app)
     # Outermost, so Host, Origin and the owner are settled before anything else runs.

@@ -711,7 +711,12 @@ def test_the_upload_route_is_documented(tmp_path):
     fields = op["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
     assert {"model", "vocab", "chars", "name", "nonlinearity", "decoder"} <= set(fields)
     assert "RNNSCOPE_MAX_IMPORT_BYTES" in op["responses"]["413"]["description"]
-    assert "delete" in doc["paths"]["/api/models/{model_id}"]
+    assert "delete" in doc["paths"]["/api/models/{model_id}"] and "503" in op["responses"]
+    # The path answers POST only: GET is not the model named "import".
+    with TestClient(build_app(tmp_path / "data")) as client:
+        for method in ("GET", "DELETE", "OPTIONS"):
+            r = client.request(method, "/api/models/import")
+            assert r.status_code == 405 and r.headers["allow"] == "POST", method
 
 
 # ---- the README's tutorial -------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from ..auth import (FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, Request
                     check_owner)
 from ..compute_gate import ComputeGate
 from ..deps import ComputeSlots, ModelDep, RegistryDep
-from ..errors import invalid
+from ..errors import ErrorResponse, invalid
 from ..registry import ModelRegistry, UnknownModelError, make_entry
 from ..schemas import ErrorMessage
 from ..security import Requester
@@ -401,6 +401,14 @@ async def import_model(request: Request, training: TrainingDep, registry: Regist
         return await run_in_threadpool(save_import, training, registry, upload, requester, gate)
     finally:
         await upload.close()
+
+
+@router.api_route("/models/import", methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"],
+                  include_in_schema=False)
+def import_other_methods() -> Response:
+    """POST only: without this, GET /api/models/import would reach GET /api/models/{model_id}
+    (a 404 for a model named "import") instead of answering 405. Routed before the models router."""
+    return ErrorResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "POST"})
 
 
 @router.get("/imports", response_model=list[ImportedModel])
