@@ -10,6 +10,9 @@ and the shared time loop (layers.py) hands each step two pre-activations:
     xa = x_t W_ih^T + b_ih        (N, G*H), computed for the whole sequence at once
     ha = h_{t-1} W_hh^T + b_hh    (N, G*H), one matmul per step
 
+Only xa + ha matters to a cell whose backward never reads ha alone (all but the GRU),
+so for those the time loop adds b_hh into xa once for the whole sequence instead.
+
 A cell turns them into the next state and records its gate activations in `acts`;
 its backward step turns dL/dh_t (and dL/dc_t) into dL/dxa and dL/dha, from which the
 time loop gets every weight gradient with one matmul per parameter.
@@ -42,7 +45,7 @@ class Step(NamedTuple):
     """One time step's cached values, all views into the layer's (T, N, ...) buffers."""
 
     xa: np.ndarray        # (N, G*H)
-    ha: np.ndarray        # (N, G*H)
+    ha: np.ndarray | None  # (N, G*H), kept only for cells with separate_recurrent_grad
     acts: np.ndarray      # (N, (A+S)*H) gate activations (A = len(gate_names)), then S stashed blocks
     h_prev: np.ndarray    # (N, H)
     c_prev: np.ndarray | None
@@ -71,12 +74,13 @@ class Cell:
         """Write the activations into `acts` and the next state into h_out (c_out)."""
         raise NotImplementedError
 
-    def backward_step(self, dh, dc, step: Step, dxa, dha):
-        """Fill dxa (and dha) from dh = dL/dh_t and dc (dL/dc_t from step t+1).
+    def backward_step(self, dh, step: Step, dxa, dha, dc, dc_prev, work):
+        """Fill dxa (and dha) from dh = dL/dh_t.
 
-        Returns (dh_prev_direct, dc_prev, dc_total): the part of dL/dh_{t-1} that does
-        not pass through W_hh (or None), dL/dc_{t-1} through the cell state, and the
-        total dL/dc_t (or None for cells without one).
+        Cells with a cell state read dc = dL/dc_t from step t+1, add what reaches c_t
+        through h_t so that dc holds the total dL/dc_t on return, and write dL/dc_{t-1}
+        through the cell state into dc_prev. `work` is an (N, G*H) scratch buffer.
+        Returns the part of dL/dh_{t-1} that does not pass through W_hh, or None.
         """
         raise NotImplementedError
 
@@ -92,11 +96,11 @@ class RNNCell(Cell):
         np.add(xa, ha, out=h_out)
         np.tanh(h_out, out=h_out)
 
-    def backward_step(self, dh, dc, step, dxa, dha):
+    def backward_step(self, dh, step, dxa, dha, dc, dc_prev, work):
         np.multiply(step.h, step.h, out=dxa)
         np.subtract(1.0, dxa, out=dxa)
         dxa *= dh
-        return None, None, None
+        return None
 
 
 class LSTMCell(Cell):
@@ -130,28 +134,31 @@ class LSTMCell(Cell):
         np.tanh(c_out, out=tanh_c)
         np.multiply(o, tanh_c, out=h_out)
 
-    def backward_step(self, dh, dc, step, dxa, dha):
+    def backward_step(self, dh, step, dxa, dha, dc, dc_prev, work):
         H = dh.shape[-1]
+        acts = step.acts[:, : 4 * H]
         i, f, g, o, tanh_c = (gate(step.acts, k, H) for k in range(5))
+        di, df, dg, do = (gate(dxa, k, H) for k in range(4))
         # Every gate's local derivative in one pass: y (1 - y), then 1 - g^2 on the g block.
-        slope = 1.0 - step.acts[:, : 4 * H]
-        slope *= step.acts[:, : 4 * H]
+        slope = work
+        np.subtract(1.0, acts, out=slope)
+        slope *= acts
         slope_g = gate(slope, 2, H)
         np.multiply(g, g, out=slope_g)
         np.subtract(1.0, slope_g, out=slope_g)
-        # dc_total = dc + dh * o * (1 - tanh(c)^2): the cell state reaches L through h too.
-        dc_total = tanh_c * tanh_c
-        np.subtract(1.0, dc_total, out=dc_total)
-        dc_total *= o
-        dc_total *= dh
-        if dc is not None:
-            dc_total += dc
-        np.multiply(dc_total, g, out=gate(dxa, 0, H))              # di = dc * g
-        np.multiply(dc_total, step.c_prev, out=gate(dxa, 1, H))   # df = dc * c_{t-1}
-        np.multiply(dc_total, i, out=gate(dxa, 2, H))              # dg = dc * i
-        np.multiply(dh, tanh_c, out=gate(dxa, 3, H))               # do = dh * tanh(c)
+        # dc += dh * o * (1 - tanh(c)^2): the cell state reaches L through h too (do is scratch here).
+        np.multiply(tanh_c, tanh_c, out=do)
+        np.subtract(1.0, do, out=do)
+        do *= o
+        do *= dh
+        dc += do
+        np.multiply(dc, g, out=di)              # di = dc * g
+        np.multiply(dc, step.c_prev, out=df)    # df = dc * c_{t-1}
+        np.multiply(dc, i, out=dg)              # dg = dc * i
+        np.multiply(dh, tanh_c, out=do)         # do = dh * tanh(c)
         dxa *= slope
-        return None, dc_total * f, dc_total
+        np.multiply(dc, f, out=dc_prev)         # dc_{t-1} = dc * f
+        return None
 
 
 class GRUCell(Cell):
@@ -180,21 +187,28 @@ class GRUCell(Cell):
         h_out *= z
         h_out += n
 
-    def backward_step(self, dh, dc, step, dxa, dha):
+    def backward_step(self, dh, step, dxa, dha, dc, dc_prev, work):
         H = dh.shape[-1]
         r, z, n = (gate(step.acts, k, H) for k in range(3))
         da_r, da_z, da_n = (gate(dxa, k, H) for k in range(3))
+        one_minus_z, slope, direct = (gate(work, k, H) for k in range(3))
         np.subtract(step.h_prev, n, out=da_z)    # dz = dh * (h_{t-1} - n)
         da_z *= dh
-        da_z *= z * (1.0 - z)
-        np.subtract(1.0, z, out=da_n)            # dn = dh * (1 - z)
-        da_n *= dh
-        da_n *= 1.0 - n * n
+        np.subtract(1.0, z, out=one_minus_z)
+        np.multiply(one_minus_z, z, out=slope)
+        da_z *= slope
+        np.multiply(one_minus_z, dh, out=da_n)   # dn = dh * (1 - z)
+        np.multiply(n, n, out=slope)
+        np.subtract(1.0, slope, out=slope)
+        da_n *= slope
         np.multiply(da_n, gate(step.ha, 2, H), out=da_r)  # dr = da_n * ha_n
-        da_r *= r * (1.0 - r)
+        np.subtract(1.0, r, out=slope)
+        slope *= r
+        da_r *= slope
         dha[:, : 2 * H] = dxa[:, : 2 * H]
         np.multiply(da_n, r, out=gate(dha, 2, H))
-        return dh * z, None, None
+        np.multiply(dh, z, out=direct)
+        return direct
 
 
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNNCell(), GRUCell(), LSTMCell())}

@@ -133,11 +133,14 @@ def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
     ids_tm = np.ascontiguousarray(ids.T)                       # (T, N)
     layers, masks, inputs = [], [], []
     x = None
+    # Cells that never read ha = h W_hh^T + b_hh alone take b_hh with the input term.
+    fold = not cell.separate_recurrent_grad
     for l in range(cfg.num_layers):
         W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
-        xa = onehot_forward(ids_tm, W_ih, b_ih) if l == 0 else dense_forward(x, W_ih, b_ih)  # (T, N, G*H)
-        lc = recurrent_forward(cell, xa, W_hh, b_hh, state.h[l], None if state.c is None else state.c[l],
-                               None if clamp is None else clamp.get(l))
+        b_in = b_ih + b_hh if fold else b_ih
+        xa = onehot_forward(ids_tm, W_ih, b_in) if l == 0 else dense_forward(x, W_ih, b_in)  # (T, N, G*H)
+        lc = recurrent_forward(cell, xa, W_hh, None if fold else b_hh, state.h[l],
+                               None if state.c is None else state.c[l], None if clamp is None else clamp.get(l))
         layers.append(lc)
         x = lc.hs[1:]                                            # (T, N, H)
         mask = None

@@ -12,7 +12,13 @@ from .network import State, layer_params
 
 class Stepper:
     """Advances a batch-of-one model one character at a time, with the same cell step
-    the whole-sequence forward uses, into preallocated buffers."""
+    the whole-sequence forward uses, into preallocated buffers.
+
+    Per character and layer this is one matrix-vector product and the cell's step. Layer
+    0's one-hot input term is row `id` of W_ih^T + b_ih + b_hh. Above it, for cells that
+    only need xa + ha (all but the GRU), the layer reads [x_t, h_{t-1}] (1, 2H) against
+    [W_ih^T; W_hh^T] (2H, G*H) in one product and its biases are added together once:
+    one pass over the weights instead of two products and two bias adds."""
 
     def __init__(self, model: LanguageModel, state: State | None = None,
                  clamp: dict[int, Clamp] | None = None):
@@ -21,51 +27,78 @@ class Stepper:
         cfg, params, cell = model.config, model.params, model.cell
         self.cell = cell
         dtype = model.dtype
-        H, GH = cfg.hidden_size, cell.num_gates * cfg.hidden_size
-        self.layers = []
-        for l in range(cfg.num_layers):
+        L, H, GH = cfg.num_layers, cfg.hidden_size, cell.num_gates * cfg.hidden_size
+        self.fused = not cell.separate_recurrent_grad
+        h0 = np.zeros((L, 1, H), dtype) if state is None else state.h[:, :1]
+        # Layer l's state h lives in the last H columns of inputs[l]; above layer 0 the first
+        # H columns hold the layer below's new h, so [x_t, h_{t-1}] is one contiguous row.
+        self.inputs, self.weights, self.biases = [], [], []
+        for l in range(L):
             W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
-            # Layer 0's one-hot input: row `id` of (W_ih^T + b_ih) is its whole input term.
-            w_in = (W_ih.T + b_ih) if l == 0 else np.ascontiguousarray(W_ih.T)
-            self.layers.append((w_in, b_ih, np.ascontiguousarray(W_hh.T), b_hh))
+            D = 0 if l == 0 else H
+            row = np.zeros((1, D + H), dtype)
+            row[:, D:] = h0[l]
+            self.inputs.append(row)
+            if l == 0:
+                # The one-hot input term: row `id` of this (V, G*H) table.
+                self.table = W_ih.T + b_ih + (b_hh if self.fused else 0)
+                self.weights.append((np.ascontiguousarray(W_hh.T),))
+                self.biases.append(None if self.fused else b_hh[None])
+            elif self.fused:
+                self.weights.append((np.ascontiguousarray(np.concatenate([W_ih.T, W_hh.T])),))  # (2H, G*H)
+                self.biases.append((b_ih + b_hh)[None])
+            else:
+                self.weights.append((np.ascontiguousarray(W_ih.T), np.ascontiguousarray(W_hh.T)))
+                self.biases.append((b_ih[None], b_hh[None]))
         self.W_yT = np.ascontiguousarray(params["decoder.weight"].T)
         self.b_y = params["decoder.bias"]
-        L = cfg.num_layers
-        self.h = np.zeros((L, 1, H), dtype) if state is None else state.h[:, :1].copy()
         has_c = cell.has_cell_state
         self.c = (np.zeros((L, 1, H), dtype) if state is None else state.c[:, :1].copy()) if has_c else None
-        self.h_next, self.c_next = np.empty_like(self.h), None if self.c is None else np.empty_like(self.c)
         self.xa = np.empty((1, GH), dtype)
         self.ha = np.empty((1, GH), dtype)
         self.acts = np.empty((1, (len(cell.gate_names) + cell.num_stashed) * H), dtype)
         self.logits = np.empty(cfg.vocab_size, dtype)
+        self.H = H
+
+    @property
+    def h(self) -> np.ndarray:
+        """The current h (L, 1, H), a copy."""
+        return np.stack([row[:, -self.H:] for row in self.inputs])
 
     @property
     def state(self) -> State:
-        return State(self.h.copy(), None if self.c is None else self.c.copy())
+        return State(self.h, None if self.c is None else self.c.copy())
 
     def step(self, char_id: int) -> np.ndarray:
         """Feed one character id; returns the logits (V,) for the next one (a reused buffer)."""
-        x = None
-        with np.errstate(over="ignore"):
-            for l, (w_in, b_ih, W_hhT, b_hh) in enumerate(self.layers):
+        H, cell, ha = self.H, self.cell, self.ha
+        inputs = self.inputs
+        with np.errstate(over="ignore"):                 # see cells.sigmoid
+            for l, (row, weights, bias) in enumerate(zip(inputs, self.weights, self.biases)):
+                h = row[:, -H:]
                 if l == 0:
-                    self.xa[0] = w_in[char_id]
+                    xa = self.table[char_id:char_id + 1]
+                    np.matmul(h, weights[0], out=ha)
+                    if bias is not None:
+                        ha += bias
+                elif self.fused:
+                    xa = bias
+                    np.matmul(row, weights[0], out=ha)    # [x_t, h_{t-1}] [W_ih^T; W_hh^T]
                 else:
-                    np.matmul(x, w_in, out=self.xa)
-                    self.xa += b_ih
-                np.matmul(self.h[l], W_hhT, out=self.ha)
-                self.ha += b_hh
-                c_prev = None if self.c is None else self.c[l]
-                c_out = None if self.c is None else self.c_next[l]
-                self.cell.forward_step(self.xa, self.ha, self.h[l], c_prev, self.acts, self.h_next[l], c_out)
+                    xa = self.xa
+                    np.matmul(row[:, :H], weights[0], out=xa)
+                    xa += bias[0]
+                    np.matmul(h, weights[1], out=ha)
+                    ha += bias[1]
+                c = None if self.c is None else self.c[l]
+                # h_{t-1} and c_{t-1} are overwritten in place: every cell step reads them
+                # element by element before writing the same element.
+                cell.forward_step(xa, ha, h, c, self.acts, h, c)
                 if l in self.clamp:
-                    self.clamp[l].apply(self.h_next[l], c_out)
-                x = self.h_next[l]
-        self.h, self.h_next = self.h_next, self.h
-        if self.c is not None:
-            self.c, self.c_next = self.c_next, self.c
-        np.matmul(x[0], self.W_yT, out=self.logits)
+                    self.clamp[l].apply(h, c)
+                if l + 1 < len(inputs):
+                    inputs[l + 1][:, :H] = h
+        np.matmul(h[0], self.W_yT, out=self.logits)
         self.logits += self.b_y
         return self.logits
 
@@ -84,7 +117,9 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
     Every entry is finite: the log-softmax is taken of logits / T, shifted by its maximum."""
     # float32 logits are finite and at most F32_MAX, so z = logits / T with T >= 1e-3 stays
     # far inside float64's range; a NaN (a broken model) counts as the least likely.
-    logits = np.nan_to_num(logits.astype(np.float64), nan=-F32_MAX, posinf=F32_MAX, neginf=-F32_MAX)
+    logits = logits.astype(np.float64)
+    if not np.isfinite(logits).all():              # the check is 4x cheaper than nan_to_num
+        logits = np.nan_to_num(logits, nan=-F32_MAX, posinf=F32_MAX, neginf=-F32_MAX)
     if not temperature >= GREEDY_BELOW:
         probs = np.zeros_like(logits)
         probs[int(np.argmax(logits))] = 1.0
@@ -123,8 +158,8 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
     for _ in range(length):
         probs = next_char_distribution(logits, temperature, top_k)
         # Inverse-CDF draw: one uniform number per character, so a seed fixes the text.
-        char_id = min(int(np.searchsorted(np.cumsum(probs), rng.random() * probs.sum(), side="right")),
-                      probs.size - 1)
+        cdf = np.cumsum(probs)
+        char_id = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1)
         while probs[char_id] == 0.0:          # rounding can land on an excluded entry
             char_id -= 1
         yield model.vocab.chars[char_id], float(probs[char_id])

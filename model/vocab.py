@@ -6,6 +6,19 @@ from collections.abc import Iterable
 import numpy as np
 
 
+# Characters per piece when encoding: 4 MB of UTF-32 at a time.
+ENCODE_CHUNK = 1 << 20
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type holding 0..vocab_size (V itself marks an unknown
+    character while encoding): uint8 for up to 255 characters, uint16 up to 65,535."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"a vocabulary of {vocab_size} characters is too large")
+
+
 class UnknownCharactersError(ValueError):
     """Text holds characters the vocabulary does not know; `chars` names them."""
 
@@ -26,8 +39,10 @@ class Vocab:
         if any(len(c) != 1 for c in self.chars):
             raise ValueError("vocabulary entries must be single characters")
         self.index = {c: i for i, c in enumerate(self.chars)}
-        # Code point -> id lookup table, so encoding is one vectorised gather.
-        self._table = np.full(max(map(ord, self.chars)) + 1, -1, dtype=np.int64)
+        self.id_dtype = id_dtype(len(self.chars))
+        # Code point -> id lookup table, so encoding is one vectorised gather. Its last entry
+        # (and every code point it has no row for) is V, the mark of an unknown character.
+        self._table = np.full(max(map(ord, self.chars)) + 2, len(self.chars), dtype=self.id_dtype)
         self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
 
     @classmethod
@@ -44,13 +59,18 @@ class Vocab:
         """The distinct characters of `text` outside the vocabulary, sorted."""
         return sorted(set(text) - self.index.keys())
 
-    def encode(self, text: str) -> np.ndarray:
-        """Text -> ids (T,) int64; raises UnknownCharactersError naming the strangers."""
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        in_range = codes < len(self._table)
-        ids = np.full(codes.shape, -1, dtype=np.int64)
-        ids[in_range] = self._table[codes[in_range]]
-        if (ids < 0).any():
+    def encode(self, text: str, dtype=np.int64) -> np.ndarray:
+        """Text -> ids (T,); raises UnknownCharactersError naming the strangers.
+
+        int64 by default, the index type torch's one_hot and embeddings take; a corpus asks
+        for `self.id_dtype` and is encoded in pieces, so 50 MB of text costs 50 MB of uint8 ids
+        and not 200 MB of UTF-32 code points plus 400 MB of int64 beside them."""
+        ids = np.empty(len(text), dtype)
+        last = len(self._table) - 1
+        for start in range(0, len(text), ENCODE_CHUNK):
+            codes = np.frombuffer(text[start:start + ENCODE_CHUNK].encode("utf-32-le"), dtype=np.uint32)
+            ids[start:start + len(codes)] = self._table[np.minimum(codes, last)]
+        if (ids == len(self.chars)).any():
             raise UnknownCharactersError(self.unknown(text))
         return ids
 
