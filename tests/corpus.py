@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+SHARED = CORPORA / "tinyshakespeare.txt"
 HEAD = Path(__file__).resolve().parent / "data" / "tinyshakespeare-head.txt"
 
 
@@ -24,8 +25,14 @@ def shakespeare_head(chars: int) -> str:
 
 def shakespeare_full() -> str:
     """The whole corpus; skips the calling test where ../shared is absent (fails in CI)."""
-    if not SHARED.exists():
+    return shared_corpus(SHARED.name)
+
+
+def shared_corpus(name: str) -> str:
+    """A whole corpus of ../shared/corpora; skips the calling test where it is absent (fails in CI)."""
+    path = CORPORA / name
+    if not path.exists():
         if os.environ.get("RNNSCOPE_REQUIRE_CORPUS") == "1":
-            pytest.fail(f"RNNSCOPE_REQUIRE_CORPUS=1 but {SHARED} is missing")
-        pytest.skip(f"{SHARED} is not beside the repository")
-    return SHARED.read_text(encoding="utf-8")
+            pytest.fail(f"RNNSCOPE_REQUIRE_CORPUS=1 but {path} is missing")
+        pytest.skip(f"{path} is not beside the repository")
+    return path.read_text(encoding="utf-8")
