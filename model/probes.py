@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -114,9 +115,17 @@ def line_start(text: str) -> np.ndarray:
 URL = compile_pattern(r"(?:https?://|www\.)[^\s\"'<>()]+")
 
 
-def python_literals(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """Where Python's tokenizer would see a string literal and where a comment: two 0/1
-    arrays (T,), (string, comment).
+class Literals(NamedTuple):
+    """0/1 per character (T,) of a Python text."""
+
+    string: np.ndarray         # inside any string literal
+    comment: np.ndarray        # inside a comment
+    triple: np.ndarray         # inside a triple-quoted literal (a docstring, mostly)
+
+
+def python_literals(text: str) -> Literals:
+    """Where Python's tokenizer would see a string literal, a triple-quoted one among them,
+    and a comment.
 
     A string runs from its opening quote (inside) to its closing one (outside), like
     `inside_quotes`; of a closing triple quote the first two are still inside, since a
@@ -131,7 +140,7 @@ def python_literals(text: str) -> tuple[np.ndarray, np.ndarray]:
     """
     T = len(text)
     marks = np.flatnonzero(np.isin(_chars(text), _chars("\"'#\\\n"))).tolist()
-    edges = np.zeros((2, T + 1), np.int32)          # +1 where a span starts, -1 past its end
+    edges = np.zeros((3, T + 1), np.int32)          # +1 where a span starts, -1 past its end
     k, n = 0, len(marks)
     while k < n:
         p = marks[k]
@@ -169,10 +178,11 @@ def python_literals(text: str) -> tuple[np.ndarray, np.ndarray]:
                     k += 1
                 break
             k += 1
-        edges[0, p] += 1
-        edges[0, end] -= 1
-    inside = np.cumsum(edges[:, :T], axis=1) > 0
-    return inside[0].astype(np.float32), inside[1].astype(np.float32)
+        for row in (0, 2) if len(delim) == 3 else (0,):
+            edges[row, p] += 1
+            edges[row, end] -= 1
+    inside = (np.cumsum(edges[:, :T], axis=1) > 0).astype(np.float32)
+    return Literals(inside[0], inside[1], inside[2])
 
 
 @dataclass(frozen=True)
@@ -186,7 +196,9 @@ class Concept:
 CONCEPTS: dict[str, Concept] = {c.name: c for c in (
     Concept("quotes", "inside double quotes (the opening quote included)", False, inside_quotes),
     Concept("string", "inside a Python string literal: '...', \"...\", triple-quoted, escapes and prefixes "
-            "understood (the opening quote included)", False, lambda t: python_literals(t)[0]),
+            "understood (the opening quote included)", False, lambda t: python_literals(t).string),
+    Concept("inline_string", "inside a one-line Python string literal, '...' or \"...\" (not triple-quoted, so "
+            "not a docstring)", False, lambda t: (lambda s: s.string - s.triple)(python_literals(t))),
     Concept("brackets", "inside parentheses, brackets or braces", False,
             lambda t: (bracket_depth(t) > 0).astype(np.float32)),
     Concept("bracket_depth", "how many brackets are open", True, bracket_depth),
@@ -200,7 +212,7 @@ CONCEPTS: dict[str, Concept] = {c.name: c for c in (
     Concept("whitespace", "space, newline or tab", False, lambda t: _where(t, str.isspace)),
     Concept("url", "inside a URL (http://, https:// or www.)", False, lambda t: regex_indicator(t, URL)),
     Concept("comment", "inside a comment: # to the end of the line, outside string literals", False,
-            lambda t: python_literals(t)[1]),
+            lambda t: python_literals(t).comment),
     Concept("indentation", "the leading whitespace of the character's line", True, indentation),
 )}
 
@@ -256,7 +268,7 @@ def auc(values: np.ndarray, labels: np.ndarray, block: int = 256) -> np.ndarray:
     out = np.empty(M, np.float64)
     bit = y.astype(np.uint32)
     for s in range(0, M, block):
-        v = np.array(values[s:s + block], np.float32)                    # a copy to mark
+        v = np.array(values[s:s + block], np.float32, order="C")         # a row-major copy to mark
         v += 0.0                                                         # -0.0 -> +0.0
         u = v.view(np.uint32)
         u &= np.uint32(0xFFFFFFFE)

@@ -97,7 +97,7 @@ def test_strings_and_comments_are_told_apart_as_pythons_tokenizer_does():
     t = r'''x = "a#b"  # it's "fine"
 y = '\'' + r"\d\\" + f'{a["k"]}' + b'' + "\\"
 '''
-    string, comment = python_literals(t)
+    string, comment, triple = python_literals(t)
     # The opening quote is inside, the closing one outside; an escaped quote does not
     # close, an escaped backslash does not escape the quote after it; prefixes are code.
     assert marked(t, string) == ('...."a#b' + "." * 17 + "...." +
@@ -105,30 +105,34 @@ y = '\'' + r"\d\\" + f'{a["k"]}' + b'' + "\\"
     assert marked(t, comment) == '...........# it\'s "fine"' + "." * (len(t) - t.index("\n"))
     assert np.array_equal(CONCEPTS["string"].indicator(t), string)
     assert np.array_equal(CONCEPTS["comment"].indicator(t), comment)
+    assert not triple.any() and np.array_equal(CONCEPTS["inline_string"].indicator(t), string)
 
 
 def test_a_docstring_spans_lines_and_hides_what_looks_like_code():
     t = 'def f():\n    """Doc "x" \'y\n    # not a comment\n    """\n    return ""  # empty\n'
-    string, comment = python_literals(t)
+    string, comment, triple = python_literals(t)
     doc_open, doc_close = t.index('"""'), t.rindex('"""')
     want = np.zeros(len(t), bool)
     want[doc_open:doc_close + 2] = True                  # the closing triple's third quote is outside
     want[t.index('""  #')] = True                        # an empty string: its opening quote only
     assert np.array_equal(string.astype(bool), want)
+    want[t.index('""  #')] = False
+    assert np.array_equal(triple.astype(bool), want)                # the docstring, not the empty string
+    assert np.flatnonzero(CONCEPTS["inline_string"].indicator(t)).tolist() == [t.index('""  #')]
     assert marked(t, comment) == "." * t.index("# empty") + "# empty" + "."
     # Six quotes are an empty triple-quoted string; a fourth closing quote opens another.
     t = '""""""+"""a""""'
-    assert marked(t, python_literals(t)[0]) == '""""".."""a""."'
+    assert marked(t, python_literals(t).string) == '""""".."""a""."'
 
 
 def test_unterminated_strings_end_at_the_newline_or_the_end_of_the_text():
     t = "s = 'open\nz = '''tail\n# still a string"
-    string, comment = python_literals(t)
+    string, comment, triple = python_literals(t)
     assert marked(t, string) == "....'open.....'''tail\n# still a string"
-    assert not comment.any()
+    assert not comment.any() and marked(t, triple) == "." * t.index("'''") + "'''tail\n# still a string"
     t = 'x = "cut'
-    assert marked(t, python_literals(t)[0]) == '...."cut'
-    assert python_literals("")[0].shape == (0,)
+    assert marked(t, python_literals(t).string) == '...."cut'
+    assert all(a.shape == (0,) for a in python_literals(""))
 
 
 def test_the_literal_scanner_is_linear_in_the_text():
@@ -139,9 +143,9 @@ def test_the_literal_scanner_is_linear_in_the_text():
     python_literals(dense[: len(dense) // 10])
     short = time.perf_counter() - start
     start = time.perf_counter()
-    string, comment = python_literals(dense)
+    found = python_literals(dense)
     assert time.perf_counter() - start < 30 * short + 0.5
-    assert string.shape == comment.shape == (len(dense),)
+    assert all(a.shape == (len(dense),) for a in found)
 
 
 # ---- user patterns: RE2, linear in the text -----------------------------------------------
@@ -222,6 +226,10 @@ def test_auc_equals_the_pairwise_definition_with_ties_counted_half():
     want = ((pos[:, :, None] > neg[:, None, :]).mean(axis=(1, 2))
             + 0.5 * (pos[:, :, None] == neg[:, None, :]).mean(axis=(1, 2)))
     np.testing.assert_allclose(auc(x, y, block=3), want, atol=1e-9)
+    # Columns picked from a wider array (a column-major result) rank the same.
+    wide = np.repeat(x, 2, axis=1)
+    picked = wide[:, ::2][:, np.ones(300, bool)]
+    np.testing.assert_allclose(auc(picked, y, block=3), want, atol=1e-9)
     assert auc(x, y)[3] == 1.0 and auc(x, y)[4] == 0.0 and auc(x, y)[1] == 0.5
 
 
