@@ -6,11 +6,56 @@ contiguous (N, ...) block; the network module converts at its boundary.
 """
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 from .cells import Cell, Step
+
+# Below this many sequences BLAS runs on one thread. A batch-1 step's (1, H) x (H, G*H)
+# product is too small to split, and on a shared 2-core machine a threaded GEMM waits for
+# a core that is busy elsewhere: a batch-1 trace of 2x256 measured 55 ms on one thread and
+# 89 ms on two. One thread is never slower there, so two threads are never slower than one.
+SMALL_BATCH = 4
+
+
+class _OneBlasThread:
+    """BLAS's thread count is one setting for the whole process: the first holder sets it
+    to one, the last to leave restores it, so overlapping callers cannot leave it wrong."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._limiter = None
+        self._controller = None
+
+    @contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._holders == 0:
+                if self._controller is None:           # finding the BLAS libraries takes ~ms: once
+                    from threadpoolctl import ThreadpoolController
+                    self._controller = ThreadpoolController()
+                self._limiter = self._controller.limit(limits=1, user_api="blas")
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+one_blas_thread = _OneBlasThread()
+
+
+def blas_threads_for(batch_size: int):
+    """One BLAS thread for a batch under SMALL_BATCH sequences, the caller's setting otherwise."""
+    return one_blas_thread() if batch_size < SMALL_BATCH else nullcontext()
 
 
 @dataclass

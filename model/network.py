@@ -13,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import get_cell
-from .layers import (Clamp, LayerCache, LayerGrads, dense_backward, dense_forward, onehot_backward,
-                     onehot_forward, recurrent_backward, recurrent_forward)
+from .layers import (Clamp, LayerCache, LayerGrads, blas_threads_for, dense_backward, dense_forward,
+                     onehot_backward, onehot_forward, recurrent_backward, recurrent_forward)
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,15 @@ def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
     a 2-layer model, dropout between layers alone barely regularises.
     `clamp` maps a layer to units held fixed after every step (an intervention; see Clamp).
     """
+    if ids.shape[1] < 1:
+        raise ValueError("a sequence needs at least one character")
+    with blas_threads_for(ids.shape[0]):
+        return _forward(cfg, params, ids, state, dropout, rng, clamp)
+
+
+def _forward(cfg, params, ids, state, dropout, rng, clamp):
     cell = get_cell(cfg.cell)
     N, T = ids.shape
-    if T < 1:
-        raise ValueError("a sequence needs at least one character")
     dtype = params["decoder.weight"].dtype
     if state is None:
         state = zero_state(cfg, N, dtype)
@@ -161,6 +166,11 @@ def backward(cfg: ModelConfig, params: dict[str, np.ndarray], dlogits: np.ndarra
     state carried back from a later segment. Returns parameter gradients and the total
     dL/dh_t, dL/dc_t of every layer and step; with input_grad also dL/dx_t, the gradient
     on each one-hot input (input saliency): layer 0's dxa times W_ih."""
+    with blas_threads_for(dlogits.shape[0]):
+        return _backward(cfg, params, dlogits, cache, dstate, input_grad)
+
+
+def _backward(cfg, params, dlogits, cache, dstate, input_grad):
     cell = get_cell(cfg.cell)
     grads: dict[str, np.ndarray] = {}
     dlogits_tm = dlogits.transpose(1, 0, 2)                      # (T, N, V)
