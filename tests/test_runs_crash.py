@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from model.checkpoint import load_model, load_train_state
-from tests.training_app import Server, excerpt, wait_for
+from tests.training_app import OWNER, Server, excerpt, wait_for
 
 CHECKPOINT_EVERY = 50
 MAX_STEPS = 800
@@ -30,7 +30,7 @@ def servers():
 def test_sigkill_mid_run_then_resume(tmp_path, servers):
     first = Server(tmp_path, ENV).start()
     servers.append(first)
-    with httpx.Client(base_url=first.url, timeout=30) as api:
+    with httpx.Client(base_url=first.url, timeout=30, headers=OWNER) as api:
         corpus = api.post("/api/corpora", files={"file": ("tiny.txt", excerpt(30_000).encode())}).json()
         run_id = api.post("/api/runs", json={"corpus_id": corpus["id"], **RUN}).json()["id"]
         # Past the fourth checkpoint and some way beyond it, so some logged steps must be redone.
@@ -54,7 +54,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, servers):
 
     second = Server(tmp_path, ENV).start()
     servers.append(second)
-    with httpx.Client(base_url=second.url, timeout=30) as api:
+    with httpx.Client(base_url=second.url, timeout=30, headers=OWNER) as api:
         run = api.get(f"/api/runs/{run_id}").json()
         assert run["status"] == "interrupted" and run["checkpoint_step"] <= checkpoint
         assert api.get(f"/api/models/run-{run_id}").status_code == 200     # the checkpoint is served
