@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     # Per owner (one browser): runs waiting to train, and bytes of uploaded corpora kept.
     max_queued_runs_per_owner: int = Field(3, ge=1)
     max_corpus_bytes_per_owner: int = Field(200_000_000, ge=1)
+    # Owner keys are free (a script that drops its cookie is a new person each time), so all
+    # corpora together are bounded too: uploads beyond this are refused with 507.
+    max_corpus_bytes_total: int = Field(2_000_000_000, ge=1)
+    # Live event streams at once (each polls the store every events_poll_seconds); more wait
+    # for a 503's Retry-After, so 150 watchers cannot slow the pages for everyone.
+    max_event_streams: int = Field(64, ge=1)
     # Uploads and checkpoints are refused (507) when the data directory's disk has less free.
     min_free_bytes: int = Field(100_000_000, ge=0)
 

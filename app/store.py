@@ -336,6 +336,9 @@ class Store:
         return self._conn().execute("SELECT coalesce(sum(bytes), 0) FROM corpora WHERE owner = ?",
                                     (owner,)).fetchone()[0]
 
+    def total_corpus_bytes(self) -> int:
+        return self._conn().execute("SELECT coalesce(sum(bytes), 0) FROM corpora").fetchone()[0]
+
     def corpus_ids(self) -> list[int]:
         return [r[0] for r in self._conn().execute("SELECT id FROM corpora")]
 

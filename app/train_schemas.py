@@ -102,7 +102,7 @@ class RunConfig(StrictBody):
                                                            "validation loss rises while training loss falls.")
     max_steps: int = Field(2000, ge=1, le=10_000_000)
     grad_clip: float = Field(5.0, ge=0, le=1e6, description="Global-norm clipping threshold; 0 disables.")
-    eval_every: int | None = Field(None, ge=1, description="Steps between validation passes; default "
+    eval_every: int | None = Field(None, ge=1, le=10_000_000, description="Steps between validation passes; default "
                                                            "max_steps / 20, between 10 and 500.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Initial weights and dropout: the same seed and "
                                                          "settings give the same run.")

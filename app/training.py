@@ -76,6 +76,7 @@ class Training:
         self.on_models_changed = on_models_changed
         self.one_thread = OneBlasThread()
         self.trainer = Trainer(self.store, self.paths, settings, self.publish, self.one_thread)
+        self.event_streams = 0              # open /api/runs/{id}/events streams
         self._step_times: OrderedDict[tuple, float] = OrderedDict()
         self._step_times_lock = threading.Lock()
 

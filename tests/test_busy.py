@@ -43,3 +43,32 @@ def test_a_405_names_every_method_the_path_serves(client):
         r = client.request("PUT", path)
         assert r.status_code == 405, path
         assert set(r.headers["allow"].split(", ")) >= expected, (path, r.headers["allow"])
+
+
+def test_event_streams_are_bounded(tmp_path):
+    """Helper's attack: 150 watchers of one run slowed /healthz to 0.42 s. Beyond
+    RNNSCOPE_MAX_EVENT_STREAMS a stream is refused with 503 and Retry-After."""
+    from tests.training_app import OWNER, excerpt, upload
+
+    with TestClient(build_app(tmp_path, max_event_streams=1, events_max_seconds=0.3), headers=OWNER) as client:
+        corpus = upload(client, excerpt(20_000)).json()
+        run = client.post("/api/runs", json={"corpus_id": corpus["id"], "cell": "lstm", "hidden_size": 8,
+                                             "num_layers": 1, "batch_size": 2, "seq_length": 8,
+                                             "max_steps": 10}).json()
+        training = client.app.state.training
+        training.event_streams = 1                    # one stream open already
+        r = client.get(f"/api/runs/{run['id']}/events")
+        assert r.status_code == 503 and r.headers["retry-after"] and "RNNSCOPE_MAX_EVENT_STREAMS" in r.text
+        training.event_streams = 0
+        r = client.get(f"/api/runs/{run['id']}/events")
+        assert r.status_code == 200 and training.event_streams == 0     # counted while open, and released
+
+
+def test_all_corpora_together_are_bounded(tmp_path):
+    """Owner keys are free, so the per-owner quota alone does not bound the disk."""
+    from tests.training_app import excerpt, upload
+
+    with TestClient(build_app(tmp_path, max_corpus_bytes_total=5000)) as client:
+        assert upload(client, excerpt(3000), headers={"X-Rnnscope-Owner": "a"}).status_code == 201
+        r = upload(client, excerpt(3001), headers={"X-Rnnscope-Owner": "b"})
+        assert r.status_code == 507 and "RNNSCOPE_MAX_CORPUS_BYTES_TOTAL" in r.json()["detail"]

@@ -105,6 +105,11 @@ def save_corpus(training: Training, file: UploadFile, name: str | None, requeste
                 raise CorpusRefused(413, f"your corpora would take {used + ingested.bytes:,} bytes; each person "
                                          f"may keep {s.max_corpus_bytes_per_owner:,} (setting "
                                          "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER); delete one of yours first")
+            total = training.store.total_corpus_bytes() + ingested.bytes
+            if total > s.max_corpus_bytes_total:
+                raise CorpusRefused(507, f"the server keeps at most {s.max_corpus_bytes_total:,} bytes of corpora "
+                                         "in all (setting RNNSCOPE_MAX_CORPUS_BYTES_TOTAL) and this one would "
+                                         "pass it; ask whoever runs the server to delete some")
             report = preflight(ingested, s.max_hidden_size, s.target_run_seconds,
                                lambda *shape: training.seconds_per_step(*shape, gate=gate))
             filename = PurePath(file.filename).name[:200] if file.filename else None

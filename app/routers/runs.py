@@ -19,7 +19,7 @@ from ..store import ACTIVE
 from ..train_schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
                              RunCreated, RunDetail, Sample, StepEvent)
 from ..security import Requester
-from ..training import Training, TrainingDep
+from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -133,7 +133,20 @@ SINCE = "Send the steps after this one; default all of them."
 LAST_EVENT_ID = "Sent by a reconnecting EventSource: the last step it received."
 
 
-@router.get("/{run_id}/events", response_class=EventSourceResponse, responses=STREAM_NOT_FOUND)
+async def room_for_a_stream(training: TrainingDep) -> None:
+    """Refuse (503) a stream beyond max_event_streams: each polls the store, and watchers
+    beyond the limit slowed every page. The browser's EventSource retries by itself."""
+    if training.event_streams >= training.settings.max_event_streams:
+        raise HTTPException(503, f"{training.event_streams} event streams are open, the limit (setting "
+                                 "RNNSCOPE_MAX_EVENT_STREAMS); try again shortly", headers={"Retry-After": "5"})
+
+
+STREAM_BUSY = {503: {"description": "RNNSCOPE_MAX_EVENT_STREAMS streams are open; retry after Retry-After.",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorMessage"}}}}}
+
+
+@router.get("/{run_id}/events", response_class=EventSourceResponse, responses=STREAM_NOT_FOUND | STREAM_BUSY,
+            dependencies=[Depends(room_for_a_stream)])
 async def run_events(run: RunDep, training: TrainingDep, requester: RequesterDep,
                      since: Annotated[int | None, Query(ge=0, le=2**62, description=SINCE)] = None,
                      last_event_id: Annotated[str | None, Header(description=LAST_EVENT_ID)] = None,
@@ -147,10 +160,20 @@ async def run_events(run: RunDep, training: TrainingDep, requester: RequesterDep
     cursor = since or 0
     if last_event_id is not None and last_event_id.strip().isdigit():
         cursor = max(cursor, min(int(last_event_id), 2**62))
+    deadline = time.monotonic() + training.settings.events_max_seconds
+    training.event_streams += 1             # on the event loop: no other thread counts them
+    try:
+        yield ServerSentEvent(retry=1000, comment="rnnscope run events")
+        async for event in run_event_stream(run, training, requester, cursor, deadline):
+            yield event
+    finally:
+        training.event_streams -= 1
+
+
+async def run_event_stream(run: dict, training: Training, requester: Requester, cursor: int,
+                           deadline: float) -> AsyncIterator[ServerSentEvent]:
     store, settings = training.store, training.settings
-    deadline = time.monotonic() + settings.events_max_seconds
     status = None
-    yield ServerSentEvent(retry=1000, comment="rnnscope run events")
 
     def poll(after: int) -> tuple[dict | None, list[dict], list[dict]]:
         # The run first: once it shows a final status, every metric it logged is committed.
@@ -181,7 +204,8 @@ async def run_events(run: RunDep, training: TrainingDep, requester: RequesterDep
 
 
 @router.post("/{run_id}/cancel", response_model=Run, dependencies=[TokenChecked],
-             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT)
+             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT
+             | INSUFFICIENT_STORAGE)
 def cancel_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Run:
     """Stop a run of yours: a queued one at once, a running one after its current step, with
     a final checkpoint. It can be resumed later."""
@@ -202,7 +226,8 @@ def cancel_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> R
 
 
 @router.post("/{run_id}/resume", response_model=Run, dependencies=[TokenChecked],
-             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT | QUEUE_FULL)
+             openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT | QUEUE_FULL
+             | INSUFFICIENT_STORAGE)
 def resume_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Run:
     """Queue an interrupted or cancelled run of yours again; it continues from its last
     checkpoint (or from the start if it had none), redoing only the steps after it."""
@@ -227,7 +252,8 @@ def resume_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> R
 
 
 @router.delete("/{run_id}", status_code=204, dependencies=[TokenChecked],
-               openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT)
+               openapi_extra=OPTIONAL_BEARER, responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | CONFLICT
+               | INSUFFICIENT_STORAGE)
 def delete_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Response:
     """Delete a run of yours that is not training: its history, checkpoint and model."""
     check_owner(requester, run["owner"], f"run {run['id']}", "delete")
