@@ -262,7 +262,7 @@ def bench_trace(threads: int, opts) -> dict:
     _, _, cache = lm.run(text)
     H = SERVE_CONFIG.hidden_size
     for lc in cache.layers:       # the cache really is the full trace
-        assert lc.acts.shape[:2] == (TRACE_CHARS, 1) and lc.acts.shape[2] >= 4 * H and lc.hs.shape == lc.cs.shape == (TRACE_CHARS + 1, 1, H)
+        assert lc.acts.shape[:2] == (TRACE_CHARS, 1) and lc.acts.shape[2] == 4 * H and lc.hs.shape == lc.cs.shape == (TRACE_CHARS + 1, 1, H)
     def trace():
         lm.run(text)
 

@@ -64,13 +64,16 @@ class LayerCache:
 
     xa: np.ndarray          # (T, N, G*H) input pre-activations (b_hh folded in unless `ha` is kept)
     ha: np.ndarray | None   # (T, N, G*H) recurrent pre-activations, for cells whose backward reads them
-    acts: np.ndarray        # (T, N, (A+S)*H) gate activations, then what the cell stashes
+    acts: np.ndarray        # (T, N, A*H) gate activations
+    stash: np.ndarray | None  # (T, N, S*H) what the cell keeps for backward besides
     hs: np.ndarray          # (T+1, N, H) h_0 .. h_T, hs[0] is the carried state
     cs: np.ndarray | None   # (T+1, N, H) c_0 .. c_T for cells with a cell state
 
     def step(self, t: int) -> Step:
         cs, ha = self.cs, self.ha
-        return Step(self.xa[t], None if ha is None else ha[t], self.acts[t], self.hs[t],
+        stash = self.stash
+        return Step(self.xa[t], None if ha is None else ha[t], self.acts[t],
+                    None if stash is None else stash[t], self.hs[t],
                     None if cs is None else cs[t], self.hs[t + 1], None if cs is None else cs[t + 1])
 
 
@@ -106,11 +109,12 @@ def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.nda
     cache = LayerCache(
         xa=xa,
         ha=np.empty_like(xa) if keep_ha else None,
-        acts=np.empty((T, N, (len(cell.gate_names) + cell.num_stashed) * H), dtype),
+        acts=np.empty((T, N, len(cell.gate_names) * H), dtype),
+        stash=np.empty((T, N, cell.num_stashed * H), dtype) if cell.num_stashed else None,
         hs=np.empty((T + 1, N, H), dtype),
         cs=np.empty((T + 1, N, H), dtype) if cell.has_cell_state else None,
     )
-    hs, cs, acts = cache.hs, cache.cs, cache.acts
+    hs, cs, acts, stash = cache.hs, cache.cs, cache.acts, cache.stash
     hs[0] = h0
     if cs is not None:
         cs[0] = c0
@@ -125,7 +129,7 @@ def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.nda
             if b_hh is not None:
                 ha += b_hh
             c_prev, c = (None, None) if cs is None else (cs[t], cs[t + 1])
-            cell.forward_step(xa[t], ha, hs[t], c_prev, acts[t], hs[t + 1], c)
+            cell.forward_step(xa[t], ha, hs[t], c_prev, acts[t], None if stash is None else stash[t], hs[t + 1], c)
             if clamp is not None:
                 clamp.apply(hs[t + 1], c)
     return cache

@@ -44,7 +44,8 @@ class Stepper:
         self.c = (np.zeros((L, 1, H), dtype) if state is None else state.c[:, :1].copy()) if has_c else None
         self.xa = np.empty((1, GH), dtype)
         self.ha = np.empty((1, GH), dtype)
-        self.acts = np.empty((1, (len(cell.gate_names) + cell.num_stashed) * H), dtype)
+        self.acts = np.empty((1, len(cell.gate_names) * H), dtype)
+        self.stash = np.empty((1, cell.num_stashed * H), dtype) if cell.num_stashed else None
         self.logits = np.empty(cfg.vocab_size, dtype)
 
     @property
@@ -53,7 +54,7 @@ class Stepper:
 
     def step(self, char_id: int) -> np.ndarray:
         """Feed one character id; returns the logits (V,) for the next one (a reused buffer)."""
-        cell, xa, ha, acts, h_all, c_all = self.cell, self.xa, self.ha, self.acts, self.h, self.c
+        cell, xa, ha, acts, stash, h_all, c_all = self.cell, self.xa, self.ha, self.acts, self.stash, self.h, self.c
         with np.errstate(over="ignore"):                 # see cells.sigmoid
             for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
                 h = h_all[l]
@@ -69,7 +70,7 @@ class Stepper:
                 c = None if c_all is None else c_all[l]
                 # h_{t-1} and c_{t-1} are overwritten in place: every cell step reads an
                 # element of them before it writes the same element, and nothing after.
-                cell.forward_step(x_term, ha, h, c, acts, h, c)
+                cell.forward_step(x_term, ha, h, c, acts, stash, h, c)
                 if l in self.clamp:
                     self.clamp[l].apply(h, c)
         np.matmul(h[0], self.W_yT, out=self.logits)
