@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import numpy as np
@@ -365,8 +365,16 @@ def test_home_suggests_training_and_the_quote_cell_when_the_python_model_is_here
     page.wait_for_function("() => !document.getElementById('start-quote').hidden")
     first = page.locator(".views .view-card:not([hidden])").first
     assert "quote cell" in first.inner_text()
+    # One click from the picture of the quote cell to the live explorer on that neuron and a
+    # passage full of strings (README, "Karpathy's cells in Python source").
     href = first.get_attribute("href")
-    assert href.startswith("/probe?model=python&concept=") or href.startswith("/explore?model=python&")
+    assert href.startswith("/explore?model=python&layer=1&quantity=h&neuron=221&text=")
+    text = parse_qs(urlsplit(href).query)["text"][0]
+    assert text.count("'") >= 10 and text.endswith("\n")
+    picture = first.locator("img")
+    assert picture.get_attribute("src") == "/static/img/python-string-card.png"
+    picture.scroll_into_view_if_needed()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=picture.element_handle())
     shoot(page, "home-python")
 
 

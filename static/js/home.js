@@ -7,9 +7,24 @@ const list = document.getElementById("model-list");
 const status = document.getElementById("models-status");
 
 const CELL_NAMES = { rnn: "vanilla RNN", gru: "GRU", lstm: "LSTM" };
-// PLACEHOLDER (issue 9): the python model's quote cell, {layer, quantity, neuron}, once someone
-// has found it. Until then the "Find the quote cell" card opens the quote probe instead.
-const QUOTE_CELL = null;
+// The python model's quote cell (README, "Karpathy's cells in Python source"): h[221] of layer 1
+// falls inside one-line string literals (AUC 0.070 over 50,000 validation characters), shown on a
+// validation passage of inspect.py full of them.
+const QUOTE_CELL = {
+  layer: 1, quantity: "h", neuron: 221,
+  text: "    name = getattr(obj, '__name__', None)\n" +
+    "    code = getattr(obj, '__code__', None)\n" +
+    "    defaults = getattr(obj, '__defaults__', _void) # Important to use _void ...\n" +
+    "    kwdefaults = getattr(obj, '__kwdefaults__', _void) # ... and not None here\n" +
+    "    annotations = getattr(obj, '__annotations__', None)\n" +
+    "\n" +
+    "    return (isinstance(code, types.CodeType) and\n" +
+    "            isinstance(name, str) and\n" +
+    "            (defaults is None or isinstance(defaults, tuple)) and\n" +
+    "            (kwdefaults is None or isinstance(kwdefaults, dict)) and\n" +
+    "            (isinstance(annotations, (dict)) or annotations is None) )\n" +
+    "\n",
+};
 // Characters every tinyshakespeare model knows (no quotes or brackets in that corpus).
 const DEMO_TEXT = "BRUTUS:\nSpeak, speak! the citizens cry; what say you, sir?";
 
@@ -90,9 +105,8 @@ function showQuoteCell(models) {
   const card = document.getElementById("start-quote");
   if (!card || !models.some((m) => m.id === "python")) return;
   if (QUOTE_CELL) {
-    const { layer, quantity, neuron } = QUOTE_CELL;
-    card.href = `/explore?model=python&layer=${layer}&quantity=${quantity}&neuron=${neuron}`;
-    delete card.dataset.placeholder;
+    const { layer, quantity, neuron, text } = QUOTE_CELL;
+    card.href = `/explore?${new URLSearchParams({ model: "python", layer, quantity, neuron, text })}`;
   }
   card.hidden = false;
   card.parentElement.prepend(card);
