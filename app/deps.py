@@ -4,9 +4,14 @@ create_app and its lifespan; tests pass their own Settings to create_app or swap
 these with app.dependency_overrides."""
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from .compute_gate import ComputeGate
 from .registry import Entry, ModelRegistry, UnknownModelError
@@ -46,3 +51,26 @@ async def get_compute_slots(request: Request) -> ComputeGate:
 
 
 ComputeSlots = Annotated[ComputeGate, Depends(get_compute_slots)]
+
+
+def rendered_in_thread(endpoint: Callable[..., BaseModel]) -> Callable[..., Response]:
+    """Render a sync endpoint's answer to JSON in its worker thread. FastAPI serialises a
+    response model on the event loop, and a trace of every quantity is tens of megabytes:
+    rendering it there held /healthz and every page for as long. The route keeps its
+    response_model for /docs; the model was validated when it was built."""
+    @functools.wraps(endpoint)
+    def wrapper(*args, **kwargs) -> Response:
+        answer = endpoint(*args, **kwargs)
+        if isinstance(answer, BaseModel):
+            return Response(answer.model_dump_json(), media_type="application/json")
+        return answer
+    return wrapper
+
+
+class RenderedInThread(APIRoute):
+    """The route class of the compute routers: their sync endpoints render in the thread."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        if not inspect.iscoroutinefunction(endpoint) and not inspect.isgeneratorfunction(endpoint):
+            endpoint = rendered_in_thread(endpoint)
+        super().__init__(path, endpoint, **kwargs)

@@ -13,7 +13,7 @@ from model.vocab import Vocab
 from model.analysis import gate_saturation
 
 from ..compute import SENT_BYTES, encode_array, read, rounded
-from ..deps import ComputeSlots, ModelDep, SettingsDep
+from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
 from ..registry import block_names
 from ..schemas import (GateSaturation, GatesLayer, GatesRequest, GatesResponse, GradientLayer,
@@ -22,7 +22,7 @@ from ..schemas import (GateSaturation, GatesLayer, GatesRequest, GatesResponse, 
 from ..settings import Settings
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["analysis"],
-                   responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
+                   responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 
 
 def readable_text(req: TextRequest, vocab: Vocab, settings: Settings,

@@ -32,8 +32,9 @@ def summary(entry: Entry) -> ModelSummary:
 
 
 @router.get("", response_model=list[ModelSummary])
-def list_models(registry: RegistryDep) -> list[ModelSummary]:
-    """Every loaded model, the bundled ones first."""
+async def list_models(registry: RegistryDep) -> list[ModelSummary]:
+    """Every loaded model, the bundled ones first. On the event loop: it reads only what the
+    registry keeps (no file, no lock), so it answers without waiting for a worker thread."""
     return [summary(e) for e in registry]
 
 

@@ -21,7 +21,7 @@ from model.sample import sample as write
 
 from ..compute import encode_array, rounded
 from ..corpus_index import CorpusLibrary
-from ..deps import ComputeSlots, ModelDep, SettingsDep
+from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
                               InterveneRequest, InterveneResponse, MemorisedRequest, MemorisedResponse,
@@ -30,7 +30,8 @@ from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, H
 from ..registry import Entry
 from .analysis import prediction, readable_text
 
-router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
+router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE,
+                   route_class=RenderedInThread)
 
 _library_lock = threading.Lock()
 

@@ -14,11 +14,11 @@ from model.lm import LanguageModel
 from model.sample import generate
 
 from ..compute_gate import ComputeBusy
-from ..deps import ComputeSlots, ModelDep, SettingsDep
+from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, vet_text
 from ..schemas import ErrorMessage, SampleChunk, SampleDone, SampleRequest, SampleResponse
 
-router = APIRouter(prefix="/api/models/{model_id}", tags=["sample"])
+router = APIRouter(prefix="/api/models/{model_id}", tags=["sample"], route_class=RenderedInThread)
 
 
 @dataclass
