@@ -59,10 +59,13 @@ def inside_quotes(text: str) -> np.ndarray:
 BRACKETS = {"(": ")", "[": "]", "{": "}"}
 
 
-def bracket_depth(text: str) -> np.ndarray:
-    """How many (, [ or { are open after reading each character; never below 0."""
+def bracket_depth(text: str, counted: np.ndarray | None = None) -> np.ndarray:
+    """How many (, [ or { are open after reading each character; never below 0. With
+    `counted` (T,) only the brackets where it is non-zero open or close."""
     codes = _chars(text)
     step = np.isin(codes, _chars("([{")).astype(np.int64) - np.isin(codes, _chars(")]}"))
+    if counted is not None:
+        step *= counted != 0
     depth = np.cumsum(step)
     # A stray closer must not make the rest of the text "negative depth": clip the
     # running sum at 0 (the running minimum of the unclipped sum is what to lift by).
@@ -185,6 +188,12 @@ def python_literals(text: str) -> Literals:
     return Literals(inside[0], inside[1], inside[2])
 
 
+def code_only(text: str) -> np.ndarray:
+    """1 for characters of Python code: outside string literals and comments."""
+    found = python_literals(text)
+    return ((found.string + found.comment) == 0).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Concept:
     name: str
@@ -202,6 +211,9 @@ CONCEPTS: dict[str, Concept] = {c.name: c for c in (
     Concept("brackets", "inside parentheses, brackets or braces", False,
             lambda t: (bracket_depth(t) > 0).astype(np.float32)),
     Concept("bracket_depth", "how many brackets are open", True, bracket_depth),
+    # One "[" in a string would otherwise leave the rest of a source file "inside brackets".
+    Concept("code_bracket_depth", "how many brackets are open in Python code (those in strings and comments "
+            "not counted)", True, lambda t: bracket_depth(t, code_only(t))),
     Concept("line_position", "characters since the start of the line", True, line_position),
     Concept("line_start", "the first character of a line", False, line_start),
     Concept("word_start", "the first character of a word", False, word_start),

@@ -135,6 +135,14 @@ def test_unterminated_strings_end_at_the_newline_or_the_end_of_the_text():
     assert all(a.shape == (0,) for a in python_literals(""))
 
 
+def test_code_bracket_depth_skips_brackets_in_strings_and_comments():
+    t = 'f(x, "[", g(y)) # (\nz = [1, \'{\']\n'
+    depth = CONCEPTS["code_bracket_depth"].indicator(t)
+    assert depth[t.index("g(") + 1] == 2 and depth[t.index(")) #") + 1] == 0
+    assert depth[t.index("\n")] == 0 and depth[-1] == 0 and depth[t.index("1,")] == 1
+    assert CONCEPTS["bracket_depth"].indicator(t)[-1] == 3                  # the plain concept counts them all
+
+
 def test_the_literal_scanner_is_linear_in_the_text():
     """Quotes, hashes and backslashes packed densely, where a scan that looked ahead for a
     closing quote from every opening one would be quadratic."""
