@@ -384,3 +384,34 @@ def test_the_gradients_page_opens_on_the_first_models_own_text(page, more_models
     page.wait_for_function("() => document.getElementById('grad-chart').data?.length > 0")
     assert page.input_value("#text") == passages[0]["text"]
     assert page.locator("#passage option").count() == len(passages) + 1
+
+
+def test_gates_probe_and_compare_open_on_the_models_own_passages(page, more_models):
+    def passages(model):
+        return httpx.get(f"{more_models}/api/models/{model}/passages", timeout=30).json()["passages"]
+
+    def text_becomes(text):
+        page.wait_for_function("t => document.getElementById('text').value === t", arg=text)
+
+    code, shakespeare = passages("python"), passages("lstm")
+    page.goto(f"{more_models}/gates?model=python")
+    text_becomes("\n".join(p["text"] for p in code))                 # all of them: steadier fractions
+    assert [o.strip() for o in page.locator("#passage option").all_inner_texts()][1:] == [p["title"] for p in code]
+    page.wait_for_function("() => document.getElementById('chart').data?.length > 0")
+    page.select_option("#model", "lstm")                              # another model's text gives way
+    text_becomes("\n".join(p["text"] for p in shakespeare))
+
+    page.goto(f"{more_models}/probe?model=python&concept=string")
+    text_becomes("\n".join(p["text"] for p in code[:2]))
+    page.select_option("#model", "lstm")
+    text_becomes("\n".join(p["text"] for p in shakespeare[:2]))
+    page.goto(f"{more_models}/probe?model=python&text={quote(URL)}")    # a text of one's own stays
+    page.select_option("#model", "lstm")
+    page.wait_for_function("t => document.getElementById('passage').options[1]?.dataset.text === t",
+                           arg=shakespeare[0]["text"])
+    assert page.input_value("#text") == URL
+
+    page.goto(f"{more_models}/compare?models=python")
+    text_becomes(code[0]["text"])
+    page.locator("#models input[value=lstm]").check()                 # the first ticked model's, in the list
+    text_becomes(shakespeare[0]["text"])

@@ -24,8 +24,9 @@ def has_route(request: Request, name: str) -> bool:
 
 templates.env.globals["has_route"] = has_route
 
-# Passages of tinyshakespeare, the bundled models' corpus: the first lines of the file,
-# then three from the last 10 %, which the models never trained on.
+# Passages of tinyshakespeare, the Shakespeare models' corpus: the first lines of the file,
+# then three from the last 10 %, which the models never trained on. The Learn page reads
+# them; the other pages offer each model passages of its own corpus instead.
 PASSAGES = [
     ("First Citizen (training text)",
      "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -56,12 +57,13 @@ PAGE_STATE = {
 
 
 def render(request: Request, page: str, state_keys: tuple[str, ...] | None = None, **context) -> HTMLResponse:
-    """The page's template with the query parameters it keeps (PAGE_STATE unless given) and
-    the built-in passages; `context` adds what a page's template needs besides."""
+    """The page's template with the query parameters it keeps (PAGE_STATE unless given);
+    `context` adds what a page's template needs besides. Passages to read come from each
+    model's own corpus, by the pages' scripts (GET /api/models/{id}/passages)."""
     keys = PAGE_STATE.get(page, ()) if state_keys is None else state_keys
     state = {k: request.query_params.get(k, "") for k in keys}
     return templates.TemplateResponse(request, f"{page}.html",
-                                      {"page": page, "state": state, "passages": PASSAGES, **context})
+                                      {"page": page, "state": state, **context})
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -17,6 +17,7 @@ const nextSignal = latest();
 const drawn = { chars: false, horizon: false, gates: false, runs: false };
 const RUN_COLOURS = ["#1c6dd0", "#e8590c", "#2f9e44", "#7048e8", "#d6336c", "#0c8599", "#f08c00", "#5c940d"];
 let runs = [];
+let offered = { model: null, texts: [] };   // whose passages the menu holds, and their texts
 
 const chosen = () => [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
 
@@ -33,7 +34,7 @@ function fillChips(wanted) {
     box.value = m.id;
     box.checked = ticked.includes(m.id);
     label.querySelector(".swatch").style.background = modelColours(models)[m.id];
-    box.addEventListener("change", () => compare());
+    box.addEventListener("change", async () => { await fillPassages(); compare(); });
     els.models.append(label);
   }
 }
@@ -205,6 +206,30 @@ async function drawRuns() {
     xaxis: { title: { text: "characters seen" } }, yaxis: { title: { text: "loss (nats/char)" } } }));
 }
 
+/** The passages of the first ticked model's own corpus (GET /api/models/{id}/passages) in the
+ * menu; the first in the text box when it is empty or holds another model's passage. */
+async function fillPassages() {
+  const first = chosen()[0];
+  if (!first || first === offered.model) return;
+  let passages = [];
+  try {
+    ({ passages } = await api(`/api/models/${encodeURIComponent(first)}/passages`));
+  } catch (e) {
+    if (isAbort(e)) throw e;
+  }
+  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
+    const o = new Option(p.title, String(k));
+    o.dataset.text = p.text;
+    return o;
+  }));
+  if (passages.length && (!els.text.value || offered.texts.includes(els.text.value))) {
+    els.text.value = passages[0].text;
+    els.passage.value = "0";
+    els.position.value = "";
+  }
+  offered = { model: first, texts: passages.map((p) => p.text) };
+}
+
 els.corpus.addEventListener("change", drawRuns);
 els.go.addEventListener("click", compare);
 els.position.addEventListener("change", compare);
@@ -225,7 +250,7 @@ async function main() {
       { html: `<p><a href="/">See how to add one →</a></p>` });
   }
   fillChips((els.models.dataset.initial || "").split(",").filter(Boolean));
-  if (!els.text.value) els.text.value = els.passage.options[2]?.dataset.text ?? "";
+  await fillPassages();
   loadRuns();
   // A click on the per-character chart explains that prediction.
   await compare();

@@ -16,6 +16,7 @@ const GATE_NAMES = {
 let models = [];
 let drawn = false;
 let current = null;   // {model, text, data}
+let offered = [];     // texts the passage menu and the default offer for the model shown
 const nextSignal = latest();
 
 function figure(data) {
@@ -137,7 +138,27 @@ async function measure() {
   }
 }
 
-els.model.addEventListener("change", measure);
+/** The passages of the model's own corpus (GET /api/models/{id}/passages) in the menu; all of
+ * them, one after another, in the text box when it is empty or holds another model's. */
+async function fillPassages() {
+  let passages = [];
+  try {
+    ({ passages } = await api(`/api/models/${encodeURIComponent(els.model.value)}/passages`));
+  } catch (e) {
+    if (isAbort(e)) throw e;
+  }
+  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
+    const o = new Option(p.title, String(k));
+    o.dataset.text = p.text;
+    return o;
+  }));
+  // Every passage together: longer text gives steadier fractions.
+  const all = passages.map((p) => p.text).join("\n");
+  if (!els.text.value || offered.includes(els.text.value)) els.text.value = all;
+  offered = [all, ...passages.map((p) => p.text)];
+}
+
+els.model.addEventListener("change", async () => { await fillPassages(); measure(); });
 els.measure.addEventListener("click", measure);
 els.passage.addEventListener("change", () => {
   const opt = els.passage.selectedOptions[0];
@@ -150,7 +171,6 @@ els.text.addEventListener("keydown", (e) => {
 });
 
 async function main() {
-  if (!els.text.value) els.text.value = [...els.passage.options].slice(1).map((o) => o.dataset.text).join("\n");
   try {
     models = await api("/api/models");
   } catch (e) {
@@ -165,6 +185,7 @@ async function main() {
   // Prefer a gated model when the link names none.
   const wanted = els.model.dataset.initial || (models.find((m) => m.cell === "lstm") || models.find((m) => m.cell !== "rnn") || models[0]).id;
   fillModelSelect(els.model, models, wanted);
+  await fillPassages();
   await measure();
 }
 

@@ -16,6 +16,7 @@ const nextSignal = latest();
 const INDICATOR = [[0, [255, 255, 255]], [1, [255, 212, 59]]];     // concept: white to amber
 let last = null;                                                   // {model, text, data, values}
 let models = [];
+let offered = [];                      // texts the passage menu and the default offer for the model shown
 
 const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
 
@@ -233,9 +234,29 @@ async function run() {
   }
 }
 
+/** The passages of the model's own corpus (GET /api/models/{id}/passages) in the menu; the
+ * first two in the text box when it is empty or holds another model's. */
+async function fillPassages() {
+  let passages = [];
+  try {
+    ({ passages } = await api(`/api/models/${encodeURIComponent(els.model.value)}/passages`));
+  } catch (e) {
+    if (isAbort(e)) throw e;
+  }
+  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
+    const o = new Option(p.title, String(k));
+    o.dataset.text = p.text;
+    return o;
+  }));
+  // Two passages: enough lines for line-position and start-of-line concepts to vary.
+  const two = passages.slice(0, 2).map((p) => p.text).join("\n");
+  if (!els.text.value || offered.includes(els.text.value)) els.text.value = two;
+  offered = [two, ...passages.map((p) => p.text)];
+}
+
 els.go.addEventListener("click", run);
 els.concept.addEventListener("change", () => { showConcept(); run(); });
-els.model.addEventListener("change", run);
+els.model.addEventListener("change", async () => { await fillPassages(); run(); });
 els.passage.addEventListener("change", () => {
   const opt = els.passage.selectedOptions[0];
   if (opt?.dataset.text) { els.text.value = opt.dataset.text; run(); }
@@ -259,11 +280,7 @@ async function main() {
       { html: `<p><a href="/">See how to add one →</a></p>` });
   }
   fillModelSelect(els.model, models, els.model.dataset.initial);
-  if (!els.text.value) {
-    // Two passages: enough lines for line-position and start-of-line concepts to vary.
-    const opts = [...els.passage.options].filter((o) => o.dataset.text);
-    els.text.value = opts.slice(0, 2).map((o) => o.dataset.text).join("\n");
-  }
+  await fillPassages();
   await run();
 }
 
