@@ -256,7 +256,7 @@ def test_the_explorer_opens_on_the_models_own_text_and_its_liveliest_neuron(page
     # h of the top layer, and the unit that varies most over the passage.
     assert page.input_value("#quantity") == "h" and page.input_value("#layer") == "1"
     trace = httpx.post(f"{more_models}/api/models/python/trace", json={
-        "text": passages[0]["text"], "layers": [1], "quantities": ["h"]}, timeout=30).json()
+        "text": passages[0]["text"], "layers": [1], "quantities": ["h"], "encoding": "float16"}, timeout=30).json()
     h = decode(trace["layers"][0]["quantities"]["h"]).astype(np.float64)
     assert page.input_value("#neuron") == str(int(h.var(axis=0).argmax()))
     assert page.locator("#variable-neurons .chip").first.get_attribute("aria-pressed") == "true"
@@ -286,7 +286,8 @@ def test_c_past_its_range_is_coloured_on_the_neurons_own_scale(page, live_server
     page.goto(f"{live_server}/explore?model=lstm&layer=1&quantity=c&neuron=3&text={quote(TEXT)}")
     page.wait_for_function("() => document.getElementById('heatmap').data")
     encoded = httpx.post(f"{live_server}/api/models/lstm/trace", json={
-        "text": TEXT, "layers": [1], "quantities": ["c"]}, timeout=30).json()["layers"][0]["quantities"]["c"]
+        "text": TEXT, "layers": [1], "quantities": ["c"], "encoding": "float16"},
+        timeout=30).json()["layers"][0]["quantities"]["c"]
     encoded["scale"] *= loud
     c = decode(encoded)                                              # (T, H) as the page holds it
 

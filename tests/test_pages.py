@@ -55,8 +55,10 @@ def assert_colours(actual_css: list[str], expected: list[tuple[int, int, int]]) 
 
 
 def decode(encoded: dict) -> np.ndarray:
-    """The API's int8 encoding: value = q * scale, as the page decodes it (float32)."""
-    q = np.frombuffer(base64.b64decode(encoded["data"]), dtype="<i1").reshape(encoded["shape"])
+    """An encoded trace array as the page decodes it (float32): int8 is q * scale, the
+    floats are themselves (times scale, 1 as the server sends them)."""
+    dtype = {"int8": "<i1", "float16": "<f2", "float32": "<f4"}[encoded["dtype"]]
+    q = np.frombuffer(base64.b64decode(encoded["data"]), dtype=dtype).reshape(encoded["shape"])
     return (q.astype(np.float64) * encoded["scale"]).astype(np.float32)
 
 
@@ -105,7 +107,9 @@ def test_explorer_colours_text_by_the_selected_neuron(page, live_server, api):
     page.wait_for_function(f"() => document.querySelectorAll('#charmap .ch').length === {len(TEXT)}")
     page.wait_for_function("() => document.getElementById('heatmap').data")
 
-    trace = api("/api/models/lstm/trace", {"text": TEXT, "layers": [1], "quantities": ["h"], "top_k": 5})
+    # The page asks for float16: int8's one scale per array flattened small units (issue 9).
+    trace = api("/api/models/lstm/trace", {"text": TEXT, "layers": [1], "quantities": ["h"], "top_k": 5,
+                                           "encoding": "float16"})
     h = decode(trace["layers"][0]["quantities"]["h"])                    # (T, H)
     T, H = h.shape
 
@@ -158,7 +162,7 @@ def test_explorer_colours_text_by_the_selected_neuron(page, live_server, api):
     # A gate is drawn on the sequential scale, after one new request.
     page.select_option("#quantity", "f")
     page.wait_for_function("() => document.getElementById('heatmap').data[0].zmin === 0")
-    f = decode(api("/api/models/lstm/trace", {"text": TEXT, "layers": [1], "quantities": ["f"]})
+    f = decode(api("/api/models/lstm/trace", {"text": TEXT, "layers": [1], "quantities": ["f"], "encoding": "float16"})
                ["layers"][0]["quantities"]["f"])
     assert_colours(span_colours(), [colour_at(SEQUENTIAL, v) for v in f[:, 3]])
     assert len(trace_requests) == 2

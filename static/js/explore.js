@@ -483,7 +483,11 @@ async function load() {
   setStatus(els.status, "loading", `Reading ${text.length.toLocaleString()} characters with ${state.model}…`);
   els.read.disabled = true;
   try {
-    const body = { text, layers: [state.layer], quantities: [state.quantity], top_k: 5, encoding: "int8" };
+    // float16, not int8: int8 has one scale for the whole array, and a layer whose cell
+    // state reaches ±400 left a unit that moves within ±2 two shades (the python model's
+    // quote cell, c[221] of layer 1). Each unit is drawn on its own scale, so it needs its
+    // own precision; float16 keeps three digits of every value at twice int8's bytes.
+    const body = { text, layers: [state.layer], quantities: [state.quantity], top_k: 5, encoding: "float16" };
     if (state.drop) body.drop_unknown = true;
     const data = await api(`/api/models/${encodeURIComponent(state.model)}/trace`, body, { signal });
     const layer = data.layers.find((l) => l.layer === state.layer) || data.layers[0];
