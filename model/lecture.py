@@ -6,6 +6,7 @@ cells, network and trainer.
 2. The same network unrolled further: how a change of the first input moves h_t, then fades.
 3. Going forwards: power iteration h <- W_r h / ||W_r h||, and the same with tanh.
 4. Going backwards: dL/dh_k on a model whose W_hh is rescaled.
+5. Clipping: the same small RNN trained by SGD with and without gradient clipping.
 6. The highways: the product of the LSTM's forget gates (the GRU's update gates) beside the
    vanilla RNN's dh_t/dh_k.
 
@@ -18,11 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import network
 from .analysis import GradientProfile, gradient_through_time
-from .layers import log_softmax
+from .data import StreamBatches
+from .layers import log_softmax, softmax_cross_entropy
 from .lm import LanguageModel
 from .network import ModelConfig, layer_params
-from .train import TrainConfig, TrainingDiverged, TrainResult, train
+from .optim import clip_by_global_norm
+from .train import TrainConfig, TrainResult, train
+from .vocab import Vocab
 
 # ---- 1. "hello" ---------------------------------------------------------------------------
 
@@ -202,33 +207,49 @@ def gates_of(model: LanguageModel, text: str, layer: int, gate_name: str) -> np.
 
 # ---- 5. Clipping ------------------------------------------------------------------------------
 
+# Divergence as the trainer judges it: cross-entropy three times its starting ln V (char-rnn).
+EXPLODED = 3.0
+
+
 @dataclass
 class ClipRun:
-    loss: list[float]
-    grad_norm: list[float]
+    loss: list[float]          # per SGD step, nats/char
+    grad_norm: list[float]     # global norm before clipping
     clipped: list[bool]
-    diverged: str | None       # the trainer's message when the run blew up
+    diverged: str | None       # why the run stopped early, if it did
 
 
-def clipping_run(text: str, hidden: int, steps: int, learning_rate: float, clip: float, seed: int,
-                 seq_length: int) -> ClipRun:
-    """A 1-layer vanilla RNN trained on `text` (Adagrad, as min-char-rnn, whose steps grow with
-    the gradient) with global-norm clipping at `clip` (0: off). Same seed, same batches."""
-    losses, norms, clipped = [], [], []
+def sgd_clipping_run(text: str, hidden: int, steps: int, learning_rate: float, clip: float, seed: int,
+                     seq_length: int) -> ClipRun:
+    """A 1-layer vanilla RNN trained on `text` by plain SGD, p <- p - lr * g, with global-norm
+    clipping at `clip` (0: off), batches of one stream of `seq_length` characters, state carried.
 
-    def progress(event):
-        losses.append(event.loss)
-        norms.append(event.grad_norm)
-        clipped.append(event.clipped)
-
-    cfg = TrainConfig(batch_size=1, seq_length=seq_length, learning_rate=learning_rate, optimizer="adagrad",
-                      lr_decay=1.0, grad_clip=clip, max_steps=steps, val_fraction=0.0, eval_every=10**6,
-                      seed=seed)
-    diverged = None
-    try:
-        train(text, ModelConfig("rnn", 1, hidden, 1), cfg, progress=progress, corpus_name="clipping",
-              dtype=np.float64)
-    except TrainingDiverged as e:
-        diverged = str(e)
-    return ClipRun(losses, norms, clipped, diverged)
-
+    Not model.train: its optimizers (Adam, Adagrad) rescale every step by the gradient's own
+    history, which hides what clipping does; with plain SGD, as in Pascanu, Mikolov & Bengio
+    (2013), a gradient 50 times larger is a step 50 times longer. The network's forward and
+    backward, the loss and the clipping are the trainer's own."""
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    cfg = ModelConfig("rnn", len(vocab), hidden, 1)
+    params = network.init_params(cfg, seed, np.float64)
+    batches = StreamBatches(ids, 1, seq_length)
+    run = ClipRun([], [], [], None)
+    state = None
+    for step in range(steps):
+        k = step % len(batches)
+        if k == 0:
+            state = None
+        x, y = batches[k]
+        logits, state, cache = network.forward(cfg, params, x, state)
+        loss, dlogits, _ = softmax_cross_entropy(logits, y)
+        if not math.isfinite(loss) or loss > EXPLODED * math.log(len(vocab)):
+            run.diverged = f"loss is exploding ({loss:.3g} at step {step + 1}), aborting"
+            break
+        grads = network.backward(cfg, params, dlogits, cache).params
+        norm, clipped = clip_by_global_norm(grads, clip)
+        for name, p in params.items():
+            p -= learning_rate * grads[name]
+        run.loss.append(loss)
+        run.grad_norm.append(norm)
+        run.clipped.append(clipped)
+    return run

@@ -105,6 +105,21 @@ def test_gate_product_is_the_running_product_of_gates():
     np.testing.assert_allclose(rms, [1.0, np.sqrt((0.2**2 + 1) / 2), np.sqrt((0.18**2 + 0.64) / 2)])
 
 
+def test_clipping_tames_the_run_that_explodes_without_it():
+    from app.routers.pages import PASSAGES
+
+    text = PASSAGES[0][1]
+    free = lecture.sgd_clipping_run(text, 64, 300, 1.0, 0.0, 0, 25)
+    held = lecture.sgd_clipping_run(text, 64, 300, 1.0, 1.0, 0, 25)
+    assert free.diverged and "exploding" in free.diverged and not any(free.clipped)
+    assert held.diverged is None and len(held.loss) == 300 and held.loss[-1] < 1.0
+    first = held.clipped.index(True)
+    assert held.grad_norm[first] > 1.0 and all(n <= 1.0 for n in held.grad_norm[:first])
+    # The same seed and batches: identical until the first clipped step changes the weights.
+    assert held.loss[:first + 1] == free.loss[:first + 1]
+    assert held.loss[first + 1] != free.loss[first + 1]
+
+
 def test_scaled_recurrence_scales_only_W_hh(models):
     m = models["rnn"]
     s = lecture.scaled_recurrence(m, 0.5)
@@ -180,6 +195,16 @@ def test_backward_refuses_what_it_cannot_take(client):
     assert client.post("/api/learn/backward/nope", json={}).status_code == 404
     r = client.post("/api/learn/backward/rnn", json={"passage": 99})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "passage"]
+
+
+def test_clipping_route_runs_both(client):
+    body = {"passage": 0, "clip": 1.0, "learning_rate": 1.0, "steps": 300}
+    d = client.post("/api/learn/clipping", json=body).json()
+    free, held = d["runs"]
+    assert free["clip"] == 0 and held["clip"] == 1.0
+    assert free["diverged"] and held["diverged"] is None and len(held["loss"]) == 300
+    r = client.post("/api/learn/clipping", json={"clip": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "clip"]
 
 
 def test_highway_route_compares_the_three_paths(client, models):
@@ -288,6 +313,16 @@ def test_learn_page_steps_through_every_chapter(page, live_server):
     page.wait_for_function("() => new URL(location).searchParams.get('scale') === '1.5'")
     page.wait_for_function("() => document.getElementById('backward-spectrum').textContent"
                            ".includes('× 1.50')")
+
+    # 5: the norms and losses of both runs, the threshold drawn.
+    page.click("#chapter-next")
+    clip = wait_drawn(page, "clip-chart", "clipping", 4)
+    assert [t["meta"] for t in clip["traces"]] == ["norm-0", "loss-0", "norm-1", "loss-1"]
+    assert len(clip["traces"][2]["x"]) == 400 and len(clip["traces"][0]["x"]) < 400    # unclipped: blew up
+    assert "stopped at step" in page.locator("#clip-caption").inner_text()
+    set_range(page, "clip-threshold", 2.5)
+    page.wait_for_function("() => new URL(location).searchParams.get('clip') === '2.5'")
+    page.wait_for_function("() => document.getElementById('clip-chart').data[2].name === 'clipped at 2.5'")
 
     # 6: the RNN's Jacobian beside the LSTM's and GRU's gate products (and their best units).
     page.click("#chapter-next")

@@ -18,18 +18,19 @@ from model import lecture
 from model.sample import sample
 
 from ..deps import ComputeSlots, ModelDep, RegistryDep, RenderedInThread
-from ..errors import NOT_FOUND, invalid
+from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid
 from ..registry import block_names
 from ..schemas import StrictBody
 from . import pages
 from .analysis import norms
 
 router = APIRouter(route_class=RenderedInThread)
-api = APIRouter(prefix="/api/learn", tags=["learn"], route_class=RenderedInThread)
+api = APIRouter(prefix="/api/learn", tags=["learn"], responses=BAD_BODY | TOO_LARGE,
+                route_class=RenderedInThread)
 
 # Query parameters the page keeps in its URL (all chapters' settings); learn.js validates them.
-STATE = ("chapter", "seed", "t", "steps", "w", "h0", "mode", "iters", "model", "passage", "position",
-         "scale", "span", "layer", "clip")
+STATE = ("chapter", "seed", "t", "steps", "w", "h0", "mode", "iters", "model", "passage", "scale", "span",
+         "layer", "clip", "lr")
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Training seed: another seed, another network.")]
 Passage = Annotated[int, Field(ge=0, le=len(pages.PASSAGES) - 1,
@@ -243,6 +244,49 @@ def backward(req: BackwardRequest, entry: ModelDep, slots: ComputeSlots) -> Back
     return BackwardResponse(text=text, position=position, target=text[position + 1],
                             loss=g.loss if math.isfinite(g.loss) else -1.0, scale=req.scale, layers=layers,
                             dropped=dropped)
+
+
+# ---- 5. Clipping ----------------------------------------------------------------------------
+
+CLIP_HIDDEN, CLIP_SEQ = 64, 25     # small enough for two runs of 600 steps in under a second
+
+
+class ClippingRequest(StrictBody):
+    passage: Passage = 0
+    learning_rate: float = Field(1.0, ge=0.05, le=2.0, allow_inf_nan=False, description="SGD step size.")
+    clip: float = Field(1.0, ge=0.25, le=10.0, allow_inf_nan=False,
+                        description="The clipped run's global-norm threshold; the other run never clips.")
+    steps: int = Field(400, ge=10, le=600, description="SGD steps of each run.")
+    seed: Seed = 0
+
+
+class ClipRunOut(BaseModel):
+    clip: float = Field(description="The threshold; 0 for the run without clipping.")
+    loss: list[float] = Field(description="Training loss per step, nats/char.")
+    grad_norm: list[float] = Field(description="Global gradient norm per step, before clipping.")
+    clipped: list[bool]
+    diverged: str | None = Field(description="Why the run stopped early, if it did.")
+
+
+class ClippingResponse(BaseModel):
+    chars: int = Field(description="Characters of the passage the runs train on.")
+    hidden_size: int
+    seq_length: int
+    runs: list[ClipRunOut] = Field(description="Without clipping, then with it: same seed, same batches.")
+
+
+@api.post("/clipping", response_model=ClippingResponse)
+def clipping(req: ClippingRequest, slots: ComputeSlots) -> ClippingResponse:
+    """Chapter 5: a small RNN trained by SGD twice, without and with gradient clipping."""
+    text = pages.PASSAGES[req.passage][1]
+    runs = []
+    with slots:
+        for clip in (0.0, req.clip):
+            r = lecture.sgd_clipping_run(text, CLIP_HIDDEN, req.steps, req.learning_rate, clip, req.seed,
+                                         CLIP_SEQ)
+            runs.append(ClipRunOut(clip=clip, loss=r.loss, grad_norm=r.grad_norm, clipped=r.clipped,
+                                   diverged=r.diverged))
+    return ClippingResponse(chars=len(text), hidden_size=CLIP_HIDDEN, seq_length=CLIP_SEQ, runs=runs)
 
 
 # ---- 6. The highways --------------------------------------------------------------------------

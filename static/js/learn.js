@@ -23,7 +23,7 @@ const state = {
   seed: clamp(toInt(q.get("seed"), 0), 0, 2 ** 31 - 1),
   t: clamp(toInt(q.get("t"), 0), 0, 3),
   temperature: 1,
-  sampleSeed: 0,
+  sampleSeed: 1,
   steps: clamp(toInt(q.get("steps"), 20), 2, 60),
   w: floats(q.get("w"), 4, W_DEFAULT).map((v) => clamp(v, -2, 2)),
   h0: floats(q.get("h0"), 2, [-0.5, 1]).map((v) => clamp(v, -1, 1)),
@@ -34,6 +34,8 @@ const state = {
   scale: clamp(toFloat(q.get("scale"), 1), 0.25, 2),
   span: clamp(toInt(q.get("span"), 80), 10, 150),
   layer: q.get("layer") === "bottom" ? "bottom" : "top",
+  clip: clamp(toFloat(q.get("clip"), 1), 0.25, 10),
+  lr: clamp(toFloat(q.get("lr"), 1), 0.1, 2),
 };
 
 function saveState() {
@@ -44,6 +46,7 @@ function saveState() {
     h0: s.h0.join(",") === "-0.5,1" ? "" : s.h0.join(","), mode: s.mode === "tanh" ? "tanh" : "",
     iters: s.iters === 12 ? "" : s.iters, model: s.model === "rnn" ? "" : s.model, passage: s.passage || "",
     scale: s.scale === 1 ? "" : s.scale, span: s.span === 80 ? "" : s.span, layer: s.layer === "top" ? "" : s.layer,
+    clip: s.clip === 1 ? "" : s.clip, lr: s.lr === 1 ? "" : s.lr,
   });
 }
 
@@ -377,6 +380,55 @@ async function fillModels() {
   return models;
 }
 
+// ---- Chapter 5: clipping --------------------------------------------------------------------
+
+const clipping = { load: loader($("clip-status"), $("clip-chart")) };
+const RUN_COLOURS = ["#c92a2a", "#1c6dd0"];
+
+function loadClipping() {
+  const body = { passage: state.passage, clip: state.clip, learning_rate: state.lr, steps: 400, seed: 0 };
+  return clipping.load("/api/learn/clipping", body, (d) => {
+    const traces = [];
+    d.runs.forEach((r, i) => {
+      const name = r.clip ? `clipped at ${r.clip}` : "no clipping";
+      const steps = r.loss.map((_, k) => k + 1);
+      traces.push({ type: "scatter", mode: "lines", x: steps, y: r.grad_norm, name, legendgroup: name, meta: `norm-${i}`,
+        line: { color: RUN_COLOURS[i], width: 1.5 }, hovertemplate: `${name}, step %{x}<br>‖g‖ = %{y:.3g}<extra></extra>` });
+      traces.push({ type: "scatter", mode: "lines", x: steps, y: r.loss, name, legendgroup: name, showlegend: false,
+        meta: `loss-${i}`, xaxis: "x2", yaxis: "y2", line: { color: RUN_COLOURS[i], width: 1.5 },
+        hovertemplate: `${name}, step %{x}<br>loss %{y:.3f}<extra></extra>` });
+    });
+    const clip = d.runs[1].clip;
+    draw($("clip-chart"), traces, {
+      height: 400, margin: { l: 60, r: 20, t: 50, b: 50 }, meta: "clipping",
+      grid: { rows: 1, columns: 2, pattern: "independent", xgap: 0.12 },
+      legend: { orientation: "h", x: 0, y: 1.18 },
+      xaxis: { title: { text: "SGD step" } }, xaxis2: { title: { text: "SGD step" } },
+      yaxis: { type: "log", dtick: 1, title: { text: "‖∂L/∂θ‖ before clipping" }, exponentformat: "power" },
+      yaxis2: { title: { text: "training loss (nats/char)" } },
+      shapes: [{ type: "line", xref: "x domain", yref: "y", x0: 0, x1: 1, y0: clip, y1: clip,
+        line: { color: "#1d2330", width: 1, dash: "dash" } }],
+      annotations: [{ xref: "x domain", yref: "y", x: 1, y: Math.log10(clip), xanchor: "right", yanchor: "bottom",
+        text: `threshold ${clip}`, showarrow: false, font: { size: 12 } }],
+    });
+    const [free, held] = d.runs;
+    const tell = (r) => (r.diverged ? `stopped at step ${r.loss.length + 1}: ${r.diverged.split(",")[0]}`
+      : `ended at loss ${r.loss[r.loss.length - 1].toFixed(2)}`);
+    const cut = held.clipped.filter(Boolean).length;
+    $("clip-caption").textContent = `Without clipping the gradient norm reached ${Math.max(...free.grad_norm).toFixed(1)} `
+      + `and the run ${tell(free)}. With clipping at ${clip} (${cut} of ${held.loss.length} steps clipped) it `
+      + `${tell(held)}. Both runs are the same until the first step whose gradient exceeds the threshold.`;
+  });
+}
+
+for (const [id, key, digits] of [["clip-threshold", "clip", 2], ["clip-lr", "lr", 1]]) {
+  $(id).addEventListener("input", (e) => {
+    state[key] = Number(e.target.value);
+    $(`${id}-out`).textContent = state[key].toFixed(digits);
+  });
+  $(id).addEventListener("change", () => { saveState(); loadClipping(); });
+}
+
 // ---- Chapter 6: the highways -----------------------------------------------------------------
 
 const highway = { load: loader($("highway-status"), $("highway-chart")) };
@@ -431,7 +483,7 @@ document.querySelectorAll(".learn-passage").forEach((select) => select.addEventL
   state.passage = Number(select.value);
   document.querySelectorAll(".learn-passage").forEach((s) => { s.value = String(state.passage); });
   saveState();
-  chapterLoaded[4] = chapterLoaded[6] = false;
+  chapterLoaded[4] = chapterLoaded[5] = chapterLoaded[6] = false;
   loadChapter();
 }));
 
@@ -479,6 +531,7 @@ async function loadChapter() {
   else if (n === 2) await loadUnroll();
   else if (n === 3) { syncPowerInputs(); await loadPower(); }
   else if (n === 4) { await modelsReady; await loadBackward(); }
+  else if (n === 5) await loadClipping();
   else if (n === 6) await loadHighway();
   else if (n === 7) drawCells(await modelsReady);
 }
@@ -519,6 +572,10 @@ function main() {
   $("backward-scale-out").textContent = state.scale.toFixed(2);
   $("unroll-steps").value = state.steps;
   $("unroll-steps-out").textContent = state.steps;
+  $("clip-threshold").value = state.clip;
+  $("clip-threshold-out").textContent = state.clip.toFixed(2);
+  $("clip-lr").value = state.lr;
+  $("clip-lr-out").textContent = state.lr.toFixed(1);
   $("highway-span").value = state.span;
   $("highway-span-out").textContent = state.span;
   document.querySelectorAll("[data-layer]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.layer === state.layer)));
