@@ -68,10 +68,12 @@ class Vocab:
         ids = np.empty(len(text), dtype)
         last = len(self._table) - 1
         for start in range(0, len(text), ENCODE_CHUNK):
-            codes = np.frombuffer(text[start:start + ENCODE_CHUNK].encode("utf-32-le"), dtype=np.uint32)
-            ids[start:start + len(codes)] = self._table[np.minimum(codes, last)]
-        if (ids == len(self.chars)).any():
-            raise UnknownCharactersError(self.unknown(text))
+            piece = text[start:start + ENCODE_CHUNK]
+            codes = np.frombuffer(piece.encode("utf-32-le"), dtype=np.uint32)
+            out = ids[start:start + len(codes)]
+            out[...] = self._table[np.minimum(codes, last)]
+            if (out == len(self.chars)).any():
+                raise UnknownCharactersError(self.unknown(text))
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
