@@ -286,7 +286,8 @@ function loadPower() {
         : `${(Math.acos(Math.min(1, last)) * 180 / Math.PI).toFixed(2)}° from the line of v1`]);
     } else {
       const n = Math.hypot(...tr[tr.length - 1]);
-      rows.push(["‖h‖ after the last step", n.toExponential(2) + (d.spectral_radius < 1 ? " — shrinking towards 0" : "")]);
+      rows.push(["‖h‖ after the last step", (n < 1e-3 ? n.toExponential(2) : n.toFixed(3))
+        + (d.spectral_radius < 1 ? " — shrinking towards 0" : " — held inside the square by tanh")]);
     }
     $("power-eigen").replaceChildren(...rows.flatMap(([k, v]) => [
       Object.assign(document.createElement("dt"), { innerHTML: k }), Object.assign(document.createElement("dd"), { textContent: v })]));
