@@ -262,6 +262,10 @@ def test_learn_page_steps_through_every_chapter(page, live_server):
     p = hello["traces"][0]["z"]                           # rows in vocabulary order e, h, l, o
     assert [max(range(4), key=lambda j: p[j][t]) for t in range(4)] == [0, 2, 2, 3]   # e, l, l, o
     assert "Adam steps" in page.locator("#hello-summary").inner_text()
+    assert page.locator("#hello-weights table").count() == 5            # W_xh, W_hh, b_h, W_hy, b_y
+    losses = page.evaluate("() => document.getElementById('hello-chart').layout.annotations"
+                           ".map((a) => a.text).filter((t) => t.startsWith('target'))")
+    assert [t.split("“")[1][0] for t in losses] == list("ello")
     assert page.locator("#hello-sample-out").inner_text().startswith("h")
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")

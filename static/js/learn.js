@@ -134,7 +134,11 @@ function drawHello() {
       });
     }
   });
-  const layout = { height: 520, margin: { l: 200, r: 20, t: 34, b: 10 }, shapes, annotations, meta: "hello" };
+  d.steps.forEach((s, t) => annotations.push({ xref: "x", yref: "paper", x: cols[t], y: -0.015, yanchor: "top",
+    showarrow: false, text: `target “${s.target}” · L = ${s.loss.toFixed(3)}`, font: { size: 13 } }));
+  annotations.push({ xref: "paper", yref: "paper", x: -0.075, y: -0.015, xanchor: "right", yanchor: "top",
+    showarrow: false, text: "loss", font: { size: 14 } });
+  const layout = { height: 550, margin: { l: 200, r: 20, t: 34, b: 36 }, shapes, annotations, meta: "hello" };
   ROWS.forEach((_, i) => {
     const axis = i === 0 ? "" : String(i + 1);
     let lo = 1;
@@ -149,9 +153,34 @@ function drawHello() {
   $("hello-summary").textContent = `Seed ${d.seed}: ${d.train_steps} Adam steps in ${d.train_ms.toFixed(0)} ms on the `
     + `server, the loss falling from ${loss[0].toFixed(2)} to ${loss[loss.length - 1].toFixed(3)} nats per character. `
     + `Outlined in the two top rows: the correct next character, green where it is also the likeliest.`;
+  drawWeights(d);
   $("hello-sample-out").textContent = d.sample;
   $("hello-sample-out").dataset.seed = d.seed;
   stepHello(state.t);
+}
+
+/** The trained weights as small tables, rows and columns named as in the figure. */
+function drawWeights(d) {
+  const hs = Array.from({ length: d.hidden_size }, (_, j) => `h${j + 1}`), vs = d.vocab.map((c) => `“${c}”`);
+  const table = (title, M, rows, cols) => {
+    const t = document.createElement("table");
+    t.className = "data nocaps learn-matrix-table";
+    t.innerHTML = `<caption>${title}</caption>`;
+    t.append(Object.assign(document.createElement("tr"), { innerHTML: `<th></th>${cols.map((c) => `<th>${c}</th>`).join("")}` }));
+    M.forEach((row, i) => {
+      const tr = document.createElement("tr");
+      tr.innerHTML = `<th>${rows[i]}</th>` + row.map((v) => `<td>${fmt(v, 2)}</td>`).join("");
+      t.append(tr);
+    });
+    return t;
+  };
+  const w = d.weights;
+  $("hello-weights").replaceChildren(
+    table("W<sub>xh</sub> (hidden × input)", w.W_xh, hs, vs),
+    table("W<sub>hh</sub> (hidden × hidden)", w.W_hh, hs, hs),
+    table("b<sub>h</sub>", w.b_h.map((v) => [v]), hs, [""]),
+    table("W<sub>hy</sub> (output × hidden)", w.W_hy, vs, hs),
+    table("b<sub>y</sub>", w.b_y.map((v) => [v]), vs, [""]));
 }
 
 function matvec(M, v) {
