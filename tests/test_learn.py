@@ -343,6 +343,10 @@ def test_learn_page_steps_through_every_chapter(page, live_server):
     assert "/explore?model=lstm&layer=0&quantity=c&neuron=194" in links
     assert not any("python" in href for href in links)            # not loaded on the test server
     assert "Needs the bundled python model" in page.locator("#cells").inner_text()
+    # The test server's lstm has 32 units, so unit 194 of the bundled one cannot be read: said, not drawn.
+    page.wait_for_selector("#cell-status[data-state=empty]")
+    assert "bundled Shakespeare LSTM" in page.locator("#cell-status").inner_text()
+    assert page.locator("#cell-chart").is_hidden()
     assert page.locator("#chapter-next").is_disabled()
 
 
@@ -360,3 +364,22 @@ def test_learn_link_restores_a_chapter_with_its_settings(page, live_server):
     page.goto(f"{live_server}/learn?chapter=1&seed=4&t=3")
     wait_drawn(page, "hello-chart", "hello", 4)
     assert page.locator("#hello-t").inner_text() == "4"
+
+
+def test_the_line_length_cell_chapter_7_draws_tracks_the_line():
+    """Chapter 7 draws unit 194 of the bundled LSTM's layer-0 cell state as a line-length cell."""
+    from model.bundled import bundled_paths
+    from model.checkpoint import load_model
+    from app.routers.pages import PASSAGES
+
+    path = bundled_paths().get("lstm")
+    if path is None:
+        pytest.skip("the bundled lstm is not in model/weights")
+    m = load_model(path)
+    text = PASSAGES[0][1]
+    c = lecture.gates_of(m, text, 0, "c")[:, 194]
+    column, run = [], 0
+    for ch in text:
+        column.append(run)
+        run = 0 if ch == "\n" else run + 1
+    assert np.corrcoef(c, column)[0, 1] < -0.7

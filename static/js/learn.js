@@ -2,13 +2,15 @@
 // Every setting lives in `state`, read from the URL once and written back on each change.
 import {
   api, queryParams, writeQuery, toInt, toFloat, setStatus, latest, isAbort, PLOT_CONFIG, PLOT_FONT,
-  DIVERGING, SEQUENTIAL, plotlyScale, colourAt, inkOn, CELL_COLOURS, showChar,
+  DIVERGING, SEQUENTIAL, plotlyScale, colourAt, inkOn, rgb, CELL_COLOURS, showChar, renderChars, decodeQuantity,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const clamp = (v, lo, hi) => Math.min(hi, Math.max(lo, v));
 const sections = [...document.querySelectorAll(".learn-chapter")];
 const CHAPTERS = sections.map((s) => Number(s.dataset.chapter));
+// The built-in passages, in the order of the passage menus (the page embeds them).
+const PASSAGE_TEXT = JSON.parse(document.getElementById("learn-passages").textContent);
 
 // ---- State ------------------------------------------------------------------------------
 
@@ -513,7 +515,7 @@ document.querySelectorAll(".learn-passage").forEach((select) => select.addEventL
   state.passage = Number(select.value);
   document.querySelectorAll(".learn-passage").forEach((s) => { s.value = String(state.passage); });
   saveState();
-  chapterLoaded[4] = chapterLoaded[5] = chapterLoaded[6] = false;
+  chapterLoaded[4] = chapterLoaded[5] = chapterLoaded[6] = chapterLoaded[7] = false;
   loadChapter();
 }));
 
@@ -531,6 +533,49 @@ const CELLS = [
   { model: "rnn", title: "Forgetting, measured", href: "/compare?models=rnn,gru,lstm",
     text: "The three Shakespeare models side by side: loss per character, memory horizon, gradients." },
 ];
+
+// Karpathy's line-length cell in the bundled LSTM (README: r = -0.90 with the position in the line).
+const LINE_CELL = { model: "lstm", layer: 0, quantity: "c", unit: 194 };
+const cell = { load: loader($("cell-status"), $("cell-chart")) };
+
+function loadLineCell(models) {
+  const m = models.find((x) => x.id === LINE_CELL.model);
+  if (!m || m.hidden_size <= LINE_CELL.unit) {
+    setStatus($("cell-status"), "empty", "This figure reads the bundled Shakespeare LSTM (2x256), which this server "
+      + "has not loaded.");
+    $("cell-chart").hidden = $("cell-text").hidden = true;
+    return;
+  }
+  const text = document.getElementById("backward-passage").options.length ? PASSAGE_TEXT[state.passage] : "";
+  const body = { text, layers: [LINE_CELL.layer], quantities: [LINE_CELL.quantity], top_k: 0, drop_unknown: true };
+  return cell.load(`/api/models/${LINE_CELL.model}/trace`, body, (d) => {
+    const values = decodeQuantity(d.layers[0].quantities[LINE_CELL.quantity]).column(LINE_CELL.unit);
+    const chars = [...d.text];
+    const scale = Math.max(...values.map(Math.abs)) || 1;
+    renderChars($("cell-text"), chars).forEach((span, i) => {
+      const c = colourAt(DIVERGING, values[i] / scale);
+      span.style.background = rgb(c);
+      span.style.color = inkOn(c);
+      span.title = `c[${LINE_CELL.unit}] = ${values[i].toFixed(3)}`;
+    });
+    $("cell-text").hidden = false;
+    let run = 0;
+    const column = chars.map((ch) => { const v = run; run = ch === "\n" ? 0 : run + 1; return v; });
+    const xs = chars.map((_, i) => i);
+    draw($("cell-chart"), [
+      { type: "scatter", mode: "lines", x: xs, y: values, name: `c[${LINE_CELL.unit}], layer ${LINE_CELL.layer}`,
+        meta: "cell", customdata: chars.map(showChar), line: { color: CELL_COLOURS.lstm, width: 2 },
+        hovertemplate: "‘%{customdata}’ at %{x}<br>c = %{y:.3f}<extra></extra>" },
+      { type: "scatter", mode: "lines", x: xs, y: column, name: "characters since the newline", meta: "column",
+        yaxis: "y2", line: { color: "#8a93a3", width: 1.5, dash: "dot" }, hoverinfo: "skip" },
+    ], {
+      height: 300, margin: { l: 60, r: 60, t: 20, b: 40 }, meta: "cell", legend: { orientation: "h", y: 1.15 },
+      xaxis: { title: { text: "position in the passage" } },
+      yaxis: { title: { text: "cell value" } },
+      yaxis2: { title: { text: "characters since ↵" }, overlaying: "y", side: "right", showgrid: false },
+    });
+  });
+}
 
 function drawCells(models) {
   const ids = new Set(models.map((m) => m.id));
@@ -563,7 +608,11 @@ async function loadChapter() {
   else if (n === 4) { await modelsReady; await loadBackward(); }
   else if (n === 5) await loadClipping();
   else if (n === 6) await loadHighway();
-  else if (n === 7) drawCells(await modelsReady);
+  else if (n === 7) {
+    const models = await modelsReady;
+    drawCells(models);
+    await loadLineCell(models);
+  }
 }
 
 function showChapter(n) {
