@@ -315,3 +315,27 @@ export const PLOT_CONFIG = {
 };
 
 export const PLOT_FONT = { family: "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif", size: 13, color: "#1d2330" };
+
+// ---- Passages ---------------------------------------------------------------------------
+
+/** A model's passages from its own corpus (GET /api/models/{id}/passages), or none when
+ * they cannot be had: the text box still works. An aborted request stays aborted. */
+export async function modelPassages(model) {
+  if (!model) return [];
+  try {
+    return (await api(`/api/models/${encodeURIComponent(model)}/passages`)).passages;
+  } catch (e) {
+    if (isAbort(e)) throw e;
+    return [];
+  }
+}
+
+/** The passage menu: a prompt, then one option per passage carrying its text (and its part). */
+export function fillPassageMenu(select, passages) {
+  select.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
+    const o = new Option(p.title, String(k));
+    o.dataset.text = p.text;
+    if (p.part) o.dataset.part = p.part;
+    return o;
+  }));
+}

@@ -1,9 +1,6 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import {
-  api, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt,
-  writeQuery,
-} from "./common.js";
+import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -211,17 +208,9 @@ async function drawRuns() {
 async function fillPassages() {
   const first = chosen()[0];
   if (!first || first === offered.model) return;
-  let passages = [];
-  try {
-    ({ passages } = await api(`/api/models/${encodeURIComponent(first)}/passages`));
-  } catch (e) {
-    if (isAbort(e)) throw e;
-  }
-  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
-    const o = new Option(p.title, String(k));
-    o.dataset.text = p.text;
-    return o;
-  }));
+  const passages = await modelPassages(first);
+  if (first !== chosen()[0]) return;           // the ticks changed meanwhile: the newer answer wins
+  fillPassageMenu(els.passage, passages);
   if (passages.length && (!els.text.value || offered.texts.includes(els.text.value))) {
     els.text.value = passages[0].text;
     els.passage.value = "0";

@@ -1,9 +1,7 @@
 // Neuron explorer: text coloured by one neuron, and a heatmap of every neuron of the layer.
 // One trace request per (model, text, layer, quantity); switching neurons redraws from it.
 import {
-  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, inkOn, isAbort, isTanhQuantity, latest,
-  PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt,
-  writeQuery,
+  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -452,12 +450,7 @@ function fillLayerAndQuantity() {
 }
 
 function fillPassages() {
-  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
-    const o = new Option(p.title, String(k));
-    o.dataset.text = p.text;
-    o.dataset.part = p.part;
-    return o;
-  }));
+  fillPassageMenu(els.passage, passages);
 }
 
 /** Fetch (or reuse) the trace for the current model, text, layer and quantity, then update. */

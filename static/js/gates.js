@@ -1,6 +1,6 @@
 // Gate saturation: per gate a scatter of left- (< 0.1) vs right-saturated (> 0.9) fractions,
 // one dot per unit coloured by layer (Karpathy, Johnson & Fei-Fei 2015, figure 3).
-import { api, fillModelSelect, isAbort, latest, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
+import { api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -141,17 +141,10 @@ async function measure() {
 /** The passages of the model's own corpus (GET /api/models/{id}/passages) in the menu; all of
  * them, one after another, in the text box when it is empty or holds another model's. */
 async function fillPassages() {
-  let passages = [];
-  try {
-    ({ passages } = await api(`/api/models/${encodeURIComponent(els.model.value)}/passages`));
-  } catch (e) {
-    if (isAbort(e)) throw e;
-  }
-  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
-    const o = new Option(p.title, String(k));
-    o.dataset.text = p.text;
-    return o;
-  }));
+  const model = els.model.value;
+  const passages = await modelPassages(model);
+  if (model !== els.model.value) return;       // another model was chosen meanwhile: its answer wins
+  fillPassageMenu(els.passage, passages);
   // Every passage together: longer text gives steadier fractions.
   const all = passages.map((p) => p.text).join("\n");
   if (!els.text.value || offered.includes(els.text.value)) els.text.value = all;

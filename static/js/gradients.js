@@ -1,9 +1,6 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
-import {
-  api, defaultModels, isAbort, latest, modelColours, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt,
-  writeQuery,
-} from "./common.js";
+import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -306,17 +303,9 @@ els.charmap.addEventListener("click", (e) => {
  * them in the text box when it is empty. */
 async function fillPassages() {
   const first = chosenModels()[0];
-  let passages = [];
-  try {
-    if (first) ({ passages } = await api(`/api/models/${encodeURIComponent(first)}/passages`));
-  } catch (e) {
-    if (isAbort(e)) throw e;
-  }
-  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
-    const o = new Option(p.title, String(k));
-    o.dataset.text = p.text;
-    return o;
-  }));
+  const passages = await modelPassages(first);
+  if (first !== chosenModels()[0]) return;     // the ticks changed meanwhile: the newer answer wins
+  fillPassageMenu(els.passage, passages);
   if (!els.text.value && passages.length) {
     els.text.value = passages[0].text;
     els.passage.value = "0";

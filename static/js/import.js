@@ -1,7 +1,8 @@
 // Open your own model (Train page): upload a PyTorch state dict as safetensors with its
 // vocabulary to /api/models/import, show what was recognised and the model's first guesses,
 // link it to every view; list the imported models, with delete on your own.
-import { formatCount, formatDetail, setStatus, showChar } from "./common.js";
+import { bytes, request } from "./changes.js";
+import { formatCount, setStatus, showChar } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -10,17 +11,9 @@ const els = {
   decoder: $("import-decoder"), roles: $("import-roles"), submit: $("import-submit"), status: $("import-status"),
   result: $("import-result"), stats: $("import-stats"), parts: $("import-parts"), probe: $("import-probe"),
   next: $("import-next"), links: $("import-links"), mine: $("import-mine"), mineTable: $("import-mine-table"),
-  mineEmpty: $("import-mine-empty"), tokenDialog: $("token-dialog"), tokenInput: $("token-input"),
-  tokenError: $("token-error"), tokenCancel: $("token-cancel"), tokenForm: $("token-form"),
+  mineEmpty: $("import-mine-empty"),
 };
-const TOKEN_KEY = "rnnscope-token";          // shared with train.js: one token per tab
 const CELLS = { lstm: "LSTM", gru: "GRU", rnn: "RNN" };
-
-function bytes(n) {
-  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
-  return `${n} B`;
-}
 
 /** Every view, opened on the model (the explorer at the top layer, which feeds the prediction). */
 function views(id, layers) {
@@ -33,55 +26,6 @@ function views(id, layers) {
     ["probe", `/probe?model=${m}`, "Probes"],
     ["compare", `/compare?models=${m}`, "Compare"],
   ];
-}
-
-// ---- requests, with the server's token when it asks for one -------------------------------------
-
-function askToken(message) {
-  els.tokenError.hidden = !message;
-  els.tokenError.textContent = message;
-  els.tokenInput.value = "";
-  els.tokenDialog.showModal();
-  return new Promise((resolve) => {
-    const done = (value) => {
-      els.tokenDialog.close();
-      els.tokenForm.onsubmit = null;
-      els.tokenCancel.onclick = null;
-      resolve(value);
-    };
-    els.tokenForm.onsubmit = (e) => { e.preventDefault(); done(els.tokenInput.value.trim() || null); };
-    els.tokenCancel.onclick = () => done(null);
-    els.tokenDialog.oncancel = () => done(null);
-  });
-}
-
-/** An upload refusal's message already names the field; others get their location. */
-function explain(detail) {
-  if (!Array.isArray(detail)) return formatDetail(detail);
-  return detail.map((d) => (["model", "vocab", "chars"].includes(d.loc?.at(-1)) ? d.msg : formatDetail([d]))).join("; ");
-}
-
-async function request(path, { method = "GET", form } = {}) {
-  for (let attempt = 0; ; attempt++) {
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    const headers = token && method !== "GET" ? { Authorization: `Bearer ${token}` } : {};
-    let response;
-    try {
-      response = await fetch(path, { method, headers, body: form });
-    } catch {
-      throw new Error("The server did not answer. Is `rnnscope serve` still running?");
-    }
-    if (response.status === 401 && attempt < 3) {
-      const next = await askToken(token ? "That token was not accepted; try again." : "");
-      if (next === null) throw new Error("This server needs its token for changes.");
-      sessionStorage.setItem(TOKEN_KEY, next);
-      continue;
-    }
-    if (response.status === 204) return null;
-    const data = await response.json().catch(() => null);
-    if (!response.ok) throw new Error(explain(data?.detail) || `${response.status} ${response.statusText}`);
-    return data;
-  }
 }
 
 // ---- the upload -------------------------------------------------------------------------------------
@@ -110,7 +54,7 @@ async function submit() {
   els.result.hidden = true;
   setStatus(els.status, "loading", `Reading ${model.name} (${bytes(model.size)})…`);
   try {
-    const m = await request("/api/models/import", { method: "POST", form });
+    const m = await request("/api/models/import", { method: "POST", form, ownFields: ["model", "vocab", "chars"] });
     setStatus(els.status, "");
     show(m);
     loadMine();

@@ -1,9 +1,6 @@
 // Concept probes: rank every neuron against a concept, show the best ones over the text,
 // and for each: the explorer, its top contexts in the validation text, and its ablation.
-import {
-  api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, inkOn, isAbort, latest, rgb, setStatus,
-  showChar, writeQuery,
-} from "./common.js";
+import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, fillPassageMenu, inkOn, isAbort, latest, modelPassages, rgb, setStatus, showChar, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -237,17 +234,10 @@ async function run() {
 /** The passages of the model's own corpus (GET /api/models/{id}/passages) in the menu; the
  * first two in the text box when it is empty or holds another model's. */
 async function fillPassages() {
-  let passages = [];
-  try {
-    ({ passages } = await api(`/api/models/${encodeURIComponent(els.model.value)}/passages`));
-  } catch (e) {
-    if (isAbort(e)) throw e;
-  }
-  els.passage.replaceChildren(new Option("Pick a passage…", ""), ...passages.map((p, k) => {
-    const o = new Option(p.title, String(k));
-    o.dataset.text = p.text;
-    return o;
-  }));
+  const model = els.model.value;
+  const passages = await modelPassages(model);
+  if (model !== els.model.value) return;       // another model was chosen meanwhile: its answer wins
+  fillPassageMenu(els.passage, passages);
   // Two passages: enough lines for line-position and start-of-line concepts to vary.
   const two = passages.slice(0, 2).map((p) => p.text).join("\n");
   if (!els.text.value || offered.includes(els.text.value)) els.text.value = two;

@@ -1,6 +1,7 @@
 // Train: upload a corpus, read its preflight, start a run with defaults chosen from it,
 // and watch it learn through /api/runs/{id}/events; past runs below.
-import { formatCount, formatDetail, PLOT_CONFIG, PLOT_FONT, queryParams, setStatus, showChar, writeQuery } from "./common.js";
+import { bytes, request } from "./changes.js";
+import { formatCount, PLOT_CONFIG, PLOT_FONT, queryParams, setStatus, showChar, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -12,12 +13,10 @@ const els = {
   exploreLink: $("explore-link"), sampleLink: $("sample-link"), progress: $("progress"), doneBanner: $("done-banner"),
   runMessage: $("run-message"), runStats: $("run-stats"), lossChart: $("loss-chart"), gradChart: $("grad-chart"),
   samples: $("samples"), gttChart: $("gtt-chart"), gttStatus: $("gtt-status"), gttLayer: $("gtt-layer"), gttNote: $("gtt-note"), runsTable: $("runs-table"),
-  runsStatus: $("runs-status"), tokenDialog: $("token-dialog"), tokenInput: $("token-input"),
-  tokenError: $("token-error"), tokenCancel: $("token-cancel"), tokenForm: $("token-form"),
+  runsStatus: $("runs-status"),
 };
 const FIELDS = ["cell", "hidden_size", "num_layers", "seq_length", "batch_size", "learning_rate", "dropout", "max_steps"];
 const ACTIVE = new Set(["queued", "running"]);
-const TOKEN_KEY = "rnnscope-token";
 // 1-2-5 ticks for log axes, labelled in full (Plotly's own shorten 0.2 to "2").
 const LOG_TICKS = [-4, -3, -2, -1, 0, 1, 2, 3, 4].flatMap((e) => [1, 2, 5].map((m) => Number((m * 10 ** e).toPrecision(1))));
 const COLOURS = { train: "#9db4f0", trainLine: "#3557d4", val: "#e8590c", grad: "#5b6577", clip: "#d6336c" };
@@ -42,12 +41,6 @@ function duration(s) {
   return `${Math.floor(s / 3600)} h ${String(Math.floor(s / 60) % 60).padStart(2, "0")} min`;
 }
 
-function bytes(n) {
-  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
-  return `${n} B`;
-}
-
 /** The neuron explorer on a run's model, at its top layer (the one that feeds the prediction). */
 const exploreHref = (r) => `/explore?model=${encodeURIComponent(r.model_id)}&layer=${r.config.num_layers - 1}`;
 
@@ -64,63 +57,6 @@ function stat(value, label, title = "") {
   return div;
 }
 
-// ---- Requests, with the token when the server wants one ------------------------------------
-
-function askToken(message = "") {
-  els.tokenError.hidden = !message;
-  els.tokenError.textContent = message;
-  els.tokenInput.value = "";
-  els.tokenDialog.showModal();
-  return new Promise((resolve) => {
-    const done = (value) => {
-      els.tokenDialog.close();
-      els.tokenForm.onsubmit = null;
-      els.tokenCancel.onclick = null;
-      resolve(value);
-    };
-    els.tokenForm.onsubmit = (e) => { e.preventDefault(); done(els.tokenInput.value.trim() || null); };
-    els.tokenCancel.onclick = () => done(null);
-    els.tokenDialog.oncancel = () => done(null);
-  });
-}
-
-/** An error's detail for a person: an upload refusal already names the file. */
-function explain(detail) {
-  if (!Array.isArray(detail)) return formatDetail(detail);
-  return detail.map((d) => (d.loc?.at(-1) === "file" ? d.msg : formatDetail([d]))).join("; ");
-}
-
-/** fetch() a JSON API route; a 401 asks for the token once and tries again. */
-async function request(path, { method = "GET", json, form } = {}) {
-  for (let attempt = 0; ; attempt++) {
-    const headers = {};
-    const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
-    let body;
-    if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
-    if (form !== undefined) body = form;
-    let response;
-    try {
-      response = await fetch(path, { method, headers, body });
-    } catch {
-      throw new Error("The server did not answer. Is `rnnscope serve` still running?");
-    }
-    if (response.status === 401 && attempt < 3) {
-      const next = await askToken(token ? "That token was not accepted; try again." : "");
-      if (next === null) throw Object.assign(new Error("This server needs its token for changes."), { status: 401 });
-      sessionStorage.setItem(TOKEN_KEY, next);
-      continue;
-    }
-    if (response.status === 204) return null;
-    const data = await response.json().catch(() => null);
-    if (!response.ok) {
-      throw Object.assign(new Error(explain(data?.detail) || `${response.status} ${response.statusText}`),
-        { status: response.status });
-    }
-    return data;
-  }
-}
-
 // ---- Step 1: the corpus ------------------------------------------------------------------------
 
 async function upload(file) {
@@ -133,7 +69,7 @@ async function upload(file) {
   const form = new FormData();
   form.append("file", file, file.name);
   try {
-    const c = await request("/api/corpora", { method: "POST", form });
+    const c = await request("/api/corpora", { method: "POST", form, ownFields: ["file"] });
     // The same text twice is one corpus: say so rather than quietly keeping a copy.
     setStatus(els.uploadStatus, c.duplicate ? "empty" : "",
       c.duplicate ? `You uploaded this text before, as “${c.name}”: that corpus is selected again.` : "");
