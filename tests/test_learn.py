@@ -188,6 +188,13 @@ def test_backward_scale_moves_the_curve_and_the_spectrum(client, models):
     np.testing.assert_allclose(top(half), expected.h_grad_norm[-1], rtol=1e-6)
 
 
+def test_a_position_past_the_passage_is_its_last(client):
+    d = client.post("/api/learn/backward/rnn", json={"passage": 3, "position": 9999}).json()
+    assert d["position"] == len(d["text"]) - 2 and d["target"] == d["text"][-1]
+    h = client.post("/api/learn/highway", json={"passage": 3, "position": 9999, "span": 10}).json()
+    assert h["position"] == len(h["text"]) - 2
+
+
 def test_backward_refuses_what_it_cannot_take(client):
     r = client.post("/api/learn/backward/rnn", json={"scale": 5})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "scale"]
@@ -313,6 +320,13 @@ def test_learn_page_steps_through_every_chapter(page, live_server):
     theirs = page.request.post(f"{live_server}/api/models/rnn/gradients", data={"text": mine["text"]}).json()
     for trace, layer in zip(backward["traces"], theirs["layers"], strict=True):
         assert trace["y"] == [v if v else None for v in layer["h_grad_norm"]]
+    page.fill("#backward-position", "100")
+    page.dispatch_event("#backward-position", "change")
+    page.wait_for_function("() => new URL(location).searchParams.get('position') === '100'")
+    page.wait_for_function("() => document.getElementById('backward-chart').data[0].x.length === 101")
+    page.fill("#backward-position", "")
+    page.dispatch_event("#backward-position", "change")
+    page.wait_for_function("() => document.getElementById('backward-chart').data[0].x.length > 101")
     set_range(page, "backward-scale", 1.5)
     page.wait_for_function("() => new URL(location).searchParams.get('scale') === '1.5'")
     page.wait_for_function("() => document.getElementById('backward-spectrum').textContent"

@@ -29,8 +29,8 @@ api = APIRouter(prefix="/api/learn", tags=["learn"], responses=BAD_BODY | TOO_LA
                 route_class=RenderedInThread)
 
 # Query parameters the page keeps in its URL (all chapters' settings); learn.js validates them.
-STATE = ("chapter", "seed", "t", "steps", "w", "h0", "mode", "iters", "model", "passage", "scale", "span",
-         "layer", "clip", "lr")
+STATE = ("chapter", "seed", "t", "steps", "w", "h0", "mode", "iters", "model", "passage", "position", "scale",
+         "span", "layer", "clip", "lr")
 
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1, description="Training seed: another seed, another network.")]
 Passage = Annotated[int, Field(ge=0, le=len(pages.PASSAGES) - 1,

@@ -33,6 +33,7 @@ const state = {
   iters: clamp(toInt(q.get("iters"), 12), 1, 40),
   model: q.get("model") || "rnn",
   passage: clamp(toInt(q.get("passage"), 0), 0, $("backward-passage")?.options.length - 1 || 0),
+  position: q.get("position") ? Math.max(0, toInt(q.get("position"), 0)) : null,   // null: the passage's last
   scale: clamp(toFloat(q.get("scale"), 1), 0.25, 2),
   span: clamp(toInt(q.get("span"), 80), 10, 150),
   layer: q.get("layer") === "bottom" ? "bottom" : "top",
@@ -47,6 +48,7 @@ function saveState() {
     w: s.w.join(",") === W_DEFAULT.join(",") ? "" : s.w.join(","),
     h0: s.h0.join(",") === "-0.5,1" ? "" : s.h0.join(","), mode: s.mode === "tanh" ? "tanh" : "",
     iters: s.iters === 12 ? "" : s.iters, model: s.model === "rnn" ? "" : s.model, passage: s.passage || "",
+    position: s.position ?? "",
     scale: s.scale === 1 ? "" : s.scale, span: s.span === 80 ? "" : s.span, layer: s.layer === "top" ? "" : s.layer,
     clip: s.clip === 1 ? "" : s.clip, lr: s.lr === 1 ? "" : s.lr,
   });
@@ -364,8 +366,9 @@ const backward = { load: loader($("backward-status"), $("backward-chart")) };
 const LAYER_COLOURS = ["#f08c00", "#e8590c", "#c92a2a", "#862e9c"];
 
 function loadBackward() {
-  const body = { passage: state.passage, scale: state.scale };
+  const body = { passage: state.passage, scale: state.scale, position: state.position };
   return backward.load(`/api/learn/backward/${encodeURIComponent(state.model)}`, body, (d) => {
+    syncPosition(d.position);
     const ks = d.layers[0].h_grad_norm.map((_, k) => k);
     const chars = [...d.text].map(showChar);
     const traces = d.layers.map((l) => ({
@@ -466,8 +469,9 @@ for (const [id, key, digits] of [["clip-threshold", "clip", 2], ["clip-lr", "lr"
 const highway = { load: loader($("highway-status"), $("highway-chart")) };
 
 function loadHighway() {
-  const body = { passage: state.passage, span: state.span, layer: state.layer };
+  const body = { passage: state.passage, span: state.span, layer: state.layer, position: state.position };
   return highway.load("/api/learn/highway", body, (d) => {
+    syncPosition(d.position);
     if (!d.curves.length) {
       setStatus($("highway-status"), "empty", "This chapter reads the bundled models rnn, lstm and gru; none is loaded.");
       $("highway-chart").hidden = true;
@@ -511,8 +515,27 @@ document.querySelectorAll("[data-layer]").forEach((b) => b.addEventListener("cli
   loadHighway();
 }));
 
+/** A position past the passage's end is read as its last: show the one the server used. */
+function syncPosition(used) {
+  if (state.position === null || state.position === used) return;
+  state.position = used;
+  document.querySelectorAll(".learn-position").forEach((i) => { i.value = used; });
+  saveState();
+}
+
+document.querySelectorAll(".learn-position").forEach((input) => input.addEventListener("change", () => {
+  const v = input.value === "" ? null : toInt(input.value, null);
+  state.position = v === null ? null : Math.max(0, v);
+  document.querySelectorAll(".learn-position").forEach((i) => { i.value = state.position ?? ""; });
+  saveState();
+  chapterLoaded[4] = chapterLoaded[6] = false;
+  loadChapter();
+}));
+
 document.querySelectorAll(".learn-passage").forEach((select) => select.addEventListener("change", () => {
   state.passage = Number(select.value);
+  state.position = null;
+  document.querySelectorAll(".learn-position").forEach((i) => { i.value = ""; });
   document.querySelectorAll(".learn-passage").forEach((s) => { s.value = String(state.passage); });
   saveState();
   chapterLoaded[4] = chapterLoaded[5] = chapterLoaded[6] = chapterLoaded[7] = false;
@@ -647,6 +670,7 @@ document.addEventListener("keydown", (e) => {
 
 function main() {
   document.querySelectorAll(".learn-passage").forEach((s) => { s.value = String(state.passage); });
+  document.querySelectorAll(".learn-position").forEach((i) => { i.value = state.position ?? ""; });
   $("backward-scale").value = state.scale;
   $("backward-scale-out").textContent = state.scale.toFixed(2);
   $("unroll-steps").value = state.steps;
