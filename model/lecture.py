@@ -37,15 +37,15 @@ HELLO_HIDDEN = 3          # the lecture figure's hidden layer
 # 30 seeds of 30 (median p(target) 0.97, lowest 0.71): not yet saturated at 1.00, so the
 # figure's numbers still say something.
 HELLO_STEPS = 60
-HELLO_TRAIN = dict(batch_size=1, seq_length=len(HELLO) - 1, learning_rate=0.05,
-                   lr_decay=1.0,          # one batch is an epoch here: per-epoch decay would starve it
-                   grad_clip=5.0, val_fraction=0.0, eval_every=10**6)
+HELLO_TRAIN = {"batch_size": 1, "learning_rate": 0.05,
+               "lr_decay": 1.0,          # one batch is an epoch here: per-epoch decay would starve it
+               "grad_clip": 5.0, "val_fraction": 0.0, "eval_every": 10**6}
 
 
 def train_hello(seed: int, steps: int = HELLO_STEPS, text: str = HELLO) -> TrainResult:
     """The lecture's network: a vanilla RNN, H = 3, trained on `text` from a zero state by the
-    project's trainer (float64, so every seed gives the same numbers on every machine)."""
-    cfg = TrainConfig(max_steps=steps, seed=seed, **HELLO_TRAIN | {"seq_length": len(text) - 1})
+    project's trainer, in float64, so the figure's two decimals never show float32 rounding."""
+    cfg = TrainConfig(max_steps=steps, seed=seed, seq_length=len(text) - 1, **HELLO_TRAIN)
     return train(text, ModelConfig("rnn", len(set(text)), HELLO_HIDDEN, 1), cfg, corpus_name="hello",
                  dtype=np.float64)
 
@@ -200,7 +200,8 @@ def gate_product(gates: np.ndarray, t: int, span: int) -> tuple[np.ndarray, np.n
 
 
 def gates_of(model: LanguageModel, text: str, layer: int, gate_name: str) -> np.ndarray:
-    """One gate's activations (T, H) of one layer while reading `text`; "h" for the hidden state."""
+    """One recorded quantity (T, H) of one layer while reading `text` from a zero state: a gate,
+    or the state h (c)."""
     _, _, cache = model.run(text)
     return model.internals(cache, layer, gate_name)
 

@@ -10,7 +10,6 @@ import pytest
 from model import lecture
 from model.analysis import gradient_through_time
 
-
 # ---- the maths ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4, 5, 6, 7])
@@ -181,7 +180,7 @@ def test_backward_scale_moves_the_curve_and_the_spectrum(client, models):
                       .json() for s in (1.0, 0.5, 2.0))
     assert half["layers"][0]["blocks"][0]["spectral_radius"] == pytest.approx(
         one["layers"][0]["blocks"][0]["spectral_radius"] / 2)
-    top = lambda d: d["layers"][-1]["h_grad_norm"]          # noqa: E731
+    top = lambda d: d["layers"][-1]["h_grad_norm"]
     assert 0 < top(half)[40] < top(one)[40] < top(two)[40]   # 20 steps back: vanished more, or less
     text = half["text"][:half["position"] + 2]
     expected = gradient_through_time(lecture.scaled_recurrence(models["rnn"], 0.5), text, half["position"])
@@ -382,9 +381,9 @@ def test_learn_link_restores_a_chapter_with_its_settings(page, live_server):
 
 def test_the_line_length_cell_chapter_7_draws_tracks_the_line():
     """Chapter 7 draws unit 194 of the bundled LSTM's layer-0 cell state as a line-length cell."""
+    from app.routers.pages import PASSAGES
     from model.bundled import bundled_paths
     from model.checkpoint import load_model
-    from app.routers.pages import PASSAGES
 
     path = bundled_paths().get("lstm")
     if path is None:
