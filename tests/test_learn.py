@@ -309,7 +309,8 @@ def test_learn_page_steps_through_every_chapter(page, live_server):
     set_range(page, "power-w11", 0.3, "input")
     page.wait_for_function("() => new URL(location).searchParams.get('w') === '0.3,0.5,0.2,0.8'")
     # With w11 = 0.3 the spectral radius is below 1: tanh takes h to 0.
-    page.wait_for_function("() => document.getElementById('power-eigen').textContent.includes('shrinking towards 0')")
+    page.wait_for_function("() => document.getElementById('power-eigen').textContent"
+                           ".includes('shrinking towards 0')")
 
     # 4: the real RNN's gradient, one line per layer, equal to the gradients route's.
     page.click("#chapter-next")
