@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,27 +69,36 @@ def client(app):
         yield c
 
 
-@pytest.fixture(scope="session")
-def live_server(settings):
-    """The app served by uvicorn on a free port in a background thread; yields the base URL."""
+@contextmanager
+def serving(app):
+    """`app` served by uvicorn on a free port in a thread of this process (so monkeypatches
+    reach it); yields the base URL."""
     import uvicorn
 
     # IPPROTO_TCP named: asyncio sets TCP_NODELAY on accepted connections only for a socket
     # whose protocol says TCP; with a plain socket() each response waited ~40 ms on Nagle.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(settings):
+    """The app served by uvicorn on a free port in a background thread; yields the base URL."""
+    with serving(create_app(settings)) as url:
+        yield url
 
 
 # ---- Browser: Debian's chromium driven by the playwright package (never `playwright install`) ----

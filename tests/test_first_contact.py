@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
-import threading
-import time
-from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -18,6 +14,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from tests.conftest import serving
 from tests.test_pages import DIVERGING, assert_colours, colour_at, decode
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -68,30 +65,6 @@ def test_sample_page_curl_carries_the_seed_the_server_drew(page, live_server):
 TEXT = "ROMEO:\nbut soft, what light through yonder window breaks?\nit is the east.\n"
 
 
-@contextmanager
-def serving(settings):
-    """The app served by uvicorn on a free port in a background thread, as conftest's live_server."""
-    import uvicorn
-
-    from app.main import create_app
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 # A corpus of code: its model knows '/', which tinyshakespeare has none of.
 CODE = "".join(f'url_{k} = "https://example.com/stories/{k % 7}.html"  # page {k}: fetch(url_{k})\n'
                f'if not url_{k}.startswith("http"):\n    raise ValueError(url_{k})\n\n' for k in range(120))
@@ -103,6 +76,7 @@ def more_models(tmp_path_factory, data_dir, corpus):
     """conftest's models; run-2, an LSTM of one layer (theirs have two) as a training run
     adds; code, an LSTM trained on CODE; and both corpora in <data_dir>/corpora, where the
     server finds a model's corpus by its sha256. Served on its own."""
+    from app.main import create_app
     from app.settings import Settings
     from model.checkpoint import save_model
     from model.network import ModelConfig
@@ -121,7 +95,7 @@ def more_models(tmp_path_factory, data_dir, corpus):
         code = train(CODE, ModelConfig("lstm", 1, 16, 2), quick, corpus_name="code.txt")
     save_model(run.model, root / "models" / "run-2.safetensors")
     save_model(code.model, root / "models" / "python.safetensors")
-    with serving(Settings(data_dir=root, load_bundled=False)) as url:
+    with serving(create_app(Settings(data_dir=root, load_bundled=False))) as url:
         yield url
 
 
@@ -348,7 +322,7 @@ def test_dropping_characters_shows_which_and_where(page, more_models):
     assert page.input_value("#text") == URL and "drop=1" in page.url     # the link reads it the same way
     shoot(page, "explore-dropped")
     page.reload()
-    page.wait_for_function(f"() => document.querySelectorAll('#charmap .dropped').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('#charmap .dropped').length === 3")
 
 
 # ---- Home -----------------------------------------------------------------------------------

@@ -9,10 +9,7 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +24,7 @@ from model.analysis import backward_one_prediction
 from model.checkpoint import load_model
 from model.importer import (ImportRefused, Roles, import_file, read_model_file, vocab_from_corpus,
                             vocab_from_json, vocab_from_string)
-from tests.conftest import TEST_HOSTS
+from tests.conftest import TEST_HOSTS, serving
 from tests.corpus import shakespeare_head
 
 if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
@@ -759,22 +756,8 @@ def test_the_readme_tutorial_trains_saves_and_imports(tmp_path):
 @pytest.fixture
 def import_server(tmp_path):
     """A live server on a data directory of its own: the shared one must not gain models."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(build_app(tmp_path / "data"), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    with serving(build_app(tmp_path / "data")) as url:
+        yield url
 
 
 SCREENSHOTS = ROOT / "test-artifacts"           # where the other browser tests leave theirs

@@ -15,7 +15,6 @@ import re
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
-import pytest
 from fastapi.routing import iter_route_contexts
 
 # The pages the site has today; the routes may add more, never fewer.

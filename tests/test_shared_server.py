@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from app.main import create_app
 from app.settings import Settings
 from app.store import Store
 from model.checkpoint import load_train_state
+from tests.conftest import serving
 from tests.training_app import FAST, OWNER, TINY, build_app, excerpt, upload, wait_for
 
 ENDLESS = 1_000_000            # max_steps of a run a test stops itself
@@ -349,31 +349,6 @@ def test_estimates_and_uploads_are_timed_and_counted_inside_the_compute_gate(tmp
 
 # ---- The compute gate: a bounded queue, refusals at once, /healthz untouched -------------------------------
 
-@contextmanager
-def live(app):
-    """`app` served by uvicorn on a free port in a thread of this process (so monkeypatches
-    reach it); yields the base URL."""
-    import uvicorn
-
-    # IPPROTO_TCP given, or asyncio leaves Nagle on for the connections it accepts (proto 0 is
-    # not TCP to it), and each response waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
 LATENCY_PROBE = """
 import json, sys, time, httpx
 times = []
@@ -405,7 +380,7 @@ def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_pat
     save_model(trained.model, tmp_path / "models" / "lstm.safetensors")
     app = build_app(tmp_path, max_concurrent_jobs=1, max_waiting_jobs=1, **FAST)
     body = {"text": "To be, or not to be", "layers": [0], "quantities": ["h"]}
-    with live(app) as url, httpx.Client(base_url=url, timeout=30, headers=OWNER) as c:
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30, headers=OWNER) as c:
         # A run trains meanwhile, as in a class.
         corpus = c.post("/api/corpora", files={"file": ("t.txt", excerpt(20_000).encode())}).json()
         run_id = c.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, "max_steps": ENDLESS}).json()["id"]

@@ -13,7 +13,6 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
 from ..corpora import split_sizes
-from ..errors import invalid
 from ..schemas import ErrorMessage
 from ..store import ACTIVE
 from ..train_schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
