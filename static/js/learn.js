@@ -384,9 +384,11 @@ function loadBackward() {
       yaxis: { type: "log", title: { text: "‖∂L/∂h<sub>k</sub>‖" }, exponentformat: "power" },
     });
     $("backward-spectrum").replaceChildren(...d.layers.flatMap((l) => {
-      const b = l.blocks.length === 1 ? l.blocks[0] : l.blocks[l.blocks.length - 2];
+      // The vanilla RNN's one block; for a gated cell its candidate's (g, n), the tanh the RNN's block plays.
+      const b = l.blocks.find((x) => x.block === "g" || x.block === "n") || l.blocks[0];
       const far = l.h_grad_norm[Math.max(0, d.position - 30)];
-      return [Object.assign(document.createElement("dt"), { innerHTML: `layer ${l.layer}, W<sub>hh</sub> × ${d.scale.toFixed(2)}` }),
+      const which = l.blocks.length === 1 ? "W<sub>hh</sub>" : `W<sub>hh</sub>’s ${b.block} block`;
+      return [Object.assign(document.createElement("dt"), { innerHTML: `layer ${l.layer}, ${which} × ${d.scale.toFixed(2)}` }),
         Object.assign(document.createElement("dd"), { innerHTML: `spectral radius ${b.spectral_radius.toFixed(3)}, `
           + `σ<sub>1</sub> = ${b.sigma_max.toFixed(3)}${b.sigma_max < 1 ? " (below 1: it can only vanish)" : " (above 1: it may grow)"}; `
           + `30 steps back ‖∂L/∂h‖ = ${sci(far)}` })];
