@@ -398,3 +398,13 @@ def test_the_line_length_cell_chapter_7_draws_tracks_the_line():
         column.append(run)
         run = 0 if ch == "\n" else run + 1
     assert np.corrcoef(c, column)[0, 1] < -0.7
+
+
+def test_backward_reads_no_more_than_max_gradient_chars(settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    with TestClient(create_app(settings.model_copy(update={"max_gradient_chars": 50}))) as c:
+        d = c.post("/api/learn/backward/rnn", json={"passage": 0}).json()
+    assert d["position"] == 49 and len(d["layers"][0]["h_grad_norm"]) == 50

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from model import lecture
 from model.sample import sample
 
-from ..deps import ComputeSlots, ModelDep, RegistryDep, RenderedInThread
+from ..deps import ComputeSlots, ModelDep, RegistryDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid
 from ..registry import block_names
 from ..schemas import StrictBody
@@ -200,7 +200,9 @@ def power(req: PowerRequest, slots: ComputeSlots) -> PowerResponse:
 
 class BackwardRequest(StrictBody):
     passage: Passage = 0
-    position: Position = None
+    position: Position = Field(None, description=(
+        "Which prediction to differentiate: L = -ln p(text[position+1] | text[..position]); default, or past "
+        "the passage's end, its last; never past max_gradient_chars - 1 (RNNSCOPE_MAX_GRADIENT_CHARS)."))
     scale: float = Field(1.0, ge=0.25, le=2.0, allow_inf_nan=False,
                          description="Multiply every layer's W_hh by this before backpropagating.")
 
@@ -229,11 +231,13 @@ class BackwardResponse(BaseModel):
 
 
 @api.post("/backward/{model_id}", response_model=BackwardResponse, responses=NOT_FOUND)
-def backward(req: BackwardRequest, entry: ModelDep, slots: ComputeSlots) -> BackwardResponse:
+def backward(req: BackwardRequest, entry: ModelDep, settings: SettingsDep,
+             slots: ComputeSlots) -> BackwardResponse:
     """Chapter 4: ||dL/dh_k|| through time with W_hh scaled; at scale 1 the gradients route's."""
     m = entry.model
     text, dropped = passage_for(m.vocab, req.passage)
-    position = clamp_position(req.position, text)
+    # BPTT reads position + 1 characters, at most max_gradient_chars, as on the gradients route.
+    position = min(clamp_position(req.position, text), settings.max_gradient_chars - 1)
     with slots:
         g, spectra = lecture.backward_through_time(m, text[:position + 2], position, req.scale)
     names = block_names(m)
