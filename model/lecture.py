@@ -172,17 +172,25 @@ def backward_through_time(model: LanguageModel, text: str, position: int, scale:
 
 # ---- 6. The highways --------------------------------------------------------------------------
 
-def rnn_jacobian_gain(W_hh: np.ndarray, hs: np.ndarray, t: int, span: int) -> np.ndarray:
+def rnn_jacobian_gain(W_hh: np.ndarray, hs: np.ndarray, t: int, span: int, max_rows: int = 256) -> np.ndarray:
     """||dh_t/dh_k||_F / sqrt(H) for k = t, t-1, ..., t-span (clipped at 0) of a vanilla RNN layer,
     with dh_j/dh_{j-1} = diag(1 - h_j^2) W_hh. hs (T, H): h_j after reading character j.
-    The root-mean-square gain, so a diagonal Jacobian scores the RMS of its diagonal."""
+    The root-mean-square gain, so a diagonal Jacobian scores the RMS of its diagonal.
+
+    Exact up to H = max_rows (one H x H product per step). Beyond, H^3 per step is too much for
+    a request: max_rows random orthonormal rows P stand in for the identity, and
+    ||P J||_F^2 * H / max_rows estimates ||J||_F^2 without bias (seeded, so repeatable)."""
     H = W_hh.shape[1]
-    J = np.eye(H)                                      # dh_t/dh_t
+    if H <= max_rows:
+        J, correction = np.eye(H), 1.0                  # dh_t/dh_t
+    else:
+        q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(H, max_rows)))
+        J, correction = q.T, H / max_rows               # (max_rows, H) rows of P
     W = W_hh.astype(np.float64)
     gains = [1.0]
     for j in range(t, max(0, t - span), -1):           # J <- J diag(1 - h_j^2) W_hh: one more step back
         J = (J * (1.0 - hs[j].astype(np.float64) ** 2)) @ W
-        gains.append(float(np.linalg.norm(J)) / math.sqrt(H))
+        gains.append(float(np.linalg.norm(J) * math.sqrt(correction / H)))
     return np.array(gains)
 
 

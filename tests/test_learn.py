@@ -96,6 +96,18 @@ def test_rnn_jacobian_gain_is_the_product_of_step_jacobians():
     assert len(lecture.rnn_jacobian_gain(W, hs, 2, 10)) == 3          # k = 2, 1, 0
 
 
+def test_rnn_jacobian_gain_of_a_wide_layer_is_estimated_from_fewer_rows():
+    rng = np.random.default_rng(1)
+    H, T = 200, 12
+    W = rng.normal(0, 1.2 / np.sqrt(H), (H, H))
+    hs = np.tanh(rng.normal(size=(T, H)))
+    exact = lecture.rnn_jacobian_gain(W, hs, T - 1, 10)
+    estimate = lecture.rnn_jacobian_gain(W, hs, T - 1, 10, max_rows=50)
+    assert estimate[0] == 1.0 and len(estimate) == len(exact)
+    np.testing.assert_allclose(estimate, exact, rtol=0.2)
+    assert np.array_equal(estimate, lecture.rnn_jacobian_gain(W, hs, T - 1, 10, max_rows=50))   # seeded
+
+
 def test_gate_product_is_the_running_product_of_gates():
     f = np.array([[0.5, 1.0], [0.9, 0.8], [0.2, 1.0]])
     rms, top = lecture.gate_product(f, 2, 5)

@@ -315,7 +315,8 @@ class HighwayCurve(BaseModel):
     layer: int
     label: str
     rms: list[float | None] = Field(description="For k = position, position - 1, ...: the root-mean-square "
-                                                "gain ||J||_F / sqrt(H) of the path from step k on.")
+                                                "gain ||J||_F / sqrt(H) of the path from step k on (for "
+                                                "the RNN estimated from 256 random directions past 256 units).")
     top: list[float | None] | None = Field(description="For the gated paths, the largest unit's product.")
 
 
