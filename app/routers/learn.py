@@ -314,9 +314,9 @@ class HighwayCurve(BaseModel):
     cell: str
     layer: int
     label: str
-    rms: list[float | None] = Field(description="For k = position, position - 1, ...: the root-mean-square "
-                                                "gain ||J||_F / sqrt(H) of the path from step k on (for "
-                                                "the RNN estimated from 256 random directions past 256 units).")
+    rms: list[float | None] = Field(description=(
+        "For k = position, position - 1, ...: the root-mean-square gain ||J||_F / sqrt(H) of the path from "
+        "step k on (for the RNN estimated from 256 random directions past 256 units)."))
     top: list[float | None] | None = Field(description="For the gated paths, the largest unit's product.")
 
 
