@@ -252,7 +252,7 @@ function loadUnroll() {
     })).filter((_, k) => d.first[k] !== "h");
     draw($("unroll-chart"), traces, {
       height: 380, margin: { l: 70, r: 20, t: 20, b: 50 }, meta: "unroll",
-      xaxis: { title: { text: "t: steps after the first input" }, range: [0.5, state.steps + 0.5] },
+      xaxis: { title: { text: "step t (the first character is read at t = 1)" }, range: [0.5, state.steps + 0.5] },
       yaxis: { type: "log", title: { text: "‖h<sub>t</sub>(c) − h<sub>t</sub>(h)‖" }, exponentformat: "power" },
       legend: { orientation: "h", y: 1.08 },
     });
