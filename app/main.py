@@ -16,7 +16,7 @@ from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import STATIC_DIR
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
-from .routers import learn
+from .routers import learn, select
 from .settings import Settings, get_settings
 
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, imports, models, analysis, sample, neurons, vendor, docs, pages, neuron_pages):
         app.include_router(module.router)
     app.include_router(learn.router)
+    app.include_router(select.router)
     training.install(app)
     # Outermost, so Host, Origin and the owner are settled before anything else runs.
     app.add_middleware(SharedServer, allowed_hosts=settings.hosts(),

@@ -153,6 +153,18 @@ class Settings(BaseSettings):
     # rereads the rest of the text after each one: quadratic, 10 s for 10,000 characters.
     # Ordinary patterns take under 0.1 s, even `.` with a match per character.
     max_regex_seconds: float = Field(2.0, gt=0)
+    # ---- select and match (app/routers/select.py) ----
+    # Validation characters a match reads: 100,000 read once in ~15 s on a 2x256 LSTM, then
+    # answer from the kept reading in milliseconds.
+    max_match_chars: int = Field(100_000, ge=100)
+    # Models whose validation reading is kept for matching: every unit of every quantity as
+    # float16, 3,072 units x 100,000 characters = 614 MB for a 2x256 LSTM.
+    match_cache_models: int = Field(1, ge=0)
+    # Units matched together, and matches returned: a set a person ticks, a list a person reads.
+    max_match_units: int = Field(32, ge=1)
+    max_match_top: int = Field(100, ge=1)
+    # Spans selected at once: a few examples of one thing, not an annotation of the text.
+    max_select_spans: int = Field(50, ge=1)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

@@ -95,3 +95,119 @@ def test_selecting_two_quotations_ranks_the_quote_unit_first_and_matching_recove
     recall = np.mean([any(jaccard(q, p) >= 0.5 for p in places) for q in quotes])
     precision = np.mean([any(jaccard(q, p) >= 0.5 for q in quotes) for p in places])
     assert recall >= 0.9 and precision >= 0.9, (recall, precision, len(quotes), len(places))
+
+
+# ---- REST --------------------------------------------------------------------------------
+
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n"
+
+
+@pytest.fixture(scope="module")
+def corpus_client(tmp_path_factory, settings, corpus):
+    """A client that finds the test models' training corpus, so /match reads its validation text."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(corpus, encoding="utf-8")
+    with TestClient(create_app(settings.model_copy(update={"corpus_paths": (path,)}))) as c:
+        yield c
+
+
+def spoken(text: str) -> list[list[int]]:
+    """Every "peak" of the text, as spans."""
+    return [[i, i + 4] for i in range(len(text)) if text.startswith("peak", i)]
+
+
+def test_select_ranks_like_the_model_function(client, models):
+    spans = spoken(TEXT)
+    r = client.post("/api/models/lstm/select", json={"text": TEXT, "spans": spans, "top": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    m = models["lstm"]
+    want = rank_for_spans(activations(m, m.encode(TEXT)), [tuple(s) for s in spans], top=4).ranked
+    assert [(n["layer"], n["quantity"], n["unit"]) for n in body["neurons"]] == [(w.layer, w.quantity, w.unit)
+                                                                                 for w in want]
+    assert body["neurons"][0]["score"] == pytest.approx(want[0].score)
+    assert body["inside"] == sum(b - a for a, b in spans) and body["units"] == 2 * 32 * 6
+    near = set().union(*(range(max(0, a - 5), min(len(TEXT), b + 5)) for a, b in spans))   # 5 either side
+    assert body["compared"] == len(near)
+
+
+def test_select_refuses_what_it_cannot_rank(client):
+    for body, status, words in (
+            ({"text": TEXT, "spans": [[5, 5]]}, 422, "not a non-empty stretch"),
+            ({"text": TEXT, "spans": [[5, 500]]}, 422, "not a non-empty stretch"),
+            ({"text": TEXT, "spans": [[0, len(TEXT)]]}, 422, "nothing is outside"),
+            ({"text": TEXT, "spans": []}, 422, "at least 1"),
+            ({"text": TEXT, "spans": [[1, 2, 3]]}, 422, "at most 2"),
+            ({"text": TEXT, "spans": [[0, 2]] * 51}, 422, "RNNSCOPE_MAX_SELECT_SPANS"),
+            ({"text": TEXT, "spans": [[0, 2]], "top": 101}, 422, "RNNSCOPE_MAX_PROBE_TOP"),
+            ({"text": "x" * 10_001, "spans": [[0, 2]]}, 422, "RNNSCOPE_MAX_PROBE_CHARS"),
+            ({"text": TEXT + "€", "spans": [[0, 2]]}, 422, "drop_unknown")):
+        r = client.post("/api/models/lstm/select", json=body)
+        assert r.status_code == status and words in r.text, (body, r.text)
+    r = client.post("/api/models/nope/select", json={"text": TEXT, "spans": [[0, 2]]})
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+
+
+def test_match_finds_the_units_on_in_a_text_sent(client, models):
+    m = models["lstm"]
+    spans = spoken(TEXT)
+    best = client.post("/api/models/lstm/select", json={"text": TEXT, "spans": spans, "top": 2}).json()["neurons"]
+    units = [{k: n[k] for k in ("layer", "quantity", "unit", "sign", "threshold")} for n in best]
+    r = client.post("/api/models/lstm/match", json={"units": units, "length": 8, "text": TEXT * 3, "top": 5,
+                                                    "width": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "text" and body["chars"] == 3 * len(TEXT) and len(body["on"]) == 2
+    values = read_all(m, m.encode(TEXT * 3)).values
+    want = match(values[[(n["layer"] * 6 + "hcifgo".index(n["quantity"])) * 32 + n["unit"] for n in best]],
+                 [n["threshold"] for n in best], [n["sign"] for n in best], 8, top=5)
+    assert [(f["start"], f["end"]) for f in body["matches"]] == [(w.start, w.end) for w in want]
+    for f in body["matches"]:
+        assert (TEXT * 3)[f["snippet_start"]:f["snippet_start"] + len(f["snippet"])] == f["snippet"]
+        assert f["snippet_start"] == max(0, f["start"] - 4) and all(len(v) == len(f["snippet"]) for v in f["values"])
+
+
+def test_match_reads_the_validation_text_once(corpus_client, corpus):
+    unit = {"layer": 0, "quantity": "c", "unit": 3, "sign": 1, "threshold": 0.0}
+    r = corpus_client.post("/api/models/lstm/match", json={"units": [unit], "length": 6})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["source"] == "validation" and body["corpus"] == "tiny.txt" and body["chars"] == 3000
+    readings = corpus_client.app.state.match_readings
+    assert len(readings._items) == 1
+    again = corpus_client.post("/api/models/lstm/match", json={"units": [unit], "length": 6}).json()
+    assert again == body
+    corpus_client.post("/api/models/gru/match", json={"units": [{**unit, "quantity": "h"}], "length": 6})
+    assert [k[0] for k in readings._items] == ["gru"]          # match_cache_models is 1
+
+
+def test_match_refuses_what_it_cannot_search(client):
+    unit = {"layer": 0, "quantity": "h", "unit": 0, "threshold": 0.0}
+    for body, words in (
+            ({"units": [unit], "length": 5}, "send a text"),
+            ({"units": [{**unit, "layer": 2}], "length": 5, "text": TEXT}, "layer 2 does not exist"),
+            ({"units": [{**unit, "quantity": "z"}], "length": 5, "text": TEXT}, "no quantity 'z'"),
+            ({"units": [{**unit, "unit": 32}], "length": 5, "text": TEXT}, "unit 32 does not exist"),
+            ({"units": [unit] * 33, "length": 5, "text": TEXT}, "RNNSCOPE_MAX_MATCH_UNITS"),
+            ({"units": [unit], "length": 5, "text": TEXT, "top": 101}, "RNNSCOPE_MAX_MATCH_TOP"),
+            ({"units": [unit], "length": 0, "text": TEXT}, "greater than 0"),
+            ({"units": [{**unit, "sign": 2}], "length": 5, "text": TEXT}, "sign"),
+            ({"units": [], "length": 5, "text": TEXT}, "at least 1"),
+            ({"units": [unit], "length": 5, "text": "x" * 20_001}, "RNNSCOPE_MAX_TEXT_CHARS")):
+        r = client.post("/api/models/lstm/match", json=body)
+        assert r.status_code == 422 and words in r.text, (body, r.text)
+    r = client.post("/api/models/nope/match", json={"units": [unit], "length": 5, "text": TEXT})
+    assert r.status_code == 404
+
+
+def test_select_and_match_are_documented_with_their_limits(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["SelectRequest"]["properties"]["spans"]["maxItems"] == 50
+    assert schemas["MatchRequest"]["properties"]["units"]["maxItems"] == 32
+    assert schemas["MatchRequest"]["properties"]["top"]["maximum"] == 100
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/api/models/{model_id}/select" in paths and "/api/models/{model_id}/match" in paths

@@ -1,0 +1,157 @@
+"""Select, find, match: the units on in stretches of text a person selected, and the other
+places in the model's validation text (or a text sent) where a set of them is on together."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+
+from model.data import split
+from model.match import match, rank_for_spans, read_all
+from model.probes import Activations
+
+from ..compute import rounded
+from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
+from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
+from ..neuron_schemas import (MatchFound, MatchRequest, MatchResponse, MatchUnit, RankedNeuron, SelectRequest,
+                              SelectResponse)
+from ..registry import Entry
+from .analysis import readable_text
+from .neurons import ActivationsDep, LibraryDep, training_corpus
+
+router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE,
+                   route_class=RenderedInThread)
+
+_state_lock = threading.Lock()
+
+
+class ValidationReadings:
+    """Per model, its validation text and every unit's value over it (float16), least
+    recently used dropped first: reading 100,000 characters is ~15 s, matching the reading
+    a few milliseconds."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple, tuple[str, Activations]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._reading = threading.Lock()        # one cold read at a time: two would cost twice the memory
+
+    def get(self, entry: Entry, text: str) -> Activations:
+        # id(model): a training run's model keeps its id while its weights are replaced.
+        key = (entry.id, id(entry.model))
+        with self._reading:
+            with self._lock:
+                found = self._items.get(key)
+                if found is not None and found[0] == text:
+                    self._items.move_to_end(key)
+                    return found[1]
+            acts = read_all(entry.model, entry.model.encode(text))
+            if self.size > 0:
+                with self._lock:
+                    self._items[key] = (text, acts)
+                    while len(self._items) > self.size:
+                        self._items.popitem(last=False)
+            return acts
+
+
+async def get_readings(request: Request) -> ValidationReadings:
+    state = request.app.state
+    with _state_lock:
+        if getattr(state, "match_readings", None) is None:
+            state.match_readings = ValidationReadings(state.settings.match_cache_models)
+    return state.match_readings
+
+
+ReadingsDep = Annotated[ValidationReadings, Depends(get_readings)]
+
+
+@router.post("/select", response_model=SelectResponse)
+def select(req: SelectRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+           cache: ActivationsDep) -> SelectResponse:
+    """Rank every unit of every layer and quantity by how well it separates the selected
+    spans from the characters around them (AUC), with its sign and threshold."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    spans = [(a, b) for a, b in req.spans]
+    for i, (a, b) in enumerate(spans):
+        if not a < b <= len(text):
+            raise invalid(("body", "spans", i), f"span [{a}, {b}] is not a non-empty stretch of the "
+                          f"{len(text)} characters read (start < end <= {len(text)})", "span_outside")
+    with slots:
+        acts = cache.get(entry, text)
+        try:
+            result = rank_for_spans(acts, spans, req.top, req.context)
+        except ValueError as e:
+            raise invalid(("body", "spans"), f"{e}; select less of the text", "spans_cover_all") from None
+        del acts
+    neurons = [RankedNeuron(layer=r.layer, quantity=r.quantity, unit=r.unit, score=r.score, strength=r.strength,
+                            sign=r.sign, threshold=r.threshold, separation=r.separation, low=r.low, high=r.high)
+               for r in result.ranked]
+    return SelectResponse(text=text, inside=result.positives, compared=len(result.indicator),
+                          units=result.total_units, neurons=neurons, dropped=dropped)
+
+
+def unit_rows(units: list[MatchUnit], entry: Entry) -> list[int]:
+    """Each unit's row in read_all's layout (layer, quantity, unit), or a 422 naming it."""
+    cfg, cell = entry.model.config, entry.model.cell
+    rows = []
+    for i, u in enumerate(units):
+        if u.layer >= cfg.num_layers:
+            raise invalid(("body", "units", i, "layer"), f"layer {u.layer} does not exist; the model has "
+                          f"{cfg.num_layers}", "less_than", lt=cfg.num_layers)
+        if u.quantity not in cell.quantities:
+            raise invalid(("body", "units", i, "quantity"), f"a {cell.name} has no quantity {u.quantity!r}; "
+                          f"choose from {', '.join(cell.quantities)}", "not_available",
+                          available=list(cell.quantities))
+        if u.unit >= cfg.hidden_size:
+            raise invalid(("body", "units", i, "unit"), f"unit {u.unit} does not exist; layers have "
+                          f"{cfg.hidden_size}", "less_than", lt=cfg.hidden_size)
+        rows.append((u.layer * len(cell.quantities) + cell.quantities.index(u.quantity)) * cfg.hidden_size + u.unit)
+    return rows
+
+
+@router.post("/match", response_model=MatchResponse)
+def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+                library: LibraryDep, readings: ReadingsDep) -> MatchResponse:
+    """Where a set of units is on together for a stretch of about the selection's length in
+    the model's validation text (or the text sent), best agreement first, each with a
+    snippet and the units' values over it."""
+    m = entry.model
+    rows = unit_rows(req.units, entry)
+    corpus = training_corpus(entry, library) if req.text is None else None
+    if req.text is not None:
+        text, dropped = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_text_chars, "max_text_chars")
+        source = "text"
+    elif corpus is not None:
+        val_fraction = float(m.train_config.get("val_fraction", 0.1)) if isinstance(m.train_config, dict) else 0.1
+        _, val = split(library.text(corpus), val_fraction)
+        text, dropped = vet_text(m.vocab, val[: settings.max_match_chars], True, settings.max_match_chars,
+                                 "max_match_chars")
+        source = "validation"
+    else:
+        raise invalid(("body", "text"), "the model's training corpus is not available on this server, so "
+                      "send a text to search instead", "corpus_unavailable")
+    if not text:
+        raise invalid(("body", "text"), "nothing is left to read", "too_short")
+    thresholds = [u.threshold for u in req.units]
+    signs = [u.sign for u in req.units]
+    with slots:
+        if source == "validation":
+            acts = readings.get(entry, text)
+        else:
+            acts = read_all(m, m.encode(text))
+        values = acts.values[rows]                                               # (M, T) float16
+        del acts
+        found = match(values, thresholds, signs, req.length, req.top, req.tolerance, req.quorum)
+        on = ((values - np.array(thresholds)[:, None]) * np.array(signs)[:, None] > 0).mean(axis=1)
+    w = req.width
+    matches = []
+    for f in found:
+        a, b = max(0, f.start - w), min(len(text), f.end + w)
+        matches.append(MatchFound(start=f.start, end=f.end, score=f.score, snippet_start=a, snippet=text[a:b],
+                                  values=rounded(values[:, a:b], 3)))
+    return MatchResponse(source=source, corpus=None if corpus is None else corpus.name, chars=len(text),
+                         on=[float(x) for x in on], matches=matches, dropped=dropped if source == "text" else [])
