@@ -236,7 +236,7 @@ class SelectRequest(TextRequest):
                                   "drop_unknown removes characters), end exclusive; they may overlap. At most "
                                   "max_select_spans (RNNSCOPE_MAX_SELECT_SPANS).", examples=[[[15, 22], [40, 48]]])
     context: int | None = Field(
-        5, ge=1, le=1000, description="Characters on each side of each span that count as outside it; null: the "
+        20, ge=1, le=1000, description="Characters on each side of each span that count as outside it; null: the "
                                       "whole rest of the text. Near, by default: a text usually holds unselected "
                                       "instances of what was selected, which would count against its unit.")
     top: Annotated[int, limit("max_probe_top")] = Field(
@@ -269,6 +269,8 @@ class MatchRequest(StrictBody):
                              description="A match is from length / tolerance to length x tolerance characters long.")
     quorum: float = Field(0.5, gt=0.0, le=1.0, allow_inf_nan=False,
                           description="The fraction of the units that must be on at every character of a match.")
+    gap: int = Field(1, ge=0, le=20, description="Runs at most this many characters apart are one match: a unit "
+                                                 "may dip for a character inside the stretch it marks.")
     text: Annotated[str, Field(min_length=1), limit("max_text_chars")] | None = Field(
         None, description="Search this text instead of the first max_match_chars (RNNSCOPE_MAX_MATCH_CHARS) "
                           "characters of the model's validation text; at most max_text_chars "

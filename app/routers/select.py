@@ -145,7 +145,7 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
             acts = read_all(m, m.encode(text))
         values = acts.values[rows]                                               # (M, T) float16
         del acts
-        found = match(values, thresholds, signs, req.length, req.top, req.tolerance, req.quorum)
+        found = match(values, thresholds, signs, req.length, req.top, req.tolerance, req.quorum, req.gap)
         on = ((values - np.array(thresholds)[:, None]) * np.array(signs)[:, None] > 0).mean(axis=1)
     w = req.width
     matches = []
