@@ -3,6 +3,8 @@ spans and matched across a text, proved on the planted quote-upper-case corpus."
 from __future__ import annotations
 
 import time
+from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -226,3 +228,52 @@ def test_select_and_match_are_documented_with_their_limits(client):
     assert schemas["MatchRequest"]["properties"]["top"]["maximum"] == 100
     paths = client.get("/openapi.json").json()["paths"]
     assert "/api/models/{model_id}/select" in paths and "/api/models/{model_id}/match" in paths
+
+
+# ---- Browser (page and live_server from conftest.py) -------------------------------------
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PAGE_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 2
+
+
+def drag(page, first: int, last: int, shift: bool = False) -> None:
+    """Press on character `first`, move to `last`, release: a mouse selection in the explorer."""
+    a = page.locator(f'#charmap .ch[data-i="{first}"]').bounding_box()
+    b = page.locator(f'#charmap .ch[data-i="{last}"]').bounding_box()
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.move(a["x"] + 2, a["y"] + a["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(b["x"] + 2, b["y"] + b["height"] / 2, steps=6)
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+
+
+def test_selecting_spans_with_the_mouse_finds_units_and_matches_them(page, live_server):
+    page.goto(f"{live_server}/explore?model=lstm&layer=1&quantity=h&neuron=0&text={quote(PAGE_TEXT)}")
+    page.wait_for_selector("#charmap .ch")
+    first, second = PAGE_TEXT.index("Speak"), PAGE_TEXT.index("speak.\n\n")
+    drag(page, first, first + 4)
+    drag(page, second, second + 4, shift=True)
+    assert page.locator("#select-spans .sel-span").all_text_contents() == ["speak", "Speak"]   # in text order
+    assert page.locator("#charmap .ch.selected").count() == 10
+    drag(page, 0, 4)                                                   # without Shift: a new selection
+    assert page.locator("#select-spans .sel-span").all_text_contents() == ["First"]
+    drag(page, first, first + 4, shift=True)
+    page.click("#select-find")
+    rows = page.locator("#select-units tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 12 and "layer" in rows.first.text_content()
+    page.click("#select-match")                  # the test models' corpus is not here: the text on screen
+    page.locator("#select-matches .match").first.wait_for()
+    assert "the text above" in page.locator("#select-matches").text_content()
+    assert page.locator("#select-matches .match").first.locator(".match-strip").count() == 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "explore-select.png"), full_page=True)
+    snippet = page.locator("#select-matches .match .match-text").first.text_content()
+    page.locator("#select-matches .match").first.click()
+    page.wait_for_function("document.querySelectorAll('#charmap .ch').length < 150")
+    assert page.input_value("#text").replace("\n", "↵") == snippet
+    assert page.locator("#select-spans .sel-span").count() == 0       # the new text cleared the selection
+    assert page.locator("#select-clear").is_disabled()

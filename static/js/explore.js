@@ -3,6 +3,7 @@
 import {
   api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
+import { initSelect } from "./select.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -613,4 +614,23 @@ async function main() {
   await loadModel();
 }
 
+initSelect({
+  charmap: els.charmap, model: () => state.model, text: () => trace?.chars.join("") ?? null,
+  view: (layer, quantity, neuron) => {
+    Object.assign(state, { layer, quantity, neuron });
+    neuronChosen = true;
+    els.layer.value = layer;
+    els.quantity.value = quantity;
+    load();
+  },
+  open: (text, layer, quantity, neuron) => {
+    Object.assign(state, { layer, quantity, neuron, drop: false });
+    neuronChosen = true;
+    els.layer.value = layer;
+    els.quantity.value = quantity;
+    els.text.value = text;
+    els.passage.value = "";
+    load();
+  },
+});
 main();
