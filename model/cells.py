@@ -149,12 +149,13 @@ class LSTMCell(Cell):
         slope_g = gate(slope, 2, H)
         np.multiply(g, g, out=slope_g)
         np.subtract(1.0, slope_g, out=slope_g)
-        # dc += dh * o * (1 - tanh(c)^2): the cell state reaches L through h too (do is scratch here).
-        np.multiply(tanh_c, tanh_c, out=do)
-        np.subtract(1.0, do, out=do)
-        do *= o
-        do *= dh
-        dc += do
+        # dc += dh * o * (1 - tanh(c)^2): the cell state reaches L through h too. dc_prev is
+        # free until the last line, and contiguous where the gate blocks of dxa are not.
+        np.multiply(tanh_c, tanh_c, out=dc_prev)
+        np.subtract(1.0, dc_prev, out=dc_prev)
+        dc_prev *= o
+        dc_prev *= dh
+        dc += dc_prev
         np.multiply(dc, g, out=di)              # di = dc * g
         np.multiply(dc, step.c_prev, out=df)    # df = dc * c_{t-1}
         np.multiply(dc, i, out=dg)              # dg = dc * i
@@ -194,7 +195,8 @@ class GRUCell(Cell):
         H = dh.shape[-1]
         r, z, n = (gate(step.acts, k, H) for k in range(3))
         da_r, da_z, da_n = (gate(dxa, k, H) for k in range(3))
-        one_minus_z, slope, direct = (gate(work, k, H) for k in range(3))
+        # Three contiguous (N, H) scratch blocks: column blocks of work would be strided, slower.
+        one_minus_z, slope, direct = work.reshape(3, -1, H)
         np.subtract(step.h_prev, n, out=da_z)    # dz = dh * (h_{t-1} - n)
         da_z *= dh
         np.subtract(1.0, z, out=one_minus_z)
