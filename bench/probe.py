@@ -110,7 +110,10 @@ def time_match(model: LanguageModel, text: str, chars: int, rounds: int) -> dict
         found = match(acts.values[[r.row for r in ranked]], thresholds, signs, length, top=20)
         cached_s.append(time.perf_counter() - start)
     cached = statistics.median(cached_s)
-    return {"chars": len(val), "units": [f"L{r.layer} {r.quantity}[{r.unit}] AUC {r.score if r.sign > 0 else 1 - r.score:.3f}{'' if r.sign > 0 else ' (below)'}" for r in ranked],
+    # AUC as the unit's sign reads it: a unit lower inside the selection has 1 - AUC.
+    units = [f"L{r.layer} {r.quantity}[{r.unit}] AUC {r.score if r.sign > 0 else 1 - r.score:.3f}"
+             f"{'' if r.sign > 0 else ' (below)'}" for r in ranked]
+    return {"chars": len(val), "units": units,
             "cache_bytes": acts.values.nbytes, "read_seconds": read_s, "cold_seconds": read_s + cached,
             "cached_seconds": cached, "cached_rounds": cached_s, "matches": len(found),
             "first": val[found[0].start:found[0].end] if found else None}
