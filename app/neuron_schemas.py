@@ -249,8 +249,9 @@ class SelectResponse(BaseModel):
     compared: int = Field(description="Characters ranked on: inside the spans and the context around them.")
     units: int = Field(description="Units ranked: every unit of every layer and quantity.")
     neurons: list[RankedNeuron] = Field(description="Strongest first; score is the AUC of inside against "
-                                                    "outside. Send a set of them, with sign and threshold, to "
-                                                    "/match.")
+                                                    "outside; threshold is the middle of the gap between them "
+                                                    "when the unit separates them completely, else Youden's cut. "
+                                                    "Send a set of them, with sign and threshold, to /match.")
     dropped: list[str]
 
 

@@ -114,11 +114,11 @@ def match(values: np.ndarray, thresholds, signs, length: float, top: int = 10, t
 
     A candidate is a maximal run of characters where at least `quorum` of the units are on,
     runs apart by at most `gap` characters joined (a unit dips for a character at a space
-    inside a long quotation); it must be between length / tolerance and length * tolerance characters long. Candidates
-    are ranked by agreement (the fraction of units on, averaged over the run), then by how
-    close their length is to `length` (on a log scale: twice as long is as far as half as
-    long), then by position. Runs never overlap, so neither do the matches. Linear in T: one
-    comparison per value, then run edges and a cumulative sum.
+    inside a long quotation); it must be from length / tolerance to length * tolerance
+    characters long. Candidates are ranked by agreement (the fraction of units on, averaged
+    over the run), then by how close their length is to `length` (on a log scale: twice as
+    long is as far as half as long), then by position. Runs never overlap, so neither do
+    the matches. Linear in T: one comparison per value, then run edges and a cumulative sum.
     """
     if values.ndim != 2 or values.shape[0] == 0:
         raise ValueError("values must be (M, T) with at least one unit")

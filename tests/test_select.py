@@ -85,14 +85,15 @@ def isolated_quotes(text: str, margin: int) -> list[tuple[int, int]]:
     """Quoted spans with no other quote within `margin` characters either side."""
     spans = runs(inside_quotes(text))
     return [(a, b) for i, (a, b) in enumerate(spans)
-            if (i == 0 or spans[i - 1][1] + 1 + margin <= a) and (i + 1 == len(spans) or b + 1 + margin <= spans[i + 1][0])]
+            if (i == 0 or spans[i - 1][1] + 1 + margin <= a)
+            and (i + 1 == len(spans) or b + 1 + margin <= spans[i + 1][0])]
 
 
-def test_selecting_two_quotations_ranks_the_quote_unit_first_and_matching_recovers_them(quote_model):  # noqa: F811
+def test_two_selected_quotations_find_the_quote_unit_which_matches_the_rest(quote_model):  # noqa: F811
     text = quote_corpus(3000, seed=1)
     planted = probe(quote_model, text, CONCEPTS["quotes"].indicator(text), graded=False, top=1).ranked[0]
     acts = activations(quote_model, quote_model.encode(text))
-    isolated = isolated_quotes(text, margin=20)                         # nothing quoted in the context compared
+    isolated = isolated_quotes(text, margin=20)              # nothing quoted in the context compared
     firsts = []
     for pair in zip(isolated, isolated[1:]):
         best = rank_for_spans(acts, list(pair), top=5).ranked[0]
@@ -103,7 +104,7 @@ def test_selecting_two_quotations_ranks_the_quote_unit_first_and_matching_recove
     best = rank_for_spans(acts, chosen, top=5).ranked[0]
     assert (best.layer, best.unit) == (planted.layer, planted.unit) and best.score >= 0.95, (best, planted)
 
-    held = quote_corpus(20_000, seed=7)                                 # a text neither trained nor selected on
+    held = quote_corpus(20_000, seed=7)                      # a text neither trained nor selected on
     quotes = runs(inside_quotes(held))
     values = read_all(quote_model, quote_model.encode(held))
     length = float(np.mean([b - a for a, b in chosen]))
@@ -172,7 +173,8 @@ def test_select_refuses_what_it_cannot_rank(client):
 def test_match_finds_the_units_on_in_a_text_sent(client, models):
     m = models["lstm"]
     spans = spoken(TEXT)
-    best = client.post("/api/models/lstm/select", json={"text": TEXT, "spans": spans, "top": 2}).json()["neurons"]
+    body = {"text": TEXT, "spans": spans, "top": 2}
+    best = client.post("/api/models/lstm/select", json=body).json()["neurons"]
     units = [{k: n[k] for k in ("layer", "quantity", "unit", "sign", "threshold")} for n in best]
     r = client.post("/api/models/lstm/match", json={"units": units, "length": 8, "text": TEXT * 3, "top": 5,
                                                     "width": 4})
@@ -185,7 +187,8 @@ def test_match_finds_the_units_on_in_a_text_sent(client, models):
     assert [(f["start"], f["end"]) for f in body["matches"]] == [(w.start, w.end) for w in want]
     for f in body["matches"]:
         assert (TEXT * 3)[f["snippet_start"]:f["snippet_start"] + len(f["snippet"])] == f["snippet"]
-        assert f["snippet_start"] == max(0, f["start"] - 4) and all(len(v) == len(f["snippet"]) for v in f["values"])
+        assert f["snippet_start"] == max(0, f["start"] - 4)
+        assert all(len(v) == len(f["snippet"]) for v in f["values"])
 
 
 def test_match_reads_the_validation_text_once(corpus_client, corpus):

@@ -22,8 +22,8 @@ from ..registry import Entry
 from .analysis import readable_text
 from .neurons import ActivationsDep, LibraryDep, training_corpus
 
-router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE,
-                   route_class=RenderedInThread)
+router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
+                   responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 
 _state_lock = threading.Lock()
 
@@ -87,9 +87,9 @@ def select(req: SelectRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         except ValueError as e:
             raise invalid(("body", "spans"), f"{e}; select less of the text", "spans_cover_all") from None
         del acts
-    neurons = [RankedNeuron(layer=r.layer, quantity=r.quantity, unit=r.unit, score=r.score, strength=r.strength,
-                            sign=r.sign, threshold=r.threshold, separation=r.separation, low=r.low, high=r.high)
-               for r in result.ranked]
+    neurons = [RankedNeuron(layer=r.layer, quantity=r.quantity, unit=r.unit, score=r.score,
+                            strength=r.strength, sign=r.sign, threshold=r.threshold,
+                            separation=r.separation, low=r.low, high=r.high) for r in result.ranked]
     return SelectResponse(text=text, inside=result.positives, compared=len(result.indicator),
                           units=result.total_units, neurons=neurons, dropped=dropped)
 
@@ -109,7 +109,8 @@ def unit_rows(units: list[MatchUnit], entry: Entry) -> list[int]:
         if u.unit >= cfg.hidden_size:
             raise invalid(("body", "units", i, "unit"), f"unit {u.unit} does not exist; layers have "
                           f"{cfg.hidden_size}", "less_than", lt=cfg.hidden_size)
-        rows.append((u.layer * len(cell.quantities) + cell.quantities.index(u.quantity)) * cfg.hidden_size + u.unit)
+        block = u.layer * len(cell.quantities) + cell.quantities.index(u.quantity)
+        rows.append(block * cfg.hidden_size + u.unit)
     return rows
 
 
@@ -123,10 +124,12 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
     rows = unit_rows(req.units, entry)
     corpus = training_corpus(entry, library) if req.text is None else None
     if req.text is not None:
-        text, dropped = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_text_chars, "max_text_chars")
+        text, dropped = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_text_chars,
+                                 "max_text_chars")
         source = "text"
     elif corpus is not None:
-        val_fraction = float(m.train_config.get("val_fraction", 0.1)) if isinstance(m.train_config, dict) else 0.1
+        config = m.train_config if isinstance(m.train_config, dict) else {}
+        val_fraction = float(config.get("val_fraction", 0.1))
         _, val = split(library.text(corpus), val_fraction)
         text, dropped = vet_text(m.vocab, val[: settings.max_match_chars], True, settings.max_match_chars,
                                  "max_match_chars")
@@ -154,4 +157,5 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
         matches.append(MatchFound(start=f.start, end=f.end, score=f.score, snippet_start=a, snippet=text[a:b],
                                   values=rounded(values[:, a:b], 3)))
     return MatchResponse(source=source, corpus=None if corpus is None else corpus.name, chars=len(text),
-                         on=[float(x) for x in on], matches=matches, dropped=dropped if source == "text" else [])
+                         on=[float(x) for x in on], matches=matches,
+                         dropped=dropped if source == "text" else [])
