@@ -268,6 +268,13 @@ def test_selecting_spans_with_the_mouse_finds_units_and_matches_them(page, live_
     rows = page.locator("#select-units tbody tr")
     rows.first.wait_for()
     assert rows.count() == 12 and "layer" in rows.first.text_content()
+    unit = rows.nth(1).locator(".unit").text_content()               # "layer 0 · i[10]"
+    rows.nth(1).locator("button").click()                            # view it
+    layer, name = unit.removeprefix("layer ").split(" · ")
+    quantity, neuron = name.rstrip("]").split("[")
+    page.wait_for_function(f"document.querySelector('#readout').textContent.endsWith('layer {layer} · {quantity}') "
+                           f"&& document.querySelector('#neuron').value === '{neuron}'")
+    assert page.input_value("#layer") == layer and page.input_value("#quantity") == quantity
     page.click("#select-match")                  # the test models' corpus is not here: the text on screen
     page.locator("#select-matches .match").first.wait_for()
     assert "the text above" in page.locator("#select-matches").text_content()
