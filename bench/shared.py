@@ -4,7 +4,8 @@ trains, against `rnnscope serve` as the README starts it.
 Every client sends, back to back, the largest request each compute route accepts (a trace
 of RNNSCOPE_MAX_TEXT_CHARS with every quantity as float32, BPTT over MAX_GRADIENT_CHARS, a
 probe of MAX_PROBE_CHARS, a memory horizon of MAX_HORIZON_CHARS, a sample of
-MAX_SAMPLE_LENGTH after the longest prime, an estimate of the largest model a run may have).
+MAX_SAMPLE_LENGTH after the longest prime, an estimate of the largest model a run may have,
+a match over the validation text of two models in turn).
 Meanwhile one prober asks for /healthz, the model list and a page every 50 ms, and the
 server's resident memory is read every 50 ms.
 
@@ -53,6 +54,11 @@ def worst_mix(s: Settings, corpus: str, corpus_id: int) -> list[tuple[str, str, 
          {"prime": val[: s.max_prime_chars], "length": s.max_sample_length, "seed": 1}),
         ("estimate, largest model a run may have", f"/api/corpora/{corpus_id}/estimate?cell=lstm&hidden_size="
          f"{s.max_hidden_size}&num_layers=1&batch_size=32&seq_length=100", None),
+        # Two models, so the match cache (RNNSCOPE_MATCH_CACHE_MODELS readings of the validation
+        # text) is read again and again: its worst case, not its usual one.
+        *[(f"match over the validation text, {model}", f"/api/models/{model}/match",
+           {"units": [{"layer": 1, "quantity": "h", "unit": 221, "sign": -1, "threshold": 0.0}], "length": 9})
+          for model in ("python", "lstm")],
     ]
 
 
