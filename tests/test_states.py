@@ -1,0 +1,146 @@
+"""State space and fixed points: model/dynamics.py on hand-built maps with known answers,
+the /states and /fixed-points routes, and the /states page in chromium."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import fsolve
+
+from model.dynamics import (MAPS, RNNMap, classify, find_fixed_points, fit_pca, layer_input, read_layer,
+                            sample_starts, step_map)
+from model.lm import LanguageModel
+from model.network import ModelConfig, init_params
+from model.vocab import Vocab
+
+
+# ---- PCA ---------------------------------------------------------------------------------------
+
+def test_pca_of_a_random_orthogonal_embedding_recovers_the_variance_ordering():
+    rng = np.random.default_rng(0)
+    sd = np.array([1.0, 5.0, 0.2, 3.0, 0.05])                          # variances 1, 25, .04, 9, .0025
+    Z = rng.standard_normal((20_000, 5)) * sd
+    Q, _ = np.linalg.qr(rng.standard_normal((40, 40)))
+    X = Z @ Q[:5] + rng.standard_normal(40)                            # rows in R^40, offset
+    pca = fit_pca(X, k=3)
+    order = np.argsort(-sd)[:3]                                        # latent axes 1, 3, 0
+    np.testing.assert_allclose(pca.variance, sd[order] ** 2, rtol=0.05)
+    np.testing.assert_allclose(pca.explained, sd[order] ** 2 / (sd ** 2).sum(), rtol=0.05)
+    # Each component is the embedded latent axis, up to sign.
+    np.testing.assert_allclose(np.abs(pca.components @ Q[order].T), np.eye(3), atol=0.02)
+    P = pca.project(X)
+    np.testing.assert_allclose(P.var(axis=0, ddof=1), pca.variance, rtol=1e-9)
+
+
+# ---- a two-unit RNN with three fixed points -----------------------------------------------------
+
+def hand_rnn(theta: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """W = R diag(2, 0.5) R^T, b = 0: one direction expands (gain 2 > 1), so tanh bends it
+    into two stable attractors either side of a saddle at 0."""
+    R = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return R @ np.diag([2.0, 0.5]) @ R.T, np.zeros(2)
+
+
+def grid_fixed_points(W, b, n=401):
+    """Independently: roots of tanh(W h + b) - h found by fsolve from every point of a fine
+    grid on [-1, 1]^2 where the residual is locally smallest, merged; stability from a
+    centred finite-difference Jacobian."""
+    g = np.linspace(-1, 1, n)
+    H = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+    res = np.linalg.norm(np.tanh(H @ W.T + b) - H, axis=1).reshape(n, n)
+    pad = np.pad(res, 1, constant_values=np.inf)
+    local = np.ones_like(res, bool)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            local &= res <= pad[1 + di:1 + di + n, 1 + dj:1 + dj + n]
+    roots = []
+    for i, j in zip(*np.nonzero(local)):
+        h = fsolve(lambda h: np.tanh(W @ h + b) - h, np.array([g[i], g[j]]), xtol=1e-13)
+        if np.linalg.norm(np.tanh(W @ h + b) - h) < 1e-10 and all(np.linalg.norm(h - r) > 1e-6 for r in roots):
+            roots.append(h)
+    out = []
+    for h in roots:
+        eps = 1e-6
+        J = np.stack([(np.tanh(W @ (h + e) + b) - np.tanh(W @ (h - e) + b)) / (2 * eps)
+                      for e in np.eye(2) * eps], axis=1)
+        out.append((h, classify(np.linalg.eigvals(J))))
+    return out
+
+
+def test_every_fixed_point_of_a_hand_built_rnn_is_found_and_classified():
+    W, b = hand_rnn()
+    expected = grid_fixed_points(W, b)
+    assert sorted(k for _, k in expected) == ["saddle", "stable", "stable"]
+    F = RNNMap(np.zeros((2, 1)), W, np.zeros(2), b, np.zeros(1))
+    # Starts along real trajectories: runs of the map from random states.
+    rng = np.random.default_rng(1)
+    s = rng.uniform(-1, 1, (8, 2))
+    traj = []
+    for _ in range(10):
+        s = F(s)
+        traj.append(s)
+    found = find_fixed_points(F, sample_starts(np.concatenate(traj), 40, seed=2)).points
+    assert len(found) == 3
+    for h, kind in expected:
+        match = min(found, key=lambda p: np.linalg.norm(p.state - h))
+        assert np.linalg.norm(match.state - h) < 1e-6
+        assert match.kind == kind
+        assert match.q < 1e-12
+    saddle = next(p for p in found if p.kind == "saddle")
+    np.testing.assert_allclose(saddle.state, 0, atol=1e-8)
+    np.testing.assert_allclose(np.abs(saddle.eigenvalues), [2.0, 0.5], rtol=1e-8)   # W itself at 0
+
+
+def test_a_map_with_one_attractor_and_one_repeller_is_classified():
+    """Unstable: h' = tanh(3h + 0) per unit has three roots per axis; (0, 0) expands on both."""
+    F = RNNMap(np.zeros((2, 1)), 3.0 * np.eye(2), np.zeros(2), np.zeros(2), np.zeros(1))
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 7), np.linspace(-1, 1, 7)), -1).reshape(-1, 2)
+    found = find_fixed_points(F, grid, max_polished=16).points
+    kinds = sorted(p.kind for p in found)
+    assert kinds == ["saddle"] * 4 + ["stable"] * 4 + ["unstable"]
+
+
+# ---- the maps equal the model's own step, and their Jacobians equal finite differences ----------
+
+def tiny_model(cell: str, layers: int = 2, H: int = 5, seed: int = 3) -> LanguageModel:
+    vocab = Vocab(list("abc \n"))
+    cfg = ModelConfig(cell, len(vocab), H, layers)
+    params = {k: v.astype(np.float64) * 3 for k, v in init_params(cfg, seed, np.float64).items()}
+    return LanguageModel(cfg, vocab, params)
+
+
+@pytest.mark.parametrize("cell", list(MAPS))
+@pytest.mark.parametrize("layer", [0, 1])
+def test_the_step_map_is_the_models_own_step(cell, layer):
+    m = tiny_model(cell)
+    ids = m.encode("ab cab\nba c")
+    reading = read_layer(m, ids, layer)
+    S = reading.state()
+    for t in range(1, len(ids)):
+        x = np.eye(len(m.vocab))[ids[t]] if layer == 0 else reading.x[t].astype(np.float64)
+        F = step_map(m, layer, x)
+        np.testing.assert_allclose(F(S[t - 1][None])[0], S[t], atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", list(MAPS))
+def test_the_jacobian_equals_centred_finite_differences(cell):
+    m = tiny_model(cell)
+    F = step_map(m, 0, layer_input(m, 0, 1))
+    rng = np.random.default_rng(0)
+    s = rng.uniform(-0.8, 0.8, F.W_hh.shape[1] * (2 if cell == "lstm" else 1))
+    J = F.jacobian(s)
+    eps = 1e-6
+    fd = np.stack([(F((s + e)[None])[0] - F((s - e)[None])[0]) / (2 * eps) for e in np.eye(len(s)) * eps], axis=1)
+    np.testing.assert_allclose(J, fd, atol=1e-8)
+
+
+@pytest.mark.parametrize("cell", list(MAPS))
+def test_fixed_points_of_each_cell_are_fixed(cell):
+    m = tiny_model(cell)
+    ids = m.encode("ab cab\nba cc a b\n" * 4)
+    reading = read_layer(m, ids, 1)
+    F = step_map(m, 1, layer_input(m, 1, m.vocab.encode("a")[0], reading))
+    found = find_fixed_points(F, sample_starts(reading.state(), 16)).points
+    assert found
+    for p in found:
+        assert np.linalg.norm(F(p.state[None])[0] - p.state) < 1e-5
+        assert p.kind == classify(np.linalg.eigvals(F.jacobian(p.state)))
