@@ -165,6 +165,23 @@ class Settings(BaseSettings):
     max_match_top: int = Field(100, ge=1)
     # Spans selected at once: a few examples of one thing, not an annotation of the text.
     max_select_spans: int = Field(50, ge=1)
+    # ---- state space and fixed points (app/routers/states.py) ----
+    # Validation characters the PCA is fitted on and fixed-point searches start from: enough
+    # for every kind of line and word; 20,000 read and fitted in ~2 s on a 2x256 LSTM.
+    max_state_fit_chars: int = Field(20_000, ge=100)
+    # Layers whose validation reading (h, c and input, float32) is kept: 60 MB each at 20,000 x 256.
+    state_cache_readings: int = Field(2, ge=0)
+    # Characters of a trajectory sent back: a path a person scrubs through, not a corpus.
+    max_state_chars: int = Field(5_000, ge=2)
+    # Starting states of one search, and Adam steps on each: 64 starts x 500 steps take
+    # ~1.5 s on a 256-unit RNN layer, ~3 s on an LSTM's 512-dim (h, c) state.
+    max_fixed_point_starts: int = Field(128, ge=1)
+    fixed_point_iterations: int = Field(500, ge=1)
+    # Distinct candidates polished by Levenberg-Marquardt: each step solves an (S, S) system,
+    # ~40 ms for an LSTM's S = 512, so this bounds the slow part.
+    fixed_point_polished: int = Field(8, ge=1)
+    # q = 1/2 ||F(s) - s||^2 below which a state counts as fixed: a step of 1.4e-4 at most.
+    fixed_point_tolerance: float = Field(1e-8, gt=0)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

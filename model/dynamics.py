@@ -282,12 +282,18 @@ def _distinct(states: np.ndarray, order: np.ndarray, distance: float) -> list[in
 
 def find_fixed_points(F: StepMap, starts: np.ndarray, iterations: int = 500, learning_rate: float = 0.02,
                       polish_steps: int = 30, max_polished: int = 8, tol: float = 1e-8,
-                      distance: float = 1e-3) -> Search:
-    """Fixed points of F from starts (N, S): Adam on q for `iterations` steps, then Levenberg-
+                      distance: float = 1e-3, settle: int = 100) -> Search:
+    """Fixed points of F from starts (N, S) (every other one first run `settle` steps of F): Adam on q for `iterations` steps, then Levenberg-
     Marquardt (`polish_steps`) on the `max_polished` lowest distinct candidates; those with
     q < tol, one per `distance` (Euclidean), lowest q first, each with its eigenvalues and class,
     and the lowest q reached: when nothing is kept, how far from fixed the slowest state is."""
     s = np.array(starts, np.float64)
+    # Half the starts first follow the dynamics themselves for `settle` steps: they flow into
+    # the attractors, which Adam alone may approach slowly; the other half find the saddles.
+    settled = s[::2]
+    for _ in range(settle):
+        settled = F(settled)
+    s[::2] = settled
     m, v = np.zeros_like(s), np.zeros_like(s)
     b1, b2, eps = 0.9, 0.999, 1e-12
     for t in range(1, iterations + 1):
@@ -318,3 +324,25 @@ def sample_starts(states: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(states), size=n, replace=n > len(states))
     return np.asarray(states[np.sort(idx)], np.float64)
+
+
+# ---- colouring a trajectory -------------------------------------------------------------------
+
+CHAR_CLASSES = ("letter", "upper", "digit", "space", "newline", "punctuation")
+
+
+def char_class(text: str) -> np.ndarray:
+    """Per character the index of its class in CHAR_CLASSES (upper before letter)."""
+    def one(c: str) -> int:
+        if c.isupper():
+            return 1
+        if c.isalpha():
+            return 0
+        if c.isdigit():
+            return 2
+        if c == "\n":
+            return 4
+        if c.isspace():
+            return 3
+        return 5
+    return np.fromiter((one(c) for c in text), np.float32, count=len(text))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import fsolve
 
-from model.dynamics import (MAPS, RNNMap, classify, find_fixed_points, fit_pca, layer_input, read_layer,
+from model.dynamics import (CHAR_CLASSES, MAPS, char_class, RNNMap, classify, find_fixed_points, fit_pca, layer_input, read_layer,
                             sample_starts, step_map)
 from model.lm import LanguageModel
 from model.network import ModelConfig, init_params
@@ -144,3 +144,88 @@ def test_fixed_points_of_each_cell_are_fixed(cell):
     for p in found:
         assert np.linalg.norm(F(p.state[None])[0] - p.state) < 1e-5
         assert p.kind == classify(np.linalg.eigvals(F.jacobian(p.state)))
+
+
+# ---- REST ----------------------------------------------------------------------------------------
+
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\nAll:\nSpeak, speak.\n"
+
+
+def test_states_project_a_text_with_the_pca_of_the_text_when_no_corpus_is_here(client, models):
+    r = client.post("/api/models/lstm/states", json={"text": TEXT, "layer": 1, "quantity": "c", "components": 3,
+                                                     "colour_by": "line_position"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    m = models["lstm"]
+    X = read_layer(m, m.encode(TEXT), 1).c
+    pca = fit_pca(X, 3)
+    assert body["fitted_on"] == "text" and body["fit_chars"] == len(TEXT)
+    np.testing.assert_allclose(body["coords"], pca.project(X), atol=1e-3)
+    np.testing.assert_allclose(body["explained"], pca.explained, atol=1e-4)
+    assert body["colour"][:16] == list(range(15)) + [0] and body["graded"] and body["classes"] is None
+    r = client.post("/api/models/gru/states", json={"text": "Ab \n,", "colour_by": "char_class"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [body["classes"][int(i)] for i in body["colour"]] == ["upper", "letter", "space", "newline", "punctuation"]
+    assert [CHAR_CLASSES[int(i)] for i in char_class("7\té")] == ["digit", "space", "letter"]
+
+
+def test_fixed_points_come_in_the_states_projection(corpus_client, models):
+    r = corpus_client.post("/api/models/rnn/fixed-points", json={"layer": 0, "char": " ", "starts": 16})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["fitted_on"] == "validation" and body["state"] == "h (32)" and body["points"]
+    m = models["rnn"]
+    for p in body["points"]:
+        assert p["q"] < body["tolerance"] and p["kind"] in ("stable", "unstable", "saddle")
+        assert len(p["coords"]) == 2 and len(p["eigenvalues"]) == 6
+        moduli = [abs(complex(*e)) for e in p["eigenvalues"]]
+        assert moduli == sorted(moduli, reverse=True)
+        assert (p["kind"] == "stable") == (p["unstable_directions"] == 0)
+    r = corpus_client.post("/api/models/lstm/fixed-points", json={"layer": 1, "char": "e", "starts": 8,
+                                                                  "quantity": "c", "components": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "(h, c) (64)" and len(r.json()["explained"]) == 3
+    assert r.json()["points"] or r.json()["slowest_q"] > r.json()["tolerance"]
+
+
+@pytest.fixture(scope="module")
+def corpus_client(tmp_path_factory, settings, corpus):
+    """A client that finds the test models' training corpus, so the PCA is the validation text's."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text(corpus, encoding="utf-8")
+    with TestClient(create_app(settings.model_copy(update={"corpus_paths": (path,)}))) as c:
+        yield c
+
+
+def test_states_and_fixed_points_refuse_what_they_cannot_do(client):
+    for route, body, words in (
+            ("states", {"text": TEXT, "layer": 2}, "layer 2 does not exist"),
+            ("states", {"text": TEXT, "quantity": "z"}, "quantity"),
+            ("states", {"text": TEXT, "components": 4}, "less than or equal to 3"),
+            ("states", {"text": TEXT, "colour_by": "nope"}, "colour_by"),
+            ("states", {"text": "x" * 5_001}, "RNNSCOPE_MAX_STATE_CHARS"),
+            ("states", {"text": TEXT + "€"}, "drop_unknown"),
+            ("fixed-points", {"char": " "}, "send a text"),
+            ("fixed-points", {"char": "ab", "text": TEXT}, "at most 1"),
+            ("fixed-points", {"char": "€", "text": TEXT}, "not in the model's vocabulary"),
+            ("fixed-points", {"char": " ", "text": TEXT, "starts": 129}, "RNNSCOPE_MAX_FIXED_POINT_STARTS"),
+            ("fixed-points", {"char": "x", "text": TEXT, "layer": 1}, "never read")):
+        r = client.post(f"/api/models/lstm/{route}", json=body)
+        assert r.status_code == 422 and words in r.text, (route, body, r.text)
+    r = client.post("/api/models/gru/states", json={"text": TEXT, "quantity": "c"})
+    assert r.status_code == 422 and "no cell state" in r.text
+    assert client.post("/api/models/nope/states", json={"text": TEXT}).status_code == 404
+    assert client.post("/api/models/nope/fixed-points", json={"char": " ", "text": TEXT}).status_code == 404
+
+
+def test_states_and_fixed_points_are_documented_with_their_limits(client):
+    doc = client.get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert schemas["StatesRequest"]["properties"]["text"]["maxLength"] == 5_000
+    assert schemas["FixedPointsRequest"]["properties"]["starts"]["maximum"] == 128
+    assert "/api/models/{model_id}/states" in doc["paths"] and "/api/models/{model_id}/fixed-points" in doc["paths"]
