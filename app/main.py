@@ -16,7 +16,7 @@ from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import STATIC_DIR
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
-from .routers import learn, select, states
+from .routers import groups, learn, select, states
 from .settings import Settings, get_settings
 
 
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     app.include_router(learn.router)
     app.include_router(select.router)
+    app.include_router(groups.router)
     app.include_router(states.router)
     app.include_router(states.page_router)
     training.install(app)

@@ -182,6 +182,15 @@ class Settings(BaseSettings):
     fixed_point_polished: int = Field(8, ge=1)
     # q = 1/2 ||F(s) - s||^2 below which a state counts as fixed: a step of 1.4e-4 at most.
     fixed_point_tolerance: float = Field(1e-8, gt=0)
+    # ---- neurons in groups (app/routers/groups.py) ----
+    # Validation characters a factorisation reads: one layer's quantity, (T, H) float32, is
+    # 20 MB for 20,000 characters of 256 units; NMF then takes a few seconds on one core.
+    max_groups_chars: int = Field(20_000, ge=100)
+    # Components a person may ask for: past a few dozen each is a unit or two, not a group.
+    max_groups_components: int = Field(32, ge=1)
+    # Factorisations kept, per (model, layer, quantity, K): each its components (K x H) and
+    # tracks over the text fitted (T x K), under a megabyte at the defaults.
+    groups_cache_size: int = Field(16, ge=0)
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
