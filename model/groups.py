@@ -1,19 +1,20 @@
 """Neurons in groups: a layer's activations over a text factorised by non-negative matrix
-factorisation (as Ecco does for transformers), X (T, M) ~ W (T, K) @ G (K, M), each of the
+factorisation (as Ecco does for transformers), X (T, H) ~ W (T, K) @ G (K, H), each of the
 K components a track over the text (a column of W) and a weighting of units (a row of G).
 
-NMF needs X >= 0, and h, c, g and n are signed. Each unit becomes two columns, its
-positive part max(v, 0) and its negative part max(-v, 0), rather than v - min(v): 0 is
-where a tanh unit is quiet, so either column is zero there and a component is made of
-units pushed away from quiet, up or down. Shifting by the minimum would instead make a
-unit's resting value (often near -1 or +1) its largest, and components would spend
-themselves on rebuilding constant offsets. A unit that runs past +-1 (the LSTM's c can
-reach hundreds) is divided by its 99th percentile of |v| first, so one runaway cell does
-not take every component; gates, from 0 to 1, have an empty negative part.
+NMF needs X >= 0, and h, c, g and n are signed: each unit's values are shifted by its
+minimum over the text, v - min(v), so X is how far each unit is above its own floor. The
+other choice, a unit's positive and negative parts as two columns, was tried and is worse
+for a unit that saturates: its two columns sum to a constant, and the extreme rays of such
+data are conjunctions, so NMF returned "inside quotes and inside brackets" as one group
+instead of each feature alone. A unit whose range exceeds a tanh's (the LSTM's c can run
+to hundreds) is divided by half its range, so one runaway cell does not take every group.
 
 scikit-learn's NMF does the fitting: coordinate descent from NNDSVDa, a deterministic
 start, so the same activations give the same components. It is imported on first use,
-since it costs most of a second.
+since it costs most of a second. It multiplies through BLAS: the caller bounds BLAS's
+threads (the server does, process-wide), or two cores' worth of threads fight over one
+small matrix (5 s instead of 0.2 s for 5,000 x 16).
 """
 from __future__ import annotations
 
