@@ -59,9 +59,7 @@ def sample(job: SampleJobDep, slots: ComputeSlots) -> SampleResponse:
 
 def room_to_start(slots: ComputeSlots) -> None:
     """Refuse (503) a stream the compute queue has no room for, before its first event."""
-    if slots.busy >= slots.slots and slots.waiting >= slots.max_waiting:
-        raise ComputeBusy(f"the server is busy: {slots.busy} jobs running and {slots.waiting} waiting, the limit "
-                          "(setting RNNSCOPE_MAX_WAITING_JOBS); try again shortly", slots.retry_after())
+    slots.check()
 
 
 @router.post("/sample/stream", response_class=EventSourceResponse, responses=STREAM_ERRORS,
