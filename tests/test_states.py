@@ -229,3 +229,42 @@ def test_states_and_fixed_points_are_documented_with_their_limits(client):
     assert schemas["StatesRequest"]["properties"]["text"]["maxLength"] == 5_000
     assert schemas["FixedPointsRequest"]["properties"]["starts"]["maximum"] == 128
     assert "/api/models/{model_id}/states" in doc["paths"] and "/api/models/{model_id}/fixed-points" in doc["paths"]
+
+
+# ---- Browser (page and live_server from conftest.py) -------------------------------------------
+
+def test_the_states_page_draws_the_trajectory_and_the_scrubber_moves_the_highlight(page, live_server):
+    from urllib.parse import quote
+
+    page.goto(f"{live_server}/states?model=rnn&layer=1&colour=line_position&t=3&text={quote(TEXT)}")
+    page.wait_for_selector("#chart[data-points]")
+    drawn = page.evaluate("""() => { const d = document.getElementById('chart').data;
+        return {n: d.length, steps: d[1].x.length, current: [d[2].x[0], d[2].y[0]], first: [d[1].x[3], d[1].y[3]],
+                colours: d[1].marker.color.slice(0, 16)}; }""")
+    assert drawn["steps"] == len(TEXT) and drawn["n"] == 3
+    assert drawn["current"] == drawn["first"]                          # the ring sits on step 3
+    assert drawn["colours"] == list(range(15)) + [0]                   # line position
+    assert page.inner_text("#explained").startswith("Variance explained")
+    assert page.inner_text(".ch.current") == TEXT[3] and page.input_value("#scrub") == "3"
+    assert page.eval_on_selector("#layer", "e => e.value") == "1"
+    page.locator("body").press("ArrowRight")
+    page.locator("body").press("ArrowRight")
+    page.wait_for_function("document.getElementById('chart').dataset.t === '5'")
+    assert page.inner_text(".ch.current") == TEXT[5] and "t=5" in page.url
+    moved = page.evaluate("() => { const d = document.getElementById('chart').data; "
+                          "return [d[2].x[0] === d[1].x[5], d[2].y[0] === d[1].y[5]]; }")
+    assert moved == [True, True]
+    page.locator("#scrub").fill("20")
+    page.wait_for_function("document.getElementById('chart').dataset.t === '20'")
+    assert page.inner_text(".ch.current") == TEXT[20]
+    page.locator("#chars .ch[data-i='9']").click()
+    page.wait_for_function("document.getElementById('chart').dataset.t === '9'")
+    # Fixed points for a space, drawn as their own traces by class.
+    page.fill("#fp-char", " ")
+    page.click("#fp-find")
+    page.wait_for_function("document.getElementById('chart').dataset.fixed !== ''")
+    kinds = page.evaluate("() => document.getElementById('chart').data.slice(3).map((t) => [t.meta, t.x.length])")
+    summary = page.inner_text("#fp-summary")
+    assert kinds and all(k in ("stable", "saddle", "unstable") for k, _ in kinds), kinds
+    assert summary.startswith(f"{sum(n for _, n in kinds)} fixed point")
+    assert "char=+" in page.url or "char=%20" in page.url
