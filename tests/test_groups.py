@@ -188,3 +188,46 @@ def test_groups_are_documented_with_their_limits(client):
     doc = client.get("/openapi.json").json()
     props = doc["components"]["schemas"]["GroupsRequest"]["properties"]
     assert props["components"]["maximum"] == 32 and "/api/models/{model_id}/groups" in doc["paths"]
+
+
+# ---- Browser (page and live_server from conftest.py) -------------------------------------
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+PAGE_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 2
+
+
+def reds(page) -> np.ndarray:
+    """The red channel of each character's background in the explorer's text."""
+    found = page.eval_on_selector_all("#charmap .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    return np.array([int(c.split("(")[1].split(",")[0]) for c in found], float)
+
+
+def test_a_group_colours_the_text_by_its_track_and_a_unit_opens_its_neuron(page, live_server):
+    page.goto(f"{live_server}/explore?model=lstm&layer=1&quantity=h&neuron=0&text={quote(PAGE_TEXT)}")
+    page.wait_for_selector("#charmap .ch")
+    page.fill("#groups-k", "3")
+    page.click("#groups-run")
+    rows = page.locator("#groups-list .group-row")
+    rows.first.wait_for()
+    assert rows.count() == 3 and rows.first.locator(".unit-chip").count() >= 1
+    page.locator(".group-pick").nth(1).click()
+    page.wait_for_function("new URLSearchParams(location.search).get('group') === '1'")
+    assert "groups=3" in page.url and "group 1" in page.text_content("#coloured-by")
+    want = page.request.post(f"{live_server}/api/models/lstm/groups", data={
+        "layer": 1, "quantity": "h", "components": 3, "text": PAGE_TEXT, "top": 8}).json()["groups"][1]
+    track = np.clip(np.array(want["track"]) / want["high"], 0, 1)
+    darkness = 255 - reds(page)                                   # white (0) to dark green
+    assert len(darkness) == len(track) and np.corrcoef(darkness, track)[0, 1] > 0.99
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "explore-groups.png"), full_page=True)
+    # The address brings the group back.
+    page.goto(page.url)
+    page.wait_for_function("document.querySelector('.group-pick[aria-pressed=\"true\"]')?.dataset.k === '1'")
+    assert np.corrcoef(255 - reds(page), track)[0, 1] > 0.99
+    chip = page.locator("#groups-list .group-row").nth(1).locator(".unit-chip").first
+    unit = chip.text_content().lstrip("#")
+    chip.click()
+    page.wait_for_function(f"document.querySelector('#neuron').value === '{unit}'")
+    page.wait_for_function("!new URLSearchParams(location.search).get('group')")
+    assert f"h[{unit}]" in page.text_content("#coloured-by")
+    assert page.locator(".group-pick[aria-pressed=true]").count() == 0

@@ -4,6 +4,7 @@ import {
   api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
 import { initSelect } from "./select.js";
+import { initGroups } from "./groups.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -295,6 +296,7 @@ function update({ heatmap = true } = {}) {
   }
   if (heatmap) { clearTimeout(markerTimer); drawHeatmap(); } else moveHeatmapMarker();
   els.heatmapTitle.textContent = `All ${values.H} neurons of layer ${state.layer}, quantity ${state.quantity}`;
+  groups.redrawn();
   saveQuery();
 }
 
@@ -302,6 +304,7 @@ function saveQuery() {
   writeQuery({
     model: state.model, layer: state.layer, quantity: state.quantity, neuron: state.neuron ?? "",
     range: state.range === "auto" ? "" : state.range, drop: state.drop ? 1 : "", text: els.text.value,
+    ...groups.query(),
   });
 }
 
@@ -630,6 +633,18 @@ initSelect({
     els.quantity.value = quantity;
     els.text.value = text;
     els.passage.value = "";
+    load();
+  },
+});
+const groups = initGroups({
+  charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, model: () => state.model,
+  layer: () => state.layer, quantity: () => state.quantity, text: () => trace?.chars.join("") ?? null,
+  save: saveQuery,
+  view: (layer, quantity, neuron) => {
+    Object.assign(state, { layer, quantity, neuron });
+    neuronChosen = true;
+    els.layer.value = layer;
+    els.quantity.value = quantity;
     load();
   },
 });
