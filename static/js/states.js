@@ -141,7 +141,7 @@ function setStep(t, { write = true } = {}) {
 
 function writeState() {
   writeQuery({ model: els.model.value, layer: els.layer.value, quantity: els.quantity.value, colour: els.colour.value,
-    dims: els.dims.value === "3" ? "3" : "", text: els.text.value, t: step || "", char: els.fpChar.value });
+    dims: els.dims.value === "3" ? "3" : "", text: els.text.value, t: step || "", char: els.fpChar.value ? heldChar() : "" });
 }
 
 async function project({ keepStep = false } = {}) {
@@ -182,6 +182,9 @@ async function project({ keepStep = false } = {}) {
   }
 }
 
+// A space is shown as ␣ in the box, so that the box does not look empty.
+const heldChar = () => (els.fpChar.value === "␣" || !els.fpChar.value ? " " : els.fpChar.value);
+
 function drawFixedSummary() {
   if (!fixed) { els.fpSummary.textContent = ""; return; }
   const counts = Object.keys(KINDS).map((k) => [k, fixed.points.filter((p) => p.kind === k).length]).filter(([, n]) => n);
@@ -195,7 +198,7 @@ function drawFixedSummary() {
 async function findFixed() {
   if (!data) return;
   const model = els.model.value;
-  const char = els.fpChar.value || " ";
+  const char = heldChar();
   const body = { layer: data.layer, char, quantity: data.quantity, components: data.coords[0].length, starts: 32 };
   if (data.fitted_on === "text") body.text = data.text;
   const signal = nextFixedSignal();
@@ -278,6 +281,7 @@ async function main() {
     setStatus(els.chartStatus, "empty", "No models are loaded.", { html: `<p><a href="/">See how to add one →</a></p>` });
     return;
   }
+  if (els.fpChar.value === " ") els.fpChar.value = "␣";
   fillModelSelect(els.model, models, els.model.dataset.initial);
   fillLayers();
   for (const el of [els.quantity, els.colour, els.dims]) {
