@@ -399,8 +399,11 @@ class StatesResponse(BaseModel):
 
 class FixedPointsRequest(StrictBody):
     layer: int = Field(0, ge=0)
-    char: str = Field(min_length=1, max_length=1, description="The input character held constant.",
-                      examples=[" "])
+    char: str = Field(min_length=1, max_length=1, examples=[" "],
+                      description="The input character held constant. Layer 0 reads its one-hot; a layer above "
+                                  "reads the layer below's h, so it is held at that h's mean over the steps that "
+                                  "read the character (422 when none does). An LSTM is searched in its full "
+                                  "state (h, c).")
     quantity: StateQuantity = Field("h", description="The projection to give coordinates in: PCA of h, or of c.")
     components: Components = 2
     starts: Annotated[int, limit("max_fixed_point_starts")] = Field(

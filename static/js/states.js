@@ -75,7 +75,7 @@ function figure() {
         text: pts.map((p) => `${kind} fixed point for ‘${showChar(fixed.char)}’<br>q = ${p.q.toExponential(1)}<br>`
           + `|λ| max ${Math.hypot(...p.eigenvalues[0]).toFixed(3)}, ${p.unstable_directions} unstable direction(s)`),
         hovertemplate: "%{text}<extra></extra>", meta: kind,
-        marker: { symbol: three && style.symbol === "x" ? "cross" : style.symbol, size: three ? 7 : 15, color: style.colour,
+        marker: { symbol: three && style.symbol === "x" ? "cross" : style.symbol, size: three ? 10 : 15, color: style.colour,
           line: { width: 1.5, color: "#1d2330" } } });
     }
   }
