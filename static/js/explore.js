@@ -637,7 +637,7 @@ initSelect({
   },
 });
 const groups = initGroups({
-  charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, model: () => state.model,
+  charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, rangeHint: els.rangeHint, model: () => state.model,
   layer: () => state.layer, quantity: () => state.quantity, text: () => trace?.chars.join("") ?? null,
   save: saveQuery,
   view: (layer, quantity, neuron) => {

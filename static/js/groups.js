@@ -9,7 +9,7 @@ const DEFAULT_K = 8;
 const STOPS = scaleFor("o");        // 0 (white) to 1 (dark green): a track is never negative
 
 /**
- * `hooks` come from explore.js: the charmap, the "coloured by" line and the legend, getters
+ * `hooks` come from explore.js: the charmap, the "coloured by" line, the legend and its hint, getters
  * for the model, layer, quantity and the text on screen (as read), `view(layer, quantity,
  * unit)` to show a neuron and `save()` to write the address.
  */
@@ -100,6 +100,7 @@ export function initGroups(hooks) {
     hooks.legend.innerHTML = `<div class="legend-block"><div class="bar"></div>
       <div class="ticks"><span>0</span><span>${(high / 2).toPrecision(2)}</span><span>${high.toPrecision(2)}</span></div></div>`;
     hooks.legend.querySelector(".bar").style.background = cssGradient(STOPS);
+    hooks.rangeHint.textContent = "";                // it spoke of the neuron
     hooks.save();
   }
 
