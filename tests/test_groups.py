@@ -169,6 +169,7 @@ def test_groups_refuse_what_they_cannot_factorise(client):
             ({**ok, "components": 33}, "RNNSCOPE_MAX_GROUPS_COMPONENTS"),
             ({**ok, "text": "x" * 20_001}, "RNNSCOPE_MAX_TEXT_CHARS"),
             ({**ok, "text": "Hi"}, "at least as many characters"),
+            ({**ok, "components": 1, "text": "a"}, "nothing to factorise"),      # one character: constant
             ({**ok, "text": TEXT + "€"}, "drop_unknown"),
             ({**ok, "components": "4"}, "integer"),
             ({**ok, "colour": 1}, "Extra inputs")):

@@ -114,7 +114,7 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
             try:
                 found = factorise(values, req.components)
             except ValueError as e:
-                raise invalid(("body", "quantity"), str(e), "constant") from None
+                raise invalid(("body", "text"), str(e), "constant") from None
             del values
             cache.put(key, found)
         if fitted.startswith(passage):
