@@ -259,6 +259,18 @@ def test_the_states_page_draws_the_trajectory_and_the_scrubber_moves_the_highlig
     assert page.inner_text(".ch.current") == TEXT[20]
     page.locator("#chars .ch[data-i='9']").click()
     page.wait_for_function("document.getElementById('chart').dataset.t === '9'")
+    # Clicking a dot selects its step: the one drawn nearest the click.
+    page.evaluate("() => document.getElementById('chart').scrollIntoView({block: 'center'})")
+    where = page.evaluate("""() => { const gd = document.getElementById('chart'), L = gd._fullLayout, d = gd.data[1];
+        const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        const px = (t) => [box.left + L.xaxis.l2p(d.x[t]), box.top + L.yaxis.l2p(d.y[t])];
+        return {click: px(30), all: d.x.map((_, t) => px(t))}; }""")
+    page.mouse.click(*where["click"])
+    page.wait_for_function("document.getElementById('chart').dataset.t !== '9'")
+    t = int(page.eval_on_selector("#chart", "e => e.dataset.t"))
+    cx, cy = where["click"]
+    assert (where["all"][t][0] - cx) ** 2 + (where["all"][t][1] - cy) ** 2 < 10 ** 2
+    assert page.inner_text(".ch.current") == TEXT[t]
     # Fixed points for a space, drawn as their own traces by class.
     page.fill("#fp-char", " ")
     page.click("#fp-find")
