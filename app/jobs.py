@@ -16,13 +16,12 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from model import network
 from model.analysis import gradient_through_time
@@ -44,37 +43,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Whoever trains or times a training step holds BLAS at one thread, so the API keeps the
+# other core: model.layers.one_blas_thread, the one counted holder for the whole process.
+OneThread = Callable[[], AbstractContextManager]
+
 VAL_FRACTION = 0.1        # as model.train's default and the shared corpora's convention
 
 
-class OneBlasThread:
-    """BLAS's thread count is one setting for the whole process. Whoever trains or times a
-    training step holds it at one thread, so the API keeps the other core; the last
-    holder to leave restores it. (threadpool_limits alone would let a timing request end
-    and restore two threads under a running job.)"""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._holders = 0
-        self._limiter = None
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._holders == 0:
-                self._limiter = threadpool_limits(1)
-            self._holders += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._holders -= 1
-                if self._holders == 0:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
-
-
-def seconds_per_step(cfg: ModelConfig, batch_size: int, seq_length: int, one_thread: OneBlasThread,
+def seconds_per_step(cfg: ModelConfig, batch_size: int, seq_length: int, one_thread: OneThread,
                      budget: float = 0.25, max_work: float = 3e9) -> float:
     """Time real training steps (forward, backward, clip, Adam) of this size on random ids:
     one, and two more if the first took under `budget` seconds; the fastest counts, as
@@ -168,7 +144,7 @@ class Trainer:
     """Runs queued runs one at a time on a background thread."""
 
     def __init__(self, store: Store, paths: DataPaths, settings: Settings,
-                 on_model: Callable[[int], None], one_thread: OneBlasThread):
+                 on_model: Callable[[int], None], one_thread: OneThread):
         self.store, self.paths, self.settings = store, paths, settings
         self.on_model = on_model          # called with a run id after its model file is (re)written
         self.one_thread = one_thread

@@ -25,12 +25,13 @@ from fastapi.concurrency import run_in_threadpool
 
 from model.checkpoint import CheckpointError
 from model.data import num_batches
+from model.layers import one_blas_thread
 from model.network import ModelConfig
 
 from .compute_gate import ComputeGate
 from .corpora import parameters
 from .errors import ErrorResponse, invalid, on_unexpected_error
-from .jobs import OneBlasThread, Trainer, seconds_per_step
+from .jobs import Trainer, seconds_per_step
 from .registry import ModelRegistry, UnknownModelError, make_entry
 from .settings import Settings
 from .schemas import ErrorMessage
@@ -74,7 +75,7 @@ class Training:
         self.remove_orphans()
         self.registry = registry
         self.on_models_changed = on_models_changed
-        self.one_thread = OneBlasThread()
+        self.one_thread = one_blas_thread
         self.trainer = Trainer(self.store, self.paths, settings, self.publish, self.one_thread)
         self.event_streams = 0              # open /api/runs/{id}/events streams
         self._step_times: OrderedDict[tuple, float] = OrderedDict()
