@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.data import split
 from model.memorisation import SuffixIndex
 
+from .lru import LRU
 from .settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ class CorpusLibrary:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._hashes: dict[Path, tuple[tuple[int, float], str]] = {}
-        self._indexes: OrderedDict[str, SuffixIndex] = OrderedDict()
+        self._indexes: LRU[str, SuffixIndex] = LRU(settings.max_corpus_indexes)
         self._lock = threading.Lock()              # one build at a time; the rest wait for it
 
     def candidates(self) -> list[Path]:
@@ -71,14 +71,7 @@ class CorpusLibrary:
         """The corpus's suffix index, built on first use (~1 s per MB) and kept, the
         `max_corpus_indexes` most recently used at most."""
         with self._lock:
-            idx = self._indexes.get(corpus.sha256)
-            if idx is None:
-                idx = SuffixIndex(self.text(corpus))
-                self._indexes[corpus.sha256] = idx
-                while len(self._indexes) > self.settings.max_corpus_indexes:
-                    self._indexes.popitem(last=False)
-            self._indexes.move_to_end(corpus.sha256)
-            return idx
+            return self._indexes.get_or_make(corpus.sha256, lambda: SuffixIndex(self.text(corpus)))
 
 
 @dataclass(frozen=True)

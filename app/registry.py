@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from model.checkpoint import CheckpointError, load_model
 from model.lm import LanguageModel
 from model.network import ModelConfig
 
+from .lru import LRU
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,41 +33,20 @@ class UnknownModelError(LookupError):
         super().__init__(f"no model {model_id!r}; available: {available}")
 
 
-class ModelCache:
+class ModelCache(LRU):
     """The trained models kept in memory, least recently used unloaded first: a class's
     forty runs must not hold forty models. An unloaded model is read again from its file
     when next asked for (about 10 ms for a 2x256 LSTM)."""
 
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._models: OrderedDict[str, LanguageModel] = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, size: int):
+        super().__init__(size)
         self.loads = 0                                   # reads from disk, for tests and the bench
 
-    def get(self, model_id: str, path: Path) -> LanguageModel:
-        with self._lock:
-            model = self._models.get(model_id)
-            if model is not None:
-                self._models.move_to_end(model_id)
-                return model
-        model = load_model(path)                         # outside the lock: other ids stay served
-        self.put(model_id, model)
-        self.loads += 1
-        return model
-
-    def put(self, model_id: str, model: LanguageModel) -> None:
-        with self._lock:
-            self._models[model_id] = model
-            self._models.move_to_end(model_id)
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-
-    def drop(self, model_id: str) -> None:
-        with self._lock:
-            self._models.pop(model_id, None)
-
-    def __len__(self) -> int:
-        return len(self._models)
+    def load(self, model_id: str, path: Path) -> LanguageModel:
+        def read() -> LanguageModel:
+            self.loads += 1
+            return load_model(path)
+        return self.get_or_make(model_id, read)
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,7 +68,7 @@ class Entry:
     def model(self) -> LanguageModel:
         if self.pinned is not None:
             return self.pinned
-        return self.cache.get(self.id, self.path)
+        return self.cache.load(self.id, self.path)
 
 
 def block_names(model: LanguageModel) -> list[str]:

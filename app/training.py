@@ -12,8 +12,6 @@ import errno
 import logging
 import os
 import sqlite3
-import threading
-from collections import OrderedDict
 from contextlib import nullcontext
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +30,7 @@ from .compute_gate import ComputeGate
 from .corpora import parameters
 from .errors import ErrorResponse, invalid, on_unexpected_error
 from .jobs import Trainer, seconds_per_step
+from .lru import LRU
 from .registry import ModelRegistry, UnknownModelError, make_entry
 from .settings import Settings
 from .schemas import ErrorMessage
@@ -78,8 +77,7 @@ class Training:
         self.one_thread = one_blas_thread
         self.trainer = Trainer(self.store, self.paths, settings, self.publish, self.one_thread)
         self.event_streams = 0              # open /api/runs/{id}/events streams
-        self._step_times: OrderedDict[tuple, float] = OrderedDict()
-        self._step_times_lock = threading.Lock()
+        self._step_times: LRU[tuple, float] = LRU(STEP_TIMES_KEPT)
 
     def remove_orphans(self) -> None:
         """What a process killed mid-write leaves: temporary files, corpus files without a
@@ -131,17 +129,11 @@ class Training:
         """A real training step of this shape timed once (in a compute slot), then remembered:
         the Train page asks again at every change of a field."""
         key = (cfg.cell, cfg.vocab_size, cfg.hidden_size, cfg.num_layers, batch_size, seq_length)
-        with self._step_times_lock:
-            if key in self._step_times:
-                self._step_times.move_to_end(key)
-                return self._step_times[key]
-        with gate if gate is not None else nullcontext():
-            seconds = seconds_per_step(cfg, batch_size, seq_length, self.one_thread)
-        with self._step_times_lock:
-            self._step_times[key] = seconds
-            while len(self._step_times) > STEP_TIMES_KEPT:
-                self._step_times.popitem(last=False)
-        return seconds
+
+        def timed() -> float:
+            with gate if gate is not None else nullcontext():
+                return seconds_per_step(cfg, batch_size, seq_length, self.one_thread)
+        return self._step_times.get_or_make(key, timed)
 
     # ---- the disk ---------------------------------------------------------------------------------
 

@@ -37,3 +37,18 @@ def test_trained_models_are_unloaded_least_recently_used_first(data_dir, tmp_pat
         again = client.post("/api/models/m0/trace", json=text).json()
         assert np.array_equal(again["layers"][0]["quantities"]["h"]["values"], answers[0]["layers"][0]["quantities"]["h"]["values"])
         assert client.get("/api/models/m1").status_code == 200   # detail works on an unloaded model
+
+
+def test_the_one_lru_keeps_its_size_most_recent():
+    from app.lru import LRU
+
+    kept = LRU(2)
+    made = []
+    for key in ("a", "b", "a", "c"):            # "a" used again, so "b" is the least recent
+        kept.get_or_make(key, lambda k=key: made.append(k) or k.upper())
+    assert made == ["a", "b", "c"] and kept.get("b") is None and kept.get("a") == "A" and len(kept) == 2
+    kept.make_room()
+    assert len(kept) == 1
+    nothing = LRU(0)
+    nothing.put("x", 1)
+    assert len(nothing) == 0

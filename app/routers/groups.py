@@ -3,62 +3,32 @@ text (model/groups.py), each with its heaviest units and its track over a passag
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from model.data import split
-from model.groups import Groups, factorise, layer_values
+from model.groups import factorise, layer_values
 
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import Group, GroupsRequest, GroupsResponse, GroupUnit
+from ..lru import LRU, kept_on_app
 from ..registry import Entry
 from .neurons import LibraryDep, training_corpus
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 
-_state_lock = threading.Lock()
 
 
-class GroupsCache:
-    """Factorisations per (model, layer, quantity, K, text fitted), least recently used
-    dropped first: reading and fitting take seconds, a kept one answers at once."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple, Groups] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Groups | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple, groups: Groups) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = groups
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
+# Factorisations per (model, layer, quantity, K, text fitted), least recently used dropped
+# first: reading and fitting take seconds, a kept one answers at once.
+get_groups_cache = kept_on_app("groups_cache", lambda s: LRU(s.groups_cache_size))
 
 
-async def get_groups_cache(request: Request) -> GroupsCache:
-    state = request.app.state
-    with _state_lock:
-        if getattr(state, "groups_cache", None) is None:
-            state.groups_cache = GroupsCache(state.settings.groups_cache_size)
-    return state.groups_cache
-
-
-GroupsCacheDep = Annotated[GroupsCache, Depends(get_groups_cache)]
+GroupsCacheDep = Annotated[LRU, Depends(get_groups_cache)]
 
 
 def check_layer(req: GroupsRequest, entry: Entry) -> None:

@@ -3,12 +3,10 @@ input saliency, the memory horizon, and verbatim memorisation of the training co
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from model.attribution import losses, memory_horizon, saliency
 from model.data import split
@@ -27,61 +25,30 @@ from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, H
                               InterveneRequest, InterveneResponse, MemorisedRequest, MemorisedResponse,
                               MemorisedPiece, MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
+from ..lru import LRU, kept_on_app
 from ..registry import Entry
 from .analysis import prediction, readable_text
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE,
                    route_class=RenderedInThread)
 
-_library_lock = threading.Lock()
-
-
-async def get_corpus_library(request: Request) -> CorpusLibrary:
-    """One library per app, made on first use, so its indexes outlive requests."""
-    state = request.app.state
-    with _library_lock:
-        if getattr(state, "corpus_library", None) is None:
-            state.corpus_library = CorpusLibrary(state.settings)
-    return state.corpus_library
-
-
+# One library per app, made on first use, so its indexes outlive requests.
+get_corpus_library = kept_on_app("corpus_library", CorpusLibrary)
 LibraryDep = Annotated[CorpusLibrary, Depends(get_corpus_library)]
 
 
-class ActivationCache:
+class ActivationCache(LRU):
     """The last few texts' activations: reading is most of a probe's cost (about 1.3 s of
     1.6 s for 10,000 characters on a 2x256 LSTM), and the page probes one text for one
     concept after another."""
 
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple, Activations] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, entry: Entry, text: str) -> Activations:
+    def activations(self, entry: Entry, text: str) -> Activations:
         # id(model): a training run's model id keeps its name while its weights are replaced.
         key = (entry.id, id(entry.model), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        acts = activations(entry.model, entry.model.encode(text))
-        if self.size > 0:
-            with self._lock:
-                self._items[key] = acts
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
-        return acts
+        return self.get_or_make(key, lambda: activations(entry.model, entry.model.encode(text)))
 
 
-async def get_activation_cache(request: Request) -> ActivationCache:
-    state = request.app.state
-    with _library_lock:
-        if getattr(state, "activation_cache", None) is None:
-            state.activation_cache = ActivationCache(state.settings.probe_cache_texts)
-    return state.activation_cache
-
-
+get_activation_cache = kept_on_app("activation_cache", lambda s: ActivationCache(s.probe_cache_texts))
 ActivationsDep = Annotated[ActivationCache, Depends(get_activation_cache)]
 
 
@@ -140,7 +107,7 @@ def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
             raise invalid(("body", "text"), f"the concept ({description}) holds {holds} in this text, so no "
                           "neuron can be ranked against it; use a text where it holds for some characters only",
                           "concept_constant")
-        acts = cache.get(entry, text)
+        acts = cache.activations(entry, text)
         result = rank_units(acts, indicator, graded, req.top)
         columns = np.stack([acts.values[r.row] for r in result.ranked], axis=1)      # (T, K)
         del acts

@@ -3,11 +3,10 @@ places in the model's validation text (or a text sent) where a set of them is on
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from model.data import split
 from model.match import match, rank_for_spans, read_all
@@ -18,6 +17,7 @@ from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (MatchFound, MatchRequest, MatchResponse, MatchUnit, RankedNeuron, SelectRequest,
                               SelectResponse)
+from ..lru import LRU, kept_on_app
 from ..registry import Entry
 from .analysis import readable_text
 from .neurons import ActivationsDep, LibraryDep, training_corpus
@@ -25,21 +25,16 @@ from .neurons import ActivationsDep, LibraryDep, training_corpus
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 
-_state_lock = threading.Lock()
-
-
-class ValidationReadings:
+class ValidationReadings(LRU):
     """Per model, its validation text and every unit's value over it (float16), least
     recently used dropped first: reading 100,000 characters of a 2x256 LSTM takes 6 to 8 s,
     matching the reading a few milliseconds."""
 
     def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple, tuple[str, Activations]] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(size)
         self._reading = threading.Lock()        # one cold read at a time: two would cost twice the memory
 
-    def get(self, entry: Entry, text: str) -> Activations:
+    def reading(self, entry: Entry, text: str) -> Activations:
         # id(model): a training run's model keeps its id while its weights are replaced.
         key = (entry.id, id(entry.model))
         found = self._kept(key, text)
@@ -49,32 +44,17 @@ class ValidationReadings:
             found = self._kept(key, text)       # read while this request waited
             if found is not None:
                 return found
-            with self._lock:                    # make room first: two readings would be 1.2 GB at once
-                while self._items and len(self._items) >= max(self.size, 1):
-                    self._items.popitem(last=False)
+            self.make_room()                    # first: two readings would be 1.2 GB at once
             acts = read_all(entry.model, entry.model.encode(text))
-            if self.size > 0:
-                with self._lock:
-                    self._items[key] = (text, acts)
-                    while len(self._items) > self.size:
-                        self._items.popitem(last=False)
+            self.put(key, (text, acts))
             return acts
 
     def _kept(self, key: tuple, text: str) -> Activations | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is None or found[0] != text:
-                return None
-            self._items.move_to_end(key)
-            return found[1]
+        found = self.get(key)
+        return found[1] if found is not None and found[0] == text else None
 
 
-async def get_readings(request: Request) -> ValidationReadings:
-    state = request.app.state
-    with _state_lock:
-        if getattr(state, "match_readings", None) is None:
-            state.match_readings = ValidationReadings(state.settings.match_cache_models)
-    return state.match_readings
+get_readings = kept_on_app("match_readings", lambda s: ValidationReadings(s.match_cache_models))
 
 
 ReadingsDep = Annotated[ValidationReadings, Depends(get_readings)]
@@ -93,7 +73,7 @@ def select(req: SelectRequest, entry: ModelDep, settings: SettingsDep, slots: Co
             raise invalid(("body", "spans", i), f"span [{a}, {b}] is not a non-empty stretch of the "
                           f"{len(text)} characters read (start < end <= {len(text)})", "span_outside")
     with slots:
-        acts = cache.get(entry, text)
+        acts = cache.activations(entry, text)
         try:
             result = rank_for_spans(acts, spans, req.top, req.context)
         except ValueError as e:
@@ -155,7 +135,7 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
     signs = [u.sign for u in req.units]
     with slots:
         if source == "validation":
-            acts = readings.get(entry, text)
+            acts = readings.reading(entry, text)
         else:
             acts = read_all(m, m.encode(text))
         values = acts.values[rows]                                               # (M, T) float16

@@ -3,9 +3,7 @@ components fitted on the model's validation text, and the fixed points of the la
 with one character held constant, drawn in the same projection (model/dynamics.py)."""
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from typing import Annotated
 
 import numpy as np
@@ -21,6 +19,7 @@ from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (FixedPointOut, FixedPointsRequest, FixedPointsResponse, StatesRequest,
                               StatesResponse)
+from ..lru import LRU, kept_on_app
 from ..registry import Entry
 from ..settings import Settings
 from . import pages
@@ -31,33 +30,17 @@ router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 page_router = APIRouter(tags=["pages"])
 
-_state_lock = threading.Lock()
 EIGENVALUES_SHOWN = 6
 
 
-class FitReadings:
+class FitReadings(LRU):
     """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
     recently used dropped first: the page asks for one projection again and again."""
 
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple, tuple[LayerReading, dict]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, entry: Entry, layer: int, text: str) -> tuple[LayerReading, dict]:
+    def reading(self, entry: Entry, layer: int, text: str) -> tuple[LayerReading, dict]:
         # id(model): a training run's model keeps its id while its weights are replaced.
         key = (entry.id, id(entry.model), layer, hash(text), len(text))
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        found = (read_layer(entry.model, entry.model.encode(text), layer), {})
-        if self.size > 0:
-            with self._lock:
-                self._items[key] = found
-                while len(self._items) > self.size:
-                    self._items.popitem(last=False)
-        return found
+        return self.get_or_make(key, lambda: (read_layer(entry.model, entry.model.encode(text), layer), {}))
 
     @staticmethod
     def pca(found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
@@ -67,12 +50,7 @@ class FitReadings:
         return fits[(quantity, components)]
 
 
-async def get_fit_readings(request: Request) -> FitReadings:
-    state = request.app.state
-    with _state_lock:
-        if getattr(state, "state_readings", None) is None:
-            state.state_readings = FitReadings(state.settings.state_cache_readings)
-    return state.state_readings
+get_fit_readings = kept_on_app("state_readings", lambda s: FitReadings(s.state_cache_readings))
 
 
 FitDep = Annotated[FitReadings, Depends(get_fit_readings)]
@@ -121,7 +99,7 @@ def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         concept = CONCEPTS[req.colour_by]
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
     with slots:
-        found = fits.get(entry, req.layer, fit_source)
+        found = fits.reading(entry, req.layer, fit_source)
         pca = fits.pca(found, req.quantity, req.components)
         trajectory = read_layer(m, m.encode(text), req.layer).quantity(req.quantity)
         coords = pca.project(trajectory)
@@ -155,7 +133,7 @@ def fixed_points(req: FixedPointsRequest, entry: ModelDep, settings: SettingsDep
     H = m.config.hidden_size
     with slots:
         started = time.monotonic()
-        found = fits.get(entry, req.layer, fit_source)
+        found = fits.reading(entry, req.layer, fit_source)
         reading = found[0]
         pca = fits.pca(found, req.quantity, req.components)
         try:
