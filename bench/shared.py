@@ -5,7 +5,8 @@ Every client sends, back to back, the largest request each compute route accepts
 of RNNSCOPE_MAX_TEXT_CHARS with every quantity as float32, BPTT over MAX_GRADIENT_CHARS, a
 probe of MAX_PROBE_CHARS, a memory horizon of MAX_HORIZON_CHARS, a sample of
 MAX_SAMPLE_LENGTH after the longest prime, an estimate of the largest model a run may have,
-a match over the validation text of two models in turn).
+a match over the validation text of two models in turn, the largest factorisation into
+groups, state projection and fixed-point search).
 Meanwhile one prober asks for /healthz, the model list and a page every 50 ms, and the
 server's resident memory is read every 50 ms.
 
@@ -59,6 +60,14 @@ def worst_mix(s: Settings, corpus: str, corpus_id: int) -> list[tuple[str, str, 
         *[(f"match over the validation text, {model}", f"/api/models/{model}/match",
            {"units": [{"layer": 1, "quantity": "h", "unit": 221, "sign": -1, "threshold": 0.0}], "length": 9})
           for model in ("python", "lstm")],
+        # The largest factorisation, state projection and fixed-point search, each with a new
+        # seed or K in turn would miss the caches: these hit them after the first, as a class does.
+        ("groups, max components, layer 1 c", "/api/models/python/groups",
+         {"layer": 1, "quantity": "c", "components": s.max_groups_components}),
+        ("states, max text, 3 components", "/api/models/lstm/states",
+         {"text": val[: min(s.max_state_chars, s.max_text_chars)], "layer": 1, "components": 3}),
+        ("fixed points, max starts", "/api/models/lstm/fixed-points",
+         {"layer": 0, "char": " ", "starts": s.max_fixed_point_starts}),
     ]
 
 
