@@ -86,7 +86,43 @@ def run(args) -> dict:
                          "unit": ranked.ranked[0].unit, "score": ranked.ranked[0].score},
             })
         result["match"] = time_match(model, text, args.match_chars, rounds)
+        result["views"] = time_views(model, text, 5_000 if args.quick else 20_000)
     return result
+
+
+def time_views(model: LanguageModel, text: str, chars: int) -> dict:
+    """Issue 11's other two views as the server computes them on its first request per model
+    (reading `chars` validation characters, then fitting) and on a later one (the fit kept):
+    state space (PCA of layer 1's h, a 1,000-character projection), fixed points (layer 0,
+    a space held, 64 starts), neurons in groups (NMF of layer 1's c into 8 groups)."""
+    from model.dynamics import find_fixed_points, fit_pca, layer_input, read_layer, sample_starts, step_map
+    from model.groups import factorise, layer_values
+
+    val = text[len(text) - int(round(len(text) * 0.1)):][:chars]
+    ids, shown = model.encode(val), model.encode(val[:1000])
+
+    def timed(fn):
+        start = time.perf_counter()
+        out = fn()
+        return out, time.perf_counter() - start
+
+    reading, read_s = timed(lambda: read_layer(model, ids, 1))
+    pca, fit_s = timed(lambda: fit_pca(reading.h, 3))
+    _, project_s = timed(lambda: pca.project(read_layer(model, shown, 1).h))
+    layer0, read0_s = timed(lambda: read_layer(model, ids, 0))
+    F = step_map(model, 0, layer_input(model, 0, model.vocab.encode(" ")[0]))
+    found, search_s = timed(lambda: find_fixed_points(F, sample_starts(layer0.state(), 64)))
+    values, values_s = timed(lambda: layer_values(model, ids, 1, "c"))
+    groups, nmf_s = timed(lambda: factorise(values, 8))
+    _, track_s = timed(lambda: groups.track(layer_values(model, shown, 1, "c")))
+    return {"chars": len(val), "rows": [
+        ["state space: PCA of layer 1 h", f"{read_s + fit_s:.2f}", f"{project_s:.3f}",
+         f"variance explained by 3 components {float(pca.explained.sum()):.0%}"],
+        ["fixed points: layer 0, space held, 64 starts", f"{read0_s + search_s:.2f}", f"{search_s:.2f}",
+         f"{len(found.points)} found"],
+        ["groups: NMF of layer 1 c into 8", f"{values_s + nmf_s:.2f}", f"{track_s:.3f}",
+         f"reconstruction error {groups.error:.3f}"],
+    ]}
 
 
 def time_match(model: LanguageModel, text: str, chars: int, rounds: int) -> dict:
@@ -149,4 +185,11 @@ def table(result: dict) -> str:
         lines.append("match: units ranked for two selected speaker names, matched over the validation text; "
                      "cold reads every unit as float16 first (the server's first match per model), cached is "
                      "the kept reading (match_cache_models).")
+    views = result.get("views")
+    if views:
+        lines.append("")
+        lines.append(render_table([f"view (over {views['chars']:,} validation chars)", "first request s",
+                                   "later request s", ""], views["rows"]))
+        lines.append("first: reading the validation text and fitting, as the server's first request per model; "
+                     "later: with the fit kept (the server's caches), projecting 1,000 characters.")
     return "\n".join(lines)
