@@ -16,7 +16,7 @@ from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import Group, GroupsRequest, GroupsResponse, GroupUnit
 from ..lru import LRU, kept_on_app
 from ..registry import Entry
-from .neurons import LibraryDep, training_corpus
+from .neurons import LibraryDep, check_unit, training_corpus
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
@@ -32,13 +32,8 @@ GroupsCacheDep = Annotated[LRU, Depends(get_groups_cache)]
 
 
 def check_layer(req: GroupsRequest, entry: Entry) -> None:
-    cfg, cell = entry.model.config, entry.model.cell
-    if req.layer >= cfg.num_layers:
-        raise invalid(("body", "layer"), f"layer {req.layer} does not exist; the model has {cfg.num_layers}",
-                      "less_than", lt=cfg.num_layers)
-    if req.quantity not in cell.quantities:
-        raise invalid(("body", "quantity"), f"a {cell.name} has no quantity {req.quantity!r}; choose from "
-                      f"{', '.join(cell.quantities)}", "not_available", available=list(cell.quantities))
+    cfg = entry.model.config
+    check_unit(entry.model, req.layer, req.quantity)
     if req.components > cfg.hidden_size:
         raise invalid(("body", "components"), f"{req.components} groups of {cfg.hidden_size} units: ask for at "
                       f"most {cfg.hidden_size}", "less_than_equal", le=cfg.hidden_size)

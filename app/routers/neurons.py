@@ -23,7 +23,7 @@ from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
                               InterveneRequest, InterveneResponse, MemorisedRequest, MemorisedResponse,
-                              MemorisedPiece, MemorisedSpan, NeuronRef, ProbeRequest, ProbeResponse, RankedNeuron,
+                              MemorisedPiece, MemorisedSpan, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
 from ..lru import LRU, kept_on_app
 from ..registry import Entry
@@ -52,16 +52,19 @@ get_activation_cache = kept_on_app("activation_cache", lambda s: ActivationCache
 ActivationsDep = Annotated[ActivationCache, Depends(get_activation_cache)]
 
 
-def check_neuron(model: LanguageModel, ref: NeuronRef) -> None:
+def check_unit(model: LanguageModel, layer: int, quantity: str | None = None, unit: int | None = None,
+               at: tuple = ("body",)) -> None:
+    """Refuse (422, at loc `at` + the field) a layer, quantity or unit this model does not have:
+    the one check for every route that names a neuron, or a layer and quantity."""
     cfg, cell = model.config, model.cell
-    if ref.layer >= cfg.num_layers:
-        raise invalid(("body", "layer"), f"layer {ref.layer} does not exist; the model has {cfg.num_layers}",
+    if layer >= cfg.num_layers:
+        raise invalid((*at, "layer"), f"layer {layer} does not exist; the model has {cfg.num_layers}",
                       "less_than", lt=cfg.num_layers)
-    if ref.quantity not in cell.quantities:
-        raise invalid(("body", "quantity"), f"a {cell.name} has no quantity {ref.quantity!r}; choose from "
+    if quantity is not None and quantity not in cell.quantities:
+        raise invalid((*at, "quantity"), f"a {cell.name} has no quantity {quantity!r}; choose from "
                       f"{', '.join(cell.quantities)}", "not_available", available=list(cell.quantities))
-    if ref.unit >= cfg.hidden_size:
-        raise invalid(("body", "unit"), f"unit {ref.unit} does not exist; layers have {cfg.hidden_size}",
+    if unit is not None and unit >= cfg.hidden_size:
+        raise invalid((*at, "unit"), f"unit {unit} does not exist; layers have {cfg.hidden_size}",
                       "less_than", lt=cfg.hidden_size)
 
 
@@ -125,7 +128,7 @@ def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots
     """Where one neuron is most positive and most negative over a passage of the model's
     validation text (or the text sent), with the characters around each place."""
     m = entry.model
-    check_neuron(m, req)
+    check_unit(m, req.layer, req.quantity, req.unit)
     corpus = training_corpus(entry, library) if req.text is None else None
     if corpus is not None:
         val_fraction = float(m.train_config.get("val_fraction", 0.1)) if isinstance(m.train_config, dict) else 0.1
@@ -163,9 +166,7 @@ def clamps(req: InterveneRequest, m: LanguageModel, limit: int) -> dict[int, Cla
     cfg = m.config
     units: dict[int, dict[int, float]] = {}
     for i, spec in enumerate(req.clamp):
-        if spec.layer >= cfg.num_layers:
-            raise invalid(("body", "clamp", i, "layer"), f"layer {spec.layer} does not exist; the model has "
-                          f"{cfg.num_layers}", "less_than", lt=cfg.num_layers)
+        check_unit(m, spec.layer, at=("body", "clamp", i))
         for j, u in enumerate(spec.units):
             if not 0 <= u < cfg.hidden_size:
                 raise invalid(("body", "clamp", i, "units", j), f"unit {u} does not exist; layers have "

@@ -20,7 +20,7 @@ from ..neuron_schemas import (MatchFound, MatchRequest, MatchResponse, MatchUnit
 from ..lru import LRU, kept_on_app
 from ..registry import Entry
 from .analysis import readable_text
-from .neurons import ActivationsDep, LibraryDep, training_corpus
+from .neurons import ActivationsDep, LibraryDep, check_unit, training_corpus
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
@@ -91,16 +91,7 @@ def unit_rows(units: list[MatchUnit], entry: Entry) -> list[int]:
     cfg, cell = entry.model.config, entry.model.cell
     rows = []
     for i, u in enumerate(units):
-        if u.layer >= cfg.num_layers:
-            raise invalid(("body", "units", i, "layer"), f"layer {u.layer} does not exist; the model has "
-                          f"{cfg.num_layers}", "less_than", lt=cfg.num_layers)
-        if u.quantity not in cell.quantities:
-            raise invalid(("body", "units", i, "quantity"), f"a {cell.name} has no quantity {u.quantity!r}; "
-                          f"choose from {', '.join(cell.quantities)}", "not_available",
-                          available=list(cell.quantities))
-        if u.unit >= cfg.hidden_size:
-            raise invalid(("body", "units", i, "unit"), f"unit {u.unit} does not exist; layers have "
-                          f"{cfg.hidden_size}", "less_than", lt=cfg.hidden_size)
+        check_unit(entry.model, u.layer, u.quantity, u.unit, at=("body", "units", i))
         block = u.layer * len(cell.quantities) + cell.quantities.index(u.quantity)
         rows.append(block * cfg.hidden_size + u.unit)
     return rows

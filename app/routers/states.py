@@ -24,7 +24,7 @@ from ..registry import Entry
 from ..settings import Settings
 from . import pages
 from .analysis import readable_text
-from .neurons import LibraryDep, training_corpus
+from .neurons import LibraryDep, check_unit, training_corpus
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
@@ -57,10 +57,8 @@ FitDep = Annotated[FitReadings, Depends(get_fit_readings)]
 
 
 def check_layer(entry: Entry, layer: int, quantity: str) -> None:
-    cfg, cell = entry.model.config, entry.model.cell
-    if layer >= cfg.num_layers:
-        raise invalid(("body", "layer"), f"layer {layer} does not exist; the model has {cfg.num_layers}",
-                      "less_than", lt=cfg.num_layers)
+    cell = entry.model.cell
+    check_unit(entry.model, layer)
     if quantity == "c" and not cell.has_cell_state:
         raise invalid(("body", "quantity"), f"a {cell.name} has no cell state c; project h",
                       "not_available", available=["h"])

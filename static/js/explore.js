@@ -617,35 +617,29 @@ async function main() {
   await loadModel();
 }
 
-initSelect({
-  charmap: els.charmap, model: () => state.model, text: () => trace?.chars.join("") ?? null,
-  view: (layer, quantity, neuron) => {
-    Object.assign(state, { layer, quantity, neuron });
-    neuronChosen = true;
-    els.layer.value = layer;
-    els.quantity.value = quantity;
-    load();
-  },
-  open: (text, layer, quantity, neuron) => {
-    Object.assign(state, { layer, quantity, neuron, drop: false });
-    neuronChosen = true;
-    els.layer.value = layer;
-    els.quantity.value = quantity;
+/** Show one neuron (from the select or groups panel), on `text` when one is given. */
+function viewNeuron(layer, quantity, neuron, text = null) {
+  Object.assign(state, { layer, quantity, neuron });
+  neuronChosen = true;
+  els.layer.value = layer;
+  els.quantity.value = quantity;
+  if (text !== null) {
+    state.drop = false;
     els.text.value = text;
     els.passage.value = "";
-    load();
-  },
+  }
+  load();
+}
+
+initSelect({
+  charmap: els.charmap, model: () => state.model, text: () => trace?.chars.join("") ?? null,
+  view: viewNeuron,
+  open: (text, layer, quantity, neuron) => viewNeuron(layer, quantity, neuron, text),
 });
 const groups = initGroups({
   charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, rangeHint: els.rangeHint, model: () => state.model,
   layer: () => state.layer, quantity: () => state.quantity, text: () => trace?.chars.join("") ?? null,
   save: saveQuery,
-  view: (layer, quantity, neuron) => {
-    Object.assign(state, { layer, quantity, neuron });
-    neuronChosen = true;
-    els.layer.value = layer;
-    els.quantity.value = quantity;
-    load();
-  },
+  view: viewNeuron,
 });
 main();
