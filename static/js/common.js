@@ -339,3 +339,25 @@ export function fillPassageMenu(select, passages) {
     return o;
   }));
 }
+
+// ---- The models a page offers ---------------------------------------------------------------------
+
+/** GET /api/models for a page, or null once the page says why there is nothing to show: the
+ * request failed (in `status`), or no model is loaded (`empty`, in `emptyStatus`, with the way to
+ * add one; `menu` then reads "no models" and `onEmpty` clears what else the page has). */
+export async function pageModels(status, empty, { menu = null, emptyStatus = status, onEmpty = null } = {}) {
+  let models;
+  try {
+    models = await api("/api/models");
+  } catch (e) {
+    setStatus(status, "error", e.message);
+    return null;
+  }
+  if (models.length === 0) {
+    menu?.replaceChildren(new Option("no models", ""));
+    onEmpty?.();
+    setStatus(emptyStatus, "empty", empty, { html: `<p><a href="/">See how to add one →</a></p>` });
+    return null;
+  }
+  return models;
+}

@@ -1,6 +1,6 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -229,15 +229,9 @@ els.passage.addEventListener("change", () => {
 });
 
 async function main() {
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    return setStatus(els.status, "error", e.message);
-  }
-  if (models.length === 0) {
-    return setStatus(els.status, "empty", "No models are loaded, so there is nothing to compare yet.",
-      { html: `<p><a href="/">See how to add one →</a></p>` });
-  }
+  const found = await pageModels(els.status, "No models are loaded, so there is nothing to compare yet.");
+  if (!found) return;
+  models = found;
   fillChips((els.models.dataset.initial || "").split(",").filter(Boolean));
   await fillPassages();
   loadRuns();

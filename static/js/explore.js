@@ -1,7 +1,7 @@
 // Neuron explorer: text coloured by one neuron, and a heatmap of every neuron of the layer.
 // One trace request per (model, text, layer, quantity); switching neurons redraws from it.
 import {
-  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
+  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
 import { initSelect } from "./select.js";
 import { initGroups } from "./groups.js";
@@ -601,18 +601,10 @@ document.addEventListener("keydown", (e) => {
 });
 
 async function main() {
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    setStatus(els.status, "error", e.message);
-    return;
-  }
-  if (models.length === 0) {
-    els.model.replaceChildren(new Option("no models", ""));
-    setStatus(els.status, "empty", "No models are loaded, so there is nothing to look inside yet.",
-      { html: `<p><a href="/">See how to add one →</a></p>` });
-    return;
-  }
+  const found = await pageModels(els.status, "No models are loaded, so there is nothing to look inside yet.",
+    { menu: els.model });
+  if (!found) return;
+  models = found;
   state.model = fillModelSelect(els.model, models, state.model);
   await loadModel();
 }

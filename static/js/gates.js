@@ -1,6 +1,6 @@
 // Gate saturation: per gate a scatter of left- (< 0.1) vs right-saturated (> 0.9) fractions,
 // one dot per unit coloured by layer (Karpathy, Johnson & Fei-Fei 2015, figure 3).
-import { api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
+import { api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -164,17 +164,10 @@ els.text.addEventListener("keydown", (e) => {
 });
 
 async function main() {
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    setStatus(els.status, "error", e.message);
-    return;
-  }
-  if (models.length === 0) {
-    els.model.replaceChildren(new Option("no models", ""));
-    clearChart("empty", "No models are loaded, so there are no gates to measure.", `<p><a href="/">See how to add one →</a></p>`);
-    return;
-  }
+  const found = await pageModels(els.status, "No models are loaded, so there are no gates to measure.", {
+    menu: els.model, emptyStatus: els.chartStatus, onEmpty: () => { els.chart.hidden = els.summary.hidden = true; } });
+  if (!found) return;
+  models = found;
   // Prefer a gated model when the link names none.
   const wanted = els.model.dataset.initial || (models.find((m) => m.cell === "lstm") || models.find((m) => m.cell !== "rnn") || models[0]).id;
   fillModelSelect(els.model, models, wanted);

@@ -1,6 +1,6 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
-import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -313,18 +313,10 @@ async function fillPassages() {
 }
 
 async function main() {
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    setStatus(els.status, "error", e.message);
-    return;
-  }
-  if (models.length === 0) {
-    els.models.querySelectorAll("span").forEach((n) => n.remove());
-    setStatus(els.status, "empty", "No models are loaded, so there is nothing to backpropagate through.",
-      { html: `<p><a href="/">See how to add one →</a></p>` });
-    return;
-  }
+  const found = await pageModels(els.status, "No models are loaded, so there is nothing to backpropagate through.",
+    { onEmpty: () => els.models.querySelectorAll("span").forEach((n) => n.remove()) });
+  if (!found) return;
+  models = found;
   const wanted = (els.models.dataset.initial || "").split(",").filter(Boolean);
   fillModelChips(wanted);
   await fillPassages();

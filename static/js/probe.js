@@ -1,6 +1,6 @@
 // Concept probes: rank every neuron against a concept, show the best ones over the text,
 // and for each: the explorer, its top contexts in the validation text, and its ablation.
-import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, fillPassageMenu, inkOn, isAbort, latest, modelPassages, rgb, setStatus, showChar, writeQuery } from "./common.js";
+import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, fillPassageMenu, inkOn, isAbort, latest, modelPassages, pageModels, rgb, setStatus, showChar, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -259,16 +259,9 @@ async function main() {
   const wanted = els.concept.dataset.initial;
   els.concept.value = [...els.concept.options].some((o) => o.value === wanted) ? wanted : "line_position";
   showConcept();
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    return setStatus(els.status, "error", e.message);
-  }
-  if (models.length === 0) {
-    els.model.replaceChildren(new Option("no models", ""));
-    return setStatus(els.status, "empty", "No models are loaded, so there is nothing to probe yet.",
-      { html: `<p><a href="/">See how to add one →</a></p>` });
-  }
+  const found = await pageModels(els.status, "No models are loaded, so there is nothing to probe yet.", { menu: els.model });
+  if (!found) return;
+  models = found;
   fillModelSelect(els.model, models, els.model.dataset.initial);
   await fillPassages();
   await run();

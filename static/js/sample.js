@@ -1,8 +1,7 @@
 // Sample: write from a prime, colour each character by the probability it had when drawn,
 // and show the same request as a curl command.
 import {
-  api, colourAt, cssGradient, fillModelSelect, inkOn, isAbort, latest, rgb, setStatus, showChar, SURPRISE, toFloat,
-  toInt, writeQuery,
+  api, colourAt, cssGradient, fillModelSelect, inkOn, isAbort, latest, pageModels, rgb, setStatus, showChar, SURPRISE, toFloat, toInt, writeQuery,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -220,17 +219,9 @@ els.output.addEventListener("mouseleave", () => { els.tooltip.hidden = true; });
 async function main() {
   showTemperature();
   drawLegend();
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    setStatus(els.status, "error", e.message);
-    return;
-  }
-  if (models.length === 0) {
-    els.model.replaceChildren(new Option("no models", ""));
-    setStatus(els.status, "empty", "No models are loaded, so nothing can write yet.", { html: `<p><a href="/">See how to add one →</a></p>` });
-    return;
-  }
+  const found = await pageModels(els.status, "No models are loaded, so nothing can write yet.", { menu: els.model });
+  if (!found) return;
+  models = found;
   fillModelSelect(els.model, models, els.model.dataset.initial);
   await sample();
 }

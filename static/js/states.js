@@ -1,8 +1,9 @@
 // State space: a text's trajectory through one layer's h (or c), projected on principal
 // components of the validation text, coloured per step; a scrubber through time; fixed points
 // of the layer's update for one input character, drawn in the same projection.
-import { api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, PLOT_CONFIG, PLOT_FONT, renderChars,
-  setStatus, showChar, toInt, writeQuery } from "./common.js";
+import {
+  api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery,
+} from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -270,17 +271,9 @@ els.fpChar.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preve
 els.fpClear.addEventListener("click", () => { fixed = null; drawFixedSummary(); if (data) { update(); setStep(step, { write: false }); } });
 
 async function main() {
-  try {
-    models = await api("/api/models");
-  } catch (e) {
-    setStatus(els.status, "error", e.message);
-    return;
-  }
-  if (!models.length) {
-    els.model.replaceChildren(new Option("no models", ""));
-    setStatus(els.chartStatus, "empty", "No models are loaded.", { html: `<p><a href="/">See how to add one →</a></p>` });
-    return;
-  }
+  const found = await pageModels(els.status, "No models are loaded.", { menu: els.model, emptyStatus: els.chartStatus });
+  if (!found) return;
+  models = found;
   if (els.fpChar.value === " ") els.fpChar.value = "␣";
   fillModelSelect(els.model, models, els.model.dataset.initial);
   fillLayers();
