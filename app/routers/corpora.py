@@ -3,14 +3,12 @@ model size on one."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
 from ..corpora import CorpusRefused, estimate, ingest, preflight, split_sizes
@@ -18,8 +16,9 @@ from ..deps import ComputeSlots
 from ..errors import invalid
 from ..schemas import ErrorMessage
 from ..train_schemas import Cell, Corpus, CorpusSummary, Estimate
-from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
 from ..security import Requester
+from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+from ..uploads import read_form
 
 router = APIRouter(prefix="/api/corpora", tags=["corpora"])
 
@@ -53,32 +52,14 @@ def get_corpus(corpus_id: CorpusId, training: TrainingDep) -> dict:
 CorpusDep = Annotated[dict, Depends(get_corpus)]
 
 
-async def limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    """The request body, refused (413) as soon as it passes `limit`: never received whole first."""
-    received = 0
-    async for chunk in stream:
-        received += len(chunk)
-        if received > limit:
-            raise CorpusRefused(413, f"the upload is over the limit of {limit - FRAMING_BYTES:,} bytes "
-                                     "(setting RNNSCOPE_MAX_UPLOAD_BYTES)")
-        yield chunk
-
-
 async def read_upload(request: Request, max_bytes: int) -> tuple[UploadFile, str | None]:
     """The multipart `file` (spooled to disk past 1 MB) and optional `name`."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise invalid(("body",), "send the text as multipart/form-data with the file in the field `file`")
-    limit = max_bytes + FRAMING_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise CorpusRefused(413, f"the upload is {int(declared):,} bytes; the limit is {max_bytes:,} bytes "
-                                 "(setting RNNSCOPE_MAX_UPLOAD_BYTES)")
-    parser = MultiPartParser(request.headers, limited(request.stream(), limit), max_files=1, max_fields=1,
-                             max_part_size=4096)
-    try:
-        form = await parser.parse()
-    except MultiPartException as e:
-        raise invalid(("body",), f"the multipart body cannot be read: {e}") from None
+    setting = f"{max_bytes:,} bytes (setting RNNSCOPE_MAX_UPLOAD_BYTES)"
+    form = await read_form(
+        request, max_bytes + FRAMING_BYTES, "send the text as multipart/form-data with the file in the field `file`",
+        lambda size: CorpusRefused(413, f"the upload is {size:,} bytes; the limit is {setting}"),
+        lambda: CorpusRefused(413, f"the upload is over the limit of {setting}"),
+        max_files=1, max_fields=1, max_part_size=4096)
     file, name = form.get("file"), form.get("name")
     if not isinstance(file, UploadFile):
         await form.close()

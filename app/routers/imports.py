@@ -26,7 +26,6 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from safetensors.numpy import save
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from model.checkpoint import FORMAT, model_metadata
 from model.importer import (ImportRefused, Roles, import_tensors, next_chars, probe_text,
@@ -41,6 +40,7 @@ from ..registry import ModelRegistry, UnknownModelError, make_entry
 from ..schemas import ErrorMessage
 from ..security import Requester
 from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+from ..uploads import read_form
 
 log = logging.getLogger(__name__)
 
@@ -164,33 +164,17 @@ def too_large(what: str, size: int, limit: int, setting: str) -> HTTPException:
     return HTTPException(413, f"{what} is {size:,} bytes; the limit is {limit:,} bytes (setting {setting})")
 
 
-async def limited(stream: AsyncIterator[bytes], limit: int, settings) -> AsyncIterator[bytes]:
-    """The request body, refused (413) as soon as it passes `limit`: never received whole first."""
-    received = 0
-    async for chunk in stream:
-        received += len(chunk)
-        if received > limit:
-            raise HTTPException(413, f"the upload is over the limit of {settings.max_import_bytes:,} bytes "
-                                     "for the model (setting RNNSCOPE_MAX_IMPORT_BYTES) and "
-                                     f"{settings.max_upload_bytes:,} for the vocabulary file "
-                                     "(setting RNNSCOPE_MAX_UPLOAD_BYTES)")
-        yield chunk
-
-
 async def read_upload(request: Request, settings) -> Upload:
     """The multipart `model` and `vocab` files (spooled to disk past 1 MB) and the text fields."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise invalid(("body",), "send multipart/form-data with the safetensors file in the field `model`")
-    limit = settings.max_import_bytes + settings.max_upload_bytes + FRAMING_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large("the upload", int(declared), settings.max_import_bytes, "RNNSCOPE_MAX_IMPORT_BYTES")
-    parser = MultiPartParser(request.headers, limited(request.stream(), limit, settings), max_files=2,
-                             max_fields=len(FIELDS), max_part_size=FRAMING_BYTES)
-    try:
-        form = await parser.parse()
-    except MultiPartException as e:
-        raise invalid(("body",), f"the multipart body cannot be read: {e}") from None
+    form = await read_form(
+        request, settings.max_import_bytes + settings.max_upload_bytes + FRAMING_BYTES,
+        "send multipart/form-data with the safetensors file in the field `model`",
+        lambda size: too_large("the upload", size, settings.max_import_bytes, "RNNSCOPE_MAX_IMPORT_BYTES"),
+        lambda: HTTPException(413, f"the upload is over the limit of {settings.max_import_bytes:,} bytes "
+                                   "for the model (setting RNNSCOPE_MAX_IMPORT_BYTES) and "
+                                   f"{settings.max_upload_bytes:,} for the vocabulary file "
+                                   "(setting RNNSCOPE_MAX_UPLOAD_BYTES)"),
+        max_files=2, max_fields=len(FIELDS), max_part_size=FRAMING_BYTES)
     model, vocab = form.get("model"), form.get("vocab")
     upload = Upload(model if isinstance(model, UploadFile) else None,
                     vocab if isinstance(vocab, UploadFile) else None, {})
