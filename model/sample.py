@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -111,6 +112,28 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
     return z
 
 
+def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
+    """An inverse-CDF draw from probs (V,): one uniform number per character, so a seed fixes the text."""
+    cdf = np.cumsum(probs)
+    char_id = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1)
+    while probs[char_id] == 0.0:          # rounding can land on an excluded entry
+        char_id -= 1
+    return char_id
+
+
+def read_prime(model: LanguageModel, prime: str, clamp: dict[int, Clamp] | None = None
+               ) -> tuple[State | None, int]:
+    """The state after all but the prime's last character (None: zeros) and that last
+    character's id, which the first step reads. Without a prime the model starts from a
+    newline, the most common separator in text."""
+    start = prime or ("\n" if "\n" in model.vocab else model.vocab.chars[0])
+    ids = model.encode(start)
+    state = None
+    for s in range(0, len(ids) - 1, 1024):         # all but the last character, in bounded pieces
+        _, state, _ = model.forward(ids[None, s:min(s + 1024, len(ids) - 1)], state, clamp)
+    return state, int(ids[-1])
+
+
 def generate(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
              top_k: int = 0, seed: int | None = None,
              clamp: dict[int, Clamp] | None = None) -> Iterator[tuple[str, float]]:
@@ -126,20 +149,12 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
     if not temperature >= 0:
         raise ValueError("temperature must be non-negative")
     rng = np.random.default_rng(seed)
-    start = prime or ("\n" if "\n" in model.vocab else model.vocab.chars[0])
-    ids = model.encode(start)
-    state = None
-    for start in range(0, len(ids) - 1, 1024):     # all but the last character, in bounded pieces
-        _, state, _ = model.forward(ids[None, start:min(start + 1024, len(ids) - 1)], state, clamp)
+    state, last = read_prime(model, prime, clamp)
     stepper = Stepper(model, state, clamp)
-    logits = stepper.step(int(ids[-1]))
+    logits = stepper.step(last)
     for _ in range(length):
         probs = next_char_distribution(logits, temperature, top_k)
-        # Inverse-CDF draw: one uniform number per character, so a seed fixes the text.
-        cdf = np.cumsum(probs)
-        char_id = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1)
-        while probs[char_id] == 0.0:          # rounding can land on an excluded entry
-            char_id -= 1
+        char_id = draw(probs, rng)
         yield model.vocab.chars[char_id], float(probs[char_id])
         logits = stepper.step(char_id)
 
@@ -150,3 +165,111 @@ def sample(model: LanguageModel, prime: str = "", length: int = 200, temperature
     """The generated text (without the prime) and each character's probability."""
     pairs = list(generate(model, prime, length, temperature, top_k, seed, clamp))
     return "".join(c for c, _ in pairs), [p for _, p in pairs]
+
+
+@dataclass
+class Row:
+    """One sample inside a BatchSampler: its own settings, generator and characters left."""
+
+    key: object
+    temperature: float
+    top_k: int
+    rng: np.random.Generator
+    left: int
+    next_id: int          # the character the next step reads
+
+
+class BatchSampler:
+    """Many samples from one model stepped together: one time step serves every row, rows
+    joining (after reading their prime alone) and leaving between steps.
+
+    Each row draws from its own generator and gets exactly the characters `generate` writes
+    alone with the same seed, bit for bit: the cell maths, the biases and the bookkeeping
+    run once for all rows, but each row's products with the weights stay (1, H) x (H, G*H)
+    products of its own. A product over all N rows at once would read each matrix once, but
+    OpenBLAS sums a row's terms in an order that depends on N (its kernels are picked by
+    size), which moves a probability in its last bits and, once in about 10^6 draws, a
+    character; a seed must fix the text, so the rows keep Stepper's products."""
+
+    def __init__(self, model: LanguageModel):
+        self.model, self.cell = model, model.cell
+        cfg = model.config
+        self._L, self._H = cfg.num_layers, cfg.hidden_size
+        template = Stepper(model)                       # the same folded weights as a lone sample
+        self.layers, self.W_yT, self.b_y = template.layers, template.W_yT, template.b_y
+        self.rows: list[Row] = []
+        self.h = np.zeros((self._L, 0, self._H), model.dtype)
+        self.c = self.h.copy() if self.cell.has_cell_state else None
+        self._size = -1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, key: object, prime: str, length: int, temperature: float = 1.0, top_k: int = 0,
+            seed: int | None = None) -> None:
+        """Read the prime (alone: primes differ in length) and join the next step."""
+        if length < 0:
+            raise ValueError("length must be non-negative")
+        if not temperature >= 0:
+            raise ValueError("temperature must be non-negative")
+        rng = np.random.default_rng(seed)
+        state, last = read_prime(self.model, prime)
+        if length == 0:
+            return
+        zero = np.zeros((self._L, 1, self._H), self.model.dtype)
+        self.h = np.concatenate([self.h, zero if state is None else state.h[:, :1]], axis=1)
+        if self.c is not None:
+            self.c = np.concatenate([self.c, zero if state is None else state.c[:, :1]], axis=1)
+        self.rows.append(Row(key, temperature, top_k, rng, length, last))
+
+    def _buffers(self, N: int) -> None:
+        if N != self._size:
+            dtype, GH = self.model.dtype, self.cell.num_gates * self._H
+            self.xa, self.ha = np.empty((N, GH), dtype), np.empty((N, GH), dtype)
+            self.acts = np.empty((N, len(self.cell.gate_names) * self._H), dtype)
+            self.stash = np.empty((N, self.cell.num_stashed * self._H), dtype) if self.cell.num_stashed else None
+            self.logits = np.empty((N, self.model.config.vocab_size), dtype)
+            self._size = N
+
+    def step(self) -> list[tuple[object, str, float, bool]]:
+        """One character for every row: (key, character, its probability, the row's last)."""
+        N = len(self.rows)
+        if not N:
+            return []
+        self._buffers(N)
+        cell, xa, ha, acts, stash, h_all, c_all = self.cell, self.xa, self.ha, self.acts, self.stash, self.h, self.c
+        ids = np.fromiter((row.next_id for row in self.rows), np.intp, N)
+        with np.errstate(over="ignore"):                 # see cells.sigmoid
+            for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
+                h = h_all[l]                                             # (N, H)
+                if l == 0:
+                    x_term = np.take(w_in, ids, axis=0)                  # (N, G*H) rows of W_ih^T + b
+                else:
+                    for r in range(N):
+                        np.matmul(h_all[l - 1, r:r + 1], w_in, out=xa[r:r + 1])
+                    xa += b_in
+                    x_term = xa
+                for r in range(N):
+                    np.matmul(h[r:r + 1], W_hhT, out=ha[r:r + 1])
+                if b_hh is not None:
+                    ha += b_hh
+                c = None if c_all is None else c_all[l]
+                cell.forward_step(x_term, ha, h, c, acts, stash, h, c)   # in place, as Stepper
+        for r in range(N):
+            np.matmul(h[r], self.W_yT, out=self.logits[r])
+        self.logits += self.b_y
+        out, keep = [], []
+        for r, row in enumerate(self.rows):
+            probs = next_char_distribution(self.logits[r], row.temperature, row.top_k)
+            char_id = draw(probs, row.rng)
+            row.left -= 1
+            row.next_id = char_id
+            out.append((row.key, self.model.vocab.chars[char_id], float(probs[char_id]), row.left == 0))
+            if row.left:
+                keep.append(r)
+        if len(keep) < N:
+            self.rows = [self.rows[r] for r in keep]
+            self.h = np.ascontiguousarray(self.h[:, keep])
+            if self.c is not None:
+                self.c = np.ascontiguousarray(self.c[:, keep])
+        return out
