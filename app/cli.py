@@ -229,6 +229,13 @@ def serve(
                                                     "RNNSCOPE_DATA_DIR)"),
     no_token: bool = typer.Option(False, "--no-token", help="serve a network address without an admin "
                                                             "token (by default one is made and printed)"),
+    executor: str | None = typer.Option(None, help="where runs train: thread (default, this process) or ray "
+                                                   "(a Ray cluster; or RNNSCOPE_EXECUTOR)"),
+    ray_address: str | None = typer.Option(None, help="the Ray cluster to join, e.g. auto or HOST:6379 "
+                                                      "(default: start a local one; or RNNSCOPE_RAY_ADDRESS)"),
+    max_parallel_runs: int | None = typer.Option(None, help="runs training at once (default 1 for thread, the "
+                                                            "cluster's CPUs for ray; or RNNSCOPE_MAX_PARALLEL_RUNS)"),
+    run_cpus: int | None = typer.Option(None, help="CPUs each run asks Ray for (default 1; or RNNSCOPE_RUN_CPUS)"),
 ):
     """Start the web app: one worker, the models loaded once at start-up."""
     import uvicorn
@@ -237,16 +244,19 @@ def serve(
     from app.main import create_app
     from app.security import is_loopback
     from app.settings import Settings
-    from app.training import DataDirError, open_store
+    from app.training.executors import ExecutorUnavailable, check_available
+    from app.training.service import DataDirError, open_store
 
-    given = {"host": host, "port": port, "data_dir": data_dir}
+    given = {"host": host, "port": port, "data_dir": data_dir, "executor": executor, "ray_address": ray_address,
+             "max_parallel_runs": max_parallel_runs, "run_cpus": run_cpus}
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
         fail("; ".join(f"setting {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     try:
         open_store(settings.data_dir)[1].close()
-    except DataDirError as e:
+        check_available(settings)
+    except (DataDirError, ExecutorUnavailable) as e:
         fail(str(e))
     check_can_listen(settings.host, settings.port)
     if not is_loopback(settings.host) and settings.token is None and not no_token:

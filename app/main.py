@@ -9,15 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
-from . import errors, openapi, training
+from . import errors, openapi
 from .compute_gate import ComputeGate
 from .security import SharedServer
 from .runtime import limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import STATIC_DIR
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
-from .routers import groups, learn, select, states
+from .routers import corpora, groups, learn, runs, select, states, train_page
 from .settings import Settings, get_settings
+from .training import service as training
 
 
 @asynccontextmanager
@@ -51,7 +52,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(groups.router)
     app.include_router(states.router)
     app.include_router(states.page_router)
-    training.install(app)
+    for module in (corpora, runs, train_page):
+        app.include_router(module.router)
+    for exc, handler in training.STORAGE_ERROR_HANDLERS.items():
+        app.add_exception_handler(exc, handler)
     # Outermost, so Host, Origin and the owner are settled before anything else runs.
     app.add_middleware(SharedServer, allowed_hosts=settings.hosts(),
                        token=settings.token.get_secret_value() if settings.token else None)

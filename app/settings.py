@@ -4,7 +4,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -82,7 +82,21 @@ class Settings(BaseSettings):
     # times the largest request, the probe cache, loaded models and the training worker.
     memory_budget: int = Field(3_000_000_000, ge=100_000_000)
 
-    # ---- training from the browser (app/training.py) ----
+    # ---- where training runs (app/training/executors.py) ----
+    # thread: in this process, one machine. ray: in Ray actors on a cluster's nodes
+    # (pip install 'rnnscope[cluster]'); the server stays the store's only writer.
+    executor: Literal["thread", "ray"] = "thread"
+    # The Ray cluster to join ("auto", or HOST:6379); unset with executor=ray starts a local instance.
+    ray_address: str | None = None
+    # Runs training at once; unset: 1 for thread, the cluster's CPUs / run_cpus for ray.
+    max_parallel_runs: int | None = Field(None, ge=1)
+    # CPUs each run asks Ray for (and BLAS threads it uses there); the thread executor uses one.
+    run_cpus: int = Field(1, ge=1)
+    # Attempts a run may lose to a dead worker process or node, each resumed from the last
+    # checkpoint; then it is interrupted with the reason.
+    max_run_retries: int = Field(3, ge=0)
+
+    # ---- training from the browser (app/training/) ----
     # tinyshakespeare is 1.1 MB; 50 MB trains for days on a CPU, so more is a mistake, not a corpus.
     max_upload_bytes: int = Field(50_000_000, ge=1)
     # The output layer has one row per character; past a few hundred the text is not one language.

@@ -26,6 +26,52 @@ CELLS = ("lstm", "gru", "rnn")
 TEST_HOSTS = ("testserver", "127.0.0.1", "localhost")
 
 
+# ---- Ray: the cluster tests run only inside the private network namespace that
+# tests/test_private_network.py makes (Ray binds the machine's other address outside one) ----
+
+IN_PRIVATE_NETWORK = os.environ.get("RNNSCOPE_IN_PRIVATE_NETWORK") == "1"
+RAY_NODE_MEMORY = 80 * 2**20                  # each node's object store: checkpoints are a few MB
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: starts Ray; run by tests/test_private_network.py inside "
+                                       "a network namespace of its own")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Outside the private network the cluster tests are deselected (not skipped): the one
+    test in tests/test_private_network.py runs them all inside it."""
+    if IN_PRIVATE_NETWORK:
+        return
+    cluster = [item for item in items if item.get_closest_marker("cluster")]
+    if cluster:
+        config.hook.pytest_deselected(items=cluster)
+        items[:] = [item for item in items if not item.get_closest_marker("cluster")]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A three-node Ray cluster on this machine, once per session: a head without CPUs
+    (where the server's driver connects, as on a real cluster's login node) and two worker
+    nodes of one CPU each. This process is connected to it, so apps built with
+    executor=ray use it."""
+    assert IN_PRIVATE_NETWORK, "the cluster tests run inside tests/test_private_network.py's namespace"
+    import logging
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "object_store_memory": RAY_NODE_MEMORY, "include_dashboard": False})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1, object_store_memory=RAY_NODE_MEMORY)
+    ray.init(address=cluster.address, logging_level=logging.WARNING)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
 @pytest.fixture(scope="session")
 def corpus() -> str:
     """The first 30,000 characters of tinyshakespeare: enough for a recognisable vocabulary."""

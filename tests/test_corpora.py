@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.corpora import CHUNK, CorpusRefused, ingest, parameters
+from app.training.corpora import CHUNK, CorpusRefused, ingest, parameters
 from model.train import corpus_sha256
 from tests.training_app import OWNER, FAST, TINY, Server, build_app, excerpt, upload, wait_for
 

@@ -10,11 +10,20 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.security import owner_id
-from app.store import Store
+from app.training.store import Store
 from model.checkpoint import load_model, load_train_state
 from tests.training_app import OWNER, FAST, TINY, build_app, excerpt, upload, wait_for
 
 ENDLESS = 1_000_000        # max_steps of a run a test cancels
+
+
+@pytest.fixture(autouse=True, params=["thread", pytest.param("ray", marks=pytest.mark.cluster)])
+def executor(request, monkeypatch) -> str:
+    """Every test here runs under both executors: in this process, and on the Ray cluster."""
+    if request.param == "ray":
+        request.getfixturevalue("ray_cluster")
+    monkeypatch.setenv("RNNSCOPE_EXECUTOR", request.param)      # read by every build_app's Settings
+    return request.param
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from app.store import Store
+from app.training.store import Store
 from model.checkpoint import load_train_state
 from tests.conftest import serving
 from tests.training_app import FAST, OWNER, TINY, build_app, excerpt, upload, wait_for
@@ -84,9 +84,8 @@ class StepTimer:
 @pytest.fixture
 def step_timer(monkeypatch) -> StepTimer:
     timer = StepTimer()
-    # app.training times the steps; raising=False for the modules that did before it.
-    for module in ("app.training", "app.corpora", "app.jobs"):
-        monkeypatch.setattr(f"{module}.seconds_per_step", timer, raising=False)
+    # The service times the steps (with app.training.attempt's function).
+    monkeypatch.setattr("app.training.service.seconds_per_step", timer)
     return timer
 
 
@@ -448,9 +447,9 @@ def test_a_job_that_waits_too_long_for_a_slot_is_refused():
 # ---- Faults: a full disk, a failing worker, a failing COMMIT, an unusable data directory -------------------
 
 def test_disk_full_at_a_checkpoint_interrupts_the_run_resumably(client, corpus, monkeypatch):
-    import app.jobs
+    import app.training.worker as worker
 
-    real, calls = app.jobs.save_train_state, []
+    real, calls = worker.save_train_state, []
 
     def second_fails(*args, **kw):
         calls.append(1)
@@ -458,7 +457,7 @@ def test_disk_full_at_a_checkpoint_interrupts_the_run_resumably(client, corpus, 
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(*args, **kw)
 
-    monkeypatch.setattr(app.jobs, "save_train_state", second_fails)
+    monkeypatch.setattr(worker, "save_train_state", second_fails)
     run_id = start(client, corpus, max_steps=60)
     run = wait_for(client, run_id, ("interrupted", "failed", "completed"))
     assert run["status"] == "interrupted" and "No space left on device" in run["error"], run
@@ -474,7 +473,7 @@ def test_disk_full_at_a_checkpoint_interrupts_the_run_resumably(client, corpus, 
 
 
 def test_an_io_error_reading_the_checkpoint_interrupts_the_run(client, corpus, monkeypatch):
-    import app.jobs
+    import app.training.worker as worker
 
     run_id = start(client, corpus, max_steps=ENDLESS)
     wait_for(client, run_id, ("running",), checkpoint_step=lambda s: s is not None)
@@ -484,12 +483,12 @@ def test_an_io_error_reading_the_checkpoint_interrupts_the_run(client, corpus, m
     def unreadable(path):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    real = app.jobs.load_train_state
-    monkeypatch.setattr(app.jobs, "load_train_state", unreadable)
+    real = worker.load_train_state
+    monkeypatch.setattr(worker, "load_train_state", unreadable)
     client.post(f"/api/runs/{run_id}/resume")
     run = wait_for(client, run_id, ("interrupted", "failed"))
     assert run["status"] == "interrupted" and "Input/output error" in run["error"], run     # not failed
-    monkeypatch.setattr(app.jobs, "load_train_state", real)
+    monkeypatch.setattr(worker, "load_train_state", real)
     assert client.post(f"/api/runs/{run_id}/resume").status_code == 200
     wait_for(client, run_id, ("running",), step=lambda s: s > run["checkpoint_step"])
     client.post(f"/api/runs/{run_id}/cancel")
@@ -602,7 +601,7 @@ def unusable_data_dirs(tmp_path: Path) -> list[Path]:
 
 
 def test_an_unusable_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
-    from app.training import DataDirError
+    from app.training.service import DataDirError
 
     for data_dir in unusable_data_dirs(tmp_path):
         with pytest.raises(DataDirError) as e:
@@ -613,7 +612,7 @@ def test_an_unusable_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
 
 
 def test_a_read_only_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
-    from app.training import DataDirError
+    from app.training.service import DataDirError
 
     data_dir = tmp_path / "data"
     with TestClient(build_app(data_dir)):             # a data dir in use before

@@ -11,13 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
-from ..corpora import CorpusRefused, estimate, ingest, preflight, split_sizes
+from ..training.corpora import CorpusRefused, estimate, ingest, preflight, split_sizes
 from ..deps import ComputeSlots
 from ..errors import invalid
 from ..schemas import ErrorMessage
-from ..train_schemas import Cell, Corpus, CorpusSummary, Estimate
+from ..training.schemas import Cell, Corpus, CorpusSummary, Estimate
 from ..security import Requester
-from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+from ..training.service import INSUFFICIENT_STORAGE, Training, TrainingDep
 from ..uploads import read_form
 
 router = APIRouter(prefix="/api/corpora", tags=["corpora"])

@@ -39,7 +39,7 @@ from ..errors import ErrorResponse, invalid
 from ..registry import ModelRegistry, UnknownModelError, make_entry
 from ..schemas import ErrorMessage
 from ..security import Requester
-from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+from ..training.service import INSUFFICIENT_STORAGE, Training, TrainingDep
 from ..uploads import read_form
 
 log = logging.getLogger(__name__)

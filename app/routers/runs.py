@@ -12,13 +12,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
-from ..corpora import split_sizes
+from ..training.corpora import split_sizes
 from ..schemas import ErrorMessage
-from ..store import ACTIVE
-from ..train_schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
+from ..training.store import ACTIVE
+from ..training.schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
                              RunCreated, RunDetail, Sample, StepEvent)
 from ..security import Requester
-from ..training import INSUFFICIENT_STORAGE, Training, TrainingDep
+from ..training.service import INSUFFICIENT_STORAGE, Training, TrainingDep
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 

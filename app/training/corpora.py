@@ -22,8 +22,8 @@ from model.cells import get_cell
 from model.data import num_batches
 from model.network import ModelConfig
 
-from .jobs import VAL_FRACTION
-from .train_schemas import CharCount, Estimate, Preflight, Recommendation
+from .attempt import VAL_FRACTION
+from .schemas import CharCount, Estimate, Preflight, Recommendation
 
 CHUNK = 1 << 20
 UNICODE = 0x110000

@@ -1,9 +1,8 @@
-"""Training from the browser, assembled: the service the routes share (store,
-worker, data paths), the lifespan that starts and stops the worker, and `install`, which
-adds the routes to the app.
+"""Training from the browser, assembled: the service the routes share (store, worker,
+executor, data paths), its dependency, and the lifespan that starts and stops it.
 
-In app/main.py: `training.install(app)` in create_app, and inside the lifespan, once
-app.state.registry exists, `async with training.lifespan(app): yield`.
+In app/main.py: `app.add_exception_handler(...)` with STORAGE_ERROR_HANDLERS, and inside the
+lifespan, once app.state.registry exists, `async with service.lifespan(app): yield`.
 """
 from __future__ import annotations
 
@@ -26,15 +25,17 @@ from model.data import num_batches
 from model.layers import one_blas_thread
 from model.network import ModelConfig
 
-from .compute_gate import ComputeGate
+from ..compute_gate import ComputeGate
+from ..errors import ErrorResponse, invalid, on_unexpected_error
+from ..lru import LRU
+from ..registry import ModelRegistry, UnknownModelError, make_entry
+from ..schemas import ErrorMessage
+from ..settings import Settings
+from .attempt import seconds_per_step
 from .corpora import parameters
-from .errors import ErrorResponse, invalid, on_unexpected_error
-from .jobs import Trainer, seconds_per_step
-from .lru import LRU
-from .registry import ModelRegistry, UnknownModelError, make_entry
-from .settings import Settings
-from .schemas import ErrorMessage
+from .executors import make_executor
 from .store import DataPaths, Store, model_id
+from .worker import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class Training:
         self.registry = registry
         self.on_models_changed = on_models_changed
         self.one_thread = one_blas_thread
-        self.trainer = Trainer(self.store, self.paths, settings, self.publish, self.one_thread)
+        self.executor = make_executor(settings, self.one_thread)
+        self.trainer = Trainer(self.store, self.paths, settings, self.executor, self.publish)
         self.event_streams = 0              # open /api/runs/{id}/events streams
         self._step_times: LRU[tuple, float] = LRU(STEP_TIMES_KEPT)
 
@@ -165,8 +167,11 @@ class Training:
                 self.registry.put(dataclasses.replace(entry, name=run["name"]))
 
     def stop(self) -> None:
-        self.trainer.stop()
-        self.store.close()
+        try:
+            self.trainer.stop()
+        finally:
+            self.executor.close()
+            self.store.close()
 
     # ---- the model registry --------------------------------------------------------------
 
@@ -219,14 +224,8 @@ async def on_storage_error(request: Request, exc: Exception) -> Response:
                                     "whoever runs it"}, status_code=507)
 
 
-def install(app: FastAPI) -> None:
-    """Add the corpus, run and Train page routes, and the 507 for a failing disk."""
-    from .routers import corpora, runs, train_page      # they import this module's dependencies
-    for module in (corpora, runs, train_page):
-        app.include_router(module.router)
-    app.add_exception_handler(OSError, on_storage_error)
-    app.add_exception_handler(sqlite3.OperationalError, on_storage_error)
-    app.openapi_schema = None
+# For app.add_exception_handler: a request that meets a failing disk answers 507.
+STORAGE_ERROR_HANDLERS = {OSError: on_storage_error, sqlite3.OperationalError: on_storage_error}
 
 
 @asynccontextmanager

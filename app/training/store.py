@@ -123,6 +123,10 @@ MIGRATIONS: list[str] = [
         created REAL NOT NULL
     );
     """,
+    # Where each attempt trained ("this server", or a Ray node), for runs on a cluster.
+    """
+    ALTER TABLE attempts ADD COLUMN worker TEXT;
+    """,
 ]
 
 STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")
@@ -424,15 +428,19 @@ class Store:
                                    "ORDER BY id LIMIT 1").fetchone()
         return None if row is None else row[0]
 
-    def interrupt_running(self, reason: str = "the server stopped while this run was training") -> list[int]:
+    def interrupt_running(self, reason: str = "the server stopped while this run was training",
+                          run_id: int | None = None) -> list[int]:
         """A run still marked running that no worker trains (it died with the previous
-        process, or with the worker's loop) is interrupted, resumable from its last checkpoint."""
+        process, or with its driver thread) is interrupted, resumable from its last
+        checkpoint: every such run, or only `run_id`."""
+        only, args = ("", ()) if run_id is None else (" AND id = ?", (run_id,))
         with self.write() as db:
-            ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE status = 'running'")]
+            ids = [r[0] for r in db.execute(f"SELECT id FROM runs WHERE status = 'running'{only}", args)]
             db.execute("UPDATE runs SET status = 'interrupted', eta_seconds = NULL, chars_per_sec = NULL, "
-                       "error = ? WHERE status = 'running'",
-                       (f"{reason}; resume it to continue from its last checkpoint",))
-            db.execute("UPDATE attempts SET outcome = 'interrupted' WHERE outcome IS NULL")
+                       f"error = ? WHERE status = 'running'{only}",
+                       (f"{reason}; resume it to continue from its last checkpoint", *args))
+            db.executemany("UPDATE attempts SET outcome = 'interrupted' WHERE outcome IS NULL AND run_id = ?",
+                           [(i,) for i in ids])
             return ids
 
     def delete_run(self, run_id: int, running_ok: bool = False) -> bool:
@@ -513,8 +521,12 @@ class Store:
             db.execute("UPDATE attempts SET to_step = ?, ended = ?, outcome = ? "
                        "WHERE run_id = ? AND attempt = ?", (to_step, time.time(), outcome, run_id, attempt))
 
+    def set_attempt_where(self, run_id: int, attempt: int, worker: str) -> None:
+        with self.write() as db:
+            db.execute("UPDATE attempts SET worker = ? WHERE run_id = ? AND attempt = ?", (worker, run_id, attempt))
+
     def attempts(self, run_id: int) -> list[dict]:
-        rows = self._conn().execute("SELECT attempt, from_step, to_step, started, ended, outcome "
+        rows = self._conn().execute("SELECT attempt, from_step, to_step, started, ended, outcome, worker "
                                     "FROM attempts WHERE run_id = ? ORDER BY attempt", (run_id,))
         return [dict(r) for r in rows]
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .schemas import StrictBody
+from ..schemas import StrictBody
 
 Cell = Literal["rnn", "gru", "lstm"]
 Status = Literal["queued", "running", "completed", "cancelled", "failed", "interrupted"]
@@ -120,7 +120,9 @@ class Attempt(BaseModel):
     to_step: int | None
     started: float
     ended: float | None
-    outcome: str | None
+    outcome: str | None = Field(description="completed, cancelled, failed, interrupted, or lost (its worker "
+                                            "process or machine died; the next attempt resumed)")
+    worker: str | None = Field(None, description='Where it trained: "this server" or a Ray node.')
 
 
 class Run(BaseModel):

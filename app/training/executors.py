@@ -1,0 +1,101 @@
+"""Where attempts run: the one seam between the server's worker and the training maths.
+
+An executor launches an attempt (app/training/attempt.run_attempt) and returns an Execution:
+`run(emit)` blocks while the attempt trains, handing every message to `emit` in the
+server's thread, and `stop()` asks it to end after the current step (it then checkpoints and
+ends as train() does when asked to stop). An attempt whose process or machine dies raises
+WorkerLost from run(): the server retries from its last checkpoint.
+
+    thread   (default) in this process, on the worker's thread: one machine
+    ray      in a Ray actor on whichever node has a free CPU (app/training/ray_executor.py)
+"""
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+from model.train import TrainState
+
+from .attempt import Emit, Job, OneThread, Started, run_attempt
+
+CLUSTER_EXTRA = "pip install 'rnnscope[cluster]'"
+
+
+class WorkerLost(RuntimeError):
+    """The process or the machine training an attempt died; its message says which."""
+
+
+class Execution(Protocol):
+    where: str                                   # e.g. "this server" or "ray node 10.0.0.7"
+
+    def run(self, emit: Emit) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    name: str
+    parallel_runs: int                           # how many attempts may train at once
+
+    def launch(self, job: Job, resume: TrainState | None) -> Execution: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadExecution:
+    where = "this server"
+
+    def __init__(self, job: Job, resume: TrainState | None, one_thread: OneThread):
+        self.job, self.resume, self.one_thread = job, resume, one_thread
+        self.stopping = threading.Event()
+
+    def run(self, emit: Emit) -> None:
+        emit(Started(self.where))
+        with self.one_thread():
+            run_attempt(self.job, self.resume, emit, self.stopping.is_set)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    kill = stop                                   # emit's exception already ends the attempt
+
+
+class ThreadExecutor:
+    """Attempts train in the server's process, on the worker thread that drives them."""
+
+    name = "thread"
+
+    def __init__(self, parallel_runs: int | None, one_thread: OneThread):
+        self.parallel_runs = parallel_runs or 1
+        self.one_thread = one_thread
+
+    def launch(self, job: Job, resume: TrainState | None) -> ThreadExecution:
+        return ThreadExecution(job, resume, self.one_thread)
+
+    def close(self) -> None:
+        pass
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The chosen executor cannot start; the message says what to install or set."""
+
+
+def check_available(settings) -> None:
+    """ExecutorUnavailable, saying what to install, if the chosen executor cannot be imported."""
+    if settings.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ExecutorUnavailable(f"RNNSCOPE_EXECUTOR=ray needs Ray, which is not installed: "
+                                      f"{CLUSTER_EXTRA}") from None
+
+
+def make_executor(settings, one_thread: OneThread) -> Executor:
+    """The executor RNNSCOPE_EXECUTOR names, started (a Ray executor connects to or starts Ray)."""
+    if settings.executor == "thread":
+        return ThreadExecutor(settings.max_parallel_runs, one_thread)
+    check_available(settings)
+    from .ray_executor import RayExecutor
+    return RayExecutor(settings.ray_address, settings.max_parallel_runs, settings.run_cpus)

@@ -1,0 +1,126 @@
+"""The Ray executor: each attempt trains in a Ray actor on whichever node has a free CPU.
+
+The actor runs app/training/attempt.run_attempt, the same function the thread executor
+calls, and streams its messages back as a Ray streaming generator; the server applies
+them, so the store and the checkpoints are written only on the server. The actor answers
+two calls at once (max_concurrency=2): `run`, the generator, and `stop`, which sets the
+flag train() polls between steps. Actors are owned by the server's process, so they die
+with it (and their runs are marked interrupted when it starts again).
+
+Only imported when RNNSCOPE_EXECUTOR=ray: importing it imports ray.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+import ray
+from ray.exceptions import RayError, RayTaskError
+from threadpoolctl import threadpool_limits
+
+from model.train import TrainState
+
+from .attempt import Emit, Job, Started, run_attempt
+from .executors import ExecutorUnavailable, WorkerLost
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+@ray.remote(max_restarts=0, max_concurrency=2)
+class RunActor:
+    """Trains one attempt; a new actor (a new process, on any node) for every attempt."""
+
+    def __init__(self, cpus: int):
+        self.cpus = cpus
+        self.stopping = threading.Event()
+
+    def where(self) -> str:
+        node = ray.get_runtime_context().get_node_id()
+        return f"ray node {ray.util.get_node_ip_address()} ({node[:8]})"
+
+    def run(self, job: Job, resume: TrainState | None):
+        # run_attempt reports through a callback; a thread turns the calls into yields.
+        messages: queue.Queue = queue.Queue(maxsize=16)
+
+        def attempt() -> None:
+            try:
+                with threadpool_limits(self.cpus):
+                    run_attempt(job, resume, messages.put, self.stopping.is_set)
+            except BaseException as e:        # re-raised below, in the generator, where Ray sees it
+                messages.put(e)
+            messages.put(_END)
+
+        threading.Thread(target=attempt, name=f"run-{job.run_id}", daemon=True).start()
+        while (message := messages.get()) is not _END:
+            if isinstance(message, BaseException):
+                raise message
+            yield message
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class RayExecution:
+    def __init__(self, job: Job, resume: TrainState | None, cpus: int):
+        # SPREAD: runs go to different nodes while there are free ones, as a class wants.
+        self.actor = RunActor.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(cpus)
+        self.messages = self.actor.run.options(num_returns="streaming").remote(job, resume)
+        self.where = "a Ray node"
+
+    def run(self, emit: Emit) -> None:
+        try:
+            self.where = ray.get(self.actor.where.remote())
+            emit(Started(self.where))
+            for ref in self.messages:
+                emit(ray.get(ref))
+        except RayTaskError as e:              # the attempt itself raised: the same error as in a thread
+            cause = getattr(e, "cause", None)
+            raise cause if isinstance(cause, Exception) else RuntimeError(str(e)) from None
+        except RayError as e:                  # the actor's process or node died
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise WorkerLost(f"{self.where} was lost ({type(e).__name__}: {first})") from None
+        finally:
+            self.kill()
+
+    def stop(self) -> None:
+        try:
+            self.actor.stop.remote()
+        except RayError:                      # already gone: run() reports it
+            pass
+
+    def kill(self) -> None:
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except (RayError, ValueError):
+            pass
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, address: str | None, parallel_runs: int | None, cpus: int):
+        self.cpus = cpus
+        self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            try:
+                if address:
+                    ray.init(address=address, logging_level=logging.WARNING)
+                else:                          # a local instance, started (and stopped) by this server
+                    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise ExecutorUnavailable(f"cannot reach the Ray cluster at RNNSCOPE_RAY_ADDRESS={address}: "
+                                          f"{str(e).strip().splitlines()[0]}") from None
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.parallel_runs = parallel_runs or max(1, cluster_cpus // cpus)
+        log.info("training on Ray: %d CPUs in the cluster, up to %d runs at once, %d CPU each",
+                 cluster_cpus, self.parallel_runs, cpus)
+
+    def launch(self, job: Job, resume: TrainState | None) -> RayExecution:
+        return RayExecution(job, resume, self.cpus)
+
+    def close(self) -> None:
+        if self.owns_ray:
+            ray.shutdown()

@@ -1,0 +1,303 @@
+"""The training worker: a scheduler thread that takes queued runs, up to the executor's
+number at once, and a driver thread per running run that launches its attempts on the
+executor and applies their messages to the store. The server is the only writer of the
+store and of the checkpoint files, whichever executor trains.
+
+Durability rests on one ordering. At every checkpoint the logged metrics are committed
+first, then the model and the training state are written (each atomically), then the
+checkpoint step is committed. Whatever moment the process dies at, the training state on
+disk is at a step the database has every metric for; resuming truncates the history to
+that step and redoes the rest bit for bit (model.train resumes exactly). An attempt whose
+worker process or machine is lost is retried the same way, from the last checkpoint,
+up to RNNSCOPE_MAX_RUN_RETRIES times.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from model.checkpoint import CheckpointError, load_train_state, save_model, save_train_state
+from model.network import ModelConfig
+from model.train import TrainState
+from model.vocab import Vocab
+
+from .attempt import Cadence, Checkpoint, Ended, Job, Message, Progress, Started, gradient_passage, train_config
+from .executors import Execution, Executor, WorkerLost
+from .schemas import RunConfig
+from .store import DataPaths, Store, model_id
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def storage_stop(e: OSError | sqlite3.Error) -> str:
+    """A run's error when the disk stopped it: the machine, not the run, so it resumes."""
+    return (f"stopped by the server's storage: {getattr(e, 'strerror', None) or e}; resume the run once it is "
+            "fixed, to continue from its last checkpoint")
+
+
+class Recorder:
+    """Applies one attempt's messages to the store and the data directory."""
+
+    def __init__(self, trainer: Trainer, run_id: int, attempt: int):
+        self.trainer, self.run_id, self.attempt = trainer, run_id, attempt
+        self.store, self.paths = trainer.store, trainer.paths
+        self.ended: Ended | None = None
+        self.checkpoint_step: int | None = None
+
+    def __call__(self, message: Message) -> None:
+        if isinstance(message, Progress):
+            self.commit(message)
+        elif isinstance(message, Checkpoint):
+            self.checkpoint(message)
+        elif isinstance(message, Started):
+            self.store.set_attempt_where(self.run_id, self.attempt, message.where)
+        elif isinstance(message, Ended):
+            self.ended = message
+
+    def commit(self, p: Progress) -> None:
+        self.store.log(self.run_id, p.rows, p.run_fields, p.samples)
+
+    def checkpoint(self, c: Checkpoint) -> None:
+        """Metrics first, then the files, then the checkpoint step: see the module docstring."""
+        self.commit(c.progress)
+        low = self.store.low_space(self.trainer.settings.min_free_bytes)
+        if low:
+            raise OSError(errno.ENOSPC, low)
+        save_model(c.model, self.paths.model(self.run_id))
+        save_train_state(self.paths.train_state(self.run_id), c.model, c.state)
+        self.store.log(self.run_id, [], {"checkpoint_step": c.state.step, "model_id": model_id(self.run_id),
+                                         "seconds": c.state.seconds}, profile=(c.state.step, c.profile))
+        self.checkpoint_step = c.state.step
+        self.trainer.on_model(self.run_id)
+
+
+class Trainer:
+    """Trains queued runs on the executor, up to `executor.parallel_runs` at once."""
+
+    def __init__(self, store: Store, paths: DataPaths, settings: Settings, executor: Executor,
+                 on_model: Callable[[int], None]):
+        self.store, self.paths, self.settings, self.executor = store, paths, settings, executor
+        self.on_model = on_model          # called with a run id after its model file is (re)written
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._active: dict[int, Execution | None] = {}      # run id -> its attempt, once launched
+        self._cancelled: set[int] = set()
+        self._drivers: dict[int, threading.Thread] = {}
+        self._thread: threading.Thread | None = None
+
+    # ---- control, from the API's threads ---------------------------------------------------
+
+    def start(self) -> list[int]:
+        """Mark the runs a dead process left running as interrupted; start the scheduler.
+        Returns the interrupted run ids."""
+        interrupted = self.store.interrupt_running()
+        self._thread = threading.Thread(target=self._loop, name="rnnscope-trainer", daemon=True)
+        self._thread.start()
+        return interrupted
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every attempt after its current step: each is checkpointed and marked interrupted."""
+        with self._wake:
+            self._stopping = True
+            for execution in self._active.values():
+                if execution is not None:
+                    execution.stop()
+            self._wake.notify_all()
+            drivers = list(self._drivers.values())
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in [self._thread, *drivers]:
+            if thread is not None:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def poke(self) -> None:
+        """A run was queued."""
+        with self._wake:
+            self._wake.notify_all()
+
+    def cancel(self, run_id: int) -> bool:
+        """Ask the running run to stop after its current step; False if it is not running."""
+        with self._wake:
+            if run_id not in self._active:
+                return False
+            self._cancelled.add(run_id)
+            execution = self._active[run_id]
+            if execution is not None:
+                execution.stop()
+        try:
+            self.store.update_run(run_id, cancel_requested=1)
+        except (OSError, sqlite3.Error) as e:     # the flag only tells the pages; stop() stops the run
+            log.warning("run %d: cannot record the cancel request: %s", run_id, e)
+        return True
+
+    def is_training(self, run_id: int) -> bool:
+        return run_id in self._active
+
+    # ---- the scheduler thread -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        """The supervisor: whatever escapes the scheduler (a disk so full that even reading
+        the queue fails) is logged, and the scheduler starts again, backing off while the
+        failure repeats."""
+        pause = 1.0
+        while not self._stopping:
+            try:
+                self._schedule()
+                return
+            except Exception:
+                log.exception("the training scheduler failed; restarting it in %.0f s", pause)
+            with self._wake:
+                self._wake.wait(timeout=pause)
+            pause = min(pause * 2, 60.0)
+
+    def _schedule(self) -> None:
+        with self._wake:
+            while not self._stopping:
+                if len(self._active) < self.executor.parallel_runs:
+                    run_id = self.store.next_queued()
+                    if run_id is not None and self.store.set_status_if(
+                            run_id, ("queued",), status="running", started=time.time(), finished=None,
+                            error=None, cancel_requested=0):
+                        self._active[run_id] = None
+                        driver = threading.Thread(target=self._drive, args=(run_id,), name=f"rnnscope-run-{run_id}",
+                                                  daemon=True)
+                        self._drivers[run_id] = driver
+                        driver.start()
+                        continue
+                self._wake.wait(timeout=5.0)      # the timeout only guards against a lost wake-up
+
+    # ---- one driver thread per running run ----------------------------------------------------
+
+    def _drive(self, run_id: int) -> None:
+        """Train one run to its end. Whatever escapes (a bug, or a disk so full that even
+        recording a failure fails) leaves the run interrupted, retried until that sticks."""
+        try:
+            try:
+                self._execute(run_id)
+            except Exception as e:
+                log.exception("run %d stopped", run_id)
+                # Reading the checkpoint or recording the outcome can meet the disk too.
+                storage = isinstance(e, (OSError, sqlite3.Error))
+                self.store.update_run(run_id, status="interrupted" if storage else "failed",
+                                      error=storage_stop(e) if storage else f"internal error: {e}",
+                                      finished=time.time(), eta_seconds=None)
+        except Exception:
+            log.exception("the training worker failed while run %d was training", run_id)
+            self._strand(run_id)
+        finally:
+            with self._wake:
+                self._active.pop(run_id, None)
+                self._cancelled.discard(run_id)
+                self._drivers.pop(run_id, None)
+                self._wake.notify_all()
+
+    def _strand(self, run_id: int) -> None:
+        pause = 1.0
+        while True:
+            try:
+                self.store.interrupt_running("the training worker failed while this run was training", run_id)
+                return
+            except Exception:
+                log.exception("cannot mark run %d interrupted yet; trying again in %.0f s", run_id, pause)
+            with self._wake:
+                if self._stopping:           # the next start-up marks it interrupted
+                    return
+                self._wake.wait(timeout=pause)
+            pause = min(pause * 2, 60.0)
+
+    def _job(self, run: dict) -> Job | str:
+        """The job for a run, or why it cannot train."""
+        cfg = RunConfig.model_validate(run["config"])
+        corpus = None if run["corpus_id"] is None else self.store.get_corpus(run["corpus_id"])
+        path = self.paths.corpus(cfg.corpus_id)
+        if corpus is None or not path.exists():
+            return f"the corpus {cfg.corpus_id} has been deleted"
+        text = path.read_text(encoding="utf-8")
+        vocab = Vocab.from_text(text)
+        model_cfg = ModelConfig(cfg.cell, len(vocab), cfg.hidden_size, cfg.num_layers)
+        return Job(run["id"], run["name"], cfg, text, vocab, model_cfg, train_config(cfg), corpus["name"],
+                   gradient_passage(text, self.settings.gradient_passage_chars), Cadence.of(self.settings))
+
+    def _resume_state(self, run_id: int) -> TrainState | None:
+        """The last checkpoint's training state, None for a fresh start; CheckpointError if unreadable."""
+        state_path = self.paths.train_state(run_id)
+        return load_train_state(state_path)[1] if state_path.exists() else None
+
+    def _execute(self, run_id: int) -> None:
+        job = self._job(self.store.get_run(run_id))
+        if isinstance(job, str):
+            self.store.update_run(run_id, status="failed", error=job, finished=time.time())
+            return
+        lost = 0
+        while True:
+            try:
+                resume = self._resume_state(run_id)
+            except CheckpointError as e:
+                self.store.update_run(run_id, status="failed", finished=time.time(),
+                                      error=f"the last checkpoint cannot be read: {e}")
+                return
+            start_step = 0 if resume is None else resume.step
+            self.store.truncate_history(run_id, start_step)
+            attempt = self.store.start_attempt(run_id, start_step)
+            outcome, error = self._attempt(run_id, job, resume, attempt)
+            if outcome == "lost":
+                lost += 1
+                if lost <= self.settings.max_run_retries and not self._stopping and run_id not in self._cancelled:
+                    self.store.end_attempt(run_id, attempt, self.store.get_run(run_id)["step"], "lost")
+                    log.warning("run %d: %s; retrying from its last checkpoint (%d of %d)", run_id, error, lost,
+                                self.settings.max_run_retries)
+                    continue
+                if run_id in self._cancelled:
+                    outcome, error = "cancelled", None
+                else:
+                    outcome, error = "interrupted", (
+                        f"{error}; gave up after {lost} lost attempt{'s' * (lost > 1)} (setting "
+                        "RNNSCOPE_MAX_RUN_RETRIES); resume the run to continue from its last checkpoint")
+            step = self.store.get_run(run_id)["step"]
+            self.store.update_run(run_id, status=outcome, error=error, finished=time.time(), eta_seconds=None,
+                                  chars_per_sec=None, cancel_requested=0)
+            self.store.end_attempt(run_id, attempt, step, outcome)
+            return
+
+    def _attempt(self, run_id: int, job: Job, resume: TrainState | None, attempt: int) -> tuple[str, str | None]:
+        """One attempt on the executor -> (outcome, error); outcome "lost" when its worker died."""
+        record = Recorder(self, run_id, attempt)
+        execution = self.executor.launch(job, resume)
+        with self._wake:
+            self._active[run_id] = execution
+            if self._stopping or run_id in self._cancelled:
+                execution.stop()
+        try:
+            execution.run(record)
+        except WorkerLost as e:
+            return "lost", str(e)
+        except (OSError, sqlite3.Error) as e:
+            # The machine, not the run: a full disk, a permission, an I/O error. The last
+            # checkpoint is intact (files are replaced atomically), so the run can resume.
+            execution.kill()
+            log.warning("run %d interrupted: %s", run_id, e)
+            return "interrupted", storage_stop(e)
+        except Exception as e:
+            execution.kill()
+            log.exception("run %d failed", run_id)
+            return "failed", f"internal error: {e}"
+        finally:
+            with self._wake:
+                self._active[run_id] = None
+        ended = record.ended
+        if ended is None:
+            return "failed", "internal error: the attempt ended without saying how"
+        if ended.stopped is None:
+            return "failed", ended.error
+        if ended.stopped == "cancelled":
+            if run_id in self._cancelled:
+                return "cancelled", None
+            return "interrupted", "the server was stopped; resume the run to continue from this checkpoint"
+        return "completed", None
