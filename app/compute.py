@@ -39,24 +39,38 @@ def top_k(logp: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(ids, order, axis=1), np.exp(np.take_along_axis(vals, order, axis=1))
 
 
+class ReadingBuilder:
+    """A Reading filled piece by piece as a text is read: the losses, the top-k predictions
+    and the (layer, quantity) internals asked for, each piece's values copied into place."""
+
+    def __init__(self, model: LanguageModel, ids: np.ndarray, wanted: list[tuple[int, str]], k: int):
+        T, H = len(ids), model.config.hidden_size
+        self.ids, self.wanted, self.k = ids, wanted, k
+        self.reading = Reading(loss=np.empty(max(T - 1, 0), model.dtype),
+                               top_ids=np.empty((T, min(k, model.config.vocab_size)), np.int64),
+                               top_probs=np.empty((T, min(k, model.config.vocab_size)), model.dtype),
+                               internals={key: np.empty((T, H), model.dtype) for key in wanted})
+
+    def add(self, s: int, logits: np.ndarray, internals) -> None:
+        """Positions s..s+C: logits (C, V) and internals(layer, quantity) -> (C, H)."""
+        r, ids, T = self.reading, self.ids, len(self.ids)
+        e = s + len(logits)
+        logp = log_softmax(logits)                                    # (C, V)
+        n = min(e, T - 1) - s                                         # positions with a next character
+        r.loss[s:s + n] = -logp[np.arange(n), ids[s + 1:s + 1 + n]]
+        r.top_ids[s:e], r.top_probs[s:e] = top_k(logp, self.k)
+        for layer, quantity in self.wanted:
+            r.internals[layer, quantity][s:e] = internals(layer, quantity)
+
+
 def read(model: LanguageModel, ids: np.ndarray, wanted: list[tuple[int, str]], k: int,
          chunk: int = CHUNK) -> Reading:
     """Read ids (T,) from a zero state; keep the losses, the top-k predictions and the
     (layer, quantity) internals asked for."""
-    T, H = len(ids), model.config.hidden_size
-    loss = np.empty(max(T - 1, 0), model.dtype)
-    top_ids = np.empty((T, min(k, model.config.vocab_size)), np.int64)
-    top_probs = np.empty(top_ids.shape, model.dtype)
-    internals = {key: np.empty((T, H), model.dtype) for key in wanted}
+    builder = ReadingBuilder(model, ids, wanted, k)
     for s, logits, cache in model.read(ids, chunk):
-        e = s + len(logits)
-        logp = log_softmax(logits)                                    # (C, V)
-        n = min(e, T - 1) - s                                         # positions with a next character
-        loss[s:s + n] = -logp[np.arange(n), ids[s + 1:s + 1 + n]]
-        top_ids[s:e], top_probs[s:e] = top_k(logp, k)
-        for layer, quantity in wanted:
-            internals[layer, quantity][s:e] = model.internals(cache, layer, quantity)
-    return Reading(loss, top_ids, top_probs, internals)
+        builder.add(s, logits, lambda layer, quantity, cache=cache: model.internals(cache, layer, quantity))
+    return builder.reading
 
 
 def rounded(a: np.ndarray, decimals: int = 6) -> list:

@@ -33,6 +33,7 @@ class ComputeGate:
         self._busy = 0
         self._waiting = 0
         self._recent: list[float] = []            # seconds the last jobs held a slot, for Retry-After
+        self._grants = 0                          # slots given so far, to queue behind those waiting
         self._local = threading.local()
 
     def retry_after(self) -> float:
@@ -75,6 +76,7 @@ class ComputeGate:
                 finally:
                     self._waiting -= 1
             self._busy += 1
+            self._grants += 1
         started = time.monotonic()
         try:
             yield
@@ -83,6 +85,35 @@ class ComputeGate:
                 self._busy -= 1
                 self._recent = [*self._recent[-19:], time.monotonic() - started]
                 self._cond.notify()
+
+    def let_waiting_go_first(self, held_since: float) -> float:
+        """For a holder that keeps a slot while work keeps coming (app/batching.py's passes):
+        if others wait, give the slot up, and take one again once those waiting now have had
+        theirs, so a busy batcher never starves another route. Returns when the slot was
+        taken again (for the next call's held_since); ComputeBusy as for a newcomer."""
+        with self._cond:
+            if self._waiting == 0:
+                return held_since
+            ahead = self._grants + self._waiting
+            self._busy -= 1
+            self._recent = [*self._recent[-19:], time.monotonic() - held_since]
+            self._cond.notify(self._waiting)
+            self._waiting += 1
+            deadline = time.monotonic() + self.max_wait_seconds
+            try:
+                # Those waiting now go first, unless they gave up (then only this one waits).
+                while self._busy >= self.slots or (self._grants < ahead and self._waiting > 1):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise ComputeBusy(f"the server is busy: no compute slot freed in "
+                                          f"{self.max_wait_seconds:g} s (setting RNNSCOPE_MAX_WAIT_SECONDS); "
+                                          "try again shortly", self.retry_after())
+                    self._cond.wait(min(left, 0.05))      # a waiter that gives up does not notify
+            finally:
+                self._waiting -= 1
+            self._busy += 1
+            self._grants += 1
+            return time.monotonic()
 
     # `with gate:` as the routes write it. A thread's slot is kept on a stack, so nesting
     # on one thread never deadlocks waiting for a slot it holds itself.

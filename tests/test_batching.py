@@ -4,7 +4,11 @@ joining a pass under way; samples equal bit for bit with the same seeds; over HT
 concurrent requests really are served by fewer passes than requests."""
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -130,3 +134,124 @@ def test_batched_samples_equal_each_sample_alone_bit_for_bit(cell, layers):
         steps += 1
     for i, pairs in got.items():
         assert pairs == alone[i], (cell, layers, i)          # characters and probabilities, exactly
+
+
+# --- over HTTP --------------------------------------------------------------------------------
+
+def concurrently(client, requests: list[tuple[str, dict]], held, batcher, queued: int) -> list:
+    """Send the requests from threads while the test holds every compute slot, wait until
+    one of them waits at the gate to run alone and the rest in `batcher`, free the slots; the
+    responses in request order. The one alone runs beside the shared pass."""
+    answers: list = [None] * len(requests)
+
+    def send(i: int) -> None:
+        path, body = requests[i]
+        answers[i] = client.post(path, json=body)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(batcher._pending) < queued:
+        assert time.monotonic() < deadline, f"{len(batcher._pending)} of {queued} requests queued"
+        time.sleep(0.01)
+    held.close()                                     # the worker takes a slot: one pass for all
+    for t in threads:
+        t.join(60)
+    return answers
+
+
+@pytest.fixture
+def held(client):
+    """Every compute slot, taken by the test until it closes this."""
+    with contextlib.ExitStack() as stack:
+        gate = client.app.state.compute_slots
+        for _ in range(gate.slots):
+            stack.enter_context(gate.slot())
+        yield stack
+
+
+def batchers_of(client):
+    """The app's batchers, as a route receives them."""
+    import asyncio
+
+    from app.batching import get_batchers
+
+    class Req:
+        app = client.app
+
+    return asyncio.run(get_batchers(Req(), client.app.state.compute_slots))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_concurrent_traces_share_a_pass_and_each_answer_is_its_lone_answer(client, held, cell):
+    base = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    bodies = [{"text": base[:n], "encoding": "float32", "top_k": 3} for n in (1, 5, 17, 40, 61)]
+    bodies.append({"text": base[:30], "layers": [1], "quantities": ["h"], "encoding": "float32"})
+    batcher = batchers_of(client).get(cell, "trace")
+    path = f"/api/models/{cell}/trace"
+    answers = concurrently(client, [(path, b) for b in bodies], held, batcher, len(bodies) - 1)
+    assert (batcher.alone_runs, batcher.passes) == (1, 1)    # five texts under one chunk: one pass
+    for body, r in zip(bodies, answers):
+        assert r.status_code == 200, r.text
+        lone = client.post(path, json=body).json()
+        got = r.json()
+        assert got["text"] == lone["text"] and got["predictions"]["chars"] == lone["predictions"]["chars"]
+        assert np.allclose(got["loss"], lone["loss"], atol=2e-6)
+        for a, b in zip(got["layers"], lone["layers"]):
+            for q in a["quantities"]:
+                assert rel_error(decoded(a["quantities"][q]), decoded(b["quantities"][q])) < F32_TOL
+    assert (batcher.alone_runs, batcher.passes) == (1 + len(bodies), 1)    # each lone request alone
+
+
+def decoded(array: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(array["data"]), "<f4").reshape(array["shape"]) * array["scale"]
+
+
+def test_concurrent_samples_share_steps_and_write_their_lone_texts(client, held):
+    bodies = [{"prime": p, "length": n, "temperature": t, "seed": s}
+              for p, n, t, s in [("ROMEO:", 40, 1.0, 1), ("", 25, 0.8, 2), ("First", 1, 1.0, 3),
+                                 ("a", 40, 0.0, 4), ("ROMEO:", 40, 1.0, 5)]]
+    batcher = batchers_of(client).get("lstm", "sample")
+    answers = concurrently(client, [("/api/models/lstm/sample", b) for b in bodies], held, batcher, len(bodies) - 1)
+    assert batcher.alone_runs == 1 and batcher.passes <= 40    # a step serves every row: 40, not 146
+    for body, r in zip(bodies, answers):
+        assert r.status_code == 200, r.text
+        assert r.json() == client.post("/api/models/lstm/sample", json=body).json()
+        stream = client.post("/api/models/lstm/sample/stream", json=body).text
+        assert r.json()["text"] == "".join(json.loads(line[6:])["text"] for line in stream.splitlines()
+                                           if line.startswith("data: ") and '"probs"' in line)
+
+
+def test_concurrent_gradients_share_a_bptt_pass(client, held):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
+    bodies = [{"text": text[:n]} for n in (2, 9, 30, 61)] + [{"text": text, "position": 3}]
+    batcher = batchers_of(client).get("gru", "gradients")
+    answers = concurrently(client, [("/api/models/gru/gradients", b) for b in bodies], held, batcher, len(bodies) - 1)
+    assert (batcher.alone_runs, batcher.passes) == (1, 1)
+    for body, r in zip(bodies, answers):
+        assert r.status_code == 200, r.text
+        got, lone = r.json(), client.post("/api/models/gru/gradients", json=body).json()
+        assert got["position"] == lone["position"] and got["target"] == lone["target"]
+        assert abs(got["loss"] - lone["loss"]) < 1e-5
+        for a, b in zip(got["layers"], lone["layers"]):
+            assert rel_error(a["h_grad_norm"], b["h_grad_norm"]) < F32_TOL
+
+
+def test_a_full_queue_is_refused_with_503_and_no_request_fails_otherwise(data_dir):
+    """With the one slot held and no room to wait at the gate, a batched request is refused
+    with 503 and Retry-After (the server-wide capacity), then served once the slot frees."""
+    from fastapi.testclient import TestClient
+
+    from tests.training_app import build_app
+
+    app = build_app(data_dir, max_concurrent_jobs=1, max_waiting_jobs=0)
+    with TestClient(app) as client, contextlib.ExitStack() as stack:
+        stack.enter_context(app.state.compute_slots.slot())
+        body = {"text": "First Citizen:"}
+        for route in ("trace", "gradients"):
+            r = client.post(f"/api/models/lstm/{route}", json=body)
+            assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1, r.text
+        stack.close()
+        for route in ("trace", "gradients"):
+            assert client.post(f"/api/models/lstm/{route}", json=body).status_code == 200

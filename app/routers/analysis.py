@@ -12,7 +12,8 @@ from model.vocab import Vocab
 
 from model.analysis import gate_saturation
 
-from ..compute import SENT_BYTES, encode_array, read, rounded
+from ..batching import BatchersDep, GradientWork, TraceWork
+from ..compute import SENT_BYTES, Reading, encode_array, read, rounded
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
 from ..registry import block_names
@@ -72,7 +73,7 @@ def norms(a: np.ndarray) -> list[float | None]:
 
 
 @router.post("/trace", response_model=TraceResponse)
-def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> TraceResponse:
+def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, batchers: BatchersDep) -> TraceResponse:
     """Read a text: per character the loss, the top-k next-character predictions, and the
     chosen internals of the chosen layers as T x H arrays."""
     m, L = entry.model, entry.model.config.num_layers
@@ -87,12 +88,22 @@ def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
         raise HTTPException(413, f"the trace's arrays would be {size:,.0f} bytes; the limit is "
                                  f"{settings.max_trace_bytes:,} (setting RNNSCOPE_MAX_TRACE_BYTES): ask for "
                                  "fewer layers or quantities, a shorter text, or int8")
-    with slots:
-        r = read(m, m.encode(text), [(l, q) for l in layers for q in quantities], req.top_k)
+    ids, wanted = m.encode(text), [(l, q) for l in layers for q in quantities]
+
+    def encoded(r: Reading) -> list[TraceLayer]:
         # Each float array is dropped once encoded, so they do not all outlive the encoding.
-        out = [TraceLayer(layer=l, quantities={q: encode_array(r.internals.pop((l, q)), req.encoding)
-                                               for q in quantities})
-               for l in layers]
+        return [TraceLayer(layer=l, quantities={q: encode_array(r.internals.pop((l, q)), req.encoding)
+                                                for q in quantities})
+                for l in layers]
+
+    def alone() -> tuple[Reading, list[TraceLayer]]:
+        r = read(m, ids, wanted, req.top_k)
+        return r, encoded(r)
+
+    # Read alone, or in a pass shared with concurrent traces of this model (then encoded here).
+    r, out = batchers.run(entry.id, "trace", m, TraceWork(ids, wanted, req.top_k), size, alone)
+    if out is None:
+        out = encoded(r)
     top_chars = np.array(m.vocab.chars)[r.top_ids].tolist()
     return TraceResponse(text=text, chars=list(text), loss=rounded(r.loss),
                          mean_loss=float(r.loss.mean()) if r.loss.size else None,
@@ -102,13 +113,14 @@ def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
 
 @router.post("/gradients", response_model=GradientsResponse)
 def gradients(req: GradientsRequest, entry: ModelDep, settings: SettingsDep,
-              slots: ComputeSlots) -> GradientsResponse:
+              batchers: BatchersDep) -> GradientsResponse:
     """How one loss reaches back through time: ||dL/dh_k|| (and ||dL/dc_k||) for every
     earlier step k and layer, and the singular values of each layer's W_hh."""
     m = entry.model
     text, dropped, position = prediction(req, m.vocab, settings)
-    with slots:
-        g = gradient_through_time(m, text[:position + 2], position)
+    # Alone, or in one BPTT pass shared with concurrent gradients of this model.
+    g = batchers.run(entry.id, "gradients", m, GradientWork(m.encode(text[:position + 2]), position),
+                     position + 1, lambda: gradient_through_time(m, text[:position + 2], position))
     blocks = block_names(m)
     layers = [GradientLayer(layer=l, h_grad_norm=norms(g.h_grad_norm[l]),
                             c_grad_norm=None if g.c_grad_norm is None else norms(g.c_grad_norm[l]),

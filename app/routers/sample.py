@@ -13,6 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from model.lm import LanguageModel
 from model.sample import generate
 
+from ..batching import BatchersDep, SampleWork
 from ..compute_gate import ComputeBusy
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, vet_text
@@ -49,10 +50,12 @@ SampleJobDep = Annotated[SampleJob, Depends(sample_job)]
 
 
 @router.post("/sample", response_model=SampleResponse, responses=BAD_BODY | NOT_FOUND | TOO_LARGE)
-def sample(job: SampleJobDep, slots: ComputeSlots) -> SampleResponse:
+def sample(job: SampleJobDep, entry: ModelDep, batchers: BatchersDep) -> SampleResponse:
     """Write `length` characters after reading `prime`, each with the probability it had."""
-    with slots:
-        pairs = list(job.chars())
+    # Alone, or stepped together with concurrent samples of this model.
+    pairs = batchers.run(entry.id, "sample", job.model,
+                         SampleWork(job.prime, job.length, job.temperature, job.top_k, job.seed), 1,
+                         lambda: list(job.chars()))
     return SampleResponse(text="".join(c for c, _ in pairs), probs=[p for _, p in pairs], seed=job.seed,
                           dropped=job.dropped)
 

@@ -1,0 +1,355 @@
+"""Concurrent requests on one model share one pass through the time loop (issue 10).
+
+Each (model, kind of work) has a Batcher: requests queue there, and one worker thread runs
+the passes in a compute slot, taking in the requests that arrived meanwhile, the way
+inference servers batch. No fixed window: a lone request starts at once; only requests
+that arrive while a pass runs wait for it, and they wait at most one piece of it, since
+traces join between chunks of TRACE_CHUNK characters and samples between characters
+(model/batch.py, model/sample.py). A gradient is one BPTT pass, so those join the next one.
+
+Every guarantee of the compute gate stays: a worker holds one of its slots like any job
+(and hands it over between pieces when other work waits, see ComputeGate.let_waiting_go_first);
+a batch holds at most MAX_BATCH requests and, for traces and gradients, no more arrays
+than the largest single request the limits allow (TRACE_BATCH_BYTES, GRADIENT_BATCH_CHARS);
+a request finds at most MAX_PENDING others queued before it and waits at most
+max_wait_seconds to join, else it is refused with 503 and Retry-After like the gate's own.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Request
+
+from model.batch import Reader, gradients_through_time
+from model.lm import LanguageModel
+from model.sample import BatchSampler
+
+from .compute import ReadingBuilder
+from .compute_gate import ComputeBusy, ComputeGate
+from .deps import ComputeSlots
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Requests per pass. Past ~8 rows of a 2x256 LSTM the per-step products stop being free
+# (a (16, 256) x (256, 1024) product is compute-bound), so more rows buy less; 16 keeps the
+# per-row cost under half the lone one. 1 switches batching off: each request runs alone in
+# its own slot, as before batching (the bench measures both). Read once at import, from
+# RNNSCOPE_MAX_BATCH (not a Settings field yet; see the report in the commit).
+MAX_BATCH = int(os.environ.get("RNNSCOPE_MAX_BATCH", "16"))
+# Requests queued per batcher beyond those in the pass: more are refused with 503 at once.
+MAX_PENDING = 2 * MAX_BATCH
+# Characters a trace pass reads before new requests may join: a newcomer waits one chunk
+# (~30 ms for 8 rows of a 2x256 LSTM), and per-chunk overhead stays under a few per cent.
+TRACE_CHUNK = 256
+# A trace batch's arrays as sent (the estimate max_trace_bytes bounds per request) add up to
+# at most max_trace_bytes: a batch holds no more than the largest single trace did.
+TRACE_BATCH_BYTES_FACTOR = 1
+# A gradient batch reads rows x longest span characters of BPTT (~60 kB a character for a
+# 2x256 LSTM): twice max_gradient_chars, 240 MB at the default, four 1,000-character rows.
+GRADIENT_BATCH_FACTOR = 2
+# A worker that has held its slot this long gives it up to anything waiting at the gate.
+SLICE_SECONDS = 0.1
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's work and, once done, its answer or its error."""
+
+    model: LanguageModel
+    payload: object
+    weight: float                                  # what it adds to its batch's bound
+    done: threading.Event = field(default_factory=threading.Event)
+    result: object = None
+    error: BaseException | None = None
+    admitted: bool = False
+
+    def finish(self, result: object = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+class Engine:
+    """One model's pass in progress: jobs join it (admit) and each step serves them all."""
+
+    continuous = True                              # jobs may join between steps
+
+    def __init__(self, model: LanguageModel, settings: Settings):
+        self.model, self.settings = model, settings
+        self.jobs: list[Job] = []
+
+    def fits(self, job: Job, joining: list[Job]) -> bool:
+        """Whether the job may join the jobs in the pass and those joining with it."""
+        return len(self.jobs) + len(joining) < MAX_BATCH
+
+    def admit(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class TraceWork:
+    ids: np.ndarray
+    wanted: list[tuple[int, str]]
+    k: int
+
+
+class TraceEngine(Engine):
+    """Traces read together in chunks; each job gets its Reading when its text is read."""
+
+    def __init__(self, model, settings):
+        super().__init__(model, settings)
+        self.reader = Reader(model, TRACE_CHUNK)
+        self.builders: dict[Job, ReadingBuilder] = {}
+
+    def fits(self, job, joining):
+        budget = self.settings.max_trace_bytes * TRACE_BATCH_BYTES_FACTOR
+        return super().fits(job, joining) and sum(j.weight for j in self.jobs + joining) + job.weight <= budget
+
+    def admit(self, job):
+        w: TraceWork = job.payload
+        self.builders[job] = ReadingBuilder(self.model, w.ids, w.wanted, w.k)
+        self.reader.add(job, w.ids)
+        self.jobs.append(job)
+
+    def step(self):
+        for piece in self.reader.step():
+            builder = self.builders[piece.key]
+            builder.add(piece.start, piece.logits, lambda l, q, piece=piece: piece.internals(self.model, l, q))
+            if piece.done:
+                self.jobs.remove(piece.key)
+                piece.key.finish((self.builders.pop(piece.key).reading, None))   # as alone(), not encoded
+
+
+@dataclass
+class SampleWork:
+    prime: str
+    length: int
+    temperature: float
+    top_k: int
+    seed: int
+
+
+class SampleEngine(Engine):
+    """Samples stepped together a character at a time; each job gets its (char, prob) pairs."""
+
+    def __init__(self, model, settings):
+        super().__init__(model, settings)
+        self.sampler = BatchSampler(model)
+        self.pairs: dict[Job, list[tuple[str, float]]] = {}
+
+    def admit(self, job):
+        w: SampleWork = job.payload
+        self.sampler.add(job, w.prime, w.length, w.temperature, w.top_k, w.seed)
+        if w.length == 0:
+            job.finish([])
+            return
+        self.pairs[job] = []
+        self.jobs.append(job)
+
+    def step(self):
+        for job, char, prob, last in self.sampler.step():
+            self.pairs[job].append((char, prob))
+            if last:
+                self.jobs.remove(job)
+                job.finish(self.pairs.pop(job))
+
+
+@dataclass
+class GradientWork:
+    ids: np.ndarray
+    position: int
+
+
+class GradientEngine(Engine):
+    """One BPTT pass over the jobs admitted before it: a gradient cannot be joined midway."""
+
+    continuous = False
+
+    def fits(self, job, joining):
+        budget = self.settings.max_gradient_chars * GRADIENT_BATCH_FACTOR
+        rows = self.jobs + joining + [job]
+        return super().fits(job, joining) and len(rows) * max(j.weight for j in rows) <= budget
+
+    def admit(self, job):
+        self.jobs.append(job)
+
+    def step(self):
+        jobs, self.jobs = self.jobs, []
+        for job, profile in zip(jobs, gradients_through_time(self.model, [(j.payload.ids, j.payload.position)
+                                                                         for j in jobs])):
+            job.finish(profile)
+
+
+class Batcher:
+    """The queue and the worker of one kind of work on one model id."""
+
+    def __init__(self, engine: Callable[[LanguageModel, Settings], Engine], gate: ComputeGate,
+                 settings: Settings):
+        self.make_engine, self.gate, self.settings = engine, gate, settings
+        self._lock = threading.Lock()
+        self._pending: list[Job] = []
+        self._working = False                      # a worker thread runs passes
+        self._alone = False                        # a request runs alone in its own thread
+        self.passes = 0                            # shared steps run, for tests and the bench
+        self.alone_runs = 0
+
+    def run(self, job: Job, alone: Callable[[], object]) -> object:
+        """The job's answer: found alone by `alone()` in the caller's own thread and slot
+        when nothing of its kind runs on the model (no hand-over to a thread, the lone code
+        path), else from a shared pass. ComputeBusy (503) when there is no room."""
+        with self._lock:
+            idle = not (self._working or self._alone or self._pending)
+            if idle:
+                self._alone = True
+            else:
+                self.gate.check()                  # the server is full: refused as at the gate
+                if len(self._pending) >= MAX_PENDING:
+                    raise ComputeBusy(f"the server is busy: {len(self._pending)} requests queued for this model "
+                                      f"(the limit, twice RNNSCOPE_MAX_BATCH); try again shortly",
+                                      self.gate.retry_after())
+                self._pending.append(job)
+                if not self._working:
+                    self._working = True
+                    threading.Thread(target=self._work, name="rnnscope-batcher", daemon=True).start()
+        if idle:
+            try:
+                with self.gate:
+                    result = alone()
+                self.alone_runs += 1
+                return result
+            finally:
+                with self._lock:
+                    self._alone = False
+        deadline = time.monotonic() + self.settings.max_wait_seconds
+        while not job.done.wait(max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                if not job.admitted:               # waited too long to join: leave the queue
+                    self._pending.remove(job)
+                    raise ComputeBusy(f"the server is busy: no room in a pass within "
+                                      f"{self.settings.max_wait_seconds:g} s (setting RNNSCOPE_MAX_WAIT_SECONDS); "
+                                      "try again shortly", self.gate.retry_after())
+            job.done.wait()                        # in a pass: it ends
+            break
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _admit(self, engine: Engine | None) -> tuple[Engine | None, list[Job]]:
+        """Under the lock: the queued jobs that join the pass, first come first, stopping at
+        the first that cannot (another model, or over the batch's bounds). The first job of
+        an empty pass always joins, whatever its size: alone it is within the request limits."""
+        joined: list[Job] = []
+        if engine is not None and engine.jobs and not engine.continuous:
+            return engine, joined
+        while self._pending:
+            job = self._pending[0]
+            empty = engine is None or not (engine.jobs or joined)
+            if empty and (engine is None or engine.model is not job.model):
+                engine = self.make_engine(job.model, self.settings)
+            if job.model is not engine.model or not (empty or engine.fits(job, joined)):
+                break
+            self._pending.pop(0)
+            job.admitted = True
+            joined.append(job)
+        return engine, joined
+
+    def _work(self) -> None:
+        engine: Engine | None = None
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._working = False
+                    return
+            try:
+                with self.gate.slot():
+                    held = time.monotonic()
+                    while True:
+                        with self._lock:
+                            engine, joined = self._admit(engine)
+                        for job in joined:
+                            try:
+                                engine.admit(job)
+                            except Exception as e:     # noqa: BLE001 - a bad request fails alone, as a 500
+                                job.finish(error=e)
+                        if not engine or not engine.jobs:
+                            break
+                        engine.step()
+                        self.passes += 1
+                        if time.monotonic() - held > SLICE_SECONDS:
+                            held = self.gate.let_waiting_go_first(held)
+            except ComputeBusy as e:
+                # No slot: whatever waits here would have been refused at the gate alike.
+                with self._lock:
+                    failed, self._pending = self._pending, []
+                for job in failed + (engine.jobs if engine else []):
+                    job.finish(error=e)
+                engine = None
+            except Exception as e:
+                log.exception("a batched pass failed")
+                for job in (engine.jobs if engine else []):
+                    job.finish(error=e)
+                engine = None
+
+
+KINDS: dict[str, Callable[[LanguageModel, Settings], Engine]] = {
+    "trace": TraceEngine, "sample": SampleEngine, "gradients": GradientEngine}
+
+
+class Batchers:
+    """Every batcher of one app, by (model id, kind)."""
+
+    def __init__(self, gate: ComputeGate, settings: Settings):
+        self.gate, self.settings = gate, settings
+        self.enabled = MAX_BATCH > 1
+        self._lock = threading.Lock()
+        self._batchers: dict[tuple[str, str], Batcher] = {}
+
+    def get(self, model_id: str, kind: str) -> Batcher:
+        with self._lock:
+            found = self._batchers.get((model_id, kind))
+            if found is None:
+                found = self._batchers[model_id, kind] = Batcher(KINDS[kind], self.gate, self.settings)
+            return found
+
+    def run(self, model_id: str, kind: str, model: LanguageModel, payload: object, weight: float,
+            alone: Callable[[], object]) -> object:
+        """The answer to one request: `alone()` when nothing of its kind runs on the model
+        (or batching is off), else from a pass shared with the model's other requests."""
+        if not self.enabled:
+            with self.gate:
+                return alone()
+        return self.get(model_id, kind).run(Job(model, payload, weight), alone)
+
+    @property
+    def passes(self) -> int:
+        return sum(b.passes for b in self._batchers.values())
+
+
+_lock = threading.Lock()
+
+
+async def get_batchers(request: Request, gate: ComputeSlots) -> Batchers:
+    """The app's batchers, made on first use around its compute gate (a dependency of the
+    gate, so /openapi.json declares the 503 of every route that batches)."""
+    state = request.app.state
+    with _lock:
+        found = getattr(state, "batchers", None)
+        if found is None or found.gate is not gate:
+            found = state.batchers = Batchers(gate, state.settings)
+    return found
+
+
+BatchersDep = Annotated[Batchers, Depends(get_batchers)]
+
+
+BatchersDep = Annotated[Batchers, Depends(get_batchers)]
