@@ -24,6 +24,23 @@ from .layers import softmax_cross_entropy
 from .lm import LanguageModel
 from .network import Cache, State
 
+# Below this many rows a time step's h W_hh^T is one (1, H) x (H, G*H) product per row; from
+# it on, one W_hh h^T product for all. Measured at H = 256, LSTM, one thread (us per step):
+#   rows            1     2     4     8    16
+#   h @ W_hh^T     14    62    53    70   101   (OpenBLAS packs the 1 MB of weights per call)
+#   W_hh @ h^T     10    40    50    50    83
+#   per row        13    24    46    93   182
+FEW_ROWS = 4
+
+
+def rows_product(h: np.ndarray, W_hh: np.ndarray, out: np.ndarray) -> None:
+    """out = h W_hh^T (N, G*H) for a time step of a few rows: see FEW_ROWS."""
+    if len(h) < FEW_ROWS:
+        for r in range(len(h)):
+            np.matmul(h[r:r + 1], W_hh.T, out=out[r:r + 1])
+    else:
+        out[...] = np.matmul(W_hh, h.T).T                             # (G*H, N) -> (N, G*H)
+
 
 def row_internals(model: LanguageModel, cache: Cache, layer: int, quantity: str, row: int) -> np.ndarray:
     """One recorded quantity of one layer for sequence `row` of a cache: (T, H)."""
@@ -88,7 +105,8 @@ class Reader:
         for r, (_, ids, pos) in enumerate(self._rows):
             piece = ids[pos:pos + C]
             x[r, :len(piece)] = piece
-        logits, final, cache = self.model.forward(x, self._state)    # (N, C, V)
+        logits, final, cache = network.forward(self.model.config, self.model.params, x, self._state,
+                                               product=rows_product)       # (N, C, V)
         pieces, keep = [], []
         for r, (key, ids, pos) in enumerate(self._rows):
             n = min(C, left[r])

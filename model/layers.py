@@ -7,6 +7,7 @@ contiguous (N, ...) block; the network module converts at its boundary.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -69,6 +70,10 @@ def step_threads_for(N: int, GH: int, H: int):
     return one_blas_thread() if N * GH * H < SMALL_STEP_MACS else nullcontext()
 
 
+# h (N, H), W_hh (G*H, H), out (N, G*H): writes h W_hh^T into out.
+Product = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+
+
 @dataclass
 class LayerCache:
     """What one recurrent layer's backward needs, and what a trace shows."""
@@ -106,10 +111,12 @@ class Clamp:
 
 
 def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.ndarray | None,
-                      h0: np.ndarray, c0: np.ndarray | None, clamp: Clamp | None = None) -> LayerCache:
+                      h0: np.ndarray, c0: np.ndarray | None, clamp: Clamp | None = None,
+                      product: Product | None = None) -> LayerCache:
     """Run `cell` over a sequence. xa: (T, N, G*H); h0, c0: (N, H). Outputs are cache.hs[1:].
     b_hh None means xa already holds it (only for cells without separate_recurrent_grad).
-    With a clamp, its units are overwritten after each step (see Clamp)."""
+    With a clamp, its units are overwritten after each step (see Clamp). `product(h, W_hh, out)`
+    writes h W_hh^T into out in place of the default (model/batch.py's for a few rows)."""
     T, N, GH = xa.shape
     H = W_hh.shape[1]
     dtype = xa.dtype
@@ -137,7 +144,10 @@ def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.nda
     with np.errstate(over="ignore"), step_threads_for(N, GH, H):     # see cells.sigmoid
         for t in range(T):
             ha = scratch if scratch is not None else cache.ha[t]
-            np.matmul(hs[t], W_hhT, out=ha)
+            if product is None:
+                np.matmul(hs[t], W_hhT, out=ha)
+            else:
+                product(hs[t], W_hh, ha)
             if b_hh is not None:
                 ha += b_hh
             c_prev, c = (None, None) if cs is None else (cs[t], cs[t + 1])

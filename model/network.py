@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import get_cell
-from .layers import (Clamp, LayerCache, LayerGrads, blas_threads_for, dense_backward, dense_forward,
+from .layers import (Clamp, LayerCache, LayerGrads, Product, blas_threads_for, dense_backward, dense_forward,
                      onehot_backward, onehot_forward, recurrent_backward, recurrent_forward)
 
 
@@ -115,21 +115,22 @@ class Gradients:
 def forward(cfg: ModelConfig, params: dict[str, np.ndarray], ids: np.ndarray,
             state: State | None = None, dropout: float = 0.0,
             rng: np.random.Generator | None = None,
-            clamp: dict[int, Clamp] | None = None) -> tuple[np.ndarray, State, Cache]:
+            clamp: dict[int, Clamp] | None = None, product: Product | None = None) -> tuple[np.ndarray, State, Cache]:
     """ids (N, T) int -> logits (N, T, V), the final state, and the cache.
 
     `state` is the carried (h, c), zeros when None. Dropout (inverted, rate `dropout`)
     is applied to every layer's output, the top one included, as char-rnn does: on
     a 2-layer model, dropout between layers alone barely regularises.
     `clamp` maps a layer to units held fixed after every step (an intervention; see Clamp).
+    `product` replaces the time loop's h W_hh^T (see layers.recurrent_forward).
     """
     if ids.shape[1] < 1:
         raise ValueError("a sequence needs at least one character")
     with blas_threads_for(ids.shape[0]):
-        return _forward(cfg, params, ids, state, dropout, rng, clamp)
+        return _forward(cfg, params, ids, state, dropout, rng, clamp, product)
 
 
-def _forward(cfg, params, ids, state, dropout, rng, clamp):
+def _forward(cfg, params, ids, state, dropout, rng, clamp, product=None):
     cell = get_cell(cfg.cell)
     N, T = ids.shape
     dtype = params["decoder.weight"].dtype
@@ -145,7 +146,8 @@ def _forward(cfg, params, ids, state, dropout, rng, clamp):
         b_in = b_ih + b_hh if fold else b_ih
         xa = onehot_forward(ids_tm, W_ih, b_in) if l == 0 else dense_forward(x, W_ih, b_in)  # (T, N, G*H)
         lc = recurrent_forward(cell, xa, W_hh, None if fold else b_hh, state.h[l],
-                               None if state.c is None else state.c[l], None if clamp is None else clamp.get(l))
+                               None if state.c is None else state.c[l], None if clamp is None else clamp.get(l),
+                               product)
         layers.append(lc)
         x = lc.hs[1:]                                            # (T, N, H)
         mask = None
