@@ -33,13 +33,13 @@ from .network import Cache, State
 FEW_ROWS = 4
 
 
-def rows_product(h: np.ndarray, W_hh: np.ndarray, out: np.ndarray) -> None:
-    """out = h W_hh^T (N, G*H) for a time step of a few rows: see FEW_ROWS."""
-    if len(h) < FEW_ROWS:
-        for r in range(len(h)):
-            np.matmul(h[r:r + 1], W_hh.T, out=out[r:r + 1])
+def rows_product(x: np.ndarray, M: np.ndarray, out: np.ndarray) -> None:
+    """out = x M^T for a time step of a few rows (h W_hh^T forward, dha W_hh backward): see FEW_ROWS."""
+    if len(x) < FEW_ROWS:
+        for r in range(len(x)):
+            np.matmul(x[r:r + 1], M.T, out=out[r:r + 1])
     else:
-        out[...] = np.matmul(W_hh, h.T).T                             # (G*H, N) -> (N, G*H)
+        out[...] = np.matmul(M, x.T).T                                # (J, N) -> (N, J)
 
 
 def row_internals(model: LanguageModel, cache: Cache, layer: int, quantity: str, row: int) -> np.ndarray:
@@ -129,7 +129,7 @@ def gradients_through_time(model: LanguageModel, texts: list[tuple[np.ndarray, i
     x = np.zeros((len(texts), T), np.int64)                           # (N, T), padded with id 0
     for r, (ids, position) in enumerate(texts):
         x[r, :position + 1] = ids[:position + 1]
-    logits, _, cache = model.forward(x)                               # (N, T, V)
+    logits, _, cache = network.forward(model.config, model.params, x, product=rows_product)   # (N, T, V)
     dlogits = np.zeros_like(logits)
     losses = []
     for r, (ids, position) in enumerate(texts):
@@ -138,7 +138,7 @@ def gradients_through_time(model: LanguageModel, texts: list[tuple[np.ndarray, i
                                            ids[None, position + 1:position + 2])
         dlogits[r, position] = d[0, 0]
         losses.append(loss)
-    grads = network.backward(model.config, model.params, dlogits, cache)
+    grads = network.backward(model.config, model.params, dlogits, cache, product=rows_product)
     out = []
     for r, (span, loss) in enumerate(zip(spans, losses)):
         h_norm = [np.linalg.norm(dh[r, 1:span + 1], axis=-1) for dh in grads.dh]      # (span,)

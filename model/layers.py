@@ -70,7 +70,7 @@ def step_threads_for(N: int, GH: int, H: int):
     return one_blas_thread() if N * GH * H < SMALL_STEP_MACS else nullcontext()
 
 
-# h (N, H), W_hh (G*H, H), out (N, G*H): writes h W_hh^T into out.
+# x (N, K), M (J, K), out (N, J): writes x M^T into out (h W_hh^T forward, dha W_hh backward).
 Product = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
@@ -167,8 +167,9 @@ class LayerGrads:
 
 
 def recurrent_backward(cell: Cell, cache: LayerCache, dh_out: np.ndarray, W_hh: np.ndarray,
-                       dh_last: np.ndarray | None = None, dc_last: np.ndarray | None = None) -> LayerGrads:
-    """BPTT through one layer.
+                       dh_last: np.ndarray | None = None, dc_last: np.ndarray | None = None,
+                       product: Product | None = None) -> LayerGrads:
+    """BPTT through one layer. `product(dha, W_hh^T, out)` replaces dha W_hh, as in recurrent_forward.
 
     dh_out: (T, N, H) gradient reaching each output h_t from above (decoder or next layer).
     dh_last, dc_last: (N, H) gradient on the final state carried back from a later segment.
@@ -198,7 +199,10 @@ def recurrent_backward(cell: Cell, cache: LayerCache, dh_out: np.ndarray, W_hh: 
             dh_t += dh_out[t]
             direct = cell.backward_step(dh_t, cache.step(t), dxa[t], dha[t],
                                         None if dc is None else dc[t + 1], None if dc is None else dc[t], work)
-            np.matmul(dha[t], W_hh, out=dh[t])
+            if product is None:
+                np.matmul(dha[t], W_hh, out=dh[t])
+            else:
+                product(dha[t], W_hh.T, dh[t])
             if direct is not None:
                 dh[t] += direct
     dha_flat = dha.reshape(T * N, GH)

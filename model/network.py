@@ -163,16 +163,16 @@ def _forward(cfg, params, ids, state, dropout, rng, clamp, product=None):
 
 
 def backward(cfg: ModelConfig, params: dict[str, np.ndarray], dlogits: np.ndarray, cache: Cache,
-             dstate: State | None = None, input_grad: bool = False) -> Gradients:
+             dstate: State | None = None, input_grad: bool = False, product: Product | None = None) -> Gradients:
     """BPTT through the whole stack. dlogits (N, T, V); dstate: gradient on the final
     state carried back from a later segment. Returns parameter gradients and the total
     dL/dh_t, dL/dc_t of every layer and step; with input_grad also dL/dx_t, the gradient
-    on each one-hot input (input saliency): layer 0's dxa times W_ih."""
+    on each one-hot input (input saliency): layer 0's dxa times W_ih. `product` as in forward."""
     with blas_threads_for(dlogits.shape[0]):
-        return _backward(cfg, params, dlogits, cache, dstate, input_grad)
+        return _backward(cfg, params, dlogits, cache, dstate, input_grad, product)
 
 
-def _backward(cfg, params, dlogits, cache, dstate, input_grad):
+def _backward(cfg, params, dlogits, cache, dstate, input_grad, product=None):
     cell = get_cell(cfg.cell)
     grads: dict[str, np.ndarray] = {}
     dlogits_tm = dlogits.transpose(1, 0, 2)                      # (T, N, V)
@@ -187,7 +187,7 @@ def _backward(cfg, params, dlogits, cache, dstate, input_grad):
         lg: LayerGrads = recurrent_backward(
             cell, cache.layers[l], dx, W_hh,
             None if dstate is None else dstate.h[l],
-            None if dstate is None or dstate.c is None else dstate.c[l])
+            None if dstate is None or dstate.c is None else dstate.c[l], product)
         if l == 0:
             if input_grad:
                 dx_input = (lg.dxa @ W_ih).transpose(1, 0, 2)           # (N, T, V)
