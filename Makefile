@@ -1,4 +1,5 @@
-# Each target sets up what it needs from a fresh clone: a .venv with rnnscope installed.
+# Each target sets up what it needs from a fresh clone: a .venv with rnnscope installed,
+# with Ray (the cluster extra) so `make test` runs the cluster tests too.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)

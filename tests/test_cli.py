@@ -94,3 +94,34 @@ def test_a_time_budget_ends_the_progress_line_honestly(tmp_path):
     last = stream.getvalue().split("\r")[-1]
     assert "stopped by --max-seconds at step 341 of 5,000" in last and "ETA" not in last
     assert last.endswith("\n")
+
+
+def test_serve_with_the_ray_executor_but_no_ray_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)          # as if not installed: `import ray` fails
+    result = invoke("serve", "--executor", "ray", "--data-dir", tmp_path, "--port", 1)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'rnnscope[cluster]'" in lines[0], result.output
+
+
+def test_the_app_refuses_to_start_the_ray_executor_without_ray(tmp_path, monkeypatch):
+    import sys
+
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from app.training.executors import ExecutorUnavailable
+    from tests.training_app import build_app
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setitem(sys.modules, "app.training.ray_executor", None)
+    with pytest.raises(ExecutorUnavailable, match=r"rnnscope\[cluster\]"):
+        with TestClient(build_app(tmp_path, executor="ray")):
+            pass
+
+
+def test_serve_rejects_an_unknown_executor(tmp_path):
+    result = invoke("serve", "--executor", "slurm", "--data-dir", tmp_path)
+    assert result.exit_code == 2 and "executor" in result.output and "thread" in result.output, result.output

@@ -23,6 +23,8 @@ def executor(request, monkeypatch) -> str:
     if request.param == "ray":
         request.getfixturevalue("ray_cluster")
     monkeypatch.setenv("RNNSCOPE_EXECUTOR", request.param)      # read by every build_app's Settings
+    # One run at a time, as the queue tests expect, whatever the cluster's CPUs.
+    monkeypatch.setenv("RNNSCOPE_MAX_PARALLEL_RUNS", "1")
     return request.param
 
 
@@ -183,6 +185,7 @@ def test_a_stream_closes_after_its_time_and_reconnects_without_gaps(tmp_path):
     with TestClient(build_app(tmp_path, **FAST | {"events_max_seconds": 0.5}), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
         run_id = start(client, corpus, max_steps=ENDLESS)
+        wait_for(client, run_id, ("running",), step=lambda s: s > 0)    # a Ray actor takes a moment to start
         steps, last = [], None
         for _ in range(3):
             headers = {} if last is None else {"Last-Event-ID": last}
@@ -439,3 +442,20 @@ def test_a_diverging_run_fails_with_char_rnns_message(client, corpus):
     # Training is seeded, so this run diverges every time: a completed one is a regression.
     assert run["status"] == "failed" and "exploding" in run["error"]
     assert_continuous(client, run["id"], run["step"])
+
+
+def test_runs_train_side_by_side_up_to_max_parallel_runs(tmp_path, executor):
+    with TestClient(build_app(tmp_path, max_parallel_runs=2, **FAST), headers=OWNER) as client:
+        corpus = upload(client, excerpt(20_000)).json()
+        first, second, third = (start(client, corpus, max_steps=ENDLESS) for _ in range(3))
+        for run_id in (first, second):
+            wait_for(client, run_id, ("running",), step=lambda s: s > 0)
+        assert client.get(f"/api/runs/{third}").json()["status"] == "queued"      # two at a time
+        assert client.post(f"/api/runs/{first}/cancel").status_code == 200
+        wait_for(client, third, ("running",), step=lambda s: s > 0)                # takes the free slot
+        for run_id in (second, third):
+            assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+        for run_id in (first, second, third):
+            run = wait_for(client, run_id, ("cancelled",))
+            assert_continuous(client, run_id, run["step"])
+            assert run["attempts"][0]["worker"].startswith("this server" if executor == "thread" else "ray node")

@@ -11,6 +11,7 @@ Only imported when RNNSCOPE_EXECUTOR=ray: importing it imports ray.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -42,6 +43,9 @@ class RunActor:
         return f"ray node {ray.util.get_node_ip_address()} ({node[:8]})"
 
     def run(self, job: Job, resume: TrainState | None):
+        # Ray hands NumPy arguments over zero-copy from its object store, read-only; training
+        # updates the resumed weights and moments in place.
+        resume = copy.deepcopy(resume)
         # run_attempt reports through a callback; a thread turns the calls into yields.
         messages: queue.Queue = queue.Queue(maxsize=16)
 

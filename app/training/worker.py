@@ -247,6 +247,7 @@ class Trainer:
             self.store.truncate_history(run_id, start_step)
             attempt = self.store.start_attempt(run_id, start_step)
             outcome, error = self._attempt(run_id, job, resume, attempt)
+            attempt_outcome = outcome
             if outcome == "lost":
                 lost += 1
                 if lost <= self.settings.max_run_retries and not self._stopping and run_id not in self._cancelled:
@@ -263,7 +264,7 @@ class Trainer:
             step = self.store.get_run(run_id)["step"]
             self.store.update_run(run_id, status=outcome, error=error, finished=time.time(), eta_seconds=None,
                                   chars_per_sec=None, cancel_requested=0)
-            self.store.end_attempt(run_id, attempt, step, outcome)
+            self.store.end_attempt(run_id, attempt, step, attempt_outcome)
             return
 
     def _attempt(self, run_id: int, job: Job, resume: TrainState | None, attempt: int) -> tuple[str, str | None]:

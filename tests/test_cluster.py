@@ -1,0 +1,186 @@
+"""Training on a Ray cluster (RNNSCOPE_EXECUTOR=ray): runs in parallel on different nodes,
+surviving the loss of a worker process or a whole node, cancelled within seconds, and a
+server SIGKILLed mid-run leaving its runs interrupted and resumable.
+
+The cluster is tests/conftest.py's ray_cluster: a head without CPUs and two worker nodes of
+one CPU each, inside the network namespace tests/test_private_network.py makes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import RAY_NODE_MEMORY
+from tests.training_app import FAST, OWNER, TINY, Server, build_app, excerpt, upload, wait_for
+
+pytestmark = pytest.mark.cluster
+
+ENDLESS = 1_000_000        # max_steps of a run a test cancels
+
+
+@pytest.fixture
+def client(tmp_path, ray_cluster):
+    with TestClient(build_app(tmp_path, executor="ray", **FAST), headers=OWNER) as c:
+        yield c
+
+
+@pytest.fixture
+def corpus(client) -> dict:
+    r = upload(client, excerpt(20_000))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def start(client, corpus, **fields) -> int:
+    r = client.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, **fields})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def assert_continuous(client, run_id: int, last: int) -> None:
+    m = client.get(f"/api/runs/{run_id}/metrics").json()
+    assert m["step"] == list(range(1, last + 1)) and m["stride"] == 1
+
+
+def run_actors() -> list[int]:
+    """The pids of the processes training attempts: Ray titles an actor's process after its
+    class ("ray::RunActor", "ray::RunActor.run"). Ray's state API would need its dashboard."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            title = (proc / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:                      # gone meanwhile, or not a process
+            continue
+        if proc.name.isdigit() and title.startswith(b"ray::RunActor"):
+            pids.append(int(proc.name))
+    return pids
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"{what} did not hold in {timeout} s"
+        time.sleep(0.1)
+    return value
+
+
+def node_of(ray_cluster, worker: str):
+    """The cluster node whose id an attempt's `worker` ("ray node 127.0.0.1 (1a2b3c4d)") names."""
+    nodes = [n for n in ray_cluster.list_all_nodes() if f"({n.node_id[:8]})" in worker]
+    assert len(nodes) == 1, (worker, [n.node_id for n in ray_cluster.list_all_nodes()])
+    return nodes[0]
+
+
+def test_two_runs_train_at_once_on_different_nodes(client, corpus):
+    assert client.app.state.training.executor.parallel_runs == 2      # the cluster's two CPUs
+    ids = [start(client, corpus, max_steps=400) for _ in range(2)]
+    runs = [wait_for(client, run_id, timeout=120) for run_id in ids]
+    attempts = [run["attempts"] for run in runs]
+    assert all(len(a) == 1 and a[0]["outcome"] == "completed" for a in attempts), attempts
+    first, second = (a[0] for a in attempts)
+    assert first["worker"].startswith("ray node") and second["worker"].startswith("ray node")
+    assert first["worker"] != second["worker"]                             # SPREAD: one per node
+    assert first["started"] < second["ended"] and second["started"] < first["ended"]   # at the same time
+    for run_id in ids:
+        assert_continuous(client, run_id, 400)
+        assert client.get(f"/api/runs/{run_id}/samples").json()               # sampled on the node
+        assert client.get(f"/api/runs/{run_id}/gradients").json()["steps"]    # profiled on the node
+    assert client.get(f"/api/models/run-{ids[0]}").status_code == 200         # the server wrote the model
+
+
+def test_a_run_whose_node_is_removed_finishes_on_another(client, corpus, ray_cluster):
+    run_id = start(client, corpus, max_steps=3000)
+    run = wait_for(client, run_id, ("running",), timeout=60,
+                   checkpoint_step=lambda c: c is not None and c >= 40, step=lambda s: s % 20 >= 5)
+    lost_node = node_of(ray_cluster, run["attempts"][0]["worker"])
+    removed = time.time()
+    ray_cluster.remove_node(lost_node)
+    try:
+        run = wait_for(client, run_id, timeout=180)
+    finally:
+        ray_cluster.add_node(num_cpus=1, object_store_memory=RAY_NODE_MEMORY)    # for the tests after
+        ray_cluster.wait_for_nodes()
+    first, second = run["attempts"]
+    assert first["outcome"] == "lost" and second["outcome"] == "completed", run["attempts"]
+    assert second["from_step"] >= 40 and second["from_step"] % 20 == 0       # from its last checkpoint
+    assert second["worker"] != first["worker"]
+    assert second["started"] - removed < 30, "the run took too long to continue"
+    assert_continuous(client, run_id, 3000)
+    print(f"recovered on {second['worker']} {second['started'] - removed:.2f} s after the node was removed")
+
+
+def test_a_killed_worker_process_is_retried_then_given_up(tmp_path, ray_cluster):
+    with TestClient(build_app(tmp_path, executor="ray", max_run_retries=1, **FAST), headers=OWNER) as client:
+        corpus = upload(client, excerpt(20_000)).json()
+        run_id = start(client, corpus, max_steps=ENDLESS)
+        for attempt in (1, 2):
+            wait_for(client, run_id, ("running",), timeout=60,
+                     attempts=lambda a: len(a) == attempt and a[-1]["worker"] is not None,
+                     checkpoint_step=lambda c: c is not None and c >= 20 * attempt)
+            (pid,) = wait_until(run_actors, what="a live RunActor")
+            os.kill(pid, signal.SIGKILL)
+        run = wait_for(client, run_id, ("interrupted",), timeout=60)
+        assert "RNNSCOPE_MAX_RUN_RETRIES" in run["error"] and "lost" in run["error"], run["error"]
+        assert [a["outcome"] for a in run["attempts"]] == ["lost", "lost"]
+        # Resumable as any interrupted run, from the last checkpoint.
+        assert client.post(f"/api/runs/{run_id}/resume").status_code == 200
+        wait_for(client, run_id, ("running",), timeout=60, step=lambda s: s > run["checkpoint_step"] + 5)
+        assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+        run = wait_for(client, run_id, ("cancelled",), timeout=30)
+        assert_continuous(client, run_id, run["step"])
+
+
+def test_cancelling_a_remote_run_stops_it_within_seconds(client, corpus):
+    run_id = start(client, corpus, max_steps=ENDLESS)
+    wait_for(client, run_id, ("running",), timeout=60, step=lambda s: s >= 10)
+    asked = time.monotonic()
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    run = wait_for(client, run_id, ("cancelled",), timeout=30)
+    assert time.monotonic() - asked < 5
+    assert run["checkpoint_step"] == run["step"]                  # the final checkpoint came back
+    wait_until(lambda: not run_actors(), timeout=10, what="the actor gone")
+    assert_continuous(client, run_id, run["step"])
+
+
+def test_server_sigkilled_mid_run_leaves_its_runs_interrupted_and_resumable(tmp_path, ray_cluster):
+    env = {"RNNSCOPE_EXECUTOR": "ray", "RNNSCOPE_RAY_ADDRESS": ray_cluster.address,
+           "RNNSCOPE_CHECKPOINT_EVERY_STEPS": "20", "RNNSCOPE_FLUSH_SECONDS": "0.05"}
+    first = Server(tmp_path, env).start(timeout=60)
+    try:
+        with httpx.Client(base_url=first.url, timeout=30, headers=OWNER) as api:
+            corpus = api.post("/api/corpora", files={"file": ("tiny.txt", excerpt(20_000).encode())}).json()
+            ids = [api.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, "max_steps": ENDLESS}).json()["id"]
+                   for _ in range(2)]
+            for run_id in ids:
+                wait_for(api, run_id, ("running",), timeout=60, checkpoint_step=lambda c: c is not None and c >= 20)
+            assert len(run_actors()) == 2
+    finally:
+        first.kill()                                   # SIGKILL: no shutdown, no final checkpoint
+    # The actors are the dead server's: Ray ends them with it.
+    wait_until(lambda: not run_actors(), timeout=30, what="the dead server's actors gone")
+
+    second = Server(tmp_path, env).start(timeout=60)
+    try:
+        with httpx.Client(base_url=second.url, timeout=30, headers=OWNER) as api:
+            for run_id in ids:
+                run = api.get(f"/api/runs/{run_id}").json()
+                assert run["status"] == "interrupted" and "resume" in run["error"], run
+                assert api.post(f"/api/runs/{run_id}/resume").status_code == 200
+            for run_id in ids:
+                run = wait_for(api, run_id, ("running",), timeout=60,
+                               step=lambda s: s > 25, attempts=lambda a: len(a) == 2)
+                resumed_from = run["attempts"][1]["from_step"]
+                assert resumed_from >= 20 and resumed_from % 20 == 0, run["attempts"]   # the last checkpoint
+                assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200
+            for run_id in ids:
+                run = wait_for(api, run_id, ("cancelled",), timeout=30)
+                m = api.get(f"/api/runs/{run_id}/metrics").json()
+                assert m["step"] == list(range(1, run["step"] + 1))
+    finally:
+        second.stop()
