@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(states.page_router)
     for module in (corpora, runs, train_page):
         app.include_router(module.router)
+    app.include_router(runs.capacity_router)
     for exc, handler in training.STORAGE_ERROR_HANDLERS.items():
         app.add_exception_handler(exc, handler)
     # Outermost, so Host, Origin and the owner are settled before anything else runs.

@@ -459,3 +459,23 @@ def test_runs_train_side_by_side_up_to_max_parallel_runs(tmp_path, executor):
             run = wait_for(client, run_id, ("cancelled",))
             assert_continuous(client, run_id, run["step"])
             assert run["attempts"][0]["worker"].startswith("this server" if executor == "thread" else "ray node")
+
+
+def test_the_training_capacity_names_the_executor_its_machines_and_the_queue(client, corpus, executor):
+    r = client.get("/api/training")
+    assert r.status_code == 200, r.text
+    cap = r.json()
+    assert cap["executor"] == executor and cap["parallel_runs"] == 1 and cap["run_cpus"] == 1
+    assert (cap["running"], cap["queued"]) == (0, 0)
+    alive = [n for n in cap["nodes"] if n["alive"]]
+    assert alive and all(n["where"].startswith("this server" if executor == "thread" else "ray node") for n in alive)
+    first = start(client, corpus, max_steps=ENDLESS)
+    wait_for(client, first, ("running",), step=lambda s: s > 0)
+    second = start(client, corpus, max_steps=10)
+    cap = client.get("/api/training").json()
+    assert (cap["running"], cap["queued"]) == (1, 1)
+    listed = {r["id"]: r for r in client.get("/api/runs").json()}
+    assert listed[first]["worker"].startswith("this server" if executor == "thread" else "ray node")
+    assert listed[second]["worker"] is None                      # not taken up yet
+    client.post(f"/api/runs/{first}/cancel")
+    wait_for(client, second)

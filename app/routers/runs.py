@@ -16,11 +16,12 @@ from ..training.corpora import split_sizes
 from ..schemas import ErrorMessage
 from ..training.store import ACTIVE
 from ..training.schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
-                             RunCreated, RunDetail, Sample, StepEvent)
+                                RunCreated, RunDetail, Sample, StepEvent, TrainingCapacity)
 from ..security import Requester
 from ..training.service import INSUFFICIENT_STORAGE, Training, TrainingDep
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
+capacity_router = APIRouter(prefix="/api/training", tags=["runs"])
 
 RunId = Annotated[int, Path(ge=1, le=2**53 - 1, description="From POST /api/runs.")]
 NOT_FOUND = {404: {"model": ErrorMessage, "description": "No run with that id."}}
@@ -81,6 +82,17 @@ def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep)
                                  "cancel one", headers={"Retry-After": "60"})
     training.trainer.poke()
     return RunCreated(id=run_id, status="queued")
+
+
+@capacity_router.get("", response_model=TrainingCapacity)
+def training_capacity(training: TrainingDep) -> TrainingCapacity:
+    """Where runs train and how many at once: the executor, its machines, and the runs
+    running and waiting now."""
+    executor = training.executor
+    statuses = [r["status"] for r in training.store.list_runs()]
+    return TrainingCapacity(executor=executor.name, parallel_runs=executor.parallel_runs,
+                            run_cpus=training.settings.run_cpus, running=statuses.count("running"),
+                            queued=statuses.count("queued"), nodes=executor.nodes())
 
 
 @router.get("", response_model=list[Run])

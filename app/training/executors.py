@@ -41,6 +41,8 @@ class Executor(Protocol):
 
     def launch(self, job: Job, resume: TrainState | None) -> Execution: ...
 
+    def nodes(self) -> list[dict]: ...           # {"where", "cpus", "alive"} of each machine
+
     def close(self) -> None: ...
 
 
@@ -73,6 +75,9 @@ class ThreadExecutor:
 
     def launch(self, job: Job, resume: TrainState | None) -> ThreadExecution:
         return ThreadExecution(job, resume, self.one_thread)
+
+    def nodes(self) -> list[dict]:
+        return [{"where": ThreadExecution.where, "cpus": self.parallel_runs, "alive": True}]
 
     def close(self) -> None:
         pass

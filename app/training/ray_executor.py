@@ -125,6 +125,10 @@ class RayExecutor:
     def launch(self, job: Job, resume: TrainState | None) -> RayExecution:
         return RayExecution(job, resume, self.cpus)
 
+    def nodes(self) -> list[dict]:
+        return [{"where": f"ray node {n['NodeManagerAddress']} ({n['NodeID'][:8]})",
+                 "cpus": n.get("Resources", {}).get("CPU", 0.0), "alive": bool(n["Alive"])} for n in ray.nodes()]
+
     def close(self) -> None:
         if self.owns_ray:
             ray.shutdown()

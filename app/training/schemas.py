@@ -150,6 +150,8 @@ class Run(BaseModel):
     started: float | None
     finished: float | None
     yours: bool = Field(False, description="You (or the admin) may cancel, resume and delete it.")
+    worker: str | None = Field(None, description='Where its latest attempt trains or trained: "this server", '
+                                                 'or a Ray node.')
 
 
 class RunDetail(Run):
@@ -209,3 +211,18 @@ class GradientHistory(BaseModel):
     steps: list[int] = Field(description="The training steps of the checkpoints.")
     loss: list[float | None] = Field(description="L at each checkpoint.")
     layers: list[GradientLayerHistory]
+
+
+class TrainingNode(BaseModel):
+    where: str = Field(description='"this server", or a Ray node\'s address and id.')
+    cpus: float = Field(description="CPUs it offers to training runs.")
+    alive: bool
+
+
+class TrainingCapacity(BaseModel):
+    executor: Literal["thread", "ray"] = Field(description="Where runs train (setting RNNSCOPE_EXECUTOR).")
+    parallel_runs: int = Field(description="Runs that train at once (setting RNNSCOPE_MAX_PARALLEL_RUNS).")
+    run_cpus: int = Field(description="CPUs each run asks for on a cluster (setting RNNSCOPE_RUN_CPUS).")
+    running: int
+    queued: int
+    nodes: list[TrainingNode] = Field(description="The machines runs may train on.")

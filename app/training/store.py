@@ -531,7 +531,9 @@ class Store:
         return [dict(r) for r in rows]
 
 
-RUN_SELECT = "SELECT r.*, c.name AS corpus_name FROM runs r LEFT JOIN corpora c ON c.id = r.corpus_id"
+# worker: where the run's latest attempt trains, or trained.
+RUN_SELECT = ("SELECT r.*, c.name AS corpus_name, (SELECT a.worker FROM attempts a WHERE a.run_id = r.id "
+              "ORDER BY a.attempt DESC LIMIT 1) AS worker FROM runs r LEFT JOIN corpora c ON c.id = r.corpus_id")
 
 
 def corpus_row(row: sqlite3.Row) -> dict:
