@@ -11,4 +11,5 @@ SUITES = {
     "http": "bench.http",
     "probe": "bench.probe",
     "shared": "bench.shared",
+    "cli": "bench.cli",             # issue 10's independent check: `rnnscope train` against a torch loop
 }
