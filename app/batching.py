@@ -47,14 +47,17 @@ MAX_BATCH = int(os.environ.get("RNNSCOPE_MAX_BATCH", "16"))
 # Requests queued per batcher beyond those in the pass: more are refused with 503 at once.
 MAX_PENDING = 2 * MAX_BATCH
 # Characters a trace pass reads before new requests may join: a newcomer waits one chunk
-# (~30 ms for 8 rows of a 2x256 LSTM), and per-chunk overhead stays under a few per cent.
-TRACE_CHUNK = 256
+# (~40 ms for 16 rows of a 2x256 LSTM), per-chunk overhead stays under a few per cent, and
+# the chunk's cache is 16 x 128 x 28 kB = 57 MB at most (256 made the server's peak 517 MB).
+TRACE_CHUNK = 128
 # A trace batch's arrays as sent (the estimate max_trace_bytes bounds per request) add up to
 # at most max_trace_bytes: a batch holds no more than the largest single trace did.
 TRACE_BATCH_BYTES_FACTOR = 1
 # A gradient batch reads rows x longest span characters of BPTT (~60 kB a character for a
-# 2x256 LSTM): twice max_gradient_chars, 240 MB at the default, four 1,000-character rows.
-GRADIENT_BATCH_FACTOR = 2
+# 2x256 LSTM): max_gradient_chars, 120 MB at the default, as the largest single request held.
+# Twice that made the server's peak 517 MB for little: a BPTT step's elementwise work grows
+# with the rows, so 4 rows of 1,000 took 1.1-1.3x less than one at a time, 2 rows the same.
+GRADIENT_BATCH_FACTOR = 1
 # A worker that has held its slot this long gives it up to anything waiting at the gate.
 SLICE_SECONDS = 0.1
 
