@@ -1,0 +1,188 @@
+"""Training on Ray (issue 14): what the Ray executor costs and gives against the thread
+executor, on a three-node Ray cluster made on this machine (a head without CPUs, two worker
+nodes of one CPU each), through the server's own API in this process:
+
+    one run, thread vs ray     wall time from POST to completed, training chars/s, and the
+                               overhead: (wall on Ray - wall in a thread) / steps
+    two runs at once           wall time of two runs on the two nodes against one run alone
+    a node removed mid-run     seconds from the removal to the resumed attempt's start on the
+                               other node, and the steps redone since the last checkpoint
+
+Ray binds its nodes to the machine's non-loopback address outside a network namespace, so
+the measuring runs in a child process inside one (`unshare --net`, as root, or a user
+namespace otherwise), as the cluster tests do.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .common import machine_info
+
+ROOT = Path(__file__).resolve().parents[1]
+NODE_MEMORY = 80 * 2**20
+RUN = {"cell": "lstm", "hidden_size": 128, "num_layers": 2, "batch_size": 32, "seq_length": 64,
+       "learning_rate": 0.002}
+SETTINGS = {"checkpoint_every_steps": 50, "flush_seconds": 0.25, "sample_every_steps": 100}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("cluster suite")
+    g.add_argument("--cluster-steps", type=int, default=300, help="steps of each timed run (default: 300)")
+
+
+def run(args) -> dict:
+    steps = 60 if args.quick else args.cluster_steps
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cluster.json"
+        unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
+        env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+        child = [sys.executable, "-m", "bench.cluster", "--child", str(out), "--steps", str(steps)]
+        done = subprocess.run([*unshare, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *child], cwd=ROOT,
+                              env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"the cluster benchmark failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        result = json.loads(out.read_text())
+    return {"suite": "cluster", "quick": args.quick, "machine": machine_info()} | result
+
+
+# ---- the child, inside the namespace ---------------------------------------------------------------
+
+def corpus_text() -> str:
+    shared = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+    if shared.exists():
+        return shared.read_text(encoding="utf-8")[:300_000]
+    from tests.corpus import shakespeare_head
+    return shakespeare_head(50_000)
+
+
+def measure(steps: int) -> dict:
+    import ray
+    from fastapi.testclient import TestClient
+    from ray.cluster_utils import Cluster
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    owner = {"X-Rnnscope-Owner": "bench"}
+    text = corpus_text()
+
+    def app(data_dir: Path, **settings):
+        return create_app(Settings(data_dir=data_dir, load_bundled=False, allowed_hosts=("testserver",),
+                                   **SETTINGS, **settings))
+
+    def wait(client, run_id: int, until, timeout: float = 1800.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = client.get(f"/api/runs/{run_id}").json()
+            if until(run):
+                return run
+            if run["status"] in ("failed", "interrupted", "cancelled") or time.monotonic() > deadline:
+                raise RuntimeError(f"run {run_id}: {run['status']} {run.get('error')}")
+            time.sleep(0.02)
+
+    def timed_runs(client, corpus_id: int, count: int) -> dict:
+        start = time.perf_counter()
+        ids = [client.post("/api/runs", json={"corpus_id": corpus_id, **RUN, "max_steps": steps}).json()["id"]
+               for _ in range(count)]
+        first_step = wait(client, ids[0], lambda r: r["step"] >= 1)
+        first = time.perf_counter() - start
+        runs = [wait(client, i, lambda r: r["status"] == "completed") for i in ids]
+        wall = time.perf_counter() - start
+        del first_step
+        return {"wall_seconds": wall, "first_step_seconds": first,
+                "training_seconds": [r["seconds"] for r in runs],
+                "chars_per_sec": [steps * RUN["batch_size"] * RUN["seq_length"] / r["seconds"] for r in runs],
+                "workers": [r["attempts"][-1]["worker"] for r in runs]}
+
+    result: dict = {"run": RUN | {"max_steps": steps}, "settings": SETTINGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with TestClient(app(root / "thread"), headers=owner) as client:
+            corpus = client.post("/api/corpora", files={"file": ("corpus.txt", text.encode())}).json()
+            timed_runs(client, corpus["id"], 1)                        # warm: imports, allocations
+            result["thread"] = timed_runs(client, corpus["id"], 1)
+
+        started = time.perf_counter()
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": NODE_MEMORY,
+                                                                "include_dashboard": False})
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, object_store_memory=NODE_MEMORY)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        result["cluster_start_seconds"] = time.perf_counter() - started
+        try:
+            with TestClient(app(root / "ray", executor="ray"), headers=owner) as client:
+                corpus = client.post("/api/corpora", files={"file": ("corpus.txt", text.encode())}).json()
+                timed_runs(client, corpus["id"], 1)                    # warm: the nodes' worker pools
+                result["ray"] = timed_runs(client, corpus["id"], 1)
+                result["ray_two"] = timed_runs(client, corpus["id"], 2)
+
+                run_id = client.post("/api/runs", json={"corpus_id": corpus["id"], **RUN,
+                                                        "max_steps": steps * 4}).json()["id"]
+                run = wait(client, run_id, lambda r: (r["checkpoint_step"] or 0) >= 100 and r["step"] % 50 >= 25)
+                node_id = run["attempts"][-1]["worker"].rsplit("(", 1)[1].rstrip(")")
+                (node,) = [n for n in cluster.list_all_nodes() if n.node_id.startswith(node_id)]
+                removed = time.time()
+                lost_at = client.get(f"/api/runs/{run_id}").json()["step"]
+                cluster.remove_node(node)
+                run = wait(client, run_id, lambda r: len(r["attempts"]) == 2 and r["attempts"][1]["worker"]
+                           and r["step"] > r["attempts"][1]["from_step"])
+                resumed = run["attempts"][1]
+                result["recovery"] = {"seconds_to_new_attempt": resumed["started"] - removed,
+                                      "seconds_to_first_new_step": time.time() - removed,
+                                      "lost_at_step": lost_at, "resumed_from": resumed["from_step"],
+                                      "from": run["attempts"][0]["worker"], "to": resumed["worker"]}
+                client.post(f"/api/runs/{run_id}/cancel")
+                wait(client, run_id, lambda r: r["status"] == "cancelled")
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+    t, r, two = result["thread"], result["ray"], result["ray_two"]
+    # Ray's cost splits in two: starting an attempt (an actor process on a node) and each step
+    # (its messages pickled, streamed and applied by the server).
+    result["start_overhead_seconds"] = r["first_step_seconds"] - t["first_step_seconds"]
+    result["overhead_ms_per_step"] = ((r["wall_seconds"] - r["first_step_seconds"])
+                                      - (t["wall_seconds"] - t["first_step_seconds"])) / steps * 1000
+    result["parallel_speedup"] = 2 * r["wall_seconds"] / two["wall_seconds"]
+    return result
+
+
+def table(result: dict) -> str:
+    m, run = result["machine"], result["run"]
+    t, r, two, rec = result["thread"], result["ray"], result["ray_two"], result["recovery"]
+    lines = [f"rnnscope cluster benchmark{' (--quick: indicative only)' if result['quick'] else ''}: "
+             f"{run['cell'].upper()} {run['num_layers']}x{run['hidden_size']}, batch {run['batch_size']} x "
+             f"{run['seq_length']}, {run['max_steps']} steps; Ray cluster of a head (0 CPUs) and 2 one-CPU nodes "
+             f"on this machine (started in {result['cluster_start_seconds']:.1f} s)",
+             f"{m['cpu']}, {m['logical_cpus']} CPUs, load {m['load_average'][0]:.2f} at the start", "",
+             f"{'':30} {'wall s':>8} {'first step s':>13} {'train chars/s':>14}"]
+    for name, x in (("one run, thread executor", t), ("one run, ray executor", r)):
+        lines.append(f"{name:30} {x['wall_seconds']:8.2f} {x['first_step_seconds']:13.2f} {x['chars_per_sec'][0]:14,.0f}")
+    lines.append(f"{'two runs at once, ray':30} {two['wall_seconds']:8.2f} {two['first_step_seconds']:13.2f} "
+                 f"{', '.join(f'{c:,.0f}' for c in two['chars_per_sec']):>14}")
+    lines += ["",
+              f"Ray's overhead: {result['start_overhead_seconds']:+.2f} s to start an attempt (an actor on a "
+              f"node), {result['overhead_ms_per_step']:+.2f} ms a step after it "
+              f"({100 * result['overhead_ms_per_step'] / (1000 * t['training_seconds'][0] / run['max_steps']):+.1f} % "
+              f"of a {1000 * t['training_seconds'][0] / run['max_steps']:.0f} ms step)",
+              f"two runs at once: {result['parallel_speedup']:.2f}x the throughput of one "
+              f"(on {', '.join(sorted(set(two['workers'])))})",
+              f"node removed at step {rec['lost_at_step']}: resumed from checkpoint {rec['resumed_from']} on "
+              f"{rec['to']} {rec['seconds_to_new_attempt']:.2f} s later, training again after "
+              f"{rec['seconds_to_first_new_step']:.2f} s"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--child", type=Path, required=True)
+    parser.add_argument("--steps", type=int, required=True)
+    a = parser.parse_args()
+    a.child.write_text(json.dumps(measure(a.steps)))
