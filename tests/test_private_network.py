@@ -1,5 +1,5 @@
-"""The cluster tests (marked `cluster`: the run API suite on the Ray executor and
-tests/test_cluster.py) run here, in a pytest of their own inside a network namespace with
+"""The cluster tests (marked `cluster`: the run API suite on the Ray executor,
+tests/test_cluster.py, the Train page on a cluster) run here, in a pytest of their own inside a network namespace with
 only loopback: Ray binds its nodes to the machine's other interface address even when told
 127.0.0.1, and the tests' traffic stays on loopback. As root (CI) the namespace is
 `unshare --net`; otherwise a user namespace maps this user to root inside it.
@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CLUSTER_TESTS = ["tests/test_runs.py", "tests/test_cluster.py"]
+# Every test marked `cluster`, wherever it is (the run API suite, tests/test_cluster.py, the Train page).
+CLUSTER_TESTS = ["tests"]
 
 
 def unavailable(reason: str) -> None:

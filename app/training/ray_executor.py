@@ -69,27 +69,37 @@ class RunActor:
 
 class RayExecution:
     def __init__(self, job: Job, resume: TrainState | None, cpus: int):
-        # SPREAD: runs go to different nodes while there are free ones, as a class wants.
-        self.actor = RunActor.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(cpus)
-        self.messages = self.actor.run.options(num_returns="streaming").remote(job, resume)
         self.where = "a Ray node"
+        self.started = threading.Event()          # the actor has a node and a process
+        try:
+            # SPREAD: runs go to different nodes while there are free ones, as a class wants.
+            self.actor = RunActor.options(num_cpus=cpus, scheduling_strategy="SPREAD").remote(cpus)
+            self.messages = self.actor.run.options(num_returns="streaming").remote(job, resume)
+        except RayError as e:                     # the cluster itself is unreachable
+            raise WorkerLost(f"the Ray cluster did not take the run ({type(e).__name__}: {first_line(e)})") from None
 
     def run(self, emit: Emit) -> None:
         try:
+            # Blocks until the cluster has a free CPU for the actor.
             self.where = ray.get(self.actor.where.remote())
+            self.started.set()
             emit(Started(self.where))
             for ref in self.messages:
                 emit(ray.get(ref))
         except RayTaskError as e:              # the attempt itself raised: the same error as in a thread
             cause = getattr(e, "cause", None)
-            raise cause if isinstance(cause, Exception) else RuntimeError(str(e)) from None
+            raise cause if isinstance(cause, Exception) else RuntimeError(first_line(e)) from None
         except RayError as e:                  # the actor's process or node died
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise WorkerLost(f"{self.where} was lost ({type(e).__name__}: {first})") from None
+            raise WorkerLost(f"{self.where} was lost ({type(e).__name__}: {first_line(e)})") from None
         finally:
             self.kill()
 
     def stop(self) -> None:
+        """After the current step, with a final checkpoint; an actor still waiting for a
+        node has nothing to keep and is ended at once."""
+        if not self.started.is_set():
+            self.kill()
+            return
         try:
             self.actor.stop.remote()
         except RayError:                      # already gone: run() reports it
@@ -100,6 +110,11 @@ class RayExecution:
             ray.kill(self.actor, no_restart=True)
         except (RayError, ValueError):
             pass
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 class RayExecutor:
@@ -116,7 +131,7 @@ class RayExecutor:
                     ray.init(include_dashboard=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ExecutorUnavailable(f"cannot reach the Ray cluster at RNNSCOPE_RAY_ADDRESS={address}: "
-                                          f"{str(e).strip().splitlines()[0]}") from None
+                                          f"{first_line(e)}") from None
         cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
         self.parallel_runs = parallel_runs or max(1, cluster_cpus // cpus)
         log.info("training on Ray: %d CPUs in the cluster, up to %d runs at once, %d CPU each",

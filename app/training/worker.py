@@ -128,6 +128,7 @@ class Trainer:
             if run_id not in self._active:
                 return False
             self._cancelled.add(run_id)
+            self._wake.notify_all()
             execution = self._active[run_id]
             if execution is not None:
                 execution.stop()
@@ -212,6 +213,11 @@ class Trainer:
                 self._wake.wait(timeout=pause)
             pause = min(pause * 2, 60.0)
 
+    def _pause(self, run_id: int, seconds: float) -> None:
+        """Wait, unless the server stops or the run is cancelled meanwhile."""
+        with self._wake:
+            self._wake.wait_for(lambda: self._stopping or run_id in self._cancelled, timeout=seconds)
+
     def _job(self, run: dict) -> Job | str:
         """The job for a run, or why it cannot train."""
         cfg = RunConfig.model_validate(run["config"])
@@ -254,9 +260,13 @@ class Trainer:
                     self.store.end_attempt(run_id, attempt, self.store.get_run(run_id)["step"], "lost")
                     log.warning("run %d: %s; retrying from its last checkpoint (%d of %d)", run_id, error, lost,
                                 self.settings.max_run_retries)
+                    # At once the first time (another node is likely free), then backing off.
+                    self._pause(run_id, 0.0 if lost == 1 else min(2.0 ** (lost - 1), 30.0))
                     continue
                 if run_id in self._cancelled:
                     outcome, error = "cancelled", None
+                elif self._stopping:
+                    outcome, error = "interrupted", "the server was stopped; resume the run to continue"
                 else:
                     outcome, error = "interrupted", (
                         f"{error}; gave up after {lost} lost attempt{'s' * (lost > 1)} (setting "
@@ -270,7 +280,10 @@ class Trainer:
     def _attempt(self, run_id: int, job: Job, resume: TrainState | None, attempt: int) -> tuple[str, str | None]:
         """One attempt on the executor -> (outcome, error); outcome "lost" when its worker died."""
         record = Recorder(self, run_id, attempt)
-        execution = self.executor.launch(job, resume)
+        try:
+            execution = self.executor.launch(job, resume)
+        except WorkerLost as e:
+            return "lost", str(e)
         with self._wake:
             self._active[run_id] = execution
             if self._stopping or run_id in self._cancelled:
