@@ -12,4 +12,5 @@ SUITES = {
     "probe": "bench.probe",
     "shared": "bench.shared",
     "cli": "bench.cli",             # issue 10's independent check: `rnnscope train` against a torch loop
+    "cluster": "bench.cluster",     # issue 14: the Ray executor against the thread executor, recovery
 }
