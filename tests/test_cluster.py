@@ -121,8 +121,8 @@ def test_a_killed_worker_process_is_retried_then_given_up(tmp_path, ray_cluster)
         run_id = start(client, corpus, max_steps=ENDLESS)
         for attempt in (1, 2):
             wait_for(client, run_id, ("running",), timeout=60,
-                     attempts=lambda a: len(a) == attempt and a[-1]["worker"] is not None,
-                     checkpoint_step=lambda c: c is not None and c >= 20 * attempt)
+                     attempts=lambda a, n=attempt: len(a) == n and a[-1]["worker"] is not None,
+                     checkpoint_step=lambda c, n=attempt: c is not None and c >= 20 * n)
             (pid,) = wait_until(run_actors, what="a live RunActor")
             os.kill(pid, signal.SIGKILL)
         run = wait_for(client, run_id, ("interrupted",), timeout=60)
