@@ -92,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="both: the load test also against a server with batching off (RNNSCOPE_MAX_BATCH=1), "
                         "for the before figure; on: only with batching (default both)")
     g.add_argument("--http-load-only", action="store_true", help="skip the per-request latencies")
+    g.add_argument("--http-load-rounds", type=int, metavar="N",
+                   help="alternating rounds of the two load tests, splitting --http-load-seconds (default 2, quick 1)")
 
 
 # --- what is requested ----------------------------------------------------------------------
@@ -335,7 +337,7 @@ def load_test(base_url: str, model_id: str, mix: list[Kind], clients: int, secon
     think time) for `seconds`; client i starts at mix[i % len(mix)] so every type is in flight
     from the start. A request running at the deadline is waited for and counted."""
     import httpx
-    records: list[list[tuple[str, float, str | None, int]]] = [[] for _ in range(clients)]
+    records: list[list[tuple[str, float, str | None, int, float]]] = [[] for _ in range(clients)]
     start = time.perf_counter()
     deadline = start + seconds
 
@@ -355,7 +357,8 @@ def load_test(base_url: str, model_id: str, mix: list[Kind], clients: int, secon
                     error = None if r.status_code in (200, 503) else f"HTTP {r.status_code}"
                 except httpx.HTTPError as e:
                     error = type(e).__name__
-                records[i].append((kind.name, (time.perf_counter() - t0) * 1e3, error, status))
+                now = time.perf_counter()
+                records[i].append((kind.name, (now - t0) * 1e3, error, status, now - start))
                 if status == 503:                  # as a client should: wait as told, a little
                     time.sleep(min(float(r.headers.get("retry-after", 1)), 1.0))
 
@@ -365,18 +368,25 @@ def load_test(base_url: str, model_id: str, mix: list[Kind], clients: int, secon
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    flat = [rec for per_client in records for rec in per_client]
-    errors = [e for _, _, e, _ in flat if e]
+    return load_summary([rec for per_client in records for rec in per_client], wall, clients, seconds, mix)
+
+
+def load_summary(flat: list, wall: float, clients: int, seconds: float, mix: list[Kind]) -> dict:
+    """Latencies, served requests and errors of load-test records (name, ms, error, status,
+    seconds from the start to the answer). Served per second counts the answers (200) given
+    within the test's seconds: the requests still running at the deadline are waited for and
+    their latencies count, but a server slow to drain them is not charged the drain."""
+    errors = [e for _, _, e, _, _ in flat if e]
     served = [rec for rec in flat if rec[3] == 200]
-    overall = percentiles([ms for _, ms, _, _ in flat])
+    overall = percentiles([ms for _, ms, _, _, _ in flat])
     result = {
         "clients": clients, "seconds": seconds, "wall_seconds": wall, "requests": len(flat),
         "requests_per_second": len(flat) / wall, "errors": len(errors),
-        "served": len(served), "served_per_second": len(served) / wall,
+        "served": len(served), "served_per_second": sum(1 for rec in served if rec[4] <= seconds) / seconds,
         "refused_503": sum(1 for rec in flat if rec[3] == 503),
         "error_kinds": sorted({e for e in errors}), "all": overall,
-        "per_kind": {k.name: percentiles([ms for name, ms, _, _ in flat if name == k.name]) for k in mix},
-        "target": LOAD_TARGET,
+        "per_kind": {k.name: percentiles([ms for name, ms, _, _, _ in flat if name == k.name]) for k in mix},
+        "target": LOAD_TARGET, "records": flat,
     }
     result["passed"] = (result["errors"] <= LOAD_TARGET["errors"]
                         and overall.get("p99", math.inf) <= LOAD_TARGET["p99_ms"])
@@ -393,6 +403,7 @@ class Options:
     warmup: int
     clients: int
     load_seconds: float
+    load_rounds: int
     blas_threads: int
 
 
@@ -407,6 +418,7 @@ def options(args) -> Options:
         warmup=1 if quick else 3,
         clients=args.http_clients,
         load_seconds=args.http_load_seconds or (5.0 if quick else 30.0),
+        load_rounds=args.http_load_rounds or (1 if quick else 2),
         blas_threads=Settings().blas_threads,        # what the server runs with, from the same environment
     )
 
@@ -462,16 +474,32 @@ def run(args) -> dict:
                 measure(client, k, f"/api/models/{served.model_id}/{k.route}", opts.requests, opts.rounds,
                         opts.settle_seconds) for k in mix]
             memory["after_requests"] = srv.memory_mb()
-            result["load"] = load_test(srv.url, served.model_id, mix, opts.clients, opts.load_seconds)
-            memory["after_load"] = srv.memory_mb()
+            if args.http_batching == "both":
+                # The before figure: the same code with batching off (every request alone in its
+                # own slot, as before app/batching.py) in a second server, the two loaded in
+                # alternating rounds (off, on, on, off, ...) so the shared machine's slow spells
+                # hit both; each side's figures are over all its rounds.
+                with server(data_dir, env=BATCHING_OFF, log_name="server-unbatched.log") as off_srv:
+                    part = opts.load_seconds / opts.load_rounds
+                    runs: dict[str, list[dict]] = {"off": [], "on": []}
+                    for r in range(opts.load_rounds):
+                        for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                            url = off_srv.url if side == "off" else srv.url
+                            runs[side].append(load_test(url, served.model_id, mix, opts.clients, part))
+                memory["after_load"] = srv.memory_mb()
+                for side, key in (("off", "load_unbatched"), ("on", "load")):
+                    # Each round's answer times shifted past the rounds before it, as one test of all.
+                    flat = [(*rec[:4], rec[4] + k * part if rec[4] <= part else opts.load_seconds + 1.0)
+                            for k, run_ in enumerate(runs[side]) for rec in run_["records"]]
+                    result[key] = load_summary(flat, sum(run_["wall_seconds"] for run_ in runs[side]), opts.clients,
+                                               opts.load_seconds, mix)
+                    result[key]["rounds"] = opts.load_rounds
+                off, on = result["load_unbatched"], result["load"]
+                on["served_ratio"] = on["served_per_second"] / max(off["served_per_second"], 1e-9)
+            else:
+                result["load"] = load_test(srv.url, served.model_id, mix, opts.clients, opts.load_seconds)
+                memory["after_load"] = srv.memory_mb()
             result["server"]["log_tail"] = log_tail(srv.log, 5)
-        if args.http_batching == "both":
-            # The before figure: the same code with batching off (every request alone in its own
-            # slot, as before app/batching.py), same machine, minutes apart in the same run.
-            with server(data_dir, env=BATCHING_OFF, log_name="server-unbatched.log") as srv:
-                result["load_unbatched"] = load_test(srv.url, served.model_id, mix, opts.clients, opts.load_seconds)
-            off, on = result["load_unbatched"], result["load"]
-            on["served_ratio"] = on["served_per_second"] / max(off["served_per_second"], 1e-9)
     load = result["load"]
     load["passed"] = (load["errors"] <= LOAD_TARGET["errors"]
                       and load["all"].get("p99", math.inf) <= LOAD_TARGET["p99_ms"]
