@@ -17,12 +17,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import RAY_NODE_MEMORY
-from tests.training_app import FAST, OWNER, TINY, Server, build_app, excerpt, upload, wait_for
+from tests.training_app import (ENDLESS, FAST, OWNER, TINY, Server, assert_continuous, build_app, excerpt, new_corpus,
+                                 start, upload, wait_for)
 
 pytestmark = pytest.mark.cluster
-
-ENDLESS = 1_000_000        # max_steps of a run a test cancels
-
 
 @pytest.fixture
 def client(tmp_path, ray_cluster):
@@ -32,20 +30,7 @@ def client(tmp_path, ray_cluster):
 
 @pytest.fixture
 def corpus(client) -> dict:
-    r = upload(client, excerpt(20_000))
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def start(client, corpus, **fields) -> int:
-    r = client.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, **fields})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def assert_continuous(client, run_id: int, last: int) -> None:
-    m = client.get(f"/api/runs/{run_id}/metrics").json()
-    assert m["step"] == list(range(1, last + 1)) and m["stride"] == 1
+    return new_corpus(client)
 
 
 def run_actors() -> list[int]:

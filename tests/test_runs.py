@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 from app.security import owner_id
 from app.training.store import Store
 from model.checkpoint import load_model, load_train_state
-from tests.training_app import OWNER, FAST, TINY, build_app, excerpt, upload, wait_for
-
-ENDLESS = 1_000_000        # max_steps of a run a test cancels
+from tests.training_app import (ENDLESS, FAST, OWNER, TINY, assert_continuous, build_app, excerpt, new_corpus,
+                                 start, upload, wait_for)
 
 
 @pytest.fixture(autouse=True, params=["thread", pytest.param("ray", marks=pytest.mark.cluster)])
@@ -36,16 +35,7 @@ def client(tmp_path):
 
 @pytest.fixture
 def corpus(client) -> dict:
-    r = upload(client, excerpt(20_000))
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def start(client, corpus, **fields) -> int:
-    r = client.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, **fields})
-    assert r.status_code == 201, r.text
-    assert r.json()["status"] == "queued"
-    return r.json()["id"]
+    return new_corpus(client)
 
 
 def events(client, run_id: int, **kw) -> list[tuple[str, str | None, dict]]:
@@ -62,12 +52,6 @@ def events(client, run_id: int, **kw) -> list[tuple[str, str | None, dict]]:
                 name, _, value = line.partition(": ")
                 fields[name] = value
     return out
-
-
-def assert_continuous(client, run_id: int, last: int) -> dict:
-    m = client.get(f"/api/runs/{run_id}/metrics").json()
-    assert m["step"] == list(range(1, last + 1)) and m["stride"] == 1
-    return m
 
 
 # ---- a run from start to finish ------------------------------------------------------------------

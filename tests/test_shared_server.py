@@ -28,9 +28,9 @@ from app.settings import Settings
 from app.training.store import Store
 from model.checkpoint import load_train_state
 from tests.conftest import serving
-from tests.training_app import FAST, OWNER, TINY, build_app, excerpt, upload, wait_for
+from tests.training_app import (ENDLESS, FAST, OWNER, TINY, assert_continuous, build_app, excerpt, new_corpus, start,
+                                 upload, wait_for)
 
-ENDLESS = 1_000_000            # max_steps of a run a test stops itself
 OTHER = {"X-Rnnscope-Owner": "another-student"}
 TOKEN = "t0ken"
 ADMIN = OTHER | {"Authorization": f"Bearer {TOKEN}"}
@@ -45,25 +45,12 @@ def client(tmp_path):
 
 @pytest.fixture
 def corpus(client) -> dict:
-    r = upload(client, excerpt(20_000))
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def start(client, corpus: dict, **fields) -> int:
-    r = client.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, **fields})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    return new_corpus(client)
 
 
 def detail(r: httpx.Response) -> str:
     d = r.json()["detail"]
     return d if isinstance(d, str) else " ".join(e["msg"] for e in d)
-
-
-def assert_continuous(client, run_id: int, last: int) -> None:
-    m = client.get(f"/api/runs/{run_id}/metrics").json()
-    assert m["step"] == list(range(1, last + 1)) and m["stride"] == 1
 
 
 class StepTimer:

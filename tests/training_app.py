@@ -39,6 +39,31 @@ def upload(client, text: str | bytes, filename: str = "excerpt.txt", **kw):
     return client.post("/api/corpora", files={"file": (filename, data, "text/plain")}, **kw)
 
 
+ENDLESS = 1_000_000        # max_steps of a run a test stops itself
+
+
+def new_corpus(client) -> dict:
+    """A 20,000-character corpus uploaded through the API."""
+    r = upload(client, excerpt(20_000))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def start(client, corpus: dict, **fields) -> int:
+    """A TINY run on `corpus` (fields override), started through the API: its id."""
+    r = client.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, **fields})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "queued"              # the worker takes it up after the answer
+    return r.json()["id"]
+
+
+def assert_continuous(client, run_id: int, last: int) -> dict:
+    """The run's history holds every step from 1 to `last`, once: its metrics."""
+    m = client.get(f"/api/runs/{run_id}/metrics").json()
+    assert m["step"] == list(range(1, last + 1)) and m["stride"] == 1
+    return m
+
+
 def wait_for(client, run_id: int, statuses=("completed",), timeout: float = 60.0, **kw) -> dict:
     """Poll a run until its status is one of `statuses` (and every kw field matches a predicate)."""
     import time
