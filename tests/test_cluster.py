@@ -33,18 +33,32 @@ def corpus(client) -> dict:
     return new_corpus(client)
 
 
+def processes(title: bytes) -> list[int]:
+    """The pids of the processes whose command line starts with or names `title`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:                      # gone meanwhile
+            continue
+        if argv0.startswith(title) or argv0.endswith(b"/" + title):
+            pids.append(int(proc.name))
+    return pids
+
+
+def environ_of(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def run_actors() -> list[int]:
     """The pids of the processes training attempts: Ray titles an actor's process after its
     class ("ray::RunActor", "ray::RunActor.run"). Ray's state API would need its dashboard."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            title = (proc / "cmdline").read_bytes().split(b"\0")[0]
-        except OSError:                      # gone meanwhile, or not a process
-            continue
-        if proc.name.isdigit() and title.startswith(b"ray::RunActor"):
-            pids.append(int(proc.name))
-    return pids
+    return processes(b"ray::RunActor")
 
 
 def wait_until(predicate, timeout: float = 30.0, what: str = "the condition"):
@@ -169,3 +183,24 @@ def test_server_sigkilled_mid_run_leaves_its_runs_interrupted_and_resumable(tmp_
                 assert m["step"] == list(range(1, run["step"] + 1))
     finally:
         second.stop()
+
+
+def test_without_an_address_the_server_starts_its_own_ray_and_stops_it(tmp_path):
+    """RNNSCOPE_EXECUTOR=ray alone: a local Ray instance, started with the server, gone with it."""
+    def own_rays() -> list[int]:
+        return [pid for pid in processes(b"raylet") if str(tmp_path) in environ_of(pid)]
+
+    server = Server(tmp_path, {"RNNSCOPE_EXECUTOR": "ray", "RNNSCOPE_CHECKPOINT_EVERY_STEPS": "20"}).start(timeout=90)
+    try:
+        with httpx.Client(base_url=server.url, timeout=30, headers=OWNER) as api:
+            capacity = api.get("/api/training").json()
+            assert capacity["executor"] == "ray" and len(capacity["nodes"]) == 1, capacity
+            assert capacity["parallel_runs"] == int(capacity["nodes"][0]["cpus"]) >= 1
+            corpus = api.post("/api/corpora", files={"file": ("tiny.txt", excerpt(20_000).encode())}).json()
+            run_id = api.post("/api/runs", json={"corpus_id": corpus["id"], **TINY, "max_steps": 60}).json()["id"]
+            run = wait_for(api, run_id, timeout=120)
+            assert run["attempts"][0]["worker"].startswith("ray node")
+            assert own_rays(), "the server's own raylet"
+    finally:
+        server.stop()                                  # SIGTERM: the lifespan shuts its Ray down
+    wait_until(lambda: not own_rays(), timeout=30, what="the server's own Ray gone")
