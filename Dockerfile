@@ -1,5 +1,7 @@
 # rnnscope: the web app with its bundled models. Build: docker build -t rnnscope .
 # Run: docker run -p 8000:8000 -v rnnscope-data:/data rnnscope
+# With Ray, for a cluster's server and its nodes (README "Running on a cluster"):
+#   docker build --build-arg EXTRAS=cluster -t rnnscope:cluster .
 
 # Build the wheel: app, model, the bundled weights, static/ and templates/ in one file.
 FROM python:3.11-slim AS build
@@ -24,8 +26,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN useradd --create-home --uid 1000 rnnscope \
     && mkdir -p /data && chown rnnscope:rnnscope /data
 
+ARG EXTRAS=""
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl && rm -rf /wheels
+RUN wheel="$(ls /wheels/*.whl)" && pip install "rnnscope${EXTRAS:+[$EXTRAS]} @ file://$wheel" && rm -rf /wheels
 
 USER rnnscope
 WORKDIR /data
