@@ -1,18 +1,21 @@
 """Concurrent requests on one model share one pass through the time loop (issue 10).
 
-Each (model, kind of work) has a Batcher: requests queue there, and one worker thread runs
-the passes in a compute slot, taking in the requests that arrived meanwhile, the way
-inference servers batch. No fixed window: a lone request starts at once; only requests
-that arrive while a pass runs wait for it, and they wait at most one piece of it, since
-traces join between chunks of TRACE_CHUNK characters and samples between characters
-(model/batch.py, model/sample.py). A gradient is one BPTT pass, so those join the next one.
+Each (model, kind of work) has a Batcher. A request that finds nothing of its kind running on
+its model runs alone, in its own thread and compute slot, by the same code as before
+batching. Requests that arrive while anything of their kind runs there queue instead, and
+one worker thread runs them as shared passes in a compute slot, taking in whatever arrived
+meanwhile, the way inference servers batch. There is no fixed window, so a lone request
+waits for nothing. A queued request waits at most one piece of a pass under way: traces
+join between chunks of TRACE_CHUNK characters, samples between characters
+(model/batch.py, model/sample.py), and gradients, one BPTT pass each, join the next pass.
 
-Every guarantee of the compute gate stays: a worker holds one of its slots like any job
-(and hands it over between pieces when other work waits, see ComputeGate.let_waiting_go_first);
-a batch holds at most MAX_BATCH requests and, for traces and gradients, no more arrays
-than the largest single request the limits allow (TRACE_BATCH_BYTES, GRADIENT_BATCH_CHARS);
-a request finds at most MAX_PENDING others queued before it and waits at most
-max_wait_seconds to join, else it is refused with 503 and Retry-After like the gate's own.
+Every guarantee of the compute gate stays. A worker holds one of its slots like any job (and
+hands it over between pieces when other work waits, see ComputeGate.let_waiting_go_first).
+A batch holds at most MAX_BATCH requests and, for traces and gradients, no more arrays than
+the largest single request the limits allow (TRACE_BATCH_BYTES_FACTOR, GRADIENT_BATCH_FACTOR).
+A request is refused with 503 and Retry-After, like the gate's own refusals, when the gate's
+queue is full, when it would find MAX_PENDING others queued, or when it waited
+max_wait_seconds without joining a pass.
 """
 from __future__ import annotations
 
@@ -41,8 +44,8 @@ log = logging.getLogger(__name__)
 # Requests per pass. Past ~8 rows of a 2x256 LSTM the per-step products stop being free
 # (a (16, 256) x (256, 1024) product is compute-bound), so more rows buy less; 16 keeps the
 # per-row cost under half the lone one. 1 switches batching off: each request runs alone in
-# its own slot, as before batching (the bench measures both). Read once at import, from
-# RNNSCOPE_MAX_BATCH (not a Settings field yet; see the report in the commit).
+# its own slot, as before batching (the bench measures both). Read once at import from
+# RNNSCOPE_MAX_BATCH, until Settings has a field for it.
 MAX_BATCH = int(os.environ.get("RNNSCOPE_MAX_BATCH", "16"))
 # Requests queued per batcher beyond those in the pass: more are refused with 503 at once.
 MAX_PENDING = 2 * MAX_BATCH
