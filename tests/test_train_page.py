@@ -237,3 +237,66 @@ def test_two_students_share_a_server_and_keep_their_own_runs(browser, tmp_path_f
         for c in contexts:
             c.close()
         server.stop()
+
+
+def test_the_runs_table_follows_every_run_live_and_says_where_they_train(page, tmp_path_factory, corpus_file):
+    """The thread executor's side of issue 14's page: the training line, a queued run's place,
+    every row's status and steps refreshed without a reload (not only the run on the card),
+    the refreshing stopping once nothing trains and starting again with a new run."""
+    server = serve(tmp_path_factory)
+    # The page's GET /api/runs requests. Playwright delivers events during its own calls, so
+    # the waits below are page.wait_for_timeout, not time.sleep.
+    listed: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/api/runs") and r.method == "GET" and listed.append(r.url))
+    try:
+        page.goto(f"{server.url}/train")
+        page.locator("#training-capacity:not([hidden])").wait_for()
+        summary = page.locator("#training-capacity .summary")
+        assert summary.inner_text() == "Training on this server · 1 run at a time · none training now"
+        assert page.locator("#training-capacity .nodes").is_hidden()      # one machine: no list of them
+        page.evaluate("() => { window.notReloaded = true; }")
+        page.set_input_files("#file", str(corpus_file))
+        page.locator("#config-card:not([hidden])").wait_for()
+        ids = []
+        for name in ("first in line", "second in line"):
+            fill_form(page, FORM | {"max_steps": "400"})
+            page.fill("#run-name-input", name)
+            page.click("#start")
+            page.wait_for_function("(known) => { const id = new URLSearchParams(location.search).get('run');"
+                                   " return id && !known.includes(Number(id)); }", arg=ids)
+            ids.append(int(page.evaluate("() => new URLSearchParams(location.search).get('run')")))
+        first, second = ids
+        # One trains, one waits; the card (the second run) says why and where it stands.
+        page.wait_for_function("() => document.querySelector('#training-capacity .summary').textContent"
+                               ".endsWith('1 running, 1 waiting')")
+        page.wait_for_function("() => document.getElementById('run-message').textContent.includes("
+                               "'Waiting for a free slot: 1 run trains at a time on this server; this one is next.')")
+        row = page.locator(f'#runs-table tr[data-run="{first}"]')
+        assert row.locator(".where").inner_text() == "on this server"
+        assert page.locator(f'#runs-table tr[data-run="{second}"] .where').inner_text() == "next"
+        page.wait_for_function(f"() => parseFloat(document.querySelector('#runs-table tr[data-run=\"{first}\"] "
+                               ".bar > div').style.width) > 0")
+        shoot(page, "train-queue")
+        # The first run's row moves on by itself, though the card follows the second.
+        row.locator(".pill[data-status='completed']").wait_for(timeout=120_000)
+        assert row.locator(".steps").inner_text() == "400 / 400" and row.locator(".bar").is_hidden()
+        page.locator(f'#runs-table tr[data-run="{second}"] .pill[data-status="completed"]').wait_for(timeout=120_000)
+        page.wait_for_function("() => document.querySelector('#training-capacity .summary').textContent"
+                               ".endsWith('none training now')")
+        assert page.evaluate("() => window.notReloaded === true")
+        # Nothing trains: the table stops asking ...
+        page.wait_for_timeout(1000)
+        quiet = len(listed)
+        page.wait_for_timeout(5000)
+        assert len(listed) == quiet, "the table kept refreshing with no run training"
+        # ... until a run starts again.
+        fill_form(page, FORM | {"max_steps": "100000"})
+        page.click("#start")
+        page.locator("#cancel:not([hidden])").wait_for()
+        started = len(listed)
+        page.wait_for_timeout(5000)
+        assert len(listed) >= started + 2, (started, len(listed))
+        page.click("#cancel")
+        page.locator("#run-status[data-status='cancelled']").wait_for()
+    finally:
+        server.stop()

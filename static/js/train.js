@@ -13,7 +13,7 @@ const els = {
   exploreLink: $("explore-link"), sampleLink: $("sample-link"), progress: $("progress"), doneBanner: $("done-banner"),
   runMessage: $("run-message"), runStats: $("run-stats"), lossChart: $("loss-chart"), gradChart: $("grad-chart"),
   samples: $("samples"), gttChart: $("gtt-chart"), gttStatus: $("gtt-status"), gttLayer: $("gtt-layer"), gttNote: $("gtt-note"), runsTable: $("runs-table"),
-  runsStatus: $("runs-status"),
+  runsStatus: $("runs-status"), capacity: $("training-capacity"), runWhere: $("run-where"), attempts: $("attempts"),
 };
 const FIELDS = ["cell", "hidden_size", "num_layers", "seq_length", "batch_size", "learning_rate", "dropout", "max_steps"];
 const ACTIVE = new Set(["queued", "running"]);
@@ -29,6 +29,14 @@ let pending = [];         // steps received but not yet drawn
 let drawQueued = false;
 let runPoll = null;
 let lastCheckpoint = null;
+let attemptsOf = null;    // {id, list}: the shown run's attempts (its status events carry none)
+let capacity = null;      // GET /api/training, as of the runs table's last refresh
+let runs = [];            // GET /api/runs, likewise
+let runsTimer = null;     // the table's next refresh, while some run is queued or running
+let runsCall = 0;         // the latest loadRuns call; an older one's answer is dropped
+// The table refreshes itself this often while a run is queued or running: it is how the page
+// shows runs it does not follow with events (a class's or a sweep's, two or more at once).
+const RUNS_REFRESH_MS = 2000;
 
 // ---- Formatting ---------------------------------------------------------------------------
 
@@ -273,7 +281,12 @@ function drawProgress(step, max, status) {
 /** The runs table shows the step the run card shows: one source, the newest step seen. */
 function drawRowSteps(id, step, max) {
   const cell = els.runsTable.querySelector(`tr[data-run="${id}"] .steps`);
-  if (cell) cell.textContent = `${step.toLocaleString()} / ${max.toLocaleString()}`;
+  if (cell) drawSteps(cell, step, max);
+}
+
+function drawSteps(cell, step, max) {
+  setText(cell.querySelector(".count"), `${step.toLocaleString()} / ${max.toLocaleString()}`);
+  cell.querySelector(".bar > div").style.width = `${Math.min(100, (100 * step) / max)}%`;
 }
 
 function drawStats(r) {
@@ -338,7 +351,8 @@ async function drawGradients(runId) {
     hovertemplate: "step %{x}<br>%{y} steps back<br>log₁₀ norm %{z:.2f}<extra></extra>",
   }], layout({
     showlegend: false, hovermode: "closest",
-    xaxis: { title: { text: "training step (checkpoint)" }, type: "category" },
+    // Categories, one per checkpoint: at most a dozen labels, however many there are.
+    xaxis: { title: { text: "training step (checkpoint)" }, type: "category", nticks: 12 },
     yaxis: { title: { text: "steps back from the loss" }, autorange: true },
   }), PLOT_CONFIG);
   const which = g.layers.length > 1 ? `layer ${layer.layer}, the top one,` : "the layer";
@@ -370,8 +384,10 @@ function drawRun(r) {
   }
   drawProgress(r.step, r.max_steps, r.status);
   drawStats(r);
+  if (r.attempts) attemptsOf = { id: r.id, list: r.attempts };
+  drawWhere(r, attemptsOf?.id === r.id ? attemptsOf.list : []);
   const messages = {
-    queued: ["loading", "Waiting for the worker: runs train one at a time."],
+    queued: ["loading", queuedMessage(r)],
     interrupted: ["empty", r.error || "Interrupted; resume to continue from the last checkpoint."],
     cancelled: ["empty", `Cancelled at step ${r.step}. Resume continues from there.`],
     failed: ["error", r.error || "The run failed."],
@@ -394,6 +410,58 @@ function drawRun(r) {
     lastCheckpoint = r.checkpoint_step;
     drawGradients(r.id);
   }
+}
+
+/** "Waiting for a free slot: 2 runs train at once on this cluster; 1 ahead", from the
+ * runs table's last refresh (the queue is oldest first, as the worker takes it). */
+function queuedMessage(r) {
+  if (!capacity) return "Waiting for a free slot…";
+  const n = capacity.parallel_runs;
+  const slots = n === 1 ? "1 run trains at a time" : `${n} runs train at once`;
+  const where = capacity.executor === "ray" ? "this cluster" : "this server";
+  const ahead = runs.filter((q) => q.status === "queued" && q.id < r.id).length;
+  return `Waiting for a free slot: ${slots} on ${where}; ${ahead ? `${ahead} ahead` : "this one is next"}.`;
+}
+
+const OUTCOMES = {
+  lost: "lost: its worker process or machine went away, and the next attempt took over",
+  interrupted: "interrupted",
+  completed: "completed", cancelled: "cancelled", failed: "failed",
+};
+
+/** Where the run trains; every attempt when there was more than one or one was lost
+ * (a node that went away, a worker process killed): each resumed from the last checkpoint. */
+function drawWhere(r, attempts) {
+  const listed = attempts.length > 1 || attempts.some((a) => a.outcome === "lost");
+  els.attempts.hidden = !listed;
+  els.runWhere.hidden = listed || !r.worker || r.status === "queued";
+  if (!els.runWhere.hidden) {
+    els.runWhere.textContent = `${r.status === "running" ? "Training on" : "Trained on"} ${r.worker}`;
+  }
+  // Running, but not placed yet: the cluster has no free CPU for it at the moment.
+  if (r.status === "running" && !r.worker && !listed) {
+    els.runWhere.hidden = false;
+    els.runWhere.textContent = "Waiting for a node with a free CPU…";
+  }
+  if (!listed) { els.attempts.replaceChildren(); return; }
+  els.attempts.replaceChildren(...attempts.map((a) => {
+    const li = document.createElement("li");
+    const open = !a.outcome && ACTIVE.has(r.status);       // the attempt under way
+    // Ray places an attempt on a node with a free CPU; until then it has no worker.
+    const state = a.outcome ?? (!open ? r.status : a.worker ? "training" : "waiting");
+    li.dataset.outcome = state;
+    const from = a.from_step ? `${state === "waiting" ? "to resume" : "resumed"} at ${a.from_step.toLocaleString()}`
+      : "from the start";
+    const parts = [a.worker ?? (state === "waiting" ? "waiting for a node with a free CPU" : "(where not recorded)"),
+      a.to_step == null ? from : `${from} → ${a.to_step.toLocaleString()}`];
+    if (a.ended) parts.push(duration(a.ended - a.started));
+    li.innerHTML = "<b></b> · <span class=\"where\"></span> · <span class=\"outcome\"></span>";
+    li.querySelector("b").textContent = `Attempt ${a.attempt}`;
+    li.querySelector(".where").textContent = parts.join(" · ");
+    li.querySelector(".outcome").textContent = a.outcome ? (OUTCOMES[a.outcome] ?? a.outcome)
+      : state === "training" ? "training now" : state === "waiting" ? "waiting" : state;
+    return li;
+  }));
 }
 
 function stopWatching() {
@@ -450,13 +518,14 @@ function watch(id) {
     drawRun(JSON.parse(msg.data));
     drawGradients(id);
     loadRuns();
+    // The event's run has no attempts: the last one's outcome comes with the full record.
+    request(`/api/runs/${id}`).then((r) => { if (run?.id === id) drawRun(r); }).catch(() => {});
   });
   // The events carry steps; the run's summary (train loss, checkpoint, model id) is polled.
   runPoll = setInterval(async () => {
     try {
       const r = await request(`/api/runs/${id}`);
       if (run?.id === id) drawRun({ ...r, step: Math.max(r.step, lastStep) });
-      loadRuns();
     } catch { /* the next poll tries again */ }
   }, 3000);
 }
@@ -475,58 +544,149 @@ async function resumeRun() {
   finally { els.resume.disabled = false; }
 }
 
-// ---- Past runs ------------------------------------------------------------------------------------
+// ---- Runs: the table and where they train -----------------------------------------------------
 
+const setText = (el, text) => { if (el.textContent !== text) el.textContent = text; };
+const plural = (n, one, many = `${one}s`) => `${n.toLocaleString()} ${n === 1 ? one : many}`;
+
+/** Refresh the table and the training line; again in RUNS_REFRESH_MS while any run is queued
+ * or running (until none is: starting a run calls this again). */
 async function loadRuns() {
-  let runs;
+  const call = ++runsCall;
+  clearTimeout(runsTimer);
+  runsTimer = null;
+  let list, cap;
   try {
-    runs = await request("/api/runs");
+    // The training line is a convenience: the table still draws without it.
+    [list, cap] = await Promise.all([request("/api/runs"), request("/api/training").catch(() => null)]);
   } catch (e) {
+    if (call !== runsCall) return;
     setStatus(els.runsStatus, "error", e.message);
+    // Keep trying while runs were training: the server may be restarting.
+    if (runs.some((r) => ACTIVE.has(r.status))) runsTimer = setTimeout(loadRuns, 5 * RUNS_REFRESH_MS);
     return;
   }
-  if (!runs.length) {
+  if (call !== runsCall) return;                 // a newer refresh is on its way
+  runs = list;
+  capacity = cap;
+  drawCapacity(cap, list);
+  drawRuns(list);
+  // The shown run's place in the queue moves as the runs ahead of it start.
+  if (run?.status === "queued" && !run.cancel_requested) {
+    const mine = list.find((r) => r.id === run.id);
+    if (mine?.status === "queued") setStatus(els.runMessage, "loading", queuedMessage(mine));
+  }
+  if (list.some((r) => ACTIVE.has(r.status)) && !document.hidden) runsTimer = setTimeout(loadRuns, RUNS_REFRESH_MS);
+}
+
+/** "Training on a Ray cluster · 3 nodes (2 CPUs for runs) · 2 runs at once · 2 running, 2 waiting",
+ * and on a cluster each machine, with the runs on it; a node that went away is shown lost. */
+function drawCapacity(cap, list) {
+  els.capacity.hidden = !cap;
+  if (!cap) return;
+  const ray = cap.executor === "ray";
+  const alive = cap.nodes.filter((n) => n.alive), lost = cap.nodes.length - alive.length;
+  const cpus = alive.reduce((sum, n) => sum + n.cpus, 0);
+  const parts = [ray ? "Training on a Ray cluster" : "Training on this server"];
+  if (ray) parts.push(`${plural(alive.length, "node")} (${plural(cpus, "CPU")} for runs)`);
+  parts.push(cap.parallel_runs === 1 ? "1 run at a time" : `${cap.parallel_runs} runs at once`);
+  parts.push(!cap.running && !cap.queued ? "none training now"
+    : cap.queued ? `${cap.running} running, ${cap.queued} waiting` : `${cap.running} running`);
+  const summary = els.capacity.querySelector(".summary");
+  setText(summary.querySelector("span"), parts.join(" · "));
+  const lostNote = summary.querySelector(".lost");
+  lostNote.hidden = !lost;
+  setText(lostNote, lost ? ` · ${plural(lost, "node")} lost` : "");
+  const nodes = els.capacity.querySelector(".nodes");
+  nodes.hidden = !ray;
+  if (!ray) return;
+  // Alive ones first, then the lost ones, each in Ray's order.
+  const shown = [...alive, ...cap.nodes.filter((n) => !n.alive)];
+  nodes.replaceChildren(...shown.map((n) => {
+    const li = document.createElement("li");
+    li.className = n.alive ? "node" : "node lost";
+    const training = list.filter((r) => r.status === "running" && r.worker === n.where).length;
+    li.title = n.alive ? `${plural(n.cpus, "CPU")} for training runs` : "This node went away; its runs continued elsewhere.";
+    li.innerHTML = "<i></i><span></span><small></small>";
+    li.querySelector("span").textContent = n.where;
+    li.querySelector("small").textContent = !n.alive ? "lost" : !n.cpus ? "no CPUs for runs"
+      : training ? `${plural(training, "run")} training` : `${plural(n.cpus, "CPU")}, idle`;
+    return li;
+  }));
+}
+
+function drawRuns(list) {
+  if (!list.length) {
     els.runsTable.hidden = true;
     setStatus(els.runsStatus, "empty", "No runs yet: upload a text above and start one.");
     return;
   }
-  setStatus(els.runsStatus, "");
+  if (els.runsStatus.dataset.state) setStatus(els.runsStatus, "");
   els.runsTable.hidden = false;
+  // Rows are kept and updated in place, so a refresh every two seconds keeps hover, focus
+  // and a half-finished click.
   const tbody = els.runsTable.tBodies[0];
-  tbody.replaceChildren(...runs.map((r) => {
-    const tr = document.createElement("tr");
-    tr.dataset.run = r.id;
-    tr.innerHTML = `<td><a href="?run=${r.id}" class="open"></a><div class="muted small"></div></td><td class="corpus"></td>
-      <td><span class="pill"></span></td><td class="steps"></td>
-      <td>${loss(r.train_loss)}</td><td>${loss(r.best_val_loss)}</td><td>${when(r.started)}</td>
-      <td><div class="actions"></div></td>`;
-    tr.querySelector(".open").textContent = r.name;
-    tr.querySelector(".muted").textContent = `${r.config.cell.toUpperCase()} ${r.config.num_layers} × ${r.config.hidden_size}`;
-    tr.querySelector(".corpus").textContent = r.corpus_name ?? "(deleted)";
-    // The card's events run ahead of the store's flushed step: show whichever is newer.
-    const step = r.id === run?.id ? Math.max(r.step, lastStep ?? 0) : r.step;
-    tr.querySelector(".steps").textContent = `${step.toLocaleString()} / ${r.max_steps.toLocaleString()}`;
-    if (!r.yours) {
-      tr.querySelector(".muted").append(Object.assign(document.createElement("span"),
-        { className: "others", textContent: " · someone else's", title: "Started from another browser: you can watch and explore it, not cancel or delete it." }));
-    }
-    const pill = tr.querySelector(".pill");
-    pill.textContent = r.status;
-    pill.dataset.status = r.status;
-    const actions = tr.querySelector(".actions");
-    if (r.model_id) {
-      actions.append(Object.assign(document.createElement("a"), { href: exploreHref(r),
-        textContent: "Explore" }));
-    }
-    if (r.yours && r.status !== "running") {
-      const del = Object.assign(document.createElement("button"), { type: "button", className: "linkish", textContent: "Delete" });
-      del.addEventListener("click", () => deleteRun(r));
-      actions.append(del);
-    }
-    tr.querySelector(".open").addEventListener("click", (e) => { e.preventDefault(); showRun(r.id); });
-    return tr;
-  }));
+  const existing = new Map([...tbody.rows].map((tr) => [Number(tr.dataset.run), tr]));
+  list.forEach((r, i) => {
+    const tr = existing.get(r.id) ?? newRow(r);
+    existing.delete(r.id);
+    fillRow(tr, r);
+    if (tbody.rows[i] !== tr) tbody.insertBefore(tr, tbody.rows[i] ?? null);
+  });
+  for (const tr of existing.values()) tr.remove();
   markCurrent();
+}
+
+function newRow(r) {
+  const tr = document.createElement("tr");
+  tr.dataset.run = r.id;
+  tr.innerHTML = `<td><a href="?run=${r.id}" class="open"></a><div class="muted small"><span class="kind"></span></div></td>
+    <td class="corpus"></td><td class="state"><span class="pill"></span><div class="where small"></div></td>
+    <td class="steps"><span class="count"></span><div class="bar" hidden><div></div></div></td>
+    <td class="train-loss"></td><td class="val-loss"></td><td class="started"></td><td><div class="actions"></div></td>`;
+  tr.querySelector(".open").addEventListener("click", (e) => { e.preventDefault(); showRun(r.id); });
+  return tr;
+}
+
+function fillRow(tr, r) {
+  setText(tr.querySelector(".open"), r.name);
+  setText(tr.querySelector(".kind"), `${r.config.cell.toUpperCase()} ${r.config.num_layers} × ${r.config.hidden_size}`);
+  if (!r.yours && !tr.querySelector(".others")) {
+    tr.querySelector(".muted").append(Object.assign(document.createElement("span"),
+      { className: "others", textContent: " · someone else's", title: "Started from another browser: you can watch and explore it, not cancel or delete it." }));
+  }
+  setText(tr.querySelector(".corpus"), r.corpus_name ?? "(deleted)");
+  const pill = tr.querySelector(".pill");
+  setText(pill, r.status);
+  pill.dataset.status = r.status;
+  // Where a running run trains; how many wait before a queued one.
+  const ahead = runs.filter((q) => q.status === "queued" && q.id < r.id).length;
+  // The training line above names the nodes in full; here "on 127.0.0.1 (1a2b3c4d)" is enough.
+  const where = tr.querySelector(".where");
+  setText(where, r.status === "running" ? (r.worker ? `on ${r.worker.replace(/^ray node /, "")}` : "waiting for a node")
+    : r.status === "queued" ? (ahead ? `${ahead} ahead` : "next") : "");
+  where.title = r.status === "running" && r.worker ? r.worker : "";
+  // The card's events run ahead of the store's flushed step: show whichever is newer.
+  const step = r.id === run?.id ? Math.max(r.step, lastStep ?? 0) : r.step;
+  tr.querySelector(".bar").hidden = !ACTIVE.has(r.status);
+  tr.dataset.status = r.status;
+  drawSteps(tr.querySelector(".steps"), step, r.max_steps);
+  setText(tr.querySelector(".train-loss"), loss(r.train_loss));
+  setText(tr.querySelector(".val-loss"), loss(r.best_val_loss));
+  setText(tr.querySelector(".started"), when(r.started));
+  const actions = tr.querySelector(".actions");
+  const key = `${r.model_id}|${r.yours && r.status !== "running"}`;
+  if (actions.dataset.key === key) return;
+  actions.dataset.key = key;
+  actions.replaceChildren();
+  if (r.model_id) {
+    actions.append(Object.assign(document.createElement("a"), { href: exploreHref(r), textContent: "Explore" }));
+  }
+  if (r.yours && r.status !== "running") {
+    const del = Object.assign(document.createElement("button"), { type: "button", className: "linkish", textContent: "Delete" });
+    del.addEventListener("click", () => deleteRun(runs.find((x) => x.id === r.id) ?? r));
+    actions.append(del);
+  }
 }
 
 function markCurrent() {
@@ -568,6 +728,8 @@ els.form.addEventListener("submit", (e) => { e.preventDefault(); start(); });
 els.start.addEventListener("click", start);
 els.cancel.addEventListener("click", cancelRun);
 els.resume.addEventListener("click", resumeRun);
+// A hidden tab stops refreshing the table; it catches up when shown again.
+document.addEventListener("visibilitychange", () => { if (!document.hidden) loadRuns(); });
 
 loadCorpora();
 loadRuns();
