@@ -34,17 +34,18 @@ def corpus(client) -> dict:
 
 
 def processes(title: bytes) -> list[int]:
-    """The pids of the processes whose command line starts with or names `title`."""
-    pids = []
+    """The pids of the processes in this network namespace (this test run's, not another
+    run's on the same machine) whose command line starts with or names `title`."""
+    ours, pids = os.readlink("/proc/self/ns/net"), []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0]
+            if (argv0.startswith(title) or argv0.endswith(b"/" + title)) and os.readlink(proc / "ns" / "net") == ours:
+                pids.append(int(proc.name))
         except OSError:                      # gone meanwhile
             continue
-        if argv0.startswith(title) or argv0.endswith(b"/" + title):
-            pids.append(int(proc.name))
     return pids
 
 
@@ -173,7 +174,8 @@ def test_server_sigkilled_mid_run_leaves_its_runs_interrupted_and_resumable(tmp_
                 assert api.post(f"/api/runs/{run_id}/resume").status_code == 200
             for run_id in ids:
                 run = wait_for(api, run_id, ("running",), timeout=60,
-                               step=lambda s: s > 25, attempts=lambda a: len(a) == 2)
+                               attempts=lambda a: len(a) == 2 and a[1]["worker"] is not None,
+                               step=lambda s: s > 25)
                 resumed_from = run["attempts"][1]["from_step"]
                 assert resumed_from >= 20 and resumed_from % 20 == 0, run["attempts"]   # the last checkpoint
                 assert api.post(f"/api/runs/{run_id}/cancel").status_code == 200

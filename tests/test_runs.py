@@ -463,3 +463,14 @@ def test_the_training_capacity_names_the_executor_its_machines_and_the_queue(cli
     assert listed[second]["worker"] is None                      # not taken up yet
     client.post(f"/api/runs/{first}/cancel")
     wait_for(client, second)
+
+
+def test_a_new_attempt_takes_the_run_step_back_to_its_checkpoint(tmp_path):
+    """A resumed run's step agrees with its history from the moment the attempt starts, even
+    before its first step lands (a Ray actor takes a moment to start)."""
+    store = Store(tmp_path / "rnnscope.sqlite3")
+    run_id = store.add_run("r", 1, {}, 100, 100)
+    store.log(run_id, [(s, 1.0, 1.0, 0, 1.0, 0.1, 0.0, None, None) for s in range(1, 41)], {"step": 40})
+    store.truncate_history(run_id, 20)
+    assert store.get_run(run_id)["step"] == 20
+    assert [m["step"] for m in store.metrics(run_id)] == list(range(1, 21))

@@ -127,8 +127,8 @@ class RayExecutor:
             try:
                 if address:
                     ray.init(address=address, logging_level=logging.WARNING)
-                else:                          # a local instance, started (and stopped) by this server
-                    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                else:   # "local": a new instance, started (and stopped) by this server, never another's
+                    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ExecutorUnavailable(f"cannot reach the Ray cluster at RNNSCOPE_RAY_ADDRESS={address}: "
                                           f"{first_line(e)}") from None

@@ -458,10 +458,12 @@ class Store:
     # ---- history ------------------------------------------------------------------------
 
     def truncate_history(self, run_id: int, after_step: int) -> None:
-        """Forget what was logged after `after_step`: a resumed run redoes those steps."""
+        """Forget what was logged after `after_step`: a resumed run redoes those steps. The
+        run's step goes back with its history, so the two agree until the next step lands."""
         with self.write() as db:
             for table in ("metrics", "samples", "gradients"):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", (run_id, after_step))
+            db.execute("UPDATE runs SET step = min(step, ?) WHERE id = ?", (after_step, run_id))
 
     def log(self, run_id: int, metrics: Iterable[tuple], run_fields: dict[str, Any],
             samples: Iterable[tuple[int, float, str]] = (), profile: tuple[int, dict] | None = None) -> None:
