@@ -37,6 +37,7 @@ let runsCall = 0;         // the latest loadRuns call; an older one's answer is 
 // The table refreshes itself this often while a run is queued or running: it is how the page
 // shows runs it does not follow with events (a class's or a sweep's, two or more at once).
 const RUNS_REFRESH_MS = 2000;
+const LOST_SHOWN = 3;        // lost nodes named in the training line; the rest are counted
 
 // ---- Formatting ---------------------------------------------------------------------------
 
@@ -290,7 +291,8 @@ function drawSteps(cell, step, max) {
 }
 
 function drawStats(r) {
-  const active = ACTIVE.has(r.status);
+  // No time left to tell while a run waits for a node (worker null until Ray places it).
+  const active = ACTIVE.has(r.status) && r.worker !== null;
   els.runStats.replaceChildren(
     stat(`${r.step.toLocaleString()} / ${r.max_steps.toLocaleString()}`, "steps",
       r.epoch ? `epoch ${r.epoch.toFixed(2)}` : ""),
@@ -600,17 +602,27 @@ function drawCapacity(cap, list) {
   const nodes = els.capacity.querySelector(".nodes");
   nodes.hidden = !ray;
   if (!ray) return;
-  // Alive ones first, then the lost ones, each in Ray's order.
-  const shown = [...alive, ...cap.nodes.filter((n) => !n.alive)];
-  nodes.replaceChildren(...shown.map((n) => {
-    const li = document.createElement("li");
-    li.className = n.alive ? "node" : "node lost";
+  // Alive ones first, then the latest few lost ones (Ray remembers dead nodes for long).
+  const gone = cap.nodes.filter((n) => !n.alive);
+  const chips = [...alive, ...gone.slice(-LOST_SHOWN)].map((n) => {
     const training = list.filter((r) => r.status === "running" && r.worker === n.where).length;
-    li.title = n.alive ? `${plural(n.cpus, "CPU")} for training runs` : "This node went away; its runs continued elsewhere.";
+    return { where: n.where, alive: n.alive, title: n.alive ? `${plural(n.cpus, "CPU")} for training runs`
+      : "This node went away; its runs continued elsewhere.", note: !n.alive ? "lost" : !n.cpus ? "no CPUs for runs"
+      : training ? `${plural(training, "run")} training` : `${plural(n.cpus, "CPU")}, idle` };
+  });
+  if (gone.length > LOST_SHOWN) chips.push({ where: `and ${plural(gone.length - LOST_SHOWN, "earlier one")}`, more: true,
+    title: "Nodes that went away before these.", note: "" });
+  // Redrawn only when something changed: a screen reader hears a change once, not every refresh.
+  const key = JSON.stringify(chips);
+  if (nodes.dataset.key === key) return;
+  nodes.dataset.key = key;
+  nodes.replaceChildren(...chips.map((c) => {
+    const li = document.createElement("li");
+    li.className = c.more ? "node more" : c.alive ? "node" : "node lost";
+    li.title = c.title;
     li.innerHTML = "<i></i><span></span><small></small>";
-    li.querySelector("span").textContent = n.where;
-    li.querySelector("small").textContent = !n.alive ? "lost" : !n.cpus ? "no CPUs for runs"
-      : training ? `${plural(training, "run")} training` : `${plural(n.cpus, "CPU")}, idle`;
+    li.querySelector("span").textContent = c.where;
+    li.querySelector("small").textContent = c.note;
     return li;
   }));
 }
