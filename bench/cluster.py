@@ -135,7 +135,7 @@ def measure(steps: int) -> dict:
                 run = wait(client, run_id, lambda r: len(r["attempts"]) == 2 and r["attempts"][1]["worker"]
                            and r["step"] > r["attempts"][1]["from_step"])
                 resumed = run["attempts"][1]
-                result["recovery"] = {"seconds_to_new_attempt": resumed["started"] - removed,
+                result["recovery"] = {"seconds_to_new_attempt": resumed["placed"] - removed,
                                       "seconds_to_first_new_step": time.time() - removed,
                                       "lost_at_step": lost_at, "resumed_from": resumed["from_step"],
                                       "from": run["attempts"][0]["worker"], "to": resumed["worker"]}

@@ -6,7 +6,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -79,6 +79,9 @@ class History:
     clipped: list[bool] = field(default_factory=list)
     val_step: list[int] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
+
+    def copy(self) -> History:
+        return History(*(list(getattr(self, f.name)) for f in fields(self)))
 
     def summary(self) -> dict:
         recent = self.loss[-100:]
@@ -164,8 +167,12 @@ def train(text: str, model_cfg: ModelConfig, cfg: TrainConfig,
     first_step = step
 
     def snapshot() -> TrainState:
-        return TrainState({k: v.copy() for k, v in params.items()}, optimizer.state(), step, carried,
-                          rng.bit_generator.state, best_params, best_val, history,
+        """The run now, in arrays and lists later steps leave alone: it may be written after
+        they ran (the Ray executor queues and ships a checkpoint while training goes on)."""
+        return TrainState({k: v.copy() for k, v in params.items()},
+                          {k: v.copy() for k, v in optimizer.state().items()}, step,
+                          None if carried is None else State(*(None if a is None else a.copy() for a in carried)),
+                          rng.bit_generator.state, best_params, best_val, History.copy(history),
                           resume.seconds + time.perf_counter() - start)
 
     start = time.perf_counter()

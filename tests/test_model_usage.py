@@ -238,6 +238,23 @@ def test_resuming_from_a_saved_state_equals_never_stopping(cell, tmp_path):
         np.testing.assert_array_equal(second.state.params[k], whole.state.params[k])
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_snapshot_resumes_exactly_even_when_kept_while_training_goes_on(cell):
+    """A snapshot taken mid-run and used only after the run went on (as the Ray executor
+    ships a checkpoint while training continues) resumes to the uninterrupted run."""
+    cfg = ModelConfig(cell, 1, 12, 2)
+    tc = small_config(max_steps=30, eval_every=10, dropout=0.2)
+    whole = train(TEXT, cfg, tc)
+    kept = []
+    train(TEXT, cfg, tc, progress=lambda e: kept.append(e.snapshot()) if e.step == 13 else None)
+    (state,) = kept
+    assert state.step == 13 and state.history.step == list(range(1, 14))
+    resumed = train(TEXT, cfg, tc, resume=state)
+    np.testing.assert_allclose(resumed.history.loss, whole.history.loss, rtol=0, atol=0)
+    for k in whole.model.params:
+        np.testing.assert_array_equal(resumed.state.params[k], whole.state.params[k])
+
+
 def test_overlapping_and_touching_memorised_spans_merge_into_one():
     from model.memorisation import Span, SuffixIndex, merge_spans
 

@@ -119,6 +119,8 @@ class Attempt(BaseModel):
     from_step: int = Field(description="The checkpoint this attempt resumed from; 0 for a fresh start.")
     to_step: int | None
     started: float
+    placed: float | None = Field(None, description="When it got its machine and began training: on a cluster, "
+                                                   "when a node with a free CPU took it.")
     ended: float | None
     outcome: str | None = Field(description="completed, cancelled, failed, interrupted, or lost (its worker "
                                             "process or machine died; the next attempt resumed)")

@@ -127,6 +127,10 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN worker TEXT;
     """,
+    # When the attempt got its machine: on a cluster, later than `started` by the wait for a node.
+    """
+    ALTER TABLE attempts ADD COLUMN placed REAL;
+    """,
 ]
 
 STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")
@@ -525,10 +529,11 @@ class Store:
 
     def set_attempt_where(self, run_id: int, attempt: int, worker: str) -> None:
         with self.write() as db:
-            db.execute("UPDATE attempts SET worker = ? WHERE run_id = ? AND attempt = ?", (worker, run_id, attempt))
+            db.execute("UPDATE attempts SET worker = ?, placed = ? WHERE run_id = ? AND attempt = ?",
+                       (worker, time.time(), run_id, attempt))
 
     def attempts(self, run_id: int) -> list[dict]:
-        rows = self._conn().execute("SELECT attempt, from_step, to_step, started, ended, outcome, worker "
+        rows = self._conn().execute("SELECT attempt, from_step, to_step, started, placed, ended, outcome, worker "
                                     "FROM attempts WHERE run_id = ? ORDER BY attempt", (run_id,))
         return [dict(r) for r in rows]
 
