@@ -271,4 +271,7 @@ def test_four_runs_from_the_train_page_two_at_a_time_one_surviving_its_node(page
     # Same configuration, same seed: a resume from a checkpoint should end where never stopping does.
     print("final train / best validation loss, the resumed run first: "
           + ", ".join(f"{done[i]['train_loss']:.4f} / {done[i]['best_val_loss']:.4f}" for i in ids))
+    for run_id in ids[1:]:      # a resume continues the run exactly (model.train), across machines too
+        for key in ("train_loss", "best_val_loss"):
+            assert done[run_id][key] == pytest.approx(lost_run[key], rel=1e-6, abs=0), (key, done)
     api.close()
