@@ -50,7 +50,6 @@ class Recorder:
         self.trainer, self.run_id, self.attempt = trainer, run_id, attempt
         self.store, self.paths = trainer.store, trainer.paths
         self.ended: Ended | None = None
-        self.checkpoint_step: int | None = None
 
     def __call__(self, message: Message) -> None:
         if isinstance(message, Progress):
@@ -75,7 +74,6 @@ class Recorder:
         save_train_state(self.paths.train_state(self.run_id), c.model, c.state)
         self.store.log(self.run_id, [], {"checkpoint_step": c.state.step, "model_id": model_id(self.run_id),
                                          "seconds": c.state.seconds}, profile=(c.state.step, c.profile))
-        self.checkpoint_step = c.state.step
         self.trainer.on_model(self.run_id)
 
 
