@@ -11,6 +11,7 @@ WorkerLost from run(): the server retries from its last checkpoint.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Protocol
 
@@ -90,6 +91,9 @@ class ExecutorUnavailable(RuntimeError):
 def check_available(settings) -> None:
     """ExecutorUnavailable, saying what to install, if the chosen executor cannot be imported."""
     if settings.executor == "ray":
+        # Ray's C++ core would otherwise catch the SIGTERM that stops the server and print it
+        # as a crash with a stack trace; the lifespan stops the runs and Ray cleanly instead.
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         try:
             import ray  # noqa: F401
         except ImportError:
