@@ -207,4 +207,4 @@ def test_without_an_address_the_server_starts_its_own_ray_and_stops_it(tmp_path)
         server.stop()                                  # SIGTERM: the lifespan shuts its Ray down
     wait_until(lambda: not own_rays(), timeout=30, what="the server's own Ray gone")
     log = server.log.read_text(errors="replace")
-    assert "Application shutdown complete" in log and "SIGTERM received" not in log, log[-3000:]
+    assert "SIGTERM received" not in log, log[-3000:]       # Ray's core would print it as a crash
