@@ -208,3 +208,19 @@ def test_without_an_address_the_server_starts_its_own_ray_and_stops_it(tmp_path)
     wait_until(lambda: not own_rays(), timeout=30, what="the server's own Ray gone")
     log = server.log.read_text(errors="replace")
     assert "SIGTERM received" not in log, log[-3000:]       # Ray's core would print it as a crash
+
+
+def test_a_node_that_joins_adds_runs_at_once_without_a_restart(client, ray_cluster, monkeypatch):
+    import app.training.ray_executor as ray_executor
+
+    monkeypatch.setattr(ray_executor, "CLUSTER_LOOK_SECONDS", 0.0)
+    executor = client.app.state.training.executor
+    assert executor.parallel_runs == 2
+    node = ray_cluster.add_node(num_cpus=1, object_store_memory=RAY_NODE_MEMORY)
+    try:
+        ray_cluster.wait_for_nodes()
+        wait_until(lambda: executor.parallel_runs == 3, timeout=30, what="three runs at once")
+        assert client.get("/api/training").json()["parallel_runs"] == 3
+    finally:
+        ray_cluster.remove_node(node)
+    wait_until(lambda: executor.parallel_runs == 2, timeout=60, what="two runs at once again")

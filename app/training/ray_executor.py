@@ -15,6 +15,7 @@ import copy
 import logging
 import queue
 import threading
+import time
 
 import ray
 from ray.exceptions import RayError, RayTaskError
@@ -28,6 +29,8 @@ from .executors import ExecutorUnavailable, WorkerLost
 log = logging.getLogger(__name__)
 
 _END = object()
+# How often the runs-at-once count looks at the cluster's CPUs (the scheduler asks often).
+CLUSTER_LOOK_SECONDS = 5.0
 
 
 @ray.remote(max_restarts=0, max_concurrency=2)
@@ -132,10 +135,22 @@ class RayExecutor:
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ExecutorUnavailable(f"cannot reach the Ray cluster at RNNSCOPE_RAY_ADDRESS={address}: "
                                           f"{first_line(e)}") from None
-        cluster_cpus = int(ray.cluster_resources().get("CPU", 0))
-        self.parallel_runs = parallel_runs or max(1, cluster_cpus // cpus)
+        self.fixed_parallel_runs = parallel_runs
+        self._counted = (0.0, 1)                  # (when, runs at once) of the last look at the cluster
         log.info("training on Ray: %d CPUs in the cluster, up to %d runs at once, %d CPU each",
-                 cluster_cpus, self.parallel_runs, cpus)
+                 int(ray.cluster_resources().get("CPU", 0)), self.parallel_runs, cpus)
+
+    @property
+    def parallel_runs(self) -> int:
+        """RNNSCOPE_MAX_PARALLEL_RUNS, or as many runs as the cluster's CPUs hold now: a
+        machine that joins (`ray start --address ...`) adds runs without a restart."""
+        if self.fixed_parallel_runs:
+            return self.fixed_parallel_runs
+        when, runs = self._counted
+        if time.monotonic() - when > CLUSTER_LOOK_SECONDS:
+            runs = max(1, int(ray.cluster_resources().get("CPU", 0)) // self.cpus)
+            self._counted = (time.monotonic(), runs)
+        return runs
 
     def launch(self, job: Job, resume: TrainState | None) -> RayExecution:
         return RayExecution(job, resume, self.cpus)
