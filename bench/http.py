@@ -70,12 +70,17 @@ REASONS = {
     "sample_500": "500 sequential steps (~68 us each: three products and the draw) after the prime",
     "gradients_1k": "one BPTT pass at batch 1 over 999 steps, forward and backward: the training kernels' "
                     "time loop, which batching cannot shorten for a lone request",
-    "load_p99": "a 10,000-character trace in a shared pass takes as many steps as the pass has rows' "
-                "worth of per-step work: each step of 8-16 rows costs 4-8x a lone step, so the long "
-                "traces of the mix set the p99",
-    "served_ratio": "one core's time loop bounds the traces: a 2x256 LSTM needs ~1.5 MFLOP a character, "
-                    "so even fully batched a character costs ~15-25 us against ~50 alone (a 2-3.5x ceiling "
-                    "for the trace-heavy mix)",
+    "load_p99": "20 clients sending back to back wait 20 / (served per second) on average (Little's law): "
+                "a p99 of 1 s needs over 20 served per second, more than the mix's compute allows on two "
+                "cores; the tail is the 10,000-character traces, 10,000 sequential steps each, a step "
+                "shared by 12-16 rows costing 5-8x a lone one",
+    "served_ratio": "a batched traced character costs ~25 us against ~50 alone, and the 2x256 LSTM's "
+                    "1.5 MFLOP a character at NumPy's ~100-130 GFLOP/s puts a floor of 12-15 us under any "
+                    "batch; BPTT batches gain 1.1-1.3x; the time loop holds the GIL between NumPy calls, so "
+                    "a second core adds little, and the unbatched server already kept about one core busy",
+    "memory": "with batching every client's request is in progress at once (up to 16 traces in a pass, "
+              "a gradient pass, a request alone beside each, answers being rendered) instead of two; "
+              "bounded by the batch limits (RNNSCOPE_MAX_BATCH), not by the clients",
 }
 BATCHING_OFF = {"RNNSCOPE_MAX_BATCH": "1"}     # app/batching.py: every request alone, as before batching
 
@@ -594,6 +599,8 @@ def table(result: dict) -> str:
         short.append(("load p99", REASONS["load_p99"]))
     if off is not None and load["served_ratio"] < LOAD_TARGET["served_ratio"]:
         short.append(("served/s ratio", REASONS["served_ratio"]))
+    if not all(row["passed"] for row in result["memory"]["rows"]):
+        short.append(("memory", REASONS["memory"]))
     if short:
         errors += "\n\nwhy the shortfalls:\n" + "\n".join(f"- {name}: {why}" for name, why in short if why)
     references = sorted({f"{r['route']}: {r['reference']}" for r in result["requests"]})
