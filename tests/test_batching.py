@@ -255,3 +255,32 @@ def test_a_full_queue_is_refused_with_503_and_no_request_fails_otherwise(data_di
         stack.close()
         for route in ("trace", "gradients"):
             assert client.post(f"/api/models/lstm/{route}", json=body).status_code == 200
+
+
+def test_a_worker_between_pieces_lets_waiting_work_go_first():
+    """A batcher's worker keeps its slot while work keeps coming; between pieces it gives
+    the slot to whatever waits at the gate and takes one again after, so no route starves."""
+    from app.compute_gate import ComputeGate
+
+    gate = ComputeGate(slots=1, max_waiting=4, max_wait_seconds=5)
+    order: list[str] = []
+    waiting = threading.Event()
+
+    def other() -> None:
+        waiting.set()
+        with gate:
+            order.append("other")
+
+    with gate.slot():
+        held = time.monotonic()
+        assert gate.let_waiting_go_first(held) == held          # nobody waits: keeps the slot
+        t = threading.Thread(target=other)
+        t.start()
+        waiting.wait(5)
+        while gate.waiting < 1:
+            time.sleep(0.001)
+        gate.let_waiting_go_first(held)                          # the other job runs, then this resumes
+        order.append("worker")
+        assert gate.busy == 1
+    t.join(5)
+    assert order == ["other", "worker"] and gate.busy == 0 and gate.waiting == 0
