@@ -75,7 +75,6 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
-    admitted: bool = False
 
     def finish(self, result: object = None, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
@@ -239,12 +238,12 @@ class Batcher:
         deadline = time.monotonic() + self.settings.max_wait_seconds
         while not job.done.wait(max(0.0, deadline - time.monotonic())):
             with self._lock:
-                if not job.admitted:               # waited too long to join: leave the queue
+                if job in self._pending:           # waited too long to join: leave the queue
                     self._pending.remove(job)
                     raise ComputeBusy(f"the server is busy: no room in a pass within "
                                       f"{self.settings.max_wait_seconds:g} s (setting RNNSCOPE_MAX_WAIT_SECONDS); "
                                       "try again shortly", self.gate.retry_after())
-            job.done.wait()                        # in a pass: it ends
+            job.done.wait()                        # in a pass (or refused with the queue): it ends
             break
         if job.error is not None:
             raise job.error
@@ -265,7 +264,6 @@ class Batcher:
             if job.model is not engine.model or not (empty or engine.fits(job, joined)):
                 break
             self._pending.pop(0)
-            job.admitted = True
             joined.append(job)
         return engine, joined
 
