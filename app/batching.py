@@ -11,16 +11,15 @@ join between chunks of TRACE_CHUNK characters, samples between characters
 
 Every guarantee of the compute gate stays. A worker holds one of its slots like any job (and
 hands it over between pieces when other work waits, see ComputeGate.let_waiting_go_first).
-A batch holds at most MAX_BATCH requests and, for traces and gradients, no more arrays than
+A batch holds at most RNNSCOPE_MAX_BATCH requests and, for traces and gradients, no more arrays than
 the largest single request the limits allow (TRACE_BATCH_BYTES_FACTOR, GRADIENT_BATCH_FACTOR).
 A request is refused with 503 and Retry-After, like the gate's own refusals, when the gate's
-queue is full, when it would find MAX_PENDING others queued, or when it waited
+queue is full, when it would find twice that many others queued, or when it waited
 max_wait_seconds without joining a pass.
 """
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,14 +40,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Requests per pass. Past ~8 rows of a 2x256 LSTM the per-step products stop being free
-# (a (16, 256) x (256, 1024) product is compute-bound), so more rows buy less; 16 keeps the
-# per-row cost under half the lone one. 1 switches batching off: each request runs alone in
-# its own slot, as before batching (the bench measures both). Read once at import from
-# RNNSCOPE_MAX_BATCH, until Settings has a field for it.
-MAX_BATCH = int(os.environ.get("RNNSCOPE_MAX_BATCH", "16"))
-# Requests queued per batcher beyond those in the pass: more are refused with 503 at once.
-MAX_PENDING = 2 * MAX_BATCH
+# Requests per pass: Settings.max_batch (RNNSCOPE_MAX_BATCH, 1 switches batching off); each
+# batcher queues at most PENDING_PER_BATCH times that many beyond its pass.
+PENDING_PER_BATCH = 2
 # Characters a trace pass reads before new requests may join: a newcomer waits one chunk
 # (~40 ms for 16 rows of a 2x256 LSTM), per-chunk overhead stays under a few per cent, and
 # the chunk's cache is 16 x 128 x 28 kB = 57 MB at most (256 made the server's peak 517 MB).
@@ -92,7 +86,7 @@ class Engine:
 
     def fits(self, job: Job, joining: list[Job]) -> bool:
         """Whether the job may join the jobs in the pass and those joining with it."""
-        return len(self.jobs) + len(joining) < MAX_BATCH
+        return len(self.jobs) + len(joining) < self.settings.max_batch
 
     def admit(self, job: Job) -> None:
         raise NotImplementedError
@@ -218,7 +212,7 @@ class Batcher:
                 self._alone = True
             else:
                 self.gate.check()                  # the server is full: refused as at the gate
-                if len(self._pending) >= MAX_PENDING:
+                if len(self._pending) >= PENDING_PER_BATCH * self.settings.max_batch:
                     raise ComputeBusy(f"the server is busy: {len(self._pending)} requests queued for this model "
                                       f"(the limit, twice RNNSCOPE_MAX_BATCH); try again shortly",
                                       self.gate.retry_after())
@@ -314,7 +308,7 @@ class Batchers:
 
     def __init__(self, gate: ComputeGate, settings: Settings):
         self.gate, self.settings = gate, settings
-        self.enabled = MAX_BATCH > 1
+        self.enabled = settings.max_batch > 1
         self._lock = threading.Lock()
         self._batchers: dict[tuple[str, str], Batcher] = {}
 

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     max_waiting_jobs: int = Field(8, ge=0)
     # A request that waited this long for a slot is refused with 503 and Retry-After.
     max_wait_seconds: float = Field(10.0, gt=0)
+    # Concurrent trace, sample and gradients requests one shared pass serves (app/batching.py).
+    # Past ~8 rows of a 2x256 LSTM a step stops being free; 16 keeps a row under half the cost
+    # of a lone request. 1 switches batching off: each request alone in its own slot.
+    max_batch: int = Field(16, ge=1)
     # Trained models kept loaded (least recently used unloaded first; reloaded from disk on demand).
     max_loaded_models: int = Field(8, ge=1)
     # The bound bench/load.py checks peak RSS against under the worst request mix: compute slots
