@@ -36,6 +36,7 @@ from model.sample import BatchSampler
 from .compute import ReadingBuilder
 from .compute_gate import ComputeBusy, ComputeGate
 from .deps import ComputeSlots
+from .runtime import release_free_memory
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class Batcher:
             with self._lock:
                 if not self._pending:
                     self._working = False
-                    return
+                    break
             try:
                 with self.gate.slot():
                     held = time.monotonic()
@@ -297,6 +298,9 @@ class Batcher:
                 for job in (engine.jobs if engine else []):
                     job.finish(error=e)
                 engine = None
+        # Idle: the passes' arrays are freed; give their pages back rather than sit at the peak.
+        engine = None
+        release_free_memory()
 
 
 KINDS: dict[str, Callable[[LanguageModel, Settings], Engine]] = {

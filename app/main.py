@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from . import errors, openapi
 from .compute_gate import ComputeGate
 from .security import SharedServer
-from .runtime import limit_malloc_arenas
+from .runtime import fix_mmap_threshold, limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import STATIC_DIR
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
@@ -27,6 +27,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     threadpool_limits(settings.blas_threads)                # process-wide, as BLAS's pool is
     if settings.malloc_arenas:
         limit_malloc_arenas(settings.malloc_arenas)
+    if settings.malloc_mmap_threshold:
+        fix_mmap_threshold(settings.malloc_mmap_threshold)
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
                                           settings.max_wait_seconds)
