@@ -125,3 +125,17 @@ def test_the_app_refuses_to_start_the_ray_executor_without_ray(tmp_path, monkeyp
 def test_serve_rejects_an_unknown_executor(tmp_path):
     result = invoke("serve", "--executor", "slurm", "--data-dir", tmp_path)
     assert result.exit_code == 2 and "executor" in result.output and "thread" in result.output, result.output
+
+
+def test_serve_with_an_unreachable_ray_address_says_so_at_once(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:                     # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    result = invoke("serve", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}", "--data-dir", tmp_path)
+    assert result.exit_code == 2 and time.monotonic() - started < 10
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"RNNSCOPE_RAY_ADDRESS=127.0.0.1:{port}" in lines[0] and "ray start" in lines[0], lines

@@ -12,6 +12,7 @@ WorkerLost from run(): the server retries from its last checkpoint.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from typing import Protocol
 
@@ -99,6 +100,21 @@ def check_available(settings) -> None:
         except ImportError:
             raise ExecutorUnavailable(f"RNNSCOPE_EXECUTOR=ray needs Ray, which is not installed: "
                                       f"{CLUSTER_EXTRA}") from None
+        check_reachable(settings.ray_address)
+
+
+def check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """ExecutorUnavailable if a HOST:PORT Ray address takes no connection: ray.init would
+    retry it for minutes before saying anything."""
+    host, _, port = (address or "").rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return                                   # "auto", "local", ray://...: ray.init answers at once
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ExecutorUnavailable(f"cannot reach the Ray cluster at RNNSCOPE_RAY_ADDRESS={address}: "
+                                  f"{e.strerror or e}; is `ray start --head` running there, and is its port "
+                                  "open to this machine?") from None
 
 
 def make_executor(settings, one_thread: OneThread) -> Executor:
