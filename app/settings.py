@@ -45,9 +45,10 @@ class Settings(BaseSettings):
     # request thread otherwise keeps its own, and freed NumPy buffers stay resident in them.
     malloc_arenas: int = Field(2, ge=0)
     # Arrays of this many bytes or more get pages of their own, returned to the system when
-    # freed (0: glibc's moving threshold, under which a burst's arrays stay resident). 4 MB
-    # kept the 20-client peak under 300 MB at no cost to a lone trace; 1 MB cost it 5 %.
-    malloc_mmap_threshold: int = Field(4_194_304, ge=0, le=2**25)
+    # freed (0: glibc's moving threshold). Off by default: a fixed 4 MB kept the 20-client peak
+    # at 278 MB but made training runs in this process 20 % slower (their per-step arrays were
+    # faulted in again each step); the batchers' periodic trim keeps the peak at 285 MB instead.
+    malloc_mmap_threshold: int = Field(0, ge=0, le=2**25)
     # Request bodies beyond this are refused before parsing: max_text_chars of \uXXXX escapes fit.
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     # Characters per server-sent event while streaming a sample: smooth on screen, few events.
