@@ -15,7 +15,13 @@ export async function api(path, body, { signal } = {}) {
     if (e.name === "AbortError") throw e;
     throw new Error("The server did not answer. Is `rnnscope serve` still running?");
   }
-  const data = await response.json().catch(() => null);
+  // A body cut short by the request's own abort is an abort too, not an empty answer: the
+  // caller that superseded it must not draw null (the Learn page did, stepping fast).
+  const data = await response.json().catch((e) => {
+    if (isAbort(e)) throw e;
+    if (signal?.aborted) throw new DOMException("The request was superseded", "AbortError");
+    return null;
+  });
   if (!response.ok) {
     const error = new Error(formatDetail(data?.detail) || `${response.status} ${response.statusText}`);
     error.status = response.status;

@@ -72,11 +72,12 @@ function loader(statusEl, chartEl) {
     try {
       data = await api(path, body, { signal });
     } catch (e) {
-      if (isAbort(e)) return;
+      if (isAbort(e) || signal.aborted) return;
       setStatus(statusEl, "error", e.message);
       if (chartEl) chartEl.hidden = true;
       return;
     }
+    if (signal.aborted) return;                // a newer request for this chart is on its way
     setStatus(statusEl, "");
     if (chartEl) chartEl.hidden = false;
     then(data);
