@@ -290,7 +290,9 @@ class Batcher:
                             break
                         engine.step()
                         self.passes += 1
-                        if time.monotonic() - self._trimmed > TRIM_SECONDS:
+                        # Mid-pass only: after the step that answered its last request the
+                        # worker ends at once (and trims when idle), free for a lone request.
+                        if engine.jobs and time.monotonic() - self._trimmed > TRIM_SECONDS:
                             release_free_memory()
                             self._trimmed = time.monotonic()
                         if time.monotonic() - held > SLICE_SECONDS:
