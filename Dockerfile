@@ -3,11 +3,12 @@
 # With Ray, for a cluster's server and its nodes (README "Running on a cluster"):
 #   docker build --build-arg EXTRAS=cluster -t rnnscope:cluster .
 
-# Build the wheel: app, model, the bundled weights, static/ and templates/ in one file.
+# Build the wheel: one package, rnnscope, holding app, model, the bundled weights, static/ and templates/ in one file.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY rnnscope ./rnnscope
 COPY app ./app
 COPY model ./model
 COPY static ./static

@@ -29,9 +29,9 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, Request
 
-from model.batch import Reader, gradients_through_time
-from model.lm import LanguageModel
-from model.sample import BatchSampler
+from rnnscope.model.batch import Reader, gradients_through_time
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.sample import BatchSampler
 
 from .compute import ReadingBuilder
 from .compute_gate import ComputeBusy, ComputeGate

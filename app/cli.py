@@ -13,13 +13,13 @@ from pathlib import Path
 
 import typer
 
-from model.bundled import BUNDLED, bundled_paths
-from model.checkpoint import CheckpointError, load_model, load_train_state, save_model, save_train_state
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.sample import generate
-from model.train import TrainConfig, TrainEvent, TrainingDiverged, corpus_sha256, train as train_model
-from model.vocab import UnknownCharactersError, Vocab
+from rnnscope.model.bundled import BUNDLED, bundled_paths
+from rnnscope.model.checkpoint import CheckpointError, load_model, load_train_state, save_model, save_train_state
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.sample import generate
+from rnnscope.model.train import TrainConfig, TrainEvent, TrainingDiverged, corpus_sha256, train as train_model
+from rnnscope.model.vocab import UnknownCharactersError, Vocab
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Look inside character-level recurrent language models.")
@@ -241,11 +241,11 @@ def serve(
     import uvicorn
     from pydantic import SecretStr, ValidationError
 
-    from app.main import create_app
-    from app.security import is_loopback
-    from app.settings import Settings
-    from app.training.executors import ExecutorUnavailable, check_available
-    from app.training.service import DataDirError, open_store
+    from rnnscope.app.main import create_app
+    from rnnscope.app.security import is_loopback
+    from rnnscope.app.settings import Settings
+    from rnnscope.app.training.executors import ExecutorUnavailable, check_available
+    from rnnscope.app.training.service import DataDirError, open_store
 
     given = {"host": host, "port": port, "data_dir": data_dir, "executor": executor, "ray_address": ray_address,
              "max_parallel_runs": max_parallel_runs, "run_cpus": run_cpus}
@@ -269,7 +269,7 @@ def serve(
                    "Students open the same address without the token. Set RNNSCOPE_TOKEN to choose the token, "
                    "or pass --no-token to have none.", err=True)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-    log_config["loggers"]["app"] = {"handlers": ["default"], "level": "INFO"}   # which models loaded
+    log_config["loggers"]["rnnscope"] = {"handlers": ["default"], "level": "INFO"}   # which models loaded
     # One worker: the models and the compute slots live in this process.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_config=log_config)
 
@@ -306,7 +306,7 @@ def import_model(
 ):
     """Open a character model trained in PyTorch: recognise its embedding, RNN/GRU/LSTM and decoder,
     and write it as an rnnscope checkpoint that computes exactly the same."""
-    from model.importer import ImportRefused, Roles, import_file, next_chars, probe_text, vocab_from_file, \
+    from rnnscope.model.importer import ImportRefused, Roles, import_file, next_chars, probe_text, vocab_from_file, \
         vocab_from_string
 
     if vocab is not None and chars is not None:

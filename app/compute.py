@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.layers import log_softmax
-from model.lm import LanguageModel
+from rnnscope.model.layers import log_softmax
+from rnnscope.model.lm import LanguageModel
 
 from .schemas import EncodedArray, Encoding
 

@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.data import split
-from model.memorisation import SuffixIndex
+from rnnscope.model.data import split
+from rnnscope.model.memorisation import SuffixIndex
 
 from .lru import LRU
 from .settings import Settings

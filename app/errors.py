@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model.vocab import UnknownCharactersError, Vocab
+from rnnscope.model.vocab import UnknownCharactersError, Vocab
 
 from .schemas import ErrorMessage
 

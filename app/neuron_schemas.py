@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from model.probes import CONCEPTS
-from model.dynamics import CHAR_CLASSES
+from rnnscope.model.probes import CONCEPTS
+from rnnscope.model.dynamics import CHAR_CLASSES
 
 from .schemas import (TEMPERATURE, TEXT, TEXT_EXAMPLE, EncodedArray, Length, PredictionRequest, Prime, StrictBody,
                       Text, TextRequest, limit)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.analysis import recurrent_singular_values
-from model.bundled import BUNDLED, bundled_paths
-from model.checkpoint import CheckpointError, load_model
-from model.lm import LanguageModel
-from model.network import ModelConfig
+from rnnscope.model.analysis import recurrent_singular_values
+from rnnscope.model.bundled import BUNDLED, bundled_paths
+from rnnscope.model.checkpoint import CheckpointError, load_model
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
 
 from .lru import LRU
 from .settings import Settings

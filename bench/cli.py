@@ -23,8 +23,8 @@ from types import SimpleNamespace
 
 from threadpoolctl import threadpool_limits
 
-from model.data import StreamBatches, split
-from model.vocab import Vocab
+from rnnscope.model.data import StreamBatches, split
+from rnnscope.model.vocab import Vocab
 
 from .common import machine_info, render_table
 from .http import CORPUS, code_version, rnnscope_command
@@ -61,7 +61,7 @@ def torch_loop(text: str, steps: int):
     assert len(vocab) == SETUP.model_config.vocab_size, "bench.model's V is tinyshakespeare's 65"
     stream = StreamBatches(vocab.encode(train_text), SETUP.batch_size, SETUP.seq_length)
     batches = [stream[k] for k in range(steps + 1)]
-    from model.network import init_params
+    from rnnscope.model.network import init_params
     trainer = TorchTrainer(SETUP.model_config, init_params(SETUP.model_config, seed=0), batches)
     trainer.step()                                           # warm-up
 

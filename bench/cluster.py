@@ -67,8 +67,8 @@ def measure(steps: int) -> dict:
     from fastapi.testclient import TestClient
     from ray.cluster_utils import Cluster
 
-    from app.main import create_app
-    from app.settings import Settings
+    from rnnscope.app.main import create_app
+    from rnnscope.app.settings import Settings
 
     owner = {"X-Rnnscope-Owner": "bench"}
     text = corpus_text()

@@ -34,14 +34,14 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from model.analysis import gradient_through_time
-from model.bundled import bundled_paths
-from model.checkpoint import load_model, save_model
-from model.data import split
-from model.lm import LanguageModel
-from model.network import ModelConfig, init_params
-from model.sample import sample
-from model.vocab import Vocab
+from rnnscope.model.analysis import gradient_through_time
+from rnnscope.model.bundled import bundled_paths
+from rnnscope.model.checkpoint import load_model, save_model
+from rnnscope.model.data import split
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig, init_params
+from rnnscope.model.sample import sample
+from rnnscope.model.vocab import Vocab
 
 from .common import machine_info, render_table
 
@@ -413,7 +413,7 @@ class Options:
 
 
 def options(args) -> Options:
-    from app.settings import Settings
+    from rnnscope.app.settings import Settings
     quick = args.quick
     requests = args.http_requests or (6 if quick else 100)
     return Options(

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from model import network
-from model.cells import get_cell
-from model.layers import softmax_cross_entropy
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.optim import Adam, clip_by_global_norm
-from model.sample import sample
-from model.vocab import Vocab
+from rnnscope.model import network
+from rnnscope.model.cells import get_cell
+from rnnscope.model.layers import softmax_cross_entropy
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.optim import Adam, clip_by_global_norm
+from rnnscope.model.sample import sample
+from rnnscope.model.vocab import Vocab
 
 from .common import alternate, calls_per_round, machine_info, render_table, seconds, summary
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
-from model import network
-from model.bundled import bundled_paths
-from model.checkpoint import load_model
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.match import match, rank_for_spans, read_all
-from model.probes import CONCEPTS, activations, rank_units
-from model.vocab import Vocab
+from rnnscope.model import network
+from rnnscope.model.bundled import bundled_paths
+from rnnscope.model.checkpoint import load_model
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.match import match, rank_for_spans, read_all
+from rnnscope.model.probes import CONCEPTS, activations, rank_units
+from rnnscope.model.vocab import Vocab
 
 from .common import machine_info, render_table
 
@@ -95,8 +95,8 @@ def time_views(model: LanguageModel, text: str, chars: int) -> dict:
     (reading `chars` validation characters, then fitting) and on a later one (the fit kept):
     state space (PCA of layer 1's h, a 1,000-character projection), fixed points (layer 0,
     a space held, 64 starts), neurons in groups (NMF of layer 1's c into 8 groups)."""
-    from model.dynamics import find_fixed_points, fit_pca, layer_input, read_layer, sample_starts, step_map
-    from model.groups import factorise, layer_values
+    from rnnscope.model.dynamics import find_fixed_points, fit_pca, layer_input, read_layer, sample_starts, step_map
+    from rnnscope.model.groups import factorise, layer_values
 
     val = text[len(text) - int(round(len(text) * 0.1)):][:chars]
     ids, shown = model.encode(val), model.encode(val[:1000])

@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from app.settings import Settings
+from rnnscope.app.settings import Settings
 
 from .common import machine_info, render_table
 from .http import CORPUS, code_version, percentiles, server

@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from threadpoolctl import threadpool_limits
 
-from app.main import create_app
-from app.settings import Settings
-from model.checkpoint import load_model, save_model
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.train import TrainConfig, train
+from rnnscope.app.main import create_app
+from rnnscope.app.settings import Settings
+from rnnscope.model.checkpoint import load_model, save_model
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.train import TrainConfig, train
 from tests.corpus import shakespeare_head
 
 CELLS = ("lstm", "gru", "rnn")

@@ -14,16 +14,16 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app import compute
-from app.cli import cli
-from app.main import create_app
-from app.registry import ModelRegistry
-from app.routers.analysis import norms
-from app.routers.vendor import PLOTLY_JS
-from model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
-from model.checkpoint import save_model
-from model.lm import LanguageModel
-from model.sample import GREEDY_BELOW, sample
+from rnnscope.app import compute
+from rnnscope.app.cli import cli
+from rnnscope.app.main import create_app
+from rnnscope.app.registry import ModelRegistry
+from rnnscope.app.routers.analysis import norms
+from rnnscope.app.routers.vendor import PLOTLY_JS
+from rnnscope.model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
+from rnnscope.model.checkpoint import save_model
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.sample import GREEDY_BELOW, sample
 
 CELLS = ("lstm", "gru", "rnn")
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n"
@@ -136,7 +136,7 @@ def test_registry_skips_files_it_cannot_serve_and_says_why(data_dir, models, tmp
     params = {k: v.copy() for k, v in m.params.items()}
     params["decoder.bias"][0] = np.nan
     save_model(LanguageModel(m.config, m.vocab, params), tmp_path / "models" / "nan.safetensors")
-    with caplog.at_level(logging.WARNING, logger="app.registry"):
+    with caplog.at_level(logging.WARNING, logger="rnnscope.app.registry"):
         registry = ModelRegistry.load(settings.model_copy(update={"data_dir": tmp_path}))
     assert registry.ids() == ["good_one"]
     log = caplog.text
@@ -146,12 +146,12 @@ def test_registry_skips_files_it_cannot_serve_and_says_why(data_dir, models, tmp
 
 
 def test_data_dir_model_cannot_take_a_bundled_id(data_dir, settings, tmp_path, monkeypatch, caplog):
-    from app import registry as registry_module
+    from rnnscope.app import registry as registry_module
 
     (tmp_path / "models").mkdir()
     shutil.copy(data_dir / "models" / "gru.safetensors", tmp_path / "models" / "lstm.safetensors")
     monkeypatch.setattr(registry_module, "bundled_paths", lambda: {"lstm": data_dir / "models" / "lstm.safetensors"})
-    with caplog.at_level(logging.WARNING, logger="app.registry"):
+    with caplog.at_level(logging.WARNING, logger="rnnscope.app.registry"):
         registry = ModelRegistry.load(settings.model_copy(update={"data_dir": tmp_path, "load_bundled": True}))
     assert registry.ids() == ["lstm"]
     assert registry.get("lstm").bundled and registry.get("lstm").model.config.cell == "lstm"

@@ -13,15 +13,15 @@ import time
 import numpy as np
 import pytest
 
-from app.compute import read
-from model import network
-from model.analysis import gradient_through_time
-from model.batch import Reader, gradients_through_time
-from model.cells import CELLS
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.sample import BatchSampler, generate
-from model.vocab import Vocab
+from rnnscope.app.compute import read
+from rnnscope.model import network
+from rnnscope.model.analysis import gradient_through_time
+from rnnscope.model.batch import Reader, gradients_through_time
+from rnnscope.model.cells import CELLS
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.sample import BatchSampler, generate
+from rnnscope.model.vocab import Vocab
 
 CHARS = "\n abcdefghij.,:ABC"
 F32_TOL = 1e-5            # relative error per array, ||a - b|| / (||a|| + ||b||)
@@ -175,7 +175,7 @@ def batchers_of(client):
     """The app's batchers, as a route receives them."""
     import asyncio
 
-    from app.batching import get_batchers
+    from rnnscope.app.batching import get_batchers
 
     class Req:
         app = client.app
@@ -260,7 +260,7 @@ def test_a_full_queue_is_refused_with_503_and_no_request_fails_otherwise(data_di
 def test_a_worker_between_pieces_lets_waiting_work_go_first():
     """A batcher's worker keeps its slot while work keeps coming; between pieces it gives
     the slot to whatever waits at the gate and takes one again after, so no route starves."""
-    from app.compute_gate import ComputeGate
+    from rnnscope.app.compute_gate import ComputeGate
 
     gate = ComputeGate(slots=1, max_waiting=4, max_wait_seconds=5)
     order: list[str] = []

@@ -4,10 +4,10 @@ import hashlib
 
 import pytest
 
-from model.bundled import BUNDLED, BUNDLED_CORPUS, bundled_paths
-from model.checkpoint import load_model
-from model.data import split
-from model.train import TrainConfig, evaluate
+from rnnscope.model.bundled import BUNDLED, BUNDLED_CORPUS, bundled_paths
+from rnnscope.model.checkpoint import load_model
+from rnnscope.model.data import split
+from rnnscope.model.train import TrainConfig, evaluate
 from tests.corpus import shared_corpus
 
 # id -> (cell, hidden size, layers, the validation loss it must reach)

@@ -4,9 +4,9 @@ import io
 import numpy as np
 from typer.testing import CliRunner
 
-from app.cli import ProgressPrinter, cli
-from model.checkpoint import load_model
-from model.train import TrainEvent
+from rnnscope.app.cli import ProgressPrinter, cli
+from rnnscope.model.checkpoint import load_model
+from rnnscope.model.train import TrainEvent
 
 runner = CliRunner()
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -112,11 +112,11 @@ def test_the_app_refuses_to_start_the_ray_executor_without_ray(tmp_path, monkeyp
     import pytest
     from fastapi.testclient import TestClient
 
-    from app.training.executors import ExecutorUnavailable
+    from rnnscope.app.training.executors import ExecutorUnavailable
     from tests.training_app import build_app
 
     monkeypatch.setitem(sys.modules, "ray", None)
-    monkeypatch.setitem(sys.modules, "app.training.ray_executor", None)
+    monkeypatch.setitem(sys.modules, "rnnscope.app.training.ray_executor", None)
     with pytest.raises(ExecutorUnavailable, match=r"rnnscope\[cluster\]"):
         with TestClient(build_app(tmp_path, executor="ray")):
             pass

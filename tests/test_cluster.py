@@ -211,7 +211,7 @@ def test_without_an_address_the_server_starts_its_own_ray_and_stops_it(tmp_path)
 
 
 def test_a_node_that_joins_adds_runs_at_once_without_a_restart(client, ray_cluster, monkeypatch):
-    import app.training.ray_executor as ray_executor
+    import rnnscope.app.training.ray_executor as ray_executor
 
     monkeypatch.setattr(ray_executor, "CLUSTER_LOOK_SECONDS", 0.0)
     executor = client.app.state.training.executor

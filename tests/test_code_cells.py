@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.bundled import bundled_paths
-from model.checkpoint import load_model
-from model.data import split
-from model.probes import CONCEPTS, auc, correlation
+from rnnscope.model.bundled import bundled_paths
+from rnnscope.model.checkpoint import load_model
+from rnnscope.model.data import split
+from rnnscope.model.probes import CONCEPTS, auc, correlation
 from tests.corpus import shared_corpus
 
 # The README's three stretches: up to 50,000 characters (whole lines) from the start of each

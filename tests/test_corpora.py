@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.training.corpora import CHUNK, CorpusRefused, ingest, parameters
-from model.train import corpus_sha256
+from rnnscope.app.training.corpora import CHUNK, CorpusRefused, ingest, parameters
+from rnnscope.model.train import corpus_sha256
 from tests.training_app import OWNER, FAST, TINY, Server, build_app, excerpt, upload, wait_for
 
 

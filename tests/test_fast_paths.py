@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from model import network
-from model.cells import CELLS
-from model.data import StreamBatches
-from model.layers import blas_threads_for, one_blas_thread, softmax_cross_entropy
-from model.lm import LanguageModel
-from model.network import ModelConfig, State
-from model.sample import Stepper, generate
-from model.vocab import Vocab, id_dtype
+from rnnscope.model import network
+from rnnscope.model.cells import CELLS
+from rnnscope.model.data import StreamBatches
+from rnnscope.model.layers import blas_threads_for, one_blas_thread, softmax_cross_entropy
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig, State
+from rnnscope.model.sample import Stepper, generate
+from rnnscope.model.vocab import Vocab, id_dtype
 from tests.naive import naive_forward
 
 if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
@@ -167,7 +167,7 @@ def test_sampler_stepper_equals_the_whole_sequence_with_carried_state(cell, laye
 
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_clamped_stepper_equals_the_clamped_forward(cell):
-    from model.layers import Clamp
+    from rnnscope.model.layers import Clamp
 
     cfg, _, params32, ids, _, _, _ = setup(cell, 2, seed=7)
     model = LanguageModel(cfg, Vocab("abcdefg"), params32)

@@ -76,11 +76,11 @@ def more_models(tmp_path_factory, data_dir, corpus):
     """conftest's models; run-2, an LSTM of one layer (theirs have two) as a training run
     adds; code, an LSTM trained on CODE; and both corpora in <data_dir>/corpora, where the
     server finds a model's corpus by its sha256. Served on its own."""
-    from app.main import create_app
-    from app.settings import Settings
-    from model.checkpoint import save_model
-    from model.network import ModelConfig
-    from model.train import TrainConfig, train
+    from rnnscope.app.main import create_app
+    from rnnscope.app.settings import Settings
+    from rnnscope.model.checkpoint import save_model
+    from rnnscope.model.network import ModelConfig
+    from rnnscope.model.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("more-models")
     (root / "models").mkdir()
@@ -189,7 +189,7 @@ def test_a_failed_read_clears_the_sidebar_and_says_why(page, live_server):
 # ---- Passages from each model's own corpus -------------------------------------------------
 
 def test_each_model_offers_passages_of_its_own_corpus(more_models, corpus):
-    from model.data import split
+    from rnnscope.model.data import split
 
     lstm = httpx.get(f"{more_models}/api/models/lstm/passages").json()
     assert lstm["corpus"] == "head.txt"
@@ -215,7 +215,7 @@ def test_without_its_corpus_a_model_offers_a_passage_it_wrote_itself(live_server
 
 
 def test_the_python_corpus_is_looked_for():
-    from app.settings import Settings
+    from rnnscope.app.settings import Settings
 
     assert Path("../shared/corpora/python-stdlib.txt") in Settings().corpus_paths
 

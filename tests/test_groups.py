@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from model.groups import factorise, layer_values
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.probes import bracket_depth, inside_quotes
-from model.train import TrainConfig, train
+from rnnscope.model.groups import factorise, layer_values
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.probes import bracket_depth, inside_quotes
+from rnnscope.model.train import TrainConfig, train
 
 
 def two_feature_corpus(n_chars: int, seed: int) -> str:
@@ -112,7 +112,7 @@ def corpus_client(tmp_path_factory, settings, corpus):
     """A client that finds the test models' training corpus, so /groups fits on its validation text."""
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from rnnscope.app.main import create_app
 
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
     path.write_text(corpus, encoding="utf-8")
@@ -176,7 +176,7 @@ def test_groups_refuse_what_they_cannot_factorise(client):
         r = client.post("/api/models/lstm/groups", json=body)
         assert r.status_code == 422 and words in r.text, (body, r.text)
     small = {"layer": 0, "quantity": "h", "components": 33, "text": TEXT}
-    from app.main import create_app
+    from rnnscope.app.main import create_app
     from fastapi.testclient import TestClient
     r = client.post("/api/models/nope/groups", json=ok)
     assert r.status_code == 404 and "nope" in r.json()["detail"]

@@ -17,12 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.main import create_app
-from app.settings import Settings
-from model.analysis import backward_one_prediction
-from model.checkpoint import load_model
-from model.importer import (ImportRefused, Roles, import_file, read_model_file, vocab_from_corpus,
+from rnnscope.app.cli import cli
+from rnnscope.app.main import create_app
+from rnnscope.app.settings import Settings
+from rnnscope.model.analysis import backward_one_prediction
+from rnnscope.model.checkpoint import load_model
+from rnnscope.model.importer import (ImportRefused, Roles, import_file, read_model_file, vocab_from_corpus,
                             vocab_from_json, vocab_from_string)
 from tests.conftest import TEST_HOSTS, serving
 from tests.corpus import shakespeare_head
@@ -423,7 +423,7 @@ def test_pt_files_without_torch_are_refused_with_the_safetensors_way(tmp_path, m
 def test_the_model_package_imports_no_torch():
     """model/ reads safetensors itself; torch is imported only when a .pt file is read."""
     import subprocess
-    code = "import model.importer, sys; assert 'torch' not in sys.modules and 'fastapi' not in sys.modules"
+    code = "import rnnscope.model.importer, sys; assert 'torch' not in sys.modules and 'fastapi' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from model import lecture
-from model.analysis import gradient_through_time
+from rnnscope.model import lecture
+from rnnscope.model.analysis import gradient_through_time
 
 # ---- the maths ----------------------------------------------------------------------------
 
@@ -117,7 +117,7 @@ def test_gate_product_is_the_running_product_of_gates():
 
 
 def test_clipping_tames_the_run_that_explodes_without_it():
-    from app.routers.pages import PASSAGES
+    from rnnscope.app.routers.pages import PASSAGES
 
     text = PASSAGES[0][1]
     free = lecture.sgd_clipping_run(text, 64, 300, 1.0, 0.0, 0, 25)
@@ -395,9 +395,9 @@ def test_learn_link_restores_a_chapter_with_its_settings(page, live_server):
 
 def test_the_line_length_cell_chapter_7_draws_tracks_the_line():
     """Chapter 7 draws unit 194 of the bundled LSTM's layer-0 cell state as a line-length cell."""
-    from app.routers.pages import PASSAGES
-    from model.bundled import bundled_paths
-    from model.checkpoint import load_model
+    from rnnscope.app.routers.pages import PASSAGES
+    from rnnscope.model.bundled import bundled_paths
+    from rnnscope.model.checkpoint import load_model
 
     path = bundled_paths().get("lstm")
     if path is None:
@@ -415,7 +415,7 @@ def test_the_line_length_cell_chapter_7_draws_tracks_the_line():
 def test_backward_reads_no_more_than_max_gradient_chars(settings):
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from rnnscope.app.main import create_app
 
     with TestClient(create_app(settings.model_copy(update={"max_gradient_chars": 50}))) as c:
         d = c.post("/api/learn/backward/rnn", json={"passage": 0}).json()

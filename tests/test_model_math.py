@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from model import network
-from model.cells import CELLS
-from model.layers import softmax_cross_entropy
-from model.lm import LanguageModel
-from model.network import ModelConfig, State
-from model.sample import Stepper
-from model.vocab import Vocab
+from rnnscope.model import network
+from rnnscope.model.cells import CELLS
+from rnnscope.model.layers import softmax_cross_entropy
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig, State
+from rnnscope.model.sample import Stepper
+from rnnscope.model.vocab import Vocab
 from tests.naive import cross_entropy, naive_forward
 
 N, T, V, H = 2, 3, 4, 5          # tiny sizes: finite differences stay cheap and exact

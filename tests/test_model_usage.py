@@ -3,15 +3,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from model import network
-from model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
-from model.checkpoint import CheckpointError, load_model, save_model
-from model.data import split, stream_batches
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.sample import GREEDY_BELOW, generate, next_char_distribution, sample
-from model.train import TrainConfig, TrainingDiverged, train
-from model.vocab import UnknownCharactersError, Vocab
+from rnnscope.model import network
+from rnnscope.model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
+from rnnscope.model.checkpoint import CheckpointError, load_model, save_model
+from rnnscope.model.data import split, stream_batches
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.sample import GREEDY_BELOW, generate, next_char_distribution, sample
+from rnnscope.model.train import TrainConfig, TrainingDiverged, train
+from rnnscope.model.vocab import UnknownCharactersError, Vocab
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
         "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n") * 20
@@ -219,7 +219,7 @@ def test_gradient_profile_and_spectra_and_saturation():
 def test_resuming_from_a_saved_state_equals_never_stopping(cell, tmp_path):
     """Stop mid-epoch with dropout on, save, load, continue: the same weights, history
     and best checkpoint as one uninterrupted run."""
-    from model.checkpoint import load_train_state, save_train_state
+    from rnnscope.model.checkpoint import load_train_state, save_train_state
 
     cfg = ModelConfig(cell, 1, 12, 2)
     tc = small_config(max_steps=30, eval_every=10, dropout=0.2)
@@ -256,7 +256,7 @@ def test_a_snapshot_resumes_exactly_even_when_kept_while_training_goes_on(cell):
 
 
 def test_overlapping_and_touching_memorised_spans_merge_into_one():
-    from model.memorisation import Span, SuffixIndex, merge_spans
+    from rnnscope.model.memorisation import Span, SuffixIndex, merge_spans
 
     # 147-171 and 150-174 were reported as two spans of one copied passage (issue 9).
     assert merge_spans([Span(150, 174, 9), Span(147, 171, 3), Span(174, 180, 40), Span(200, 220, 5)]) == [

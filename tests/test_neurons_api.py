@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from model.attribution import ablate, losses, memory_horizon, saliency
-from model.probes import CONCEPTS, probe
-from model.sample import sample
+from rnnscope.app.main import create_app
+from rnnscope.model.attribution import ablate, losses, memory_horizon, saliency
+from rnnscope.model.probes import CONCEPTS, probe
+from rnnscope.model.sample import sample
 from tests.training_app import Server
 
 TEXT = ('First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n'

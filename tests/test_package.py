@@ -2,12 +2,13 @@
 weights, and the installed `rnnscope serve`, started outside the checkout, serves every page
 and every file the pages need.
 
-The wheel is built from a copy of what the Dockerfile copies (pyproject.toml, README.md, app,
-model, static, templates), with this venv's setuptools and no build isolation, so nothing is
-downloaded and no build/ folder lands in the checkout. It is installed with `pip install
---no-deps --target` into a temporary folder, and its console script runs from another one with
-PYTHONPATH naming only that folder: `app` is imported from the install (the test checks), and
-the dependencies come from this venv.
+The wheel is built from a copy of what the Dockerfile copies (pyproject.toml, README.md,
+rnnscope, app, model, static, templates), with this venv's setuptools and no build isolation,
+so nothing is downloaded and no build/ folder lands in the checkout. It is installed with
+`pip install --no-deps` into a fresh venv that sees this venv's dependencies (a .pth file, which
+does not run this venv's own .pth files, so the editable checkout stays out), and served from a
+user's folder that has packages of its own named `model` and `app`: the wheel owns exactly one
+top-level name, `rnnscope`, and neither side shadows the other.
 """
 from __future__ import annotations
 
@@ -23,12 +24,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.main import create_app
-from app.settings import Settings
+from rnnscope.app.main import create_app
+from rnnscope.app.settings import Settings
 from tests.test_offline import KNOWN_PAGES, local_references, page_candidates
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "app", "model", "static", "templates")   # as the Dockerfile
+SOURCES = ("pyproject.toml", "README.md", "rnnscope", "app", "model", "static", "templates")   # as the Dockerfile
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -60,31 +61,44 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_the_site_and_the_weights(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"app/{p.relative_to(ROOT).as_posix()}"
-                for folder in ("static", "templates") for p in (ROOT / folder).rglob("*") if p.is_file()}
-    expected |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "model" / "weights").glob("*.safetensors")}
-    assert len(expected) > 20 and "model/weights/lstm.safetensors" in expected
+    expected = {f"rnnscope/{p.relative_to(ROOT).as_posix()}" for folder in ("static", "templates", "model/weights")
+                for p in (ROOT / folder).rglob("*") if p.is_file()}
+    assert len(expected) > 20 and "rnnscope/model/weights/lstm.safetensors" in expected
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+    top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"rnnscope"}, f"the wheel installs more than one top-level name: {sorted(top_level)}"
 
 
 @pytest.fixture(scope="module")
 def installed_server(wheel, tmp_path_factory):
-    """The installed console script serving on a free port from an empty working directory."""
+    """The installed console script of a fresh venv serving on a free port from a user's folder
+    that holds packages of its own named `model` and `app`."""
     tmp = tmp_path_factory.mktemp("installed")
-    site, work = tmp / "site", tmp / "work"
-    work.mkdir()
-    run(sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--disable-pip-version-check",
-        "--quiet", "--target", str(site), str(wheel))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSCOPE_")}
-    env |= {"PYTHONPATH": str(site), "RNNSCOPE_DATA_DIR": str(tmp / "data")}
-    where = run(sys.executable, "-c", "import app; print(app.__file__)", cwd=work, env=env).stdout.strip()
-    assert Path(where).is_relative_to(site), f"app imported from {where}, not from the installed wheel"
+    venv, work = tmp / "venv", tmp / "work"
+    run(sys.executable, "-m", "venv", "--without-pip", str(venv))
+    python = venv / "bin" / "python"
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    dependencies = [p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir()]
+    (site / "dependencies.pth").write_text("".join(f"{p}\n" for p in dependencies))
+    run(sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "--ignore-installed",
+        "--disable-pip-version-check", "--quiet", str(wheel))
+    for name in ("model", "app"):                  # a notebook's or a FastAPI project's own packages
+        (work / name).mkdir(parents=True)
+        (work / name / "__init__.py").write_text(f"OWNER = 'user {name}'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSCOPE_") and k != "PYTHONPATH"}
+    env |= {"RNNSCOPE_DATA_DIR": str(tmp / "data")}
+    shown = run(str(python), "-c", "import model, app, rnnscope.app.main as m, rnnscope.model.lm as lm; "
+                "print(model.OWNER, app.OWNER, m.__file__, lm.__file__, sep='\\n')", cwd=work, env=env)
+    user_model, user_app, app_file, model_file = shown.stdout.split("\n")[:4]
+    assert (user_model, user_app) == ("user model", "user app"), shown.stdout
+    for where in (app_file, model_file):
+        assert Path(where).is_relative_to(site), f"rnnscope imported from {where}, not from the installed wheel"
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = (tmp / "serve.log").open("w+")
-    proc = subprocess.Popen([str(site / "bin" / "rnnscope"), "serve", "--port", str(port)],
+    proc = subprocess.Popen([str(venv / "bin" / "rnnscope"), "serve", "--port", str(port)],
                             cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from model import network
-from model.attribution import ablate, losses, memory_horizon, saliency
-from model.layers import Clamp
-from model.lm import LanguageModel
-from model.memorisation import SuffixIndex, codes, suffix_array
-from model.network import ModelConfig
-from model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
-from model.probes import (CONCEPTS, auc, best_threshold, bracket_depth, correlation, indentation,
+from rnnscope.model import network
+from rnnscope.model.attribution import ablate, losses, memory_horizon, saliency
+from rnnscope.model.layers import Clamp
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.memorisation import SuffixIndex, codes, suffix_array
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
+from rnnscope.model.probes import (CONCEPTS, auc, best_threshold, bracket_depth, correlation, indentation,
                           inside_quotes, line_position, probe, python_literals, regex_indicator, top_contexts)
-from model.sample import Stepper, sample
-from model.train import TrainConfig, train
-from model.vocab import Vocab
+from rnnscope.model.sample import Stepper, sample
+from rnnscope.model.train import TrainConfig, train
+from rnnscope.model.vocab import Vocab
 from tests.corpus import shakespeare_full
 
 
@@ -347,8 +347,8 @@ def test_saliency_equals_finite_differences_through_the_one_hot_input():
 
 def forward_with_input_shift(cfg, params, ids, k, shift):
     """The network's forward with `shift` added to layer 0's input pre-activation at step k."""
-    from model.layers import dense_forward, onehot_forward, recurrent_forward
-    from model.cells import get_cell
+    from rnnscope.model.layers import dense_forward, onehot_forward, recurrent_forward
+    from rnnscope.model.cells import get_cell
     cell = get_cell(cfg.cell)
     x = None
     for l in range(cfg.num_layers):
@@ -411,9 +411,9 @@ def test_suffix_array_sorts_suffixes_and_spans_are_verbatim():
 def test_the_bundled_lstm_remembers_longer_than_the_bundled_rnn():
     """Issue 5: the memory horizon of the bundled LSTM exceeds the bundled RNN's on the same
     validation text (figures in the README)."""
-    from model.bundled import bundled_paths
-    from model.checkpoint import load_model
-    from model.data import split
+    from rnnscope.model.bundled import bundled_paths
+    from rnnscope.model.checkpoint import load_model
+    from rnnscope.model.data import split
 
     paths = bundled_paths()
     if not {"lstm", "rnn"} <= paths.keys():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.security import owner_id
-from app.training.store import Store
-from model.checkpoint import load_model, load_train_state
+from rnnscope.app.security import owner_id
+from rnnscope.app.training.store import Store
+from rnnscope.model.checkpoint import load_model, load_train_state
 from tests.training_app import (ENDLESS, FAST, OWNER, TINY, assert_continuous, build_app, excerpt, new_corpus,
                                  start, upload, wait_for)
 

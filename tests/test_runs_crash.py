@@ -8,7 +8,7 @@ import sqlite3
 import httpx
 import pytest
 
-from model.checkpoint import load_model, load_train_state
+from rnnscope.model.checkpoint import load_model, load_train_state
 from tests.training_app import OWNER, Server, excerpt, wait_for
 
 CHECKPOINT_EVERY = 50

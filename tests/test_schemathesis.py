@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from app.main import create_app
+from rnnscope.app.main import create_app
 
 CONFIG = SchemathesisConfig.from_dict({"operations": [
     {"include-path-regex": r"^/api/models/\{model_id\}/",

@@ -9,8 +9,8 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 
-from model.match import agreement, match, rank_for_spans, read_all, spans_indicator
-from model.probes import CONCEPTS, activations, inside_quotes, probe
+from rnnscope.model.match import agreement, match, rank_for_spans, read_all, spans_indicator
+from rnnscope.model.probes import CONCEPTS, activations, inside_quotes, probe
 from tests.test_probes import quote_corpus, quote_model  # noqa: F401  (the fixture)
 
 
@@ -125,7 +125,7 @@ def corpus_client(tmp_path_factory, settings, corpus):
     """A client that finds the test models' training corpus, so /match reads its validation text."""
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from rnnscope.app.main import create_app
 
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
     path.write_text(corpus, encoding="utf-8")

@@ -14,7 +14,7 @@ import httpx
 
 from tests.training_app import ROOT, free_port
 
-RNNSCOPE = [sys.executable, "-c", "from app.cli import main; main()"]
+RNNSCOPE = [sys.executable, "-c", "from rnnscope.app.cli import main; main()"]
 
 
 def env(**extra) -> dict[str, str]:

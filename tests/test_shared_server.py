@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
-from app.training.store import Store
-from model.checkpoint import load_train_state
+from rnnscope.app.main import create_app
+from rnnscope.app.settings import Settings
+from rnnscope.app.training.store import Store
+from rnnscope.model.checkpoint import load_train_state
 from tests.conftest import serving
 from tests.training_app import (ENDLESS, FAST, OWNER, TINY, assert_continuous, build_app, excerpt, new_corpus, start,
                                  upload, wait_for)
@@ -72,7 +72,7 @@ class StepTimer:
 def step_timer(monkeypatch) -> StepTimer:
     timer = StepTimer()
     # The service times the steps (with app.training.attempt's function).
-    monkeypatch.setattr("app.training.service.seconds_per_step", timer)
+    monkeypatch.setattr("rnnscope.app.training.service.seconds_per_step", timer)
     return timer
 
 
@@ -303,7 +303,7 @@ def test_a_shape_is_timed_once(client, step_timer):
 
 
 def test_estimates_and_uploads_are_timed_and_counted_inside_the_compute_gate(tmp_path, step_timer, monkeypatch):
-    import app.routers.corpora as routes
+    import rnnscope.app.routers.corpora as routes
 
     ingest, counted = routes.ingest, []
 
@@ -349,10 +349,10 @@ print(json.dumps(times))
 
 
 def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_path, monkeypatch):
-    import app.routers.analysis as analysis
-    from model.checkpoint import save_model
-    from model.network import ModelConfig
-    from model.train import TrainConfig, train
+    import rnnscope.app.routers.analysis as analysis
+    from rnnscope.model.checkpoint import save_model
+    from rnnscope.model.network import ModelConfig
+    from rnnscope.model.train import TrainConfig, train
 
     release = threading.Event()
     read = analysis.read
@@ -403,7 +403,7 @@ def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_pat
 
 
 def test_a_job_that_waits_too_long_for_a_slot_is_refused():
-    from app.compute_gate import ComputeBusy, ComputeGate
+    from rnnscope.app.compute_gate import ComputeBusy, ComputeGate
 
     gate = ComputeGate(slots=1, max_waiting=4, max_wait_seconds=0.2)
     held, done = threading.Event(), threading.Event()
@@ -434,7 +434,7 @@ def test_a_job_that_waits_too_long_for_a_slot_is_refused():
 # ---- Faults: a full disk, a failing worker, a failing COMMIT, an unusable data directory -------------------
 
 def test_disk_full_at_a_checkpoint_interrupts_the_run_resumably(client, corpus, monkeypatch):
-    import app.training.worker as worker
+    import rnnscope.app.training.worker as worker
 
     real, calls = worker.save_train_state, []
 
@@ -460,7 +460,7 @@ def test_disk_full_at_a_checkpoint_interrupts_the_run_resumably(client, corpus, 
 
 
 def test_an_io_error_reading_the_checkpoint_interrupts_the_run(client, corpus, monkeypatch):
-    import app.training.worker as worker
+    import rnnscope.app.training.worker as worker
 
     run_id = start(client, corpus, max_steps=ENDLESS)
     wait_for(client, run_id, ("running",), checkpoint_step=lambda s: s is not None)
@@ -588,7 +588,7 @@ def unusable_data_dirs(tmp_path: Path) -> list[Path]:
 
 
 def test_an_unusable_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
-    from app.training.service import DataDirError
+    from rnnscope.app.training.service import DataDirError
 
     for data_dir in unusable_data_dirs(tmp_path):
         with pytest.raises(DataDirError) as e:
@@ -599,7 +599,7 @@ def test_an_unusable_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
 
 
 def test_a_read_only_data_dir_ends_start_up_with_one_line_naming_it(tmp_path):
-    from app.training.service import DataDirError
+    from rnnscope.app.training.service import DataDirError
 
     data_dir = tmp_path / "data"
     with TestClient(build_app(data_dir)):             # a data dir in use before

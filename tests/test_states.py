@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.optimize import fsolve
 
-from model.dynamics import (CHAR_CLASSES, MAPS, char_class, RNNMap, classify, find_fixed_points, fit_pca, layer_input, read_layer,
+from rnnscope.model.dynamics import (CHAR_CLASSES, MAPS, char_class, RNNMap, classify, find_fixed_points, fit_pca, layer_input, read_layer,
                             sample_starts, step_map)
-from model.lm import LanguageModel
-from model.network import ModelConfig, init_params
-from model.vocab import Vocab
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig, init_params
+from rnnscope.model.vocab import Vocab
 
 
 # ---- PCA ---------------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def corpus_client(tmp_path_factory, settings, corpus):
     """A client that finds the test models' training corpus, so the PCA is the validation text's."""
     from fastapi.testclient import TestClient
 
-    from app.main import create_app
+    from rnnscope.app.main import create_app
 
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
     path.write_text(corpus, encoding="utf-8")

@@ -4,12 +4,12 @@ import os
 import numpy as np
 import pytest
 
-from model import network
-from model.checkpoint import save_model
-from model.layers import softmax_cross_entropy
-from model.lm import LanguageModel
-from model.network import ModelConfig, State
-from model.vocab import Vocab
+from rnnscope.model import network
+from rnnscope.model.checkpoint import save_model
+from rnnscope.model.layers import softmax_cross_entropy
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig, State
+from rnnscope.model.vocab import Vocab
 
 if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
     import torch          # CI installs torch==2.13.0: a missing torch there is a failure

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from app.main import create_app
-from app.settings import Settings
+from rnnscope.app.main import create_app
+from rnnscope.app.settings import Settings
 from tests.conftest import TEST_HOSTS
 from tests.corpus import shakespeare_head
 

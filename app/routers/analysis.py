@@ -7,10 +7,10 @@ import math
 import numpy as np
 from fastapi import APIRouter, HTTPException
 
-from model.analysis import gradient_through_time
-from model.vocab import Vocab
+from rnnscope.model.analysis import gradient_through_time
+from rnnscope.model.vocab import Vocab
 
-from model.analysis import gate_saturation
+from rnnscope.model.analysis import gate_saturation
 
 from ..batching import BatchersDep, GradientWork, TraceWork
 from ..compute import SENT_BYTES, Reading, encode_array, read, rounded

@@ -8,8 +8,8 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends
 
-from model.data import split
-from model.groups import factorise, layer_values
+from rnnscope.model.data import split
+from rnnscope.model.groups import factorise, layer_values
 
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text

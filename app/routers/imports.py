@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field
 from safetensors.numpy import save
 from starlette.datastructures import UploadFile
 
-from model.checkpoint import FORMAT, model_metadata
-from model.importer import (ImportRefused, Roles, import_tensors, next_chars, probe_text,
+from rnnscope.model.checkpoint import FORMAT, model_metadata
+from rnnscope.model.importer import (ImportRefused, Roles, import_tensors, next_chars, probe_text,
                             read_safetensors, vocab_from_file, vocab_from_string)
 
 from ..auth import (FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked,

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from model import lecture
-from model.sample import sample
+from rnnscope.model import lecture
+from rnnscope.model.sample import sample
 
 from ..deps import ComputeSlots, ModelDep, RegistryDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid

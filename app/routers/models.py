@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from model.sample import sample
+from rnnscope.model.sample import sample
 
 from ..corpus_index import PASSAGE_CHARS, corpus_passages
 from ..deps import ComputeSlots, ModelDep, RegistryDep

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from model.probes import CONCEPTS
+from rnnscope.model.probes import CONCEPTS
 
 from . import pages
 

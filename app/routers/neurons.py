@@ -8,14 +8,14 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends
 
-from model.attribution import losses, memory_horizon, saliency
-from model.data import split
-from model.layers import Clamp
-from model.lm import LanguageModel
-from model.patterns import PatternError, compile_pattern
-from model.memorisation import merge_spans
-from model.probes import CONCEPTS, Activations, activations, rank_units, regex_indicator, top_contexts
-from model.sample import sample as write
+from rnnscope.model.attribution import losses, memory_horizon, saliency
+from rnnscope.model.data import split
+from rnnscope.model.layers import Clamp
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.patterns import PatternError, compile_pattern
+from rnnscope.model.memorisation import merge_spans
+from rnnscope.model.probes import CONCEPTS, Activations, activations, rank_units, regex_indicator, top_contexts
+from rnnscope.model.sample import sample as write
 
 from ..compute import encode_array, rounded
 from ..corpus_index import CorpusLibrary

@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from model.lm import LanguageModel
-from model.sample import generate
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.sample import generate
 
 from ..batching import BatchersDep, SampleWork
 from ..compute_gate import ComputeBusy

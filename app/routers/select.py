@@ -8,9 +8,9 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends
 
-from model.data import split
-from model.match import match, rank_for_spans, read_all
-from model.probes import Activations
+from rnnscope.model.data import split
+from rnnscope.model.match import match, rank_for_spans, read_all
+from rnnscope.model.probes import Activations
 
 from ..compute import rounded
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep

@@ -10,10 +10,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from model.data import split
-from model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, find_fixed_points, fit_pca, layer_input,
+from rnnscope.model.data import split
+from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, find_fixed_points, fit_pca, layer_input,
                             read_layer, sample_starts, step_map)
-from model.probes import CONCEPTS
+from rnnscope.model.probes import CONCEPTS
 
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text

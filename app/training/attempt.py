@@ -23,16 +23,16 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from model import network
-from model.analysis import gradient_through_time
-from model.data import split
-from model.layers import softmax_cross_entropy
-from model.lm import LanguageModel
-from model.network import ModelConfig
-from model.optim import OPTIMIZERS, clip_by_global_norm
-from model.sample import sample
-from model.train import TrainConfig, TrainEvent, TrainingDiverged, TrainState, corpus_sha256, train
-from model.vocab import Vocab
+from rnnscope.model import network
+from rnnscope.model.analysis import gradient_through_time
+from rnnscope.model.data import split
+from rnnscope.model.layers import softmax_cross_entropy
+from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.optim import OPTIMIZERS, clip_by_global_norm
+from rnnscope.model.sample import sample
+from rnnscope.model.train import TrainConfig, TrainEvent, TrainingDiverged, TrainState, corpus_sha256, train
+from rnnscope.model.vocab import Vocab
 
 from .schemas import RunConfig
 

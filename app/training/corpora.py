@@ -18,9 +18,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from model.cells import get_cell
-from model.data import num_batches
-from model.network import ModelConfig
+from rnnscope.model.cells import get_cell
+from rnnscope.model.data import num_batches
+from rnnscope.model.network import ModelConfig
 
 from .attempt import VAL_FRACTION
 from .schemas import CharCount, Estimate, Preflight, Recommendation

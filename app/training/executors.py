@@ -16,7 +16,7 @@ import socket
 import threading
 from typing import Protocol
 
-from model.train import TrainState
+from rnnscope.model.train import TrainState
 
 from .attempt import Emit, Job, OneThread, Started, run_attempt
 

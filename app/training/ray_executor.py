@@ -21,7 +21,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError
 from threadpoolctl import threadpool_limits
 
-from model.train import TrainState
+from rnnscope.model.train import TrainState
 
 from .attempt import Emit, Job, Started, run_attempt
 from .executors import ExecutorUnavailable, WorkerLost

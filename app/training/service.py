@@ -20,10 +20,10 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from model.checkpoint import CheckpointError
-from model.data import num_batches
-from model.layers import one_blas_thread
-from model.network import ModelConfig
+from rnnscope.model.checkpoint import CheckpointError
+from rnnscope.model.data import num_batches
+from rnnscope.model.layers import one_blas_thread
+from rnnscope.model.network import ModelConfig
 
 from ..compute_gate import ComputeGate
 from ..errors import ErrorResponse, invalid, on_unexpected_error

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from model.checkpoint import CheckpointError, load_train_state, save_model, save_train_state
-from model.network import ModelConfig
-from model.train import TrainState
-from model.vocab import Vocab
+from rnnscope.model.checkpoint import CheckpointError, load_train_state, save_model, save_train_state
+from rnnscope.model.network import ModelConfig
+from rnnscope.model.train import TrainState
+from rnnscope.model.vocab import Vocab
 
 from .attempt import Cadence, Checkpoint, Ended, Job, Message, Progress, Started, gradient_passage, train_config
 from .executors import Execution, Executor, WorkerLost
