@@ -5,6 +5,7 @@ import base64
 import json
 import logging
 import shutil
+import socket
 import contextlib
 import threading
 import time
@@ -617,9 +618,12 @@ def test_cli_serve_runs_one_worker_with_the_given_settings(monkeypatch, tmp_path
 
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
-    r = CliRunner().invoke(cli, ["serve", "--port", "8123", "--data-dir", str(tmp_path)])
+    with socket.socket() as s:                  # a port nothing listens on: the CLI's real check runs
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = CliRunner().invoke(cli, ["serve", "--port", str(port), "--data-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     (app, kw), = calls
-    assert kw["host"] == "127.0.0.1" and kw["port"] == 8123 and kw["workers"] == 1
+    assert kw["host"] == "127.0.0.1" and kw["port"] == port and kw["workers"] == 1
     assert app.state.settings.data_dir == tmp_path
     assert CliRunner().invoke(cli, ["serve", "--port", "0"]).exit_code == 2

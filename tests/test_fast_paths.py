@@ -25,7 +25,8 @@ from tests.naive import naive_forward
 if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
     import torch
 else:
-    torch = pytest.importorskip("torch", reason="torch is not installed (CI installs torch==2.13.0)")
+    torch = pytest.importorskip("torch", reason="torch is not installed (`make test` installs torch==2.13.0 "
+                                                   "where RNNSCOPE_REQUIRE_TORCH=1, as CI does)")
 
 N, T, V, H = 3, 9, 7, 16
 F32_TOL = 2e-5            # relative error per tensor, ||a - b|| / (||a|| + ||b||), for float32 against float64

@@ -30,7 +30,8 @@ from tests.corpus import shakespeare_head
 if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
     import torch          # CI installs torch==2.13.0: a missing torch there is a failure
 else:
-    torch = pytest.importorskip("torch", reason="torch is not installed (CI installs torch==2.13.0)")
+    torch = pytest.importorskip("torch", reason="torch is not installed (`make test` installs torch==2.13.0 "
+                                                   "where RNNSCOPE_REQUIRE_TORCH=1, as CI does)")
 from safetensors.torch import save_file  # noqa: E402  (safetensors' torch half needs torch)
 
 ROOT = Path(__file__).resolve().parents[1]

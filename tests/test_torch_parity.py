@@ -14,7 +14,8 @@ from rnnscope.model.vocab import Vocab
 if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
     import torch          # CI installs torch==2.13.0: a missing torch there is a failure
 else:
-    torch = pytest.importorskip("torch", reason="torch is not installed (CI installs torch==2.13.0)")
+    torch = pytest.importorskip("torch", reason="torch is not installed (`make test` installs torch==2.13.0 "
+                                                   "where RNNSCOPE_REQUIRE_TORCH=1, as CI does)")
 
 TORCH_CELLS = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 N, T, V, H, L = 3, 7, 6, 8, 2
