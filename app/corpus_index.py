@@ -1,28 +1,29 @@
 """A model's training corpus, found by the sha256 its checkpoint records, a suffix-array
 index of it built once and kept (model/memorisation.py), and passages of it to read.
 
-Corpora are looked for among settings.corpus_paths (the bundled models' tinyshakespeare)
-and the uploads in <data_dir>/corpora. Each file is hashed once per (size, mtime).
+Corpora are looked for first among those the bundled models ship with (model/weights/*.txt.gz,
+so a clone or a wheel has its models' texts), then in settings.corpus_paths and the uploads in
+<data_dir>/corpora. Each file is hashed once per (size, mtime); the texts last read are kept.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from rnnscope.model.bundled import bundled_corpora, read_text
 from rnnscope.model.data import split
 from rnnscope.model.memorisation import SuffixIndex
 
 from .lru import LRU
 from .settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 @dataclass(frozen=True)
 class Corpus:
-    name: str
+    name: str            # the file name the checkpoint records: tinyshakespeare.txt, not .txt.gz
     path: Path
     sha256: str
 
@@ -31,11 +32,12 @@ class CorpusLibrary:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._hashes: dict[Path, tuple[tuple[int, float], str]] = {}
+        self._texts: LRU[str, str] = LRU(settings.corpus_cache_texts)
         self._indexes: LRU[str, SuffixIndex] = LRU(settings.max_corpus_indexes)
         self._lock = threading.Lock()              # one build at a time; the rest wait for it
 
     def candidates(self) -> list[Path]:
-        paths = [p if p.is_absolute() else REPO_ROOT / p for p in self.settings.corpus_paths]
+        paths = list(bundled_corpora().values()) + [Path(p) for p in self.settings.corpus_paths]
         uploads = self.settings.data_dir / "corpora"
         if uploads.is_dir():
             paths += sorted(uploads.glob("*.txt"))
@@ -48,8 +50,10 @@ class CorpusLibrary:
         if known and known[0] == stamp:
             return known[1]
         # The same digest as model.train.corpus_sha256: of the text as UTF-8.
-        digest = hashlib.sha256(path.read_text(encoding="utf-8").encode("utf-8")).hexdigest()
+        text = read_text(path)
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         self._hashes[path] = (stamp, digest)
+        self._texts.put(digest, text)              # found to be read: a view reads it next
         return digest
 
     def find(self, sha256: str | None) -> Corpus | None:
@@ -59,13 +63,14 @@ class CorpusLibrary:
             for path in self.candidates():
                 try:
                     if self._sha(path) == sha256:
-                        return Corpus(path.name, path, sha256)
-                except (OSError, UnicodeDecodeError):
+                        return Corpus(path.name.removesuffix(".gz"), path, sha256)
+                except (OSError, UnicodeDecodeError, EOFError, zlib.error):   # the last two: a broken .gz
                     continue
         return None
 
     def text(self, corpus: Corpus) -> str:
-        return corpus.path.read_text(encoding="utf-8")
+        """The corpus's text, read once and kept (the `corpus_cache_texts` last used)."""
+        return self._texts.get_or_make(corpus.sha256, lambda: read_text(corpus.path))
 
     def index(self, corpus: Corpus) -> SuffixIndex:
         """The corpus's suffix index, built on first use (~1 s per MB) and kept, the
