@@ -164,11 +164,15 @@ class Settings(BaseSettings):
     # The memory horizon is one batched BPTT over positions x window characters, ~60 kB a
     # character for a 2x256 LSTM: 4,000 is ~240 MB.
     max_horizon_chars: int = Field(4_000, ge=2)
-    # Texts a model's corpus is looked for in, by the sha256 its checkpoint records, besides
-    # the uploads in <data_dir>/corpora; relative paths are from the repository root. The
-    # bundled models read tinyshakespeare, the bundled python model the standard library.
-    corpus_paths: tuple[Path, ...] = (Path("../shared/corpora/tinyshakespeare.txt"),
-                                      Path("../shared/corpora/python-stdlib.txt"))
+    # More texts a model's corpus is looked for in, by the sha256 its checkpoint records (plain
+    # or .gz; relative to the working directory), besides the corpora the bundled models ship
+    # with (model/weights/*.txt.gz) and the uploads in <data_dir>/corpora. None by default: the
+    # bundled models carry their own, so a clone or a wheel needs nothing beside it.
+    corpus_paths: tuple[Path, ...] = ()
+    # Corpus texts kept decoded (by sha256) for the views that read them: a person alternating
+    # /match between two models would otherwise re-read and re-decode each on every request.
+    # Bundled ones are 1.1 and 3.0 MB; an upload is at most max_upload_bytes.
+    corpus_cache_texts: int = Field(2, ge=0)
     # Suffix-array indexes kept in memory, ~9 bytes a corpus character each (tinyshakespeare: 10 MB).
     max_corpus_indexes: int = Field(2, ge=1)
     # Generated text checked against the corpus at once (~30 us a character).
