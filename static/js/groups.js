@@ -33,7 +33,7 @@ export function initGroups(hooks) {
     const key = keyNow(), model = hooks.model(), layer = hooks.layer(), quantity = hooks.quantity();
     const signal = next();
     setStatus(els.status, "loading", `Factorising ${quantity} of layer ${layer} into ${K} groups over ${model}’s `
-      + "validation text (the first time per layer and K reads it: several seconds)…");
+      + "validation text, or the text above when its corpus is not on this server (the first time per layer and K reads it: several seconds)…");
     els.run.disabled = true;
     try {
       const data = await api(`/api/models/${encodeURIComponent(model)}/groups`,

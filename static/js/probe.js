@@ -110,7 +110,7 @@ function neuronItem(model, data, n, k, chars, values) {
 async function contexts(li, n) {
   const extra = li.querySelector(".neuron-extra");
   extra.hidden = false;
-  setStatus(extra, "loading", "Reading the validation text…");
+  setStatus(extra, "loading", "Reading the model’s validation text (the probed text when its corpus is not on this server)…");
   const body = { layer: n.layer, quantity: n.quantity, unit: n.unit, k: 5, width: 30 };
   let data;
   try {

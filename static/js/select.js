@@ -99,7 +99,7 @@ export function initSelect(hooks) {
     table.querySelector("tbody").append(...rows);
     const note = Object.assign(document.createElement("p"), { className: "explain small",
       textContent: `${data.inside} selected characters against the ${data.compared - data.inside} around them, `
-        + `${data.units.toLocaleString()} units ranked. Tick the units to match, then search the validation text.` });
+        + `${data.units.toLocaleString()} units ranked. Tick the units to match, then search the model’s validation text (the text above when its corpus is not on this server).` });
     els.units.replaceChildren(note, table);
     els.match.hidden = false;
   }
@@ -116,7 +116,7 @@ export function initSelect(hooks) {
     const signal = nextMatch();
     const model = hooks.model();
     setStatus(els.matchStatus, "loading", `Matching ${units.length === 1 ? "the unit" : `${units.length} units`} in ${model}’s `
-      + "validation text (the first search per model reads it: up to half a minute)…");
+      + "validation text, or the text above when its corpus is not on this server (the first search per model reads it: up to half a minute)…");
     const url = `/api/models/${encodeURIComponent(model)}/match`;
     try {
       let data;
