@@ -275,11 +275,18 @@ export function cssGradient(stops) {
 
 // ---- Characters -------------------------------------------------------------------------
 
-/** How a character reads in labels: space, newline and tab made visible. */
+// Characters that draw nothing (or look like a space), each with the name it shows in labels.
+const NAMED_CHARS = { " ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡" };
+const INVISIBLE = /^[\p{Cc}\p{Cf}\p{Z}\p{Co}\p{Cn}]$/u;
+
+/** How a character reads in labels: space, newline and tab made visible, the other control
+ * characters as their Unicode control pictures (form feed ␌), and anything else that draws
+ * nothing or passes for a space (no-break space, zero-width joiner…) as its code point. */
 export function showChar(c) {
-  if (c === " ") return "␣";
-  if (c === "\n") return "↵";
-  if (c === "\t") return "⇥";
+  if (NAMED_CHARS[c]) return NAMED_CHARS[c];
+  const code = c.codePointAt(0);
+  if (code < 0x20) return String.fromCodePoint(0x2400 + code);          // U+2400 Control Pictures
+  if (INVISIBLE.test(c)) return `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
   return c;
 }
 
@@ -324,16 +331,23 @@ export const PLOT_FONT = { family: "system-ui, -apple-system, 'Segoe UI', 'DejaV
 
 // ---- Passages ---------------------------------------------------------------------------
 
-/** A model's passages from its own corpus (GET /api/models/{id}/passages), or none when
- * they cannot be had: the text box still works. An aborted request stays aborted. */
-export async function modelPassages(model) {
-  if (!model) return [];
+/** A model's passages from its own corpus (GET /api/models/{id}/passages), and the name of
+ * that corpus when the server has it (null: the views that read a validation text must send
+ * the text on screen instead). No passages when they cannot be had: the text box still works.
+ * An aborted request stays aborted. */
+export async function modelTexts(model) {
+  if (!model) return { passages: [], corpus: null };
   try {
-    return (await api(`/api/models/${encodeURIComponent(model)}/passages`)).passages;
+    const { passages, corpus } = await api(`/api/models/${encodeURIComponent(model)}/passages`);
+    return { passages, corpus: corpus ?? null };
   } catch (e) {
     if (isAbort(e)) throw e;
-    return [];
+    return { passages: [], corpus: null };
   }
+}
+
+export async function modelPassages(model) {
+  return (await modelTexts(model)).passages;
 }
 
 /** The passage menu: a prompt, then one option per passage carrying its text (and its part). */

@@ -68,9 +68,12 @@ function drawChars(results, chars, position, cols) {
     xaxis: { anchor: "y3", tickvals: ticks ? x : undefined, ticktext: ticks ? labels : undefined,
       tickfont: { family: "ui-monospace, monospace", size: 11 }, tickangle: 0, range: [-0.5, chars.length - 0.5],
       title: ticks ? undefined : { text: "character" } },
-    yaxis: { domain: [0.7, 1], title: { text: "loss (nats)" }, rangemode: "tozero" },
-    yaxis2: { domain: [0.36, 0.64], title: { text: "‖∂L/∂x_k‖" }, type: "log", exponentformat: "power" },
-    yaxis3: { domain: [0, 0.3], title: { text: "‖∂L/∂h_k‖ top" }, type: "log", exponentformat: "power" },
+    // automargin: the left margin grows to fit the widest tick label (10⁻¹⁸), so no title sits on one.
+    yaxis: { domain: [0.7, 1], title: { text: "loss (nats)", standoff: 8 }, rangemode: "tozero", automargin: true },
+    yaxis2: { domain: [0.36, 0.64], title: { text: "‖∂L/∂x<sub>k</sub>‖", standoff: 8 }, type: "log",
+      exponentformat: "power", automargin: true },
+    yaxis3: { domain: [0, 0.3], title: { text: "‖∂L/∂h<sub>k</sub>‖ top", standoff: 8 }, type: "log",
+      exponentformat: "power", automargin: true },
     shapes: [{ type: "line", x0: position, x1: position, yref: "paper", y0: 0, y1: 0.64,
       line: { color: "#868e96", dash: "dot", width: 1 } }],
     annotations: [{ x: position, y: 0.66, yref: "paper", text: `predicting ${showChar(chars[position + 1])} after #${position}`,
@@ -86,7 +89,8 @@ function drawHorizon(results, cols) {
     hovertemplate: `${r.id} %{x}: %{y:.1f} characters<extra></extra>`,
   }));
   plot(els.horizon, "horizon", traces, layout({ height: 300, barmode: "group", hovermode: "closest",
-    yaxis: { title: { text: "lag (characters)" }, rangemode: "tozero" } }));
+    yaxis: { title: { text: "lag (characters)", standoff: 8 }, rangemode: "tozero", automargin: true } }));
+  drawVerdict(results);
   const tbody = els.horizonTable.querySelector("tbody");
   tbody.replaceChildren(...results.map((r) => {
     const tr = document.createElement("tr");
@@ -96,6 +100,41 @@ function drawHorizon(results, cols) {
     tr.querySelector(".swatch").style.background = cols[r.id];
     return tr;
   }));
+}
+
+/** The page's question answered from the horizons just drawn: who remembers longest on this
+ * text, against whom, and any layer that ranks two models the other way round. */
+function drawVerdict(results) {
+  const cells = results.map((r) => models.find((m) => m.id === r.id)?.cell);
+  // "the GRU" when it is the only GRU compared, else the model's id.
+  const name = (r, k) => (cells[k] && cells.filter((c) => c === cells[k]).length === 1 ? `the ${cells[k].toUpperCase()}` : r.id);
+  const shown = (v) => v.toFixed(1);                         // as the chart's labels and the table show it
+  const lag = (h, censored) => `${censored ? "≥ " : ""}${shown(h)}`;
+  const named = results.map((r, k) => ({ name: name(r, k), horizon: r.horizon.horizon, layers: r.horizon.layers,
+    censored: r.horizon.layers.some((l) => l.censored) }));
+  const ranked = [...named].sort((a, b) => b.horizon - a.horizon);
+  const tied = ranked.filter((r) => shown(r.horizon) === shown(ranked[0].horizon));
+  const others = ranked.slice(tied.length);
+  const reach = `gradient through time stays above 1 % for ${lag(ranked[0].horizon, ranked[0].censored)} characters back, `
+    + "on average over layers";
+  let lead = named.length === 1 ? `On this text ${named[0].name}’s ${reach}`
+    : `On this text ${tied.map((r) => r.name).join(" and ")} `
+      + `${tied.length === named.length ? "remember equally far" : tied.length > 1 ? "remember longest" : "remembers longest"}: `
+      + `${tied.length > 1 ? "their" : "its"} ${reach}`;
+  if (others.length) lead += `, against ${others.map((r) => `${lag(r.horizon, r.censored)} for ${r.name}`).join(" and ")}`;
+  const sentences = [`${lead}.`];
+  // A layer where a model behind on average reaches further than one ahead of it.
+  const depth = Math.min(...named.map((r) => r.layers.length));
+  for (let l = 0; l < depth; l++) {
+    const swapped = ranked.some((a, i) => ranked.slice(i + 1).some((b) => shown(b.horizon) !== shown(a.horizon)
+      && b.layers[l].horizon > a.layers[l].horizon && shown(b.layers[l].horizon) !== shown(a.layers[l].horizon)));
+    if (!swapped) continue;
+    const byLayer = [...named].sort((a, b) => b.layers[l].horizon - a.layers[l].horizon);
+    sentences.push(`Layer ${l} alone ranks them otherwise: ${byLayer.map((r) => `${r.name} ${lag(r.layers[l].horizon, r.layers[l].censored)}`).join(", ")}.`);
+  }
+  const verdict = $("verdict");
+  verdict.textContent = sentences.join(" ");
+  verdict.hidden = false;
 }
 
 function drawGates(results, cols) {

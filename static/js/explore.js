@@ -49,6 +49,7 @@ const state = {
 let neuronChosen = state.neuron !== null;
 let info = null;          // GET /api/models/{id}
 let passages = [];        // GET /api/models/{id}/passages: texts from the model's own corpus
+let corpusOnServer = null;  // that corpus's name, null when the server does not have it
 let trace = null;         // {key, chars, loss, predictions} for the text on screen
 let values = null;        // decoded (T, H) of the chosen layer and quantity
 let scales = null;        // per neuron [lo, hi] for `values` under state.range, made on demand
@@ -534,7 +535,7 @@ async function loadModel() {
   const signal = nextSignal();
   let previous = passages;
   try {
-    [info, { passages }] = await Promise.all([
+    [info, { passages, corpus: corpusOnServer }] = await Promise.all([
       api(`/api/models/${encodeURIComponent(state.model)}`, undefined, { signal }),
       api(`/api/models/${encodeURIComponent(state.model)}/passages`, undefined, { signal }),
     ]);
@@ -625,7 +626,7 @@ function viewNeuron(layer, quantity, neuron, text = null) {
 
 initSelect({
   charmap: els.charmap, model: () => state.model, text: () => trace?.chars.join("") ?? null,
-  view: viewNeuron,
+  corpus: () => corpusOnServer, view: viewNeuron,
   open: (text, layer, quantity, neuron) => viewNeuron(layer, quantity, neuron, text),
 });
 const groups = initGroups({

@@ -1,6 +1,6 @@
 // Concept probes: rank every neuron against a concept, show the best ones over the text,
 // and for each: the explorer, its top contexts in the validation text, and its ablation.
-import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, fillPassageMenu, inkOn, isAbort, latest, modelPassages, pageModels, rgb, setStatus, showChar, writeQuery } from "./common.js";
+import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, fillPassageMenu, inkOn, isAbort, latest, modelTexts, pageModels, rgb, setStatus, showChar, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -14,6 +14,7 @@ const INDICATOR = [[0, [255, 255, 255]], [1, [255, 212, 59]]];     // concept: w
 let last = null;                                                   // {model, text, data, values}
 let models = [];
 let offered = [];                      // texts the passage menu and the default offer for the model shown
+const corpusOf = new Map();            // model id -> its corpus's name on the server, or null
 
 const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
 
@@ -112,11 +113,14 @@ async function contexts(li, n) {
   extra.hidden = false;
   setStatus(extra, "loading", "Reading the model’s validation text (the probed text when its corpus is not on this server)…");
   const body = { layer: n.layer, quantity: n.quantity, unit: n.unit, k: 5, width: 30 };
+  // Without a text the server reads the validation text, and refuses (422) when the model's
+  // corpus is not here: then the probed text is read, and asked for at once.
+  if (corpusOf.get(last.model) === null) body.text = last.text;
   let data;
   try {
     data = await api(`/api/models/${encodeURIComponent(last.model)}/contexts`, body);
   } catch (e) {
-    if (e.status !== 422 || !/send a text/.test(e.message)) return setStatus(extra, "error", e.message);
+    if (body.text !== undefined || e.status !== 422 || !/send a text/.test(e.message)) return setStatus(extra, "error", e.message);
     try {        // the model's corpus is not on this server: the probed text instead
       data = await api(`/api/models/${encodeURIComponent(last.model)}/contexts`, { ...body, text: last.text });
     } catch (e2) {
@@ -235,7 +239,8 @@ async function run() {
  * first two in the text box when it is empty or holds another model's. */
 async function fillPassages() {
   const model = els.model.value;
-  const passages = await modelPassages(model);
+  const { passages, corpus } = await modelTexts(model);
+  corpusOf.set(model, corpus);
   if (model !== els.model.value) return;       // another model was chosen meanwhile: its answer wins
   fillPassageMenu(els.passage, passages);
   // Two passages: enough lines for line-position and start-of-line concepts to vary.

@@ -6,8 +6,8 @@ import { api, colourAt, isAbort, isTanhQuantity, latest, rgb, scaleFor, setStatu
 const $ = (id) => document.getElementById(id);
 
 /**
- * `hooks` come from explore.js: the charmap element, getters for the model and the text on
- * screen (as read), whether unknown characters were dropped, `view(layer, quantity, unit)`
+ * `hooks` come from explore.js: the charmap element, getters for the model, the text on
+ * screen (as read) and the model's corpus on the server (null when absent), `view(layer, quantity, unit)`
  * to show a neuron and `open(text)` to read a snippet.
  */
 export function initSelect(hooks) {
@@ -118,14 +118,18 @@ export function initSelect(hooks) {
     setStatus(els.matchStatus, "loading", `Matching ${units.length === 1 ? "the unit" : `${units.length} units`} in ${model}’s `
       + "validation text, or the text above when its corpus is not on this server (the first search per model reads it: up to half a minute)…");
     const url = `/api/models/${encodeURIComponent(model)}/match`;
+    // Without a text the server searches the model's validation text, which it refuses (422)
+    // when the corpus is not here: then the text on screen is searched, and asked for at once.
+    const body = { units, length, top: 12 };
+    if (!hooks.corpus()) body.text = hooks.text();
     try {
       let data;
       try {
-        data = await api(url, { units, length, top: 12 }, { signal });
+        data = await api(url, body, { signal });
       } catch (e) {
-        // A model whose corpus is not on this server: search the text on screen instead.
-        if (!(e.status === 422 && e.detail?.[0]?.type === "corpus_unavailable")) throw e;
-        data = await api(url, { units, length, top: 12, text: hooks.text() }, { signal });
+        // The corpus went away since the page asked (an upload deleted): the text on screen.
+        if (body.text !== undefined || !(e.status === 422 && e.detail?.[0]?.type === "corpus_unavailable")) throw e;
+        data = await api(url, { ...body, text: hooks.text() }, { signal });
       }
       setStatus(els.matchStatus, data.matches.length ? "" : "empty",
         `No stretch of ${Math.round(length / 4)}–${Math.round(length * 4)} characters has these units on together.`);

@@ -31,6 +31,7 @@ let offered = [];
 let drawn = false;
 const nextSignal = latest();
 const nextFixedSignal = latest();
+let currentProjection = null;   // the signal of the newest /states request
 
 const columns = (coords) => [0, 1, 2].slice(0, coords[0]?.length || 0).map((k) => coords.map((c) => c[k]));
 const is3d = () => data && data.coords[0].length === 3;
@@ -154,9 +155,10 @@ async function project({ keepStep = false } = {}) {
   }
   const body = { text, layer: toInt(els.layer.value, 0), quantity: els.quantity.value, colour_by: els.colour.value,
     components: els.dims.value === "3" ? 3 : 2 };
-  const signal = nextSignal();
+  const signal = currentProjection = nextSignal();
   setStatus(els.status, "loading", `Reading ${text.length.toLocaleString()} characters with ${model}…`);
   els.project.disabled = true;
+  fixedPointsReady(false, { loading: true });
   try {
     const answer = await api(`/api/models/${encodeURIComponent(model)}/states`, body, { signal });
     setStatus(els.status, "");
@@ -180,7 +182,16 @@ async function project({ keepStep = false } = {}) {
     setStatus(els.status, "error", e.message);
   } finally {
     els.project.disabled = false;
+    if (signal === currentProjection) fixedPointsReady(Boolean(data));
   }
+}
+
+/** The search for fixed points starts from the projection's states and is drawn into it, so
+ * its button acts only once one is drawn and while no other is being read. */
+function fixedPointsReady(ready, { loading = false } = {}) {
+  els.fpFind.disabled = !ready;
+  els.fpFind.textContent = loading ? "Loading…" : "Find fixed points";
+  els.fpFind.title = ready ? "" : loading ? "Waiting for the projection" : "Project a text first";
 }
 
 // A space is shown as ␣ in the box, so that the box does not look empty.
@@ -197,7 +208,7 @@ function drawFixedSummary() {
 }
 
 async function findFixed() {
-  if (!data) return;
+  if (!data || els.project.disabled) return;     // no projection yet, or a new one on its way
   const model = els.model.value;
   const char = heldChar();
   const body = { layer: data.layer, char, quantity: data.quantity, components: data.coords[0].length, starts: 32 };
@@ -217,7 +228,7 @@ async function findFixed() {
     if (isAbort(e)) return;
     setStatus(els.fpStatus, "error", e.message);
   } finally {
-    els.fpFind.disabled = false;
+    if (!els.project.disabled) els.fpFind.disabled = false;
   }
 }
 
@@ -268,6 +279,8 @@ document.addEventListener("keydown", (e) => {
 });
 els.fpFind.addEventListener("click", findFixed);
 els.fpChar.addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); findFixed(); } });
+// A typed space would leave the box looking empty: show it as ␣ (heldChar reads it back).
+els.fpChar.addEventListener("input", () => { if (els.fpChar.value === " ") els.fpChar.value = "␣"; });
 els.fpClear.addEventListener("click", () => { fixed = null; drawFixedSummary(); if (data) { update(); setStep(step, { write: false }); } });
 
 async function main() {
