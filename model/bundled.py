@@ -58,14 +58,15 @@ def read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def write_texts(corpora: Path) -> list[Path]:
-    """Regenerate weights/<corpus>.gz from the plain corpora in `corpora`; the same text gives
-    the same bytes (no name or time in the gzip header), so an unchanged corpus is no diff."""
+def write_texts(corpora: Path, out_dir: Path = WEIGHTS_DIR) -> list[Path]:
+    """Write <out_dir>/<corpus>.gz (weights/ by default) from the plain corpora in `corpora`; the
+    same text gives the same bytes (no name or time in the gzip header): an unchanged corpus is no diff."""
     written = []
     for name in sorted(set(BUNDLED_CORPUS.values())):
         data = (corpora / name).read_text(encoding="utf-8").encode("utf-8")
-        corpus_file(name).write_bytes(gzip.compress(data, GZIP_LEVEL, mtime=0))
-        written.append(corpus_file(name))
+        out = out_dir / corpus_file(name).name
+        out.write_bytes(gzip.compress(data, GZIP_LEVEL, mtime=0))
+        written.append(out)
     return written
 
 

@@ -1,13 +1,16 @@
-"""The tinyshakespeare text the tests read. CI checks the repository out with ../shared
-beside it; on a fresh machine without it, the first 50,000 characters committed in
-tests/data stand in, and only the tests that need the whole corpus (the validation
-text) skip, except where RNNSCOPE_REQUIRE_CORPUS=1 (CI) makes its absence a failure."""
+"""The corpora the tests read. CI checks the repository out with ../shared beside it; on a
+fresh machine without it, the first 50,000 characters committed in tests/data stand in for
+tinyshakespeare's head, and the whole corpora (the validation text) are the copies the bundled
+models ship; only a test that compares those copies with ../shared skips, except where
+RNNSCOPE_REQUIRE_CORPUS=1 (CI) makes the absence of ../shared a failure."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
+from rnnscope.model.bundled import bundled_corpora, read_text
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 SHARED = CORPORA / "tinyshakespeare.txt"
@@ -29,6 +32,14 @@ def shakespeare_full() -> str:
 
 
 def shared_corpus(name: str) -> str:
+    """A whole corpus of ../shared/corpora, else the copy the bundled models ship (the same
+    text: tests/test_bundled_texts.py checks); skips the calling test where neither has it."""
+    if not (CORPORA / name).exists() and name in bundled_corpora():
+        return read_text(bundled_corpora()[name])
+    return shared_only(name)
+
+
+def shared_only(name: str) -> str:
     """A whole corpus of ../shared/corpora; skips the calling test where it is absent (fails in CI)."""
     path = CORPORA / name
     if not path.exists():

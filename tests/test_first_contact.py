@@ -215,9 +215,11 @@ def test_without_its_corpus_a_model_offers_a_passage_it_wrote_itself(live_server
 
 
 def test_the_python_corpus_is_looked_for():
+    """It ships with the bundled models: nothing beside the checkout is needed."""
+    from rnnscope.app.corpus_index import CorpusLibrary
     from rnnscope.app.settings import Settings
 
-    assert Path("../shared/corpora/python-stdlib.txt") in Settings().corpus_paths
+    assert "python-stdlib.txt.gz" in [p.name for p in CorpusLibrary(Settings()).candidates()]
 
 
 def test_the_explorer_opens_on_the_models_own_text_and_its_liveliest_neuron(page, more_models):
