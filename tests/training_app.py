@@ -97,8 +97,10 @@ class Server:
     """`python -m uvicorn --factory tests.training_app:server_app` on a data directory;
     `env` adds RNNSCOPE_* settings."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None):
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 max_open_files: int | None = None):
         self.data_dir, self.port = data_dir, port or free_port()
+        self.max_open_files = max_open_files          # as `ulimit -n` would set it for the server
         self.env = {**os.environ, "RNNSCOPE_DATA_DIR": str(data_dir), "RNNSCOPE_LOAD_BUNDLED": "false",
                     "PYTHONPATH": str(ROOT), **(env or {})}
         self.url = f"http://127.0.0.1:{self.port}"
@@ -116,7 +118,7 @@ class Server:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--factory", "tests.training_app:server_app",
                  "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.limit_open_files)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -130,6 +132,12 @@ class Server:
             time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"the server did not start in {timeout} s:\n{self.log.read_text()}")
+
+    def limit_open_files(self) -> None:
+        """In the child, before exec: its own limit on open files, if one was asked for."""
+        if self.max_open_files is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.max_open_files, self.max_open_files))
 
     def kill(self, signal_number: int | None = None) -> None:
         """SIGKILL by default: no lifespan shutdown, no checkpoint, as a crash."""

@@ -7,9 +7,12 @@ logged step, and beside it the corpus texts and the safetensors files of each ru
 <data_dir>/runs/<id>.state.safetensors      a run's resumable training state
 <data_dir>/models/run-<id>.safetensors      a run's model, which the model registry serves
 
-Each thread gets its own connection: WAL lets readers (request threads) go on while
-the training worker writes. Writes are serialised by one lock, so a transaction never
-waits on SQLite's busy timeout.
+Each thread gets its own connection, reused for as long as the thread lives and closed
+when it ends: WAL lets readers (request threads) go on while the training worker writes.
+A run's driver thread and the request pool's threads come and go, so a connection kept
+past its thread would hold two files (the database and its WAL) and its page cache for
+the life of the process. Writes are serialised by one lock, so a transaction never waits
+on SQLite's busy timeout.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +182,51 @@ def finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+class HeldConnection:
+    """One thread's connection, kept in that thread's threading.local. When the thread ends,
+    Python drops its thread-local values, and the finalizer closes the connection."""
+
+    def __init__(self, conn: sqlite3.Connection, owners: OpenConnections):
+        self.conn = conn
+        # Refers to the connection and the set, never to this holder; callable once.
+        self.close = weakref.finalize(self, owners.close, conn)
+
+
+class OpenConnections:
+    """The connections held by live threads, so that close() can reach them all; none is
+    kept alive by this set, so a finished thread's connection is closed and forgotten."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._conns: set[sqlite3.Connection] = set()
+
+    def hold(self, conn: sqlite3.Connection) -> HeldConnection:
+        with self._lock:
+            self._conns.add(conn)
+        return HeldConnection(conn, self)
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+        try:
+            conn.close()
+        except sqlite3.Error:                     # closed already, or its disk gone: nothing to keep
+            pass
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+
 # Room the store keeps on its disk for its own bookkeeping. When something else fills the
 # disk, it is given up, so that a run can still be marked interrupted, cancelled or deleted
 # (a status is a page or two; deleting a run of 50,000 logged steps rewrites ~4 MB of pages).
@@ -191,27 +240,45 @@ class Store:
         self.reserve_bytes = reserve_bytes
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._open = OpenConnections()
         self._migrate()
         self._keep_reserve()
 
     # ---- connections and transactions ------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # Autocommit mode: transactions are explicit, so a read never holds a lock open.
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        """This thread's connection, opened on its first use and closed when the thread ends."""
+        held = getattr(self._local, "held", None)
+        if held is None:
+            held = self._local.held = self._open.hold(self._connect())
+        return held.conn
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode: transactions are explicit, so a read never holds a lock open.
+        # check_same_thread off only so that close() may close another thread's connection.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a killed process (not a power cut) without an fsync per commit.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-            with self._connections_lock:
-                self._connections.append(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def release_thread(self) -> None:
+        """Close this thread's connection now, rather than when the thread ends (a thread
+        that lives on but is done with the store)."""
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            del self._local.held
+            held.close()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
 
     @contextmanager
     def write(self, undo: Callable[[], None] = lambda: None) -> Iterator[sqlite3.Connection]:
@@ -303,14 +370,9 @@ class Store:
                                    f"PRAGMA user_version = {v + 1}; COMMIT;")
 
     def close(self) -> None:
-        with self._connections_lock:
-            for conn in self._connections:
-                try:
-                    conn.close()
-                except sqlite3.ProgrammingError:        # closed from another thread already
-                    pass
-            self._connections.clear()
+        """Close every thread's connection; a thread that uses the store again opens a new one."""
         self._local = threading.local()
+        self._open.close_all()
 
     def integrity_ok(self) -> bool:
         return self._conn().execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -196,6 +196,7 @@ class Trainer:
                 self._cancelled.discard(run_id)
                 self._drivers.pop(run_id, None)
                 self._wake.notify_all()
+            self.store.release_thread()       # this thread ends: its connection and files with it
 
     def _strand(self, run_id: int) -> None:
         pause = 1.0
