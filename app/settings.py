@@ -179,8 +179,13 @@ class Settings(BaseSettings):
     max_memorisation_chars: int = Field(20_000, ge=1)
     # One RE2 search is linear in the text, but finding every match of a pattern like a(.*z)?
     # rereads the rest of the text after each one: quadratic, 10 s for 10,000 characters.
-    # Ordinary patterns take under 0.1 s, even `.` with a match per character.
+    # Ordinary patterns take under 0.1 s, even `.` with a match per character. The budget
+    # covers compiling too (a pattern of repeats like .{0,999} x 24 compiles for a second or
+    # more) and is enforced by killing the worker process (app/pattern_pool.py).
     max_regex_seconds: float = Field(2.0, gt=0)
+    # Processes user patterns are compiled and matched in, off the server's interpreter: RE2
+    # holds the GIL while compiling. ~15 MB each; more than the cores would only share them.
+    regex_workers: int = Field(2, ge=1)
     # ---- select and match (app/routers/select.py) ----
     # Validation characters a match reads: 100,000 read once in ~15 s on a 2x256 LSTM, then
     # answer from the kept reading in milliseconds.

@@ -182,10 +182,19 @@ def _class(items, ascii: bool) -> str:
 
 def compile_pattern(pattern: str) -> Pattern:
     """`pattern` (Python's syntax) compiled by RE2; PatternError says what is wrong."""
+    return compile_re2(to_re2(pattern))
+
+
+def compile_re2(syntax: str) -> Pattern:
+    """A pattern already in RE2's syntax (to_re2's output) compiled; PatternError when RE2
+    refuses it. This is the costly half: a pattern of 200 characters such as
+    (?s).{0,999}.{0,999}... compiles for a second or more, holding the GIL throughout
+    (google-re2 releases it only while matching), so a server runs it in a process of its
+    own (model/pattern_worker.py)."""
     options = re2.Options()
     options.log_errors = False                   # RE2 logs each refusal to stderr; the caller reports it
     try:
-        compiled = re2.compile(to_re2(pattern), options)
+        compiled = re2.compile(syntax, options)
     except re2.error as e:                       # over RE2's memory budget, most likely
         message = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
         raise PatternError(f"the regex engine (RE2) cannot compile the pattern: {message}") from None

@@ -12,7 +12,7 @@ Both carry a sign: AUC < 0.5 or r < 0 is a unit that goes down on the concept.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -43,8 +43,13 @@ def regex_indicator(text: str, pattern: str | Pattern, max_seconds: float | None
     over `max_seconds`."""
     if isinstance(pattern, str):
         pattern = compile_pattern(pattern)
-    out = np.zeros(len(text), np.float32)
-    for start, end in matches(pattern, text, max_seconds):
+    return span_indicator(len(text), matches(pattern, text, max_seconds))
+
+
+def span_indicator(length: int, spans: Iterable[tuple[int, int]]) -> np.ndarray:
+    """1 for every character inside one of the (start, end) spans, else 0: (length,)."""
+    out = np.zeros(length, np.float32)
+    for start, end in spans:
         out[start:end] = 1.0
     return out
 

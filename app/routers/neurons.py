@@ -12,9 +12,9 @@ from rnnscope.model.attribution import losses, memory_horizon, saliency
 from rnnscope.model.data import split
 from rnnscope.model.layers import Clamp
 from rnnscope.model.lm import LanguageModel
-from rnnscope.model.patterns import PatternError, compile_pattern
+from rnnscope.model.patterns import PatternError, PatternTooSlow
 from rnnscope.model.memorisation import merge_spans
-from rnnscope.model.probes import CONCEPTS, Activations, activations, rank_units, regex_indicator, top_contexts
+from rnnscope.model.probes import CONCEPTS, Activations, activations, rank_units, span_indicator, top_contexts
 from rnnscope.model.sample import sample as write
 
 from ..compute import encode_array, rounded
@@ -26,11 +26,12 @@ from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, H
                               MemorisedPiece, MemorisedSpan, ProbeRequest, ProbeResponse, RankedNeuron,
                               SaliencyRequest, SaliencyResponse, Snippet)
 from ..lru import LRU, kept_on_app
+from ..pattern_pool import PatternPool, PatternPoolDep, lifespan as pattern_pool_lifespan
 from ..registry import Entry
 from .analysis import prediction, readable_text
 
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"], responses=BAD_BODY | NOT_FOUND | TOO_LARGE,
-                   route_class=RenderedInThread)
+                   route_class=RenderedInThread, lifespan=pattern_pool_lifespan)
 
 # One library per app, made on first use, so its indexes outlive requests.
 get_corpus_library = kept_on_app("corpus_library", CorpusLibrary)
@@ -73,33 +74,35 @@ def training_corpus(entry: Entry, library: CorpusLibrary):
     return library.find(history.get("corpus_sha256"))
 
 
-def user_pattern(regex: str):
+def user_pattern(regex: str, text: str, patterns: PatternPool) -> np.ndarray:
     """The one gate every user pattern passes (its length is the request's: max_regex_chars):
-    RE2 (model/patterns.py), which matches in time linear in the text and refuses by name
-    what would need backtracking."""
+    RE2 (model/patterns.py), which refuses by name what would need backtracking, compiling
+    and matching in a worker process (app/pattern_pool.py) that is stopped past
+    max_regex_seconds. 1 for each character of `text` inside a match."""
     try:
-        return compile_pattern(regex)
+        spans = patterns.spans(regex, text)
     except PatternError as e:
         ctx = {"feature": e.feature} if e.feature else {}
+        if isinstance(e, PatternTooSlow):
+            ctx["max_seconds"] = patterns.max_seconds
         raise invalid(("body", "regex"), str(e), e.kind, **ctx) from None
+    return span_indicator(len(text), spans)
 
 
 @router.post("/probe", response_model=ProbeResponse)
 def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
-          cache: ActivationsDep) -> ProbeResponse:
+          cache: ActivationsDep, patterns: PatternPoolDep) -> ProbeResponse:
     """Rank every neuron of every layer and quantity by how well it tracks a concept over
     the text: AUC for binary concepts, correlation for graded ones, with the sign."""
     m = entry.model
     text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
-    pattern = None if req.regex is None else user_pattern(req.regex)
+    # Before taking a compute slot: the pattern runs in another process, and a slow one
+    # should not keep the NumPy work of others waiting.
+    matched = None if req.regex is None else user_pattern(req.regex, text, patterns)
     with slots:
-        if pattern is not None:
+        if matched is not None:
             name, description, graded = "regex", f"inside a match of /{req.regex}/", False
-            try:
-                indicator = regex_indicator(text, pattern, settings.max_regex_seconds)
-            except PatternError as e:
-                raise invalid(("body", "regex"), str(e), e.kind,
-                              max_seconds=settings.max_regex_seconds) from None
+            indicator = matched
         else:
             concept = CONCEPTS[req.concept]
             name, description, graded = concept.name, concept.description, concept.graded
