@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.staticfiles import StaticFiles
 from threadpoolctl import threadpool_limits
 
 from . import errors, openapi
@@ -14,7 +13,7 @@ from .compute_gate import ComputeGate
 from .security import SharedServer
 from .runtime import fix_mmap_threshold, limit_malloc_arenas
 from .registry import ModelRegistry
-from .assets import STATIC_DIR
+from .assets import ASSETS, STATIC_DIR, VENDOR_FILES, AssetFiles, PagesRevalidated
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
 from .routers import corpora, groups, learn, runs, select, states, train_page
 from .settings import Settings, get_settings
@@ -29,6 +28,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limit_malloc_arenas(settings.malloc_arenas)
     if settings.malloc_mmap_threshold:
         fix_mmap_threshold(settings.malloc_mmap_threshold)
+    ASSETS.warm(VENDOR_FILES.values())     # gzip plotly.min.js & co. before the first page asks
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
                                           settings.max_wait_seconds)
@@ -59,8 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.capacity_router)
     for exc, handler in training.STORAGE_ERROR_HANDLERS.items():
         app.add_exception_handler(exc, handler)
+    app.add_middleware(PagesRevalidated)                  # HTML: no-cache; other responses untouched
     # Outermost, so Host, Origin and the owner are settled before anything else runs.
     app.add_middleware(SharedServer, allowed_hosts=settings.hosts(),
                        token=settings.token.get_secret_value() if settings.token else None)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")   # after vendor's /static/vendor
+    app.mount("/static", AssetFiles(directory=STATIC_DIR), name="static")    # after vendor's /static/vendor
     return app

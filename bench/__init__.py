@@ -13,4 +13,5 @@ SUITES = {
     "shared": "bench.shared",
     "cli": "bench.cli",             # issue 10's independent check: `rnnscope train` against a torch loop
     "cluster": "bench.cluster",     # issue 14: the Ray executor against the thread executor, recovery
+    "pages": "bench.pages",         # issue 19: time to the first chart in chromium, cold and warm
 }

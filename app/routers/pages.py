@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.routing import NoMatchFound
 
-from ..assets import TEMPLATES_DIR
+from ..assets import TEMPLATES_DIR, static_url
 
 router = APIRouter(tags=["pages"])
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -23,6 +23,7 @@ def has_route(request: Request, name: str) -> bool:
 
 
 templates.env.globals["has_route"] = has_route
+templates.env.globals["static_url"] = static_url      # /static/<name>?v=<hash>
 
 # Passages of tinyshakespeare, the Shakespeare models' corpus: the first lines of the file,
 # then three from the last 10 %, which the models never trained on. The Learn page reads
