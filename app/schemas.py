@@ -190,8 +190,10 @@ class PredictionRequest(TextRequest):
 
     # Without a position BPTT reads all but the last character: the text's own limit is then
     # max_gradient_chars + 1. JSON Schema says so with if/then; the validator enforces it.
+    # `enum: [null]` rather than `type: null`: ReDoc merges the `if` into position's own schema
+    # and warns of incompatible types (integer and null) in that allOf.
     model_config = ConfigDict(json_schema_extra={
-        "if": {"properties": {"position": {"type": "null"}}},
+        "if": {"properties": {"position": {"enum": [None]}}},
         "then": {"properties": {"text": {LIMIT_KEY: limit("max_gradient_chars", offset=1).marker("maxLength")}}},
     })
 
