@@ -45,8 +45,6 @@ URL_ATTRIBUTES = {"src", "href", "srcset", "poster", "data", "action", "formacti
 VENDOR_ALLOWED = {
     ("/static/vendor/plotly.min.js", "https://cdn.jsdelivr.net/npm/@mapbox/maki@"):
         "marker icons for map traces; no page draws a map",
-    ("/static/vendor/redoc.standalone.js", "https://cdn.redoc.ly/redoc/logo-mini.svg"):
-        "ReDoc's logo in its menu; /redoc's Content-Security-Policy refuses it (checked below)",
 }
 
 
