@@ -147,3 +147,14 @@ def test_installed_server_serves_every_page_and_asset(installed_server):
     assert {"/static/css/site.css", "/static/vendor/plotly.min.js", "/static/vendor/swagger-ui-bundle.js"} <= assets
     assert not failures, failures
     assert {"lstm", "gru", "rnn"} <= {m["id"] for m in models}, "the bundled models did not load"
+
+
+def test_installed_server_reads_its_models_own_corpora(installed_server):
+    """Nothing beside the wheel: the bundled models' passages and top contexts come from the
+    corpora the wheel ships (model/weights/*.txt.gz), not from text the model writes itself."""
+    with httpx.Client(base_url=installed_server, timeout=120) as client:
+        passages = client.get("/api/models/python/passages").json()
+        contexts = client.post("/api/models/rnn/contexts", json={"layer": 0, "quantity": "h", "unit": 0, "k": 2})
+    assert passages["corpus"] == "python-stdlib.txt" and passages["passages"][0]["part"] == "validation"
+    assert contexts.status_code == 200, contexts.text
+    assert (contexts.json()["source"], contexts.json()["corpus"]) == ("validation", "tinyshakespeare.txt")
