@@ -1,5 +1,5 @@
 # Each target sets up what it needs from a fresh clone, in one .venv: `make serve` installs
-# only what serving needs; `make test` adds the test and cluster extras (Ray, so the cluster
+# only what serving needs; `make test` adds the test, cluster and notebook extras (Ray, so the cluster
 # tests run too). What CI adds it asks for with variables, never with another command:
 #   RNNSCOPE_REQUIRE_TORCH=1    installs torch==2.13.0 (the parity tests then fail, not skip,
 #                               without it; the exact pin is the CPU wheel on this machine's disk)
@@ -22,7 +22,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e '.[test,cluster]'
+	$(PIP) -e '.[test,cluster,notebook]'
 	touch $@ $(SERVE_STAMP)
 
 $(TORCH_STAMP): | $(BIN)/python

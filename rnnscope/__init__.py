@@ -23,10 +23,19 @@ from .models import from_arrays, from_min_char_rnn, from_torch, load  # noqa: E4
 from .server import serve  # noqa: E402
 from .views import Model, Trace  # noqa: E402
 
-__all__ = ["Model", "Trace", "concepts", "from_arrays", "from_min_char_rnn", "from_torch", "load", "serve"]
+__all__ = ["Model", "Trace", "concepts", "corpus", "from_arrays", "from_min_char_rnn", "from_torch", "load", "serve"]
 
 
 def concepts() -> dict[str, str]:
     """The concepts Model.probe knows, with what each means."""
     from rnnscope.model.probes import CONCEPTS
     return {name: c.description for name, c in CONCEPTS.items()}
+
+
+def corpus(name: str) -> str:
+    """A corpus that ships with the bundled models ("tinyshakespeare.txt", "python-stdlib.txt")."""
+    from rnnscope.model.bundled import bundled_corpora, read_text
+    shipped = bundled_corpora()
+    if name not in shipped:
+        raise FileNotFoundError(f"no bundled corpus {name!r}; these ship: {', '.join(shipped)}")
+    return read_text(shipped[name])

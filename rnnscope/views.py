@@ -132,6 +132,11 @@ def read(model: Model, text: str) -> Trace:
 
 # ---- the text coloured by one unit ------------------------------------------------------------
 
+def minus(v: float, plus: bool = False) -> str:
+    """A legend number as the page writes it: 3 significant digits, a real minus sign."""
+    return (f"{v:+.3g}" if plus and v > 0 else f"{v:.3g}").replace("-", "−")
+
+
 CHAR_STYLE = ("display:inline-block;min-width:0.62em;padding:1px 0;margin:0 0 2px 0;border-radius:2px;"
               "text-align:center;white-space:pre")
 
@@ -183,8 +188,8 @@ class ColouredText:
         lo, hi = self.value_range
         stops = colours.scale_for(self.quantity)
         legend = (f'<div style="display:flex;align-items:center;gap:8px;margin:6px 0;font-size:12px">'
-                  f'<span>{lo:.3g}</span><span style="display:inline-block;width:180px;height:10px;'
-                  f'border-radius:2px;background:{colours.css_gradient(stops)}"></span><span>{hi:+.3g}</span>'
+                  f'<span>{minus(lo)}</span><span style="display:inline-block;width:180px;height:10px;'
+                  f'border-radius:2px;background:{colours.css_gradient(stops)}"></span><span>{minus(hi, plus=True)}</span>'
                   f'<span style="color:#5c6370">hover a character for its value and the top 5 guesses</span></div>')
         head = (f'<div style="font-weight:600;margin-bottom:4px">{html.escape(tr.model.name)}: layer '
                 f'{self.layer} {html.escape(self.quantity)}[{self.neuron}]</div>')
@@ -258,12 +263,15 @@ class ProbeTable:
 
     def _repr_html_(self) -> str:
         score = "r" if self.graded else "AUC"
-        cells = "".join(f"<tr><td>{r['layer']}</td><td>{html.escape(r['quantity'])}</td><td>{r['unit']}</td>"
-                        f"<td>{r['score']:.3f}</td><td>{r['strength']:.3f}</td><td>{'up' if r['sign'] > 0 else 'down'}"
+        td = '<td style="padding:2px 10px;text-align:right">'
+        cells = "".join(f"<tr>{td}{r['layer']}</td>{td}{html.escape(r['quantity'])}</td>{td}{r['unit']}</td>"
+                        f"{td}{r['score']:.3f}</td>{td}{r['strength']:.3f}</td>{td}{'up' if r['sign'] > 0 else 'down'}"
                         "</td></tr>" for r in self.rows)
+        head = "".join(f"<th style='padding:2px 10px'>{h}</th>"
+                       for h in ("layer", "quantity", "unit", score, "strength", "on the concept"))
         return (f"<div><b>{html.escape(self.concept)}</b>: {html.escape(self.description)}</div>"
-                f"<table><thead><tr><th>layer</th><th>quantity</th><th>unit</th><th>{score}</th>"
-                f"<th>strength</th><th>on the concept</th></tr></thead><tbody>{cells}</tbody></table>")
+                "<table style='border-collapse:collapse;font-variant-numeric:tabular-nums'>"
+                f"<thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
 
     def to_pandas(self):
         try:

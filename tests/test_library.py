@@ -179,7 +179,7 @@ def test_probe_finds_the_python_string_cell_and_sample_is_text():
     code = 'name = "hello world"\nif x:\n    print("a string", y)\n# done\nz = f("it", "is")\n'
     table = py.probe(code, concept="string", top=5)
     assert len(table.rows) == 5 and table.rows[0]["strength"] > 0.7
-    assert "<table>" in table._repr_html_()
+    assert "<table" in table._repr_html_() and "<th style='padding:2px 10px'>AUC</th>" in table._repr_html_()
     with pytest.raises(ValueError, match="holds nowhere|nowhere"):
         py.probe("x = 1\n", concept="string")
     sample = py.sample("def ", 40, seed=3)
