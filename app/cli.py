@@ -306,8 +306,14 @@ def import_model(
 ):
     """Open a character model trained in PyTorch: recognise its embedding, RNN/GRU/LSTM and decoder,
     and write it as an rnnscope checkpoint that computes exactly the same."""
-    from rnnscope.model.importer import ImportRefused, Roles, import_file, next_chars, probe_text, vocab_from_file, \
-        vocab_from_string
+    from rnnscope.app.settings import Settings
+    from rnnscope.model.importer import ImportLimits, ImportRefused, Roles, import_file, next_chars, probe_text, \
+        vocab_from_file, vocab_from_string
+
+    # The server's limits (RNNSCOPE_MAX_VOCAB, RNNSCOPE_MAX_PARAMETERS): what is written here is
+    # meant to be served, and the same checks keep a malformed file from costing gigabytes.
+    settings = Settings()
+    limits = ImportLimits(max_vocab=settings.max_vocab, max_parameters=settings.max_parameters)
 
     if vocab is not None and chars is not None:
         fail("pass either --vocab or --chars, not both")
@@ -322,12 +328,12 @@ def import_model(
                 data = vocab.read_bytes()
             except OSError as e:
                 fail(f"cannot read {vocab}: {e.strerror}")
-            spec = vocab_from_file(data, vocab.name)
+            spec = vocab_from_file(data, vocab.name, limits)
             if spec.corpus_sha256:
                 corpus_head = data[:200].decode("utf-8", "ignore").replace("\r\n", "\n")
         elif chars is not None:
-            spec = vocab_from_string(chars)
-        lm, rec = import_file(model, spec, Roles(embedding, rnn, decoder, cell, nonlinearity))
+            spec = vocab_from_string(chars, limits)
+        lm, rec = import_file(model, spec, Roles(embedding, rnn, decoder, cell, nonlinearity), limits=limits)
     except ImportRefused as e:
         fail(str(e))
     if name:

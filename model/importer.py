@@ -16,16 +16,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
+import os
 import re
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from .cells import get_cell
 from .layers import log_softmax
 from .lm import LanguageModel
-from .network import ModelConfig, count_parameters
+from .network import ModelConfig, count_parameters, param_shapes
 from .vocab import Vocab
 
 # Gate blocks per cell: W_hh is (G*H, H) and gives the cell away; a relu RNN does not.
@@ -33,7 +38,7 @@ CELL_BY_GATES = {1: "rnn", 3: "gru", 4: "lstm"}
 KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 TORCH_NAMES = {"rnn": "nn.RNN", "gru": "nn.GRU", "lstm": "nn.LSTM"}
 RECURRENT = re.compile(r"^(?:(?P<module>.*)\.)?(?P<kind>weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)"
-                       r"_l(?P<layer>\d+)(?P<reverse>_reverse)?$")
+                       r"_l(?P<layer>[0-9]{1,4})(?P<reverse>_reverse)?$")
 SAVE_AS_SAFETENSORS = ("from PyTorch, save the state dict as safetensors: "
                        "`safetensors.torch.save_file(model.state_dict(), \"model.safetensors\")`")
 
@@ -106,11 +111,137 @@ def module(name: str) -> str:
     return name or "(the root module)"
 
 
+# ---- limits ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImportLimits:
+    """What an import may make the process hold. The file's header is checked against these
+    before any tensor is read, and the model's size is checked from the shapes before it is
+    converted, so a file that would be refused never costs more than its header.
+
+    max_vocab and max_parameters are the server's settings (the defaults are theirs); the rest
+    are facts of the format and of the models rnnscope opens, not knobs."""
+
+    max_vocab: int = 1000               # RNNSCOPE_MAX_VOCAB
+    max_parameters: int = 20_000_000    # RNNSCOPE_MAX_PARAMETERS, as rnnscope keeps them (after folding)
+    # A character model's header is a few kB (~150 bytes a tensor): 1 MB holds thousands of
+    # tensors and parses into tens of MB of Python objects at most. The format allows 100 MB,
+    # which json.loads turns into gigabytes.
+    max_header_bytes: int = 1_000_000
+    max_tensors: int = 10_000
+    # torch allows 64 dimensions; rnnscope reads 1- and 2-D tensors, and modules it ignores
+    # (a conv, a layer norm) have a few.
+    max_rank: int = 8
+    max_name_chars: int = 1_000         # a state dict's keys are dotted module paths
+
+
+# A well-formed header nests three deep ({name: {"shape": [...]}}), a vocabulary two; refusing
+# deeper text before json.loads keeps "[[[[..." from exhausting the parser's recursion.
+HEADER_DEPTH = 3
+VOCAB_DEPTH = 2
+# A JSON vocabulary of max_vocab characters, indented and \u-escaped, is under this a character.
+VOCAB_JSON_BYTES_PER_CHAR = 256
+
+
+# Reading costs a multiple of what is read: json.loads makes up to ~25 bytes of Python objects
+# a byte of header ("[{},{},..."), the depth count a few more; a corpus decoded to text is up to
+# 4 bytes a character, with the bytes it came from beside it.
+HEADER_BYTES_PER_BYTE = 32
+VOCAB_BYTES_PER_BYTE = 6
+
+
+def reading_peak_bytes(limits: ImportLimits, vocab_bytes: int = 0) -> int:
+    """About the most memory reading a header within the limits and a vocabulary file take."""
+    return HEADER_BYTES_PER_BYTE * limits.max_header_bytes + VOCAB_BYTES_PER_BYTE * vocab_bytes
+
+
+def limit(setting: str) -> str:
+    return f" (setting RNNSCOPE_{setting})" if setting else ""
+
+
+# ---- JSON read defensively -----------------------------------------------------------------------
+
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(data: bytes) -> int | None:
+    """How deep brackets nest in JSON text outside its strings, counted without parsing it
+    (so without recursion); None when a string is not closed."""
+    outside = JSON_STRING.sub(b"", data)
+    if b'"' in outside:
+        return None
+    brackets = np.frombuffer(outside.translate(None, NOT_BRACKETS), np.uint8)
+    if not brackets.size:
+        return 0
+    opening = (brackets == ord("[")) | (brackets == ord("{"))
+    return int(np.cumsum(opening.astype(np.int32) * 2 - 1).max())
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone UTF-16 surrogate in text, as \\uXXXX: JSON's \\ud800 escape makes one,
+    and it is no character (it cannot even be written out as UTF-8)."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        return f"\\u{ord(text[e.start]):04x}"
+
+
+def check_unicode(obj, what: str) -> None:
+    """Every string in a parsed JSON value, keys too, must be text (no lone surrogates)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            bad = lone_surrogate(item)
+            if bad:
+                raise ImportRefused(f"{what} holds the escape {bad}, a lone UTF-16 surrogate, which is not a "
+                                    "character: write the text as UTF-8, or escape characters outside the "
+                                    "Basic Multilingual Plane as a surrogate pair")
+
+
+def no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def load_json(data: bytes, what: str, max_depth: int):
+    """json.loads for text from a stranger: UTF-8 only, its nesting counted before it is
+    parsed, no NaN/Infinity, no lone surrogates; ImportRefused saying what is wrong."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ImportRefused(f"{what} is not UTF-8 (byte {e.start}: {e.reason})") from None
+    depth = json_depth(data)
+    if depth is None:
+        raise ImportRefused(f"{what} is not valid JSON: a string is not closed; the file may be truncated")
+    if depth > max_depth:
+        raise ImportRefused(f"{what} nests brackets {depth:,} levels deep; it should nest at most {max_depth}")
+    try:
+        obj = json.loads(text, parse_constant=no_constants)
+    except (ValueError, RecursionError) as e:
+        raise ImportRefused(f"{what} is not valid JSON ({str(e)[:200]}); the file may be truncated") from None
+    check_unicode(obj, what)
+    return obj
+
+
+def short(value, chars: int = 60) -> str:
+    """A value from the file, shown in a message at a bounded length."""
+    text = repr(value)
+    return text if len(text) <= chars else text[:chars] + "..."
+
+
 # ---- reading files -------------------------------------------------------------------------
 
 SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
                       "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 MAX_HEADER_BYTES = 100_000_000       # the format's own bound on its JSON header
+TENSOR_KEYS = {"dtype", "shape", "data_offsets"}
 
 
 def is_safetensors(head: bytes) -> bool:
@@ -129,39 +260,142 @@ def sniff(head: bytes) -> str:
     return "neither safetensors nor a PyTorch file"
 
 
-def read_safetensors(data: bytes, what: str = "the file") -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, bfloat16 widened to float32."""
-    if not is_safetensors(data[:9]):
-        raise ImportRefused(f"{what} is {sniff(data[:9])}, not safetensors")
-    n = int.from_bytes(data[:8], "little")
-    try:
-        header = json.loads(data[8:8 + n])
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ImportRefused(f"{what} has an unreadable safetensors header ({e}); it may be "
-                            "truncated") from None
-    if not isinstance(header, dict):
-        raise ImportRefused(f"{what} has a safetensors header that is not a JSON object")
-    meta = header.pop("__metadata__", None) or {}
-    body = memoryview(data)[8 + n:]
-    tensors = {}
-    for name, spec in header.items():
-        try:
-            dtype, shape, (begin, end) = spec["dtype"], [int(s) for s in spec["shape"]], spec["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ImportRefused(f"{what}: the entry for {name!r} is not a safetensors tensor") from None
-        if dtype not in SAFETENSORS_DTYPES:
-            raise ImportRefused(f"{what}: {name} has dtype {dtype}, which rnnscope does not read")
-        np_dtype = np.dtype(SAFETENSORS_DTYPES[dtype])
-        count = int(np.prod(shape, dtype=np.int64))
-        if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= len(body)) \
-                or end - begin != count * np_dtype.itemsize or min(shape, default=0) < 0:
-            raise ImportRefused(f"{what}: {name} does not fit the file ({dtype} {shape} at {begin}..{end} of "
-                                f"{len(body):,} bytes); it may be truncated")
-        array = np.frombuffer(body[begin:end], np_dtype).reshape(shape)
-        if dtype == "BF16":                  # the top half of a float32
+@dataclass(frozen=True)
+class TensorInfo:
+    """A tensor as its header entry describes it: enough to recognise its role and check the
+    limits without reading its data. Offsets count from the end of the header."""
+
+    name: str
+    stored: str                       # the safetensors dtype: F32, BF16, ...
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        """As it is read: bfloat16 is widened to float32."""
+        return np.dtype(np.float32) if self.stored == "BF16" else np.dtype(SAFETENSORS_DTYPES[self.stored])
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+def tensor_info(name: str, spec, what: str, limits: ImportLimits) -> TensorInfo:
+    """One header entry checked: a known dtype, a shape of bounded rank, and offsets whose
+    span is exactly the shape's bytes (Python ints: a product cannot overflow)."""
+    shown = short(name)
+    if len(name) > limits.max_name_chars:
+        raise ImportRefused(f"{what}: a tensor name is {len(name):,} characters long ({shown}); a state "
+                            f"dict's names are module paths of at most {limits.max_name_chars:,}")
+    if not isinstance(spec, dict) or not TENSOR_KEYS <= set(spec):
+        raise ImportRefused(f"{what}: the entry for {shown} is not a safetensors tensor (an object with "
+                            "dtype, shape and data_offsets)")
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
+        raise ImportRefused(f"{what}: {shown} has dtype {short(dtype)}, which rnnscope does not read "
+                            f"(it reads {', '.join(SAFETENSORS_DTYPES)})")
+    if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+        raise ImportRefused(f"{what}: the shape of {shown} is {short(shape)}, not a list of sizes (whole "
+                            "numbers, 0 or more)")
+    if len(shape) > limits.max_rank:
+        raise ImportRefused(f"{what}: {shown} has {len(shape)} dimensions; rnnscope reads tensors of at most "
+                            f"{limits.max_rank} (a character model's have 1 or 2)")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise ImportRefused(f"{what}: the data_offsets of {shown} are {short(offsets)}, not [begin, end] "
+                            "with 0 <= begin <= end")
+    info = TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
+    stored_bytes = info.size * np.dtype(SAFETENSORS_DTYPES[dtype]).itemsize
+    if info.end - info.begin != stored_bytes:
+        raise ImportRefused(f"{what}: {shown} is {dtype} {shape_str(shape) or 'scalar'}, {stored_bytes:,} bytes, "
+                            f"but its data_offsets span {info.end - info.begin:,}")
+    return info
+
+
+class SafetensorsReader:
+    """A safetensors file opened from a binary file object: its header read and checked
+    against the limits (no tensor data read yet); tensors then read one at a time.
+
+    The format: an 8-byte little-endian header length N, N bytes of JSON
+    {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
+    then the data, which the tensors' offsets must cover exactly, in order, without gaps or
+    overlaps."""
+
+    def __init__(self, f: BinaryIO, what: str = "the file", limits: ImportLimits = ImportLimits()):
+        self.f, self.what = f, what
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(0)
+        head = f.read(9)
+        if not is_safetensors(head):
+            raise ImportRefused(f"{what} is {sniff(head)}, not safetensors")
+        n = int.from_bytes(head[:8], "little")
+        if n > limits.max_header_bytes:
+            raise ImportRefused(f"{what} has a safetensors header of {n:,} bytes; a character model's is a few "
+                                f"kB, and rnnscope reads headers of at most {limits.max_header_bytes:,}")
+        if 8 + n > size:
+            raise ImportRefused(f"{what} is {size:,} bytes, shorter than its own {n:,}-byte header: it is "
+                                "truncated")
+        f.seek(8)
+        header = load_json(f.read(n), f"{what}'s safetensors header", HEADER_DEPTH)
+        if not isinstance(header, dict):
+            raise ImportRefused(f"{what} has a safetensors header that is not a JSON object")
+        meta = header.pop("__metadata__", {})
+        if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+            raise ImportRefused(f"{what}: __metadata__ must map names to strings, as safetensors writes it")
+        if len(header) > limits.max_tensors:
+            raise ImportRefused(f"{what} lists {len(header):,} tensors; rnnscope reads files of at most "
+                                f"{limits.max_tensors:,}")
+        self.metadata: dict[str, str] = meta
+        self.tensors: dict[str, TensorInfo] = {k: tensor_info(k, v, what, limits) for k, v in header.items()}
+        self.data_start, self.data_bytes = 8 + n, size - 8 - n
+        self.check_layout()
+
+    def check_layout(self) -> None:
+        """The offsets tile the data: sorted, each tensor starts where the previous ended,
+        the last ends at the end of the file."""
+        end, previous = 0, None
+        for t in sorted(self.tensors.values(), key=lambda t: (t.begin, t.end)):
+            if t.begin < end:
+                raise ImportRefused(f"{self.what}: {short(t.name)} (bytes {t.begin:,}..{t.end:,}) overlaps "
+                                    f"{short(previous.name)} (bytes {previous.begin:,}..{previous.end:,}); "
+                                    "each tensor must have bytes of its own")
+            if t.begin > end:
+                raise ImportRefused(f"{self.what}: bytes {end:,}..{t.begin:,} of the data belong to no tensor; "
+                                    "safetensors leaves no gaps")
+            end, previous = t.end, t
+        if end != self.data_bytes:
+            how = "it is truncated" if end > self.data_bytes else "bytes follow the last tensor"
+            raise ImportRefused(f"{self.what}: the tensors' data is {end:,} bytes but the file holds "
+                                f"{self.data_bytes:,} after the header: {how}")
+
+    def read(self, name: str) -> np.ndarray:
+        """One tensor's array, bfloat16 widened to float32."""
+        t = self.tensors[name]
+        buffer = bytearray(t.end - t.begin)
+        self.f.seek(self.data_start + t.begin)
+        if self.f.readinto(buffer) != len(buffer):
+            raise ImportRefused(f"{self.what} ended while reading {short(name)}: it is truncated")
+        array = np.frombuffer(buffer, SAFETENSORS_DTYPES[t.stored]).reshape(t.shape)
+        if t.stored == "BF16":               # the top half of a float32
             array = (array.astype(np.uint32) << 16).view(np.float32)
-        tensors[name] = array.copy()
-    return tensors, {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+        return array
+
+
+def read_safetensors(data: bytes, what: str = "the file",
+                     limits: ImportLimits = ImportLimits()) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every tensor and the metadata of a safetensors file held in memory."""
+    reader = SafetensorsReader(io.BytesIO(data), what, limits)
+    return {name: reader.read(name) for name in reader.tensors}, reader.metadata
 
 
 # Where training scripts keep the model's weights inside a larger torch.save dict.
@@ -226,7 +460,9 @@ def read_model_file(path: str | Path,
     except OSError as e:
         raise ImportRefused(f"cannot read {path}: {e.strerror}") from None
     if is_safetensors(head):
-        return read_safetensors(path.read_bytes(), path.name)
+        with open(path, "rb") as f:
+            reader = SafetensorsReader(f, path.name)
+            return {name: reader.read(name) for name in reader.tensors}, reader.metadata
     if not allow_torch:
         raise ImportRefused(f"{path.name} is {sniff(head)}; only safetensors is taken here: "
                             f"{SAVE_AS_SAFETENSORS}")
@@ -247,7 +483,7 @@ class VocabSpec:
     hints: list[str] = field(default_factory=list)   # why a size might not match
 
 
-def vocab_from_corpus(data: bytes, name: str) -> VocabSpec:
+def vocab_from_corpus(data: bytes, name: str, limits: ImportLimits = ImportLimits()) -> VocabSpec:
     """The sorted set of a training text's characters, read as Python's open(path).read()
     reads it (UTF-8, universal newlines): the convention of most char-RNN tutorials."""
     try:
@@ -257,24 +493,37 @@ def vocab_from_corpus(data: bytes, name: str) -> VocabSpec:
                             "or its characters as a JSON list or mapping") from None
     if not text:
         raise ImportRefused(f"{name} is empty")
+    chars = sorted(set(text))
+    check_vocab_size(len(chars), f"{name} has", limits)
     hints = []
     if text.startswith("\ufeff"):
         hints.append("the text starts with a byte-order mark (U+FEFF), counted as a character")
     if b"\r" in data:
         hints.append("its \\r\\n line ends are read as \\n, as Python's open() does; a script that read the "
                      "file in binary mode or with newline='' had \\r too")
-    return VocabSpec(sorted(set(text)), f"the characters of {name}", name,
+    return VocabSpec(chars, f"the characters of {name}", name,
                      hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(), len(text), hints)
 
 
-def vocab_from_json(obj, name: str) -> VocabSpec:
+def check_vocab_size(count: int, what: str, limits: ImportLimits) -> None:
+    if count > limits.max_vocab:
+        raise ImportRefused(f"{what} {count:,} characters; the limit is {limits.max_vocab:,}"
+                            f"{limit('MAX_VOCAB')}")
+
+
+ID_KEY = re.compile(r"-?[0-9]{1,9}")
+
+
+def vocab_from_json(obj, name: str, limits: ImportLimits = ImportLimits()) -> VocabSpec:
     """A list of characters in id order, a mapping {char: id} (stoi), or {id: char} (itos)."""
+    if isinstance(obj, (list, dict)):
+        check_vocab_size(len(obj), f"{name} lists", limits)
     if isinstance(obj, list):
-        return VocabSpec(check_chars(obj, name), f"the list in {name}")
+        return VocabSpec(check_chars(obj, name, limits), f"the list in {name}")
     if isinstance(obj, dict) and obj:
         if all(isinstance(v, int) and not isinstance(v, bool) for v in obj.values()):
             pairs = [(v, k) for k, v in obj.items()]
-        elif all(isinstance(v, str) for v in obj.values()) and all(str(k).lstrip("-").isdigit() for k in obj):
+        elif all(isinstance(v, str) for v in obj.values()) and all(ID_KEY.fullmatch(k) for k in obj):
             pairs = [(int(k), v) for k, v in obj.items()]
         else:
             raise ImportRefused(f"{name} is a JSON object but neither {{character: id}} nor "
@@ -284,57 +533,65 @@ def vocab_from_json(obj, name: str) -> VocabSpec:
             missing = sorted(set(range(len(pairs))) - set(ids))[:5]
             raise ImportRefused(f"the ids in {name} must be 0..{len(pairs) - 1}, each once"
                                 + (f"; missing {missing}" if missing else "; some appear twice"))
-        return VocabSpec(check_chars([c for _, c in sorted(pairs)], name), f"the mapping in {name}")
+        return VocabSpec(check_chars([c for _, c in sorted(pairs)], name, limits), f"the mapping in {name}")
     raise ImportRefused(f"{name} must hold a JSON list of characters or a mapping {{character: id}}")
 
 
-def vocab_from_string(chars: str) -> VocabSpec:
+def vocab_from_string(chars: str, limits: ImportLimits = ImportLimits()) -> VocabSpec:
     """The characters in id order, typed out ("abc...") or as a JSON list."""
-    if chars.lstrip().startswith("["):
+    bad = lone_surrogate(chars)
+    if bad:
+        raise ImportRefused(f"the characters given hold {bad}, a lone UTF-16 surrogate, which is not a character")
+    if chars.lstrip().startswith("[") and (json_depth(chars.encode("utf-8")) or 0) <= VOCAB_DEPTH:
         try:
-            obj = json.loads(chars)
+            obj = json.loads(chars, parse_constant=no_constants)
         except ValueError:
-            obj = None
+            obj = None                # not JSON: the characters typed out, "[" among them
         if isinstance(obj, list):
-            return vocab_from_json(obj, "the list given")
-    return VocabSpec(check_chars(list(chars), "the characters given"), "the characters given")
+            check_unicode(obj, "the list given")
+            return vocab_from_json(obj, "the list given", limits)
+    return VocabSpec(check_chars(list(chars), "the characters given", limits), "the characters given")
 
 
-def vocab_from_file(data: bytes, name: str) -> VocabSpec:
+def vocab_from_file(data: bytes, name: str, limits: ImportLimits = ImportLimits()) -> VocabSpec:
     """A .json file is a list or mapping; any other file is the training text."""
     if name.lower().endswith(".json"):
-        try:
-            obj = json.loads(data.decode("utf-8-sig"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ImportRefused(f"{name} is not valid JSON ({e})") from None
-        return vocab_from_json(obj, name)
-    return vocab_from_corpus(data, name)
+        most = limits.max_vocab * VOCAB_JSON_BYTES_PER_CHAR + 4096
+        if len(data) > most:
+            raise ImportRefused(f"{name} is {len(data):,} bytes; a JSON vocabulary of at most "
+                                f"{limits.max_vocab:,} characters{limit('MAX_VOCAB')} is under {most:,}")
+        return vocab_from_json(load_json(data.removeprefix(b"\xef\xbb\xbf"), name, VOCAB_DEPTH), name, limits)
+    return vocab_from_corpus(data, name, limits)
 
 
-def check_chars(chars: list, name: str) -> list[str]:
+def check_chars(chars: list, name: str, limits: ImportLimits = ImportLimits()) -> list[str]:
     if not chars:
         raise ImportRefused(f"{name} holds no characters")
+    check_vocab_size(len(chars), f"{name} has", limits)
     bad = [c for c in chars if not isinstance(c, str) or len(c) != 1]
     if bad:
         raise ImportRefused(f"{name} has entries that are not single characters: "
-                            f"{', '.join(map(repr, bad[:5]))}; rnnscope opens character-level models")
+                            f"{', '.join(short(c, 20) for c in bad[:5])}; rnnscope opens character-level models")
+    surrogates = [lone_surrogate(c) for c in chars if lone_surrogate(c)]
+    if surrogates:
+        raise ImportRefused(f"{name} has {', '.join(surrogates[:5])}: lone UTF-16 surrogates, which are not "
+                            "characters")
     seen, twice = set(), []
     for c in chars:
         if c in seen:
             twice.append(c)
         seen.add(c)
     if twice:
-        raise ImportRefused(f"{name} lists {', '.join(map(repr, twice[:5]))} more than once")
+        raise ImportRefused(f"{name} lists {', '.join(map(repr, list(dict.fromkeys(twice))[:5]))} more than once")
     return list(chars)
 
 
-def vocab_from_metadata(meta: dict[str, str]) -> VocabSpec | None:
+def vocab_from_metadata(meta: Mapping[str, str], limits: ImportLimits = ImportLimits()) -> VocabSpec | None:
     """An rnnscope checkpoint carries its own vocabulary, in sorted order."""
-    try:
-        chars = json.loads(meta["vocab"])
-    except (KeyError, ValueError):
+    if not isinstance(meta.get("vocab"), str):
         return None
-    return VocabSpec(check_chars(chars, "the file's metadata"), "the file's own metadata") \
+    chars = load_json(meta["vocab"].encode("utf-8", "surrogatepass"), "the file's metadata vocab", VOCAB_DEPTH)
+    return VocabSpec(check_chars(chars, "the file's metadata", limits), "the file's own metadata") \
         if isinstance(chars, list) else None
 
 
@@ -539,9 +796,10 @@ def model_dtype(arrays) -> np.dtype:
     return np.dtype(np.float64) if any(a.dtype == np.float64 for a in arrays) else np.dtype(np.float32)
 
 
-def convert(tensors: dict[str, np.ndarray], plan: Plan, vocab: VocabSpec,
+def convert(tensors: Mapping[str, np.ndarray], plan: Plan, vocab: VocabSpec,
             roles: Roles = Roles(), source_name: str = "model") -> tuple[LanguageModel, Recognised]:
-    """The rnnscope model that computes what the recognised PyTorch model computes."""
+    """The rnnscope model that computes what the recognised PyTorch model computes.
+    `tensors` needs only those the plan uses."""
     dec_w = tensors[param(plan.decoder, "weight")]
     bias_name = param(plan.decoder, "bias")
     V = dec_w.shape[0]
@@ -557,9 +815,6 @@ def convert(tensors: dict[str, np.ndarray], plan: Plan, vocab: VocabSpec,
         used.append(emb)
     if bias_name in tensors:
         used.append(tensors[bias_name])
-    bad = [n for n, a in tensors.items() if n not in plan.ignored and a.dtype.kind != "f"]
-    if bad:
-        raise ImportRefused(f"{', '.join(bad)} are not floating-point tensors")
     dtype = model_dtype(used)
     # Vocab sorts its characters: permute the one-hot columns and decoder rows to that order.
     order = np.argsort(np.array([ord(c) for c in vocab.chars]), kind="stable")   # new id j = old id order[j]
@@ -605,29 +860,168 @@ def param(module_name: str, kind: str) -> str:
     return f"{module_name}.{kind}" if module_name else kind
 
 
-def import_tensors(tensors: dict[str, np.ndarray], vocab: VocabSpec | None, roles: Roles = Roles(),
-                   source_name: str = "model", metadata: dict[str, str] | None = None
-                   ) -> tuple[LanguageModel, Recognised]:
-    """Recognise and convert; the vocabulary may come from an rnnscope checkpoint's own metadata."""
+def used_names(plan: Plan, tensors: Mapping) -> list[str]:
+    """The tensors the plan reads: the recurrent stack's, the decoder's and the embedding's."""
+    names = [n for layer in plan.layers for n in layer.values()] + [param(plan.decoder, "weight")]
+    names += [n for n in (param(plan.decoder, "bias"),) if n in tensors]
+    if plan.embedding is not None:
+        names.append(param(plan.embedding, "weight"))
+    return names
+
+
+def check_limits(tensors: Mapping, plan: Plan, limits: ImportLimits) -> None:
+    """Vocabulary, embedding rows and parameters as rnnscope would keep them, from the shapes
+    alone: a model over the limits is refused before anything is read or converted."""
+    V = tensors[param(plan.decoder, "weight")].shape[0]
+    if V == 0:
+        raise ImportRefused(f"the model's decoder {module(plan.decoder)} writes no characters (it is 0 x "
+                            f"{plan.hidden_size})")
+    check_vocab_size(V, f"the model's decoder {module(plan.decoder)} writes", limits)
+    if plan.embedding is not None:
+        rows = tensors[param(plan.embedding, "weight")].shape[0]
+        check_vocab_size(rows, f"the model's embedding {module(plan.embedding)} has rows for", limits)
+    bad = [n for n in used_names(plan, tensors) if tensors[n].dtype.kind != "f"]
+    if bad:
+        raise ImportRefused(f"{', '.join(map(short, bad))} are not floating-point tensors")
+    cfg = ModelConfig(plan.cell, V, plan.hidden_size, len(plan.layers))
+    kept = sum(math.prod(shape) for shape in param_shapes(cfg).values())
+    if kept > limits.max_parameters:
+        raise ImportRefused(f"the model has {kept:,} parameters as rnnscope keeps them; the limit is "
+                            f"{limits.max_parameters:,}{limit('MAX_PARAMETERS')}")
+
+
+def conversion_peak_bytes(tensors: Mapping, plan: Plan) -> int:
+    """About the most memory converting and checking the model holds at once, from the
+    shapes (within ~15 % of tracemalloc's peak for LSTMs and GRUs; over for RNNs). Converting:
+    the tensors read, beside layer 0's fold (W_ih and the embedding in float64, their product
+    W_ih E^T and its columns permuted to the sorted vocabulary) or beside the kept parameters
+    and a deeper layer's W_ih widened to float64. The probe: the parameters, the copies the
+    forward pass makes of them, every character's gates, and logits in float64 with
+    log_softmax's temporaries. The checkpoint written afterwards is the parameters again."""
+    used = [tensors[n] for n in used_names(plan, tensors)]
+    read = sum(math.prod(t.shape) * t.dtype.itemsize for t in used)
+    G, H, L, E = get_cell(plan.cell).num_gates, plan.hidden_size, len(plan.layers), plan.input_size
+    V = tensors[param(plan.decoder, "weight")].shape[0]
+    if plan.embedding is not None:
+        fold = 8 * max(G * H * E + V * E + G * H * V, 2 * G * H * V)
+    else:
+        fold = 8 * 2 * G * H * V
+    dsize = model_dtype(used).itemsize
+    kept = sum(math.prod(shape) for shape in param_shapes(ModelConfig(plan.cell, V, H, L)).values()) * dsize
+    converting = read + max(fold, kept + 8 * G * H * H * (L > 1))
+    rows = V + PROBE_LENGTH
+    probe = 2 * kept + rows * L * H * (G + 4) * dsize + 4 * 8 * V * rows
+    return max(converting, probe)
+
+
+@dataclass
+class StagedImport:
+    """A model file recognised and checked from its shapes, nothing converted yet: the caller
+    may admit `peak_bytes` (a memory budget) before finish() spends them."""
+
+    plan: Plan
+    vocab: VocabSpec
+    roles: Roles
+    source_name: str
+    peak_bytes: int
+    tensors: Mapping                  # name -> TensorInfo or array: shapes and dtypes
+    load: Callable[[str], np.ndarray]
+
+    def finish(self) -> tuple[LanguageModel, Recognised]:
+        """Read the tensors used, convert them, and check the model computes finite losses."""
+        loaded = {name: self.load(name) for name in used_names(self.plan, self.tensors)}
+        lm, rec = convert(loaded, self.plan, self.vocab, self.roles, self.source_name)
+        del loaded
+        check_finite(lm)
+        return lm, rec
+
+
+def stage_import(tensors: Mapping, load: Callable[[str], np.ndarray], vocab: VocabSpec | None,
+                 roles: Roles = Roles(), source_name: str = "model", metadata: Mapping[str, str] | None = None,
+                 limits: ImportLimits = ImportLimits()) -> StagedImport:
+    """Recognise the roles from names and shapes, find the vocabulary (the file's own metadata
+    when none is given) and check the limits; nothing is read or converted."""
     if roles.cell is not None:
         get_cell(roles.cell)
     if roles.nonlinearity not in (None, "tanh", "relu"):
         raise ImportRefused(f"nonlinearity must be tanh or relu, not {roles.nonlinearity!r}")
     plan = recognise(tensors, roles)
+    check_limits(tensors, plan, limits)
     if vocab is None:
-        vocab = vocab_from_metadata(metadata or {})
+        vocab = vocab_from_metadata(metadata or {}, limits)
         if vocab is None:
             raise ImportRefused("the model's vocabulary is needed: the training text (its sorted "
                                 "characters), a JSON list of the characters in id order, or a JSON mapping "
                                 "{character: id}")
-    return convert(tensors, plan, vocab, roles, source_name)
+    return StagedImport(plan, vocab, roles, source_name, conversion_peak_bytes(tensors, plan), tensors, load)
+
+
+def stage_safetensors(reader: SafetensorsReader, vocab: VocabSpec | None, roles: Roles = Roles(),
+                      limits: ImportLimits = ImportLimits()) -> StagedImport:
+    return stage_import(reader.tensors, reader.read, vocab, roles, reader.what, reader.metadata, limits)
+
+
+def import_tensors(tensors: Mapping[str, np.ndarray], vocab: VocabSpec | None, roles: Roles = Roles(),
+                   source_name: str = "model", metadata: Mapping[str, str] | None = None,
+                   limits: ImportLimits = ImportLimits()) -> tuple[LanguageModel, Recognised]:
+    """Recognise and convert arrays already in memory (a .pt file's)."""
+    return stage_import(tensors, tensors.__getitem__, vocab, roles, source_name, metadata, limits).finish()
 
 
 def import_file(path: str | Path, vocab: VocabSpec | None, roles: Roles = Roles(),
-                allow_torch: bool = True) -> tuple[LanguageModel, Recognised]:
+                allow_torch: bool = True, limits: ImportLimits = ImportLimits(),
+                admit: Callable[[int], AbstractContextManager] = lambda peak_bytes: nullcontext()
+                ) -> tuple[LanguageModel, Recognised]:
+    """A model file by its content: safetensors read tensor by tensor after its header is
+    checked, or a .pt file through torch. `admit(peak_bytes)` is entered around the conversion."""
     path = Path(path)
-    tensors, meta = read_model_file(path, allow_torch)
-    return import_tensors(tensors, vocab, roles, path.name, meta)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            if is_safetensors(head):
+                staged = stage_safetensors(SafetensorsReader(f, path.name, limits), vocab, roles, limits)
+                with admit(staged.peak_bytes):
+                    return staged.finish()
+    except OSError as e:
+        raise ImportRefused(f"cannot read {path}: {e.strerror}") from None
+    if not allow_torch:
+        raise ImportRefused(f"{path.name} is {sniff(head)}; only safetensors is taken here: "
+                            f"{SAVE_AS_SAFETENSORS}")
+    tensors = read_torch(path)
+    staged = stage_import(tensors, tensors.__getitem__, vocab, roles, path.name, None, limits)
+    with admit(staged.peak_bytes):
+        return staged.finish()
+
+
+# ---- the weights must compute ------------------------------------------------------------------
+
+PROBE_LENGTH = 64
+
+
+def check_finite(lm: LanguageModel) -> None:
+    """Refuse weights that are not finite, or that are but overflow as the model reads: every
+    character read first, and a fixed text (the vocabulary in order, repeated) read through,
+    must give finite log-probabilities for every next character, or every loss the views
+    report would be NaN."""
+    bad = [k for k, v in lm.params.items() if not np.isfinite(v).all()]
+    if bad:
+        raise ImportRefused(f"non-finite values (NaN or infinity) in {', '.join(bad)} as rnnscope keeps them "
+                            f"({lm.dtype}): the file's are not finite (the model diverged before it was saved), "
+                            "or too large for it once the embedding is folded in")
+    V = len(lm.vocab)
+    each = np.arange(V)[:, None]                                       # (V, 1): every character first
+    text = np.resize(np.arange(V), PROBE_LENGTH)[None]                  # (1, T)
+    with np.errstate(all="ignore"):
+        for ids in (each, text):
+            logits, _, _ = lm.forward(ids)                              # (N, T, V)
+            logp = log_softmax(logits.astype(np.float64))
+            if not np.isfinite(logp).all():
+                peak = float(np.nanmax(np.abs(np.where(np.isfinite(logits), logits, np.nan)), initial=0.0))
+                raise ImportRefused(
+                    "the weights are finite but too large: reading a probe text the model's "
+                    f"{lm.dtype} arithmetic overflows (logits reach {peak:.3g} or infinity), so every loss "
+                    "would be NaN; the model diverged before it was saved, or its tensors are not "
+                    "the weights they are named for")
 
 
 # ---- what the person sees first ------------------------------------------------------------

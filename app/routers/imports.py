@@ -28,8 +28,9 @@ from safetensors.numpy import save
 from starlette.datastructures import UploadFile
 
 from rnnscope.model.checkpoint import FORMAT, model_metadata
-from rnnscope.model.importer import (ImportRefused, Roles, import_tensors, next_chars, probe_text,
-                            read_safetensors, vocab_from_file, vocab_from_string)
+from rnnscope.model.importer import (ImportLimits, ImportRefused, Roles, SafetensorsReader, VocabSpec,
+                                     next_chars, probe_text, reading_peak_bytes, stage_safetensors,
+                                     vocab_from_file, vocab_from_string)
 
 from ..auth import (FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked,
                     check_owner)
@@ -218,21 +219,13 @@ def refused(field: str, e: ImportRefused):
     return invalid(("body", field), str(e), "import_refused")
 
 
-def convert_upload(upload: Upload, settings, gate: ComputeGate):
-    """Parse, recognise and convert: (model, recognised, probe text, next guesses, vocab source)."""
-    filename = PurePath(upload.model.filename or "model.safetensors").name[:200]
-    data = upload.model.file.read(settings.max_import_bytes + 1)
-    if len(data) > settings.max_import_bytes:
-        raise too_large("the model file", len(data), settings.max_import_bytes, "RNNSCOPE_MAX_IMPORT_BYTES")
-    try:
-        tensors, meta = read_safetensors(data, filename)
-    except ImportRefused as e:
-        raise refused("model", ImportRefused(
-            f"{e}. The browser takes safetensors only: `safetensors.torch.save_file(model.state_dict(), "
-            "\"model.safetensors\")`, or `rnnscope import model.pt --vocab ...` on the command "
-            "line")) from None
-    del data
-    fields, spec, corpus_head = upload.fields, None, None
+def import_limits(settings) -> ImportLimits:
+    return ImportLimits(max_vocab=settings.max_vocab, max_parameters=settings.max_parameters)
+
+
+def read_vocab(upload: Upload, settings, limits: ImportLimits) -> tuple[VocabSpec | None, str | None]:
+    """The vocabulary the upload names (a file, or typed `chars`), and a corpus's opening."""
+    spec, corpus_head = None, None
     try:
         if upload.vocab is not None:
             vocab_name = PurePath(upload.vocab.filename or "vocabulary").name[:200]
@@ -240,35 +233,59 @@ def convert_upload(upload: Upload, settings, gate: ComputeGate):
             if len(raw) > settings.max_upload_bytes:
                 raise too_large("the vocabulary file", len(raw), settings.max_upload_bytes,
                                 "RNNSCOPE_MAX_UPLOAD_BYTES")
-            spec = vocab_from_file(raw, vocab_name)
+            spec = vocab_from_file(raw, vocab_name, limits)
             if spec.corpus_sha256:
                 corpus_head = raw[:4 * PROBE_CHARS].decode("utf-8", "ignore").replace("\r\n", "\n")
-        elif "chars" in fields:
-            spec = vocab_from_string(fields["chars"])
+        elif "chars" in upload.fields:
+            spec = vocab_from_string(upload.fields["chars"], limits)
     except ImportRefused as e:
         raise refused("vocab" if upload.vocab is not None else "chars", e) from None
+    return spec, corpus_head
+
+
+def convert_upload(upload: Upload, settings, gate: ComputeGate):
+    """Parse, recognise, convert and serialise: (model, recognised, probe text, next guesses,
+    file name, checkpoint bytes).
+    All of it in a compute slot: first with the bytes reading a header and a vocabulary may
+    take, then, once the shapes have passed the limits, with the conversion's estimated peak."""
+    filename = PurePath(upload.model.filename or "model.safetensors").name[:200]
+    file = upload.model.file
+    size = file.seek(0, os.SEEK_END)
+    if size > settings.max_import_bytes:
+        raise too_large("the model file", size, settings.max_import_bytes, "RNNSCOPE_MAX_IMPORT_BYTES")
+    limits = import_limits(settings)
+    vocab_bytes = 0 if upload.vocab is None else upload.vocab.file.seek(0, os.SEEK_END)
+    if upload.vocab is not None:
+        upload.vocab.file.seek(0)
+    fields = upload.fields
     roles = Roles(fields.get("embedding"), fields.get("rnn"), fields.get("decoder"), fields.get("cell"),
                   fields.get("nonlinearity"))
-    with gate:
+    # Two jobs, not one nested in the other: the conversion's bytes must not wait on the
+    # reading's, which this thread would hold.
+    with gate.job(reading_peak_bytes(limits, vocab_bytes), "reading the model's header and vocabulary"):
         try:
-            lm, rec = import_tensors(tensors, spec, roles, filename, meta)
+            reader = SafetensorsReader(file, filename, limits)
+        except ImportRefused as e:
+            raise refused("model", ImportRefused(
+                f"{e}. The browser takes safetensors only: `safetensors.torch.save_file(model.state_dict(), "
+                "\"model.safetensors\")`, or `rnnscope import model.pt --vocab ...` on the command "
+                "line")) from None
+        spec, corpus_head = read_vocab(upload, settings, limits)
+        try:
+            staged = stage_safetensors(reader, spec, roles, limits)
         except ImportRefused as e:
             raise refused("model", e) from None
-        if len(lm.vocab) > settings.max_vocab:
-            raise refused("model", ImportRefused(f"the model has {len(lm.vocab):,} characters; the limit is "
-                                                 f"{settings.max_vocab:,} (setting RNNSCOPE_MAX_VOCAB)"))
-        if lm.num_parameters > settings.max_parameters:
-            raise refused("model", ImportRefused(f"the model has {lm.num_parameters:,} parameters as "
-                                                 f"rnnscope keeps them; the limit is "
-                                                 f"{settings.max_parameters:,} (setting "
-                                                 "RNNSCOPE_MAX_PARAMETERS)"))
-        bad = [k for k, v in lm.params.items() if not np.isfinite(v).all()]
-        if bad:
-            raise refused("model", ImportRefused(f"non-finite values (NaN or infinity) in {', '.join(bad)}: "
-                                                 "the model diverged before it was saved"))
+    with gate.job(staged.peak_bytes, "converting the model"):
+        try:
+            lm, rec = staged.finish()
+        except ImportRefused as e:
+            raise refused("model", e) from None
         text = probe_text(lm, corpus_head)[:PROBE_CHARS]
         guesses = next_chars(lm, text)
-    return lm, rec, text, guesses, filename
+        lm.history["name"] = fields.get("name", "").strip() or PurePath(filename).stem or "imported model"
+        blob = save({k: np.ascontiguousarray(v) for k, v in lm.params.items()},
+                    metadata={"format": FORMAT} | model_metadata(lm))
+    return lm, rec, text, guesses, filename, blob
 
 
 def save_import(training: Training, registry: ModelRegistry, upload: Upload, requester: Requester,
@@ -276,11 +293,8 @@ def save_import(training: Training, registry: ModelRegistry, upload: Upload, req
     """Convert the upload, write its checkpoint beside the runs' models and serve it. The file
     is moved into place inside the row's transaction: no row without its file."""
     s = training.settings
-    lm, rec, text, guesses, filename = convert_upload(upload, s, gate)
-    name = upload.fields.get("name", "").strip() or PurePath(filename).stem or "imported model"
-    lm.history["name"] = name
-    blob = save({k: np.ascontiguousarray(v) for k, v in lm.params.items()},
-                metadata={"format": FORMAT} | model_metadata(lm))
+    lm, rec, text, guesses, filename, blob = convert_upload(upload, s, gate)
+    name = lm.history["name"]
     models_dir = training.paths.root / "models"
     fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=".import-", suffix=".tmp")
     try:
@@ -380,6 +394,7 @@ async def import_model(request: Request, training: TrainingDep, registry: Regist
     vocabulary; answers with what was recognised and its first predictions, and serves it in
     every view under `model_id`."""
     training.check_free_space("the import")
+    gate.check()                      # a full queue refuses before the upload is received
     upload = await read_upload(request, training.settings)
     try:
         return await run_in_threadpool(save_import, training, registry, upload, requester, gate)
