@@ -56,12 +56,12 @@ def test_event_streams_are_bounded(tmp_path):
                                              "num_layers": 1, "batch_size": 2, "seq_length": 8,
                                              "max_steps": 10}).json()
         training = client.app.state.training
-        training.event_streams = 1                    # one stream open already
+        assert training.event_streams.try_acquire()   # one stream open already
         r = client.get(f"/api/runs/{run['id']}/events")
         assert r.status_code == 503 and r.headers["retry-after"] and "RNNSCOPE_MAX_EVENT_STREAMS" in r.text
-        training.event_streams = 0
+        training.event_streams.release()
         r = client.get(f"/api/runs/{run['id']}/events")
-        assert r.status_code == 200 and training.event_streams == 0     # counted while open, and released
+        assert r.status_code == 200 and training.event_streams.held == 0     # counted while open, and released
 
 
 def test_all_corpora_together_are_bounded(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.training_app import OWNER, Server, excerpt
+from tests.training_app import ENDLESS, OWNER, Server, excerpt
 
 # A run that trains one step of a model of a few hundred weights, without samples: what
 # remains of its cost is what a run costs the server, whatever it trains.
@@ -82,3 +82,59 @@ def test_three_hundred_runs_leave_open_files_and_memory_flat_under_ulimit_256(tm
         finally:
             server.kill()                     # if it did not stop in time
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+# ---- limits are atomic ----------------------------------------------------------------------------
+
+async def open_streams(port: int, path: str, count: int) -> list[tuple[int, dict[str, str]]]:
+    """`count` GET `path` sent at once on raw connections (an HTTP client library would take
+    longer to open them than the server to answer), each held open until every one has its
+    answer: (status, headers) of each."""
+    import asyncio
+
+    answered, everyone = [], asyncio.Event()
+
+    async def watch() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Rnnscope-Owner: the-tests\r\n\r\n".encode())
+            await writer.drain()
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = dict(line.lower().split(": ", 1) for line in head[1:] if ": " in line)
+            answered.append((int(head[0].split()[1]), headers))
+            if len(answered) == count:
+                everyone.set()
+            await everyone.wait()
+        finally:
+            writer.close()
+
+    await asyncio.wait_for(asyncio.gather(*(watch() for _ in range(count))), timeout=120)
+    return answered
+
+
+def test_a_burst_of_500_event_streams_gets_exactly_the_limit(tmp_path):
+    """Before: the count was taken inside the stream, after every request of the burst had
+    passed the check, so all 500 were accepted (limit 64)."""
+    import asyncio
+
+    server = Server(tmp_path, env={"RNNSCOPE_EVENTS_MAX_SECONDS": "120"}).start()
+    try:
+        with httpx.Client(base_url=server.url, headers=OWNER, timeout=30) as client:
+            r = client.post("/api/corpora", files={"file": ("excerpt.txt", excerpt(2_000).encode(), "text/plain")})
+            run = client.post("/api/runs", json={"corpus_id": r.json()["id"], **ONE_STEP, "max_steps": ENDLESS})
+            run_id = run.json()["id"]
+            path = f"/api/runs/{run_id}/events"
+            answers = asyncio.run(open_streams(server.port, path, 500))
+            statuses = sorted(status for status, _ in answers)
+            assert statuses == [200] * 64 + [503] * 436
+            assert all(int(headers["retry-after"]) > 0 for status, headers in answers if status == 503)
+            # Every stream of the burst is given back once its watcher has gone (the server
+            # notices at its next poll): 64 more are accepted, all of them.
+            deadline = time.monotonic() + 30
+            while (n := sum(status == 200 for status, _ in asyncio.run(open_streams(server.port, path, 64)))) < 64:
+                assert time.monotonic() < deadline, f"only {n} of 64 accepted after the burst ended"
+                time.sleep(0.5)
+            assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+        assert "Traceback" not in server.log.read_text()          # watchers that leave are no error
+    finally:
+        server.stop()

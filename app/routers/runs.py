@@ -144,12 +144,18 @@ SINCE = "Send the steps after this one; default all of them."
 LAST_EVENT_ID = "Sent by a reconnecting EventSource: the last step it received."
 
 
-async def room_for_a_stream(training: TrainingDep) -> None:
-    """Refuse (503) a stream beyond max_event_streams: each polls the store, and watchers
-    beyond the limit slowed every page. The browser's EventSource retries by itself."""
-    if training.event_streams >= training.settings.max_event_streams:
-        raise HTTPException(503, f"{training.event_streams} event streams are open, the limit (setting "
-                                 "RNNSCOPE_MAX_EVENT_STREAMS); try again shortly", headers={"Retry-After": "5"})
+async def room_for_a_stream(training: TrainingDep) -> AsyncIterator[None]:
+    """One of max_event_streams, held until the stream ends, or 503: each polls the store,
+    and watchers beyond the limit slowed every page. The browser's EventSource retries by
+    itself. Taken here, before the route runs, and given back after the response ends
+    (FastAPI closes a yield dependency then), so a burst cannot pass the limit."""
+    with training.event_streams:
+        try:
+            yield
+        except* anyio.BrokenResourceError:
+            # FastAPI's SSE teardown raises this when the watcher has gone (a tab closed):
+            # an everyday end of a stream, not an error to log with two tracebacks.
+            pass
 
 
 STREAM_BUSY = {503: {"description": "RNNSCOPE_MAX_EVENT_STREAMS streams are open; retry after Retry-After.",
@@ -172,13 +178,9 @@ async def run_events(run: RunDep, training: TrainingDep, requester: RequesterDep
     if last_event_id is not None and last_event_id.strip().isdigit():
         cursor = max(cursor, min(int(last_event_id), 2**62))
     deadline = time.monotonic() + training.settings.events_max_seconds
-    training.event_streams += 1             # on the event loop: no other thread counts them
-    try:
-        yield ServerSentEvent(retry=1000, comment="rnnscope run events")
-        async for event in run_event_stream(run, training, requester, cursor, deadline):
-            yield event
-    finally:
-        training.event_streams -= 1
+    yield ServerSentEvent(retry=1000, comment="rnnscope run events")
+    async for event in run_event_stream(run, training, requester, cursor, deadline):
+        yield event
 
 
 async def run_event_stream(run: dict, training: Training, requester: Requester, cursor: int,

@@ -27,6 +27,7 @@ from rnnscope.model.network import ModelConfig
 
 from ..compute_gate import ComputeGate
 from ..errors import ErrorResponse, invalid, on_unexpected_error
+from ..limits import Limit
 from ..lru import LRU
 from ..registry import ModelRegistry, UnknownModelError, make_entry
 from ..schemas import ErrorMessage
@@ -78,7 +79,8 @@ class Training:
         self.one_thread = one_blas_thread
         self.executor = make_executor(settings, self.one_thread)
         self.trainer = Trainer(self.store, self.paths, settings, self.executor, self.publish)
-        self.event_streams = 0              # open /api/runs/{id}/events streams
+        self.event_streams = Limit(settings.max_event_streams, "event streams",   # /api/runs/{id}/events
+                                   "RNNSCOPE_MAX_EVENT_STREAMS")
         self._step_times: LRU[tuple, float] = LRU(STEP_TIMES_KEPT)
 
     def remove_orphans(self) -> None:
