@@ -276,16 +276,20 @@ export function cssGradient(stops) {
 // ---- Characters -------------------------------------------------------------------------
 
 // Characters that draw nothing (or look like a space), each with the name it shows in labels.
-const NAMED_CHARS = { " ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡" };
+// Control characters go by their ASCII abbreviations (form feed: FF), not by Unicode's control
+// pictures (␌), which common fonts (DejaVu among them) lack and draw as an empty box.
+const NAMED_CHARS = { " ": "␣", "\n": "↵", "\t": "⇥", "\x7f": "DEL" };
+const C0_NAMES = ["NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT", "FF", "CR", "SO", "SI",
+  "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB", "CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US"];
 const INVISIBLE = /^[\p{Cc}\p{Cf}\p{Z}\p{Co}\p{Cn}]$/u;
 
 /** How a character reads in labels: space, newline and tab made visible, the other control
- * characters as their Unicode control pictures (form feed ␌), and anything else that draws
- * nothing or passes for a space (no-break space, zero-width joiner…) as its code point. */
+ * characters by their ASCII names (form feed FF), and anything else that draws nothing or
+ * passes for a space (no-break space, zero-width joiner…) by its code point, U+00A0. */
 export function showChar(c) {
   if (NAMED_CHARS[c]) return NAMED_CHARS[c];
   const code = c.codePointAt(0);
-  if (code < 0x20) return String.fromCodePoint(0x2400 + code);          // U+2400 Control Pictures
+  if (code < 0x20) return C0_NAMES[code];
   if (INVISIBLE.test(c)) return `U+${code.toString(16).toUpperCase().padStart(4, "0")}`;
   return c;
 }
@@ -362,13 +366,48 @@ export function fillPassageMenu(select, passages) {
 
 // ---- The models a page offers ---------------------------------------------------------------------
 
-/** GET /api/models for a page, or null once the page says why there is nothing to show: the
+// Whether the model menus list everyone's models, not only yours and the bundled ones: kept
+// in the browser, as every page rewrites its own query string.
+const EVERYONE_KEY = "rnnscope.models.everyone";
+
+function everyonesModels() {
+  try { return window.localStorage.getItem(EVERYONE_KEY) === "1"; } catch { return false; }
+}
+
+/** An "everyone's models" checkbox after the menu; changing it reloads the page's menus. */
+function everyoneToggle(menu) {
+  if (!menu || menu.parentElement?.querySelector(".everyone-toggle")) return;
+  const label = Object.assign(document.createElement("label"), { className: "everyone-toggle small",
+    title: "Also list the models other people trained or imported (the newest 500)" });
+  const box = Object.assign(document.createElement("input"), { type: "checkbox", checked: everyonesModels() });
+  box.addEventListener("change", () => {
+    try { window.localStorage.setItem(EVERYONE_KEY, box.checked ? "1" : "0"); } catch { /* private mode */ }
+    window.location.reload();
+  });
+  label.append(box, " everyone's");
+  menu.after(label);
+}
+
+/** The models a link names (?model=, ?models=a,b) that the listing left out (someone else's):
+ * a link to a classmate's model still opens it. */
+async function linkedModels(models) {
+  const q = queryParams();
+  const named = [q.get("model"), ...(q.get("models") ?? "").split(",")].filter(Boolean).slice(0, 8);
+  const missing = [...new Set(named)].filter((id) => !models.some((m) => m.id === id));
+  const found = await Promise.all(missing.map((id) => api(`/api/models/${encodeURIComponent(id)}`).catch(() => null)));
+  return found.filter(Boolean);
+}
+
+/** GET /api/models for a page — yours and the bundled ones, or everyone's newest 500 when the
+ * menu's checkbox says so — or null once the page says why there is nothing to show: the
  * request failed (in `status`), or no model is loaded (`empty`, in `emptyStatus`, with the way to
  * add one; `menu` then reads "no models" and `onEmpty` clears what else the page has). */
 export async function pageModels(status, empty, { menu = null, emptyStatus = status, onEmpty = null } = {}) {
   let models;
   try {
-    models = await api("/api/models");
+    models = await api(everyonesModels() ? "/api/models?owner=all&limit=500" : "/api/models");
+    models = models.concat(await linkedModels(models));
+    everyoneToggle(menu);
   } catch (e) {
     setStatus(status, "error", e.message);
     return null;

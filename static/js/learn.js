@@ -281,6 +281,26 @@ function complex([re, im]) {
   return Math.abs(im) < 1e-12 ? fmt(re, 3) : `${fmt(re, 3)} ${im < 0 ? "−" : "+"} ${Math.abs(im).toFixed(3)}i`;
 }
 
+// A label needs about this much room on the ±1.6 square (a label's height at 460 px).
+const LABEL_ROOM = 0.2;
+
+/** "hk" beside each point far enough from every point labelled before it (the last one first,
+ * so where h settles is named), so the labels of points that close in on the eigenvector do
+ * not pile up; the hover still names every point. */
+function trajectoryLabels(points) {
+  const placed = [];
+  const labels = points.map(() => "");
+  const order = [0, points.length - 1, ...points.keys()];
+  for (const k of order) {
+    if (labels[k]) continue;
+    const [x, y] = points[k];
+    if (placed.some(([px, py]) => Math.abs(px - x) < 2 * LABEL_ROOM && Math.abs(py - y) < LABEL_ROOM)) continue;
+    placed.push(points[k]);
+    labels[k] = `h${k}`;
+  }
+  return labels;
+}
+
 function loadPower() {
   const [w11, w12, w21, w22] = state.w;
   const body = { w11, w12, w21, w22, x0: state.h0[0], y0: state.h0[1], steps: state.iters, mode: state.mode };
@@ -301,7 +321,7 @@ function loadPower() {
     });
     const tr = d.trajectory;
     traces.push({ type: "scatter", mode: "lines+markers+text", x: tr.map((p) => p[0]), y: tr.map((p) => p[1]),
-      text: tr.map((_, k) => (k < 6 || k === tr.length - 1 ? `h${k}` : "")), textposition: "top right",
+      text: trajectoryLabels(tr), textposition: "top right",
       name: "h<sub>k</sub>", meta: "trajectory", line: { color: "#1d2330", width: 1.5 },
       marker: { size: tr.map((_, k) => (k === 0 ? 11 : 7)), color: tr.map((_, k) => k), colorscale: "Blues", reversescale: false,
         line: { color: "#1d2330", width: 1 } },
@@ -494,7 +514,9 @@ function loadHighway() {
       }
     }
     draw($("highway-chart"), traces, {
-      height: 440, margin: { l: 70, r: 20, t: 20, b: 50 }, meta: "highway", legend: { orientation: "h", y: 1.14 },
+      // The legend (six long entries) under the chart: above it, the mode bar sat on an entry.
+      height: 500, margin: { l: 70, r: 20, t: 20, b: 50 }, meta: "highway",
+      legend: { orientation: "h", x: 0, y: -0.16, yanchor: "top" },
       xaxis: { title: { text: `t − k: steps back from the last character read (t = ${d.position})` } },
       yaxis: { type: "log", title: { text: "gain of the path from k to t" }, exponentformat: "power" },
     });
@@ -598,7 +620,10 @@ function loadLineCell(models) {
       height: 300, margin: { l: 60, r: 60, t: 20, b: 40 }, meta: "cell", legend: { orientation: "h", y: 1.15 },
       xaxis: { title: { text: "position in the passage" } },
       yaxis: { title: { text: "cell value" } },
-      yaxis2: { title: { text: "characters since ↵" }, overlaying: "y", side: "right", showgrid: false },
+      // Ticks of its own (whole characters at round steps), not the left axis's grid lines
+      // carried over (which put them at 13.6, 32.2, 50.9).
+      yaxis2: { title: { text: "characters since ↵" }, overlaying: "y", side: "right", showgrid: false,
+        tickmode: "auto", rangemode: "tozero", tickformat: "d", nticks: 6 },
     });
   });
 }

@@ -30,13 +30,20 @@ function request() {
 const shellQuote = (s) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function drawCurl(model, body) {
-  const url = `${window.location.origin}/api/models/${encodeURIComponent(model)}/sample`;
+  const path = `/api/models/${encodeURIComponent(model)}/sample`;
   // One space after each comma and colon: JSON.stringify escapes newlines inside strings,
   // so every raw newline it writes lies between tokens.
   const spaced = JSON.stringify(body, null, 1).replace(/\n\s*/g, " ");   // "{ ... }"
   const json = `{${spaced.slice(2, -2)}}`;
-  const cmd = `curl -s ${url} \\\n  -H 'Content-Type: application/json' \\\n  -d ${shellQuote(json)}`;
-  els.curl.querySelector("code").textContent = cmd;
+  // The URL on a line of its own, breakable only before a path's slash (a <wbr>): a narrow box
+  // wraps it between segments, never inside a word. The text copied is unchanged.
+  const link = Object.assign(document.createElement("span"), { className: "curl-url" });
+  [window.location.origin, ...path.split(/(?=\/)/)].forEach((part, k) => {
+    if (k) link.append(document.createElement("wbr"));
+    link.append(part);
+  });
+  els.curl.querySelector("code").replaceChildren("curl -s \\\n  ", link,
+    ` \\\n  -H 'Content-Type: application/json' \\\n  -d ${shellQuote(json)}`);
 }
 
 function drawLegend() {

@@ -13,7 +13,7 @@ const els = {
   exploreLink: $("explore-link"), sampleLink: $("sample-link"), progress: $("progress"), doneBanner: $("done-banner"),
   runMessage: $("run-message"), runStats: $("run-stats"), lossChart: $("loss-chart"), gradChart: $("grad-chart"),
   samples: $("samples"), gttChart: $("gtt-chart"), gttStatus: $("gtt-status"), gttLayer: $("gtt-layer"), gttNote: $("gtt-note"), runsTable: $("runs-table"),
-  runsStatus: $("runs-status"), capacity: $("training-capacity"), runWhere: $("run-where"), attempts: $("attempts"),
+  runsStatus: $("runs-status"), runsEveryone: $("runs-everyone"), capacity: $("training-capacity"), runWhere: $("run-where"), attempts: $("attempts"),
 };
 const FIELDS = ["cell", "hidden_size", "num_layers", "seq_length", "batch_size", "learning_rate", "dropout", "max_steps"];
 const ACTIVE = new Set(["queued", "running"]);
@@ -348,14 +348,16 @@ async function drawGradients(runId) {
     return v > 0 ? Math.log10(v) : null;
   }));
   Plotly.react(els.gttChart, [{
-    type: "heatmap", x: g.steps.map(String), y: Array.from({ length: T }, (_, k) => k), z,
+    type: "heatmap", x: g.steps, y: Array.from({ length: T }, (_, k) => k), z,
     colorscale: "Viridis", colorbar: { title: { text: "log₁₀ ‖∂L/∂h‖", side: "right" }, thickness: 12 },
     hovertemplate: "step %{x}<br>%{y} steps back<br>log₁₀ norm %{z:.2f}<extra></extra>",
   }], layout({
     showlegend: false, hovermode: "closest",
-    // Categories, one per checkpoint: at most a dozen labels, however many there are.
-    xaxis: { title: { text: "training step (checkpoint)" }, type: "category", nticks: 12 },
-    yaxis: { title: { text: "steps back from the loss" }, autorange: true },
+    // A step axis, not one category per checkpoint: round ticks that lie flat, whatever the
+    // checkpoints (a cancel writes one at an odd step); each column spans its checkpoint's steps.
+    xaxis: { title: { text: "training step (checkpoint)", standoff: 10 }, type: "linear", tickangle: 0,
+      automargin: true, zeroline: false },
+    yaxis: { title: { text: "steps back from the loss", standoff: 8 }, autorange: true, automargin: true },
   }), PLOT_CONFIG);
   const which = g.layers.length > 1 ? `layer ${layer.layer}, the top one,` : "the layer";
   els.gttLayer.textContent = `Shown: ${which} for the loss of “${showChar(g.target)}” after
@@ -414,14 +416,14 @@ function drawRun(r) {
   }
 }
 
-/** "Waiting for a free slot: 2 runs train at once on this cluster; 1 ahead", from the
- * runs table's last refresh (the queue is oldest first, as the worker takes it). */
+/** "Waiting for a free slot: 2 runs train at once on this cluster; 1 ahead": the server's count
+ * (owners take turns, and others' runs may not be listed), else from the runs table. */
 function queuedMessage(r) {
   if (!capacity) return "Waiting for a free slot…";
   const n = capacity.parallel_runs;
   const slots = n === 1 ? "1 run trains at a time" : `${n} runs train at once`;
   const where = capacity.executor === "ray" ? "this cluster" : "this server";
-  const ahead = runs.filter((q) => q.status === "queued" && q.id < r.id).length;
+  const ahead = r.ahead ?? runs.filter((q) => q.status === "queued" && q.id < r.id).length;
   return `Waiting for a free slot: ${slots} on ${where}; ${ahead ? `${ahead} ahead` : "this one is next"}.`;
 }
 
@@ -560,7 +562,9 @@ async function loadRuns() {
   let list, cap;
   try {
     // The training line is a convenience: the table still draws without it.
-    [list, cap] = await Promise.all([request("/api/runs"), request("/api/training").catch(() => null)]);
+    // Yours by default (GET /api/runs); everyone's newest 100 when asked for.
+    const url = els.runsEveryone?.checked ? "/api/runs?owner=all" : "/api/runs";
+    [list, cap] = await Promise.all([request(url), request("/api/training").catch(() => null)]);
   } catch (e) {
     if (call !== runsCall) return;
     setStatus(els.runsStatus, "error", e.message);
@@ -672,7 +676,7 @@ function fillRow(tr, r) {
   setText(pill, r.status);
   pill.dataset.status = r.status;
   // Where a running run trains; how many wait before a queued one.
-  const ahead = runs.filter((q) => q.status === "queued" && q.id < r.id).length;
+  const ahead = r.ahead ?? runs.filter((q) => q.status === "queued" && q.id < r.id).length;
   // The training line above names the nodes in full; here "on 127.0.0.1 (1a2b3c4d)" is enough.
   const where = tr.querySelector(".where");
   setText(where, r.status === "running" ? (r.worker ? `on ${r.worker.replace(/^ray node /, "")}` : "waiting for a node")
@@ -740,6 +744,7 @@ els.form.addEventListener("submit", (e) => { e.preventDefault(); start(); });
 els.start.addEventListener("click", start);
 els.cancel.addEventListener("click", cancelRun);
 els.resume.addEventListener("click", resumeRun);
+els.runsEveryone?.addEventListener("change", loadRuns);
 // A hidden tab stops refreshing the table; it catches up when shown again.
 document.addEventListener("visibilitychange", () => { if (!document.hidden) loadRuns(); });
 
