@@ -4,12 +4,17 @@ Runs and corpora belong to the owner key that made them (app/security.py): only 
 or the admin (the holder of RNNSCOPE_TOKEN) may cancel, resume or delete them. Creating
 (an upload, a run) is open to every owner within their quotas, unless the server is set
 with RNNSCOPE_CREATE_NEEDS_TOKEN, when only the admin may.
+
+Listings (models, runs, corpora) show yours by default and everyone's with ?owner=all, a
+page at a time: owner keys are free, so one person's thousands of runs must not fill the
+listing every other page loads.
 """
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .deps import SettingsDep
@@ -59,6 +64,36 @@ def check_owner(requester: Requester, owner: str | None, what: str, action: str)
                                  f"that made it, or the admin (RNNSCOPE_TOKEN), may {action} it")
 
 
+@dataclass(frozen=True)
+class Listing:
+    """Which page of a listing to answer: `owner` None for everyone's, else that owner's."""
+
+    owner: str | None
+    limit: int
+    offset: int
+
+    def answer(self, response: Response, total: int) -> None:
+        response.headers["X-Total-Count"] = str(total)
+
+
+# A page of 100 summaries is ~70 KB; 500 bounds what one request can make the server list.
+LIST_PAGE, LIST_PAGE_MAX = 100, 500
+TOTAL_COUNT = {"X-Total-Count": {"schema": {"type": "integer"}, "description": "How many the listing holds "
+                                                                              "in all, across its pages."}}
+
+
+OwnerView = Annotated[Literal["me", "all"], Query(description="me: yours (and what nobody owns); all: everyone's.")]
+PageSize = Annotated[int, Query(ge=1, le=LIST_PAGE_MAX, description="At most this many.")]
+PageStart = Annotated[int, Query(ge=0, le=2**31, description="Skip this many first.")]
+
+
+async def listing(requester: RequesterDep, owner: OwnerView = "me", limit: PageSize = LIST_PAGE,
+                  offset: PageStart = 0) -> Listing:
+    """On the event loop, as the model listing that uses it: nothing here waits."""
+    return Listing(None if owner == "all" else requester.owner, limit, offset)
+
+
+ListingDep = Annotated[Listing, Depends(listing)]
 TokenChecked = Depends(check_token)
 MayCreate = Depends(check_may_create)
 # Added to the operation's security list, which FastAPI fills with HTTPBearer: no credentials ({})

@@ -42,6 +42,9 @@ def fill_limits(node: Any, settings: Settings) -> None:
             fill_limits(value, settings)
 
 
+# Model ids the document offers as {model_id}'s choices, past the bundled ones.
+MODEL_IDS_LISTED = 200
+
 BUSY = {"description": "Every compute slot is busy and the queue for them is full (RNNSCOPE_MAX_WAITING_JOBS), "
                        "or no slot freed within RNNSCOPE_MAX_WAIT_SECONDS: try again after `Retry-After` seconds.",
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
@@ -79,11 +82,14 @@ def document(app: FastAPI) -> dict[str, Any]:
     if registry is None or not len(registry):
         app.openapi_schema = None               # made again once models are loaded
         return doc
+    # The shared models and the newest others: a class's thousands of runs would make the
+    # document megabytes (issue 18); any model's id still works in its URL.
+    listed, _ = registry.listing(None, MODEL_IDS_LISTED, 0)
     for item in doc["paths"].values():
         for operation in item.values():
             for param in operation.get("parameters", ()):
                 if param["name"] == "model_id":
-                    param["schema"]["enum"] = registry.ids()
+                    param["schema"]["enum"] = [e.id for e in listed]
     return doc
 
 

@@ -25,11 +25,17 @@ log = logging.getLogger(__name__)
 MODEL_ID = re.compile(r"[a-z0-9_-]{1,64}")
 
 
+# Ids a "no such model" message names: a class's thousands of runs would make it a listing.
+IDS_NAMED = 20
+
+
 class UnknownModelError(LookupError):
     def __init__(self, model_id: str, known: Iterable[str]):
         known = sorted(known)
         self.model_id = model_id
-        available = ", ".join(known) if known else "none are loaded"
+        available = ", ".join(known[:IDS_NAMED]) if known else "none are loaded"
+        if len(known) > IDS_NAMED:
+            available += f" and {len(known) - IDS_NAMED:,} more (GET /api/models?owner=all lists them)"
         super().__init__(f"no model {model_id!r}; available: {available}")
 
 
@@ -63,6 +69,9 @@ class Entry:
     # Bundled models stay loaded; the others live in the cache.
     pinned: LanguageModel | None = field(default=None, repr=False)
     cache: ModelCache | None = field(default=None, repr=False)
+    # The owner (app/security.py's hash) of the run or import it came from; None for the
+    # bundled models and files the operator placed, which every listing shows.
+    owner: str | None = None
 
     @property
     def model(self) -> LanguageModel:
@@ -77,7 +86,7 @@ def block_names(model: LanguageModel) -> list[str]:
 
 
 def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None,
-               cache: ModelCache | None = None) -> Entry:
+               cache: ModelCache | None = None, owner: str | None = None) -> Entry:
     """Load and check one checkpoint; raises CheckpointError when it cannot be served.
     Without a display name, one is made from the file name and the architecture. A model
     with a cache is kept there; without one (the bundled models) it stays loaded."""
@@ -95,7 +104,8 @@ def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None
         cache.put(model_id, model)
     history = model.history if isinstance(model.history, dict) else {}
     return Entry(model_id, name, path, bundled, cfg, model.num_parameters, history,
-                 recurrent_singular_values(model), pinned=None if cache is not None else model, cache=cache)
+                 recurrent_singular_values(model), pinned=None if cache is not None else model, cache=cache,
+                 owner=owner)
 
 
 class ModelRegistry:
@@ -140,6 +150,15 @@ class ModelRegistry:
 
     def ids(self) -> list[str]:
         return list(self._entries)
+
+    def listing(self, owner: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
+        """The models a listing shows: those nobody owns (bundled, placed by the operator)
+        always, then a page of the owned ones, newest first: all of them (`owner` None) or
+        one owner's. And how many owned ones there are in all."""
+        entries = list(self._entries.values())          # one snapshot: put() replaces the dict
+        shared = [e for e in entries if e.owner is None]
+        owned = [e for e in reversed(entries) if e.owner is not None and (owner is None or e.owner == owner)]
+        return shared + owned[offset:offset + limit], len(owned)
 
     def put(self, entry: Entry) -> None:
         """Add or replace a model (a training run's newest checkpoint). The dict is replaced

@@ -154,6 +154,9 @@ class ModelSummary(BaseModel):
     vocab_size: int
     parameters: int
     val_loss: float | None = Field(description="Best validation loss in nats/char; null if never validated.")
+    shared: bool = Field(True, description="Nobody owns it (a bundled model, or one the server's operator "
+                                           "placed): every listing shows it.")
+    yours: bool = Field(False, description="A run or import of yours.")
 
 
 class ModelDetail(ModelSummary):

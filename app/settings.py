@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     # Per owner (one browser): runs waiting to train, and bytes of uploaded corpora kept.
     max_queued_runs_per_owner: int = Field(3, ge=1)
+    # Training time still to do in one owner's queued and running runs (remaining steps x the
+    # seconds a step of that shape measured here): six of the preflight's 10-minute runs. A
+    # count alone let one person queue three runs of 10M steps, days of the only worker.
+    max_queued_seconds_per_owner: float = Field(3600.0, gt=0)
+    # The same over everyone's runs: owner keys are free, so per-owner bounds alone do not bound
+    # the wait. A class of 30 with two 10-minute runs each is 36,000 s; a run that would wait
+    # longer than half a day is better refused (429, retry later) than queued.
+    max_queued_seconds: float = Field(43_200.0, gt=0)
     max_corpus_bytes_per_owner: int = Field(200_000_000, ge=1)
     # Owner keys are free (a script that drops its cookie is a new person each time), so all
     # corpora together are bounded too: uploads beyond this are refused with 507.

@@ -76,7 +76,8 @@ def test_models_list_describes_every_model(client, models):
     for mid, m in models.items():
         assert listed[mid] == {
             "id": mid, "name": f"{mid} ({mid.upper()} 2x32)", "cell": mid, "hidden_size": 32, "num_layers": 2,
-            "vocab_size": len(m.vocab), "parameters": m.num_parameters, "val_loss": m.history["best_val_loss"]}
+            "vocab_size": len(m.vocab), "parameters": m.num_parameters, "val_loss": m.history["best_val_loss"],
+            "shared": True, "yours": False}
 
 
 @pytest.mark.parametrize("cell", CELLS)

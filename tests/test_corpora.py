@@ -53,7 +53,7 @@ def test_upload_answers_with_the_preflight(client, tmp_path):
     assert est["seconds_per_step"] > 0 and est["steps_per_epoch"] >= 20
     per_epoch = est["seconds_per_step"] * est["steps_per_epoch"]
     assert est["seconds_per_epoch"] == pytest.approx(per_epoch, rel=0.01, abs=0.01)
-    stored = tmp_path / "corpora" / f"{c['id']}.txt"
+    stored = tmp_path / "corpora" / f"{c['sha256']}.txt"
     assert stored.read_text(encoding="utf-8") == text
 
     assert client.get(f"/api/corpora/{c['id']}").json() == c
@@ -68,7 +68,7 @@ def test_bom_and_every_line_ending_are_normalised(client, tmp_path):
     want = text.replace("\r\n", "\n").replace("\r", "\n")
     assert r.json()["chars"] == len(want)
     assert "\r" not in {v["char"] for v in r.json()["preflight"]["vocab"]}
-    assert (tmp_path / "corpora" / f"{r.json()['id']}.txt").read_text(encoding="utf-8") == want
+    assert (tmp_path / "corpora" / f"{r.json()['sha256']}.txt").read_text(encoding="utf-8") == want
 
 
 def test_chunk_boundaries_split_neither_crlf_nor_characters(tmp_path):
@@ -88,10 +88,12 @@ def test_the_name_field_and_hostile_file_names(client, tmp_path):
                     data={"name": "  my corpus  "})
     assert r.status_code == 201, r.text
     assert r.json()["name"] == "my corpus" and r.json()["filename"] == "passwd"
+    first = r.json()
     r = upload(client, excerpt(1100), "../../../evil.txt")
     assert r.status_code == 201 and r.json()["name"] == "evil"
-    # Stored under integer ids only, inside the data directory.
-    assert sorted(p.name for p in (tmp_path / "corpora").iterdir()) == ["1.txt", "2.txt"]
+    # Stored under their sha256 only, inside the data directory.
+    assert sorted(p.name for p in (tmp_path / "corpora").iterdir()) == sorted(
+        f"{c['sha256']}.txt" for c in (first, r.json()))
     assert not (tmp_path.parent / "evil.txt").exists()
     r = client.post("/api/corpora", files={"file": ("a.txt", excerpt(1000).encode())},
                     data={"name": "x" * 101})
@@ -149,9 +151,10 @@ def test_size_limit_413_before_reading_it_all(tmp_path):
     with TestClient(build_app(tmp_path, max_upload_bytes=1000), headers=OWNER) as client:
         r = upload(client, "x" * 1001)
         assert r.status_code == 413 and "RNNSCOPE_MAX_UPLOAD_BYTES" in r.json()["detail"]
-        assert upload(client, excerpt(1000)).status_code == 201
-
-        assert [p.name for p in (tmp_path / "corpora").iterdir()] == ["1.txt"]   # no temporary file left
+        r = upload(client, excerpt(1000))
+        assert r.status_code == 201
+        # No temporary file left.
+        assert [p.name for p in (tmp_path / "corpora").iterdir()] == [f"{r.json()['sha256']}.txt"]
 
 
 def test_an_endless_upload_is_refused_while_it_streams(tmp_path):
@@ -251,18 +254,18 @@ def test_delete_a_corpus(client, tmp_path):
     c = upload(client, excerpt(2000)).json()
     assert client.delete(f"/api/corpora/{c['id']}").status_code == 204
     assert client.get(f"/api/corpora/{c['id']}").status_code == 404
-    assert not (tmp_path / "corpora" / f"{c['id']}.txt").exists()
+    assert not (tmp_path / "corpora" / f"{c['sha256']}.txt").exists()
 
 
-def test_a_corpus_in_training_cannot_be_deleted(client):
+def test_a_corpus_in_training_can_be_deleted_and_the_run_goes_on(client):
+    """Issue 18: the delete no longer waits for the runs (tests/test_fair_share.py has the rest)."""
     c = upload(client, excerpt(5000)).json()
     run = client.post("/api/runs", json={"corpus_id": c["id"], **TINY, "max_steps": 1_000_000}).json()
     wait_for(client, run["id"], ("running",))
-    r = client.delete(f"/api/corpora/{c['id']}")
-    assert r.status_code == 409 and str(run["id"]) in r.json()["detail"]
+    assert client.delete(f"/api/corpora/{c['id']}").status_code == 204
+    assert client.get(f"/api/runs/{run['id']}").json()["status"] == "running"
     assert client.post(f"/api/runs/{run['id']}/cancel").status_code == 200
     wait_for(client, run["id"], ("cancelled",))
-    assert client.delete(f"/api/corpora/{c['id']}").status_code == 204
     # The run and its model stay; resuming it cannot, without the text.
     r = client.post(f"/api/runs/{run['id']}/resume")
     assert r.status_code == 409 and "deleted" in r.json()["detail"]

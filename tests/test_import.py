@@ -510,7 +510,7 @@ def test_upload_is_served_in_every_view_and_only_its_owner_deletes_it(tmp_path, 
         assert [g["char"] for g in body["next"]] == [CHARS[i] for i in np.argsort(-p)[:5]]
         assert abs(body["next"][0]["p"] - p.max()) < 1e-6
 
-        listed = {m["id"]: m for m in client.get("/api/models").json()}
+        listed = {m["id"]: m for m in client.get("/api/models?owner=all").json()}
         assert listed["import-1"]["name"] == "My tutorial LSTM" and listed["import-1"]["cell"] == "lstm"
         assert (data_dir / "models" / "import-1.safetensors").is_file()
         # Every view's route reads it (the trace is compared with torch's h below).
@@ -554,8 +554,9 @@ def test_imported_models_survive_a_restart_with_their_names(tmp_path, tutorial_m
     with TestClient(build_app(data_dir)) as client:
         assert upload(client, model_path, corpus, name="Before the restart").status_code == 201
     with TestClient(build_app(data_dir)) as client:
-        listed = {m["id"]: m["name"] for m in client.get("/api/models").json()}
+        listed = {m["id"]: m["name"] for m in client.get("/api/models?owner=all").json()}
         assert listed == {"import-1": "Before the restart"}
+        assert client.get("/api/models", headers=OWNER).json()[0]["yours"]       # its owner's, after a restart too
         assert client.delete("/api/models/import-1", headers=OTHER).status_code == 403
         assert client.delete("/api/models/import-1", headers=OWNER).status_code == 204
     # A file removed while the server was down: its row is forgotten at the next start.
@@ -563,7 +564,7 @@ def test_imported_models_survive_a_restart_with_their_names(tmp_path, tutorial_m
         assert upload(client, model_path, corpus).status_code == 201
     (data_dir / "models" / "import-2.safetensors").unlink()
     with TestClient(build_app(data_dir)) as client:
-        assert client.get("/api/imports").json() == [] and client.get("/api/models").json() == []
+        assert client.get("/api/imports").json() == [] and client.get("/api/models?owner=all").json() == []
 
 
 def test_only_imported_models_are_deleted(tmp_path, data_dir):

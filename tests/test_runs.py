@@ -415,7 +415,7 @@ def test_a_run_left_running_by_a_dead_process_is_interrupted(tmp_path):
 
 
 def test_a_run_whose_corpus_file_vanished_fails_with_a_reason(client, corpus, tmp_path):
-    (tmp_path / "corpora" / f"{corpus['id']}.txt").unlink()
+    (tmp_path / "corpora" / f"{corpus['sha256']}.txt").unlink()
     run = wait_for(client, start(client, corpus, max_steps=5), ("failed",))
     assert "deleted" in run["error"]
 

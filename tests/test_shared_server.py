@@ -7,6 +7,7 @@ commit that fixed its defect."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -236,7 +237,7 @@ def test_corpus_bytes_per_owner_are_bounded(tmp_path):
         r = upload(client, excerpt(15_000))
         assert r.status_code == 413 and "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER" in r.json()["detail"]
         assert upload(client, excerpt(15_000), headers=OTHER).status_code == 201
-        assert len(client.get("/api/corpora").json()) == 2
+        assert len(client.get("/api/corpora?owner=all").json()) == 2
         assert not list((tmp_path / "corpora").glob(".*"))                      # no temporary file left
 
 
@@ -245,8 +246,8 @@ def test_the_same_text_twice_is_one_corpus_per_owner(client, corpus):
     assert again.status_code == 200 and again.json()["duplicate"] is True and again.json()["id"] == corpus["id"]
     theirs = upload(client, excerpt(20_000), headers=OTHER)
     assert theirs.status_code == 201 and theirs.json()["id"] != corpus["id"]
-    assert sorted(p.name for p in (client.app.state.settings.data_dir / "corpora").iterdir()) == \
-        sorted(f"{c['id']}.txt" for c in (corpus, theirs.json()))
+    # Stored once (issue 18), each owner with an entry of their own.
+    assert [p.name for p in (client.app.state.settings.data_dir / "corpora").iterdir()] == [f"{corpus['sha256']}.txt"]
 
 
 # ---- The estimate: a memory bomb any visitor could set off ------------------------------------------------
@@ -697,13 +698,14 @@ def test_start_up_removes_what_a_killed_process_left(tmp_path):
               tmp_path / "corpora" / ".upload-1.tmp", tmp_path / "corpora" / "99.txt"]
     for stray in strays:
         stray.write_bytes(b"half written")
-    (tmp_path / "corpora" / f"{lost['id']}.txt").unlink()           # a row without its file
+    (tmp_path / "corpora" / f"{lost['sha256']}.txt").unlink()       # a row without its file
     (tmp_path / "corpora" / "notes.txt").write_text("someone's own file")
     (tmp_path / "runs" / "a-directory.tmp").mkdir()                   # not ours: kept, and no crash
     with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
         assert not any(p.exists() for p in strays)
         assert [c["id"] for c in client.get("/api/corpora").json()] == [kept["id"]]
-        assert (tmp_path / "corpora" / f"{kept['id']}.txt").exists() and (tmp_path / "corpora" / "notes.txt").exists()
+        assert (tmp_path / "corpora" / f"{kept['sha256']}.txt").exists()
+        assert (tmp_path / "corpora" / "notes.txt").exists()
         assert (tmp_path / "models" / f"run-{run_id}.safetensors").exists()
         assert (tmp_path / "runs" / f"{run_id}.state.safetensors").exists()
         assert (tmp_path / "runs" / "a-directory.tmp").is_dir()
@@ -711,7 +713,8 @@ def test_start_up_removes_what_a_killed_process_left(tmp_path):
 
 
 def test_a_corpus_whose_file_cannot_be_placed_leaves_no_row(client):
-    blocked = client.app.state.settings.data_dir / "corpora" / "1.txt"
+    sha = hashlib.sha256(excerpt(2000).encode()).hexdigest()
+    blocked = client.app.state.settings.data_dir / "corpora" / f"{sha}.txt"
     blocked.mkdir()                                      # os.replace onto a directory fails
     r = upload(client, excerpt(2000))
     assert r.status_code == 507, r.text

@@ -76,7 +76,7 @@ def test_upload_train_watch_and_explore(page, server, corpus_file):
     assert page.locator("#vocab .v").count() == len(set(text))
     recommend = page.inner_text("#recommend")
     assert "char-rnn" in recommend and "LSTM" in recommend
-    corpus = httpx.get(f"{server.url}/api/corpora").json()[0]
+    corpus = httpx.get(f"{server.url}/api/corpora?owner=all").json()[0]      # the page's, not this client's
     rec = httpx.get(f"{server.url}/api/corpora/{corpus['id']}").json()["preflight"]["recommended"]
     assert page.input_value("#hidden_size") == str(rec["hidden_size"])
     assert page.input_value("#max_steps") == str(rec["max_steps"])
@@ -101,7 +101,7 @@ def test_upload_train_watch_and_explore(page, server, corpus_file):
     assert trace_points(page, "loss-chart") == 150                  # ...and the curve grew to the end
     assert trace_points(page, "grad-chart") == 150
     assert trace_points(page, "loss-chart", 1) >= 10                 # validation every max_steps / 20 steps
-    run = httpx.get(f"{server.url}/api/runs").json()[0]
+    run = httpx.get(f"{server.url}/api/runs?owner=all").json()[0]
     losses = page.evaluate("() => document.getElementById('loss-chart').data[0].y")
     metrics = httpx.get(f"{server.url}/api/runs/{run['id']}/metrics").json()
     assert losses == pytest.approx(metrics["loss"])                  # the page drew what the API logged
@@ -213,6 +213,10 @@ def test_two_students_share_a_server_and_keep_their_own_runs(browser, tmp_path_f
         alice.goto(f"{server.url}/train?run={theirs}")
         alice.locator("#run-owner:not([hidden])").wait_for()
         assert alice.locator("#cancel").is_hidden()
+        # Her runs table lists hers (issue 18); everyone's once she ticks the box.
+        alice.locator(f'#runs-table tr[data-run="{mine}"]').wait_for()
+        assert alice.locator(f'#runs-table tr[data-run="{theirs}"]').count() == 0
+        alice.check("#runs-everyone")
         alice.locator(f'#runs-table tr[data-run="{theirs}"] .others').wait_for()
         assert alice.locator(f'#runs-table tr[data-run="{theirs}"] button').count() == 0   # no Delete
         shoot(alice, "train-someone-elses-run")
@@ -227,9 +231,11 @@ def test_two_students_share_a_server_and_keep_their_own_runs(browser, tmp_path_f
             pg.goto(f"{server.url}/train?run={rid}")
             pg.locator("#cancel:not([hidden])").click()
             pg.locator('#run-status[data-status="cancelled"]').wait_for()
-        # Both models are listed for both, and open in the explorer.
-        for pg in pages:
+        # Each lists their own (issue 18), both with ?owner=all, and a link opens the other's.
+        for pg, own in zip(pages, (mine, theirs)):
             ids = {m["id"] for m in pg.request.get(f"{server.url}/api/models").json()}
+            assert f"run-{own}" in ids and len(ids & {f"run-{mine}", f"run-{theirs}"}) == 1
+            ids = {m["id"] for m in pg.request.get(f"{server.url}/api/models?owner=all").json()}
             assert {f"run-{mine}", f"run-{theirs}"} <= ids
         alice.goto(f"{server.url}/explore?model=run-{theirs}")
         alice.wait_for_function("() => document.querySelectorAll('#charmap .ch').length > 0")

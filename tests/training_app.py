@@ -14,9 +14,15 @@ from tests.corpus import shakespeare_head
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The queue's compute limits off unless a test sets them (tests/test_fair_share.py): the tests'
+# ENDLESS runs, which they stop themselves, would cost a loaded machine hours of the default limit.
+UNLIMITED_QUEUE = {"max_queued_seconds": 1e12, "max_queued_seconds_per_owner": 1e12}
+
+
 def build_app(data_dir: Path, **overrides) -> FastAPI:
     """An app on `data_dir` without the bundled models; `overrides` are Settings fields."""
-    return create_app(Settings(data_dir=data_dir, load_bundled=False, **({"allowed_hosts": TEST_HOSTS} | overrides)))
+    return create_app(Settings(data_dir=data_dir, load_bundled=False,
+                               **({"allowed_hosts": TEST_HOSTS} | UNLIMITED_QUEUE | overrides)))
 
 
 # A fixed owner key, so a client made after a restart still owns what the first one made.

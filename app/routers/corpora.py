@@ -1,8 +1,12 @@
 """Corpora: upload a text (answered with its preflight), list, read, delete, and time a
-model size on one."""
+model size on one.
+
+Each text is stored once however many people upload it (by its sha256); each upload is
+still its uploader's own corpus entry, counted whole against their quota and counted once
+against the server's. Deleting an entry never waits on runs: queued and running runs,
+anyone's, keep the text until they end."""
 from __future__ import annotations
 
-import os
 from pathlib import PurePath
 from typing import Annotated
 
@@ -10,7 +14,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
+from ..auth import (FORBIDDEN, OPTIONAL_BEARER, TOTAL_COUNT, UNAUTHORIZED, ListingDep, MayCreate, RequesterDep,
+                    TokenChecked, check_owner)
 from ..training.corpora import CorpusRefused, estimate, ingest, preflight, split_sizes
 from ..deps import ComputeSlots
 from ..errors import invalid
@@ -37,7 +42,6 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
         "name": {"type": "string", "maxLength": 100, "description": "Default: the file name."},
     },
 }}}}}
-IN_USE = {409: {"model": ErrorMessage, "description": "A queued or running run trains on it."}}
 # Multipart framing and the name field around the file: the body may exceed the file by this much.
 FRAMING_BYTES = 16_384
 
@@ -74,35 +78,50 @@ def save_corpus(training: Training, file: UploadFile, name: str | None, requeste
                 gate: ComputeSlots) -> tuple[dict, bool]:
     """Decode and count the upload, time the recommended model, record it all. The same
     text uploaded again by the same owner answers with the corpus they have (and False)."""
-    s, paths = training.settings, training.paths
+    s, paths, store = training.settings, training.paths, training.store
     with gate:        # counting holds the interpreter and a 9 MB table per upload: a compute job too
         ingested = ingest(file.file, paths.root / "corpora", s.max_upload_bytes, s.max_vocab, s.min_corpus_chars)
-        try:
-            existing = training.store.find_corpus(ingested.sha256, requester.owner)
-            if existing is not None:
-                return existing, False
-            used = training.store.owner_corpus_bytes(requester.owner)
+        sha, placed = ingested.sha256, []
+
+        def admit(db) -> None:
+            """The quotas, in the transaction that adds the entry: two uploads cannot pass one together."""
+            used = store.owner_corpus_bytes(requester.owner, db)
             if used + ingested.bytes > s.max_corpus_bytes_per_owner:
                 raise CorpusRefused(413, f"your corpora would take {used + ingested.bytes:,} bytes; each person "
                                          f"may keep {s.max_corpus_bytes_per_owner:,} (setting "
                                          "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER); delete one of yours first")
-            total = training.store.total_corpus_bytes() + ingested.bytes
-            if total > s.max_corpus_bytes_total:
+            stored = training.stored_text_bytes(db)
+            if not paths.blob(sha).is_file() and stored + ingested.bytes > s.max_corpus_bytes_total:
                 raise CorpusRefused(507, f"the server keeps at most {s.max_corpus_bytes_total:,} bytes of corpora "
-                                         "in all (setting RNNSCOPE_MAX_CORPUS_BYTES_TOTAL) and this one would "
-                                         "pass it; ask whoever runs the server to delete some")
+                                         f"in all (setting RNNSCOPE_MAX_CORPUS_BYTES_TOTAL), {stored:,} are stored "
+                                         f"and this text adds {ingested.bytes:,}; ask whoever runs the server to "
+                                         "delete some")
+
+        def place(corpus_id: int) -> None:
+            placed.append(training.place_text(ingested.path, sha))
+
+        def unplace(corpus_id: int) -> None:
+            if placed and placed[0]:                # this upload stored the text: nothing else holds it
+                paths.blob(sha).unlink(missing_ok=True)
+
+        try:
+            existing = store.find_corpus(sha, requester.owner)
+            if existing is not None:
+                return existing, False
             report = preflight(ingested, s.max_hidden_size, s.target_run_seconds,
                                lambda *shape: training.seconds_per_step(*shape, gate=gate))
             filename = PurePath(file.filename).name[:200] if file.filename else None
             name = (name or "").strip() or (PurePath(filename).stem if filename else "") or "corpus"
-            # The file is moved into place inside the row's transaction: no row without a file.
-            corpus_id = training.store.add_corpus(name, filename, ingested.bytes, ingested.chars,
-                                                  ingested.sha256, report.model_dump(), requester.owner,
-                                                  place=lambda cid: os.replace(ingested.path, paths.corpus(cid)),
-                                                  unplace=lambda cid: paths.corpus(cid).unlink(missing_ok=True))
+            training.remove_unused_texts()        # those finished runs kept: no longer counted
+            with training.texts_lock:
+                # Placed inside the row's transaction: no row without its text, no text left
+                # placed for a row whose COMMIT failed.
+                corpus_id = store.add_corpus(name, filename, ingested.bytes, ingested.chars, sha,
+                                             report.model_dump(), requester.owner, place=place, unplace=unplace,
+                                             admit=admit)
         finally:
             ingested.path.unlink(missing_ok=True)
-    return training.store.get_corpus(corpus_id), True
+    return store.get_corpus(corpus_id), True
 
 
 @router.post("", status_code=201, response_model=Corpus, dependencies=[TokenChecked, MayCreate],
@@ -135,12 +154,16 @@ async def upload_corpus(request: Request, response: Response, training: Training
                                            "yours": requester.may_change(corpus["owner"])})
 
 
-@router.get("", response_model=list[CorpusSummary])
-def list_corpora(training: TrainingDep, requester: RequesterDep) -> list[CorpusSummary]:
-    """Every uploaded corpus, newest first; `yours` marks the ones you may delete."""
+@router.get("", response_model=list[CorpusSummary], responses={200: {"headers": TOTAL_COUNT}})
+def list_corpora(training: TrainingDep, requester: RequesterDep, listing: ListingDep,
+                 response: Response) -> list[CorpusSummary]:
+    """Your corpora (owner=me, the default) or everyone's (owner=all), newest first, a page at
+    a time; `yours` marks the ones you may delete."""
+    corpora, total = training.store.list_corpora(listing.owner, listing.limit, listing.offset)
+    listing.answer(response, total)
     return [CorpusSummary(**{k: c[k] for k in ("id", "name", "filename", "bytes", "chars", "created")},
                           vocab_size=c["preflight"]["vocab_size"], yours=requester.may_change(c["owner"]))
-            for c in training.store.list_corpora()]
+            for c in corpora]
 
 
 @router.get("/{corpus_id}", response_model=Corpus, responses=NOT_FOUND)
@@ -168,14 +191,10 @@ def estimate_time(corpus: CorpusDep, training: TrainingDep, gate: ComputeSlots, 
 
 
 @router.delete("/{corpus_id}", status_code=204, dependencies=[TokenChecked], openapi_extra=OPTIONAL_BEARER,
-               responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN | IN_USE)
+               responses=NOT_FOUND | UNAUTHORIZED | FORBIDDEN)
 def delete_corpus(corpus: CorpusDep, training: TrainingDep, requester: RequesterDep) -> Response:
-    """Delete a corpus you uploaded; its finished runs and their models stay, but cannot be resumed."""
+    """Delete a corpus you uploaded, at once. Runs queued or training on it (yours or anyone's)
+    keep its text and go on; its finished runs and their models stay, but cannot be resumed."""
     check_owner(requester, corpus["owner"], f"corpus {corpus['id']}", "delete")
-    busy = training.store.runs_using(corpus["id"], ("queued", "running"))
-    if busy:
-        raise HTTPException(409, f"runs {', '.join(map(str, busy))} are training on this corpus; "
-                                 "cancel them first")
-    training.store.delete_corpus(corpus["id"])
-    training.paths.corpus(corpus["id"]).unlink(missing_ok=True)
+    training.delete_corpus(corpus["id"])
     return Response(status_code=204)

@@ -323,7 +323,8 @@ def save_import(training: Training, registry: ModelRegistry, upload: Upload, req
             placed.append(path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    entry = make_entry(import_model_id(import_id), path, bundled=False, name=name, cache=registry.cache)
+    entry = make_entry(import_model_id(import_id), path, bundled=False, name=name, cache=registry.cache,
+                       owner=requester.owner)
     registry.put(entry)
     training.on_models_changed()
     return imported(get_row(training, import_id), requester)
@@ -349,7 +350,7 @@ def restore(training: Training, registry: ModelRegistry | None) -> None:
     their names again (the upload's, or the one `rnnscope import --name` kept in the file), and
     forget rows whose file is gone."""
     with training.store.read() as db:
-        rows = [dict(r) for r in db.execute("SELECT id, name FROM imports")]
+        rows = [dict(r) for r in db.execute("SELECT id, name, owner FROM imports")]
     for entry in list(registry or ()):
         name = entry.history.get("name") if "imported_from" in entry.history else None
         if not entry.bundled and isinstance(name, str) and name.strip():
@@ -364,7 +365,7 @@ def restore(training: Training, registry: ModelRegistry | None) -> None:
         if registry is None:
             continue
         try:
-            registry.put(replace(registry.get(model_id), name=row["name"]))
+            registry.put(replace(registry.get(model_id), name=row["name"], owner=row["owner"]))
         except UnknownModelError:
             log.warning("imported model %s is not served: its file could not be loaded", model_id)
     training.on_models_changed()

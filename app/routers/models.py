@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from rnnscope.model.sample import sample
 
+from ..auth import TOTAL_COUNT, ListingDep, RequesterDep
 from ..corpus_index import PASSAGE_CHARS, corpus_passages
 from ..deps import ComputeSlots, ModelDep, RegistryDep
 from ..errors import NOT_FOUND
@@ -23,26 +24,33 @@ def training_summary(entry: Entry) -> TrainingSummary:
     return TrainingSummary.model_validate(entry.history)
 
 
-def summary(entry: Entry) -> ModelSummary:
+def summary(entry: Entry, owner: str | None = None) -> ModelSummary:
     """From what the registry keeps of every model: listing them loads none."""
     cfg, h = entry.config, training_summary(entry)
     return ModelSummary(id=entry.id, name=entry.name, cell=cfg.cell, hidden_size=cfg.hidden_size,
                         num_layers=cfg.num_layers, vocab_size=cfg.vocab_size, parameters=entry.num_parameters,
-                        val_loss=h.val_loss if h.best_val_loss is None else h.best_val_loss)
+                        val_loss=h.val_loss if h.best_val_loss is None else h.best_val_loss,
+                        shared=entry.owner is None, yours=entry.owner is not None and entry.owner == owner)
 
 
-@router.get("", response_model=list[ModelSummary])
-async def list_models(registry: RegistryDep) -> list[ModelSummary]:
-    """Every loaded model, the bundled ones first. On the event loop: it reads only what the
-    registry keeps (no file, no lock), so it answers without waiting for a worker thread."""
-    return [summary(e) for e in registry]
+@router.get("", response_model=list[ModelSummary], responses={200: {"headers": TOTAL_COUNT}})
+async def list_models(registry: RegistryDep, requester: RequesterDep, listing: ListingDep,
+                      response: Response) -> list[ModelSummary]:
+    """The models nobody owns (the bundled ones first, and any the server's operator placed),
+    always; then a page of trained and imported ones, newest first: yours (owner=me, the
+    default) or everyone's (owner=all). X-Total-Count counts the trained and imported ones.
+    On the event loop: it reads only what the registry keeps (no file, no lock), so it
+    answers without waiting for a worker thread."""
+    entries, total = registry.listing(listing.owner, listing.limit, listing.offset)
+    listing.answer(response, total)
+    return [summary(e, requester.owner) for e in entries]
 
 
 @router.get("/{model_id}", response_model=ModelDetail, responses=NOT_FOUND)
-def get_model(entry: ModelDep) -> ModelDetail:
+def get_model(entry: ModelDep, requester: RequesterDep) -> ModelDetail:
     """One model: its architecture, vocabulary, training summary and what a trace can show."""
     cell = entry.model.cell
-    return ModelDetail(**summary(entry).model_dump(), vocab=entry.model.vocab.to_string(),
+    return ModelDetail(**summary(entry, requester.owner).model_dump(), vocab=entry.model.vocab.to_string(),
                        history=training_summary(entry), quantities=list(cell.quantities),
                        gates=list(cell.gate_names))
 

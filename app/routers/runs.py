@@ -11,10 +11,13 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Resp
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from ..auth import FORBIDDEN, OPTIONAL_BEARER, UNAUTHORIZED, MayCreate, RequesterDep, TokenChecked, check_owner
+from ..auth import (FORBIDDEN, OPTIONAL_BEARER, TOTAL_COUNT, UNAUTHORIZED, ListingDep, MayCreate, RequesterDep,
+                    TokenChecked, check_owner)
+from ..deps import ComputeSlots
+from ..errors import invalid
 from ..training.corpora import split_sizes
 from ..schemas import ErrorMessage
-from ..training.store import ACTIVE
+from ..training.store import ACTIVE, QueueFull, remaining_seconds
 from ..training.schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig,
                                 RunCreated, RunDetail, Sample, StepEvent, TrainingCapacity)
 from ..security import Requester
@@ -29,7 +32,11 @@ CONFLICT = {409: {"model": ErrorMessage, "description": "The run's status does n
                                                         "says why."}}
 BAD_BODY = {400: {"model": ErrorMessage, "description": "The body is not UTF-8 JSON."}}
 QUEUE_FULL = {429: {"model": ErrorMessage, "description": "RNNSCOPE_MAX_QUEUED_RUNS runs wait already, or "
-                                                          "RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER of yours."}}
+                                                          "RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER of yours; or the "
+                                                          "training time still to do in the queue would pass "
+                                                          "RNNSCOPE_MAX_QUEUED_SECONDS, or in yours "
+                                                          "RNNSCOPE_MAX_QUEUED_SECONDS_PER_OWNER. The message "
+                                                          "says which and how much is queued."}}
 RESUMABLE = ("interrupted", "cancelled")
 # The event stream's media type is text/event-stream; its refusals are still JSON.
 STREAM_NOT_FOUND = {404: {"description": "No run with that id.", "content": {"application/json": {
@@ -57,54 +64,101 @@ def check(config: RunConfig, training: Training) -> None:
                          config.batch_size, config.seq_length, train_chars, corpus["preflight"]["recommended"])
 
 
-def run_model(run: dict, requester: Requester) -> Run:
-    return Run.model_validate(run | {"yours": requester.may_change(run["owner"])})
+def run_model(run: dict, requester: Requester, ahead: int | None = None) -> Run:
+    return Run.model_validate(run | {"yours": requester.may_change(run["owner"]), "ahead": ahead,
+                                     "queued_seconds": remaining_seconds(run)})
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds:,.0f} s ({seconds / 3600:.1f} h)"
+
+
+def queue_refusal(e: QueueFull, step_seconds: float | None = None, resuming: bool = False) -> HTTPException:
+    """The 4xx for a run the queue cannot take, naming the setting and what is queued."""
+    retry = {"Retry-After": "60"}
+    if e.kind == "run_seconds" and resuming:
+        return HTTPException(409, f"this run has {hours(e.current)} of training left; each person may have at most "
+                                  f"{hours(e.limit)} queued or running (setting "
+                                  "RNNSCOPE_MAX_QUEUED_SECONDS_PER_OWNER), so it cannot be resumed here")
+    if e.kind == "runs":
+        return HTTPException(429, f"{e.current} runs are queued already, the limit (setting "
+                                  "RNNSCOPE_MAX_QUEUED_RUNS); wait for one to start", headers=retry)
+    if e.kind == "runs_per_owner":
+        return HTTPException(429, f"{e.current} of your runs are queued already, the limit (setting "
+                                  "RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER); wait for one to start or cancel one",
+                             headers=retry)
+    if e.kind == "run_seconds":
+        # Alone over the limit: waiting would not help, so not a 429.
+        fits = "" if not step_seconds else f"; at {step_seconds:.4f} s a step here, at most " \
+                                           f"{int(e.limit / step_seconds):,} steps fit"
+        return invalid(("body", "max_steps"), f"this run would train for {hours(e.current)} on this server; "
+                       f"each person may have at most {hours(e.limit)} of training queued or running (setting "
+                       f"RNNSCOPE_MAX_QUEUED_SECONDS_PER_OWNER){fits}: lower max_steps")
+    if e.kind == "seconds_per_owner":
+        return HTTPException(429, f"your queued and running runs have {hours(e.current)} of training still to do "
+                                  f"and this one adds {hours(e.adding)}; each person may have at most "
+                                  f"{hours(e.limit)} (setting RNNSCOPE_MAX_QUEUED_SECONDS_PER_OWNER): wait for "
+                                  "one to finish, cancel one, or lower max_steps", headers=retry)
+    return HTTPException(429, f"the server's queued and running runs have {hours(e.current)} of training still "
+                              f"to do and this one adds {hours(e.adding)}; the limit for everyone's together is "
+                              f"{hours(e.limit)} (setting RNNSCOPE_MAX_QUEUED_SECONDS): try again later or "
+                              "lower max_steps", headers=retry)
 
 
 @router.post("", status_code=201, response_model=RunCreated, dependencies=[TokenChecked, MayCreate],
              openapi_extra=OPTIONAL_BEARER, responses=BAD_BODY | UNAUTHORIZED | QUEUE_FULL | FORBIDDEN
              | {404: {"model": ErrorMessage, "description": "No such corpus."}})
-def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep) -> RunCreated:
-    """Queue a training run; the worker trains one run at a time, oldest first."""
+def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep, gate: ComputeSlots) -> RunCreated:
+    """Queue a training run. Owners take turns: the worker takes the oldest queued run of
+    the person who has the fewest ahead of it. A run costs its max_steps x the time a step
+    of its shape takes here (timed once per shape), against the queue's limits."""
     check(config, training)
-    s = training.settings
-    name = config.name or (f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on "
-                           f"{training.store.get_corpus(config.corpus_id)['name']}")
-    run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
-                                    s.max_queued_runs, requester.owner, s.max_queued_runs_per_owner)
-    if run_id == "all":
-        raise HTTPException(429, f"{s.max_queued_runs} runs are queued already, the limit "
-                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS); wait for one to start", 
-                            headers={"Retry-After": "60"})
-    if run_id == "owner":
-        raise HTTPException(429, f"{s.max_queued_runs_per_owner} of your runs are queued already, the limit "
-                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER); wait for one to start or "
-                                 "cancel one", headers={"Retry-After": "60"})
+    corpus = training.store.get_corpus(config.corpus_id)
+    step_seconds = training.step_seconds(config, corpus, gate)
+    name = config.name or f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on {corpus['name']}"
+    try:
+        run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
+                                        0, requester.owner, corpus_sha256=corpus["sha256"],
+                                        step_seconds=step_seconds, limits=training.queue_limits())
+    except QueueFull as e:
+        raise queue_refusal(e, step_seconds) from None
+    except LookupError:
+        raise HTTPException(404, f"corpus {config.corpus_id} was deleted just now; upload it again") from None
     training.trainer.poke()
     return RunCreated(id=run_id, status="queued")
 
 
 @capacity_router.get("", response_model=TrainingCapacity)
-def training_capacity(training: TrainingDep) -> TrainingCapacity:
+def training_capacity(training: TrainingDep, requester: RequesterDep) -> TrainingCapacity:
     """Where runs train and how many at once: the executor, its machines, and the runs
     running and waiting now."""
-    executor = training.executor
-    statuses = [r["status"] for r in training.store.list_runs()]
+    executor, store = training.executor, training.store
+    counts = store.status_counts()
     return TrainingCapacity(executor=executor.name, parallel_runs=executor.parallel_runs,
-                            run_cpus=training.settings.run_cpus, running=statuses.count("running"),
-                            queued=statuses.count("queued"), nodes=executor.nodes())
+                            run_cpus=training.settings.run_cpus, running=counts.get("running", 0),
+                            queued=counts.get("queued", 0), nodes=executor.nodes(),
+                            queued_seconds=store.queued_seconds(),
+                            your_queued_seconds=store.queued_seconds(owner=requester.owner))
 
 
-@router.get("", response_model=list[Run])
-def list_runs(training: TrainingDep, requester: RequesterDep) -> list[Run]:
-    """Every run, newest first, with its latest losses; `yours` marks the ones you may change."""
-    return [run_model(r, requester) for r in training.store.list_runs()]
+@router.get("", response_model=list[Run], responses={200: {"headers": TOTAL_COUNT}})
+def list_runs(training: TrainingDep, requester: RequesterDep, listing: ListingDep, response: Response) -> list[Run]:
+    """Your runs (owner=me, the default) or everyone's (owner=all), newest first, a page at a
+    time, with their latest losses; `yours` marks the ones you may change, `ahead` a queued
+    run's place in the queue."""
+    store = training.store
+    listing.answer(response, store.run_count(listing.owner))
+    order = {run_id: k for k, run_id in enumerate(store.queue_order())}
+    return [run_model(r, requester, order.get(r["id"]))
+            for r in store.list_runs(listing.owner, listing.limit, listing.offset)]
 
 
 @router.get("/{run_id}", response_model=RunDetail, responses=NOT_FOUND)
 def read_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> RunDetail:
     """Status, step, losses, speed, time left, and the model id once a checkpoint exists."""
-    return RunDetail(**run_model(run, requester).model_dump(),
+    order = training.store.queue_order() if run["status"] == "queued" else []
+    ahead = order.index(run["id"]) if run["id"] in order else None      # it may have started meanwhile
+    return RunDetail(**run_model(run, requester, ahead).model_dump(),
                      attempts=[Attempt(**a) for a in training.store.attempts(run["id"])])
 
 
@@ -245,20 +299,19 @@ def resume_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> R
     """Queue an interrupted or cancelled run of yours again; it continues from its last
     checkpoint (or from the start if it had none), redoing only the steps after it."""
     check_owner(requester, run["owner"], f"run {run['id']}", "resume")
-    store, run_id, s = training.store, run["id"], training.settings
+    store, run_id = training.store, run["id"]
     if run["status"] not in RESUMABLE:
         raise HTTPException(409, f"run {run_id} is {run['status']}; only interrupted or cancelled runs "
                                  "resume")
     if run["corpus_id"] is None or store.get_corpus(run["corpus_id"]) is None:
         raise HTTPException(409, f"the corpus of run {run_id} has been deleted, so it cannot train further")
-    if store.queued_count() >= s.max_queued_runs:
-        raise HTTPException(429, f"{s.max_queued_runs} runs are queued already "
-                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS)", headers={"Retry-After": "60"})
-    if run["owner"] is not None and store.queued_count(owner=run["owner"]) >= s.max_queued_runs_per_owner:
-        raise HTTPException(429, f"{s.max_queued_runs_per_owner} runs of this owner are queued already "
-                                 "(setting RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER)", headers={"Retry-After": "60"})
-    if not store.set_status_if(run_id, RESUMABLE, status="queued", error=None, finished=None,
-                               cancel_requested=0):
+    # The run's owner's limits, not the admin's when the admin resumes it.
+    try:
+        requeued = store.requeue_run(run_id, RESUMABLE, training.queue_limits(), error=None, finished=None,
+                                     cancel_requested=0)
+    except QueueFull as e:
+        raise queue_refusal(e, run.get("step_seconds"), resuming=True) from None
+    if not requeued:
         raise HTTPException(409, f"run {run_id} changed status meanwhile; try again")
     training.trainer.poke()
     return run_model(store.get_run(run_id), requester)

@@ -154,6 +154,10 @@ class Run(BaseModel):
     yours: bool = Field(False, description="You (or the admin) may cancel, resume and delete it.")
     worker: str | None = Field(None, description='Where its latest attempt trains or trained: "this server", '
                                                  'or a Ray node.')
+    ahead: int | None = Field(None, description="While queued: the queued runs (anyone's) that start before it. "
+                                                "Owners take turns, so this is not all the older ones.")
+    queued_seconds: float | None = Field(None, description="While queued or running: its training time still "
+                                                           "to do, as the queue's limits count it.")
 
 
 class RunDetail(Run):
@@ -228,3 +232,7 @@ class TrainingCapacity(BaseModel):
     running: int
     queued: int
     nodes: list[TrainingNode] = Field(description="The machines runs may train on.")
+    queued_seconds: float = Field(0.0, description="Training time still to do in every queued and running run "
+                                                   "(at most RNNSCOPE_MAX_QUEUED_SECONDS).")
+    your_queued_seconds: float = Field(0.0, description="The same over your runs (at most "
+                                                        "RNNSCOPE_MAX_QUEUED_SECONDS_PER_OWNER).")

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import sqlite3
+import threading
 from contextlib import nullcontext
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +36,8 @@ from ..settings import Settings
 from .attempt import seconds_per_step
 from .corpora import parameters
 from .executors import make_executor
-from .store import DataPaths, Store, model_id
+from .schemas import RunConfig
+from .store import DataPaths, QueueLimits, Store, is_sha256, model_id
 from .worker import Trainer
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ class Training:
                  on_models_changed=lambda: None):
         self.settings = settings
         self.paths, self.store = open_store(data_dir)
+        # Placing and removing texts (corpora/<sha256>.txt), one at a time: an upload that finds a
+        # text stored must not see it removed by a delete that found it unused a moment before.
+        self.texts_lock = threading.Lock()
         self.remove_orphans()
         self.registry = registry
         self.on_models_changed = on_models_changed
@@ -84,15 +89,14 @@ class Training:
         self._step_times: LRU[tuple, float] = LRU(STEP_TIMES_KEPT)
 
     def remove_orphans(self) -> None:
-        """What a process killed mid-write leaves: temporary files, corpus files without a
-        row, and corpus rows without a file."""
+        """What a process killed mid-write leaves: temporary files, texts that nothing holds,
+        and corpus rows without a text. Texts kept by corpus id (before they were stored by
+        content) move to their sha256 first."""
         root = self.paths.root
-        ids = set(self.store.corpus_ids())
+        self.adopt_texts_by_id()
         # pathlib's * matches dot files too: .upload-*.tmp and .run-1.safetensors.*.tmp alike.
         strays = [(p, "left by a write that did not finish") for sub in ("corpora", "runs", "models")
                   for p in (root / sub).glob("*.tmp")]
-        strays += [(p, "no corpus row refers to it") for p in (root / "corpora").glob("*.txt")
-                   if p.stem.isdigit() and int(p.stem) not in ids]
         for path, why in strays:
             if not path.is_file():                # someone's directory: not ours to remove
                 continue
@@ -101,10 +105,68 @@ class Training:
                 path.unlink(missing_ok=True)
             except OSError as e:
                 log.warning("cannot remove %s: %s", path, e)
-        for corpus_id in ids:
-            if not self.paths.corpus(corpus_id).exists():
-                log.warning("forgetting corpus %d: its file is gone", corpus_id)
-                self.store.delete_corpus(corpus_id)
+        for corpus in self.store.list_corpora()[0]:
+            if not self.paths.blob(corpus["sha256"]).exists():
+                log.warning("forgetting corpus %d: its file is gone", corpus["id"])
+                self.store.delete_corpus(corpus["id"])
+        self.remove_unused_texts()
+
+    # ---- texts, stored once each (corpora/<sha256>.txt) ------------------------------------------
+
+    def adopt_texts_by_id(self) -> None:
+        for corpus in self.store.list_corpora()[0]:
+            by_id, blob = self.paths.corpus(corpus["id"]), self.paths.blob(corpus["sha256"])
+            try:
+                if by_id.is_file():
+                    if blob.exists():
+                        by_id.unlink()
+                    else:
+                        os.replace(by_id, blob)
+            except OSError as e:
+                log.warning("cannot move %s to %s: %s", by_id, blob, e)
+
+    def place_text(self, path: Path, sha256: str) -> bool:
+        """Move an ingested text to its blob, unless that text is stored already (then the
+        copy is dropped): whether this placed it. Call under texts_lock."""
+        blob = self.paths.blob(sha256)
+        if blob.is_file():
+            path.unlink(missing_ok=True)
+            return False
+        os.replace(path, blob)
+        return True
+
+    def delete_corpus(self, corpus_id: int) -> None:
+        """Delete a corpus entry, and its text if nothing else holds it: queued and running
+        runs (anyone's) keep theirs and go on training."""
+        with self.texts_lock:
+            unused = self.store.delete_corpus(corpus_id)
+            if unused is not None:
+                self.paths.blob(unused).unlink(missing_ok=True)
+
+    def remove_unused_texts(self) -> None:
+        """Remove the texts no corpus entry and no queued or running run holds any more (those
+        a finished run kept after its entry was deleted)."""
+        with self.texts_lock:
+            entries, runs_only = self.store.texts_in_use()
+            ids = {str(i) for i in self.store.corpus_ids()}
+            for path in (self.paths.root / "corpora").glob("*.txt"):
+                name = path.stem
+                # Only files this store names: a sha256, or a corpus id from before that no row has.
+                if (is_sha256(name) and name not in entries | runs_only) or (name.isdigit() and name not in ids):
+                    if path.is_file():
+                        log.info("removing %s: no corpus entry or active run holds it", path)
+                        path.unlink(missing_ok=True)
+
+    def stored_text_bytes(self, db: sqlite3.Connection) -> int:
+        """Bytes of text stored: each text once, whether entries or only active runs hold it."""
+        _, runs_only = self.store.texts_in_use(db)
+        kept = 0
+        for sha in runs_only:
+            try:
+                kept += self.paths.blob(sha).stat().st_size
+            except OSError:
+                pass
+        return self.store.total_corpus_bytes(db) + kept
 
     # ---- limits shared by runs and estimates ----------------------------------------------------
 
@@ -139,6 +201,18 @@ class Training:
                 return seconds_per_step(cfg, batch_size, seq_length, self.one_thread)
         return self._step_times.get_or_make(key, timed)
 
+    # ---- fair share: the queue's compute ----------------------------------------------------------
+
+    def step_seconds(self, config: RunConfig, corpus: dict, gate: ComputeGate | None = None) -> float:
+        """What a step of this run costs here: the same timing the estimate shows (cached per shape)."""
+        cfg = ModelConfig(config.cell, corpus["preflight"]["vocab_size"], config.hidden_size, config.num_layers)
+        return self.seconds_per_step(cfg, config.batch_size, config.seq_length, gate=gate)
+
+    def queue_limits(self) -> QueueLimits:
+        s = self.settings
+        return QueueLimits(s.max_queued_runs, s.max_queued_runs_per_owner, s.max_queued_seconds,
+                           s.max_queued_seconds_per_owner)
+
     # ---- the disk ---------------------------------------------------------------------------------
 
     def check_free_space(self, what: str) -> None:
@@ -166,7 +240,7 @@ class Training:
             except UnknownModelError:
                 self.publish(run["id"])
             else:
-                self.registry.put(dataclasses.replace(entry, name=run["name"]))
+                self.registry.put(dataclasses.replace(entry, name=run["name"], owner=run["owner"]))
 
     def stop(self) -> None:
         try:
@@ -184,7 +258,8 @@ class Training:
         if self.registry is None or run is None or not path.exists():
             return
         try:
-            entry = make_entry(model_id(run_id), path, bundled=False, name=run["name"], cache=self.registry.cache)
+            entry = make_entry(model_id(run_id), path, bundled=False, name=run["name"], cache=self.registry.cache,
+                               owner=run["owner"])
         except CheckpointError as e:
             log.warning("cannot serve the model of run %d: %s", run_id, e)
             return

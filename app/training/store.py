@@ -3,7 +3,8 @@ logged step, and beside it the corpus texts and the safetensors files of each ru
 
 <data_dir>/rnnscope.sqlite3                 corpora, runs, metrics, samples, gradient profiles
 <data_dir>/rnnscope.sqlite3.reserve         room kept for the database's writes on a full disk
-<data_dir>/corpora/<id>.txt                 an upload, decoded and normalised to UTF-8 with \\n
+<data_dir>/corpora/<sha256>.txt             a text, decoded and normalised to UTF-8 with \\n, stored once
+                                            however many corpus entries (of however many owners) hold it
 <data_dir>/runs/<id>.state.safetensors      a run's resumable training state
 <data_dir>/models/run-<id>.safetensors      a run's model, which the model registry serves
 
@@ -135,6 +136,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE attempts ADD COLUMN placed REAL;
     """,
+    # Fair share (issue 18). The text a run trains on, by content: texts are stored once per
+    # sha256 (corpora/<sha256>.txt), and a run keeps its text when the corpus entry it was
+    # started from is deleted. The seconds a step of the run takes here, measured when it was
+    # queued: the queue's compute is remaining steps x this, bounded per owner and in all.
+    """
+    ALTER TABLE runs ADD COLUMN corpus_sha256 TEXT;
+    ALTER TABLE runs ADD COLUMN step_seconds REAL;
+    UPDATE runs SET corpus_sha256 = (SELECT c.sha256 FROM corpora c WHERE c.id = runs.corpus_id);
+    CREATE INDEX runs_by_owner ON runs (owner, id);
+    CREATE INDEX corpora_by_owner ON corpora (owner, id);
+    """,
 ]
 
 STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")
@@ -159,7 +171,15 @@ class DataPaths:
         return self.root / "rnnscope.sqlite3"
 
     def corpus(self, corpus_id: int) -> Path:
+        """Where a corpus's text was kept before texts were stored by content: only start-up
+        looks here, to move such files to their blob."""
         return self.root / "corpora" / f"{int(corpus_id)}.txt"
+
+    def blob(self, sha256: str) -> Path:
+        """A text by its sha256: the one copy every corpus entry and run with that text reads."""
+        if not is_sha256(sha256):
+            raise ValueError(f"not a sha256: {sha256!r}")
+        return self.root / "corpora" / f"{sha256}.txt"
 
     def train_state(self, run_id: int) -> Path:
         return self.root / "runs" / f"{int(run_id)}.state.safetensors"
@@ -170,6 +190,10 @@ class DataPaths:
     def make_dirs(self) -> None:
         for sub in ("corpora", "runs", "models"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+
+def is_sha256(name: str) -> bool:
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
 
 def model_id(run_id: int) -> str:
@@ -231,6 +255,27 @@ class OpenConnections:
 # disk, it is given up, so that a run can still be marked interrupted, cancelled or deleted
 # (a status is a page or two; deleting a run of 50,000 logged steps rewrites ~4 MB of pages).
 RESERVE_BYTES = 4_000_000
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """What the queue may hold: runs waiting (in all, per owner) and seconds of training
+    still to do in queued and running runs (in all, per owner)."""
+
+    runs: int
+    runs_per_owner: int | None = None
+    seconds: float = math.inf
+    seconds_per_owner: float = math.inf
+
+
+class QueueFull(Exception):
+    """A run the queue cannot take. `limit` is what `kind` names: runs, runs_per_owner,
+    seconds, seconds_per_owner, or run_seconds (the run alone is over seconds_per_owner);
+    `current` is what is queued (for run_seconds, the run's own), `adding` the run's seconds."""
+
+    def __init__(self, kind: str, current: float, limit: float, adding: float = 0.0):
+        super().__init__(kind)
+        self.kind, self.current, self.limit, self.adding = kind, current, limit, adding
 
 
 class Store:
@@ -382,13 +427,16 @@ class Store:
     def add_corpus(self, name: str, filename: str | None, size: int, chars: int, sha256: str,
                    preflight: dict, owner: str | None = None,
                    place: Callable[[int], None] = lambda corpus_id: None,
-                   unplace: Callable[[int], None] = lambda corpus_id: None) -> int:
+                   unplace: Callable[[int], None] = lambda corpus_id: None,
+                   admit: Callable[[sqlite3.Connection], None] = lambda db: None) -> int:
         """Insert a corpus and call `place(id)` (which moves its file into place) inside the
         same transaction: if placing fails, no row is left without its file; if the COMMIT
         fails, `unplace(id)` removes the file, and no file is left without its row (the id,
-        rolled back, would be the next upload's)."""
+        rolled back, would be the next upload's). `admit(db)` runs first, in the same
+        transaction, so that quotas it checks cannot be passed by two uploads at once."""
         placed: list[int] = []
         with self.write(undo=lambda: [unplace(i) for i in placed]) as db:
+            admit(db)
             cur = db.execute("INSERT INTO corpora (name, filename, bytes, chars, sha256, preflight, created, "
                              "owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (name, filename, size, chars, sha256, json.dumps(preflight), time.time(), owner))
@@ -402,12 +450,29 @@ class Store:
                                    (sha256, owner)).fetchone()
         return None if row is None else corpus_row(row)
 
-    def owner_corpus_bytes(self, owner: str) -> int:
-        return self._conn().execute("SELECT coalesce(sum(bytes), 0) FROM corpora WHERE owner = ?",
-                                    (owner,)).fetchone()[0]
+    def owner_corpus_bytes(self, owner: str, db: sqlite3.Connection | None = None) -> int:
+        """An owner's corpus entries, each counted whole: what they would keep on a server of their own."""
+        return (db or self._conn()).execute("SELECT coalesce(sum(bytes), 0) FROM corpora WHERE owner = ?",
+                                            (owner,)).fetchone()[0]
 
-    def total_corpus_bytes(self) -> int:
-        return self._conn().execute("SELECT coalesce(sum(bytes), 0) FROM corpora").fetchone()[0]
+    def total_corpus_bytes(self, db: sqlite3.Connection | None = None) -> int:
+        """The texts of all corpus entries, each distinct text once (as they are stored)."""
+        return (db or self._conn()).execute("SELECT coalesce(sum(bytes), 0) FROM (SELECT max(bytes) AS bytes "
+                                            "FROM corpora GROUP BY sha256)").fetchone()[0]
+
+    def has_text(self, sha256: str, db: sqlite3.Connection | None = None) -> bool:
+        """Whether a corpus entry or a queued or running run holds this text."""
+        return (db or self._conn()).execute(
+            "SELECT EXISTS (SELECT 1 FROM corpora WHERE sha256 = ?) OR EXISTS (SELECT 1 FROM runs WHERE "
+            "corpus_sha256 = ? AND status IN ('queued', 'running'))", (sha256, sha256)).fetchone()[0] == 1
+
+    def texts_in_use(self, db: sqlite3.Connection | None = None) -> tuple[set[str], set[str]]:
+        """The sha256 of every text a corpus entry holds, and of those only queued or running runs hold."""
+        db = db or self._conn()
+        entries = {r[0] for r in db.execute("SELECT DISTINCT sha256 FROM corpora")}
+        runs = {r[0] for r in db.execute("SELECT DISTINCT corpus_sha256 FROM runs WHERE corpus_sha256 IS NOT "
+                                         "NULL AND status IN ('queued', 'running')")}
+        return entries, runs - entries
 
     def corpus_ids(self) -> list[int]:
         return [r[0] for r in self._conn().execute("SELECT id FROM corpora")]
@@ -423,12 +488,25 @@ class Store:
         row = self._conn().execute("SELECT * FROM corpora WHERE id = ?", (corpus_id,)).fetchone()
         return None if row is None else corpus_row(row)
 
-    def list_corpora(self) -> list[dict]:
-        return [corpus_row(r) for r in self._conn().execute("SELECT * FROM corpora ORDER BY id DESC")]
+    def list_corpora(self, owner: str | None = None, limit: int = -1, offset: int = 0) -> tuple[list[dict], int]:
+        """Corpus entries newest first: all, or an `owner`'s and those nobody owns (made before
+        owners were); a page of `limit` (-1: all) from `offset`, and how many there are."""
+        where, args = ("", ()) if owner is None else (" WHERE owner = ? OR owner IS NULL", (owner,))
+        with self.read() as db:
+            total = db.execute(f"SELECT count(*) FROM corpora{where}", args).fetchone()[0]
+            rows = db.execute(f"SELECT * FROM corpora{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                              (*args, limit, offset)).fetchall()
+        return [corpus_row(r) for r in rows], total
 
-    def delete_corpus(self, corpus_id: int) -> None:
+    def delete_corpus(self, corpus_id: int) -> str | None:
+        """Delete a corpus entry; the sha256 of its text when nothing else holds that text now
+        (no other entry, no queued or running run), so its file may go; else None."""
         with self.write() as db:
+            row = db.execute("SELECT sha256 FROM corpora WHERE id = ?", (corpus_id,)).fetchone()
             db.execute("DELETE FROM corpora WHERE id = ?", (corpus_id,))
+            if row is None or self.has_text(row[0], db):
+                return None
+            return row[0]
 
     def runs_using(self, corpus_id: int, statuses: Sequence[str]) -> list[int]:
         marks = ",".join("?" * len(statuses))
@@ -439,18 +517,58 @@ class Store:
     # ---- runs -------------------------------------------------------------------------
 
     def add_run(self, name: str, corpus_id: int, config: dict, max_steps: int, max_queued: int,
-                owner: str | None = None, max_queued_per_owner: int | None = None) -> int | str:
-        """A new queued run's id; or "all" when `max_queued` runs already wait, "owner" when
-        this owner has `max_queued_per_owner` waiting."""
+                owner: str | None = None, max_queued_per_owner: int | None = None, *,
+                corpus_sha256: str | None = None, step_seconds: float | None = None,
+                limits: QueueLimits | None = None) -> int:
+        """A new queued run's id. Raises QueueFull when `max_queued` runs already wait, this
+        owner has `max_queued_per_owner` waiting, or its compute would pass `limits`: the
+        check and the insert are one transaction, so a burst cannot pass a limit together."""
         with self.write() as db:
-            if self.queued_count(db) >= max_queued:
-                return "all"
-            if max_queued_per_owner is not None and self.queued_count(db, owner) >= max_queued_per_owner:
-                return "owner"
-            cur = db.execute("INSERT INTO runs (name, corpus_id, config, status, max_steps, created, owner) "
-                             "VALUES (?, ?, ?, 'queued', ?, ?, ?)",
-                             (name, corpus_id, json.dumps(config), max_steps, time.time(), owner))
+            limits = limits or QueueLimits(max_queued, max_queued_per_owner)
+            if corpus_sha256 is not None and db.execute("SELECT 1 FROM corpora WHERE id = ?",
+                                                        (corpus_id,)).fetchone() is None:
+                raise LookupError(f"no corpus {corpus_id}")   # deleted since the caller looked
+            self._admit(db, owner, max_steps * (step_seconds or 0.0), limits)
+            cur = db.execute("INSERT INTO runs (name, corpus_id, config, status, max_steps, created, owner, "
+                             "corpus_sha256, step_seconds) VALUES (?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                             (name, corpus_id, json.dumps(config), max_steps, time.time(), owner,
+                              corpus_sha256, step_seconds))
             return cur.lastrowid
+
+    def requeue_run(self, run_id: int, expected: Sequence[str], limits: QueueLimits, **fields: Any) -> bool:
+        """Queue a run again (resume) if its status is one of `expected`, within `limits` for
+        its remaining steps: one transaction. False if its status changed; QueueFull if over."""
+        with self.write() as db:
+            row = db.execute("SELECT status, owner, max(0, max_steps - step) * coalesce(step_seconds, 0) "
+                             "FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None or row[0] not in expected:
+                return False
+            self._admit(db, row[1], row[2], limits)
+            self.update_run(run_id, db, status="queued", **fields)
+            return True
+
+    def _admit(self, db: sqlite3.Connection, owner: str | None, seconds: float, limits: QueueLimits) -> None:
+        """Raise QueueFull unless one more run of `owner`, `seconds` of compute, fits `limits`."""
+        if (n := self.queued_count(db)) >= limits.runs:
+            raise QueueFull("runs", n, limits.runs)
+        if limits.runs_per_owner is not None and (n := self.queued_count(db, owner)) >= limits.runs_per_owner:
+            raise QueueFull("runs_per_owner", n, limits.runs_per_owner)
+        if seconds > limits.seconds_per_owner:                # alone: waiting would not help
+            raise QueueFull("run_seconds", seconds, limits.seconds_per_owner)
+        if (t := self.queued_seconds(db, owner)) + seconds > limits.seconds_per_owner:
+            raise QueueFull("seconds_per_owner", t, limits.seconds_per_owner, seconds)
+        if (t := self.queued_seconds(db)) + seconds > limits.seconds:
+            raise QueueFull("seconds", t, limits.seconds, seconds)
+
+    def queued_seconds(self, db: sqlite3.Connection | None = None, owner: str | None = None) -> float:
+        """Training time still to do in queued and running runs (all, or one owner's): their
+        remaining steps x the seconds a step measured when queued; for a running run, its own
+        estimate of the time left once it has one."""
+        db = db or self._conn()
+        where, args = ("", ()) if owner is None else (" AND owner = ?", (owner,))
+        return db.execute("SELECT coalesce(sum(CASE WHEN status = 'running' AND eta_seconds IS NOT NULL "
+                          "THEN eta_seconds ELSE max(0, max_steps - step) * coalesce(step_seconds, 0) END), 0) "
+                          f"FROM runs WHERE status IN ('queued', 'running'){where}", args).fetchone()[0]
 
     def queued_count(self, db: sqlite3.Connection | None = None, owner: str | None = None) -> int:
         """Runs waiting to train: all of them, or one owner's."""
@@ -464,8 +582,19 @@ class Store:
         row = self._conn().execute(RUN_SELECT + " WHERE r.id = ?", (run_id,)).fetchone()
         return None if row is None else run_row(row)
 
-    def list_runs(self) -> list[dict]:
-        return [run_row(r) for r in self._conn().execute(RUN_SELECT + " ORDER BY r.id DESC")]
+    def list_runs(self, owner: str | None = None, limit: int = -1, offset: int = 0) -> list[dict]:
+        """Runs newest first: all, or an `owner`'s and those nobody owns (made before owners
+        were); a page of `limit` (-1: all) from `offset`."""
+        where, args = ("", ()) if owner is None else (" WHERE r.owner = ? OR r.owner IS NULL", (owner,))
+        return [run_row(r) for r in self._conn().execute(RUN_SELECT + where + " ORDER BY r.id DESC LIMIT ? OFFSET ?",
+                                                         (*args, limit, offset))]
+
+    def run_count(self, owner: str | None = None) -> int:
+        where, args = ("", ()) if owner is None else (" WHERE owner = ? OR owner IS NULL", (owner,))
+        return self._conn().execute(f"SELECT count(*) FROM runs{where}", args).fetchone()[0]
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self._conn().execute("SELECT status, count(*) FROM runs GROUP BY status").fetchall())
 
     def update_run(self, run_id: int, db: sqlite3.Connection | None = None, **fields: Any) -> None:
         unknown = set(fields) - RUN_FIELDS
@@ -490,9 +619,18 @@ class Store:
             return True
 
     def next_queued(self) -> int | None:
-        row = self._conn().execute("SELECT id FROM runs WHERE status = 'queued' "
-                                   "ORDER BY id LIMIT 1").fetchone()
-        return None if row is None else row[0]
+        order = self.queue_order(limit=1)
+        return order[0] if order else None
+
+    def queue_order(self, limit: int = -1) -> list[int]:
+        """Queued runs in the order the worker takes them: owners in turn, so one person's ten
+        runs do not keep everyone else's first waiting. A run's place is the runs of its owner
+        queued before it plus those of its owner training now; ties oldest first."""
+        rows = self._conn().execute(
+            "SELECT id FROM runs q WHERE status = 'queued' ORDER BY "
+            "(SELECT count(*) FROM runs p WHERE p.owner IS q.owner AND (p.status = 'running' OR "
+            "(p.status = 'queued' AND p.id < q.id))), id LIMIT ?", (limit,))
+        return [r[0] for r in rows]
 
     def interrupt_running(self, reason: str = "the server stopped while this run was training",
                           run_id: int | None = None) -> list[int]:
@@ -603,6 +741,15 @@ class Store:
 # worker: where the run's latest attempt trains, or trained.
 RUN_SELECT = ("SELECT r.*, c.name AS corpus_name, (SELECT a.worker FROM attempts a WHERE a.run_id = r.id "
               "ORDER BY a.attempt DESC LIMIT 1) AS worker FROM runs r LEFT JOIN corpora c ON c.id = r.corpus_id")
+
+
+def remaining_seconds(run: dict) -> float | None:
+    """A queued or running run's training time still to do, as Store.queued_seconds counts it."""
+    if run["status"] not in ACTIVE:
+        return None
+    if run["status"] == "running" and run["eta_seconds"] is not None:
+        return run["eta_seconds"]
+    return max(0, run["max_steps"] - run["step"]) * (run.get("step_seconds") or 0.0)
 
 
 def corpus_row(row: sqlite3.Row) -> dict:

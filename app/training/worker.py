@@ -221,13 +221,16 @@ class Trainer:
         """The job for a run, or why it cannot train."""
         cfg = RunConfig.model_validate(run["config"])
         corpus = None if run["corpus_id"] is None else self.store.get_corpus(run["corpus_id"])
-        path = self.paths.corpus(cfg.corpus_id)
-        if corpus is None or not path.exists():
+        # The run's own text, by content: it trains on even if its corpus entry was deleted since.
+        sha = run.get("corpus_sha256") or (corpus["sha256"] if corpus else None)
+        path = self.paths.blob(sha) if sha else None
+        if path is None or not path.exists():
             return f"the corpus {cfg.corpus_id} has been deleted"
         text = path.read_text(encoding="utf-8")
         vocab = Vocab.from_text(text)
         model_cfg = ModelConfig(cfg.cell, len(vocab), cfg.hidden_size, cfg.num_layers)
-        return Job(run["id"], run["name"], cfg, text, vocab, model_cfg, train_config(cfg), corpus["name"],
+        return Job(run["id"], run["name"], cfg, text, vocab, model_cfg, train_config(cfg),
+                   corpus["name"] if corpus else f"corpus {cfg.corpus_id} (deleted)",
                    gradient_passage(text, self.settings.gradient_passage_chars), Cadence.of(self.settings))
 
     def _resume_state(self, run_id: int) -> TrainState | None:
