@@ -43,18 +43,18 @@ class CorpusLibrary:
             paths += sorted(uploads.glob("*.txt"))
         return [p for p in paths if p.is_file()]
 
-    def _sha(self, path: Path) -> str:
+    def _sha(self, path: Path) -> tuple[str, str | None]:
+        """The file's digest, and its text when hashing had to read it (None when known)."""
         st = path.stat()
         stamp = (st.st_size, st.st_mtime)
         known = self._hashes.get(path)
         if known and known[0] == stamp:
-            return known[1]
+            return known[1], None
         # The same digest as model.train.corpus_sha256: of the text as UTF-8.
         text = read_text(path)
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
         self._hashes[path] = (stamp, digest)
-        self._texts.put(digest, text)              # found to be read: a view reads it next
-        return digest
+        return digest, text
 
     def find(self, sha256: str | None) -> Corpus | None:
         if not sha256:
@@ -62,7 +62,10 @@ class CorpusLibrary:
         with self._lock:
             for path in self.candidates():
                 try:
-                    if self._sha(path) == sha256:
+                    digest, text = self._sha(path)
+                    if digest == sha256:
+                        if text is not None:       # just read: the view that asked reads it next
+                            self._texts.put(sha256, text)
                         return Corpus(path.name.removesuffix(".gz"), path, sha256)
                 except (OSError, UnicodeDecodeError, EOFError, zlib.error):   # the last two: a broken .gz
                     continue
