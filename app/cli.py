@@ -243,6 +243,7 @@ def serve(
 
     from rnnscope.app.main import create_app
     from rnnscope.app.security import is_loopback
+    from rnnscope.app.slow_clients import header_deadline
     from rnnscope.app.settings import Settings
     from rnnscope.app.training.executors import ExecutorUnavailable, check_available
     from rnnscope.app.training.service import DataDirError, open_store
@@ -270,8 +271,10 @@ def serve(
                    "or pass --no-token to have none.", err=True)
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"]["rnnscope"] = {"handlers": ["default"], "level": "INFO"}   # which models loaded
-    # One worker: the models and the compute slots live in this process.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_config=log_config)
+    # One worker: the models and the compute slots live in this process. The h11 protocol with a
+    # deadline on request headers (app/slow_clients.py); keep-alive as uvicorn's default, said here.
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, workers=1, log_config=log_config,
+                http=header_deadline(settings.header_timeout_seconds), timeout_keep_alive=5)
 
 
 def file_id(text: str) -> str:

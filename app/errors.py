@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -125,6 +126,14 @@ async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     return ErrorResponse({"detail": "internal error; the server log has the details"}, status_code=500)
 
 
+async def on_client_gone(request: Request, exc: ClientDisconnect) -> Response:
+    """A client that went away while sending its request (an upload cancelled, a tab closed):
+    an everyday event, one line in the log. The answer reaches no one."""
+    log.info("%s %s: the client went away before sending all of its request (Content-Length %s)",
+             request.method, request.url.path, request.headers.get("content-length", "not given"))
+    return Response(status_code=400)
+
+
 class BodyLimit:
     """Refuses a request body over `max_bytes` with a JSON 413 naming the setting: at once
     when Content-Length declares it, else as soon as the bytes read pass the limit.
@@ -164,4 +173,5 @@ def install(app: FastAPI, max_body_bytes: int) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)

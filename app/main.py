@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_limits
 from . import errors, openapi
 from .compute_gate import ComputeGate
 from .security import SharedServer
+from .slow_clients import BodyDeadline
 from .runtime import fix_mmap_threshold, limit_malloc_arenas
 from .registry import ModelRegistry
 from .assets import ASSETS, STATIC_DIR, VENDOR_FILES, AssetFiles, PagesRevalidated
@@ -60,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for exc, handler in training.STORAGE_ERROR_HANDLERS.items():
         app.add_exception_handler(exc, handler)
     app.add_middleware(PagesRevalidated)                  # HTML: no-cache; other responses untouched
+    app.add_middleware(BodyDeadline, timeout_seconds=settings.body_timeout_seconds,   # a trickled body: 408
+                       min_bytes_per_second=settings.body_min_bytes_per_second)
     # Outermost, so Host, Origin and the owner are settled before anything else runs.
     app.add_middleware(SharedServer, allowed_hosts=settings.hosts(),
                        token=settings.token.get_secret_value() if settings.token else None)

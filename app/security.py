@@ -18,6 +18,8 @@ One ASGI middleware in front of everything, so no route can forget it:
 - **Admin.** The holder of settings.token: `Authorization: Bearer <token>`, or a browser
   that opened any page with `?token=<token>` once (the URL `rnnscope serve` prints), which
   sets the `rnnscope_admin` cookie and redirects to the same page without the token.
+  The token never reaches a log: uvicorn's access log line of that first request shows
+  `token=<hidden>`.
 """
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 from dataclasses import dataclass
 from http.cookies import CookieError, SimpleCookie
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote_plus, urlencode, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -159,10 +162,40 @@ def cookies(headers: dict[bytes, bytes]) -> dict[str, str]:
     return {k: m.value for k, m in jar.items()}
 
 
+# A query parameter in a logged request line: its name (percent-encoded, as sent) and value.
+QUERY_PARAMETER = re.compile(r"(?<=[?&])([^=&\s\"#]*)=([^&\s\"#]*)")
+
+
+class TokensOutOfLogs(logging.Filter):
+    """Hides the value of every `token` query parameter in a log line (uvicorn's access log
+    writes each request's path and query): whoever reads the log must not become the admin."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Argument by argument: uvicorn's access formatter unpacks the arguments by position.
+        if isinstance(record.msg, str):
+            record.msg = hide_tokens(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(hide_tokens(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def hide_tokens(text: str) -> str:
+    return QUERY_PARAMETER.sub(lambda m: f"{m[1]}=<hidden>" if unquote_plus(m[1]).strip().lower() == "token"
+                               else m[0], text)
+
+
+def keep_tokens_out_of_logs(logger_name: str = "uvicorn.access") -> None:
+    """Add TokensOutOfLogs to a logger once, however many apps are made in one process."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, TokensOutOfLogs) for f in logger.filters):
+        logger.addFilter(TokensOutOfLogs())
+
+
 class SharedServer:
     """The Host, Origin, owner and admin checks above, as pure ASGI (no per-request task)."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: list[str], token: str | None):
+        keep_tokens_out_of_logs()
         self.app = app
         self.allowed_hosts = [h.lower() for h in allowed_hosts]
         self.token = token.encode() if token else None

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_000_000, ge=1_000)
     # Characters per server-sent event while streaming a sample: smooth on screen, few events.
     stream_chunk_chars: int = Field(16, ge=1)
+    # Slow clients (app/slow_clients.py). A browser sends a request's line and headers in one
+    # packet; 10 s covers a bad phone link and frees a connection that trickles them (1,000
+    # such connections were held for a minute each). Applies under `rnnscope serve`.
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    # A body may keep a route waiting this long, plus a second per body_min_bytes_per_second
+    # bytes received (Apache's mod_reqtimeout defaults, body=20,MinRate=500): a 50 MB upload at
+    # 1 MB/s waits 50 s of its 100,020; a client sending a byte a second is cut at 20 s.
+    body_timeout_seconds: float = Field(20.0, gt=0)
+    body_min_bytes_per_second: float = Field(500.0, gt=0)
 
     # ---- a server shared by a class (app/security.py, app/auth.py) ----
     # The admin's token: `Authorization: Bearer <token>` (or the ?token= URL `rnnscope serve`

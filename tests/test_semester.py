@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.training_app import ENDLESS, OWNER, Server, excerpt
+from tests.training_app import ENDLESS, OWNER, ROOT, Server, excerpt, free_port
 
 # A run that trains one step of a model of a few hundred weights, without samples: what
 # remains of its cost is what a run costs the server, whatever it trains.
@@ -138,3 +143,109 @@ def test_a_burst_of_500_event_streams_gets_exactly_the_limit(tmp_path):
         assert "Traceback" not in server.log.read_text()          # watchers that leave are no error
     finally:
         server.stop()
+
+
+# ---- slow clients, aborted uploads and the log: `rnnscope serve` as a class runs it ------------------
+
+TOKEN = "the-admin-token-of-this-test"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[tuple[int, Path]]:
+    """`rnnscope serve` with an admin token and one-second slow-client timeouts, logging to a
+    file: (port, log)."""
+    data_dir = tmp_path_factory.mktemp("served")
+    port, log = free_port(), data_dir / "server.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RNNSCOPE_LOAD_BUNDLED": "false", "RNNSCOPE_TOKEN": TOKEN,
+           "RNNSCOPE_HEADER_TIMEOUT_SECONDS": "1", "RNNSCOPE_BODY_TIMEOUT_SECONDS": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-c", "from rnnscope.app.cli import main; main()", "serve",
+                                    "--port", str(port), "--data-dir", str(data_dir)],
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield port, log
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def trickle(port: int, start: bytes, rest: bytes, seconds_per_byte: float = 0.25, give_up: float = 30) -> bytes:
+    """Send `start`, then `rest` a byte at a time, until the server closes the connection:
+    what it answered. AssertionError if it is still open after `give_up` seconds."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(seconds_per_byte)
+        s.sendall(start)
+        answer, deadline = b"", time.monotonic() + give_up
+        for byte in rest:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:                   # closed, and the pipe broke before recv saw it
+                return answer
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                chunk = None
+            except OSError:                   # reset: closed with bytes of ours unread
+                return answer
+            if chunk == b"":
+                return answer
+            answer += chunk or b""
+            assert time.monotonic() < deadline, f"a client trickling {start[:40]!r} was held {give_up} s"
+        # Everything sent: a server that waits on nothing more need not close; say so.
+        raise AssertionError(f"the server waited for all of {start[:40]!r} trickled")
+
+
+def test_slow_clients_are_cut_off(served):
+    """Before: uvicorn times out neither headers nor bodies, so a connection sending a byte
+    now and then was held as long as it liked (1,000 of them for a minute)."""
+    port, _ = served
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Padding: " + b"." * 400 + b"\r\n\r\n"
+    assert trickle(port, b"", request) == b""                                 # closed, no answer
+    with socket.create_connection(("127.0.0.1", port)) as silent:             # nothing sent at all
+        silent.settimeout(30)
+        assert silent.recv(100) == b""
+    json_head = (b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 400\r\n\r\n")
+    upload_head = (b"POST /api/corpora HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                   b"boundary=b\r\nContent-Length: 4000\r\n\r\n--b\r\n")
+    for head, body in ((json_head, b"{" + b" " * 399), (upload_head, b"x" * 3000)):
+        answer = trickle(port, head, body)
+        # 408 if the answer arrived before the connection closed; never another status.
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200     # others are served as ever
+
+
+def test_an_aborted_upload_is_one_info_line_and_no_token_reaches_the_log(served):
+    """Before: an aborted upload logged ERROR and a ~140-line traceback (1,000 aborts made
+    11 MB of log), and the access log held the admin URL with its token."""
+    port, log = served
+    before = len(log.read_text().splitlines())
+    head = (b"POST /api/corpora HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; "
+            b"filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head + b"to be or not to be\n" * 5_000)
+        time.sleep(0.5)                       # the route is reading it when the client goes
+    r = httpx.get(f"http://127.0.0.1:{port}/", params={"token": TOKEN})
+    assert r.status_code == 303
+    deadline = time.monotonic() + 10
+    while "GET /?token=" not in log.read_text():         # the access log line of the admin URL
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    lines = log.read_text().splitlines()[before:]
+    assert TOKEN not in log.read_text()
+    assert any("GET /?token=<hidden>" in line for line in lines), lines
+    aborted = [line for line in lines if "POST /api/corpora" in line]
+    assert len(aborted) == 1 and aborted[0].startswith("INFO:") and "went away" in aborted[0], lines
+    assert not any(line.startswith(("ERROR", "Traceback")) for line in lines), lines
