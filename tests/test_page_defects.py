@@ -19,14 +19,15 @@ import pytest
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PAGE_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 2
 
-# Pairs of boxes, one from each selector, that overlap by more than half a pixel each way.
-OVERLAPS = """([first, second]) => {
+# Pairs of boxes, one from each selector, closer than `gap` pixels (a negative gap: overlapping
+# by more than that).
+OVERLAPS = """([first, second, gap]) => {
   const boxes = (sel) => [...document.querySelectorAll(sel)].map((e) => [e, e.getBoundingClientRect()])
     .filter(([, r]) => r.width > 0 && r.height > 0);
   const hits = [];
   for (const [a, r] of boxes(first)) for (const [b, s] of boxes(second)) {
     if (a === b) continue;
-    if (r.left < s.right - 0.5 && s.left < r.right - 0.5 && r.top < s.bottom - 0.5 && s.top < r.bottom - 0.5) {
+    if (r.left < s.right + gap && s.left < r.right + gap && r.top < s.bottom + gap && s.top < r.bottom + gap) {
       hits.push([a.textContent, b.textContent]);
     }
   }
@@ -70,8 +71,8 @@ def page(tab):
     assert not errors, errors
 
 
-def overlaps(page, first: str, second: str) -> list[list[str]]:
-    return page.evaluate(OVERLAPS, [first, second])
+def overlaps(page, first: str, second: str, gap: float = -0.5) -> list[list[str]]:
+    return page.evaluate(OVERLAPS, [first, second, gap])
 
 
 def shoot(pg, name: str, selector: str | None = None) -> None:
@@ -198,8 +199,9 @@ def test_compare_headline_is_the_horizons_drawn(page, live_server):
     shoot(page, "compare-head", ".page-head")
 
 
-def test_compare_axis_titles_clear_their_ticks_with_real_subscripts(page, live_server):
-    page.goto(f"{live_server}/compare?models=lstm,gru,rnn&text={quote(PAGE_TEXT)}")
+def test_compare_axis_titles_clear_their_ticks_with_real_subscripts(page, bundled_server):
+    """With the bundled models, whose gradients reach 10⁻¹⁸: the widest tick labels."""
+    page.goto(f"{bundled_server}/compare?models=lstm,gru,rnn&text={quote(PAGE_TEXT)}")
     page.wait_for_selector("#chars-chart .y3tick text")
     page.wait_for_selector("#horizon-chart .ytick text")
 
@@ -208,8 +210,9 @@ def test_compare_axis_titles_clear_their_ticks_with_real_subscripts(page, live_s
                                        "ts => ts.map(t => t.textContent.replaceAll('\u200b', ''))")
     assert "‖∂L/∂xk‖" in titles and not any("_" in t for t in titles)        # a subscript, not x_k
     for axis in ("y", "y2", "y3"):
-        assert overlaps(page, f"#chars-chart .g-{axis}title text", f"#chars-chart .{axis}tick text") == [], axis
-    assert overlaps(page, "#horizon-chart .g-ytitle text", "#horizon-chart .ytick text") == []
+        # Clear by a few pixels: touching reads as one word ("‖∂L/∂x_k‖10⁻²" on the trial).
+        assert overlaps(page, f"#chars-chart .g-{axis}title text", f"#chars-chart .{axis}tick text", 3) == [], axis
+    assert overlaps(page, "#horizon-chart .g-ytitle text", "#horizon-chart .ytick text", 3) == []
     shoot(page, "compare-chars", "#chars-chart")
 
 
@@ -394,8 +397,8 @@ def test_train_gradient_heatmap_axis_reads_after_a_cancel(page, training_server,
     page.wait_for_function("() => (document.getElementById('gtt-chart').data?.[0]?.x || []).length >= 25")
     page.locator("#gtt-chart").scroll_into_view_if_needed()
     chart = "#gtt-chart"
-    assert overlaps(page, f"{chart} .g-xtitle text", f"{chart} .xtick text") == []
-    assert overlaps(page, f"{chart} .g-ytitle text", f"{chart} .ytick text") == []
+    assert overlaps(page, f"{chart} .g-xtitle text", f"{chart} .xtick text", 3) == []
+    assert overlaps(page, f"{chart} .g-ytitle text", f"{chart} .ytick text", 3) == []
     assert overlaps(page, f"{chart} .xtick text", f"{chart} .xtick text") == []
     rotated = page.eval_on_selector_all(f"{chart} .xtick text", "ts => ts.filter(t => /rotate\\((?!0)/.test("
                                         "t.getAttribute('transform') || '')).length")
