@@ -5,7 +5,9 @@ delete one you imported.
 <data_dir>/models/import-<id>.safetensors   the converted checkpoint, which the registry serves
 imports table (app/store.py)                its name, owner and what was recognised
 
-An upload is parsed as safetensors only: nothing in it is executed or unpickled.
+An upload is parsed as safetensors only: nothing in it is executed or unpickled. Its header is
+checked and its shapes held to the limits before a tensor is read (model/importer.py), all of
+it in the compute gate, the conversion holding its estimated peak of the memory budget.
 """
 from __future__ import annotations
 
@@ -104,11 +106,15 @@ class ImportedModel(BaseModel):
 
 IMPORT_ERRORS = {
     413: {"model": ErrorMessage, "description": "The model is over RNNSCOPE_MAX_IMPORT_BYTES, the vocabulary "
-                                                "file over RNNSCOPE_MAX_UPLOAD_BYTES, or your imports over "
-                                                "RNNSCOPE_MAX_IMPORT_BYTES_PER_OWNER."},
-    422: {"description": "Not safetensors, not a model rnnscope can open (the message says what was found "
-                         "and what to name or change), a vocabulary that does not fit it, or a model over "
-                         "RNNSCOPE_MAX_PARAMETERS or RNNSCOPE_MAX_VOCAB."},
+                                                "file over RNNSCOPE_MAX_UPLOAD_BYTES, your imports over "
+                                                "RNNSCOPE_MAX_IMPORT_BYTES_PER_OWNER, or converting it would "
+                                                "take more than RNNSCOPE_MEMORY_BUDGET."},
+    422: {"description": "Not safetensors, or a malformed one (the message names the fault: the header's size "
+                         "or nesting, a tensor's dtype, rank or offsets), not a model rnnscope can open (the "
+                         "message says what was found and what to name or change), a vocabulary that does "
+                         "not fit it or is not text, a model over RNNSCOPE_MAX_PARAMETERS or "
+                         "RNNSCOPE_MAX_VOCAB (checked from the shapes, before converting), or weights whose "
+                         "losses on a probe text are not finite."},
 }
 ROLE_FIELD = {"type": "string", "maxLength": 200}
 IMPORT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -245,9 +251,9 @@ def read_vocab(upload: Upload, settings, limits: ImportLimits) -> tuple[VocabSpe
 
 def convert_upload(upload: Upload, settings, gate: ComputeGate):
     """Parse, recognise, convert and serialise: (model, recognised, probe text, next guesses,
-    file name, checkpoint bytes).
-    All of it in a compute slot: first with the bytes reading a header and a vocabulary may
-    take, then, once the shapes have passed the limits, with the conversion's estimated peak."""
+    file name, checkpoint bytes). All of it in a compute slot: first holding the bytes reading
+    a header and a vocabulary may take, then, once the shapes have passed the limits, the
+    conversion's estimated peak."""
     filename = PurePath(upload.model.filename or "model.safetensors").name[:200]
     file = upload.model.file
     size = file.seek(0, os.SEEK_END)
