@@ -18,6 +18,7 @@ from .assets import ASSETS, STATIC_DIR, VENDOR_FILES, AssetFiles, PagesRevalidat
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
 from .routers import corpora, groups, learn, runs, select, states, train_page
 from .settings import Settings, get_settings
+from .baselines import router as baselines
 from .training import service as training
 
 
@@ -32,7 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     ASSETS.warm(VENDOR_FILES.values())     # gzip plotly.min.js & co. before the first page asks
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
-                                          settings.max_wait_seconds)
+                                          settings.max_wait_seconds, settings.memory_budget)
     app.openapi_schema = None            # made again, now with the models' ids
     async with training.lifespan(app):   # the background training worker
         yield
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(groups.router)
     app.include_router(states.router)
     app.include_router(states.page_router)
+    app.include_router(baselines.router)
+    app.include_router(baselines.page_router)
     for module in (corpora, runs, train_page):
         app.include_router(module.router)
     app.include_router(runs.capacity_router)
