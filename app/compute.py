@@ -7,12 +7,15 @@ character for a 2x256 LSTM, stays bounded whatever the text's length.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from rnnscope.model.cells import get_cell
 from rnnscope.model.layers import log_softmax
 from rnnscope.model.lm import LanguageModel
+from rnnscope.model.network import param_shapes
 
 from .schemas import EncodedArray, Encoding
 
@@ -99,3 +102,71 @@ def encode_array(a: np.ndarray, encoding: Encoding) -> EncodedArray:
 
 def b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).data).decode("ascii")
+
+
+# ---- memory: every job's peak, estimated from its shape before it is admitted ----------------
+#
+# The compute gate holds RNNSCOPE_MEMORY_BUDGET in bytes (app/compute_gate.py); these say how
+# many a job takes at its peak, counted from the arrays model/ allocates (model/layers.py,
+# model/network.py, model/train.py). tests/test_budgets.py measures the peaks in subprocesses.
+
+FLOAT = 4                  # float32 bytes: every array of the model and its activations
+# The interpreter's own allocations beside the arrays (frames, small objects, the allocator's
+# slack): about 5 MB at small shapes.
+JOB_OVERHEAD = 8_000_000
+# A run's history is four Python lists with an entry a step: 114 bytes a step measured (a
+# float object and a slot each), and 197 more while a checkpoint copies it and writes it as
+# JSON (55 bytes a step on disk, HISTORY_JSON_BYTES_PER_STEP) inside the file's header.
+HISTORY_JSON_BYTES_PER_STEP = 60
+HISTORY_BYTES_PER_STEP = 310
+
+
+def forward_floats_per_char(cfg) -> tuple[int, list[int]]:
+    """Floats per character a forward pass keeps for backward: (logits V, per layer).
+    A layer keeps xa (G*H), ha (G*H, cells that read it), the gate activations (A*H),
+    the stash (S*H), h (H) and c (H, cells with a cell state): layers.LayerCache."""
+    cell = get_cell(cfg.cell)
+    H = cfg.hidden_size
+    per_layer = H * (cell.num_gates * (1 + cell.separate_recurrent_grad) + len(cell.gate_names)
+                     + cell.num_stashed + 1 + cell.has_cell_state)
+    return cfg.vocab_size, [per_layer] * cfg.num_layers
+
+
+def training_step_floats_per_char(cfg, dropout: float = 0.0) -> int:
+    """Floats per character of a training step at its peak, the larger of two moments.
+    Forward: model/train.py keeps the last step's cache (and its logits and dlogits) until
+    the next forward has returned, so two caches live at once. Backward: the cache, every
+    layer's dL/dh (and dL/dc), two layers' dL/dxa (the one above is still referenced while
+    the next is made), dL/dx twice and the one-hot of layer 0 (V)."""
+    cell = get_cell(cfg.cell)
+    H, V, L = cfg.hidden_size, cfg.vocab_size, cfg.num_layers
+    _, layers = forward_floats_per_char(cfg)
+    cache = sum(layers) + (2 * H * L if dropout > 0 else 0)      # dropout: the mask and x * mask
+    forward = 2 * cache + 3 * V
+    dxa = H * cell.num_gates * (1 + cell.separate_recurrent_grad)
+    backward = cache + 3 * V + L * H * (1 + cell.has_cell_state) + min(L, 2) * dxa + 2 * H
+    return max(forward, backward)
+
+
+def training_peak_bytes(cfg, batch_size: int, seq_length: int, corpus_chars: int, ascii_text: bool = True,
+                        dropout: float = 0.0, max_steps: int = 0) -> int:
+    """A training run's peak bytes in the process that trains it:
+    - the step: batch_size x seq_length characters of training_step_floats_per_char;
+    - the parameters P, ten times: weights, Adam's two moments, this step's and the last
+      step's gradients, the best weights, and a checkpoint's copies (weights and moments
+      snapshotted, then written as one buffer of weights, moments and best weights);
+    - the corpus: its text (1 byte a character if ASCII, else up to 4), the training and
+      validation halves split off it, and its ids (1 byte each up to 255 characters);
+    - the history, HISTORY_BYTES_PER_STEP for each of max_steps."""
+    P = sum(math.prod(s) for s in param_shapes(cfg).values())
+    chars = batch_size * seq_length
+    width = 1 if ascii_text else 4
+    return (JOB_OVERHEAD + FLOAT * (chars * training_step_floats_per_char(cfg, dropout) + 10 * P)
+            + corpus_chars * (2 * width + 2) + HISTORY_BYTES_PER_STEP * max_steps)
+
+
+def checkpoint_bytes(cfg, max_steps: int = 0) -> int:
+    """Bytes on disk of a run's checkpoints: the model file (weights P) and the training
+    state (weights, Adam's two moments, best weights: 4P, and the history as JSON)."""
+    P = sum(math.prod(s) for s in param_shapes(cfg).values())
+    return FLOAT * 5 * P + HISTORY_JSON_BYTES_PER_STEP * max_steps + 100_000

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     max_event_streams: int = Field(64, ge=1)
     # Uploads and checkpoints are refused (507) when the data directory's disk has less free.
     min_free_bytes: int = Field(100_000_000, ge=0)
+    # Model files kept: every run's checkpoints (5 x its parameters x 4 bytes: the model, and
+    # the training state with Adam's moments and the best weights) and imported models. Per
+    # owner, a few large models (a 2x1024 LSTM's checkpoints are 260 MB); in all, a class's
+    # worth that still leaves the disk to its other users.
+    max_model_bytes_per_owner: int = Field(1_000_000_000, ge=1)
+    max_model_bytes_total: int = Field(20_000_000_000, ge=1)
 
     # ---- compute and memory (app/compute_gate.py, app/registry.py) ----
     # Requests waiting for a compute slot; one more is refused with 503 and Retry-After at once.
@@ -106,7 +112,10 @@ class Settings(BaseSettings):
     # Trained models kept loaded (least recently used unloaded first; reloaded from disk on demand).
     max_loaded_models: int = Field(8, ge=1)
     # The bound bench/load.py checks peak RSS against under the worst request mix: compute slots
-    # times the largest request, the probe cache, loaded models and the training worker.
+    # times the largest request, the probe cache, loaded models and the training worker. The
+    # compute gate counts it in bytes: a training run or request whose estimated peak alone is
+    # over it is refused (the 2x1024 LSTM at 32 x 1,024 characters a step needs ~6.5 GB), and
+    # one that would take the running jobs' sum past it waits (app/compute_gate.py).
     memory_budget: int = Field(3_000_000_000, ge=100_000_000)
 
     # ---- where training runs (app/training/executors.py) ----

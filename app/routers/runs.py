@@ -107,13 +107,16 @@ def queue_refusal(e: QueueFull, step_seconds: float | None = None, resuming: boo
 
 @router.post("", status_code=201, response_model=RunCreated, dependencies=[TokenChecked, MayCreate],
              openapi_extra=OPTIONAL_BEARER, responses=BAD_BODY | UNAUTHORIZED | QUEUE_FULL | FORBIDDEN
-             | {404: {"model": ErrorMessage, "description": "No such corpus."}})
+             | {404: {"model": ErrorMessage, "description": "No such corpus."}} | INSUFFICIENT_STORAGE
+             | {413: {"model": ErrorMessage, "description": "Your models and checkpoints would pass "
+                                                            "RNNSCOPE_MAX_MODEL_BYTES_PER_OWNER."}})
 def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep, gate: ComputeSlots) -> RunCreated:
     """Queue a training run. Owners take turns: the worker takes the oldest queued run of
     the person who has the fewest ahead of it. A run costs its max_steps x the time a step
     of its shape takes here (timed once per shape), against the queue's limits."""
     check(config, training)
     corpus = training.store.get_corpus(config.corpus_id)
+    training.check_budgets(config, corpus, requester.owner)      # memory, disk and model quotas
     step_seconds = training.step_seconds(config, corpus, gate)
     name = config.name or f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on {corpus['name']}"
     try:

@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import logging
 import os
+import shutil
 import sqlite3
 import threading
 from contextlib import nullcontext
@@ -26,6 +27,7 @@ from rnnscope.model.data import num_batches
 from rnnscope.model.layers import one_blas_thread
 from rnnscope.model.network import ModelConfig
 
+from ..compute import HISTORY_BYTES_PER_STEP, checkpoint_bytes, training_peak_bytes
 from ..compute_gate import ComputeGate
 from ..errors import ErrorResponse, invalid, on_unexpected_error
 from ..limits import Limit
@@ -84,6 +86,7 @@ class Training:
         self.one_thread = one_blas_thread
         self.executor = make_executor(settings, self.one_thread)
         self.trainer = Trainer(self.store, self.paths, settings, self.executor, self.publish)
+        self.trainer.run_memory = self.training_memory
         self.event_streams = Limit(settings.max_event_streams, "event streams",   # /api/runs/{id}/events
                                    "RNNSCOPE_MAX_EVENT_STREAMS")
         self._step_times: LRU[tuple, float] = LRU(STEP_TIMES_KEPT)
@@ -213,6 +216,108 @@ class Training:
         return QueueLimits(s.max_queued_runs, s.max_queued_runs_per_owner, s.max_queued_seconds,
                            s.max_queued_seconds_per_owner)
 
+    # ---- budgets: a run's memory and disk, known from its shape before it is queued ---------------
+
+    def run_budget(self, config: RunConfig, corpus: dict | None) -> tuple[int, int]:
+        """(peak bytes of memory while it trains, bytes of its checkpoints on disk). Without its
+        corpus entry (deleted while the run waits), the vocabulary's limit stands in for its size."""
+        vocab = corpus["preflight"]["vocab_size"] if corpus else self.settings.max_vocab
+        chars = corpus["chars"] if corpus else self.settings.max_upload_bytes
+        ascii_text = bool(corpus) and corpus["bytes"] <= corpus["chars"]      # UTF-8: a byte a character
+        cfg = ModelConfig(config.cell, vocab, config.hidden_size, config.num_layers)
+        memory = training_peak_bytes(cfg, config.batch_size, config.seq_length, chars, ascii_text,
+                                     config.dropout, config.max_steps)
+        return memory, checkpoint_bytes(cfg, config.max_steps)
+
+    def training_memory(self, run: dict) -> int:
+        """The bytes a run holds of the memory budget while it trains in this process (none on
+        a cluster's nodes); the trainer's scheduler takes them before starting it."""
+        if self.executor.name != "thread":
+            return 0
+        corpus = None if run["corpus_id"] is None else self.store.get_corpus(run["corpus_id"])
+        return self.run_budget(RunConfig.model_validate(run["config"]), corpus)[0]
+
+    def check_budgets(self, config: RunConfig, corpus: dict, owner: str | None) -> None:
+        """Refuse a run that could never train within the memory budget (422), whose
+        checkpoints would not fit the disk above its margin (507), or would pass the owner's
+        or everyone's quota of stored models (413, 507)."""
+        s = self.settings
+        memory, disk = self.run_budget(config, corpus)
+        if memory > s.memory_budget:
+            history = HISTORY_BYTES_PER_STEP * config.max_steps
+            field, change = (("max_steps", f"its history of {config.max_steps:,} steps takes {history / 1e6:,.0f} MB "
+                                           "of it: lower max_steps") if 2 * history > memory else
+                             ("batch_size", "lower batch_size, seq_length, hidden_size or num_layers"))
+            raise invalid(("body", field), f"this run needs about {memory / 1e6:,.0f} MB of memory at its peak "
+                          "(the activations of batch_size x seq_length characters through every layer, the weights "
+                          f"and Adam's moments, the history); the server's budget is {s.memory_budget / 1e6:,.0f} MB "
+                          f"(setting RNNSCOPE_MEMORY_BUDGET): {change}")
+        self.check_model_bytes(owner, disk, "this run's checkpoints")
+        free = shutil.disk_usage(self.paths.root).free
+        promised = self.promised_checkpoint_bytes()
+        # While a checkpoint is replaced, the new training state sits beside the old one: 4/5 of it.
+        if free - promised - disk * 9 // 5 < s.min_free_bytes:
+            raise HTTPException(507, f"this run's checkpoints take {disk / 1e6:,.0f} MB (and as much again while "
+                                     f"one is replaced); the disk has {free / 1e6:,.0f} MB free, "
+                                     f"{promised / 1e6:,.0f} MB of it promised to runs not yet checkpointed, and "
+                                     f"{s.min_free_bytes / 1e6:,.0f} MB are kept free (setting "
+                                     "RNNSCOPE_MIN_FREE_BYTES): a smaller model, or ask whoever runs the server")
+
+    def run_files_bytes(self, run_id: int) -> int:
+        total = 0
+        for path in (self.paths.model(run_id), self.paths.train_state(run_id)):
+            try:
+                total += path.stat().st_size
+            except OSError:
+                pass
+        return total
+
+    def stored_model_bytes(self, owner: str | None = None) -> int:
+        """Bytes of models kept, an owner's or everyone's: each run's checkpoints (what its
+        shape will take while it is queued or training, what is on disk once it ended) and the
+        imported models."""
+        total = 0
+        for run in self.store.list_runs(owner):
+            if owner is not None and run["owner"] != owner:
+                continue
+            on_disk = self.run_files_bytes(run["id"])
+            if run["status"] in ("queued", "running"):
+                corpus = None if run["corpus_id"] is None else self.store.get_corpus(run["corpus_id"])
+                on_disk = max(on_disk, self.run_budget(RunConfig.model_validate(run["config"]), corpus)[1])
+            total += on_disk
+        with self.store.read() as db:
+            where, args = ("", ()) if owner is None else (" WHERE owner = ?", (owner,))
+            total += db.execute("SELECT coalesce(sum(bytes), 0) FROM imports" + where, args).fetchone()[0]
+        return total
+
+    def promised_checkpoint_bytes(self) -> int:
+        """Disk the queued and running runs will still take: their checkpoints' size less what
+        they have written already."""
+        promised = 0
+        for run in self.store.list_runs():
+            if run["status"] in ("queued", "running"):
+                corpus = None if run["corpus_id"] is None else self.store.get_corpus(run["corpus_id"])
+                disk = self.run_budget(RunConfig.model_validate(run["config"]), corpus)[1]
+                promised += max(0, disk - self.run_files_bytes(run["id"]))
+        return promised
+
+    def check_model_bytes(self, owner: str | None, adding: int, what: str) -> None:
+        """Refuse `adding` bytes of model files (a run's checkpoints, an imported model) past
+        the owner's quota (413) or everyone's (507). For imports too: call before writing."""
+        s = self.settings
+        if owner is not None:
+            mine = self.stored_model_bytes(owner)
+            if mine + adding > s.max_model_bytes_per_owner:
+                raise HTTPException(413, f"{what} take {adding / 1e6:,.0f} MB; your models and checkpoints take "
+                                         f"{mine / 1e6:,.0f} MB of the {s.max_model_bytes_per_owner / 1e6:,.0f} MB each "
+                                         "person may keep (setting RNNSCOPE_MAX_MODEL_BYTES_PER_OWNER): delete a "
+                                         "run or model of yours first")
+        everyone = self.stored_model_bytes()
+        if everyone + adding > s.max_model_bytes_total:
+            raise HTTPException(507, f"{what} take {adding / 1e6:,.0f} MB; everyone's models and checkpoints take "
+                                     f"{everyone / 1e6:,.0f} MB of the {s.max_model_bytes_total / 1e6:,.0f} MB the "
+                                     "server keeps (setting RNNSCOPE_MAX_MODEL_BYTES_TOTAL): ask whoever runs it")
+
     # ---- the disk ---------------------------------------------------------------------------------
 
     def check_free_space(self, what: str) -> None:
@@ -316,6 +421,8 @@ async def lifespan(app: FastAPI, data_dir: Path | None = None) -> AsyncIterator[
 
     training = await run_in_threadpool(Training, data_dir, app.state.settings,
                                        getattr(app.state, "registry", None), models_changed)
+    # Runs training here hold their share of the memory budget the requests' gate counts.
+    training.trainer.gate = getattr(app.state, "compute_slots", None)
     await run_in_threadpool(training.start)
     app.state.training = training
     try:

@@ -26,6 +26,8 @@ from rnnscope.model.network import ModelConfig
 from rnnscope.model.train import TrainState
 from rnnscope.model.vocab import Vocab
 
+from ..compute import HISTORY_JSON_BYTES_PER_STEP
+from ..compute_gate import ComputeGate
 from .attempt import Cadence, Checkpoint, Ended, Job, Message, Progress, Started, gradient_passage, train_config
 from .executors import Execution, Executor, WorkerLost
 from .schemas import RunConfig
@@ -41,6 +43,15 @@ def storage_stop(e: OSError | sqlite3.Error) -> str:
     """A run's error when the disk stopped it: the machine, not the run, so it resumes."""
     return (f"stopped by the server's storage: {getattr(e, 'strerror', None) or e}; resume the run once it is "
             "fixed, to continue from its last checkpoint")
+
+
+def checkpoint_size(c: Checkpoint) -> int:
+    """Bytes a checkpoint's two files take: the model's weights, and the training state's
+    weights, moments, best weights and history (as JSON, HISTORY_JSON_BYTES_PER_STEP a step)."""
+    arrays = [*c.model.params.values(), *c.state.params.values(), *c.state.optimizer.values(),
+              *(c.state.best_params or {}).values()]
+    return (sum(getattr(a, "nbytes", 0) for a in arrays) + HISTORY_JSON_BYTES_PER_STEP * len(c.state.history.step)
+            + 100_000)                     # headers: names, shapes, config, vocabulary
 
 
 class Recorder:
@@ -67,11 +78,22 @@ class Recorder:
     def checkpoint(self, c: Checkpoint) -> None:
         """Metrics first, then the files, then the checkpoint step: see the module docstring."""
         self.commit(c.progress)
-        low = self.store.low_space(self.trainer.settings.min_free_bytes)
+        # Room for both files above the margin, as each is written beside the one it replaces:
+        # a checkpoint never spends the margin, nor the store's reserve behind it.
+        size = checkpoint_size(c)
+        low = self.store.low_space(self.trainer.settings.min_free_bytes + size)
         if low:
-            raise OSError(errno.ENOSPC, low)
-        save_model(c.model, self.paths.model(self.run_id))
-        save_train_state(self.paths.train_state(self.run_id), c.model, c.state)
+            raise OSError(errno.ENOSPC, f"a checkpoint of {size / 1e6:,.1f} MB is not written: {low}")
+        paths = (self.paths.model(self.run_id), self.paths.train_state(self.run_id))
+        first = not any(path.exists() for path in paths)
+        try:
+            save_model(c.model, paths[0])
+            save_train_state(paths[1], c.model, c.state)
+        except BaseException:
+            if first:                      # nothing of a first checkpoint that failed stays behind
+                for path in paths:
+                    path.unlink(missing_ok=True)
+            raise
         self.store.log(self.run_id, [], {"checkpoint_step": c.state.step, "model_id": model_id(self.run_id),
                                          "seconds": c.state.seconds}, profile=(c.state.step, c.profile))
         self.trainer.on_model(self.run_id)
@@ -90,6 +112,11 @@ class Trainer:
         self._cancelled: set[int] = set()
         self._drivers: dict[int, threading.Thread] = {}
         self._thread: threading.Thread | None = None
+        # The memory budget (app/compute_gate.py) and a run's share of it, set by the service:
+        # a run starts only once the gate has its bytes, and gives them back when it ends.
+        self.gate: ComputeGate | None = None
+        self.run_memory: Callable[[dict], int] = lambda run: 0
+        self._held: dict[int, int] = {}                     # run id -> bytes of the budget it holds
 
     # ---- control, from the API's threads ---------------------------------------------------
 
@@ -159,18 +186,43 @@ class Trainer:
     def _schedule(self) -> None:
         with self._wake:
             while not self._stopping:
+                waiting_for_memory = False
                 if len(self._active) < self.executor.parallel_runs:
                     run_id = self.store.next_queued()
-                    if run_id is not None and self.store.set_status_if(
+                    held = None if run_id is None else self._take_memory(run_id)
+                    waiting_for_memory = run_id is not None and held is None
+                    if held is not None and not self.store.set_status_if(
                             run_id, ("queued",), status="running", started=time.time(), finished=None,
                             error=None, cancel_requested=0):
+                        if held and self.gate is not None:
+                            self.gate.release(held)
+                        held = None
+                    if held is not None:
+                        self._held[run_id] = held
                         self._active[run_id] = None
                         driver = threading.Thread(target=self._drive, args=(run_id,), name=f"rnnscope-run-{run_id}",
                                                   daemon=True)
                         self._drivers[run_id] = driver
                         driver.start()
                         continue
-                self._wake.wait(timeout=5.0)      # the timeout only guards against a lost wake-up
+                # The timeout guards against a lost wake-up; a run waiting for memory looks again
+                # soon, as requests that free it do not wake this thread.
+                self._wake.wait(timeout=0.5 if waiting_for_memory else 5.0)
+
+    def _take_memory(self, run_id: int) -> int | None:
+        """The bytes of the memory budget the run will hold, taken now; None if they are not
+        free yet. A run that could never fit the budget fails, naming the setting."""
+        if self.gate is None:
+            return 0
+        run = self.store.get_run(run_id)
+        nbytes = self.run_memory(run)
+        budget = self.gate.memory_budget
+        if budget is not None and nbytes > budget:
+            self.store.set_status_if(run_id, ("queued",), status="failed", finished=time.time(), error=(
+                f"this run needs about {nbytes / 1e6:,.0f} MB of memory at its peak; the server's budget is "
+                f"{budget / 1e6:,.0f} MB (setting RNNSCOPE_MEMORY_BUDGET)"))
+            return None
+        return nbytes if self.gate.reserve(nbytes) else None
 
     # ---- one driver thread per running run ----------------------------------------------------
 
@@ -195,6 +247,9 @@ class Trainer:
                 self._active.pop(run_id, None)
                 self._cancelled.discard(run_id)
                 self._drivers.pop(run_id, None)
+                held = self._held.pop(run_id, 0)
+                if held and self.gate is not None:
+                    self.gate.release(held)
                 self._wake.notify_all()
             self.store.release_thread()       # this thread ends: its connection and files with it
 
