@@ -14,4 +14,5 @@ SUITES = {
     "cli": "bench.cli",             # issue 10's independent check: `rnnscope train` against a torch loop
     "cluster": "bench.cluster",     # issue 14: the Ray executor against the thread executor, recovery
     "pages": "bench.pages",         # issue 19: time to the first chart in chromium, cold and warm
+    "soak": "bench.soak",           # issue 18: a class's mix and attacks for --minutes; open files, RSS, 500s
 }
