@@ -2,7 +2,8 @@
 owner and in all (steps x the measured cost of a step), owners taking turns in the queue,
 listings that show yours by default and everyone's a page at a time, identical texts
 stored once, and a corpus deletable by its owner while anyone's runs train on it. Each
-test failed before the change that fixed its defect."""
+test failed before the change that fixed its defect, but the quota one, which guards that
+storing a text once gives nobody a free quota."""
 from __future__ import annotations
 
 import dataclasses
@@ -237,6 +238,7 @@ def test_thirty_uploads_of_one_text_are_stored_once(tmp_path):
 
 
 def test_the_owners_quota_counts_their_own_entries(tmp_path):
+    """A text someone else stored still counts whole against your own quota."""
     text = excerpt(5000)
     with TestClient(build_app(tmp_path, max_corpus_bytes_per_owner=len(text.encode()) + 100), headers=A) as client:
         assert upload(client, text, headers=B).status_code == 201

@@ -370,12 +370,12 @@ export function fillPassageMenu(select, passages) {
 // in the browser, as every page rewrites its own query string.
 const EVERYONE_KEY = "rnnscope.models.everyone";
 
-function everyonesModels() {
+export function everyonesModels() {
   try { return window.localStorage.getItem(EVERYONE_KEY) === "1"; } catch { return false; }
 }
 
 /** An "everyone's models" checkbox after the menu; changing it reloads the page's menus. */
-function everyoneToggle(menu) {
+export function everyoneToggle(menu) {
   if (!menu || menu.parentElement?.querySelector(".everyone-toggle")) return;
   const label = Object.assign(document.createElement("label"), { className: "everyone-toggle small",
     title: "Also list the models other people trained or imported (the newest 500)" });

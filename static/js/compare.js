@@ -1,6 +1,6 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -200,7 +200,8 @@ async function compare() {
 
 async function loadRuns() {
   try {
-    runs = await api("/api/runs");
+    // Yours, or everyone's newest 500 with the models' "everyone's" box ticked.
+    runs = await api(everyonesModels() ? "/api/runs?owner=all&limit=500" : "/api/runs");
   } catch (e) {
     // A server without training (no /api/runs) has nothing to show here.
     return setStatus(els.runsStatus, e.status === 404 ? "empty" : "error",
@@ -269,6 +270,7 @@ els.passage.addEventListener("change", () => {
 
 async function main() {
   const found = await pageModels(els.status, "No models are loaded, so there is nothing to compare yet.");
+  everyoneToggle(els.models);
   if (!found) return;
   models = found;
   fillChips((els.models.dataset.initial || "").split(",").filter(Boolean));

@@ -1,6 +1,6 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
-import { api, defaultModels, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyoneToggle, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -316,6 +316,7 @@ async function main() {
   const found = await pageModels(els.status, "No models are loaded, so there is nothing to backpropagate through.",
     { onEmpty: () => els.models.querySelectorAll("span").forEach((n) => n.remove()) });
   if (!found) return;
+  everyoneToggle(els.models);
   models = found;
   const wanted = (els.models.dataset.initial || "").split(",").filter(Boolean);
   fillModelChips(wanted);
