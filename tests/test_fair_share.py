@@ -61,7 +61,8 @@ def test_the_issues_hours_of_runs_are_refused_with_the_defaults(tmp_path, fixed_
                     headers=A) as client:
         held_queue(client)
         corpus = upload(client, excerpt(5000)).json()
-        r = queue(client, corpus, A, 10_000_000)
+        assert queue(client, corpus, A, 10_000_000).status_code == 422     # (its history alone passes the memory budget)
+        r = queue(client, corpus, A, 1_000_000)                              # 2.8 h at STEP_SECONDS
         assert r.status_code == 422, r.text
         limit = defaults.max_queued_seconds_per_owner
         assert "RNNSCOPE_MAX_QUEUED_SECONDS_PER_OWNER" in detail(r)
