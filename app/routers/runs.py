@@ -119,10 +119,11 @@ def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep,
     training.check_budgets(config, corpus, requester.owner)      # memory, disk and model quotas
     step_seconds = training.step_seconds(config, corpus, gate)
     name = config.name or f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on {corpus['name']}"
+    limits = training.queue_limits()
     try:
         run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
-                                        0, requester.owner, corpus_sha256=corpus["sha256"],
-                                        step_seconds=step_seconds, limits=training.queue_limits())
+                                        limits.runs, requester.owner, corpus_sha256=corpus["sha256"],
+                                        step_seconds=step_seconds, limits=limits)
     except QueueFull as e:
         raise queue_refusal(e, step_seconds) from None
     except LookupError:
