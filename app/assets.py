@@ -5,7 +5,7 @@ wheel as rnnscope/static and rnnscope/templates, again beside rnnscope/app (pypr
 package-dir). Browser libraries (Plotly, Swagger UI, ReDoc) come from installed Python
 packages, so the site, /docs and /redoc included, works offline.
 
-Every file under /static is served the same way (issue 19: plotly.min.js is 4.8 MB):
+Every file under /static is served the same way (issue 19: Plotly is 1.5 MB, 4.8 MB in full):
 - gzip when the request accepts it: text formats only, compressed once per process and kept
   in memory (plotly.min.js takes ~0.6 s at level 9, far too long to spend per request; large
   files are compressed in a background thread, and served uncompressed until that is done);
@@ -59,9 +59,17 @@ def package_dir(name: str) -> Path:
 
 VENDOR_URL = "/static/vendor"
 PLOTLY_JS = package_dir("plotly") / "package_data" / "plotly.min.js"
+# What the pages load: plotly.js's "cartesian" bundle (scatter, bar, heatmap and nine more trace
+# types, every one the pages draw), the same plotly.js version as plotly.min.js, whose 4.8 MB
+# (every trace type, maps and 3-D included) cost a browser 1.5-2 s of CPU to run before a page's
+# script could start, against 1.0 s for these 1.5 MB (issue 19). It is npm's
+# plotly.js-cartesian-dist-min, checked in under static/vendor with its licence; to update it,
+# `npm pack plotly.js-cartesian-dist-min@<the version plotly.min.js names in its header>`.
+PLOTLY_PAGES_JS = STATIC_DIR / "vendor" / "plotly-cartesian.min.js"
 # Served name -> the file as its package ships it. fastapi-offline ships Swagger UI 5's and
 # ReDoc 2's standalone builds and FastAPI's icon, the files /docs and /redoc would take from a CDN.
 VENDOR_FILES = {
+    PLOTLY_PAGES_JS.name: PLOTLY_PAGES_JS,      # first: what the first page will ask for
     PLOTLY_JS.name: PLOTLY_JS,
     **{name: package_dir("fastapi_offline") / "static" / name
        for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")},
@@ -143,28 +151,32 @@ class AssetCache:
         for path, old, new in patches:
             self.patches.setdefault(path, []).append((old, new))
         self._assets: dict[Path, Asset] = {}
-        self._compressing: set[Path] = set()
+        self._compressing: dict[Path, threading.Event] = {}     # set once the file's gzip is kept
         self._lock = threading.Lock()
 
     def get(self, path: Path) -> Asset:
         """The file's current Asset, compressed or on its way to be; raises OSError when the
         file cannot be read."""
         asset = self._current(path)
-        if asset.compressible and asset.gzipped is None and self._claim(path):
+        if asset.compressible and asset.gzipped is None and self._claim(path) is None:
             threading.Thread(target=self._compress, args=(asset,), name="rnnscope-gzip", daemon=True).start()
         return asset
 
     def warm(self, paths: Iterable[Path]) -> threading.Thread:
         """Read and compress these files, one after the other in a background thread, so the
-        first page served already gets them compressed."""
+        first page served already gets them compressed; the thread ends once they all are."""
         def run():
             for path in paths:
                 try:
                     asset = self._current(path)
                 except OSError:
                     continue                # answered where it is asked for
-                if asset.compressible and asset.gzipped is None and self._claim(path):
-                    self._compress(asset)
+                if asset.compressible and asset.gzipped is None:
+                    busy = self._claim(path)
+                    if busy is None:
+                        self._compress(asset)
+                    else:
+                        busy.wait()
         thread = threading.Thread(target=run, name="rnnscope-assets", daemon=True)
         thread.start()
         return thread
@@ -209,13 +221,13 @@ class AssetCache:
                     current.stamp == asset.stamp and (asset.gzipped is not None or current.gzipped is None)):
                 self._assets[asset.path] = asset
 
-    def _claim(self, path: Path) -> bool:
-        """Whether the caller is the one to compress `path` (nobody else is at it)."""
+    def _claim(self, path: Path) -> threading.Event | None:
+        """None: the caller is to compress `path`; else the Event of whoever is at it."""
         with self._lock:
-            if path in self._compressing:
-                return False
-            self._compressing.add(path)
-            return True
+            busy = self._compressing.get(path)
+            if busy is None:
+                self._compressing[path] = threading.Event()
+            return busy
 
     def _compress(self, asset: Asset) -> None:
         try:
@@ -226,7 +238,7 @@ class AssetCache:
             pass                            # the next request reads the file again
         finally:
             with self._lock:
-                self._compressing.discard(asset.path)
+                self._compressing.pop(asset.path).set()
 
     def response(self, path: Path, scope: Scope) -> Response:
         """The file as an HTTP response to the request in `scope`: gzip if accepted and

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from rnnscope.app.assets import (ASSETS, COMPRESS_INLINE_BYTES, DIGEST_CHARS, PLOTLY_JS, STATIC_DIR, VENDOR_FILES,
-                                 AssetCache, AssetFiles, accepts_gzip)
+from rnnscope.app.assets import (ASSETS, COMPRESS_INLINE_BYTES, DIGEST_CHARS, PLOTLY_JS, PLOTLY_PAGES_JS, STATIC_DIR,
+                                 VENDOR_FILES, AssetCache, AssetFiles, accepts_gzip)
 from tests.conftest import serving
 from tests.training_app import ENDLESS, FAST, OWNER, build_app, new_corpus, start
 
@@ -106,7 +106,8 @@ def test_a_large_file_is_served_plain_until_its_gzip_is_ready(tmp_path):
 
 def test_pages_link_their_files_by_content_hash_and_those_urls_are_immutable(client):
     html = client.get("/explore").text
-    for name, source in (("vendor/plotly.min.js", PLOTLY_JS), ("css/site.css", STATIC_DIR / "css" / "site.css"),
+    for name, source in (("vendor/plotly-cartesian.min.js", PLOTLY_PAGES_JS),
+                         ("css/site.css", STATIC_DIR / "css" / "site.css"),
                          ("js/explore.js", STATIC_DIR / "js" / "explore.js")):
         url = linked(html, name)
         assert url == f"/static/{name}?v={digest(source.read_bytes())}"
@@ -244,3 +245,28 @@ def test_docs_pages_are_clean_in_a_browser_and_lead_back_to_the_app(browser, liv
         assert pg.title().endswith("rnnscope")
     finally:
         context.close()
+
+
+def test_the_pages_plotly_bundle_has_every_trace_type_they_draw(browser, live_server):
+    """The pages load plotly.js's cartesian bundle, not the full one: a trace type outside it
+    would draw nothing."""
+    import plotly.graph_objects as go
+    from plotly.basedatatypes import BaseTraceType
+
+    every_type = {cls().type for name in dir(go) if isinstance(cls := getattr(go, name), type)
+                  and issubclass(cls, BaseTraceType) and cls is not BaseTraceType}
+    named = {t for f in (STATIC_DIR / "js").glob("*.js")
+             for t in re.findall(r"""\btype:\s*["'](\w+)["']""", f.read_text())}
+    drawn = named & every_type
+    assert {"scatter", "heatmap", "bar"} <= drawn                     # the scan finds them
+    context = browser.new_context()
+    try:
+        pg = context.new_page()
+        pg.goto(live_server + "/explore")
+        pg.wait_for_function("window.Plotly && Plotly.PlotSchema")
+        assert pg.evaluate("Plotly.version") in PLOTLY_JS.read_text()[:200]   # the same plotly.js
+        in_bundle = set(pg.evaluate("Object.keys(Plotly.PlotSchema.get().traces)"))
+    finally:
+        context.close()
+    assert drawn <= in_bundle, drawn - in_bundle
+    assert "scattergl" not in in_bundle                                # the small bundle, not the full one
