@@ -91,6 +91,41 @@ def test_three_hundred_runs_leave_open_files_and_memory_flat_under_ulimit_256(tm
 
 # ---- limits are atomic ----------------------------------------------------------------------------
 
+def test_a_limit_taken_from_many_threads_at_once_is_never_passed():
+    """The check and the count are one step: 500 threads at once get exactly `maximum`; each
+    release makes room for one more; a release without an acquire is a bug, said loudly."""
+    import threading
+
+    from rnnscope.app.limits import Limit, LimitReached
+
+    limit = Limit(64, "event streams", "RNNSCOPE_MAX_EVENT_STREAMS")
+    start, taken = threading.Barrier(500), []
+
+    def take() -> None:
+        start.wait()
+        taken.append(limit.try_acquire())
+
+    threads = [threading.Thread(target=take) for _ in range(500)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert taken.count(True) == 64 == limit.held
+    with pytest.raises(LimitReached) as refused:
+        with limit:
+            pass
+    assert refused.value.status_code == 503 and refused.value.headers["Retry-After"]
+    assert "RNNSCOPE_MAX_EVENT_STREAMS" in refused.value.detail
+    limit.release()
+    with limit:
+        assert limit.held == 64
+    assert limit.held == 63
+    for _ in range(63):
+        limit.release()
+    with pytest.raises(RuntimeError):
+        limit.release()
+
+
 async def open_streams(port: int, path: str, count: int) -> list[tuple[int, dict[str, str]]]:
     """`count` GET `path` sent at once on raw connections (an HTTP client library would take
     longer to open them than the server to answer), each held open until every one has its
