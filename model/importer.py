@@ -706,6 +706,11 @@ def recurrent_plan(tensors: dict[str, np.ndarray], roles: Roles):
     return cell, rnn, layers, H, D, found
 
 
+# Ways to pair a decoder with an embedding worth weighing: a real model has one or two; a file
+# with thousands of look-alike modules would make recognising alone take hours.
+MAX_ROLE_PAIRS = 10_000
+
+
 def recognise(tensors: dict[str, np.ndarray], roles: Roles = Roles()) -> Plan:
     """Find the embedding, the recurrent stack and the decoder among the tensors."""
     cell, rnn, layers, H, D, recurrent = recurrent_plan(tensors, roles)
@@ -749,35 +754,46 @@ def recognise(tensors: dict[str, np.ndarray], roles: Roles = Roles()) -> Plan:
     else:
         embeddings = [None] + [m for m in others if table(m) and weight(m).shape[1] == D]
 
-    options = []                      # (decoder, embedding, names left unused)
+    pairs = len(decoders) * len(embeddings)
+    if pairs > MAX_ROLE_PAIRS:
+        tables = sum(e is not None for e in embeddings)
+        raise ImportRefused(f"{len(decoders):,} modules could be the decoder and {tables:,} the "
+                            f"embedding ({pairs:,} ways to read the file); name them (--decoder and --embedding, "
+                            "or the `decoder` and `embedding` fields)")
+    outside = len(tensors) - len(rnn_names)
+
+    def unused(d, e) -> list[str]:
+        used = set(others[d].values()) | (set(others[e].values()) if e is not None else set())
+        return [n for n in tensors if n not in rnn_names and n not in used]
+
+    options = []                      # (decoder, embedding, how many tensors neither uses)
     for d in decoders:
         K = weight(d).shape[0]
         for e in embeddings:
             if e == d or (e is None and D != K) or (e is not None and weight(e).shape[0] != K):
                 continue
-            used = set(others[d].values()) | (set(others[e].values()) if e is not None else set())
-            unused = [n for n in tensors if n not in rnn_names and n not in used]
-            options.append((d, e, unused))
+            options.append((d, e, outside - len(others[d]) - (len(others[e]) if e is not None else 0)))
     complete = [o for o in options if not o[2]]
     chosen = complete or (options if roles.named else [])
     if len(chosen) == 1:
-        d, e, unused = chosen[0]
-        return Plan(cell, rnn, layers, H, D, d, e, sorted(unused))
+        d, e, _ = chosen[0]
+        return Plan(cell, rnn, layers, H, D, d, e, sorted(unused(d, e)))
     if len(chosen) > 1 or len({d for d, _, _ in options}) > 1 or len({e for _, e, _ in options}) > 1:
         pool = chosen or options
         ds = sorted({d for d, _, _ in pool})
         es = sorted({e for _, e, _ in pool if e is not None})
+        more = lambda names: f" and {len(names) - 12} more" if len(names) > 12 else ""   # noqa: E731
         if len(ds) > 1:
-            shown = ", ".join(f"{module(d)} ({shape_str(weight(d).shape)})" for d in ds)
+            shown = ", ".join(f"{module(d)} ({shape_str(weight(d).shape)})" for d in ds[:12]) + more(ds)
             raise ImportRefused(f"{len(ds)} candidate decoders: {shown}; name the one the model's forward "
                                 "applies last (--decoder NAME, or the `decoder` field)")
-        shown = ", ".join(f"{module(e)} ({shape_str(weight(e).shape)})" for e in es)
+        shown = ", ".join(f"{module(e)} ({shape_str(weight(e).shape)})" for e in es[:12]) + more(es)
         raise ImportRefused(f"the embedding is ambiguous ({shown}); name it (--embedding NAME, or `none` for "
                             "one-hot input)")
     if options:
-        _, _, unused = options[0]
+        d, e, _ = options[0]
         raise ImportRefused(f"tensors that an embedding -> {TORCH_NAMES[cell]} -> Linear model does not use: "
-                            f"{listing(tensors, unused)}. If they take part in the forward pass (a layer "
+                            f"{listing(tensors, unused(d, e))}. If they take part in the forward pass (a layer "
                             "norm, a second Linear...), rnnscope cannot open this model; if they do not, "
                             "name the roles (--rnn, --embedding, --decoder) and they are ignored")
     if not decoders:

@@ -305,6 +305,20 @@ def test_a_malformed_file_answers_422_saying_what_is_wrong(client, case):
     refused(post(client, blob), *fragments)
 
 
+def test_thousands_of_look_alike_modules_are_refused_before_weighing_every_pairing(client):
+    """300 Linear(H, 0) and 300 Embedding(0, 0) modules: 90,000 decoder-embedding pairs, each
+    listing the unused tensors, held a compute slot for 22 s (and hours at 1 MB); now the
+    count alone asks for the roles to be named, and named, the pairs are few."""
+    shapes = {"rnn.weight_ih_l0": (1, 0), "rnn.weight_hh_l0": (1, 1), "rnn.bias_ih_l0": (1,), "rnn.bias_hh_l0": (1,)}
+    for i in range(300):
+        shapes |= {f"d{i}.weight": (0, 1), f"e{i}.weight": (0, 0)}
+    header, nbytes = layout(shapes)
+    blob = safetensors_file(header, b"\0" * nbytes)
+    refused(post(client, blob), "300 modules could be the decoder and 300 the embedding (90,300 ways",
+            "--decoder")
+    refused(post(client, blob, decoder="d7"), "the embedding is ambiguous", "and 288 more")
+
+
 def test_surrogates_in_a_vocabulary_are_refused(client):
     """A lone surrogate (JSON's "\\ud800") is no character and cannot be written as UTF-8: it
     made the response's own encoding fail, a 500."""
