@@ -59,6 +59,32 @@ def memory_backed_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_a_thread_that_ends_closes_its_store_connection(tmp_path):
+    """Before: every thread's connection was kept in a list until the store closed, so each
+    run's driver thread and each request thread the pool retired left two files open."""
+    import threading
+
+    from rnnscope.app.training.store import Store
+
+    store = Store(tmp_path / "rnnscope.sqlite3")
+    try:
+        base, files = store.open_connections, len(os.listdir("/proc/self/fd"))
+        for _ in range(50):
+            thread = threading.Thread(target=store.list_corpora)
+            thread.start()
+            thread.join()
+        assert store.open_connections == base
+        # Two of slack: SQLite may keep a descriptor of the files for its next connection.
+        assert len(os.listdir("/proc/self/fd")) <= files + 2        # before: 100 more
+        store.list_corpora()                      # this thread's: one connection, kept and reused
+        store.list_corpora()
+        assert store.open_connections == 1
+        store.release_thread()
+        assert store.open_connections == 0
+    finally:
+        store.close()
+
+
 def test_three_hundred_runs_leave_open_files_and_memory_flat_under_ulimit_256(tmp_path):
     """Before: each run's thread kept an SQLite connection (the database and its WAL) open
     for good, so ~120 runs filled 256 files and the server stopped."""

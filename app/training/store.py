@@ -314,8 +314,8 @@ class Store:
         return conn
 
     def release_thread(self) -> None:
-        """Close this thread's connection now, rather than when the thread ends (a thread
-        that lives on but is done with the store)."""
+        """Close this thread's connection now rather than when Python clears the thread's
+        locals: a run's driver thread calls it as it ends, so its files close with the run."""
         held = getattr(self._local, "held", None)
         if held is not None:
             del self._local.held
@@ -323,6 +323,7 @@ class Store:
 
     @property
     def open_connections(self) -> int:
+        """Connections open now: one per live thread that has used the store."""
         return len(self._open)
 
     @contextmanager
