@@ -102,6 +102,11 @@ class ComputeGate:
     def held_bytes(self) -> int:
         return self._held_bytes
 
+    def _no_room(self, nbytes: int, what: str) -> ComputeBusy:
+        return ComputeBusy(f"the server is busy: {what} needs {nbytes / 1e6:,.0f} MB of memory and the jobs "
+                           f"running hold {self._held_bytes / 1e6:,.0f} MB of the {self.memory_budget / 1e6:,.0f} MB "
+                           "budget (setting RNNSCOPE_MEMORY_BUDGET); try again shortly", self.retry_after())
+
     def _busy_for(self, wait: float) -> ComputeBusy:
         return ComputeBusy(f"the server is busy: no compute slot freed in {wait:g} s "
                            "(setting RNNSCOPE_MAX_WAIT_SECONDS); try again shortly", self.retry_after())
@@ -122,11 +127,7 @@ class ComputeGate:
                         left = deadline - time.monotonic()
                         if left <= 0:
                             if self._busy < self.slots:
-                                raise ComputeBusy(
-                                    f"the server is busy: {what} needs {nbytes / 1e6:,.0f} MB of memory and "
-                                    f"the jobs running hold {self._held_bytes / 1e6:,.0f} of the "
-                                    f"{self.memory_budget / 1e6:,.0f} MB budget (setting RNNSCOPE_MEMORY_BUDGET); "
-                                    "try again shortly", self.retry_after())
+                                raise self._no_room(nbytes, what)
                             raise self._busy_for(self.max_wait_seconds)
                         self._cond.wait(left)
                 finally:
@@ -159,7 +160,7 @@ class ComputeGate:
             while not self._room(nbytes):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise self._busy_for(self.max_wait_seconds)
+                    raise self._no_room(nbytes, what)
                 self._cond.wait(left)
             self._held_bytes += nbytes
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -83,7 +84,7 @@ class Recorder:
         size = checkpoint_size(c)
         low = self.store.low_space(self.trainer.settings.min_free_bytes + size)
         if low:
-            raise OSError(errno.ENOSPC, f"a checkpoint of {size / 1e6:,.1f} MB is not written: {low}")
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for a checkpoint of {size / 1e6:,.1f} MB: {low}")
         paths = (self.paths.model(self.run_id), self.paths.train_state(self.run_id))
         first = not any(path.exists() for path in paths)
         try:
