@@ -2,7 +2,7 @@
 against `rnnscope serve` on loopback, from navigation start to the first Plotly chart drawn.
 
 Each round opens each page in a fresh browser profile (an empty HTTP cache: "cold"), then
-again in new tabs of the same profile: the second visit reads plotly.min.js and the rest from
+again in new tabs of the same profile: the second visit reads the Plotly bundle and the rest from
 the HTTP cache, the third also from V8's code cache, which chromium writes on a script's
 second run. One more profile opens /explore and then /compare: the files the two share are
 reused across pages. Before the rounds, one unmeasured visit of each page in a throwaway
@@ -12,11 +12,14 @@ code paths run once), so the rounds time the browser's side.
 "First chart drawn": the moment the page's first Plotly.newPlot or Plotly.react call has
 resolved (a script run before the page's own wraps both as Plotly is defined), read from the
 page's clock, whose origin is the navigation's start. Also recorded: when Plotly was defined
-(plotly.min.js downloaded and run) and plotly.min.js's transfer size.
+(the Plotly bundle downloaded and run), the bundle's transfer size, and the CPU time the
+page's renderer processes used until the first chart: on a machine others share, the times
+grow with their load, this much less.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import shutil
 import statistics
@@ -68,21 +71,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pages-rounds", type=int, default=None, help="fresh profiles per page (default 5, --quick 1)")
 
 
+def renderer_cpu(profile: Path) -> dict[int, float]:
+    """CPU seconds (user + system) of each renderer process of the browser using `profile`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    marker = f"--user-data-dir={profile}".encode()
+    found = {}
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                args = f.read().replace(b"\0", b" ").split()     # a child rewrites its argv as one string
+            if b"--type=renderer" in args and marker in args:
+                with open(cmdline.replace("cmdline", "stat")) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                found[int(cmdline.split("/")[2])] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue                         # a process that ended meanwhile
+    return found
+
+
 def visit(context, url: str) -> dict:
     """Open url in a new tab of `context`; the page's timings in seconds."""
     page = context.new_page()
+    before = renderer_cpu(context.profile)
     try:
         page.goto(url, wait_until="commit", timeout=VISIT_TIMEOUT_MS)
         page.wait_for_function("window.__firstChart && window.__firstChart.drawn !== undefined",
                                timeout=VISIT_TIMEOUT_MS, polling=50)
         marks = page.evaluate("window.__firstChart")
+        after = renderer_cpu(context.profile)
         plotly = page.evaluate("""performance.getEntriesByType("resource")
-            .filter((e) => e.name.includes("/plotly.min.js"))
+            .filter((e) => e.name.includes("/static/vendor/plotly"))
             .map((e) => ({transfer: e.transferSize, encoded: e.encodedBodySize, decoded: e.decodedBodySize,
                           ms: e.responseEnd - e.startTime}))""")
     finally:
         page.close()
     return {"first_chart_s": marks["drawn"] / 1000, "plotly_defined_s": marks.get("plotly", 0) / 1000,
+            "renderer_cpu_s": sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()),
             "plotly_js": plotly[0] if plotly else None}
 
 
@@ -91,6 +115,7 @@ def fresh_profile(playwright, profile: Path):
         str(profile), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
         viewport={"width": 1280, "height": 900})
     context.add_init_script(TIMING_SCRIPT)
+    context.profile = profile                # for renderer_cpu
     return context
 
 
@@ -154,16 +179,18 @@ def table(result: dict) -> str:
             target = result["targets_cold_s"][path] if name == "cold" else None
             first = median(timings, "first_chart_s")
             rows.append([f"{path}, {name}", f"{first:.2f}", f"{median(timings, 'plotly_defined_s'):.2f}",
+                         f"{median(timings, 'renderer_cpu_s'):.2f}",
                          " ".join(f"{t['first_chart_s']:.2f}" for t in timings),
                          f"{plotly.get('transfer', 0) / 1e6:.2f}",
                          None if target is None else f"<= {target:.1f}",
                          None if target is None else ("yes" if first <= target else "NO")])
     across = result["compare_after_explore"]
     rows.append(["/compare after /explore", f"{median(across, 'first_chart_s'):.2f}",
-                 f"{median(across, 'plotly_defined_s'):.2f}",
+                 f"{median(across, 'plotly_defined_s'):.2f}", f"{median(across, 'renderer_cpu_s'):.2f}",
                  " ".join(f"{t['first_chart_s']:.2f}" for t in across),
                  f"{(across[0]['plotly_js'] or {}).get('transfer', 0) / 1e6:.2f}", None, None])
-    note = ("\nfirst chart: navigation start to the first Plotly chart drawn; Plotly: to plotly.min.js run; "
-            "MB: plotly.min.js over the wire (0 when read from the cache)")
+    note = ("\nfirst chart: navigation start to the first Plotly chart drawn; Plotly: to the Plotly bundle run; "
+            "CPU: the page's renderer processes until the first chart; MB: the Plotly bundle over the wire "
+            "(0 when read from the cache)")
     return "\n".join(lines) + "\n\n" + render_table(
-        ["page, visit", "first chart s", "Plotly s", "rounds", "plotly MB", "target", "met"], rows) + note
+        ["page, visit", "first chart s", "Plotly s", "CPU s", "rounds", "plotly MB", "target", "met"], rows) + note
