@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     # /match between two models would otherwise re-read and re-decode each on every request.
     # Bundled ones are 1.1 and 3.0 MB; an upload is at most max_upload_bytes.
     corpus_cache_texts: int = Field(2, ge=0)
+    # n-gram losses kept in memory for /errors (each orders x text characters float32: the
+    # default 20 orders of 20,000 characters are 1.6 MB); all are kept on disk too.
+    max_ngram_results: int = Field(8, ge=0)
+    # Characters an error analysis reads: the n-gram pass costs the same whatever the text (it
+    # counts the training text), the model's reading and the oracles grow with it.
+    max_errors_chars: int = Field(20_000, ge=100)
     # Suffix-array indexes kept in memory, ~9 bytes a corpus character each (tinyshakespeare: 10 MB).
     max_corpus_indexes: int = Field(2, ge=1)
     # Generated text checked against the corpus at once (~30 us a character).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,11 @@ def advantage_beyond(text: str, difference: np.ndarray, distance: int = 20) -> t
     return share, float(far.mean()) if len(far) else math.nan
 
 
+def word_counts(text: str) -> Counter:
+    """How often each word occurs: the rare-word oracle's counts, of the training text."""
+    return Counter(WORD.findall(text))
+
+
 def words_at(text: str) -> list[tuple[int, int, str]]:
     return [(m.start(), m.end(), m.group()) for m in WORD.finditer(text)]
 
@@ -125,8 +131,10 @@ class Breakdown:
     categories: list[tuple[str, int, str]]   # (name, errors removed, what it means)
 
 
-def breakdown(text: str, model_loss: np.ndarray, ngram_loss: np.ndarray, train_text: str) -> Breakdown:
-    """Sec. 4.4's oracles, in its order, on the characters text[1:]."""
+def breakdown(text: str, model_loss: np.ndarray, ngram_loss: np.ndarray, train_words: Mapping[str, int]
+              ) -> Breakdown:
+    """Sec. 4.4's oracles, in its order, on the characters text[1:]; train_words is
+    word_counts(the training text)."""
     T = len(text) - 1
     error = model_loss > -math.log(ERROR_PROBABILITY)
     left = error.copy()
@@ -153,10 +161,9 @@ def breakdown(text: str, model_loss: np.ndarray, ngram_loss: np.ndarray, train_t
                 seen_before[start + n - 2] = True          # predicting text[start+n-1] from t = start+n-2
     peel("dynamic memory", seen_before,
          f"the character and the {MEMORY_CHARS} before it occurred earlier in this text: copying would do")
-    train_words = Counter(WORD.findall(train_text))
     rare, start_of_word = np.zeros(T, bool), np.zeros(T, bool)
     for a, b, word in words_at(text):
-        if train_words[word] < RARE_WORD_COUNT:
+        if train_words.get(word, 0) < RARE_WORD_COUNT:
             rare[max(a - 1, 0):b - 1] = True
         if a >= 1:
             start_of_word[a - 1] = True

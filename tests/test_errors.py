@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from rnnscope.model.errors import (advantage_beyond, breakdown, closing_distances, compare, long_range)
+from rnnscope.model.errors import advantage_beyond, breakdown, closing_distances, compare, long_range, word_counts
 from rnnscope.model.network import ModelConfig
 from rnnscope.model.ngram import kneser_ney_losses
 from rnnscope.model.train import TrainConfig, train
@@ -50,7 +50,7 @@ def test_each_oracle_takes_the_errors_it_names():
     ngram = np.full((3, T), 2.0)
     ngram[1, 0] = 0.1                              # an n-gram gets "b" after "a" right: n-gram
     train_text = "ab " * 10 + "zz " * 10
-    result = breakdown(text, model_loss, ngram, train_text)
+    result = breakdown(text, model_loss, ngram, word_counts(train_text))
     counts = {name: n for name, n, _ in result.categories}
     assert result.errors == T and sum(counts.values()) == T
     assert counts["n-gram"] == 1
@@ -68,7 +68,7 @@ def test_each_oracle_takes_the_errors_it_names():
 def test_the_memory_oracle_takes_a_repeated_span():
     text = "Then Mortimer said; and Mortimer went."
     T = len(text) - 1
-    result = breakdown(text, np.full(T, 2.0), np.full((1, T), 5.0), train_text="Then said and went " * 10)
+    result = breakdown(text, np.full(T, 2.0), np.full((1, T), 5.0), word_counts("Then said and went " * 10))
     counts = {name: n for name, n, _ in result.categories}
     # " Mortimer " repeats: in its second copy the 9-character windows " Mortimer" and "Mortimer "
     # were read before, so its last "r" and the space after it are copies.
