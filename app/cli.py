@@ -313,10 +313,11 @@ def import_model(
     from rnnscope.model.importer import ImportLimits, ImportRefused, Roles, import_file, next_chars, probe_text, \
         vocab_from_file, vocab_from_string
 
-    # The server's limits (RNNSCOPE_MAX_VOCAB, RNNSCOPE_MAX_PARAMETERS): what is written here is
+    # The server's limits (RNNSCOPE_MAX_VOCAB, _PARAMETERS, _HIDDEN_SIZE): what is written here is
     # meant to be served, and the same checks keep a malformed file from costing gigabytes.
     settings = Settings()
-    limits = ImportLimits(max_vocab=settings.max_vocab, max_parameters=settings.max_parameters)
+    limits = ImportLimits(max_vocab=settings.max_vocab, max_parameters=settings.max_parameters,
+                          max_hidden_size=settings.max_hidden_size)
 
     if vocab is not None and chars is not None:
         fail("pass either --vocab or --chars, not both")

@@ -119,11 +119,15 @@ class ImportLimits:
     before any tensor is read, and the model's size is checked from the shapes before it is
     converted, so a file that would be refused never costs more than its header.
 
-    max_vocab and max_parameters are the server's settings (the defaults are theirs); the rest
-    are facts of the format and of the models rnnscope opens, not knobs."""
+    max_vocab, max_parameters and max_hidden_size are the server's settings (the defaults are
+    theirs); the rest are facts of the format and of the models rnnscope opens, not knobs."""
 
     max_vocab: int = 1000               # RNNSCOPE_MAX_VOCAB
     max_parameters: int = 20_000_000    # RNNSCOPE_MAX_PARAMETERS, as rnnscope keeps them (after folding)
+    max_hidden_size: int = 1024         # RNNSCOPE_MAX_HIDDEN_SIZE: every view's cost a character is ~H^2
+    # As a run's num_layers (app/training/schemas.py): a view's cost grows with the layers, and
+    # 2,400 layers of one unit fit in the tensor count (5.6 s to import, hours to trace).
+    max_layers: int = 8
     # A character model's header is a few kB (~150 bytes a tensor): 1 MB holds thousands of
     # tensors and parses into tens of MB of Python objects at most. The format allows 100 MB,
     # which json.loads turns into gigabytes.
@@ -896,6 +900,12 @@ def check_limits(tensors: Mapping, plan: Plan, limits: ImportLimits) -> None:
     if plan.embedding is not None:
         rows = tensors[param(plan.embedding, "weight")].shape[0]
         check_vocab_size(rows, f"the model's embedding {module(plan.embedding)} has rows for", limits)
+    if plan.hidden_size > limits.max_hidden_size:
+        raise ImportRefused(f"{module(plan.rnn)} has {plan.hidden_size:,} units a layer; the limit is "
+                            f"{limits.max_hidden_size:,}{limit('MAX_HIDDEN_SIZE')}")
+    if len(plan.layers) > limits.max_layers:
+        raise ImportRefused(f"{module(plan.rnn)} has {len(plan.layers):,} layers; rnnscope opens models of at "
+                            f"most {limits.max_layers}, as it trains them")
     bad = [n for n in used_names(plan, tensors) if tensors[n].dtype.kind != "f"]
     if bad:
         raise ImportRefused(f"{', '.join(map(short, bad))} are not floating-point tensors")

@@ -78,6 +78,12 @@ def layout(shapes: dict[str, tuple[int, ...]], dtype="F32", itemsize=4) -> tuple
     return header, offset
 
 
+def zeros_file(shapes: dict[str, tuple[int, ...]]) -> bytes:
+    """A well-formed safetensors file of zeros, in memory."""
+    header, nbytes = layout(shapes)
+    return safetensors_file(header, b"\0" * nbytes)
+
+
 def sparse_file(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
     """A well-formed safetensors file of zeros, written as a hole: any size costs no disk."""
     header, nbytes = layout(shapes)
@@ -188,12 +194,20 @@ def test_a_fold_bomb_is_refused_from_its_header_reading_no_tensor(tmp_path):
     assert "1,000,000 characters" in msg and "RNNSCOPE_MAX_VOCAB" in msg
     assert peak < 200_000, peak
     # Parameters are counted as rnnscope would keep them (after folding), from the shapes too:
-    # 1.1 GB of LSTM weights in a file that holds nothing but a hole.
-    path = sparse_file(tmp_path / "wide.safetensors", lstm_shapes(V=100, E=8, H=8192, embedding=False))
+    # 120 MB of LSTM weights in a file that holds nothing but a hole.
+    path = sparse_file(tmp_path / "big.safetensors", lstm_shapes(V=100, E=8, H=1024, L=4, embedding=False))
     msg, peak = refusal_and_peak(path, "".join(chr(0x41 + i) for i in range(100)))
-    assert "272,597,092 parameters as rnnscope keeps them; the limit is 20,000,000 (setting " \
+    assert "29,904,996 parameters as rnnscope keeps them; the limit is 20,000,000 (setting " \
            "RNNSCOPE_MAX_PARAMETERS)" in msg
     assert peak < 200_000, peak
+
+
+def test_deep_and_wide_stacks_are_refused_from_their_shapes(client):
+    """As training's limits: 2,400 layers of one unit fit the tensor count and imported in
+    5.6 s, then every view stepped through them all; 2,048 units a layer cost ~H^2 a character."""
+    refused(post(client, zeros_file(lstm_shapes(V=V, E=1, H=1, L=2400))), "rnn has 2,400 layers", "at most 8")
+    refused(post(client, zeros_file(lstm_shapes(V=V, E=1, H=2048, L=1, embedding=False))),
+            "rnn has 2,048 units a layer", "RNNSCOPE_MAX_HIDDEN_SIZE")
 
 
 def test_a_fold_bomb_over_http_answers_422_in_bounded_memory(tmp_path):
@@ -291,11 +305,8 @@ MALFORMED = {
     "metadata": (safetensors_file({"__metadata__": {"vocab": ["a"]}}), ["__metadata__ must map names to strings"]),
     "a long name": (safetensors_file({"x" * 2000: {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}}),
                     ["a tensor name is 2,000 characters long"]),
-    "layer 10^12": (safetensors_file(layout({"rnn.weight_ih_l999999999999": (4, 4)})[0], b"\0" * 64),
-                    ["found no recurrent layer"]),
-    "a decoder of 0 characters": (safetensors_file(layout(lstm_shapes(V=0, E=0, H=2, embedding=False))[0],
-                                                   b"\0" * layout(lstm_shapes(V=0, E=0, H=2, embedding=False))[1]),
-                                  ["writes no characters"]),
+    "layer 10^12": (zeros_file({"rnn.weight_ih_l999999999999": (4, 4)}), ["found no recurrent layer"]),
+    "a decoder of 0 characters": (zeros_file(lstm_shapes(V=0, E=0, H=2, embedding=False)), ["writes no characters"]),
 }
 
 
@@ -312,8 +323,7 @@ def test_thousands_of_look_alike_modules_are_refused_before_weighing_every_pairi
     shapes = {"rnn.weight_ih_l0": (1, 0), "rnn.weight_hh_l0": (1, 1), "rnn.bias_ih_l0": (1,), "rnn.bias_hh_l0": (1,)}
     for i in range(300):
         shapes |= {f"d{i}.weight": (0, 1), f"e{i}.weight": (0, 0)}
-    header, nbytes = layout(shapes)
-    blob = safetensors_file(header, b"\0" * nbytes)
+    blob = zeros_file(shapes)
     refused(post(client, blob), "300 modules could be the decoder and 300 the embedding (90,300 ways",
             "--decoder")
     refused(post(client, blob, decoder="d7"), "the embedding is ambiguous", "and 288 more")

@@ -112,9 +112,10 @@ IMPORT_ERRORS = {
     422: {"description": "Not safetensors, or a malformed one (the message names the fault: the header's size "
                          "or nesting, a tensor's dtype, rank or offsets), not a model rnnscope can open (the "
                          "message says what was found and what to name or change), a vocabulary that does "
-                         "not fit it or is not text, a model over RNNSCOPE_MAX_PARAMETERS or "
-                         "RNNSCOPE_MAX_VOCAB (checked from the shapes, before converting), or weights whose "
-                         "losses on a probe text are not finite."},
+                         "not fit it or is not text, a model over RNNSCOPE_MAX_PARAMETERS, "
+                         "RNNSCOPE_MAX_VOCAB or RNNSCOPE_MAX_HIDDEN_SIZE or of more than 8 layers (checked "
+                         "from the shapes, before converting), or weights whose losses on a probe text are "
+                         "not finite."},
 }
 ROLE_FIELD = {"type": "string", "maxLength": 200}
 IMPORT_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
@@ -226,7 +227,8 @@ def refused(field: str, e: ImportRefused):
 
 
 def import_limits(settings) -> ImportLimits:
-    return ImportLimits(max_vocab=settings.max_vocab, max_parameters=settings.max_parameters)
+    return ImportLimits(max_vocab=settings.max_vocab, max_parameters=settings.max_parameters,
+                        max_hidden_size=settings.max_hidden_size)
 
 
 def read_vocab(upload: Upload, settings, limits: ImportLimits) -> tuple[VocabSpec | None, str | None]:
