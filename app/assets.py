@@ -2,8 +2,9 @@
 
 static/ and templates/ live at the repository's root, beside app/, and are packed into the
 wheel as rnnscope/static and rnnscope/templates, again beside rnnscope/app (pyproject.toml's
-package-dir). Browser libraries (Plotly, Swagger UI, ReDoc) come from installed Python
-packages, so the site, /docs and /redoc included, works offline.
+package-dir). Browser libraries come from installed Python packages (Swagger UI, ReDoc) or
+are checked in under static/vendor (Plotly's cartesian bundle), so the site, /docs and /redoc
+included, works offline.
 
 Every file under /static is served the same way (issue 19: Plotly is 1.5 MB, 4.8 MB in full):
 - gzip when the request accepts it: text formats only, compressed once per process and kept
@@ -74,6 +75,9 @@ VENDOR_FILES = {
     **{name: package_dir("fastapi_offline") / "static" / name
        for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")},
 }
+# Compressed as the app starts: what the pages and /docs load. (plotly.min.js is still served,
+# for links made before the pages moved to the cartesian bundle, and compressed when asked for.)
+WARM_AT_START = [path for path in VENDOR_FILES.values() if path != PLOTLY_JS]
 # ReDoc 2 draws Redocly's logo beside "API docs by Redocly" from their CDN, with no option to
 # leave it out; /redoc's Content-Security-Policy refuses it, which the browser reports as an
 # error. The served copy asks for an empty image instead (data: URLs are allowed there).
@@ -142,7 +146,7 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 class AssetCache:
     """What serving a file needs, read once per file and process: its hash, and its gzip bytes
-    (for plotly.min.js 1.5 MB kept in place of 4.8 MB re-read from disk). The files belong to
+    (for the pages' Plotly 0.5 MB kept in place of 1.5 MB re-read from disk). The files belong to
     the installation, not to one app, so every app in the process shares one cache; it holds
     one entry per file of static/ and VENDOR_FILES, re-read when a file's mtime or size changes."""
 

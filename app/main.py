@@ -14,7 +14,7 @@ from .security import SharedServer
 from .slow_clients import BodyDeadline
 from .runtime import fix_mmap_threshold, limit_malloc_arenas
 from .registry import ModelRegistry
-from .assets import ASSETS, STATIC_DIR, VENDOR_FILES, AssetFiles, PagesRevalidated
+from .assets import ASSETS, STATIC_DIR, WARM_AT_START, AssetFiles, PagesRevalidated
 from .routers import analysis, docs, health, imports, models, neuron_pages, neurons, pages, sample, vendor
 from .routers import corpora, groups, learn, runs, select, states, train_page
 from .settings import Settings, get_settings
@@ -30,7 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limit_malloc_arenas(settings.malloc_arenas)
     if settings.malloc_mmap_threshold:
         fix_mmap_threshold(settings.malloc_mmap_threshold)
-    ASSETS.warm(VENDOR_FILES.values())     # gzip plotly.min.js & co. before the first page asks
+    ASSETS.warm(WARM_AT_START)             # gzip Plotly & co. before the first page asks for them
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
                                           settings.max_wait_seconds, settings.memory_budget)
