@@ -55,7 +55,8 @@ def header_deadline(timeout_seconds: float) -> type[H11Protocol]:
             headers begun but not complete, or a body sent after its response was."""
             if self.conn.their_state is h11.IDLE:
                 return self.cycle is None or self.cycle.response_complete
-            return self.conn.their_state is h11.SEND_BODY and self.cycle is not None and self.cycle.response_complete
+            return (self.conn.their_state is h11.SEND_BODY and self.cycle is not None
+                    and self.cycle.response_complete)
 
         def _watch(self) -> None:
             if self.transport.is_closing() or not self._waiting_on_client():

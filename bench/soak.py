@@ -450,7 +450,8 @@ def run(args) -> dict:
               f"(started in {srv.start_seconds:.1f} s)", flush=True)
         threads = [threading.Thread(target=student, args=(srv.url, record, stop, i), daemon=True)
                    for i in range(students)]
-        threads += [threading.Thread(target=attacker, args=(srv.url, port, record, began, stop, attack_every), daemon=True),
+        threads += [threading.Thread(target=attacker, args=(srv.url, port, record, began, stop, attack_every),
+                                     daemon=True),
                     threading.Thread(target=healthz_prober, args=(srv.url, record, stop), daemon=True),
                     threading.Thread(target=monitor, args=(srv.process.pid, record, began, stop, sample_every),
                                      daemon=True)]
@@ -476,7 +477,8 @@ def run(args) -> dict:
     result["passed"] = {
         "no 500": result["count_500"] == 0,
         f"/healthz p99 <= {HEALTHZ_TARGET_P99_MS} ms": h.get("p99", 1e9) <= HEALTHZ_TARGET_P99_MS,
-        "open files flat (last <= first + 10)": bool(warm) and warm[-1]["open_files"] <= warm[0]["open_files"] + 10,
+        "open files flat (last <= first + 10)":
+            bool(warm) and warm[-1]["open_files"] <= warm[0]["open_files"] + 10,
     }
     return result
 
@@ -484,11 +486,13 @@ def run(args) -> dict:
 def table(result: dict) -> str:
     m = result["machine"]
     lines = [f"## A semester on one server: {result['students']} students and an attacker, "
-             f"{result['minutes']:g} min", f"CPU: {m.get('cpu')} · {m.get('logical_cpus')} logical CPUs · load at end "
+             f"{result['minutes']:g} min",
+             f"CPU: {m.get('cpu')} · {m.get('logical_cpus')} logical CPUs · load at end "
              f"{result['load_average_end'][0]:.1f}", ""]
     rows = [[f"{v['minute']:.2f}", v["open_files"], f"{v['rss_mb']:.1f}", v["threads"], v["500s"],
              v["healthz_p99_ms"]] for v in result["vitals"]]
-    lines.append(render_table(["minute", "open files", "RSS MB", "threads", "500s so far", "/healthz p99 ms"], rows))
+    lines.append(render_table(["minute", "open files", "RSS MB", "threads", "500s so far", "/healthz p99 ms"],
+                              rows))
     lines.append("")
     rows = [[kind, sum(c.values()), ", ".join(f"{k}: {v}" for k, v in sorted(c.items()))]
             for kind, c in result["codes"].items()]

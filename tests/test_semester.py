@@ -89,8 +89,9 @@ def test_three_hundred_runs_leave_open_files_and_memory_flat_under_ulimit_256(tm
     """Before: each run's thread kept an SQLite connection (the database and its WAL) open
     for good, so ~120 runs filled 256 files and the server stopped."""
     data_dir = memory_backed_dir(tmp_path)
-    server = Server(data_dir, env={"RNNSCOPE_SAMPLE_EVERY_STEPS": "0", "RNNSCOPE_MAX_QUEUED_RUNS": "50",
-                                   "RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER": "50"}, max_open_files=256).start()
+    env = {"RNNSCOPE_SAMPLE_EVERY_STEPS": "0", "RNNSCOPE_MAX_QUEUED_RUNS": "50",
+           "RNNSCOPE_MAX_QUEUED_RUNS_PER_OWNER": "50"}
+    server = Server(data_dir, env=env, max_open_files=256).start(timeout=120)   # a loaded machine starts slowly
     try:
         with httpx.Client(base_url=server.url, headers=OWNER, timeout=30) as client:
             r = client.post("/api/corpora", files={"file": ("excerpt.txt", excerpt(2_000).encode(), "text/plain")})
@@ -183,7 +184,7 @@ def test_a_burst_of_500_event_streams_gets_exactly_the_limit(tmp_path):
     passed the check, so all 500 were accepted (limit 64)."""
     import asyncio
 
-    server = Server(tmp_path, env={"RNNSCOPE_EVENTS_MAX_SECONDS": "120"}).start()
+    server = Server(tmp_path, env={"RNNSCOPE_EVENTS_MAX_SECONDS": "120"}).start(timeout=120)
     try:
         with httpx.Client(base_url=server.url, headers=OWNER, timeout=30) as client:
             r = client.post("/api/corpora", files={"file": ("excerpt.txt", excerpt(2_000).encode(), "text/plain")})
@@ -224,7 +225,7 @@ def served(tmp_path_factory) -> Iterator[tuple[int, Path]]:
                                     "--port", str(port), "--data-dir", str(data_dir)],
                                    env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             try:
