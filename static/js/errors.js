@@ -120,7 +120,7 @@ function drawBreakdown(data) {
   Plotly.react(els.breakdown, traces, layout, PLOT_CONFIG);
   const rows = b.categories.map((c) => {
     const tr = document.createElement("tr");
-    [c.name, `${c.count.toLocaleString()} (${b.errors ? ((c.count / b.errors) * 100).toFixed(0) : 0} %)`, c.meaning]
+    [c.name, `${c.count.toLocaleString()} (${b.errors ? ((c.count / b.errors) * 100).toFixed(0) : 0}\u00a0%)`, c.meaning]
       .forEach((v) => tr.append(Object.assign(document.createElement("td"), { textContent: v })));
     return tr;
   });
