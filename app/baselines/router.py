@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from rnnscope.model import errors as analyses
+from rnnscope.model.attribution import losses
 
 from ..compute import encode_array
 from ..corpus_index import CorpusLibrary
@@ -54,9 +55,8 @@ def errors(req: ErrorsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         raise invalid(("body", "text"), "the text needs at least two characters", "too_short", min_length=2)
     with slots.job(cost_bytes(m, len(texts.train), len(text), req.max_order), "an error analysis"):
         ngram = cache.losses(texts, m, text, req.max_order)
-        _, model_loss, _ = m.run(text)
+        model_loss = losses(m, m.encode(text))          # a chunk at a time: bounded memory
         train_words = cache.train_words(texts)
-    model_loss = model_loss.astype(np.float64)
     comparison = analyses.compare(model_loss, ngram.loss)
     bins = analyses.long_range(text, comparison.difference)
     far_share, far_closers = analyses.advantage_beyond(text, comparison.difference, 20)
