@@ -13,6 +13,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -234,6 +235,39 @@ def test_a_fold_bomb_over_http_answers_422_in_bounded_memory(tmp_path):
     assert "embed" in msg or "fc" in msg
     assert peak < 24 * MB, peak          # ~10 MB measured: the request's chunks and the spool's first MB
     assert [what for _, what in asked] == ["reading the model's header and vocabulary"]
+
+
+def test_bombs_and_huge_headers_at_once_keep_the_server_small(tmp_path):
+    """Two fold bombs and six 8 MB headers sent together to a live server (two bombs reached
+    5.7 GB, six 47 MB headers 3.4 GB): every one a 422, the process's peak RSS barely moves."""
+    bomb = sparse_file(tmp_path / "bomb.safetensors", lstm_shapes(V=1_000_000, E=1, H=1))
+    header = tmp_path / "header.safetensors"
+    body = b'{"a": "' + b"x" * (8 * MB - 9) + b'"}'
+    header.write_bytes(len(body).to_bytes(8, "little") + body)
+    settings = Settings(data_dir=tmp_path / "data", load_bundled=False, allowed_hosts=TEST_HOSTS)
+    answers: list[httpx.Response] = []
+
+    def send(url: str, path: Path) -> None:
+        with open(path, "rb") as f:
+            answers.append(httpx.post(f"{url}/api/models/import", headers=OWNER, timeout=60,
+                                      files={"model": (path.name, f)}, data={"chars": "ab"}))
+
+    with serving(create_app(settings)) as url:
+        send(url, header)                                 # the first request's one-off costs
+        answers.clear()
+        reset_peak_rss()
+        before = status_kb("VmRSS")
+        senders = [threading.Thread(target=send, args=(url, p)) for p in [bomb] * 2 + [header] * 6]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        rise = (status_kb("VmHWM") - before) * 1000
+    assert len(answers) == 8
+    for r in answers:
+        refused(r, "RNNSCOPE_MAX_VOCAB" if "characters" in message(r) else "header of 8,000,000 bytes")
+    assert sum("1,000,000 characters" in message(r) for r in answers) == 2
+    assert rise < 64 * MB, rise
 
 
 def test_reading_a_header_at_its_size_limit_stays_within_what_it_asks_the_gate_for():
