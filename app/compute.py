@@ -170,3 +170,17 @@ def checkpoint_bytes(cfg, max_steps: int = 0) -> int:
     state (weights, Adam's two moments, best weights: 4P, and the history as JSON)."""
     P = sum(math.prod(s) for s in param_shapes(cfg).values())
     return FLOAT * 5 * P + HISTORY_JSON_BYTES_PER_STEP * max_steps + 100_000
+
+
+def reading_bytes(cfg, chars: int, kept_per_char: int, itemsize: int = FLOAT, chunk: int = CHUNK) -> int:
+    """A request that reads `chars` characters in chunks (read() above, model.probes.activations)
+    and keeps `kept_per_char` values a character of `itemsize` bytes: one chunk's forward
+    cache and logits (with log-softmax's two temporaries), plus what it keeps."""
+    logits, layers = forward_floats_per_char(cfg)
+    per_chunk_char = FLOAT * (sum(layers) + 3 * logits)
+    return JOB_OVERHEAD + min(chars, chunk) * per_chunk_char + chars * kept_per_char * itemsize
+
+
+def every_unit(cfg) -> int:
+    """Values a character when every quantity of every layer is kept (probes, select, match)."""
+    return cfg.num_layers * len(get_cell(cfg.cell).quantities) * cfg.hidden_size

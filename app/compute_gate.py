@@ -154,6 +154,13 @@ class ComputeGate:
             with self._stacked(self.slot(nbytes, what)):
                 yield
             return
+        with self.hold(nbytes, what):
+            yield
+
+    @contextmanager
+    def hold(self, nbytes: int, what: str = "this request") -> Iterator[None]:
+        """nbytes of the budget without a slot, waiting for them up to max_wait_seconds: for
+        a request whose work runs in someone else's slot (a batched pass, app/batching.py)."""
         self.admit(nbytes, what)
         with self._cond:
             deadline = time.monotonic() + self.max_wait_seconds

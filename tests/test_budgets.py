@@ -249,3 +249,44 @@ def test_a_checkpoint_that_cannot_fit_leaves_nothing_and_spends_no_reserve(tmp_p
         assert client.post(f"/api/runs/{run_id}/cancel").status_code in (200, 409)
         assert client.delete(f"/api/runs/{run_id}").status_code == 204
         filler.unlink()
+
+
+# ---- requests: each asks the gate for its estimated bytes --------------------------------------------
+
+TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
+REQUESTS = [("trace", {"text": TEXT}), ("probe", {"text": TEXT, "concept": "vowel"}),
+            ("select", {"text": TEXT, "spans": [[0, 5]]}), ("match", {"text": TEXT, "length": 10, "units": [
+                {"layer": 0, "quantity": "h", "unit": 0, "threshold": 0.0, "sign": 1}]}),
+            ("states", {"text": TEXT, "layer": 0}), ("groups", {"text": TEXT, "layer": 0, "components": 2})]
+
+
+@pytest.mark.parametrize("route, body", REQUESTS, ids=[r for r, _ in REQUESTS])
+def test_every_request_that_reads_a_model_holds_its_bytes_of_the_budget(client, route, body):
+    """The gate sees each request's estimated peak: over the budget alone a 413 naming the
+    setting; while a run holds all but a megabyte, a 503 naming it after the wait; then 200."""
+    gate = client.app.state.compute_slots
+    asked = []
+    job, hold = gate.job, gate.hold
+    gate.job = lambda nbytes, what="": (asked.append(nbytes), job(nbytes, what))[1]
+    gate.hold = lambda nbytes, what="": (asked.append(nbytes), hold(nbytes, what))[1]
+    url = f"/api/models/lstm/{route}"
+    try:
+        r = client.post(url, json=body)
+        assert r.status_code == 200, r.text
+        assert asked and asked[0] > 1 * MB and gate.held_bytes == 0
+        budget, gate.memory_budget = gate.memory_budget, asked[0] - 1
+        try:
+            r = client.post(url, json=body)
+            assert r.status_code == 413 and "RNNSCOPE_MEMORY_BUDGET" in detail(r), r.text
+        finally:
+            gate.memory_budget = budget
+        wait, gate.max_wait_seconds = gate.max_wait_seconds, 0.2
+        assert gate.reserve(budget - 1 * MB)              # a training run holds all but a megabyte
+        try:
+            r = client.post(url, json=body)
+            assert r.status_code == 503 and "RNNSCOPE_MEMORY_BUDGET" in detail(r), r.text
+        finally:
+            gate.release(budget - 1 * MB)
+            gate.max_wait_seconds = wait
+    finally:
+        gate.job, gate.hold = job, hold

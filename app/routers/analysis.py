@@ -13,7 +13,7 @@ from rnnscope.model.vocab import Vocab
 from rnnscope.model.analysis import gate_saturation
 
 from ..batching import BatchersDep, GradientWork, TraceWork
-from ..compute import SENT_BYTES, Reading, encode_array, read, rounded
+from ..compute import SENT_BYTES, Reading, encode_array, read, reading_bytes, rounded
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, too_large, vet_text
 from ..registry import block_names
@@ -100,8 +100,11 @@ def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, batchers: B
         r = read(m, ids, wanted, req.top_k)
         return r, encoded(r)
 
-    # Read alone, or in a pass shared with concurrent traces of this model (then encoded here).
-    r, out = batchers.run(entry.id, "trace", m, TraceWork(ids, wanted, req.top_k), size, alone)
+    # Read alone, or in a pass shared with concurrent traces of this model (then encoded here),
+    # holding the memory budget's bytes for the float32 reading, its encoding and the JSON.
+    peak = reading_bytes(m.config, len(text), len(wanted) * m.config.hidden_size + 2 * req.top_k + 1) + 2 * size
+    with batchers.gate.hold(int(peak), "this trace"):
+        r, out = batchers.run(entry.id, "trace", m, TraceWork(ids, wanted, req.top_k), size, alone)
     if out is None:
         out = encoded(r)
     top_chars = np.array(m.vocab.chars)[r.top_ids].tolist()

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 from rnnscope.model.data import split
 from rnnscope.model.groups import factorise, layer_values
 
+from ..compute import reading_bytes
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import Group, GroupsRequest, GroupsResponse, GroupUnit
@@ -71,7 +72,8 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         passage = fitted[: req.shown]
     # id(model): a training run's model keeps its id while its weights are replaced.
     key = (entry.id, id(m), req.layer, req.quantity, req.components, text_key)
-    with slots:
+    # One layer's quantity over the fitted text (float32), and NMF's factors and copies of it.
+    with slots.job(reading_bytes(m.config, len(fitted), 4 * m.config.hidden_size), "this factorisation"):
         found = cache.get(key)
         cached = found is not None
         if found is None:

@@ -17,7 +17,7 @@ from rnnscope.model.memorisation import merge_spans
 from rnnscope.model.probes import CONCEPTS, Activations, activations, rank_units, span_indicator, top_contexts
 from rnnscope.model.sample import sample as write
 
-from ..compute import encode_array, rounded
+from ..compute import encode_array, every_unit, reading_bytes, rounded
 from ..corpus_index import CorpusLibrary
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
@@ -99,7 +99,8 @@ def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
     # Before taking a compute slot: the pattern runs in another process, and a slow one
     # should not keep the NumPy work of others waiting.
     matched = None if req.regex is None else user_pattern(req.regex, text, patterns)
-    with slots:
+    # Every unit's values over the text (float32), and the ranking's copies of them.
+    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this probe"):
         if matched is not None:
             name, description, graded = "regex", f"inside a match of /{req.regex}/", False
             indicator = matched

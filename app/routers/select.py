@@ -12,7 +12,7 @@ from rnnscope.model.data import split
 from rnnscope.model.match import match, rank_for_spans, read_all
 from rnnscope.model.probes import Activations
 
-from ..compute import rounded
+from ..compute import every_unit, reading_bytes, rounded
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (MatchFound, MatchRequest, MatchResponse, MatchUnit, RankedNeuron, SelectRequest,
@@ -72,7 +72,8 @@ def select(req: SelectRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         if not a < b <= len(text):
             raise invalid(("body", "spans", i), f"span [{a}, {b}] is not a non-empty stretch of the "
                           f"{len(text)} characters read (start < end <= {len(text)})", "span_outside")
-    with slots:
+    # Every unit's values over the text (float32), and the ranking's copies of them.
+    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this selection"):
         acts = cache.activations(entry, text)
         try:
             result = rank_for_spans(acts, spans, req.top, req.context)
@@ -124,7 +125,8 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
         raise invalid(("body", "text"), "nothing is left to read", "too_short")
     thresholds = [u.threshold for u in req.units]
     signs = [u.sign for u in req.units]
-    with slots:
+    # Every unit's values over the text as float16: the reading kept for the next match.
+    with slots.job(reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2), "this match"):
         if source == "validation":
             acts = readings.reading(entry, text)
         else:

@@ -15,6 +15,7 @@ from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class
                             read_layer, sample_starts, step_map)
 from rnnscope.model.probes import CONCEPTS
 
+from ..compute import reading_bytes
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (FixedPointOut, FixedPointsRequest, FixedPointsResponse, StatesRequest,
@@ -96,7 +97,9 @@ def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     else:
         concept = CONCEPTS[req.colour_by]
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
-    with slots:
+    # One layer's h, c and input over the fitted text (float32), and the trajectory's.
+    nbytes = reading_bytes(m.config, len(fit_source) + len(text), 3 * m.config.hidden_size)
+    with slots.job(nbytes, "this state-space request"):
         found = fits.reading(entry, req.layer, fit_source)
         pca = fits.pca(found, req.quantity, req.components)
         trajectory = read_layer(m, m.encode(text), req.layer).quantity(req.quantity)
