@@ -290,3 +290,14 @@ def test_every_request_that_reads_a_model_holds_its_bytes_of_the_budget(client, 
             gate.max_wait_seconds = wait
     finally:
         gate.job, gate.hold = job, hold
+
+
+def test_the_estimate_shows_a_runs_memory_and_checkpoints(tmp_path):
+    with TestClient(build_app(tmp_path), headers=OWNER) as client:
+        corpus = upload(client, excerpt(50_000)).json()
+        assert corpus["preflight"]["estimate"]["memory_bytes"] > 8 * MB
+        shape = {k: v for k, v in ISSUE_RUN.items() if k != "batch_size"} | {"batch_size": 2, "max_steps": 10}
+        e = client.get(f"/api/corpora/{corpus['id']}/estimate", params=shape).json()
+        assert e["memory_bytes"] == training_peak_bytes(ModelConfig("lstm", corpus["preflight"]["vocab_size"], 1024,
+                                                                    2), 2, 1024, 45_000, max_steps=10)
+        assert e["checkpoint_bytes"] > 5 * 4 * e["parameters"]

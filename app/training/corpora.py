@@ -22,6 +22,7 @@ from rnnscope.model.cells import get_cell
 from rnnscope.model.data import num_batches
 from rnnscope.model.network import ModelConfig
 
+from ..compute import checkpoint_bytes, training_peak_bytes
 from .attempt import VAL_FRACTION
 from .schemas import CharCount, Estimate, Preflight, Recommendation
 
@@ -242,7 +243,9 @@ def estimate(cell: str, vocab_size: int, hidden_size: int, num_layers: int, batc
     return Estimate(parameters=parameters(cell, vocab_size, hidden_size, num_layers),
                     seconds_per_step=per_step, steps_per_epoch=per_epoch,
                     seconds_per_epoch=round(per_step * per_epoch, 2), max_steps=max_steps,
-                    seconds_total=round(per_step * max_steps, 1))
+                    seconds_total=round(per_step * max_steps, 1),
+                    memory_bytes=training_peak_bytes(cfg, batch_size, seq_length, train_chars, max_steps=max_steps),
+                    checkpoint_bytes=checkpoint_bytes(cfg, max_steps))
 
 
 def preflight(ingested: Ingested, max_hidden: int, target_seconds: float, time_step: StepTimer) -> Preflight:

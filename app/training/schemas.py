@@ -45,6 +45,10 @@ class Estimate(BaseModel):
     seconds_per_epoch: float
     max_steps: int
     seconds_total: float = Field(description="For max_steps steps, validation passes not counted.")
+    memory_bytes: int | None = Field(None, description="Peak memory while training, estimated from the shape: a run "
+                                                       "over RNNSCOPE_MEMORY_BUDGET is refused.")
+    checkpoint_bytes: int | None = Field(None, description="Disk its checkpoints take (the model and the training "
+                                                           "state), counted against the model quotas.")
 
 
 class Preflight(BaseModel):
