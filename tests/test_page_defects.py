@@ -27,7 +27,9 @@ OVERLAPS = """([first, second, gap]) => {
   const hits = [];
   for (const [a, r] of boxes(first)) for (const [b, s] of boxes(second)) {
     if (a === b) continue;
-    if (r.left < s.right + gap && s.left < r.right + gap && r.top < s.bottom + gap && s.top < r.bottom + gap) {
+    const near = r.left < s.right + gap && s.left < r.right + gap
+      && r.top < s.bottom + gap && s.top < r.bottom + gap;
+    if (near) {
       hits.push([a.textContent, b.textContent]);
     }
   }
@@ -84,7 +86,8 @@ def shoot(pg, name: str, selector: str | None = None) -> None:
 def refused(page) -> list[str]:
     """Every API answer of 400 or more the page receives from now on (the list grows)."""
     seen: list[str] = []
-    page.listen("response", lambda r: r.status >= 400 and "/api/" in r.url and seen.append(f"{r.status} {r.url}"))
+    page.listen("response", lambda r: r.status >= 400 and "/api/" in r.url
+                and seen.append(f"{r.status} {r.url}"))
     return seen
 
 
@@ -156,7 +159,8 @@ def test_find_fixed_points_waits_for_the_projection(page, live_server):
 
 def test_the_fixed_point_character_box_is_readable_and_shows_a_held_space(page, live_server):
     fixed_bodies: list[dict] = []
-    page.listen("request", lambda r: r.url.endswith("/fixed-points") and fixed_bodies.append(json.loads(r.post_data)))
+    page.listen("request", lambda r: r.url.endswith("/fixed-points")
+                and fixed_bodies.append(json.loads(r.post_data)))
     page.goto(f"{live_server}/states?model=lstm&text={quote(PAGE_TEXT)}")
     page.wait_for_function("() => document.getElementById('chart').dataset.points")
     button = page.locator("#fp-find")
@@ -211,7 +215,8 @@ def test_compare_axis_titles_clear_their_ticks_with_real_subscripts(page, bundle
     assert "‖∂L/∂xk‖" in titles and not any("_" in t for t in titles)        # a subscript, not x_k
     for axis in ("y", "y2", "y3"):
         # Clear by a few pixels: touching reads as one word ("‖∂L/∂x_k‖10⁻²" on the trial).
-        assert overlaps(page, f"#chars-chart .g-{axis}title text", f"#chars-chart .{axis}tick text", 3) == [], axis
+        title, ticks = f"#chars-chart .g-{axis}title text", f"#chars-chart .{axis}tick text"
+        assert overlaps(page, title, ticks, 3) == [], axis
     assert overlaps(page, "#horizon-chart .g-ytitle text", "#horizon-chart .ytick text", 3) == []
     shoot(page, "compare-chars", "#chars-chart")
 
@@ -307,7 +312,9 @@ LINE_STARTS = """(needle) => {
   const code = document.querySelector('#curl code');
   const walker = document.createTreeWalker(code, NodeFilter.SHOW_TEXT);
   const chars = [];                            // [node, offset] of every character, in order
-  for (let n = walker.nextNode(); n; n = walker.nextNode()) for (let i = 0; i < n.length; i++) chars.push([n, i]);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    for (let i = 0; i < n.length; i++) chars.push([n, i]);
+  }
   const text = chars.map(([n, i]) => n.data[i]).join('');
   const at = text.indexOf(needle);
   if (at < 0) return null;
@@ -403,9 +410,11 @@ def test_train_gradient_heatmap_axis_reads_after_a_cancel(page, training_server,
     rotated = page.eval_on_selector_all(f"{chart} .xtick text", "ts => ts.filter(t => /rotate\\((?!0)/.test("
                                         "t.getAttribute('transform') || '')).length")
     assert rotated == 0                                             # labels lie flat
-    ticks = [int(t.replace(",", "")) for t in page.eval_on_selector_all(f"{chart} .xtick text", "ts => ts.map(t => t.textContent)")]
+    labels = page.eval_on_selector_all(f"{chart} .xtick text", "ts => ts.map(t => t.textContent)")
+    ticks = [int(t.replace(",", "")) for t in labels]
     steps = {b - a for a, b in zip(ticks, ticks[1:])}
     assert len(ticks) >= 3 and len(steps) == 1, ticks              # evenly spaced steps...
     step = steps.pop()
-    assert all(t % step == 0 for t in ticks) and str(step).rstrip("0") in ("1", "2", "25", "5"), ticks   # ...and round
+    assert all(t % step == 0 for t in ticks), ticks                # ...and round
+    assert str(step).rstrip("0") in ("1", "2", "25", "5"), ticks
     shoot(page, "train-gtt", chart)
