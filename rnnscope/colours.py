@@ -99,7 +99,11 @@ def display_range(column: np.ndarray, quantity: str, kind: str = "auto") -> tupl
     return own_scale(column, quantity) if kind == "fit" or runs_past else (a, b)
 
 
-NAMED_CHARS = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
+# Control characters go by their ASCII abbreviations (form feed FF), as the pages write them:
+# common fonts lack Unicode's control pictures.
+NAMED_CHARS = {" ": "␣", "\n": "↵", "\t": "⇥", "\x7f": "DEL"}
+C0_NAMES = ["NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT", "FF", "CR", "SO", "SI",
+            "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB", "CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US"]
 INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp", "Co", "Cn"}
 
 
@@ -109,7 +113,7 @@ def show_char(c: str) -> str:
         return NAMED_CHARS[c]
     code = ord(c)
     if code < 0x20:
-        return chr(0x2400 + code)
+        return C0_NAMES[code]
     if unicodedata.category(c) in INVISIBLE_CATEGORIES:
         return f"U+{code:04X}"
     return c

@@ -211,7 +211,7 @@ const out = {};
 for (const [name, stops] of [["DIVERGING", DIVERGING], ["SEQUENTIAL", SEQUENTIAL], ["SURPRISE", SURPRISE]]) {
   out[name] = { stops, colours: values.map((v) => colourAt(stops, v)), ink: values.map((v) => inkOn(colourAt(stops, v))) };
 }
-out.chars = [" ", "\\n", "\\f", "a", "\\u00a0", "\\u200d", "\\u00e9"].map(showChar);
+out.chars = [" ", "\\n", "\\f", "\\r", "\\x7f", "a", "\\u00a0", "\\u200d", "\\u00e9"].map(showChar);
 console.log(JSON.stringify(out));
 """
 
@@ -232,4 +232,4 @@ def test_the_notebook_colours_equal_the_pages(tmp_path):
         assert [[x, list(c)] for x, c in stops] == page[name]["stops"], name
         assert [list(colours.colour_at(stops, v)) for v in values] == page[name]["colours"], name
         assert [colours.ink_on(colours.colour_at(stops, v)) for v in values] == page[name]["ink"], name
-    assert [colours.show_char(c) for c in [" ", "\n", "\f", "a", "\u00a0", "\u200d", "\u00e9"]] == page["chars"]
+    assert [colours.show_char(c) for c in [" ", "\n", "\f", "\r", "\x7f", "a", "\u00a0", "\u200d", "\u00e9"]] == page["chars"]
