@@ -301,3 +301,18 @@ def test_the_estimate_shows_a_runs_memory_and_checkpoints(tmp_path):
         assert e["memory_bytes"] == training_peak_bytes(ModelConfig("lstm", corpus["preflight"]["vocab_size"], 1024,
                                                                     2), 2, 1024, 45_000, max_steps=10)
         assert e["checkpoint_bytes"] > 5 * 4 * e["parameters"]
+
+
+def test_a_queued_run_that_no_longer_fits_the_budget_fails_naming_it(tmp_path):
+    """Admitted under a larger budget (a restart with a smaller RNNSCOPE_MEMORY_BUDGET), it
+    fails when the scheduler comes to it instead of waiting for ever."""
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
+        trainer = client.app.state.training.trainer
+        trainer.stop()
+        corpus = upload(client, excerpt(5_000)).json()
+        run_id = start(client, corpus, max_steps=5)
+        client.app.state.compute_slots.memory_budget = 1 * MB       # below any run's estimate
+        trainer._stopping = False
+        trainer.start()
+        run = wait_for(client, run_id, ("failed",))
+        assert "RNNSCOPE_MEMORY_BUDGET" in run["error"], run

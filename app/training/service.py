@@ -235,6 +235,16 @@ class Training:
         if self.executor.name != "thread":
             return 0
         corpus = None if run["corpus_id"] is None else self.store.get_corpus(run["corpus_id"])
+        if corpus is None and run.get("corpus_sha256"):
+            # Its entry deleted, the run trains on the text it kept: sized by the file, its
+            # vocabulary by the limit.
+            try:
+                size = self.paths.blob(run["corpus_sha256"]).stat().st_size
+            except (OSError, ValueError):
+                size = None
+            if size is not None:
+                corpus = {"chars": size, "bytes": size + 1,
+                          "preflight": {"vocab_size": self.settings.max_vocab}}
         return self.run_budget(RunConfig.model_validate(run["config"]), corpus)[0]
 
     def check_budgets(self, config: RunConfig, corpus: dict, owner: str | None) -> None:
