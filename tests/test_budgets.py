@@ -316,3 +316,22 @@ def test_a_queued_run_that_no_longer_fits_the_budget_fails_naming_it(tmp_path):
         trainer.start()
         run = wait_for(client, run_id, ("failed",))
         assert "RNNSCOPE_MEMORY_BUDGET" in run["error"], run
+
+
+def test_cancel_on_a_full_disk_cancels_and_the_run_can_be_deleted(tmp_path):
+    """The final checkpoint of a cancelled run cannot fit: the run is cancelled all the same
+    (not interrupted), nothing of the checkpoint stays, and the run can be deleted."""
+    with tmpfs(tmp_path / "data", "32m") as data_dir, \
+            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 100_000}, min_free_bytes=1 * MB),
+                       headers=OWNER) as client:
+        corpus = upload(client, excerpt(20_000)).json()
+        run_id = start(client, corpus, hidden_size=256, max_steps=20_000)     # checkpoints of ~7 MB
+        wait_for(client, run_id, ("running",), step=lambda s: s > 2)
+        filler = fill(data_dir, leave=3 * MB)         # above the margin, short of the final checkpoint
+        assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+        run = wait_for(client, run_id, ("cancelled", "interrupted"), timeout=60)
+        assert run["status"] == "cancelled" and "final checkpoint could not be written" in run["error"], run
+        assert not (data_dir / "models" / f"run-{run_id}.safetensors").exists()
+        assert (data_dir / "rnnscope.sqlite3.reserve").exists()
+        assert client.delete(f"/api/runs/{run_id}").status_code == 204
+        filler.unlink()

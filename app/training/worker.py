@@ -354,6 +354,10 @@ class Trainer:
             # The machine, not the run: a full disk, a permission, an I/O error. The last
             # checkpoint is intact (files are replaced atomically), so the run can resume.
             execution.kill()
+            if run_id in self._cancelled:         # asked to stop, and stopped: its last checkpoint stays
+                log.warning("run %d cancelled without its final checkpoint: %s", run_id, e)
+                return "cancelled", (f"cancelled; its final checkpoint could not be written "
+                                     f"({getattr(e, 'strerror', None) or e}), so a resume starts from the one before")
             log.warning("run %d interrupted: %s", run_id, e)
             return "interrupted", storage_stop(e)
         except Exception as e:
