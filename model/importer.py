@@ -165,14 +165,17 @@ def limit(setting: str) -> str:
 
 # ---- JSON read defensively -----------------------------------------------------------------------
 
-JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# Escapes go first, then strings have no backslash left: both patterns scan once (a string
+# pattern that also matched escapes went quadratic on '"\\"\\"\\...', retrying at every quote).
+JSON_ESCAPE = re.compile(rb"\\.", re.S)
+JSON_STRING = re.compile(rb'"[^"]*"')
 NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def json_depth(data: bytes) -> int | None:
     """How deep brackets nest in JSON text outside its strings, counted without parsing it
     (so without recursion); None when a string is not closed."""
-    outside = JSON_STRING.sub(b"", data)
+    outside = JSON_STRING.sub(b"", JSON_ESCAPE.sub(b"", data))
     if b'"' in outside:
         return None
     brackets = np.frombuffer(outside.translate(None, NOT_BRACKETS), np.uint8)

@@ -333,6 +333,8 @@ MALFORMED = {
     "a 47 MB header": ((47 * MB).to_bytes(8, "little") + b"{" + b" " * 100, ["header of 47,000,000 bytes",
                                                                               "at most 1,000,000"]),
     "unclosed string": (safetensors_file(b'{"a": {"dtype": "F32}}'), ["a string is not closed"]),
+    # 900 kB of escaped quotes: a string pattern that also took escapes retried at each one (hours).
+    "escaped quotes": (safetensors_file(b'{"a": "' + b'\\"' * 450_000), ["a string is not closed"]),
     "NaN": (safetensors_file(b'{"a": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 0]}}'),
             ["NaN is not JSON"]),
     "5,000 digits": (safetensors_file(b'{"a": {"dtype": "F32", "shape": [' + b"9" * 5000 + b'], '
