@@ -848,7 +848,8 @@ def convert(tensors: Mapping[str, np.ndarray], plan: Plan, vocab: VocabSpec,
             if emb is not None:
                 W_ih = W_ih @ emb.astype(np.float64).T        # (G*H, E) @ (E, V) = (G*H, V)
             W_ih = W_ih[:, order]
-        params[f"rnn.weight_ih_l{l}"] = W_ih.astype(dtype)
+        with np.errstate(over="ignore"):          # a fold too large for float32: check_finite refuses it
+            params[f"rnn.weight_ih_l{l}"] = W_ih.astype(dtype)
         for kind in ("weight_hh", "bias_ih", "bias_hh"):
             params[f"rnn.{kind}_l{l}"] = tensors[names[kind]].astype(dtype)
     params["decoder.weight"] = dec_w[order].astype(dtype)
