@@ -172,15 +172,19 @@ def held(client):
 
 
 def batchers_of(client):
-    """The app's batchers, as a route receives them."""
+    """The app's batchers, as a route receives them. In a thread of its own: once a browser
+    test has started playwright, this thread runs playwright's event loop, and asyncio.run
+    refuses to start a second one here."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
     from rnnscope.app.batching import get_batchers
 
     class Req:
         app = client.app
 
-    return asyncio.run(get_batchers(Req(), client.app.state.compute_slots))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, get_batchers(Req(), client.app.state.compute_slots)).result()
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
