@@ -10,6 +10,7 @@ probes at once held /healthz for up to 58.8 s (p99 397 ms) on the loaded machine
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import shutil
@@ -30,9 +31,10 @@ from fastapi.testclient import TestClient
 from rnnscope.app.compute_gate import ComputeBusy
 from rnnscope.app.main import create_app
 from rnnscope.app.pattern_pool import PatternPool
+from rnnscope.app.training.schemas import GradientHistory, Metrics
 from rnnscope.model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
 from tests.corpus import shakespeare_head
-from tests.training_app import Server
+from tests.training_app import FAST, OWNER, Server, build_app, new_corpus, start, wait_for
 
 # Legal (198 characters, under max_regex_chars): RE2 expands the bounded repeats into a
 # program that takes seconds to compile and to run over 10,000 characters.
@@ -256,3 +258,32 @@ def test_health_stays_quick_while_five_slow_patterns_run(tmp_path, data_dir, rec
     assert stalled <= 0.01 + stalled_idle, (f"/healthz waited over 50 ms {stalled:.1%} of the time with five slow "
                                            f"patterns, {stalled_idle:.1%} idle ({len(busy[0])} answers in "
                                            f"{busy[1]:.1f} s, the longest {max(busy[0]):.2f} s)")
+
+
+# ---- other work that ran on the event loop -------------------------------------------------------
+
+def test_a_runs_metrics_and_gradients_render_in_the_request_thread(tmp_path, monkeypatch):
+    """FastAPI renders a sync route's response model on the event loop: 200,000 metric points
+    (max_points allows 1,000,000) took 0.5 s there, every other request waiting."""
+    rendered = []
+
+    def spy_on(cls):
+        original = cls.model_dump_json
+
+        def model_dump_json(self, *args, **kwargs):
+            try:
+                asyncio.get_running_loop()
+                rendered.append((cls.__name__, "event loop"))
+            except RuntimeError:
+                rendered.append((cls.__name__, "thread"))
+            return original(self, *args, **kwargs)
+        monkeypatch.setattr(cls, "model_dump_json", model_dump_json)
+
+    spy_on(Metrics)
+    spy_on(GradientHistory)
+    with TestClient(build_app(tmp_path, **FAST), headers=OWNER) as client:
+        run_id = start(client, new_corpus(client), max_steps=20)
+        wait_for(client, run_id)
+        assert client.get(f"/api/runs/{run_id}/metrics").json()["step"][-1] == 20
+        assert client.get(f"/api/runs/{run_id}/gradients").status_code == 200
+    assert rendered == [("Metrics", "thread"), ("GradientHistory", "thread")]

