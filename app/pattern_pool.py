@@ -198,7 +198,11 @@ class PatternPool:
                     return worker
                 self._all.discard(worker.process)   # ended while idle (killed from outside)
                 worker.stop()
-            worker = Worker()
+            try:
+                worker = Worker()
+            except OSError as e:                    # out of processes or open files, most likely
+                raise ComputeBusy(f"the server cannot start a process to match patterns in ({e}); "
+                                  "try again shortly", 5) from None
             self._all.add(worker.process)
             return worker
 
@@ -210,7 +214,10 @@ class PatternPool:
         with self._lock:
             if self._closed:
                 return worker
-            fresh = Worker()
+            try:
+                fresh = Worker()
+            except OSError:                         # the next job tries again, and says why
+                return worker
             self._all.add(fresh.process)
             return fresh
 
