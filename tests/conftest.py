@@ -2,6 +2,7 @@
 to serve only them, a TestClient with start-up run, and a live server for browsers."""
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -113,6 +114,15 @@ def client(app):
     """A TestClient inside `with`, so the lifespan loads the models."""
     with TestClient(app) as c:
         yield c
+
+
+def run_coroutine(coro):
+    """asyncio.run(coro) in a thread of its own: once a browser test has started playwright,
+    its event loop runs in the main thread, and asyncio.run refuses to start another there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 @contextmanager

@@ -172,19 +172,14 @@ def held(client):
 
 
 def batchers_of(client):
-    """The app's batchers, as a route receives them. In a thread of its own: once a browser
-    test has started playwright, this thread runs playwright's event loop, and asyncio.run
-    refuses to start a second one here."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The app's batchers, as a route receives them."""
     from rnnscope.app.batching import get_batchers
+    from tests.conftest import run_coroutine
 
     class Req:
         app = client.app
 
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, get_batchers(Req(), client.app.state.compute_slots)).result()
+    return run_coroutine(get_batchers(Req(), client.app.state.compute_slots))
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -182,7 +182,7 @@ async def open_streams(port: int, path: str, count: int) -> list[tuple[int, dict
 def test_a_burst_of_500_event_streams_gets_exactly_the_limit(tmp_path):
     """Before: the count was taken inside the stream, after every request of the burst had
     passed the check, so all 500 were accepted (limit 64)."""
-    import asyncio
+    from tests.conftest import run_coroutine
 
     server = Server(tmp_path, env={"RNNSCOPE_EVENTS_MAX_SECONDS": "120"}).start(timeout=120)
     try:
@@ -191,14 +191,14 @@ def test_a_burst_of_500_event_streams_gets_exactly_the_limit(tmp_path):
             run = client.post("/api/runs", json={"corpus_id": r.json()["id"], **ONE_STEP, "max_steps": ENDLESS})
             run_id = run.json()["id"]
             path = f"/api/runs/{run_id}/events"
-            answers = asyncio.run(open_streams(server.port, path, 500))
+            answers = run_coroutine(open_streams(server.port, path, 500))
             statuses = sorted(status for status, _ in answers)
             assert statuses == [200] * 64 + [503] * 436
             assert all(int(headers["retry-after"]) > 0 for status, headers in answers if status == 503)
             # Every stream of the burst is given back once its watcher has gone (the server
             # notices at its next poll): 64 more are accepted, all of them.
             deadline = time.monotonic() + 30
-            while (n := sum(status == 200 for status, _ in asyncio.run(open_streams(server.port, path, 64)))) < 64:
+            while (n := sum(status == 200 for status, _ in run_coroutine(open_streams(server.port, path, 64)))) < 64:
                 assert time.monotonic() < deadline, f"only {n} of 64 accepted after the burst ended"
                 time.sleep(0.5)
             assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
