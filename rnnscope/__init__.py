@@ -16,14 +16,33 @@ model/ the NumPy model, static/ and templates/ the pages); pyproject.toml maps t
 this package as rnnscope.app, rnnscope.model, rnnscope/static and rnnscope/templates, so an
 installed rnnscope owns exactly one name in site-packages and a user's own `model/` or
 `app/` folder can neither shadow it nor be shadowed by it.
+
+The library's names load on first use, so the server, its workers and `import rnnscope.model`
+do not pay for the notebook library.
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from .models import from_arrays, from_min_char_rnn, from_torch, load  # noqa: E402
-from .server import serve  # noqa: E402
-from .views import Model, Trace  # noqa: E402
+# name -> the module of this package that defines it
+PUBLIC = {"load": "models", "from_torch": "models", "from_min_char_rnn": "models", "from_arrays": "models",
+          "serve": "server", "Model": "views", "Trace": "views"}
 
-__all__ = ["Model", "Trace", "concepts", "corpus", "from_arrays", "from_min_char_rnn", "from_torch", "load", "serve"]
+__all__ = sorted([*PUBLIC, "concepts", "corpus"])
+
+
+def __getattr__(name: str):
+    if name in PUBLIC:
+        value = getattr(importlib.import_module(f".{PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rnnscope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 def concepts() -> dict[str, str]:

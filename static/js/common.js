@@ -324,6 +324,19 @@ export function renderChars(container, chars, removed = null) {
   return Array.from(container.querySelectorAll(".ch"));
 }
 
+/** plotly.js, once it has run: base.html loads it with defer (already run when a page's module
+ * starts) or, on pages whose first chart waits on requests, async, so those requests go out
+ * while it is parsed. Such a page awaits this before it draws. */
+let plotlyLoaded = null;
+export function plotlyReady() {
+  plotlyLoaded ??= globalThis.Plotly ? Promise.resolve(globalThis.Plotly) : new Promise((resolve, reject) => {
+    const script = document.getElementById("plotly-js");
+    script.addEventListener("load", () => resolve(globalThis.Plotly));
+    script.addEventListener("error", () => reject(new Error("plotly.js did not load: reload the page")));
+  });
+  return plotlyLoaded;
+}
+
 /** Standard Plotly options: responsive, no logo, only the useful mode-bar buttons. */
 export const PLOT_CONFIG = {
   responsive: true, displaylogo: false,

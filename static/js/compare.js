@@ -1,6 +1,6 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -184,6 +184,7 @@ async function compare() {
       ]);
       return { id, trace, saliency, gradients, horizon, gates };
     }));
+    await plotlyReady();
     setStatus(els.status, "");
     const cols = modelColours(models);
     drawChars(results, chars, position, cols);
@@ -224,6 +225,7 @@ async function drawRuns() {
   let metrics;
   try {
     metrics = await Promise.all(chosen.map((r) => api(`/api/runs/${r.id}/metrics?max_points=500`)));
+    await plotlyReady();
   } catch (e) {
     return setStatus(els.runsStatus, "error", e.message);
   }

@@ -1,7 +1,7 @@
 // Neuron explorer: text coloured by one neuron, and a heatmap of every neuron of the layer.
 // One trace request per (model, text, layer, quantity); switching neurons redraws from it.
 import {
-  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
+  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
 import { initSelect } from "./select.js";
 import { initGroups } from "./groups.js";
@@ -488,6 +488,7 @@ async function load() {
     const body = { text, layers: [state.layer], quantities: [state.quantity], top_k: 5, encoding: "float16" };
     if (state.drop) body.drop_unknown = true;
     const data = await api(`/api/models/${encodeURIComponent(state.model)}/trace`, body, { signal });
+    await plotlyReady();
     const layer = data.layers.find((l) => l.layer === state.layer) || data.layers[0];
     values = decodeQuantity(layer.quantities[state.quantity]);
     cache.set(`${state.model}|${state.layer}|${state.quantity}|${key}`, values);
