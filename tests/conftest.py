@@ -180,17 +180,26 @@ def browser():
         b.close()
 
 
-@pytest.fixture
-def page(browser):
-    """A fresh page; an uncaught script error fails the test."""
+@contextmanager
+def watched_page(browser, timeout_ms: int = 20_000):
+    """A page in a context of its own, and the list its uncaught script errors and console
+    errors land in. Refused requests log "Failed to load resource"; the error tests expect those."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    # Refused requests log "Failed to load resource"; the error tests expect those.
     pg.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
           and errors.append(m.text))
-    pg.set_default_timeout(20_000)
-    yield pg
-    context.close()
+    pg.set_default_timeout(timeout_ms)
+    try:
+        yield pg, errors
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; an uncaught script error fails the test."""
+    with watched_page(browser) as (pg, errors):
+        yield pg
     assert not errors, errors

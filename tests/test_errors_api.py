@@ -16,7 +16,7 @@ from rnnscope.model.data import split
 from rnnscope.model.checkpoint import save_model
 from rnnscope.model.network import ModelConfig
 from rnnscope.model.train import TrainConfig, train
-from tests.conftest import TEST_HOSTS, serving
+from tests.conftest import TEST_HOSTS, serving, watched_page
 from tests.test_ngram import planted
 
 BRACKETS = "(abcdefg)\n[hgfedcb]\n(dcbahgf)\n"
@@ -121,17 +121,12 @@ def test_an_analysis_over_the_memory_budget_is_refused(errors_settings):
 
 
 def test_the_page_draws_all_four_views(browser, errors_settings):
-    with serving(create_app(errors_settings)) as url:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        problems = []
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+    with serving(create_app(errors_settings)) as url, watched_page(browser, 60_000) as (page, problems):
         page.goto(f"{url}/errors?model=lstm")
-        page.wait_for_selector("#breakdown .main-svg", timeout=60_000)
+        page.wait_for_selector("#breakdown .main-svg")
         assert page.locator("#orders .bars .point").count() == 20          # one bar per order
-        assert "below the best n-gram" in page.locator("#verdict").inner_text() or \
-               "beats" in page.locator("#verdict").inner_text()
+        verdict = page.locator("#verdict").inner_text()
+        assert "below the best n-gram" in verdict or "beats" in verdict
         assert page.locator("#chars .ch").count() == 2_000
         assert page.locator("#categories tbody tr").count() == 6
         # Shakespeare's validation start: no brackets with both ends, so an empty state, not an empty chart.
@@ -140,8 +135,7 @@ def test_the_page_draws_all_four_views(browser, errors_settings):
         page.select_option("#model", "brackets")
         page.fill("#text", BRACKETS)
         page.click("#analyse")
-        page.wait_for_selector("#range .main-svg", timeout=60_000)
+        page.wait_for_selector("#range .main-svg")
         assert page.locator("#chars .ch").count() == len(BRACKETS)
         assert "model=brackets" in page.url
-        context.close()
-        assert not problems, problems
+    assert not problems, problems

@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import watched_page
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 PAGE_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 2
 
@@ -39,17 +41,10 @@ OVERLAPS = """([first, second, gap]) => {
 
 @pytest.fixture(scope="module")
 def tab(browser):
-    """One tab for the module, so plotly.min.js is fetched once, not once a test."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    # Refused requests log "Failed to load resource"; refused() below counts those itself.
-    pg.on("console", lambda m: m.type == "error" and "Failed to load resource" not in m.text
-          and errors.append(m.text))
-    pg.set_default_timeout(30_000)
-    yield pg, errors
-    context.close()
+    """One tab for the module, so plotly.js is fetched once, not once a test; refused() below
+    counts refused requests itself."""
+    with watched_page(browser, timeout_ms=30_000) as (pg, errors):
+        yield pg, errors
 
 
 @pytest.fixture
