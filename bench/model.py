@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -271,10 +272,64 @@ def bench_trace(threads: int, opts) -> dict:
     def trace():
         lm.run(text)
 
-    plan = {"rnnscope": (trace, calls_per_round(trace, opts.round_seconds), TRACE_CHARS)}
+    products = trace_products(TRACE_CHARS)
+    plan = {"rnnscope": (trace, calls_per_round(trace, opts.round_seconds), TRACE_CHARS),
+            "products": (products, calls_per_round(products, opts.round_seconds), TRACE_CHARS)}
     rates = alternate(plan, opts.rounds, opts.settle_seconds)
-    return {"chars": TRACE_CHARS, "threads": threads, "rnnscope": summary(rates["rnnscope"]),
-            "matvec_us": matvec_us(), "matvecs_per_char": SERVE_CONFIG.num_layers}
+    row = {"chars": TRACE_CHARS, "threads": threads, "rnnscope": summary(rates["rnnscope"]),
+           "products": summary(rates["products"]),
+           "matvec_us": matvec_us(), "matvecs_per_char": SERVE_CONFIG.num_layers}
+    row["of_floor"] = of_floor(rates)
+    return row
+
+
+# The floor of a batch-1 pass: its matrix products alone, bare, into preallocated buffers.
+# Timed in the same alternating rounds as rnnscope, so a busy machine slows both alike;
+# "of floor" (the median over rounds of rnnscope's rate / the floor's rate in the same
+# round) is the share of the time spent in those products, comparable across loads.
+
+def _operands(rows: int, cols: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, rows), dtype=np.float32)
+    W = np.ascontiguousarray(rng.standard_normal((rows, cols), dtype=np.float32))
+    return x, W, np.empty((1, cols), np.float32)
+
+
+def trace_products(T: int):
+    """One trace's products: per character one (1, H) x (H, 4H) per layer (h W_hh^T); per text
+    one (T, H) x (H, 4H) per layer above the first (its input term) and the (T, H) x (H, V) decoder."""
+    H, L = SERVE_CONFIG.hidden_size, SERVE_CONFIG.num_layers
+    steps = [_operands(H, 4 * H, l) for l in range(L)]
+    rng = np.random.default_rng(9)
+    hs = rng.standard_normal((T, H), dtype=np.float32)
+    dense = [(np.ascontiguousarray(rng.standard_normal((H, n), dtype=np.float32)), np.empty((T, n), np.float32))
+             for n in [4 * H] * (L - 1) + [V]]
+
+    def run():
+        for x, W, out in steps:
+            for _ in range(T):
+                np.matmul(x, W, out=out)
+        for W, out in dense:
+            np.matmul(hs, W, out=out)
+
+    return run
+
+
+def sample_products(length: int):
+    """One sample's products per character: layer 0's h W_hh^T, two per layer above, the decoder."""
+    H, L = SERVE_CONFIG.hidden_size, SERVE_CONFIG.num_layers
+    ops = [_operands(H, 4 * H, k) for k in range(2 * L - 1)] + [_operands(H, V, 99)]
+
+    def run():
+        for _ in range(length):
+            for x, W, out in ops:
+                np.matmul(x, W, out=out)
+
+    return run
+
+
+def of_floor(rates: dict[str, list[float]]) -> float:
+    return statistics.median(ours / floor for ours, floor in zip(rates["rnnscope"], rates["products"]))
 
 
 def matvec_us(H: int = 256, G: int = 4) -> float:
@@ -289,8 +344,8 @@ def matvec_note(row: dict) -> str:
     per_char = 1e6 / row["rnnscope"]["median"]
     mv = row["matvec_us"] * row["matvecs_per_char"]
     return (f"{per_char:.0f} us per character, of which {row['matvecs_per_char']} (1, 256) x (256, 1024) "
-            f"products take {mv:.0f} us; the rest is the cell's elementwise steps, ~14 NumPy calls per layer "
-            "whose cost at batch 1 is mostly per-call dispatch")
+            f"products take {mv:.0f} us; the rest is the cell's elementwise steps (the LSTM's ten NumPy calls a "
+            "layer, cells.LSTMCell.row_step) and, sampling, the softmax and draw: at batch 1 mostly per-call dispatch")
 
 
 def torch_sampler(lm: LanguageModel, length: int, temperature: float = 1.0):
@@ -318,13 +373,15 @@ def torch_sampler(lm: LanguageModel, length: int, temperature: float = 1.0):
 def bench_sampling(threads: int, opts) -> dict:
     lm = serve_model()
     length = opts.sample_length
-    fns = {"rnnscope": lambda: sample(lm, prime=PRIME, length=length, temperature=1.0, seed=0)}
+    fns = {"rnnscope": lambda: sample(lm, prime=PRIME, length=length, temperature=1.0, seed=0),
+           "products": sample_products(length)}
     if opts.use_torch:
         fns["torch"] = torch_sampler(lm, length)
     plan = {name: (fn, calls_per_round(fn, opts.round_seconds), length) for name, fn in fns.items()}
     rates = alternate(plan, opts.rounds, opts.settle_seconds)
     row = {"length": length, "prime": PRIME, "threads": threads, **{n: summary(r) for n, r in rates.items()},
            "matvec_us": matvec_us(), "matvecs_per_char": 2 * SERVE_CONFIG.num_layers - 1}
+    row["of_floor"] = of_floor(rates)
     row["ratio"] = row["rnnscope"]["median"] / row["torch"]["median"] if "torch" in row else None
     return row
 
@@ -452,7 +509,7 @@ def table(result: dict) -> str:
         rows.append(["train " + r["config"], r["threads"], rate(r["rnnscope"]), rate(r.get("torch")),
                      None if r["ratio"] is None else f"{r['ratio']:.2f}x",
                      None if r.get("ratio_aten") is None else f"{r['ratio_aten']:.2f}x", f"{r['gflops']:.1f}",
-                     None if r["peak_fraction"] is None else f"{r['peak_fraction']:.0%}",
+                     None if r["peak_fraction"] is None else f"{r['peak_fraction']:.0%}", None,
                      describe(r["target"]), verdict(r["passed"])])
         peak = result["sgemm_peak_gflops"].get(str(r["threads"]))
         if r["passed"] is False and r.get("torch_gflops_same_count") and peak:
@@ -462,23 +519,29 @@ def table(result: dict) -> str:
             if r.get("ratio_aten") is not None:
                 why += f"; against torch's ATen loop (oneDNN off) it runs at {r['ratio_aten']:.2f}x"
             reasons.append(f"{r['config']}, {r['threads']} thread(s): {why}")
+    def floor(r):
+        return f"{r['of_floor']:.0%} of {rate(r['products'])}" if r.get("of_floor") else None
+
     for r in result["trace"]:
         rows.append([f"full trace 2x256, {r['chars']} chars", r["threads"], rate(r["rnnscope"]), None, None, None,
-                     None, None, describe(r["target"]), verdict(r["passed"])])
+                     None, None, floor(r), describe(r["target"]), verdict(r["passed"])])
         if r["passed"] is False:
             reasons.append(f"trace, {r['threads']} thread(s): {matvec_note(r)}")
     for r in result["sampling"]:
         rows.append([f"sample 2x256, {r['length']} chars", r["threads"], rate(r["rnnscope"]),
                      rate(r.get("torch")), None if r["ratio"] is None else f"{r['ratio']:.2f}x", None,
-                     None, None, describe(r["target"]), verdict(r["passed"])])
+                     None, None, floor(r), describe(r["target"]), verdict(r["passed"])])
         if r["passed"] is False:
             reasons.append(f"sampling, {r['threads']} thread(s): {matvec_note(r)}")
     headers = ["benchmark", "threads", "rnnscope chars/s", "torch chars/s", "ratio", "vs ATen", "GFLOP/s",
-               "% peak", "target", "result"]
+               "% peak", "of floor", "target", "result"]
     notes = sorted({f"{r['config']}: {r['flops_per_char'] / 1e6:.2f} MFLOP/char" for r in result["training"]})
     footer = ("\n\nGFLOP/s = rnnscope chars/s x GEMM FLOPs per char (bench/model.py, train_flops_per_char): "
               + "; ".join(notes)) if notes else ""
     footer += ("\n\nvs ATen: against torch with oneDNN's fused LSTM switched off (torch's own loop of GEMMs and "
                "elementwise kernels)") if any(r.get("ratio_aten") for r in result["training"]) else ""
+    if result["trace"] or result["sampling"]:
+        footer += ("\n\nof floor: rnnscope's chars/s as a share of its bare matrix products' chars/s (the floor, "
+                   "timed in the same alternating rounds, so comparable under load): the time spent in products")
     footer += "".join(f"\nshort: {why}" for why in reasons)
     return "\n".join(lines) + "\n\n" + render_table(headers, rows) + footer

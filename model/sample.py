@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cells import dot_layout
 from .layers import Clamp
 from .lm import LanguageModel
 from .network import State, layer_params
@@ -18,7 +19,7 @@ class Stepper:
 
     Layer 0's one-hot input term is row `id` of W_ih^T (+ b_ih, + b_hh for cells that only
     need xa + ha: all but the GRU); above it each layer takes two (1, H) x (H, G*H) products
-    against contiguous transposed weights. One (1, 2H) x (2H, G*H) product against
+    against the weights in cells.dot_layout. One (1, 2H) x (2H, G*H) product against
     [W_ih^T; W_hh^T] was measured slower here (27 us against 2 x 11 us at one thread, and
     OpenBLAS threads a product that size: 78 us at two), so the layers stay unfused."""
 
@@ -31,13 +32,17 @@ class Stepper:
         dtype = model.dtype
         L, H, GH = cfg.num_layers, cfg.hidden_size, cell.num_gates * cfg.hidden_size
         fold = not cell.separate_recurrent_grad
+        # A cell's few-rows form (LSTMCell.row_step) reads weights with its gate blocks
+        # reordered and scaled (Cell.gate_rows); the other cells read them as they are.
+        self.rows_form = cell.has_rows_form and fold
+        prepare = cell.gate_rows if self.rows_form else (lambda M: M)
         self.layers = []
         for l in range(L):
             W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
             b_in = (b_ih + b_hh) if fold else b_ih
             # Layer 0's one-hot input: row `id` of (W_ih^T + b_in) is its whole input term.
-            w_in = (W_ih.T + b_in) if l == 0 else np.ascontiguousarray(W_ih.T)
-            self.layers.append((w_in, b_in, np.ascontiguousarray(W_hh.T), None if fold else b_hh))
+            w_in = prepare(W_ih.T + b_in) if l == 0 else dot_layout(prepare(W_ih.T))
+            self.layers.append((w_in, prepare(b_in), dot_layout(prepare(W_hh.T)), None if fold else b_hh))
         self.W_yT = np.ascontiguousarray(params["decoder.weight"].T)
         self.b_y = params["decoder.bias"]
         self.h = np.zeros((L, 1, H), dtype) if state is None else state.h[:, :1].copy()
@@ -48,13 +53,26 @@ class Stepper:
         self.acts = np.empty((1, len(cell.gate_names) * H), dtype)
         self.stash = np.empty((1, cell.num_stashed * H), dtype) if cell.num_stashed else None
         self.logits = np.empty(cfg.vocab_size, dtype)
+        if self.rows_form:
+            # Each layer's [c | g] row; self.c becomes a view of its c halves. Every view
+            # row_step takes is cut here once: slicing them per step cost more than the maths.
+            self.cg = np.zeros((L, 1, 2 * H), dtype)
+            self.cg[:, :, :H] = self.c
+            self.c = self.cg[:, :, :H]
+            a, fc_ig = self.acts, np.empty((1, 2 * H), dtype)
+            numerators = cell.row_numerators(H, dtype)
+            self.row_args = [(numerators, a, a[:, : 2 * H], a[:, 2 * H: 3 * H], a[:, 3 * H:], self.cg[l],
+                              self.cg[l, :, H:], fc_ig, fc_ig[:, :H], fc_ig[:, H:], self.c[l], self.stash, self.h[l])
+                             for l in range(L)]
 
     @property
     def state(self) -> State:
-        return State(self.h.copy(), None if self.c is None else self.c.copy())
+        return State(self.h.copy(), None if self.c is None else np.ascontiguousarray(self.c))
 
     def step(self, char_id: int) -> np.ndarray:
         """Feed one character id; returns the logits (V,) for the next one (a reused buffer)."""
+        if self.rows_form:
+            return self._row_step(char_id)
         cell, xa, ha, acts, stash, h_all, c_all = self.cell, self.xa, self.ha, self.acts, self.stash, self.h, self.c
         with np.errstate(over="ignore"):                 # see cells.sigmoid
             for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
@@ -78,6 +96,27 @@ class Stepper:
         self.logits += self.b_y
         return self.logits
 
+    def _row_step(self, char_id: int) -> np.ndarray:
+        """step with the cell's few-rows form: the same values, bit for bit, in fewer calls."""
+        row_step, ha, a, h_below = self.cell.row_step, self.ha, self.acts, None
+        with np.errstate(over="ignore"):                 # see cells.sigmoid
+            for l, ((w_in, b_in, W_hhT, _), args) in enumerate(zip(self.layers, self.row_args)):
+                h = args[-1]
+                np.matmul(h, W_hhT, out=ha)
+                if h_below is None:
+                    np.add(w_in[char_id:char_id + 1], ha, out=a)    # the input term is a row of w_in
+                else:
+                    np.matmul(h_below, w_in, out=a)
+                    a += b_in
+                    a += ha
+                row_step(*args)              # h and c in place, read before written, as in step
+                if l in self.clamp:
+                    self.clamp[l].apply(h, args[-3])
+                h_below = h
+        np.matmul(h_below[0], self.W_yT, out=self.logits)
+        self.logits += self.b_y
+        return self.logits
+
 
 # Below this temperature sampling is greedy. At T = 1e-3 a character other than the
 # likeliest has probability above 1e-6 only if its logit is within 1e-3 * ln(1e6) = 0.014
@@ -96,8 +135,10 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
     # maximum is finite unless an entry is NaN or +inf or all are -inf (a lone -inf needs no
     # repair, exp gives it 0): one reduction instead of nan_to_num's five passes per character.
     z = logits.astype(np.float64)
-    if not math.isfinite(z.max()):
+    top = z.max()
+    if not math.isfinite(top):
         z = np.nan_to_num(z, nan=-F32_MAX, posinf=F32_MAX, neginf=-F32_MAX)
+        top = z.max()
     if not temperature >= GREEDY_BELOW:
         probs = np.zeros_like(z)
         probs[int(np.argmax(z))] = 1.0
@@ -106,7 +147,9 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
     if 0 < top_k < z.size:
         cutoff = np.partition(z, -top_k)[-top_k]
         z[z < cutoff] = -np.inf
-    z -= z.max()                                   # the likeliest is exp(0) = 1: the sum is >= 1
+    # The likeliest is exp(0) = 1, so the sum is >= 1. max(z / T) is max(z) / T exactly (a
+    # division by T > 0 and its rounding keep the order; top-k keeps the maximum): one reduction fewer.
+    z -= top / temperature
     np.exp(z, out=z)
     z /= z.sum()
     return z
@@ -114,8 +157,8 @@ def next_char_distribution(logits: np.ndarray, temperature: float, top_k: int = 
 
 def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     """An inverse-CDF draw from probs (V,): one uniform number per character, so a seed fixes the text."""
-    cdf = np.cumsum(probs)
-    char_id = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), probs.size - 1)
+    cdf = probs.cumsum()                  # methods, not np.cumsum/np.searchsorted: no dispatch wrapper per character
+    char_id = min(int(cdf.searchsorted(rng.random() * cdf[-1], side="right")), probs.size - 1)
     while probs[char_id] == 0.0:          # rounding can land on an excluded entry
         char_id -= 1
     return char_id
@@ -197,6 +240,9 @@ class BatchSampler:
         self._L, self._H = cfg.num_layers, cfg.hidden_size
         template = Stepper(model)                       # the same folded weights as a lone sample
         self.layers, self.W_yT, self.b_y = template.layers, template.W_yT, template.b_y
+        self.rows_form = template.rows_form
+        if self.rows_form:
+            self.numerators = self.cell.row_numerators(self._H, model.dtype)
         self.rows: list[Row] = []
         self.h = np.zeros((self._L, 0, self._H), model.dtype)
         self.c = self.h.copy() if self.cell.has_cell_state else None
@@ -229,6 +275,8 @@ class BatchSampler:
             self.acts = np.empty((N, len(self.cell.gate_names) * self._H), dtype)
             self.stash = np.empty((N, self.cell.num_stashed * self._H), dtype) if self.cell.num_stashed else None
             self.logits = np.empty((N, self.model.config.vocab_size), dtype)
+            if self.rows_form:
+                self.cg, self.fc_ig = np.empty((N, 2 * self._H), dtype), np.empty((N, 2 * self._H), dtype)
             self._size = N
 
     def step(self) -> list[tuple[object, str, float, bool]]:
@@ -239,6 +287,9 @@ class BatchSampler:
         self._buffers(N)
         cell, xa, ha, acts, stash, h_all, c_all = self.cell, self.xa, self.ha, self.acts, self.stash, self.h, self.c
         ids = np.fromiter((row.next_id for row in self.rows), np.intp, N)
+        rows_form = self.rows_form
+        if rows_form:
+            cg, fc_ig, numerators = self.cg, self.fc_ig, self.numerators
         with np.errstate(over="ignore"):                 # see cells.sigmoid
             for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
                 h = h_all[l]                                             # (N, H)
@@ -254,7 +305,14 @@ class BatchSampler:
                 if b_hh is not None:
                     ha += b_hh
                 c = None if c_all is None else c_all[l]
-                cell.forward_step(x_term, ha, h, c, acts, stash, h, c)   # in place, as Stepper
+                if rows_form:                                            # Stepper's arithmetic, on N rows
+                    H = self._H
+                    np.add(x_term, ha, out=acts)
+                    cg[:, :H] = c
+                    cell.row_step(numerators, acts, acts[:, : 2 * H], acts[:, 2 * H: 3 * H], acts[:, 3 * H:],
+                                  cg, cg[:, H:], fc_ig, fc_ig[:, :H], fc_ig[:, H:], c, stash, h)
+                else:
+                    cell.forward_step(x_term, ha, h, c, acts, stash, h, c)   # in place, as Stepper
         for r in range(N):
             np.matmul(h[r], self.W_yT, out=self.logits[r])
         self.logits += self.b_y
