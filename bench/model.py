@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from rnnscope.model import network
-from rnnscope.model.cells import get_cell
+from rnnscope.model.cells import dot_layout, get_cell
 from rnnscope.model.layers import softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig
@@ -291,7 +291,7 @@ def bench_trace(threads: int, opts) -> dict:
 def _operands(rows: int, cols: int, seed: int):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((1, rows), dtype=np.float32)
-    W = np.ascontiguousarray(rng.standard_normal((rows, cols), dtype=np.float32))
+    W = dot_layout(rng.standard_normal((rows, cols), dtype=np.float32))     # the layout rnnscope's rows use
     return x, W, np.empty((1, cols), np.float32)
 
 
@@ -302,7 +302,7 @@ def trace_products(T: int):
     steps = [_operands(H, 4 * H, l) for l in range(L)]
     rng = np.random.default_rng(9)
     hs = rng.standard_normal((T, H), dtype=np.float32)
-    dense = [(np.ascontiguousarray(rng.standard_normal((H, n), dtype=np.float32)), np.empty((T, n), np.float32))
+    dense = [(rng.standard_normal((n, H), dtype=np.float32).T, np.empty((T, n), np.float32))      # as dense_forward's W.T
              for n in [4 * H] * (L - 1) + [V]]
 
     def run():
