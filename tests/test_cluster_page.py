@@ -63,7 +63,7 @@ class Timeline(threading.Thread):
             while not self.done.is_set():
                 now = time.time()
                 try:
-                    runs = api.get("/api/runs").json()
+                    runs = api.get("/api/runs?owner=all&limit=500").json()      # the page owns them, not OWNER
                 except httpx.TransportError:             # the server stopped: a failed test's end
                     return
                 for r in runs:
@@ -149,7 +149,7 @@ def test_four_runs_from_the_train_page_two_at_a_time_one_surviving_its_node(page
                            " && document.querySelectorAll('#runs-table .pill[data-status=queued]').length === 2")
     cap = api.get("/api/training").json()
     assert (cap["executor"], cap["parallel_runs"], cap["running"], cap["queued"]) == ("ray", 2, 2, 2), cap
-    runs = {r["id"]: r for r in api.get("/api/runs").json()}
+    runs = {r["id"]: r for r in api.get("/api/runs?owner=all").json()}     # the page owns them, not OWNER
     assert [runs[i]["status"] for i in ids] == ["running", "running", "queued", "queued"]
     page.wait_for_function("() => [...document.querySelectorAll('#runs-table tr[data-status=running] .where')]"
                            ".every((w) => w.title.startsWith('ray node') && w.textContent === `on ${w.title.slice(9)}`)")
