@@ -173,21 +173,35 @@ async function compare() {
   setStatus(els.status, "loading", `${ids.length} models are reading ${chars.length.toLocaleString()} characters…`);
   els.go.disabled = true;
   try {
-    const results = await Promise.all(ids.map(async (id) => {
-      const base = `/api/models/${encodeURIComponent(id)}`;
-      const [trace, saliency, gradients, horizon, gates] = await Promise.all([
-        api(`${base}/trace`, { text, layers: [], quantities: [], top_k: 0 }, { signal }),
-        api(`${base}/saliency`, { text, position }, { signal }),
-        api(`${base}/gradients`, { text, position }, { signal }),
-        api(`${base}/horizon`, { text, ...HORIZON }, { signal }),
-        api(`${base}/gates`, { text }, { signal }),
-      ]);
-      return { id, trace, saliency, gradients, horizon, gates };
+    // Asked in the order they are drawn: the browser sends six at a time, and the server's
+    // compute slots serve them in turn, so the first chart's requests must not queue behind the
+    // memory horizons. Each promise gets a no-op catch at once: one that fails before it is
+    // awaited is then not an unhandled rejection; awaiting it still throws.
+    const asked = {};
+    const ask = (kind, body) => {
+      for (const id of ids) {
+        const p = api(`/api/models/${encodeURIComponent(id)}/${kind}`, body, { signal });
+        p.catch(() => {});
+        (asked[id] ??= {})[kind] = p;
+      }
+    };
+    ask("trace", { text, layers: [], quantities: [], top_k: 0 });
+    ask("saliency", { text, position });
+    ask("gradients", { text, position });
+    ask("horizon", { text, ...HORIZON });
+    ask("gates", { text });
+    const gather = (kinds) => Promise.all(ids.map(async (id) => {
+      const r = { id };
+      for (const kind of kinds) r[kind] = await asked[id][kind];
+      return r;
     }));
-    await plotlyReady();
-    setStatus(els.status, "");
     const cols = modelColours(models);
-    drawChars(results, chars, position, cols);
+    const first = await gather(["trace", "saliency", "gradients"]);
+    await plotlyReady();
+    drawChars(first, chars, position, cols);
+    setStatus(els.status, "loading", "Measuring how far back each model remembers…");
+    const results = await gather(["trace", "saliency", "gradients", "horizon", "gates"]);
+    setStatus(els.status, "");
     drawHorizon(results, cols);
     drawGates(results, cols);
   } catch (e) {
