@@ -233,3 +233,30 @@ def test_the_notebook_colours_equal_the_pages(tmp_path):
         assert [list(colours.colour_at(stops, v)) for v in values] == page[name]["colours"], name
         assert [colours.ink_on(colours.colour_at(stops, v)) for v in values] == page[name]["ink"], name
     assert [colours.show_char(c) for c in [" ", "\n", "\f", "\r", "\x7f", "a", "\u00a0", "\u200d", "\u00e9"]] == page["chars"]
+
+
+def test_from_torch_equals_torch():
+    if os.environ.get("RNNSCOPE_REQUIRE_TORCH") == "1":
+        import torch
+    else:
+        torch = pytest.importorskip("torch", reason="torch is not installed (`make test` installs torch==2.13.0 "
+                                                    "where RNNSCOPE_REQUIRE_TORCH=1, as CI does)")
+
+    class CharGRU(torch.nn.Module):
+        def __init__(self, vocab_size):
+            super().__init__()
+            self.embed = torch.nn.Embedding(vocab_size, 6)
+            self.rnn = torch.nn.GRU(6, 10, num_layers=2, batch_first=True)
+            self.head = torch.nn.Linear(10, vocab_size)
+
+        def forward(self, ids):
+            return self.head(self.rnn(self.embed(ids))[0])
+
+    chars = sorted(set(TEXT))[::-1]                       # ids in an order of the caller's own
+    torch.manual_seed(0)
+    net = CharGRU(len(chars)).double()
+    ids = torch.tensor([[chars.index(c) for c in TEXT]])
+    with torch.no_grad():
+        theirs = -torch.log_softmax(net(ids), -1)[0, :-1].gather(1, ids[0, 1:, None])[:, 0].numpy()
+    for source in (net, net.state_dict()):
+        np.testing.assert_allclose(rnnscope.from_torch(source, chars).trace(TEXT).loss, theirs, rtol=0, atol=1e-6)
