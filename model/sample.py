@@ -35,14 +35,14 @@ class Stepper:
         # A cell's few-rows form (LSTMCell.row_step) reads weights with its gate blocks
         # reordered and scaled (Cell.gate_rows); the other cells read them as they are.
         self.rows_form = cell.has_rows_form and fold
-        prepare = cell.gate_rows if self.rows_form else (lambda M: M)
+        prepare = cell.gate_rows if self.rows_form else (lambda M, order="C": M)
         self.layers = []
         for l in range(L):
             W_ih, W_hh, b_ih, b_hh = layer_params(params, l)
             b_in = (b_ih + b_hh) if fold else b_ih
             # Layer 0's one-hot input: row `id` of (W_ih^T + b_in) is its whole input term.
-            w_in = prepare(W_ih.T + b_in) if l == 0 else dot_layout(prepare(W_ih.T))
-            self.layers.append((w_in, prepare(b_in), dot_layout(prepare(W_hh.T)), None if fold else b_hh))
+            w_in = prepare(W_ih.T + b_in) if l == 0 else dot_layout(prepare(W_ih.T, "F"))
+            self.layers.append((w_in, prepare(b_in), dot_layout(prepare(W_hh.T, "F")), None if fold else b_hh))
         self.W_yT = np.ascontiguousarray(params["decoder.weight"].T)
         self.b_y = params["decoder.bias"]
         self.h = np.zeros((L, 1, H), dtype) if state is None else state.h[:, :1].copy()
