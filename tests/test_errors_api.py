@@ -94,19 +94,25 @@ def test_a_model_whose_corpus_is_not_here(errors_settings, tmp_path):
     assert r.status_code == 422 and "corpus is not on this server" in r.text
 
 
-def test_counts_are_kept_in_memory_and_on_disk(errors_settings, monkeypatch):
+def test_counts_are_kept_in_memory_and_the_validation_text_on_disk(errors_settings, monkeypatch):
     calls = []
     real = service.kneser_ney_losses
     monkeypatch.setattr(service, "kneser_ney_losses", lambda *a, **k: calls.append(1) or real(*a, **k))
     text = {"text": "To be, or not to be: that is the question."}
-    shutil.rmtree(errors_settings.data_dir / "cache", ignore_errors=True)
+    cache = errors_settings.data_dir / "cache" / "ngram"
+    shutil.rmtree(cache, ignore_errors=True)
     with TestClient(create_app(errors_settings)) as c:
         first = c.post("/api/models/rnn/errors", json=text).json()
         assert c.post("/api/models/rnn/errors", json=text).json() == first
-    assert len(calls) == 1
+        assert len(calls) == 1
+        default = c.post("/api/models/rnn/errors", json={}).json()
+    assert len(calls) == 2
+    # One file: the validation text's. People's own texts stay in memory, or the disk would
+    # hold one file per text anyone ever sent.
+    assert len(list(cache.glob("*.npz"))) == 1
     with TestClient(create_app(errors_settings)) as c:            # a restart reads the disk
-        assert c.post("/api/models/rnn/errors", json=text).json() == first
-    assert len(calls) == 1 and list((errors_settings.data_dir / "cache" / "ngram").glob("*.npz"))
+        assert c.post("/api/models/rnn/errors", json={}).json() == default
+    assert len(calls) == 2
 
 
 def test_an_analysis_over_the_memory_budget_is_refused(errors_settings):

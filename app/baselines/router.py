@@ -54,7 +54,7 @@ def errors(req: ErrorsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     if len(text) < 2:
         raise invalid(("body", "text"), "the text needs at least two characters", "too_short", min_length=2)
     with slots.job(cost_bytes(m, len(texts.train), len(text), req.max_order), "an error analysis"):
-        ngram = cache.losses(texts, m, text, req.max_order)
+        ngram = cache.losses(texts, m, text, req.max_order, persist=source == "validation")
         model_loss = losses(m, m.encode(text))          # a chunk at a time: bounded memory
         train_words = cache.train_words(texts)
     comparison = analyses.compare(model_loss, ngram.loss)

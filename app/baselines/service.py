@@ -3,9 +3,10 @@
 The n-gram counts come from the model's training text (its corpus's first 90 %, as the model
 trained), found by the sha256 its checkpoint records; the analysed text is the caller's or the
 start of the model's validation text. Counting is one pass over the training text per order
-(model/ngram.py), seconds per megabyte, so each result is kept: in memory for the last few,
-and on disk under <data_dir>/cache/ngram keyed by both texts' digests, so a restart does not
-count again.
+(model/ngram.py), seconds per megabyte, so each result is kept in memory for the last few
+(max_ngram_results). The default analysis of a corpus (its validation text) is also kept on
+disk under <data_dir>/cache/ngram, so a restart does not count it again: at most one file
+per corpus and order count, where people's own texts would have no bound.
 """
 from __future__ import annotations
 
@@ -73,7 +74,9 @@ class NGramCache:
         digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
         return f"{texts.corpus_sha256[:32]}-{digest}-{max_order}"
 
-    def losses(self, texts: Texts, model: LanguageModel, text: str, max_order: int) -> NGramLosses:
+    def losses(self, texts: Texts, model: LanguageModel, text: str, max_order: int,
+               persist: bool = False) -> NGramLosses:
+        """The n-gram losses of `text`; kept on disk too when `persist` (the validation text)."""
         key = self.key(texts, text, max_order)
         found = self._memory.get(key)
         if found is not None:
@@ -81,12 +84,13 @@ class NGramCache:
         with self._lock:
             counting = self._counting.setdefault(key, threading.Lock())
         with counting:                   # two asking for the same count: the second finds the first's
-            found = self._memory.get(key) or self._read(key)
+            found = self._memory.get(key) or (self._read(key) if persist else None)
             if found is None:
                 vocab = model.vocab
                 found = kneser_ney_losses(vocab.encode(texts.train).astype(np.int64),
                                           vocab.encode(text).astype(np.int64), len(vocab), max_order)
-                self._write(key, found)
+                if persist:
+                    self._write(key, found)
             self._memory.put(key, found)
         with self._lock:
             self._counting.pop(key, None)
