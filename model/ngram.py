@@ -52,9 +52,10 @@ def discount(counts: np.ndarray) -> float:
 
 
 def peak_bytes(train_chars: int, text_chars: int, max_order: int) -> int:
-    """What kneser_ney_losses holds at its peak: the training text's gram ids of two orders with
-    np.unique's sort of a third and its inverse (8 bytes each), and the evaluated text's arrays."""
-    return 8 * 7 * train_chars + 8 * 12 * text_chars + 4 * max_order * text_chars
+    """What kneser_ney_losses holds at its peak, about 128 bytes a training character: the
+    gram ids of two orders, the pairs, and np.unique's sort, inverse and first indices of them
+    (int64 each); the evaluated text's arrays beside them (tests/test_ngram.py measures it)."""
+    return 128 * train_chars + 8 * 12 * text_chars + 4 * max_order * text_chars
 
 
 class Level:

@@ -120,3 +120,21 @@ def test_the_best_order_on_a_real_text_and_the_speed_of_a_pass():
     assert means[0] > means[2] > means[result.best_order() - 1]
     assert 3 <= result.best_order() <= 8
     assert np.all(np.isfinite(result.loss))
+
+
+def test_the_peak_estimate_holds_the_measured_peak():
+    """The error route asks the memory budget for peak_bytes before counting."""
+    import tracemalloc
+
+    import rnnscope
+    from rnnscope.model.ngram import peak_bytes
+    text = rnnscope.corpus("tinyshakespeare.txt")
+    vocab = "".join(sorted(set(text)))
+    train, evaluated = ids(text[:300_000], vocab), ids(text[-20_000:], vocab)
+    tracemalloc.start()
+    try:
+        kneser_ney_losses(train, evaluated, len(vocab), 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 0.75 <= peak / peak_bytes(len(train), len(evaluated), 20) <= 1.1, peak
