@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rnnscope.model.bundled import bundled_corpora, read_text
 from rnnscope.model.data import split
+from rnnscope.model.lm import LanguageModel
 from rnnscope.model.memorisation import SuffixIndex
 
 from .lru import LRU
@@ -119,6 +120,13 @@ def _title(part: str, passage: str) -> str:
 PASSAGE_CHARS = 400
 PARAGRAPH_SEARCH = 1_500
 TITLE_CHARS = 40
+
+
+def val_fraction(model: LanguageModel) -> float:
+    """The last fraction of its corpus a model held out to validate, as its checkpoint records
+    it (0.1, model.train's default, when it does not say)."""
+    config = model.train_config if isinstance(model.train_config, dict) else {}
+    return float(config.get("val_fraction", 0.1))
 
 
 def corpus_passages(text: str, val_fraction: float, known: set[str], count: int = 3,

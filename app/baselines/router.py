@@ -2,7 +2,6 @@
 model/errors.py and service.py."""
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import numpy as np
@@ -13,11 +12,11 @@ from rnnscope.model import errors as analyses
 from rnnscope.model.attribution import losses
 
 from ..compute import encode_array
-from ..corpus_index import CorpusLibrary
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
-from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
+from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, finite, invalid, vet_text
 from ..lru import kept_on_app
 from ..routers import pages
+from ..routers.neurons import LibraryDep
 from .schemas import Breakdown, Category, DistanceBin, ErrorsRequest, ErrorsResponse
 from .service import NGramCache, cost_bytes, model_texts
 
@@ -25,12 +24,7 @@ router = APIRouter(prefix="/api/models/{model_id}", tags=["analysis"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 page_router = APIRouter(tags=["pages"])
 
-LibraryDep = Annotated[CorpusLibrary, Depends(kept_on_app("corpus_library", CorpusLibrary))]
 CacheDep = Annotated[NGramCache, Depends(kept_on_app("ngram_cache", NGramCache))]
-
-
-def finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
 
 
 @router.post("/errors", response_model=ErrorsResponse)

@@ -23,13 +23,11 @@ from rnnscope.model.errors import word_counts
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.ngram import NGramLosses, kneser_ney_losses, peak_bytes
 
-from ..corpus_index import CorpusLibrary
+from ..corpus_index import CorpusLibrary, val_fraction
 from ..lru import LRU
 from ..registry import Entry
+from ..routers.neurons import training_corpus
 from ..settings import Settings
-
-VAL_FRACTION = 0.1                     # as model.train's default and the bundled models'
-
 
 @dataclass(frozen=True)
 class Texts:
@@ -41,13 +39,10 @@ class Texts:
 
 def model_texts(entry: Entry, library: CorpusLibrary) -> Texts | None:
     """The model's training and validation texts, or None when its corpus is not on the server."""
-    model = entry.model
-    history = model.history if isinstance(model.history, dict) else {}
-    corpus = library.find(history.get("corpus_sha256"))
+    corpus = training_corpus(entry, library)
     if corpus is None:
         return None
-    text = library.text(corpus)
-    train, validation = split(text, float(model.train_config.get("val_fraction", VAL_FRACTION) or VAL_FRACTION))
+    train, validation = split(library.text(corpus), val_fraction(entry.model))
     return Texts(train, corpus.name, corpus.sha256, validation)
 
 

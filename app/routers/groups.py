@@ -12,6 +12,7 @@ from rnnscope.model.data import split
 from rnnscope.model.groups import factorise, layer_values
 
 from ..compute import reading_bytes
+from ..corpus_index import val_fraction
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import Group, GroupsRequest, GroupsResponse, GroupUnit
@@ -54,8 +55,7 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
             raise invalid(("body", "text"), "nothing is left to read", "too_short")
     corpus = training_corpus(entry, library)
     if corpus is not None:
-        config = m.train_config if isinstance(m.train_config, dict) else {}
-        _, val = split(library.text(corpus), float(config.get("val_fraction", 0.1)))
+        _, val = split(library.text(corpus), val_fraction(m))
         fitted, _ = vet_text(m.vocab, val[: settings.max_groups_chars], True, settings.max_groups_chars,
                              "max_groups_chars")
         source, text_key = "validation", None

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from rnnscope.model.sample import sample
 
 from ..auth import TOTAL_COUNT, ListingDep, RequesterDep
-from ..corpus_index import PASSAGE_CHARS, corpus_passages
+from ..corpus_index import PASSAGE_CHARS, corpus_passages, val_fraction
 from ..deps import ComputeSlots, ModelDep, RegistryDep
 from ..errors import NOT_FOUND
 from ..registry import Entry
@@ -81,8 +81,7 @@ def get_passages(entry: ModelDep, library: LibraryDep, slots: ComputeSlots) -> P
     m = entry.model
     corpus = training_corpus(entry, library)
     if corpus is not None:
-        val_fraction = m.train_config.get("val_fraction", 0.1) if isinstance(m.train_config, dict) else 0.1
-        found = corpus_passages(library.text(corpus), val_fraction, set(m.vocab.chars))
+        found = corpus_passages(library.text(corpus), val_fraction(m), set(m.vocab.chars))
         if found:
             return Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
                                                           for p in found])

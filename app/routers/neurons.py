@@ -18,7 +18,7 @@ from rnnscope.model.probes import CONCEPTS, Activations, activations, rank_units
 from rnnscope.model.sample import sample as write
 
 from ..compute import encode_array, every_unit, reading_bytes, rounded
-from ..corpus_index import CorpusLibrary
+from ..corpus_index import CorpusLibrary, val_fraction
 from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from ..neuron_schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
@@ -135,8 +135,7 @@ def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots
     check_unit(m, req.layer, req.quantity, req.unit)
     corpus = training_corpus(entry, library) if req.text is None else None
     if corpus is not None:
-        val_fraction = float(m.train_config.get("val_fraction", 0.1)) if isinstance(m.train_config, dict) else 0.1
-        _, val = split(library.text(corpus), val_fraction)
+        _, val = split(library.text(corpus), val_fraction(m))
         passage = val[: settings.max_context_chars]
         passage, _ = vet_text(m.vocab, passage, True, len(passage), "max_context_chars")
         source = "validation"
