@@ -11,29 +11,50 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from .views import Model
 
 
-@dataclass
-class Server:
-    url: str
-    data_dir: Path
-    model_ids: list[str]
-    _server: object
-    _thread: threading.Thread
-    _socket: socket.socket
+class Background:
+    """An ASGI app served by uvicorn in a daemon thread of this process, on a loopback port
+    (0: any free one); it ends with the process or at stop()."""
 
-    def link(self, model_id: str | None = None) -> str:
-        model_id = model_id or (self.model_ids[0] if self.model_ids else "lstm")
-        return f"{self.url}/explore?model={model_id}"
+    def __init__(self, app, port: int = 0, timeout: float = 60.0):
+        import uvicorn
+
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY on accepted connections only for a socket
+        # whose protocol says TCP; with a plain socket() each response waited ~40 ms on Nagle.
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self._socket.bind(("127.0.0.1", port))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]}, daemon=True,
+                                        name="rnnscope-serve")
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("the rnnscope server did not start")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(10)
         self._socket.close()
+
+
+class Server(Background):
+    """The web app for a notebook's models: .link() opens /explore on one of them."""
+
+    def __init__(self, app, data_dir: Path, model_ids: list[str], port: int = 0, timeout: float = 60.0):
+        self.data_dir, self.model_ids = data_dir, model_ids
+        super().__init__(app, port, timeout)
+
+    def link(self, model_id: str | None = None) -> str:
+        model_id = model_id or (self.model_ids[0] if self.model_ids else "lstm")
+        return f"{self.url}/explore?model={model_id}"
 
     def _repr_html_(self) -> str:
         links = " · ".join(f'<a href="{self.link(m)}" target="_blank">{m}</a>' for m in self.model_ids)
@@ -56,8 +77,6 @@ def serve(*models: Model, port: int = 0, data_dir: str | Path | None = None, bun
           timeout: float = 60.0) -> Server:
     """Serve `models` (and the bundled ones unless bundled=False) on 127.0.0.1, in the
     background; prints and returns the server, whose .link() opens /explore on a model."""
-    import uvicorn
-
     from rnnscope.app.main import create_app
     from rnnscope.app.settings import Settings
 
@@ -69,18 +88,7 @@ def serve(*models: Model, port: int = 0, data_dir: str | Path | None = None, bun
         mid = model_id(m.name, taken)
         m.save(data / "models" / f"{mid}.safetensors")
         ids.append(mid)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", port))
-    settings = Settings(data_dir=data, host="127.0.0.1", port=sock.getsockname()[1], load_bundled=bundled)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="rnnscope-serve")
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            sock.close()
-            raise RuntimeError("the rnnscope server did not start")
-        time.sleep(0.02)
-    running = Server(f"http://127.0.0.1:{settings.port}", data, ids, server, thread, sock)
+    settings = Settings(data_dir=data, host="127.0.0.1", load_bundled=bundled)
+    running = Server(create_app(settings), data, ids, port, timeout)
     print(f"rnnscope is serving on {running.url}: open {running.link()}")
     return running

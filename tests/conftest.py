@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -129,25 +126,13 @@ def run_coroutine(coro):
 def serving(app):
     """`app` served by uvicorn on a free port in a thread of this process (so monkeypatches
     reach it); yields the base URL."""
-    import uvicorn
+    from rnnscope.server import Background
 
-    # IPPROTO_TCP named: asyncio sets TCP_NODELAY on accepted connections only for a socket
-    # whose protocol says TCP; with a plain socket() each response waited ~40 ms on Nagle.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
-        time.sleep(0.02)
+    server = Background(app, timeout=30)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield server.url
     finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
