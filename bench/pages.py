@@ -24,7 +24,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from .common import machine_info, render_table

@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest

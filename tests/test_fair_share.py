@@ -10,7 +10,6 @@ import dataclasses
 import shutil
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient

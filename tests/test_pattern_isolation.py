@@ -31,7 +31,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rnnscope.app.compute_gate import ComputeBusy
-from rnnscope.app.main import create_app
 from rnnscope.app.pattern_pool import PatternPool
 from rnnscope.app.training.schemas import GradientHistory, Metrics
 from rnnscope.model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
