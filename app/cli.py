@@ -14,11 +14,13 @@ from pathlib import Path
 import typer
 
 from rnnscope.model.bundled import BUNDLED, bundled_paths
-from rnnscope.model.checkpoint import CheckpointError, load_model, load_train_state, save_model, save_train_state
+from rnnscope.model.checkpoint import (CheckpointError, load_model, load_train_state, save_model,
+                                       save_train_state)
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig
 from rnnscope.model.sample import generate
-from rnnscope.model.train import TrainConfig, TrainEvent, TrainingDiverged, corpus_sha256, train as train_model
+from rnnscope.model.train import (TrainConfig, TrainEvent, TrainingDiverged, corpus_sha256,
+                                  train as train_model)
 from rnnscope.model.vocab import UnknownCharactersError, Vocab
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -241,12 +243,12 @@ def serve(
     import uvicorn
     from pydantic import SecretStr, ValidationError
 
-    from rnnscope.app.main import create_app
-    from rnnscope.app.security import is_loopback
-    from rnnscope.app.slow_clients import header_deadline
-    from rnnscope.app.settings import Settings
-    from rnnscope.app.training.executors import ExecutorUnavailable, check_available
-    from rnnscope.app.training.service import DataDirError, open_store
+    from .main import create_app
+    from .web.security import is_loopback
+    from .web.slow_clients import header_deadline
+    from .settings import Settings
+    from .training.executors import ExecutorUnavailable, check_available
+    from .training.service import DataDirError, open_store
 
     given = {"host": host, "port": port, "data_dir": data_dir, "executor": executor, "ray_address": ray_address,
              "max_parallel_runs": max_parallel_runs, "run_cpus": run_cpus}
@@ -278,7 +280,7 @@ def serve(
 
 
 def file_id(text: str) -> str:
-    """A file stem the server accepts as a model id ([a-z0-9_-], app/registry.py)."""
+    """A file stem the server accepts as a model id ([a-z0-9_-], app/inference/registry.py)."""
     import re
     return re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-")[:64] or "imported"
 
@@ -309,7 +311,7 @@ def import_model(
 ):
     """Open a character model trained in PyTorch: recognise its embedding, RNN/GRU/LSTM and decoder,
     and write it as an rnnscope checkpoint that computes exactly the same."""
-    from rnnscope.app.settings import Settings
+    from .settings import Settings
     from rnnscope.model.importer import ImportLimits, ImportRefused, Roles, import_file, next_chars, probe_text, \
         vocab_from_file, vocab_from_string
 

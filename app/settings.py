@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -63,7 +62,7 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(20.0, gt=0)
     body_min_bytes_per_second: float = Field(500.0, gt=0)
 
-    # ---- a server shared by a class (app/security.py, app/auth.py) ----
+    # ---- a server shared by a class (app/web/security.py, app/auth.py) ----
     # The admin's token: `Authorization: Bearer <token>` (or the ?token= URL `rnnscope serve`
     # prints) may cancel, resume and delete what anyone owns. Everyone else changes only their own.
     token: SecretStr | None = None
@@ -99,12 +98,12 @@ class Settings(BaseSettings):
     max_model_bytes_per_owner: int = Field(1_000_000_000, ge=1)
     max_model_bytes_total: int = Field(20_000_000_000, ge=1)
 
-    # ---- compute and memory (app/compute_gate.py, app/registry.py) ----
+    # ---- compute and memory (app/inference/compute_gate.py, app/inference/registry.py) ----
     # Requests waiting for a compute slot; one more is refused with 503 and Retry-After at once.
     max_waiting_jobs: int = Field(8, ge=0)
     # A request that waited this long for a slot is refused with 503 and Retry-After.
     max_wait_seconds: float = Field(10.0, gt=0)
-    # Concurrent trace, sample and gradients requests one shared pass serves (app/batching.py).
+    # Concurrent trace, sample and gradients requests one shared pass serves (app/inference/batching.py).
     # Past ~8 rows of a 2x256 LSTM a step stops being free: under the 20-client load 8 served
     # about as many requests a second as 16 (8.4 against 9.0-9.4) with a lower p99 and a peak
     # of 285 MB instead of 381-429. 1 switches batching off: each request alone in its slot.
@@ -115,7 +114,7 @@ class Settings(BaseSettings):
     # times the largest request, the probe cache, loaded models and the training worker. The
     # compute gate counts it in bytes: a training run or request whose estimated peak alone is
     # over it is refused (the 2x1024 LSTM at 32 x 1,024 characters a step needs ~6.5 GB), and
-    # one that would take the running jobs' sum past it waits (app/compute_gate.py).
+    # one that would take the running jobs' sum past it waits (app/inference/compute_gate.py).
     memory_budget: int = Field(3_000_000_000, ge=100_000_000)
 
     # ---- where training runs (app/training/executors.py) ----
@@ -170,7 +169,7 @@ class Settings(BaseSettings):
     # Per owner: bytes of imported models kept (their converted checkpoints), a few large models.
     max_import_bytes_per_owner: int = Field(400_000_000, ge=1)
 
-    # ---- neurons: probes, contexts, interventions, saliency, memory (app/routers/neurons.py) ----
+    # ---- neurons: probes, contexts, interventions, saliency, memory (app/probes/router.py) ----
     # A probe holds every unit's value over the text: 3,072 units of a 2x256 LSTM times
     # 10,000 characters is 123 MB of float32, and ranks in under a second.
     max_probe_chars: int = Field(10_000, ge=2)
@@ -213,12 +212,12 @@ class Settings(BaseSettings):
     # rereads the rest of the text after each one: quadratic, 10 s for 10,000 characters.
     # Ordinary patterns take under 0.1 s, even `.` with a match per character. The budget
     # covers compiling too (a pattern of repeats like .{0,999} x 24 compiles for a second or
-    # more) and is enforced by killing the worker process (app/pattern_pool.py).
+    # more) and is enforced by killing the worker process (app/inference/pattern_pool.py).
     max_regex_seconds: float = Field(2.0, gt=0)
     # Processes user patterns are compiled and matched in, off the server's interpreter: RE2
     # holds the GIL while compiling. ~15 MB each; more than the cores would only share them.
     regex_workers: int = Field(2, ge=1)
-    # ---- select and match (app/routers/select.py) ----
+    # ---- select and match (app/matching/router.py) ----
     # Validation characters a match reads: 100,000 read once in ~15 s on a 2x256 LSTM, then
     # answer from the kept reading in milliseconds.
     max_match_chars: int = Field(100_000, ge=100)
@@ -230,7 +229,7 @@ class Settings(BaseSettings):
     max_match_top: int = Field(100, ge=1)
     # Spans selected at once: a few examples of one thing, not an annotation of the text.
     max_select_spans: int = Field(50, ge=1)
-    # ---- state space and fixed points (app/routers/states.py) ----
+    # ---- state space and fixed points (app/states/router.py) ----
     # Validation characters the PCA is fitted on and fixed-point searches start from: enough
     # for every kind of line and word; 20,000 read and fitted in ~2 s on a 2x256 LSTM.
     max_state_fit_chars: int = Field(20_000, ge=100)
@@ -247,7 +246,7 @@ class Settings(BaseSettings):
     fixed_point_polished: int = Field(8, ge=1)
     # q = 1/2 ||F(s) - s||^2 below which a state counts as fixed: a step of 1.4e-4 at most.
     fixed_point_tolerance: float = Field(1e-8, gt=0)
-    # ---- neurons in groups (app/routers/groups.py) ----
+    # ---- neurons in groups (app/groups/router.py) ----
     # Validation characters a factorisation reads: one layer's quantity, (T, H) float32, is
     # 20 MB for 20,000 characters of 256 units; NMF then takes a few seconds on one core.
     max_groups_chars: int = Field(20_000, ge=100)
@@ -263,11 +262,6 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(h.strip() for h in value.split(",") if h.strip())
         return value
-
-    def hosts(self) -> list[str]:
-        """The host names served: allowed_hosts, or the default for the bind address."""
-        from .security import default_allowed_hosts
-        return list(self.allowed_hosts) or default_allowed_hosts(self.host)
 
 
 @lru_cache

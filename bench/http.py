@@ -82,7 +82,7 @@ REASONS = {
               "a gradient pass, a request alone beside each, answers being rendered) instead of two; "
               "bounded by the batch limits (RNNSCOPE_MAX_BATCH), not by the clients",
 }
-BATCHING_OFF = {"RNNSCOPE_MAX_BATCH": "1"}     # app/batching.py: every request alone, as before batching
+BATCHING_OFF = {"RNNSCOPE_MAX_BATCH": "1"}     # app/inference/batching.py: every request alone, as before batching
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -481,7 +481,7 @@ def run(args) -> dict:
             memory["after_requests"] = srv.memory_mb()
             if args.http_batching == "both":
                 # The before figure: the same code with batching off (every request alone in its
-                # own slot, as before app/batching.py) in a second server, the two loaded in
+                # own slot, as before app/inference/batching.py) in a second server, the two loaded in
                 # alternating rounds (off, on, on, off, ...) so the shared machine's slow spells
                 # hit both; each side's figures are over all its rounds.
                 with server(data_dir, env=BATCHING_OFF, log_name="server-unbatched.log") as off_srv:

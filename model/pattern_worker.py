@@ -1,4 +1,4 @@
-"""The process a server matches user patterns in (app/pattern_pool.py starts, times and
+"""The process a server matches user patterns in (app/inference/pattern_pool.py starts, times and
 stops it): `python -P <this file>`.
 
 RE2 compiles a pattern holding the GIL; google-re2's binding releases it only while it
@@ -27,7 +27,7 @@ from typing import BinaryIO
 if __package__:
     from .patterns import PatternError, compile_re2, matches
 else:
-    # Run as a script (app/pattern_pool.py does): patterns.py alone, which needs only re and
+    # Run as a script (app/inference/pattern_pool.py does): patterns.py alone, which needs only re and
     # re2. Importing the rnnscope package imports NumPy and the notebook library, 40 MB and
     # 0.3 s of CPU per worker for nothing, and ties the worker to every file of the package.
     _spec = importlib.util.spec_from_file_location("rnnscope_worker_patterns", Path(__file__).with_name("patterns.py"))

@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from rnnscope.app import compute
+from rnnscope.app.inference import compute
 from rnnscope.app.cli import cli
 from rnnscope.app.main import create_app
-from rnnscope.app.registry import ModelRegistry
-from rnnscope.app.routers.analysis import norms
-from rnnscope.app.routers.vendor import PLOTLY_JS
+from rnnscope.app.inference.registry import ModelRegistry
+from rnnscope.app.inference.compute import norms
+from rnnscope.app.web.vendor import PLOTLY_JS
 from rnnscope.model.analysis import gate_saturation, gradient_through_time, recurrent_singular_values
 from rnnscope.model.checkpoint import save_model
 from rnnscope.model.lm import LanguageModel
@@ -138,7 +138,7 @@ def test_registry_skips_files_it_cannot_serve_and_says_why(data_dir, models, tmp
     params = {k: v.copy() for k, v in m.params.items()}
     params["decoder.bias"][0] = np.nan
     save_model(LanguageModel(m.config, m.vocab, params), tmp_path / "models" / "nan.safetensors")
-    with caplog.at_level(logging.WARNING, logger="rnnscope.app.registry"):
+    with caplog.at_level(logging.WARNING, logger="rnnscope.app.inference.registry"):
         registry = ModelRegistry.load(settings.model_copy(update={"data_dir": tmp_path}))
     assert registry.ids() == ["good_one"]
     log = caplog.text
@@ -148,12 +148,12 @@ def test_registry_skips_files_it_cannot_serve_and_says_why(data_dir, models, tmp
 
 
 def test_data_dir_model_cannot_take_a_bundled_id(data_dir, settings, tmp_path, monkeypatch, caplog):
-    from rnnscope.app import registry as registry_module
+    from rnnscope.app.inference import registry as registry_module
 
     (tmp_path / "models").mkdir()
     shutil.copy(data_dir / "models" / "gru.safetensors", tmp_path / "models" / "lstm.safetensors")
     monkeypatch.setattr(registry_module, "bundled_paths", lambda: {"lstm": data_dir / "models" / "lstm.safetensors"})
-    with caplog.at_level(logging.WARNING, logger="rnnscope.app.registry"):
+    with caplog.at_level(logging.WARNING, logger="rnnscope.app.inference.registry"):
         registry = ModelRegistry.load(settings.model_copy(update={"data_dir": tmp_path, "load_bundled": True}))
     assert registry.ids() == ["lstm"]
     assert registry.get("lstm").bundled and registry.get("lstm").model.config.cell == "lstm"

@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from rnnscope.app.assets import (ASSETS, COMPRESS_INLINE_BYTES, DIGEST_CHARS, PLOTLY_JS, PLOTLY_PAGES_JS, STATIC_DIR,
-                                 VENDOR_FILES, AssetCache, AssetFiles, accepts_gzip)
+from rnnscope.app.web.assets import (ASSETS, COMPRESS_INLINE_BYTES, DIGEST_CHARS, PLOTLY_JS, PLOTLY_PAGES_JS,
+                                     STATIC_DIR, VENDOR_FILES, AssetCache, AssetFiles, accepts_gzip)
 from tests.conftest import serving
 from tests.training_app import ENDLESS, FAST, OWNER, build_app, new_corpus, start
 

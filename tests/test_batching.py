@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from rnnscope.app.compute import read
+from rnnscope.app.inference.compute import read
 from rnnscope.model import network
 from rnnscope.model.analysis import gradient_through_time
 from rnnscope.model.batch import Reader, gradients_through_time
@@ -173,7 +173,7 @@ def held(client):
 
 def batchers_of(client):
     """The app's batchers, as a route receives them."""
-    from rnnscope.app.batching import get_batchers
+    from rnnscope.app.inference.batching import get_batchers
     from tests.conftest import run_coroutine
 
     class Req:
@@ -259,7 +259,7 @@ def test_a_full_queue_is_refused_with_503_and_no_request_fails_otherwise(data_di
 def test_a_worker_between_pieces_lets_waiting_work_go_first():
     """A batcher's worker keeps its slot while work keeps coming; between pieces it gives
     the slot to whatever waits at the gate and takes one again after, so no route starves."""
-    from rnnscope.app.compute_gate import ComputeGate
+    from rnnscope.app.inference.compute_gate import ComputeGate
 
     gate = ComputeGate(slots=1, max_waiting=4, max_wait_seconds=5)
     order: list[str] = []

@@ -2,7 +2,7 @@
 
 The compute gate holds RNNSCOPE_MEMORY_BUDGET in bytes: a job over it alone is refused
 naming the setting, jobs that would pass it together wait. A training run's peak is
-estimated from its shape (app/compute.py) and checked here against peaks measured in
+estimated from its shape (app/inference/compute.py) and checked here against peaks measured in
 subprocesses. A run's checkpoints are sized before it starts and held to the disk's margin
 and to the model quotas; on a tiny tmpfs a checkpoint that cannot fit leaves nothing behind
 and spends none of the store's reserve.
@@ -19,8 +19,8 @@ import threading
 import pytest
 from fastapi.testclient import TestClient
 
-from rnnscope.app.compute import checkpoint_bytes, training_peak_bytes
-from rnnscope.app.compute_gate import ComputeBusy, ComputeGate, OverBudget
+from rnnscope.app.inference.compute import checkpoint_bytes, training_peak_bytes
+from rnnscope.app.inference.compute_gate import ComputeBusy, ComputeGate, OverBudget
 from rnnscope.model.network import ModelConfig
 from tests.test_shared_server import fill, tmpfs
 from tests.training_app import FAST, OWNER, TINY, build_app, excerpt, start, upload, wait_for
@@ -138,7 +138,7 @@ def test_a_run_that_cannot_fit_the_budget_now_waits_queued_until_the_bytes_are_f
 MEASURE = textwrap.dedent("""
     import json, os, sys, tempfile
     import numpy as np
-    from rnnscope.app.compute import training_peak_bytes
+    from rnnscope.app.inference.compute import training_peak_bytes
     from rnnscope.app.settings import Settings
     from rnnscope.app.training.attempt import (Cadence, Checkpoint, Job, gradient_passage, run_attempt,
                                               train_config)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from rnnscope.app import corpus_index
-from rnnscope.app.corpus_index import CorpusLibrary
+from rnnscope.app.inference import corpus_index
+from rnnscope.app.inference.corpus_index import CorpusLibrary
 from rnnscope.app.main import create_app
 from rnnscope.app.settings import Settings
 from rnnscope.model import bundled
@@ -27,7 +27,7 @@ from tests.corpus import CORPORA, shared_only
 # Small enough to read in a fraction of a second on the 2x256 models, large enough to hold
 # lines of every kind.
 CHARS = 1_000
-# The README's match example.
+# The match example of docs/analyses.md.
 MATCH = {"units": [{"layer": 1, "quantity": "h", "unit": 221, "sign": -1, "threshold": -0.0055}], "length": 9}
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from rnnscope.app.registry import make_entry
+from rnnscope.app.inference.registry import make_entry
 from rnnscope.app.settings import Settings
 from rnnscope.model.bundled import bundled_paths
 from tests.training_app import ENDLESS, FAST, OWNER, TINY, build_app, excerpt, upload, wait_for
@@ -141,7 +141,7 @@ def test_owners_take_turns_in_the_queue(tmp_path, fixed_step_time):
 
 def fake_models(client, owner_key: str, n: int, first_id: int) -> None:
     """n models of an owner in the registry, as n finished runs would publish them."""
-    from rnnscope.app.security import owner_id
+    from rnnscope.app.web.security import owner_id
 
     registry = client.app.state.registry
     template = make_entry("template", bundled_paths()["gru"], bundled=False, cache=registry.cache)

@@ -216,7 +216,7 @@ def test_without_its_corpus_a_model_offers_a_passage_it_wrote_itself(live_server
 
 def test_the_python_corpus_is_looked_for():
     """It ships with the bundled models: nothing beside the checkout is needed."""
-    from rnnscope.app.corpus_index import CorpusLibrary
+    from rnnscope.app.inference.corpus_index import CorpusLibrary
     from rnnscope.app.settings import Settings
 
     assert "python-stdlib.txt.gz" in [p.name for p in CorpusLibrary(Settings()).candidates()]
@@ -343,7 +343,7 @@ def test_home_suggests_training_and_the_quote_cell_when_the_python_model_is_here
     first = page.locator(".views .view-card:not([hidden])").first
     assert "quote cell" in first.inner_text()
     # One click from the picture of the quote cell to the live explorer on that neuron and a
-    # passage full of strings (README, "Karpathy's cells in Python source").
+    # passage full of strings (docs/analyses.md, "Karpathy's cells in Python source").
     href = first.get_attribute("href")
     assert href.startswith("/explore?model=python&layer=1&quantity=h&neuron=221&text=")
     text = parse_qs(urlsplit(href).query)["text"][0]

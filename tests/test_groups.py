@@ -1,4 +1,4 @@
-"""Neurons in groups (model/groups.py, app/routers/groups.py): NMF of a layer's units, proved
+"""Neurons in groups (model/groups.py, app/groups/router.py): NMF of a layer's units, proved
 on a corpus with two planted, independent features."""
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from safetensors.numpy import save
 from typer.testing import CliRunner
 
 from rnnscope.app.cli import cli
-from rnnscope.app.compute_gate import ComputeGate
+from rnnscope.app.inference.compute_gate import ComputeGate
 from rnnscope.app.main import create_app
 from rnnscope.app.settings import Settings
 from rnnscope.model.checkpoint import save_model

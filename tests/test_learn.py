@@ -117,7 +117,7 @@ def test_gate_product_is_the_running_product_of_gates():
 
 
 def test_clipping_tames_the_run_that_explodes_without_it():
-    from rnnscope.app.routers.pages import PASSAGES
+    from rnnscope.app.web.pages import PASSAGES
 
     text = PASSAGES[0][1]
     free = lecture.sgd_clipping_run(text, 64, 300, 1.0, 0.0, 0, 25)
@@ -395,7 +395,7 @@ def test_learn_link_restores_a_chapter_with_its_settings(page, live_server):
 
 def test_the_line_length_cell_chapter_7_draws_tracks_the_line():
     """Chapter 7 draws unit 194 of the bundled LSTM's layer-0 cell state as a line-length cell."""
-    from rnnscope.app.routers.pages import PASSAGES
+    from rnnscope.app.web.pages import PASSAGES
     from rnnscope.model.bundled import bundled_paths
     from rnnscope.model.checkpoint import load_model
 

@@ -40,7 +40,7 @@ def test_trained_models_are_unloaded_least_recently_used_first(data_dir, tmp_pat
 
 
 def test_the_one_lru_keeps_its_size_most_recent():
-    from rnnscope.app.lru import LRU
+    from rnnscope.app.inference.lru import LRU
 
     kept = LRU(2)
     made = []

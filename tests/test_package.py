@@ -65,6 +65,12 @@ def test_wheel_holds_the_site_and_the_weights(wheel):
                 for p in (ROOT / folder).rglob("*") if p.is_file()}
     assert len(expected) > 20 and "rnnscope/model/weights/lstm.safetensors" in expected
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+    # Every module, in every folder (pyproject.toml lists the packages one by one).
+    modules = {f"rnnscope/{p.relative_to(ROOT).as_posix()}" for folder in ("app", "model")
+               for p in (ROOT / folder).rglob("*.py")}
+    modules |= {f"rnnscope/{p.name}" for p in (ROOT / "rnnscope").glob("*.py")}
+    assert "rnnscope/app/web/security.py" in modules
+    assert not modules - names, f"modules missing from the wheel (pyproject.toml packages): {sorted(modules - names)}"
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == {"rnnscope"}, f"the wheel installs more than one top-level name: {sorted(top_level)}"
 

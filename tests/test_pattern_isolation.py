@@ -1,5 +1,5 @@
 """User patterns cannot stall the server (issue 18, defect 4): they compile and match in
-worker processes (app/pattern_pool.py), which are killed and replaced past the time budget
+worker processes (app/inference/pattern_pool.py), which are killed and replaced past the time budget
 and stopped with the server.
 
 Why processes (measured with google-re2 1.1.20251105 on the shared two-core machine): a
@@ -30,8 +30,8 @@ import pytest
 
 from fastapi.testclient import TestClient
 
-from rnnscope.app.compute_gate import ComputeBusy
-from rnnscope.app.pattern_pool import PatternPool
+from rnnscope.app.inference.compute_gate import ComputeBusy
+from rnnscope.app.inference.pattern_pool import PatternPool
 from rnnscope.app.training.schemas import GradientHistory, Metrics
 from rnnscope.model.patterns import PatternError, PatternTooSlow, compile_pattern, matches
 from tests.corpus import shakespeare_head

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rnnscope.app.security import owner_id
+from rnnscope.app.web.security import owner_id
 from rnnscope.app.training.store import Store
 from rnnscope.model.checkpoint import load_model, load_train_state
 from tests.training_app import (ENDLESS, FAST, OWNER, TINY, assert_continuous, build_app, excerpt, new_corpus,

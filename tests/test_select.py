@@ -1,4 +1,4 @@
-"""Select, find, match (model/match.py, app/routers/select.py): units ranked for selected
+"""Select, find, match (model/match.py, app/matching/router.py): units ranked for selected
 spans and matched across a text, proved on the planted quote-upper-case corpus."""
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def test_a_limit_taken_from_many_threads_at_once_is_never_passed():
     release makes room for one more; a release without an acquire is a bug, said loudly."""
     import threading
 
-    from rnnscope.app.limits import Limit, LimitReached
+    from rnnscope.app.inference.limits import Limit, LimitReached
 
     limit = Limit(64, "event streams", "RNNSCOPE_MAX_EVENT_STREAMS")
     start, taken = threading.Barrier(500), []

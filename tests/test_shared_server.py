@@ -304,7 +304,7 @@ def test_a_shape_is_timed_once(client, step_timer):
 
 
 def test_estimates_and_uploads_are_timed_and_counted_inside_the_compute_gate(tmp_path, step_timer, monkeypatch):
-    import rnnscope.app.routers.corpora as routes
+    import rnnscope.app.training.corpora_router as routes
 
     ingest, counted = routes.ingest, []
 
@@ -350,7 +350,7 @@ print(json.dumps(times))
 
 
 def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_path, monkeypatch):
-    import rnnscope.app.routers.analysis as analysis
+    import rnnscope.app.traces.router as analysis
     from rnnscope.model.checkpoint import save_model
     from rnnscope.model.network import ModelConfig
     from rnnscope.model.train import TrainConfig, train
@@ -404,7 +404,7 @@ def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_pat
 
 
 def test_a_job_that_waits_too_long_for_a_slot_is_refused():
-    from rnnscope.app.compute_gate import ComputeBusy, ComputeGate
+    from rnnscope.app.inference.compute_gate import ComputeBusy, ComputeGate
 
     gate = ComputeGate(slots=1, max_waiting=4, max_wait_seconds=0.2)
     held, done = threading.Event(), threading.Event()

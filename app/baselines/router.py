@@ -11,12 +11,11 @@ from fastapi.responses import HTMLResponse
 from rnnscope.model import errors as analyses
 from rnnscope.model.attribution import losses
 
-from ..compute import encode_array
-from ..deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
-from ..errors import BAD_BODY, NOT_FOUND, TOO_LARGE, finite, invalid, vet_text
-from ..lru import kept_on_app
-from ..routers import pages
-from ..routers.neurons import LibraryDep
+from ..inference.compute import encode_array
+from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
+from ..inference.lru import kept_on_app
+from ..web import pages
+from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, finite, invalid, vet_text
 from .schemas import Breakdown, Category, DistanceBin, ErrorsRequest, ErrorsResponse
 from .service import NGramCache, cost_bytes, model_texts
 

@@ -5,8 +5,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from ..schemas import EncodedArray, StrictBody, limit
 from rnnscope.model.ngram import MAX_ORDER
+
+from ..inference.schemas import EncodedArray
+from ..web.schemas import StrictBody, limit
 
 
 class ErrorsRequest(StrictBody):

@@ -23,11 +23,11 @@ from rnnscope.model.errors import word_counts
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.ngram import NGramLosses, kneser_ney_losses, peak_bytes
 
-from ..corpus_index import CorpusLibrary, val_fraction
-from ..lru import LRU
-from ..registry import Entry
-from ..routers.neurons import training_corpus
+from ..inference.corpus_index import CorpusLibrary, training_corpus, val_fraction
+from ..inference.lru import LRU
+from ..inference.registry import Entry
 from ..settings import Settings
+
 
 @dataclass(frozen=True)
 class Texts:

@@ -11,9 +11,9 @@ import hashlib
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import BinaryIO
 
 import numpy as np
@@ -22,7 +22,7 @@ from rnnscope.model.cells import get_cell
 from rnnscope.model.data import num_batches
 from rnnscope.model.network import ModelConfig
 
-from ..compute import checkpoint_bytes, training_peak_bytes
+from ..inference.compute import checkpoint_bytes, training_peak_bytes
 from .attempt import VAL_FRACTION
 from .schemas import CharCount, Estimate, Preflight, Recommendation
 

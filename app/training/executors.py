@@ -14,38 +14,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Protocol
 
 from rnnscope.model.train import TrainState
 
 from .attempt import Emit, Job, OneThread, Started, run_attempt
+from .execution import Executor, ExecutorUnavailable
 
 CLUSTER_EXTRA = "pip install 'rnnscope[cluster]'"
-
-
-class WorkerLost(RuntimeError):
-    """The process or the machine training an attempt died; its message says which."""
-
-
-class Execution(Protocol):
-    where: str                                   # e.g. "this server" or "ray node 10.0.0.7"
-
-    def run(self, emit: Emit) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def kill(self) -> None: ...
-
-
-class Executor(Protocol):
-    name: str
-    parallel_runs: int                           # how many attempts may train at once
-
-    def launch(self, job: Job, resume: TrainState | None) -> Execution: ...
-
-    def nodes(self) -> list[dict]: ...           # {"where", "cpus", "alive"} of each machine
-
-    def close(self) -> None: ...
 
 
 class ThreadExecution:
@@ -83,10 +58,6 @@ class ThreadExecutor:
 
     def close(self) -> None:
         pass
-
-
-class ExecutorUnavailable(RuntimeError):
-    """The chosen executor cannot start; the message says what to install or set."""
 
 
 def check_available(settings) -> None:

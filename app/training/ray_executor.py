@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from rnnscope.model.train import TrainState
 
 from .attempt import Emit, Job, Started, run_attempt
-from .executors import ExecutorUnavailable, WorkerLost
+from .execution import ExecutorUnavailable, WorkerLost
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ..schemas import StrictBody
+from ..web.schemas import StrictBody
 
 Cell = Literal["rnn", "gru", "lstm"]
 Status = Literal["queued", "running", "completed", "cancelled", "failed", "interrupted"]

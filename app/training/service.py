@@ -13,9 +13,8 @@ import os
 import shutil
 import sqlite3
 import threading
-from contextlib import nullcontext
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -27,14 +26,14 @@ from rnnscope.model.data import num_batches
 from rnnscope.model.layers import one_blas_thread
 from rnnscope.model.network import ModelConfig
 
-from ..compute import HISTORY_BYTES_PER_STEP, checkpoint_bytes, training_peak_bytes
-from ..compute_gate import ComputeGate
-from ..errors import ErrorResponse, invalid, on_unexpected_error
-from ..limits import Limit
-from ..lru import LRU
-from ..registry import ModelRegistry, UnknownModelError, make_entry
-from ..schemas import ErrorMessage
+from ..inference.compute import HISTORY_BYTES_PER_STEP, checkpoint_bytes, training_peak_bytes
+from ..inference.compute_gate import ComputeGate
+from ..inference.limits import Limit
+from ..inference.lru import LRU
+from ..inference.registry import ModelRegistry, UnknownModelError, make_entry
 from ..settings import Settings
+from ..web.errors import ErrorResponse, invalid, on_unexpected_error
+from ..web.schemas import ErrorMessage
 from .attempt import seconds_per_step
 from .corpora import parameters
 from .executors import make_executor

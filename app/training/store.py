@@ -108,14 +108,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (run_id, attempt)
     ) WITHOUT ROWID;
     """,
-    # Owners: a hash of the owner key that made a corpus or a run (app/security.py); NULL for
+    # Owners: a hash of the owner key that made a corpus or a run (app/web/security.py); NULL for
     # what existed before, which only the admin may change.
     """
     ALTER TABLE corpora ADD COLUMN owner TEXT;
     ALTER TABLE runs ADD COLUMN owner TEXT;
     CREATE INDEX corpora_by_sha ON corpora (sha256);
     """,
-    # Models imported from PyTorch (app/routers/imports.py), served from
+    # Models imported from PyTorch (app/models/imports.py), served from
     # <data_dir>/models/import-<id>.safetensors; the owner may delete them, as they may their runs.
     """
     CREATE TABLE imports (

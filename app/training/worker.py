@@ -27,10 +27,11 @@ from rnnscope.model.network import ModelConfig
 from rnnscope.model.train import TrainState
 from rnnscope.model.vocab import Vocab
 
-from ..compute import HISTORY_JSON_BYTES_PER_STEP
-from ..compute_gate import ComputeGate
-from .attempt import Cadence, Checkpoint, Ended, Job, Message, Progress, Started, gradient_passage, train_config
-from .executors import Execution, Executor, WorkerLost
+from ..inference.compute import HISTORY_JSON_BYTES_PER_STEP
+from ..inference.compute_gate import ComputeGate
+from .attempt import (Cadence, Checkpoint, Ended, Job, Message, Progress, Started, gradient_passage,
+                      train_config)
+from .execution import Execution, Executor, WorkerLost
 from .schemas import RunConfig
 from .store import DataPaths, Store, model_id
 
@@ -113,7 +114,7 @@ class Trainer:
         self._cancelled: set[int] = set()
         self._drivers: dict[int, threading.Thread] = {}
         self._thread: threading.Thread | None = None
-        # The memory budget (app/compute_gate.py) and a run's share of it, set by the service:
+        # The memory budget (app/inference/compute_gate.py) and a run's share of it, set by the service:
         # a run starts only once the gate has its bytes, and gives them back when it ends.
         self.gate: ComputeGate | None = None
         self.run_memory: Callable[[dict], int] = lambda run: 0

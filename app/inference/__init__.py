@@ -1,0 +1,38 @@
+"""The inference layer the model views share: the registry of models, the compute gate and
+its memory budget, request batching, encodings for the wire, the corpus library, caches,
+the regex worker pool, the checks every view makes of its request, and their dependencies."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from threadpoolctl import threadpool_limits
+
+from ..feature import Feature
+from ..settings import Settings
+from . import pattern_pool
+from .compute_gate import ComputeGate
+from .registry import ModelRegistry
+from .runtime import fix_mmap_threshold, limit_malloc_arenas
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The process's limits, the models loaded once, the compute gate and the regex workers."""
+    settings: Settings = app.state.settings
+    threadpool_limits(settings.blas_threads)                # process-wide, as BLAS's pool is
+    if settings.malloc_arenas:
+        limit_malloc_arenas(settings.malloc_arenas)
+    if settings.malloc_mmap_threshold:
+        fix_mmap_threshold(settings.malloc_mmap_threshold)
+    app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
+    app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
+                                          settings.max_wait_seconds, settings.memory_budget)
+    app.openapi_schema = None            # made again, now with the models' ids
+    async with pattern_pool.lifespan(app):
+        yield
+
+
+feature = Feature(lifespan=lifespan)

@@ -1,0 +1,83 @@
+"""The one bounded cache the server keeps things in: models, activations, readings, fits,
+timed step shapes, corpus indexes. Every such cache is bounded by a setting, so memory is
+too; least recently used items go first."""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from starlette.requests import Request
+
+from ..settings import Settings
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """A thread-safe map keeping its `size` most recently used items (0: keeps none)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            self._shrink(self.size)
+
+    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+        """The kept value, or make() kept. make() runs outside the lock, so other keys are
+        served meanwhile; two callers missing the same key may both make it."""
+        found = self.get(key)
+        if found is not None:
+            return found
+        value = make()
+        self.put(key, value)
+        return value
+
+    def drop(self, key: K) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+    def make_room(self) -> None:
+        """Drop items until one more fits: before making a big one, so the old and the new
+        are never held at once."""
+        with self._lock:
+            self._shrink(max(self.size - 1, 0))
+
+    def _shrink(self, size: int) -> None:
+        while len(self._items) > size:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def kept_on_app(name: str, make: Callable[[Settings], object]):
+    """A dependency that gives what the app keeps as app.state.<name>, made on first use by
+    make(settings): every router's cache (and the corpus library) lives, and is bounded by
+    its setting, the same way."""
+    lock = threading.Lock()
+
+    async def dependency(request: Request):
+        state = request.app.state
+        with lock:
+            kept = getattr(state, name, None)
+            if kept is None:
+                kept = make(state.settings)
+                setattr(state, name, kept)
+        return kept
+
+    return dependency

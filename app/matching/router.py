@@ -1,0 +1,146 @@
+"""Select, find, match: the units on in stretches of text a person selected, and the other
+places in the model's validation text (or a text sent) where a set of them is on together."""
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends
+
+from rnnscope.model.data import split
+from rnnscope.model.match import match, rank_for_spans, read_all
+from rnnscope.model.probes import Activations
+
+from ..inference.checks import check_unit, readable_text
+from ..inference.compute import every_unit, reading_bytes, rounded
+from ..inference.corpus_index import training_corpus
+from ..inference.deps import ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
+from ..inference.lru import LRU, kept_on_app
+from ..inference.registry import Entry
+from ..probes.schemas import RankedNeuron
+from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
+from .schemas import MatchFound, MatchRequest, MatchResponse, MatchUnit, SelectRequest, SelectResponse
+
+router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
+                   responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
+
+class ValidationReadings(LRU):
+    """Per model, its validation text and every unit's value over it (float16), least
+    recently used dropped first: reading 100,000 characters of a 2x256 LSTM takes 6 to 8 s,
+    matching the reading a few milliseconds."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self._reading = threading.Lock()        # one cold read at a time: two would cost twice the memory
+
+    def reading(self, entry: Entry, text: str) -> Activations:
+        # id(model): a training run's model keeps its id while its weights are replaced.
+        key = (entry.id, id(entry.model))
+        found = self._kept(key, text)
+        if found is not None:                   # without waiting behind another model's first read
+            return found
+        with self._reading:
+            found = self._kept(key, text)       # read while this request waited
+            if found is not None:
+                return found
+            self.make_room()                    # first: two readings would be 1.2 GB at once
+            acts = read_all(entry.model, entry.model.encode(text))
+            self.put(key, (text, acts))
+            return acts
+
+    def _kept(self, key: tuple, text: str) -> Activations | None:
+        found = self.get(key)
+        return found[1] if found is not None and found[0] == text else None
+
+
+get_readings = kept_on_app("match_readings", lambda s: ValidationReadings(s.match_cache_models))
+
+
+ReadingsDep = Annotated[ValidationReadings, Depends(get_readings)]
+
+
+@router.post("/select", response_model=SelectResponse)
+def select(req: SelectRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+           cache: ActivationsDep) -> SelectResponse:
+    """Rank every unit of every layer and quantity by how well it separates the selected
+    spans from the characters around them (AUC), with its sign and threshold."""
+    m = entry.model
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    spans = [(a, b) for a, b in req.spans]
+    for i, (a, b) in enumerate(spans):
+        if not a < b <= len(text):
+            raise invalid(("body", "spans", i), f"span [{a}, {b}] is not a non-empty stretch of the "
+                          f"{len(text)} characters read (start < end <= {len(text)})", "span_outside")
+    # Every unit's values over the text (float32), and the ranking's copies of them.
+    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this selection"):
+        acts = cache.activations(entry, text)
+        try:
+            result = rank_for_spans(acts, spans, req.top, req.context)
+        except ValueError as e:
+            raise invalid(("body", "spans"), f"{e}; select less of the text", "spans_cover_all") from None
+        del acts
+    neurons = [RankedNeuron(layer=r.layer, quantity=r.quantity, unit=r.unit, score=r.score,
+                            strength=r.strength, sign=r.sign, threshold=r.threshold,
+                            separation=r.separation, low=r.low, high=r.high) for r in result.ranked]
+    return SelectResponse(text=text, inside=result.positives, compared=len(result.indicator),
+                          units=result.total_units, neurons=neurons, dropped=dropped)
+
+
+def unit_rows(units: list[MatchUnit], entry: Entry) -> list[int]:
+    """Each unit's row in read_all's layout (layer, quantity, unit), or a 422 naming it."""
+    cfg, cell = entry.model.config, entry.model.cell
+    rows = []
+    for i, u in enumerate(units):
+        check_unit(entry.model, u.layer, u.quantity, u.unit, at=("body", "units", i))
+        block = u.layer * len(cell.quantities) + cell.quantities.index(u.quantity)
+        rows.append(block * cfg.hidden_size + u.unit)
+    return rows
+
+
+@router.post("/match", response_model=MatchResponse)
+def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+                library: LibraryDep, readings: ReadingsDep) -> MatchResponse:
+    """Where a set of units is on together for a stretch of about the selection's length in
+    the model's validation text (or the text sent), best agreement first, each with a
+    snippet and the units' values over it."""
+    m = entry.model
+    rows = unit_rows(req.units, entry)
+    corpus = training_corpus(entry, library) if req.text is None else None
+    if req.text is not None:
+        text, dropped = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_text_chars,
+                                 "max_text_chars")
+        source = "text"
+    elif corpus is not None:
+        config = m.train_config if isinstance(m.train_config, dict) else {}
+        val_fraction = float(config.get("val_fraction", 0.1))
+        _, val = split(library.text(corpus), val_fraction)
+        text, dropped = vet_text(m.vocab, val[: settings.max_match_chars], True, settings.max_match_chars,
+                                 "max_match_chars")
+        source = "validation"
+    else:
+        raise invalid(("body", "text"), "the model's training corpus is not available on this server, so "
+                      "send a text to search instead", "corpus_unavailable")
+    if not text:
+        raise invalid(("body", "text"), "nothing is left to read", "too_short")
+    thresholds = [u.threshold for u in req.units]
+    signs = [u.sign for u in req.units]
+    # Every unit's values over the text as float16: the reading kept for the next match.
+    with slots.job(reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2), "this match"):
+        if source == "validation":
+            acts = readings.reading(entry, text)
+        else:
+            acts = read_all(m, m.encode(text))
+        values = acts.values[rows]                                               # (M, T) float16
+        del acts
+        found = match(values, thresholds, signs, req.length, req.top, req.tolerance, req.quorum, req.gap)
+        on = ((values - np.array(thresholds)[:, None]) * np.array(signs)[:, None] > 0).mean(axis=1)
+    w = req.width
+    matches = []
+    for f in found:
+        a, b = max(0, f.start - w), min(len(text), f.end + w)
+        matches.append(MatchFound(start=f.start, end=f.end, score=f.score, snippet_start=a, snippet=text[a:b],
+                                  values=rounded(values[:, a:b], 3)))
+    return MatchResponse(source=source, corpus=None if corpus is None else corpus.name, chars=len(text),
+                         on=[float(x) for x in on], matches=matches,
+                         dropped=dropped if source == "text" else [])

@@ -1,0 +1,168 @@
+"""State space and fixed points: a text's trajectory of one layer's h (or c) in principal
+components fitted on the model's validation text, and the fixed points of the layer's update
+with one character held constant, drawn in the same projection (model/dynamics.py)."""
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from rnnscope.model.data import split
+from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, find_fixed_points, fit_pca,
+                                     layer_input, read_layer, sample_starts, step_map)
+from rnnscope.model.probes import CONCEPTS
+
+from ..inference.checks import check_unit, readable_text
+from ..inference.compute import reading_bytes
+from ..inference.corpus_index import training_corpus
+from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
+from ..inference.lru import LRU, kept_on_app
+from ..inference.registry import Entry
+from ..settings import Settings
+from ..web import pages
+from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
+from .schemas import FixedPointOut, FixedPointsRequest, FixedPointsResponse, StatesRequest, StatesResponse
+
+router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
+                   responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
+page_router = APIRouter(tags=["pages"])
+
+EIGENVALUES_SHOWN = 6
+
+
+class FitReadings(LRU):
+    """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
+    recently used dropped first: the page asks for one projection again and again."""
+
+    def reading(self, entry: Entry, layer: int, text: str) -> tuple[LayerReading, dict]:
+        # id(model): a training run's model keeps its id while its weights are replaced.
+        key = (entry.id, id(entry.model), layer, hash(text), len(text))
+        return self.get_or_make(key, lambda: (read_layer(entry.model, entry.model.encode(text), layer), {}))
+
+    @staticmethod
+    def pca(found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
+        reading, fits = found
+        if (quantity, components) not in fits:
+            fits[(quantity, components)] = fit_pca(reading.quantity(quantity), components)
+        return fits[(quantity, components)]
+
+
+get_fit_readings = kept_on_app("state_readings", lambda s: FitReadings(s.state_cache_readings))
+
+
+FitDep = Annotated[FitReadings, Depends(get_fit_readings)]
+
+
+def check_layer(entry: Entry, layer: int, quantity: str) -> None:
+    cell = entry.model.cell
+    check_unit(entry.model, layer)
+    if quantity == "c" and not cell.has_cell_state:
+        raise invalid(("body", "quantity"), f"a {cell.name} has no cell state c; project h",
+                      "not_available", available=["h"])
+
+
+def fit_text(entry: Entry, library, settings: Settings, fallback: str | None):
+    """The text the PCA is fitted on: the first max_state_fit_chars of the model's validation
+    text, or `fallback` (the text sent) when the corpus is not on this server.
+    Returns (text, source, corpus name) or None when there is neither."""
+    corpus = training_corpus(entry, library)
+    if corpus is not None:
+        config = entry.model.train_config if isinstance(entry.model.train_config, dict) else {}
+        _, val = split(library.text(corpus), float(config.get("val_fraction", 0.1)))
+        text, _ = vet_text(entry.model.vocab, val[: settings.max_state_fit_chars], True,
+                           settings.max_state_fit_chars, "max_state_fit_chars")
+        if len(text) >= 2:
+            return text, "validation", corpus.name
+    if fallback is None:
+        return None
+    return fallback[: settings.max_state_fit_chars], "text", None
+
+
+@router.post("/states", response_model=StatesResponse)
+def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots, library: LibraryDep,
+           fits: FitDep) -> StatesResponse:
+    """A text's trajectory of one layer's h (or c), projected on the top principal components
+    of that layer's states over the model's validation text, with a colour per step."""
+    m = entry.model
+    check_layer(entry, req.layer, req.quantity)
+    text, dropped = readable_text(req, m.vocab, settings, min_chars=2)
+    fit_source, source, corpus = fit_text(entry, library, settings, text)
+    if req.colour_by == "char_class":
+        description, graded, colour, classes = "the class of the character just read", False, char_class(text), \
+            list(CHAR_CLASSES)
+    else:
+        concept = CONCEPTS[req.colour_by]
+        description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
+    # One layer's h, c and input over the fitted text (float32), and the trajectory's.
+    nbytes = reading_bytes(m.config, len(fit_source) + len(text), 3 * m.config.hidden_size)
+    with slots.job(nbytes, "this state-space request"):
+        found = fits.reading(entry, req.layer, fit_source)
+        pca = fits.pca(found, req.quantity, req.components)
+        trajectory = read_layer(m, m.encode(text), req.layer).quantity(req.quantity)
+        coords = pca.project(trajectory)
+    return StatesResponse(text=text, layer=req.layer, quantity=req.quantity, fitted_on=source, corpus=corpus,
+                          fit_chars=len(fit_source), explained=[round(float(e), 5) for e in pca.explained],
+                          coords=np.round(coords, 4).tolist(), colour_by=req.colour_by, description=description,
+                          graded=graded, colour=np.round(colour.astype(float), 4).tolist(), classes=classes,
+                          dropped=dropped)
+
+
+@router.post("/fixed-points", response_model=FixedPointsResponse)
+def fixed_points(req: FixedPointsRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+                 library: LibraryDep, fits: FitDep) -> FixedPointsResponse:
+    """Fixed points of one layer's update with one input character held constant, found from
+    states along the validation text's trajectory, classified by the Jacobian's eigenvalues
+    and given in the /states projection."""
+    m = entry.model
+    check_layer(entry, req.layer, req.quantity)
+    if req.char not in m.vocab.index:
+        raise invalid(("body", "char"), f"{req.char!r} is not in the model's vocabulary", "unknown_characters")
+    sent = None
+    if req.text is not None:
+        sent, _ = vet_text(m.vocab, req.text, req.drop_unknown, settings.max_text_chars, "max_text_chars")
+        if len(sent) < 2:
+            raise invalid(("body", "text"), "the text needs at least two characters", "too_short", min_length=2)
+    fitted = fit_text(entry, library, settings, sent) if sent is None else (sent, "text", None)
+    if fitted is None:
+        raise invalid(("body", "text"), "the model's training corpus is not available on this server, so send a "
+                      "text to start the search from", "corpus_unavailable")
+    fit_source, source, _ = fitted
+    H = m.config.hidden_size
+    with slots:
+        started = time.monotonic()
+        found = fits.reading(entry, req.layer, fit_source)
+        reading = found[0]
+        pca = fits.pca(found, req.quantity, req.components)
+        try:
+            x = layer_input(m, req.layer, m.vocab.encode(req.char)[0], reading)
+        except ValueError as e:
+            raise invalid(("body", "char"), str(e), "char_unseen") from None
+        F = step_map(m, req.layer, x)
+        search = find_fixed_points(F, sample_starts(reading.state(), req.starts, req.seed),
+                                   iterations=settings.fixed_point_iterations,
+                                   max_polished=settings.fixed_point_polished, tol=settings.fixed_point_tolerance)
+        seconds = time.monotonic() - started
+    half = slice(0, H) if req.quantity == "h" else slice(H, 2 * H)
+    points = []
+    for p in search.points:
+        eig = p.eigenvalues[:EIGENVALUES_SHOWN]
+        points.append(FixedPointOut(coords=np.round(pca.project(p.state[None, half])[0], 4).tolist(),
+                                    q=float(p.q), kind=p.kind,
+                                    eigenvalues=[[round(float(e.real), 5), round(float(e.imag), 5)] for e in eig],
+                                    unstable_directions=int((np.abs(p.eigenvalues) > 1).sum())))
+    state = f"h ({H})" if not m.cell.has_cell_state else f"(h, c) ({2 * H})"
+    return FixedPointsResponse(layer=req.layer, char=req.char, state=state, fitted_on=source,
+                               explained=[round(float(e), 5) for e in pca.explained], starts=req.starts,
+                               points=points,
+                               slowest_q=None if not np.isfinite(search.slowest_q) else float(search.slowest_q),
+                               tolerance=settings.fixed_point_tolerance, seconds=round(seconds, 3))
+
+
+@page_router.get("/states", response_class=HTMLResponse, include_in_schema=False)
+def states_page(request: Request):
+    """A text's trajectory through one layer's state space, with fixed points."""
+    return pages.render(request, "states", ("model", "layer", "quantity", "colour", "text", "t", "char", "dims"),
+                        concepts=list(CONCEPTS.values()), classes=CHAR_CLASSES)

@@ -1,0 +1,15 @@
+"""Liveness for load balancers and the Docker health check."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..inference.deps import RegistryDep
+from .schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz(registry: RegistryDep) -> Health:
+    """Answers on the event loop, so it stays quick while NumPy work fills the threads."""
+    return Health(status="ok", models=len(registry))
