@@ -1,6 +1,7 @@
 """Training from the browser, top-down: each module imports only those listed after it.
 
     router, corpora_router   the routes: runs, training capacity, the /train page; corpora
+    corpus_uploads  storing an uploaded corpus: quotas, the text stored once by content
     service         the Training service the routes share, its dependency and lifespan
     worker          the scheduler and a driver per running run: the store's only writer
     executors       where attempts run: this process's threads, or Ray (ray_executor)

@@ -7,7 +7,6 @@ against the server's. Deleting an entry never waits on runs: queued and running 
 anyone's, keep the text until they end."""
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -19,11 +18,11 @@ from ..web.auth import (FORBIDDEN, OPTIONAL_BEARER, TOTAL_COUNT, UNAUTHORIZED, L
                         RequesterDep, TokenChecked, check_owner)
 from ..web.errors import invalid
 from ..web.schemas import ErrorMessage
-from ..web.security import Requester
 from ..web.uploads import read_form
-from .corpora import CorpusRefused, estimate, ingest, preflight, split_sizes
+from .corpora import CorpusRefused, estimate, split_sizes
+from .corpus_uploads import save_corpus
 from .schemas import Cell, Corpus, CorpusSummary, Estimate
-from .service import INSUFFICIENT_STORAGE, Training, TrainingDep
+from .service import INSUFFICIENT_STORAGE, TrainingDep
 
 router = APIRouter(prefix="/api/corpora", tags=["corpora"])
 
@@ -72,56 +71,6 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[UploadFile, str
         await form.close()
         raise invalid(("body", "name"), "the name must be text of at most 100 characters")
     return file, name
-
-
-def save_corpus(training: Training, file: UploadFile, name: str | None, requester: Requester,
-                gate: ComputeSlots) -> tuple[dict, bool]:
-    """Decode and count the upload, time the recommended model, record it all. The same
-    text uploaded again by the same owner answers with the corpus they have (and False)."""
-    s, paths, store = training.settings, training.paths, training.store
-    with gate:        # counting holds the interpreter and a 9 MB table per upload: a compute job too
-        ingested = ingest(file.file, paths.root / "corpora", s.max_upload_bytes, s.max_vocab, s.min_corpus_chars)
-        sha, placed = ingested.sha256, []
-
-        def admit(db) -> None:
-            """The quotas, in the transaction that adds the entry: two uploads cannot pass one together."""
-            used = store.owner_corpus_bytes(requester.owner, db)
-            if used + ingested.bytes > s.max_corpus_bytes_per_owner:
-                raise CorpusRefused(413, f"your corpora would take {used + ingested.bytes:,} bytes; each person "
-                                         f"may keep {s.max_corpus_bytes_per_owner:,} (setting "
-                                         "RNNSCOPE_MAX_CORPUS_BYTES_PER_OWNER); delete one of yours first")
-            stored = training.stored_text_bytes(db)
-            if not paths.blob(sha).is_file() and stored + ingested.bytes > s.max_corpus_bytes_total:
-                raise CorpusRefused(507, f"the server keeps at most {s.max_corpus_bytes_total:,} bytes of corpora "
-                                         f"in all (setting RNNSCOPE_MAX_CORPUS_BYTES_TOTAL), {stored:,} are stored "
-                                         f"and this text adds {ingested.bytes:,}; ask whoever runs the server to "
-                                         "delete some")
-
-        def place(corpus_id: int) -> None:
-            placed.append(training.place_text(ingested.path, sha))
-
-        def unplace(corpus_id: int) -> None:
-            if placed and placed[0]:                # this upload stored the text: nothing else holds it
-                paths.blob(sha).unlink(missing_ok=True)
-
-        try:
-            existing = store.find_corpus(sha, requester.owner)
-            if existing is not None:
-                return existing, False
-            report = preflight(ingested, s.max_hidden_size, s.target_run_seconds,
-                               lambda *shape: training.seconds_per_step(*shape, gate=gate))
-            filename = PurePath(file.filename).name[:200] if file.filename else None
-            name = (name or "").strip() or (PurePath(filename).stem if filename else "") or "corpus"
-            training.remove_unused_texts()        # those finished runs kept: no longer counted
-            with training.texts_lock:
-                # Placed inside the row's transaction: no row without its text, no text left
-                # placed for a row whose COMMIT failed.
-                corpus_id = store.add_corpus(name, filename, ingested.bytes, ingested.chars, sha,
-                                             report.model_dump(), requester.owner, place=place, unplace=unplace,
-                                             admit=admit)
-        finally:
-            ingested.path.unlink(missing_ok=True)
-    return store.get_corpus(corpus_id), True
 
 
 @router.post("", status_code=201, response_model=Corpus, dependencies=[TokenChecked, MayCreate],
