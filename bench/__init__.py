@@ -15,4 +15,5 @@ SUITES = {
     "cluster": "bench.cluster",     # issue 14: the Ray executor against the thread executor, recovery
     "pages": "bench.pages",         # issue 19: time to the first chart in chromium, cold and warm
     "soak": "bench.soak",           # issue 18: a class's mix and attacks for --minutes; open files, RSS, 500s
+    "class": "bench.classroom",     # issue 21: students with think time, open loop; p50/p95/p99, refusals
 }
