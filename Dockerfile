@@ -1,6 +1,6 @@
 # rnnscope: the web app with its bundled models. Build: docker build -t rnnscope .
 # Run: docker run -p 8000:8000 -v rnnscope-data:/data rnnscope
-# With Ray, for a cluster's server and its nodes (README "Running on a cluster"):
+# With Ray, for a cluster's server and its nodes (docs/cluster.md):
 #   docker build --build-arg EXTRAS=cluster -t rnnscope:cluster .
 
 # Build the wheel: one package, rnnscope, holding app, model, the bundled weights, static/ and templates/ in one file.

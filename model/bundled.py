@@ -1,4 +1,4 @@
-"""The models shipped with rnnscope, trained by `rnnscope train` (the README gives each one's
+"""The models shipped with rnnscope, trained by `rnnscope train` (docs/training.md gives each one's
 command, validation loss and training time), and the corpora they trained on, shipped beside
 them gzipped so every view that reads a model's own text works from a clone or a wheel.
 
@@ -81,7 +81,7 @@ def extract(out_dir: Path) -> list[Path]:
 
 
 # python-stdlib.txt: these packages of CPython 3.11.7's Lib/ (every .py file, test folders left
-# out, in path order) and then these three modules; see the README for the why.
+# out, in path order) and then these three modules; see docs/training.md for the why.
 PYTHON_PACKAGES = ("asyncio", "email", "http", "logging", "collections", "concurrent", "importlib", "urllib",
                    "xml", "multiprocessing", "unittest", "sqlite3", "wsgiref", "zoneinfo", "tomllib")
 PYTHON_MODULES = ("inspect.py", "typing.py", "pathlib.py")

@@ -1,6 +1,6 @@
 """rnnscope: look inside character-level RNN, GRU and LSTM language models.
 
-In a notebook (docs: README "In a notebook"):
+In a notebook (docs/notebook.md):
 
     import rnnscope
     lstm = rnnscope.load("lstm")                  # a bundled model, or a .safetensors path

@@ -28,7 +28,7 @@ def test_bundled_model_scores_its_recorded_validation_loss(model_id):
     assert model.history["corpus_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     _, val_text = split(text, 0.1)
     # The trainer validates on the first val_max_chars of the validation text (all of
-    # tinyshakespeare's 111,540; 200,000 of python-stdlib's 300,731); the README gives both.
+    # tinyshakespeare's 111,540; 200,000 of python-stdlib's 300,731); docs/training.md gives both.
     seen = val_text[: TrainConfig().val_max_chars]
     val_loss = evaluate(model.config, model.params, model.vocab.encode(seen))
     assert abs(val_loss - model.history["best_val_loss"]) < 1e-3

@@ -1,6 +1,6 @@
-"""The README's cells in Python source: each unit the README names for the bundled python
+"""docs/analyses.md's cells in Python source: each unit the guide names for the bundled python
 model still tracks its concept on the model's own validation text (the last 10 % of
-python-stdlib.txt), as well as the README says, on both stretches it reports."""
+python-stdlib.txt), as well as the guide says, on both stretches it reports."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,7 @@ from rnnscope.model.data import split
 from rnnscope.model.probes import CONCEPTS, auc, correlation
 from tests.corpus import shared_corpus
 
-# The README's three stretches: up to 50,000 characters (whole lines) from the start of each
+# The guide's three stretches: up to 50,000 characters (whole lines) from the start of each
 # file; pathlib.py runs to the end of the text, past the 200,000 characters the trainer
 # chose its checkpoint on.
 STRETCHES = {"inspect.py": 0, "typing.py": 1, "pathlib.py": 2}
@@ -20,7 +20,7 @@ STRETCH_CHARS = 50_000
 
 # concept, layer, quantity, unit, sign (+1 rises on the concept, -1 falls), and the floor on
 # each stretch for the unit's strength in that direction: AUC (1 - AUC when it falls) or
-# r (-r). The README's figures, about 0.02 lower.
+# r (-r). The guide's figures, about 0.02 lower.
 CELLS = [
     ("inline_string", 1, "h", 221, -1, (0.91, 0.82, 0.78)),       # AUC 0.070 / 0.154 / 0.201
     ("inline_string", 1, "c", 221, -1, (0.92, 0.87, 0.88)),       # AUC 0.058 / 0.105 / 0.102

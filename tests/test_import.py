@@ -718,23 +718,22 @@ def test_the_upload_route_is_documented(tmp_path):
             assert r.status_code == 405 and r.headers["allow"] == "POST", method
 
 
-# ---- the README's tutorial -------------------------------------------------------------------------
+# ---- the guide's tutorial --------------------------------------------------------------------------
 
-def readme_tutorial() -> tuple[str, list[str]]:
-    """The Python script and the shell commands of the README's "Bring your own model"."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Bring your own PyTorch model"):]
-    section = section[:section.index("\n## ", 1)]
+def guide_tutorial() -> tuple[str, list[str]]:
+    """The Python script and the shell commands of docs/bring-your-own-model.md (the first of each)."""
+    section = (ROOT / "docs" / "bring-your-own-model.md").read_text(encoding="utf-8")
     script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     shell = re.search(r"```sh\n(.*?)```", section, re.S).group(1)
     return script, [line for line in shell.replace("\\\n", " ").splitlines() if line.strip()]
 
 
-def test_the_readme_tutorial_trains_saves_and_imports(tmp_path):
-    """The README's torch script, run for 3 steps on the test corpus, and its `rnnscope import`."""
+def test_the_guide_tutorial_trains_saves_and_imports(tmp_path):
+    """docs/bring-your-own-model.md's torch script, run for 3 steps on the test corpus, and its
+    `rnnscope import`."""
     import shlex
     import subprocess
-    script, commands = readme_tutorial()
+    script, commands = guide_tutorial()
     steps = re.findall(r"range\((\d+)\)", script)
     assert steps, "the script's training loop is `for step in range(N)`"
     (tmp_path / "input.txt").write_text(shakespeare_head(20_000), encoding="utf-8")

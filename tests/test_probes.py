@@ -410,7 +410,7 @@ def test_suffix_array_sorts_suffixes_and_spans_are_verbatim():
 
 def test_the_bundled_lstm_remembers_longer_than_the_bundled_rnn():
     """Issue 5: the memory horizon of the bundled LSTM exceeds the bundled RNN's on the same
-    validation text (figures in the README)."""
+    validation text (figures in docs/analyses.md, "Finding neurons")."""
     from rnnscope.model.bundled import bundled_paths
     from rnnscope.model.checkpoint import load_model
     from rnnscope.model.data import split

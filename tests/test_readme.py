@@ -1,20 +1,29 @@
-"""Every command in README.md's ```bash blocks runs and does what the README says.
+"""Every command in the ```bash blocks of README.md and of every guide in docs/*.md runs and does
+what the document says.
 
-The commands run in README order, each split into words as bash would (shlex) and started
-without a shell, from an empty temporary directory, with the RNNSCOPE_* environment cleared.
-They run as written except for these rewrites, the same for every command:
+Each document runs on its own, README.md first and then docs/*.md by name: its commands in the
+document's order, each split into words as bash would (shlex) and started without a shell, from an
+empty temporary directory of the document's own, with the RNNSCOPE_* environment cleared. So a
+document's commands may build on one another (a `train`, then a `sample` of what it saved; a
+`serve`, then the curls it answers), as a reader following that one document would run them, but
+never on another document's. They run as written except for these rewrites, the same for every
+command:
 
 - `.venv/bin/rnnscope` is the rnnscope script beside this interpreter (the checkout's venv);
 - the corpus of every `rnnscope train` is tests/data/tinyshakespeare-head.txt, and
-  `--max-steps 3` is appended to it (click keeps an option's last value), so the README's
-  models, the 45-minute bundled one included, train in seconds with every option they name;
-- port 8000 is a free port, in `serve --port 8000` and in the curl URLs alike: the README's
-  own `rnnscope serve` example serves its curl examples, with the bundled models;
+  `--max-steps 3` is appended to it (click keeps an option's last value), so the documents'
+  models, the 45-minute bundled ones included, train in seconds with every option they name;
+- port 8000 is a free port, one per document, in `serve --port 8000` and in the curl URLs alike:
+  a document's curl examples are served, with the bundled models, by the server its own serve
+  example starts, which runs until the document's last command;
 - every curl gets `--write-out` appended to report its status code, which must be 2xx, and
   its body must be JSON.
 
 `make` lines are not run (they install and serve or test everything); `make -n TARGET`
-checks that the target exists.
+checks that the target exists. `make serve` is also a serve example: `make -n serve` must end
+in the recipe line `.venv/bin/rnnscope serve`, and that command is started as the document's
+server (on the free port, in the document's directory), as `make serve` would start it once
+installed; so the README's REST example is answered as a reader's `make serve` would answer it.
 """
 from __future__ import annotations
 
@@ -35,37 +44,44 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 CORPUS = ROOT / "tests" / "data" / "tinyshakespeare-head.txt"
 RNNSCOPE = Path(sys.executable).parent / "rnnscope"
-README_PORT = "8000"
+DOCUMENTED_PORT = "8000"
 STATUS_MARK = "\n--status "
+MAKE_SERVE_RECIPE = ".venv/bin/rnnscope serve"      # the Makefile's `serve` recipe, once installed
 
 
 @dataclass
 class Command:
+    document: Path
     block: int
+    line: int            # the command's place in its block
     words: list[str]
 
     @property
     def id(self) -> str:
-        """e.g. block2-rnnscope-train, block3-curl-api/models/lstm/sample"""
+        """e.g. README.md-block0.0-make-serve, docs/api.md-block1.1-curl-api/models/lstm/sample"""
         tool = Path(self.words[0]).name
         what = next(w for w in self.words if "localhost:" in w).split("/", 1)[1] if tool == "curl" else self.words[1]
-        return f"block{self.block}-{tool}-{what}"
+        return f"{self.document.relative_to(ROOT).as_posix()}-block{self.block}.{self.line}-{tool}-{what}"
+
+    @property
+    def serves(self) -> bool:
+        """A serve example: the document's curls talk to the server it starts."""
+        return (Path(self.words[0]).name, self.words[1]) in {("rnnscope", "serve"), ("make", "serve")}
 
 
-def readme_commands() -> list[Command]:
+def document_commands(document: Path) -> list[Command]:
     commands = []
-    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+    blocks = re.findall(r"^```bash\n(.*?)^```", document.read_text(encoding="utf-8"), re.S | re.M)
     for i, block in enumerate(blocks):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                commands.append(Command(i, words))
+        lines = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()]
+        commands += [Command(document, i, n, words) for n, words in enumerate(w for w in lines if w)]
     return commands
 
 
-COMMANDS = readme_commands()
+COMMANDS = [command for document in DOCUMENTS for command in document_commands(document)]
 
 
 def free_port() -> int:
@@ -76,7 +92,7 @@ def free_port() -> int:
 
 def rewrite(words: list[str], port: int) -> list[str]:
     """The command as run here: see the module's docstring."""
-    words = [w.replace(f"localhost:{README_PORT}", f"localhost:{port}") for w in words]
+    words = [w.replace(f"localhost:{DOCUMENTED_PORT}", f"localhost:{port}") for w in words]
     if words[0] == "curl":
         return words + ["--show-error", "--max-time", "120", "--write-out", STATUS_MARK + "%{http_code}"]
     if Path(words[0]).name != "rnnscope":
@@ -92,50 +108,65 @@ def rewrite(words: list[str], port: int) -> list[str]:
 @dataclass
 class Outcome:
     words: list[str]
-    returncode: int | None
+    returncode: int | None      # None: a server, still running
     stdout: str
     stderr: str
+    cwd: Path
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    """The empty directory the commands run in."""
-    return tmp_path_factory.mktemp("readme")
-
-
-@pytest.fixture(scope="module")
-def outcomes(work) -> dict[str, Outcome]:
-    """Runs every README command in order, once; the `serve` example keeps running for the curls."""
+def outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    """Runs every document's commands in order, once; a serve example keeps running for its
+    document's curls."""
     if not RNNSCOPE.exists():
         pytest.fail(f"{RNNSCOPE} is missing: `make install` installs rnnscope into the venv")
     if shutil.which("curl") is None:
-        pytest.fail("the README's REST examples need curl: apt-get install curl")
+        pytest.fail("the documents' REST examples need curl: apt-get install curl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSCOPE_")}
-    port = free_port()
     results: dict[str, Outcome] = {}
-    server = None
+    servers: list[subprocess.Popen] = []
     try:
-        for command in COMMANDS:
-            words = rewrite(command.words, port)
-            if words[0] == "make":
-                r = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, capture_output=True, text=True, env=env)
-            elif words[:2] == [str(RNNSCOPE), "serve"]:
-                server = subprocess.Popen(words, cwd=work, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True)
-                results[command.id] = Outcome(words, None, wait_until_serving(server, port), "")
-                continue
-            else:
-                r = subprocess.run(words, cwd=work, capture_output=True, text=True, env=env, timeout=600)
-            results[command.id] = Outcome(words, r.returncode, r.stdout, r.stderr)
+        for document in DOCUMENTS:
+            work = tmp_path_factory.mktemp(document.stem)
+            port = free_port()
+            for command in document_commands(document):
+                results[command.id] = run(command, port, work, env, servers)
+            stop(servers)
         yield results
     finally:
-        if server is not None:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+        stop(servers)
+
+
+def run(command: Command, port: int, work: Path, env: dict[str, str], servers: list[subprocess.Popen]) -> Outcome:
+    """One command as the module's docstring says; a server it starts joins `servers`."""
+    words = rewrite(command.words, port)
+    if words[0] == "make":
+        r = subprocess.run(["make", "-n", *words[1:]], cwd=ROOT, capture_output=True, text=True, env=env)
+        if r.returncode != 0 or words[1:] != ["serve"]:
+            return Outcome(["make", "-n", *words[1:]], r.returncode, r.stdout, r.stderr, ROOT)
+        recipe = r.stdout.strip().splitlines()[-1:]
+        if recipe != [MAKE_SERVE_RECIPE]:
+            return Outcome(["make", "-n", "serve"], 1, f"its last line is {recipe}, not {MAKE_SERVE_RECIPE!r}: "
+                           "update this test's stand-in for `make serve`", r.stderr, ROOT)
+        words = [str(RNNSCOPE), "serve", "--port", str(port)]
+    if words[:2] == [str(RNNSCOPE), "serve"]:
+        server = subprocess.Popen(words, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+        servers.append(server)
+        return Outcome(words, None, wait_until_serving(server, port), "", work)
+    r = subprocess.run(words, cwd=work, capture_output=True, text=True, env=env, timeout=600)
+    return Outcome(words, r.returncode, r.stdout, r.stderr, work)
+
+
+def stop(servers: list[subprocess.Popen]) -> None:
+    while servers:
+        server = servers.pop()
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def wait_until_serving(server: subprocess.Popen, port: int) -> str:
@@ -153,23 +184,35 @@ def wait_until_serving(server: subprocess.Popen, port: int) -> str:
     return "did not answer /healthz in 90 s"
 
 
-def test_readme_has_the_examples():
-    tools = [(Path(c.words[0]).name, c.words[1]) for c in COMMANDS]
-    for expected in [("make", "serve"), ("make", "test"), ("rnnscope", "train"), ("rnnscope", "sample"),
-                     ("rnnscope", "serve")]:
-        assert expected in tools, f"README.md has no `{' '.join(expected)}` example"
-    assert sum(t == "curl" for t, _ in tools) >= 4
-    serve = next(i for i, (t, s) in enumerate(tools) if (t, s) == ("rnnscope", "serve"))
-    assert all(i > serve for i, (t, _) in enumerate(tools) if t == "curl"), \
-        "the curl examples come after the `rnnscope serve` example that serves them"
+def tools(commands: list[Command]) -> list[tuple[str, str]]:
+    return [(Path(c.words[0]).name, c.words[1]) for c in commands]
+
+
+def test_the_documents_have_the_examples():
+    readme = tools(document_commands(README))
+    for expected in [("make", "serve"), ("make", "test")]:
+        assert expected in readme, f"README.md has no `{' '.join(expected)}` example"
+    assert any(tool == "curl" for tool, _ in readme), "README.md has no REST example"
+    everywhere = tools(COMMANDS)
+    for expected in [("rnnscope", "train"), ("rnnscope", "sample"), ("rnnscope", "serve")]:
+        assert expected in everywhere, f"neither README.md nor docs/*.md has a `{' '.join(expected)}` example"
+    assert sum(t == "curl" for t, _ in everywhere) >= 4
+    for document in DOCUMENTS:
+        commands = document_commands(document)
+        serves = [i for i, c in enumerate(commands) if c.serves]
+        assert len(serves) <= 1, f"{document.name} starts {len(serves)} servers on one port"
+        curls = [i for i, c in enumerate(commands) if c.words[0] == "curl"]
+        assert not curls or (serves and serves[0] < curls[0]), \
+            f"{document.name}: the curl examples come after the `rnnscope serve` or `make serve` example that serves them"
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
-def test_readme_command(command: Command, outcomes, work):
+def test_documented_command(command: Command, outcomes):
     outcome = outcomes[command.id]
     shown = shlex.join(outcome.words)
-    if Path(command.words[0]).name == "rnnscope" and command.words[1] == "serve":
-        assert outcome.stdout == "", f"{shown}: {outcome.stdout}"
+    if command.serves:
+        assert outcome.returncode is None and outcome.stdout == "", \
+            f"{shown} (for `{shlex.join(command.words)}`): {outcome.stdout}"
         return
     assert outcome.returncode == 0, f"{shown} exited {outcome.returncode}:\n{outcome.stdout}\n{outcome.stderr}"
     if command.words[0] == "curl":
@@ -177,15 +220,15 @@ def test_readme_command(command: Command, outcomes, work):
         assert status.startswith("2"), f"{shown} answered {status}: {body}"
         json.loads(body)
     elif command.words[1] == "train":
-        out = work / outcome.words[outcome.words.index("--out") + 1]
-        assert out.is_file() and f"saved {out.relative_to(work)}" in outcome.stdout, outcome.stdout
+        out = outcome.cwd / outcome.words[outcome.words.index("--out") + 1]
+        assert out.is_file() and f"saved {out.relative_to(outcome.cwd)}" in outcome.stdout, outcome.stdout
     elif command.words[1] == "sample":
         prime = command.words[command.words.index("--prime") + 1]
         assert outcome.stdout.startswith(prime) and len(outcome.stdout) > len(prime) + 100, outcome.stdout
 
 
 def test_serve_on_a_taken_port_names_the_setting(tmp_path):
-    """As the README says: a taken port stops `serve` with one line naming what to change."""
+    """As docs/training.md says: a taken port stops `serve` with one line naming what to change."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

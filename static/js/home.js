@@ -7,7 +7,7 @@ const list = document.getElementById("model-list");
 const status = document.getElementById("models-status");
 
 const CELL_NAMES = { rnn: "vanilla RNN", gru: "GRU", lstm: "LSTM" };
-// The python model's quote cell (README, "Karpathy's cells in Python source"): h[221] of layer 1
+// The python model's quote cell (docs/analyses.md, "Karpathy's cells in Python source"): h[221] of layer 1
 // falls inside one-line string literals (AUC 0.070 over 50,000 validation characters), shown on a
 // validation passage of inspect.py full of them.
 const QUOTE_CELL = {

@@ -582,7 +582,7 @@ const CELLS = [
     text: "The three Shakespeare models side by side: loss per character, memory horizon, gradients." },
 ];
 
-// Karpathy's line-length cell in the bundled LSTM (README: r = -0.90 with the position in the line).
+// Karpathy's line-length cell in the bundled LSTM (README's picture: r = -0.90 with the position in the line).
 const LINE_CELL = { model: "lstm", layer: 0, quantity: "c", unit: 194 };
 const cell = { load: loader($("cell-status"), $("cell-chart")) };
 
