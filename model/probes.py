@@ -420,6 +420,57 @@ def probe(model: LanguageModel, text: str, indicator: np.ndarray, graded: bool, 
     return rank_units(activations(model, model.encode(text)), indicator, graded, top)
 
 
+@dataclass
+class Strongest:
+    """The best unit for one concept over a text, as rank_units ranks it first."""
+
+    concept: str
+    graded: bool
+    layer: int
+    quantity: str
+    unit: int
+    score: float               # AUC (binary) or r (graded)
+    strength: float            # |2 AUC - 1| or |r|, in [0, 1]
+
+
+def constant_reason(indicator: np.ndarray, graded: bool) -> str | None:
+    """Why no unit can be ranked against the indicator (T,) on this text, or None."""
+    if graded:
+        return "constant on the text" if len(indicator) == 0 or np.ptp(indicator) == 0 else None
+    n = int((indicator != 0).sum())
+    if n == 0:
+        return "holds nowhere in the text"
+    if n == len(indicator):
+        return "holds everywhere in the text"
+    return None
+
+
+def strongest_units(model: LanguageModel, text: str, concepts: Iterable[Concept] | None = None
+                    ) -> tuple[list[Strongest], dict[str, str]]:
+    """For each concept (default: all of CONCEPTS) the unit that tracks it best over `text`,
+    reading the text once; concepts constant on the text are left out, with the reason
+    (name -> why). The scores are rank_units', so they agree with a probe of the same text."""
+    concepts = list(CONCEPTS.values() if concepts is None else concepts)
+    indicators, skipped = {}, {}
+    for c in concepts:
+        indicator = c.indicator(text)
+        why = constant_reason(indicator, c.graded)
+        if why is None:
+            indicators[c.name] = indicator
+        else:
+            skipped[c.name] = why
+    if not indicators:
+        return [], skipped
+    acts = activations(model, model.encode(text))
+    found = []
+    for c in concepts:
+        if c.name in indicators:
+            best = rank_units(acts, indicators[c.name], c.graded, top=1).ranked[0]
+            found.append(Strongest(c.name, c.graded, best.layer, best.quantity, best.unit, best.score,
+                                   best.strength))
+    return found, skipped
+
+
 # ---- top-activating contexts --------------------------------------------------------------
 
 @dataclass

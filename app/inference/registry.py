@@ -21,8 +21,9 @@ from .lru import LRU
 
 log = logging.getLogger(__name__)
 
-# Ids appear in URLs and file names: keep them to characters that need no escaping.
-MODEL_ID = re.compile(r"[a-z0-9_-]{1,64}")
+# Ids appear in URLs and file names: keep them to characters that need no escaping; "@step"
+# names a snapshot of a run's weights (run-7@1800).
+MODEL_ID = re.compile(r"[a-z0-9_-]{1,64}(?:@[0-9]{1,12})?")
 
 
 # Ids a "no such model" message names: a class's thousands of runs would make it a listing.
@@ -72,6 +73,8 @@ class Entry:
     # The owner (app/web/security.py's hash) of the run or import it came from; None for the
     # bundled models and files the operator placed, which every listing shows.
     owner: str | None = None
+    # Snapshots of a run (run-7@1800) are served but not listed: the run lists them.
+    listed: bool = True
 
     @property
     def model(self) -> LanguageModel:
@@ -86,7 +89,7 @@ def block_names(model: LanguageModel) -> list[str]:
 
 
 def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None,
-               cache: ModelCache | None = None, owner: str | None = None) -> Entry:
+               cache: ModelCache | None = None, owner: str | None = None, listed: bool = True) -> Entry:
     """Load and check one checkpoint; raises CheckpointError when it cannot be served.
     Without a display name, one is made from the file name and the architecture. A model
     with a cache is kept there; without one (the bundled models) it stays loaded."""
@@ -105,7 +108,7 @@ def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None
     history = model.history if isinstance(model.history, dict) else {}
     return Entry(model_id, name, path, bundled, cfg, model.num_parameters, history,
                  recurrent_singular_values(model), pinned=None if cache is not None else model, cache=cache,
-                 owner=owner)
+                 owner=owner, listed=listed)
 
 
 class ModelRegistry:
@@ -155,7 +158,7 @@ class ModelRegistry:
         """The models a listing shows: those nobody owns (bundled, placed by the operator)
         always, then a page of the owned ones, newest first: all of them (`owner` None) or
         one owner's. And how many owned ones there are in all."""
-        entries = list(self._entries.values())          # one snapshot: put() replaces the dict
+        entries = [e for e in self._entries.values() if e.listed]     # one copy: put() replaces the dict
         shared = [e for e in entries if e.owner is None]
         owned = [e for e in reversed(entries) if e.owner is not None and (owner is None or e.owner == owner)]
         return shared + owned[offset:offset + limit], len(owned)

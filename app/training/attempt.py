@@ -7,7 +7,8 @@ Ray executor) is the executor's business.
     Started      where the attempt trains (sent by the executor, not by run_attempt)
     Progress     metric rows, samples and the run's summary fields, committed together
     Checkpoint   a Progress to commit first, then the model and the training state to write
-                 (atomically, by the server), then the gradient profile and the checkpoint step
+                 (atomically, by the server), then the gradient profile, the concept strengths
+                 (when recorded) and the checkpoint step
     Ended        how train() stopped, or why the run failed
 
 Every message and the Job are plain picklable data, so Ray carries them as bytes.
@@ -30,6 +31,7 @@ from rnnscope.model.layers import softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig
 from rnnscope.model.optim import OPTIMIZERS, clip_by_global_norm
+from rnnscope.model.probes import strongest_units
 from rnnscope.model.sample import sample
 from rnnscope.model.train import TrainConfig, TrainEvent, TrainingDiverged, TrainState, corpus_sha256, train
 from rnnscope.model.vocab import Vocab
@@ -111,11 +113,15 @@ class Cadence:
     sample_every_steps: int
     sample_temperatures: tuple[float, ...]
     sample_length: int
+    # Concept strengths are recorded at a checkpoint only while their time stays within this
+    # share of the time trained since the last recording (the first and last always).
+    concept_share: float = 0.05
 
     @classmethod
     def of(cls, settings) -> Cadence:
         return cls(settings.checkpoint_every_steps, settings.checkpoint_every_seconds, settings.flush_seconds,
-                   settings.sample_every_steps, tuple(settings.sample_temperatures), settings.sample_length)
+                   settings.sample_every_steps, tuple(settings.sample_temperatures), settings.sample_length,
+                   settings.concept_share)
 
 
 @dataclass
@@ -132,6 +138,7 @@ class Job:
     corpus_name: str
     passage: str
     cadence: Cadence
+    concept_text: str = ""                  # the fixed stretch of validation text concepts are probed on
 
     def model(self, params: dict[str, np.ndarray], state: TrainState | None = None,
               stopped: str | None = None) -> LanguageModel:
@@ -165,6 +172,7 @@ class Checkpoint:
     state: TrainState
     model: LanguageModel
     profile: dict                           # the gradient profile at state.step, JSON-ready
+    concepts: dict | None = None            # concept strengths of state.params, when recorded
 
 
 @dataclass
@@ -193,7 +201,7 @@ def run_attempt(job: Job, resume: TrainState | None, emit: Emit, should_stop: Ca
         reporter.flush()
         emit(Ended(None, str(e)))
         return
-    reporter.checkpoint(state, model)
+    reporter.checkpoint(state, model, final=True)
     emit(Ended(stopped))
 
 
@@ -212,6 +220,8 @@ class Reporter:
         self.base_seconds = resume.seconds if resume else 0.0
         self.started = time.monotonic()
         self.last_flush = self.last_checkpoint = self.started
+        self.last_concepts: float | None = None      # when concepts were last recorded
+        self.concept_seconds = 0.0                    # and how long that took
 
     def __call__(self, e: TrainEvent) -> None:
         self.latest = e
@@ -259,9 +269,32 @@ class Reporter:
     def flush(self) -> None:
         self.emit(self.progress())
 
-    def checkpoint(self, state: TrainState, model: LanguageModel) -> None:
-        self.emit(Checkpoint(self.progress(), state, model, self.profile(self.job.model(state.params))))
+    def checkpoint(self, state: TrainState, model: LanguageModel, final: bool = False) -> None:
+        current = self.job.model(state.params)
+        concepts = self.concepts(current) if final or self.concepts_due() else None
+        self.emit(Checkpoint(self.progress(), state, model, self.profile(current), concepts))
         self.last_checkpoint = time.monotonic()
+
+    def concepts_due(self) -> bool:
+        """Whether recording now keeps its time within concept_share of the time trained
+        since the last recording: a checkpoint is skipped, rather than training slowed."""
+        if not self.job.concept_text:
+            return False
+        if self.last_concepts is None:
+            return True
+        share = self.cadence.concept_share
+        return share > 0 and self.concept_seconds <= share * (time.monotonic() - self.last_concepts)
+
+    def concepts(self, model: LanguageModel) -> dict | None:
+        """model.probes.strongest_units on the fixed stretch, JSON-ready; None without one."""
+        if not self.job.concept_text:
+            return None
+        start = time.monotonic()
+        found, skipped = strongest_units(model, self.job.concept_text)
+        self.last_concepts = time.monotonic()
+        self.concept_seconds = self.last_concepts - start
+        return {"chars": len(self.job.concept_text), "seconds": round(self.concept_seconds, 4),
+                "concepts": [asdict(f) for f in found], "skipped": skipped}
 
     def profile(self, model: LanguageModel) -> dict:
         """model.analysis.gradient_through_time on the fixed passage, JSON-ready."""

@@ -20,10 +20,12 @@ from ..web.pages import templates
 from ..web.schemas import ErrorMessage
 from ..web.security import Requester
 from .corpora import split_sizes
-from .schemas import (Attempt, GradientHistory, GradientLayerHistory, Metrics, Run, RunConfig, RunCreated,
-                      RunDetail, Sample, StepEvent, TrainingCapacity)
+from rnnscope.model.probes import CONCEPTS
+
+from .schemas import (Attempt, ConceptCurve, ConceptHistory, ConceptUnit, GradientHistory, GradientLayerHistory,
+                      Metrics, Run, RunConfig, RunCreated, RunDetail, Sample, Snapshot, StepEvent, TrainingCapacity)
 from .service import INSUFFICIENT_STORAGE, Training, TrainingDep
-from .store import ACTIVE, QueueFull, remaining_seconds
+from .store import ACTIVE, QueueFull, remaining_seconds, snapshot_id
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 capacity_router = APIRouter(prefix="/api/training", tags=["runs"])
@@ -124,9 +126,11 @@ def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep,
     name = config.name or f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on {corpus['name']}"
     limits = training.queue_limits()
     try:
-        run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
-                                        limits.runs, requester.owner, corpus_sha256=corpus["sha256"],
-                                        step_seconds=step_seconds, limits=limits)
+        if True:
+            training.check_budgets(config, corpus, requester.owner)
+            run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
+                                            limits.runs, requester.owner, corpus_sha256=corpus["sha256"],
+                                            step_seconds=step_seconds, limits=limits)
     except QueueFull as e:
         raise queue_refusal(e, step_seconds) from None
     except LookupError:
@@ -338,8 +342,7 @@ def delete_run(run: RunDep, training: TrainingDep, requester: RequesterDep) -> R
     if not training.store.delete_run(run_id, running_ok=stranded):
         raise HTTPException(409, f"run {run_id} is training; cancel it first")
     training.unpublish(run_id)
-    training.paths.model(run_id).unlink(missing_ok=True)
-    training.paths.train_state(run_id).unlink(missing_ok=True)
+    training.delete_run_files(run_id)
     return Response(status_code=204)
 
 
@@ -359,6 +362,54 @@ def read_gradients(run: RunDep, training: TrainingDep) -> GradientHistory:
     return GradientHistory(passage=first["passage"], position=first["position"], target=first["target"],
                            steps=[s for s, _ in profiles], loss=[p["loss"] for _, p in profiles],
                            layers=layers)
+
+
+# A concept counts as having a cell once its best unit's strength reaches this: AUC 0.925 or
+# |r| 0.85. Between the bundled python model's soft comment unit (0.78) and its clear inline-
+# string unit (0.93), issue 23: a unit at 0.85 colours a passage so a reader sees the concept.
+CELL_THRESHOLD = 0.85
+
+
+def concept_curves(recorded: list[tuple[int, dict]]) -> ConceptHistory:
+    """Per concept, its best unit at each recorded step, and where it first reached CELL_THRESHOLD."""
+    steps = [step for step, _ in recorded]
+    by_step = [{c["concept"]: c for c in r["concepts"]} for _, r in recorded]
+    skipped = {name: why for _, r in recorded for name, why in r["skipped"].items()}
+    names = [name for name in CONCEPTS if any(name in b for b in by_step)]
+    curves = []
+    for name in names:
+        best = [None if name not in b else ConceptUnit(**{k: b[name][k] for k in ConceptUnit.model_fields})
+                for b in by_step]
+        at_start = best[0] is not None and best[0].strength >= CELL_THRESHOLD
+        formed = None
+        if not at_start:
+            formed = next((s for s, u in zip(steps, best) if u is not None and u.strength >= CELL_THRESHOLD), None)
+        concept = CONCEPTS[name]
+        curves.append(ConceptCurve(concept=name, description=concept.description, graded=concept.graded, best=best,
+                                   formed_step=formed, at_start=at_start))
+    return ConceptHistory(text="", steps=steps, threshold=CELL_THRESHOLD, concepts=curves,
+                          skipped={k: v for k, v in skipped.items() if k not in names})
+
+
+@router.get("/{run_id}/concepts", response_model=ConceptHistory, responses=NOT_FOUND)
+@rendered_in_thread
+def read_concepts(run: RunDep, training: TrainingDep) -> ConceptHistory:
+    """The best unit for each concept and its strength (as the probe ranks it) on a fixed
+    stretch of the run's validation text, at the checkpoints where it was recorded (skipped
+    when recording would take more than RNNSCOPE_CONCEPT_SHARE of the training time).
+    Empty until the first checkpoint."""
+    recorded = training.store.concept_strengths(run["id"])
+    history = concept_curves(recorded)
+    if recorded:
+        history.text = training.concept_text(run, recorded[0][1]["chars"])
+    return history
+
+
+@router.get("/{run_id}/snapshots", response_model=list[Snapshot], responses=NOT_FOUND)
+def read_snapshots(run: RunDep, training: TrainingDep) -> list[Snapshot]:
+    """The run's weights kept at a few steps (RNNSCOPE_RUN_SNAPSHOTS, spread over the run),
+    each served as a model: open one in any view by its model_id."""
+    return [Snapshot(step=s, model_id=snapshot_id(run["id"], s)) for s in training.paths.snapshot_steps(run["id"])]
 
 
 @page_router.get("/train", response_class=HTMLResponse, include_in_schema=False)

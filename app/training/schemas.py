@@ -223,6 +223,46 @@ class GradientHistory(BaseModel):
     layers: list[GradientLayerHistory]
 
 
+class ConceptUnit(BaseModel):
+    """The unit that tracks a concept best at one checkpoint, as POST /api/models/{id}/probe
+    ranks it first on the same text."""
+
+    layer: int
+    quantity: str
+    unit: int
+    score: float = Field(description="AUC for a binary concept, Pearson r for a graded one.")
+    strength: float = Field(description="|2 AUC - 1| or |r|, in [0, 1].")
+
+
+class ConceptCurve(BaseModel):
+    concept: str
+    description: str
+    graded: bool
+    best: list[ConceptUnit | None] = Field(description="Per recorded step (ConceptHistory.steps); null where "
+                                                       "the concept was left out.")
+    formed_step: int | None = Field(description="The first recorded step whose strength reached the threshold "
+                                                "after being below it; null if it never did, or was there from "
+                                                "the first recording.")
+    at_start: bool = Field(description="Already at the threshold at the first recording: a concept the current "
+                                       "character tells (a space, a letter), which needs no memory to track.")
+
+
+class ConceptHistory(BaseModel):
+    """How well the best unit tracks each concept, at the checkpoints where it was recorded:
+    on a fixed stretch of the run's validation text."""
+
+    text: str = Field(description="The stretch probed: the start of the run's validation text.")
+    steps: list[int]
+    threshold: float = Field(description="The strength at which a concept counts as having a cell.")
+    concepts: list[ConceptCurve]
+    skipped: dict[str, str] = Field(description="Concepts left out, and why: constant on the text.")
+
+
+class Snapshot(BaseModel):
+    step: int
+    model_id: str = Field(description="Serves the run's weights at this step in every view.")
+
+
 class TrainingNode(BaseModel):
     where: str = Field(description='"this server", or a Ray node\'s address and id.')
     cpus: float = Field(description="CPUs it offers to training runs.")

@@ -34,11 +34,12 @@ from ..inference.registry import ModelRegistry, UnknownModelError, make_entry
 from ..settings import Settings
 from ..web.errors import ErrorResponse, invalid, on_unexpected_error
 from ..web.schemas import ErrorMessage
-from .attempt import seconds_per_step
+from .attempt import gradient_passage, seconds_per_step
 from .corpora import parameters
 from .executors import make_executor
 from .schemas import RunConfig
-from .store import DataPaths, QueueLimits, Store, is_sha256, model_id
+from .snapshots import remove_snapshots, snapshot_bytes
+from .store import DataPaths, QueueLimits, Store, is_sha256, model_id, snapshot_id
 from .worker import Trainer
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class Training:
         # Placing and removing texts (corpora/<sha256>.txt), one at a time: an upload that finds a
         # text stored must not see it removed by a delete that found it unused a moment before.
         self.texts_lock = threading.Lock()
+        # Admitting a run, one at a time: its quotas and disk checks and its row in the queue
+        # together, so two runs started at once cannot both pass a quota only one fits.
+        self.admission_lock = threading.Lock()
         self.remove_orphans()
         self.registry = registry
         self.on_models_changed = on_models_changed
@@ -97,7 +101,7 @@ class Training:
         root = self.paths.root
         self.adopt_texts_by_id()
         # pathlib's * matches dot files too: .upload-*.tmp and .run-1.safetensors.*.tmp alike.
-        strays = [(p, "left by a write that did not finish") for sub in ("corpora", "runs", "models")
+        strays = [(p, "left by a write that did not finish") for sub in ("corpora", "runs", "models", "snapshots")
                   for p in (root / sub).glob("*.tmp")]
         for path, why in strays:
             if not path.is_file():                # someone's directory: not ours to remove
@@ -226,7 +230,11 @@ class Training:
         cfg = ModelConfig(config.cell, vocab, config.hidden_size, config.num_layers)
         memory = training_peak_bytes(cfg, config.batch_size, config.seq_length, chars, ascii_text,
                                      config.dropout, config.max_steps)
-        return memory, checkpoint_bytes(cfg, config.max_steps)
+        # Its weight snapshots count with its checkpoints: the bound, and one more while a new
+        # one is written before the thinning drops one (the checkpoints' model file is a fifth).
+        snapshots = self.settings.run_snapshots
+        snapshot = snapshot_bytes((checkpoint_bytes(cfg) - 100_000) // 5)
+        return memory, checkpoint_bytes(cfg, config.max_steps) + (snapshots + 1) * snapshot * (snapshots > 0)
 
     def training_memory(self, run: dict) -> int:
         """The bytes a run holds of the memory budget while it trains in this process (none on
@@ -274,7 +282,8 @@ class Training:
 
     def run_files_bytes(self, run_id: int) -> int:
         total = 0
-        for path in (self.paths.model(run_id), self.paths.train_state(run_id)):
+        snapshots = [self.paths.snapshot(run_id, s) for s in self.paths.snapshot_steps(run_id)]
+        for path in (self.paths.model(run_id), self.paths.train_state(run_id), *snapshots):
             try:
                 total += path.stat().st_size
             except OSError:
@@ -355,6 +364,7 @@ class Training:
                 self.publish(run["id"])
             else:
                 self.registry.put(dataclasses.replace(entry, name=run["name"], owner=run["owner"]))
+                self.publish_snapshots(run["id"], run)
 
     def stop(self) -> None:
         try:
@@ -378,12 +388,50 @@ class Training:
             log.warning("cannot serve the model of run %d: %s", run_id, e)
             return
         self.registry.put(entry)
+        self.publish_snapshots(run_id, run)
         self.on_models_changed()
+
+    def publish_snapshots(self, run_id: int, run: dict) -> None:
+        """Serve the run's snapshots on disk (run-7@1800, unlisted, the run's owner's), and no
+        longer those thinned away."""
+        on_disk = {snapshot_id(run_id, s): s for s in self.paths.snapshot_steps(run_id)}
+        prefix = model_id(run_id) + "@"
+        for gone in [i for i in self.registry.ids() if i.startswith(prefix) and i not in on_disk]:
+            self.registry.remove(gone)
+        served = set(self.registry.ids())
+        for sid, step in on_disk.items():
+            if sid in served:
+                continue
+            try:
+                self.registry.put(make_entry(sid, self.paths.snapshot(run_id, step), bundled=False,
+                                             name=f"{run['name']} at step {step:,}", cache=self.registry.cache,
+                                             owner=run["owner"], listed=False))
+            except CheckpointError as e:
+                log.warning("cannot serve snapshot %s: %s", sid, e)
 
     def unpublish(self, run_id: int) -> None:
         if self.registry is not None:
             self.registry.remove(model_id(run_id))
+            prefix = model_id(run_id) + "@"
+            for sid in [i for i in self.registry.ids() if i.startswith(prefix)]:
+                self.registry.remove(sid)
             self.on_models_changed()
+
+    def concept_text(self, run: dict, chars: int) -> str:
+        """The stretch of the run's validation text its concepts were recorded on ("" if its
+        text is gone): the worker's choice (Job.concept_text), made again from the same text."""
+        sha = run.get("corpus_sha256")
+        try:
+            text = self.paths.blob(sha).read_text(encoding="utf-8") if sha else ""
+        except (OSError, ValueError):
+            return ""
+        return gradient_passage(text, chars) if text else ""
+
+    def delete_run_files(self, run_id: int) -> None:
+        """A deleted run's files: its model, training state and snapshots."""
+        self.paths.model(run_id).unlink(missing_ok=True)
+        self.paths.train_state(run_id).unlink(missing_ok=True)
+        remove_snapshots(self.paths, run_id)
 
 
 # ---- dependencies ----------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """What training keeps on disk: an SQLite database (WAL) for corpora, runs and every
 logged step, and beside it the corpus texts and the safetensors files of each run.
 
-<data_dir>/rnnscope.sqlite3                 corpora, runs, metrics, samples, gradient profiles
+<data_dir>/rnnscope.sqlite3                 corpora, runs, metrics, samples, gradient profiles, concepts
 <data_dir>/rnnscope.sqlite3.reserve         room kept for the database's writes on a full disk
 <data_dir>/corpora/<sha256>.txt             a text, decoded and normalised to UTF-8 with \\n, stored once
                                             however many corpus entries (of however many owners) hold it
 <data_dir>/runs/<id>.state.safetensors      a run's resumable training state
 <data_dir>/models/run-<id>.safetensors      a run's model, which the model registry serves
+<data_dir>/snapshots/run-<id>@<step>.safetensors   a few of a run's earlier weights, for the explorer
 
 Each thread gets its own connection, reused for as long as the thread lives and closed
 when it ends: WAL lets readers (request threads) go on while the training worker writes.
@@ -147,6 +148,16 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_owner ON runs (owner, id);
     CREATE INDEX corpora_by_owner ON corpora (owner, id);
     """,
+    # Cells forming (issue 23): at a checkpoint, the best unit for each concept over a fixed
+    # stretch of the run's validation text (app/training/attempt.py Reporter.concepts).
+    """
+    CREATE TABLE concepts (
+        run_id INTEGER NOT NULL,
+        step INTEGER NOT NULL,
+        strengths TEXT NOT NULL,                -- JSON: per concept its best unit and strength
+        PRIMARY KEY (run_id, step)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 STATUSES = ("queued", "running", "completed", "cancelled", "failed", "interrupted")
@@ -187,8 +198,21 @@ class DataPaths:
     def model(self, run_id: int) -> Path:
         return self.root / "models" / f"{model_id(run_id)}.safetensors"
 
+    def snapshot(self, run_id: int, step: int) -> Path:
+        return self.root / "snapshots" / f"{snapshot_id(run_id, step)}.safetensors"
+
+    def snapshot_steps(self, run_id: int) -> list[int]:
+        """The steps of the run's snapshots on disk, in order."""
+        prefix = f"{model_id(run_id)}@"
+        steps = []
+        for path in (self.root / "snapshots").glob(f"{prefix}*.safetensors"):
+            tail = path.name[len(prefix):-len(".safetensors")]
+            if tail.isdigit():
+                steps.append(int(tail))
+        return sorted(steps)
+
     def make_dirs(self) -> None:
-        for sub in ("corpora", "runs", "models"):
+        for sub in ("corpora", "runs", "models", "snapshots"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -199,6 +223,11 @@ def is_sha256(name: str) -> bool:
 def model_id(run_id: int) -> str:
     """The registry id of a run's model; cannot collide with the bundled ids."""
     return f"run-{int(run_id)}"
+
+
+def snapshot_id(run_id: int, step: int) -> str:
+    """The registry id of the run's weights at `step`: run-7@1800."""
+    return f"{model_id(run_id)}@{int(step)}"
 
 
 def finite(x: float | None) -> float | None:
@@ -655,7 +684,7 @@ class Store:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None or (row[0] == "running" and not running_ok):
                 return False
-            for table in ("metrics", "samples", "gradients", "attempts"):
+            for table in ("metrics", "samples", "gradients", "concepts", "attempts"):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             return True
@@ -666,14 +695,16 @@ class Store:
         """Forget what was logged after `after_step`: a resumed run redoes those steps. The
         run's step goes back with its history, so the two agree until the next step lands."""
         with self.write() as db:
-            for table in ("metrics", "samples", "gradients"):
+            for table in ("metrics", "samples", "gradients", "concepts"):
                 db.execute(f"DELETE FROM {table} WHERE run_id = ? AND step > ?", (run_id, after_step))
             db.execute("UPDATE runs SET step = min(step, ?) WHERE id = ?", (after_step, run_id))
 
     def log(self, run_id: int, metrics: Iterable[tuple], run_fields: dict[str, Any],
-            samples: Iterable[tuple[int, float, str]] = (), profile: tuple[int, dict] | None = None) -> None:
+            samples: Iterable[tuple[int, float, str]] = (), profile: tuple[int, dict] | None = None,
+            concepts: tuple[int, dict] | None = None) -> None:
         """One transaction: metric rows (step, loss, grad_norm, clipped, chars/s, lr, epoch,
-        eta, val_loss), the run's summary, samples (step, temperature, text), a gradient profile."""
+        eta, val_loss), the run's summary, samples (step, temperature, text), a gradient
+        profile, concept strengths."""
         with self.write() as db:
             rows = [(run_id, *(finite(v) if isinstance(v, float) else v for v in m)) for m in metrics]
             db.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
@@ -682,6 +713,9 @@ class Store:
             if profile is not None:
                 db.execute("INSERT OR REPLACE INTO gradients VALUES (?, ?, ?)",
                            (run_id, profile[0], json.dumps(profile[1])))
+            if concepts is not None:
+                db.execute("INSERT OR REPLACE INTO concepts VALUES (?, ?, ?)",
+                           (run_id, concepts[0], json.dumps(concepts[1])))
             if run_fields:
                 self.update_run(run_id, db, **run_fields)
 
@@ -710,6 +744,11 @@ class Store:
 
     def gradient_profiles(self, run_id: int) -> list[tuple[int, dict]]:
         rows = self._conn().execute("SELECT step, profile FROM gradients WHERE run_id = ? ORDER BY step",
+                                    (run_id,))
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def concept_strengths(self, run_id: int) -> list[tuple[int, dict]]:
+        rows = self._conn().execute("SELECT step, strengths FROM concepts WHERE run_id = ? ORDER BY step",
                                     (run_id,))
         return [(r[0], json.loads(r[1])) for r in rows]
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rnnscope.model.checkpoint import CheckpointError, load_train_state, save_model, save_train_state
+from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig
 from rnnscope.model.train import TrainState
 from rnnscope.model.vocab import Vocab
@@ -33,6 +34,7 @@ from .attempt import (Cadence, Checkpoint, Ended, Job, Message, Progress, Starte
                       train_config)
 from .execution import Execution, Executor, WorkerLost
 from .schemas import RunConfig
+from .snapshots import keep_snapshot, remove_snapshots, snapshot_bytes
 from .store import DataPaths, Store, model_id
 
 if TYPE_CHECKING:
@@ -47,13 +49,15 @@ def storage_stop(e: OSError | sqlite3.Error) -> str:
             "fixed, to continue from its last checkpoint")
 
 
-def checkpoint_size(c: Checkpoint) -> int:
+def checkpoint_size(c: Checkpoint, snapshots: bool = False) -> int:
     """Bytes a checkpoint's two files take: the model's weights, and the training state's
-    weights, moments, best weights and history (as JSON, HISTORY_JSON_BYTES_PER_STEP a step)."""
+    weights, moments, best weights and history (as JSON, HISTORY_JSON_BYTES_PER_STEP a step);
+    with `snapshots`, and the weight snapshot written beside them."""
     arrays = [*c.model.params.values(), *c.state.params.values(), *c.state.optimizer.values(),
               *(c.state.best_params or {}).values()]
+    snapshot = snapshot_bytes(sum(getattr(a, "nbytes", 0) for a in c.state.params.values())) if snapshots else 0
     return (sum(getattr(a, "nbytes", 0) for a in arrays) + HISTORY_JSON_BYTES_PER_STEP * len(c.state.history.step)
-            + 100_000)                     # headers: names, shapes, config, vocabulary
+            + 100_000 + snapshot)          # headers: names, shapes, config, vocabulary
 
 
 class Recorder:
@@ -82,7 +86,8 @@ class Recorder:
         self.commit(c.progress)
         # Room for both files above the margin, as each is written beside the one it replaces:
         # a checkpoint never spends the margin, nor the store's reserve behind it.
-        size = checkpoint_size(c)
+        keep = self.trainer.settings.run_snapshots
+        size = checkpoint_size(c, snapshots=keep > 0)
         low = self.store.low_space(self.trainer.settings.min_free_bytes + size)
         if low:
             raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} for a checkpoint of {size / 1e6:,.1f} MB: {low}")
@@ -96,8 +101,13 @@ class Recorder:
                 for path in paths:
                     path.unlink(missing_ok=True)
             raise
+        # The weights the concepts were read from (the current ones, not the best kept for the
+        # model), so the explorer at this step shows what the curves measured.
+        current = LanguageModel(c.model.config, c.model.vocab, c.state.params, c.model.train_config, c.model.history)
+        keep_snapshot(self.paths, self.run_id, current, c.state.step, keep)
         self.store.log(self.run_id, [], {"checkpoint_step": c.state.step, "model_id": model_id(self.run_id),
-                                         "seconds": c.state.seconds}, profile=(c.state.step, c.profile))
+                                         "seconds": c.state.seconds}, profile=(c.state.step, c.profile),
+                       concepts=None if c.concepts is None else (c.state.step, c.concepts))
         self.trainer.on_model(self.run_id)
 
 
@@ -288,7 +298,8 @@ class Trainer:
         model_cfg = ModelConfig(cfg.cell, len(vocab), cfg.hidden_size, cfg.num_layers)
         return Job(run["id"], run["name"], cfg, text, vocab, model_cfg, train_config(cfg),
                    corpus["name"] if corpus else f"corpus {cfg.corpus_id} (deleted)",
-                   gradient_passage(text, self.settings.gradient_passage_chars), Cadence.of(self.settings))
+                   gradient_passage(text, self.settings.gradient_passage_chars), Cadence.of(self.settings),
+                   gradient_passage(text, self.settings.concept_text_chars) if self.settings.concept_text_chars else "")
 
     def _resume_state(self, run_id: int) -> TrainState | None:
         """The last checkpoint's training state, None for a fresh start; CheckpointError if unreadable."""
@@ -310,6 +321,7 @@ class Trainer:
                 return
             start_step = 0 if resume is None else resume.step
             self.store.truncate_history(run_id, start_step)
+            remove_snapshots(self.paths, run_id, start_step)     # redone, bit for bit, by this attempt
             attempt = self.store.start_attempt(run_id, start_step)
             outcome, error = self._attempt(run_id, job, resume, attempt)
             attempt_outcome = outcome
