@@ -156,6 +156,16 @@ class Settings(BaseSettings):
     # Metrics are committed in batches: a commit per step of a tiny model would cost more than the step.
     flush_seconds: float = Field(0.5, gt=0)
     gradient_passage_chars: int = Field(100, ge=2, le=2000)
+    # Concepts forming while a run trains (issue 23): at a checkpoint, the best unit for each
+    # concept over this many characters of the run's validation text. 5,000 holds a few dozen
+    # lines, quotes and brackets of prose or code; the probe's own limit is max_probe_chars.
+    concept_text_chars: int = Field(5_000, ge=0, le=20_000)      # 0: no recording
+    # The training time recording may take, at most (the issue's bound): a checkpoint is not
+    # recorded when the last recording took more than this share of the time since it.
+    concept_share: float = Field(0.05, ge=0, le=1)
+    # Weight snapshots kept per run for the explorer's checkpoint slider: 8 show how a cell
+    # forms (a few early, some late) for 8 model files, thinned evenly as the run goes on.
+    run_snapshots: int = Field(8, ge=0, le=64)
     # The preflight's default max_steps aims at this much training time.
     target_run_seconds: float = Field(600.0, gt=0)
     # How often an event stream looks for new steps; each look is one indexed query.
