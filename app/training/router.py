@@ -126,7 +126,7 @@ def start_run(config: RunConfig, training: TrainingDep, requester: RequesterDep,
     name = config.name or f"{config.cell.upper()} {config.num_layers}x{config.hidden_size} on {corpus['name']}"
     limits = training.queue_limits()
     try:
-        if True:
+        with training.admission_lock:           # checked again with the row's insert, as one step
             training.check_budgets(config, corpus, requester.owner)
             run_id = training.store.add_run(name[:100], config.corpus_id, config.model_dump(), config.max_steps,
                                             limits.runs, requester.owner, corpus_sha256=corpus["sha256"],
