@@ -111,6 +111,23 @@ def test_a_burst_cannot_pass_the_compute_bound_together(tmp_path, fixed_step_tim
         assert client.get("/api/training").json()["your_queued_seconds"] == pytest.approx(29.5)
 
 
+def test_a_burst_cannot_pass_the_model_quota_together(tmp_path, fixed_step_time):
+    """The owner's quota of model bytes holds for runs started at once: their checkpoints are
+    checked and their rows added one run at a time, so exactly the runs that fit are queued."""
+    from rnnscope.app.training.schemas import RunConfig
+
+    with TestClient(queue_app(tmp_path), headers=A) as client:
+        held_queue(client)
+        corpus = upload(client, excerpt(5000)).json()
+        training = client.app.state.training
+        disk = training.run_budget(RunConfig.model_validate({"corpus_id": corpus["id"], **TINY, "max_steps": 10}),
+                                   training.store.get_corpus(corpus["id"]))[1]
+        training.settings = training.settings.model_copy(update={"max_model_bytes_per_owner": 3 * disk + disk // 2})
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: queue(client, corpus, A, 10).status_code, range(16)))
+        assert codes.count(201) == 3 and codes.count(413) == 13, codes
+
+
 def test_resuming_counts_against_the_bound(tmp_path, fixed_step_time):
     with TestClient(queue_app(tmp_path, max_queued_seconds_per_owner=10), headers=A) as client:
         held_queue(client)
