@@ -16,4 +16,5 @@ SUITES = {
     "pages": "bench.pages",         # issue 19: time to the first chart in chromium, cold and warm
     "soak": "bench.soak",           # issue 18: a class's mix and attacks for --minutes; open files, RSS, 500s
     "class": "bench.classroom",     # issue 21: students with think time, open loop; p50/p95/p99, refusals
+    "concepts": "bench.concepts",   # issue 23: training slowed by recording concept strengths at checkpoints
 }

@@ -15,6 +15,7 @@ const els = {
   status: $("status"), charmap: $("charmap"), tooltip: $("tooltip"), stats: $("text-stats"),
   variable: $("variable-neurons"), heatmap: $("heatmap"), heatmapTitle: $("heatmap-title"),
   heatmapStatus: $("heatmap-status"), heatmapScale: $("heatmap-scale"), droppedNote: $("dropped-note"),
+  checkpointField: $("checkpoint-field"), checkpoint: $("checkpoint"), checkpointLabel: $("checkpoint-label"),
 };
 
 const QUANTITY_HELP = {
@@ -45,7 +46,11 @@ const state = {
   range: ["unit", "fit"].includes(els.range.dataset.initial) ? els.range.dataset.initial : "auto",
   // Read the text without the characters the model does not know (marked where they were).
   drop: queryParams().get("drop") === "1",
+  // A run's model can be read at one of its kept snapshots (run-7@1800): the step, or null
+  // for the run's model itself (its latest checkpoint, best weights).
+  at: toInt(queryParams().get("at"), null),
 };
+let snapshots = [];       // GET /api/runs/{id}/snapshots when the model is a run's
 let neuronChosen = state.neuron !== null;
 let info = null;          // GET /api/models/{id}
 let passages = [];        // GET /api/models/{id}/passages: texts from the model's own corpus
@@ -58,6 +63,9 @@ let models = [];          // GET /api/models
 const details = new Map();  // model id -> promise of GET /api/models/{id}, for vocabularies
 const cache = new Map();  // "model|layer|quantity|drop|text" -> decoded values
 const nextSignal = latest();
+
+/** The model the page reads with: the chosen one, or its snapshot at the checkpoint chosen. */
+const modelId = () => (state.at !== null ? `${state.model}@${state.at}` : state.model);
 
 // ---- Scales -------------------------------------------------------------------------------
 
@@ -303,7 +311,7 @@ function update({ heatmap = true } = {}) {
 
 function saveQuery() {
   writeQuery({
-    model: state.model, layer: state.layer, quantity: state.quantity, neuron: state.neuron ?? "",
+    model: state.model, at: state.at ?? "", layer: state.layer, quantity: state.quantity, neuron: state.neuron ?? "",
     range: state.range === "auto" ? "" : state.range, drop: state.drop ? 1 : "", text: els.text.value,
     ...groups.query(),
   });
@@ -469,16 +477,16 @@ async function load() {
     setStatus(els.heatmapStatus, "empty", "The heatmap appears once the model has read the text.");
     return;
   }
-  const key = `${state.model}|${state.drop}|${text}`;
+  const key = `${modelId()}|${state.drop}|${text}`;
   const sameText = trace && trace.key === key;
-  const cached = cache.get(`${state.model}|${state.layer}|${state.quantity}|${key}`);
+  const cached = cache.get(`${modelId()}|${state.layer}|${state.quantity}|${key}`);
   if (cached && sameText) {
     values = cached;
     show(drawVariableNeurons());
     return;
   }
   const signal = nextSignal();
-  setStatus(els.status, "loading", `Reading ${text.length.toLocaleString()} characters with ${state.model}…`);
+  setStatus(els.status, "loading", `Reading ${text.length.toLocaleString()} characters with ${modelId()}…`);
   els.read.disabled = true;
   try {
     // float16, not int8: int8 has one scale for the whole array, and a layer whose cell
@@ -487,11 +495,11 @@ async function load() {
     // own precision; float16 keeps three digits of every value at twice int8's bytes.
     const body = { text, layers: [state.layer], quantities: [state.quantity], top_k: 5, encoding: "float16" };
     if (state.drop) body.drop_unknown = true;
-    const data = await api(`/api/models/${encodeURIComponent(state.model)}/trace`, body, { signal });
+    const data = await api(`/api/models/${encodeURIComponent(modelId())}/trace`, body, { signal });
     await plotlyReady();
     const layer = data.layers.find((l) => l.layer === state.layer) || data.layers[0];
     values = decodeQuantity(layer.quantities[state.quantity]);
-    cache.set(`${state.model}|${state.layer}|${state.quantity}|${key}`, values);
+    cache.set(`${modelId()}|${state.layer}|${state.quantity}|${key}`, values);
     if (!sameText) {
       // With drop_unknown the model read a shorter text; the box keeps what was typed and
       // the text on screen shows what was removed, where.
@@ -545,6 +553,7 @@ async function loadModel() {
     return;
   }
   details.set(state.model, Promise.resolve(info));
+  if (!(await loadSnapshots(signal))) return;
   fillLayerAndQuantity();
   fillPassages();
   // Open on the model's own text: when the box is empty or holds another model's passage.
@@ -560,12 +569,47 @@ async function loadModel() {
 function switchModel() {
   state.model = els.model.value;
   state.drop = false;
+  state.at = null;
   loadModel();
+}
+
+// ---- A run's checkpoints ----------------------------------------------------------------
+
+/** The slider's positions: each kept snapshot's step, then the run's own model (null). */
+const checkpointSteps = () => [...snapshots.map((s) => s.step), null];
+
+function drawCheckpoint() {
+  const steps = checkpointSteps();
+  els.checkpoint.max = String(steps.length - 1);
+  els.checkpoint.value = String(Math.max(0, steps.indexOf(state.at)));
+  els.checkpointLabel.textContent = state.at === null ? "latest (best weights)" : `step ${state.at.toLocaleString()}`;
+}
+
+/** For a run's model, its kept snapshots and the slider over them; hidden for other models.
+ * False when a newer request took over. */
+async function loadSnapshots(signal) {
+  const run = /^run-(\d+)$/.exec(state.model);
+  snapshots = [];
+  if (run) {
+    try {
+      snapshots = await api(`/api/runs/${run[1]}/snapshots`, undefined, { signal });
+    } catch (e) { if (isAbort(e)) return false; }
+  }
+  if (!snapshots.some((s) => s.step === state.at)) state.at = null;     // a step since thinned away
+  els.checkpointField.hidden = !snapshots.length;
+  if (snapshots.length) drawCheckpoint();
+  return true;
 }
 
 // ---- Controls ---------------------------------------------------------------------------
 
 els.model.addEventListener("change", switchModel);
+els.checkpoint.addEventListener("input", () => {
+  state.at = checkpointSteps()[Number(els.checkpoint.value)] ?? null;
+  drawCheckpoint();
+  neuronChosen = state.neuron !== null;    // the same unit at every step
+  load();
+});
 els.layer.addEventListener("change", () => { state.layer = Number(els.layer.value); load(); });
 els.quantity.addEventListener("change", () => {
   state.quantity = els.quantity.value;
@@ -626,12 +670,12 @@ function viewNeuron(layer, quantity, neuron, text = null) {
 }
 
 initSelect({
-  charmap: els.charmap, model: () => state.model, text: () => trace?.chars.join("") ?? null,
+  charmap: els.charmap, model: modelId, text: () => trace?.chars.join("") ?? null,
   corpus: () => corpusOnServer, view: viewNeuron,
   open: (text, layer, quantity, neuron) => viewNeuron(layer, quantity, neuron, text),
 });
 const groups = initGroups({
-  charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, rangeHint: els.rangeHint, model: () => state.model,
+  charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, rangeHint: els.rangeHint, model: modelId,
   layer: () => state.layer, quantity: () => state.quantity, text: () => trace?.chars.join("") ?? null,
   save: saveQuery,
   view: viewNeuron,

@@ -12,6 +12,8 @@ const els = {
   runStatus: $("run-status"), runOwner: $("run-owner"), runConfig: $("run-config"), cancel: $("cancel"), resume: $("resume"),
   exploreLink: $("explore-link"), sampleLink: $("sample-link"), progress: $("progress"), doneBanner: $("done-banner"),
   runMessage: $("run-message"), runStats: $("run-stats"), lossChart: $("loss-chart"), gradChart: $("grad-chart"),
+  conceptsChart: $("concepts-chart"), conceptsStatus: $("concepts-status"), conceptsFormed: $("concepts-formed"),
+  conceptsSkipped: $("concepts-skipped"),
   samples: $("samples"), gttChart: $("gtt-chart"), gttStatus: $("gtt-status"), gttLayer: $("gtt-layer"), gttNote: $("gtt-note"), runsTable: $("runs-table"),
   runsStatus: $("runs-status"), runsEveryone: $("runs-everyone"), capacity: $("training-capacity"), runWhere: $("run-where"), attempts: $("attempts"),
 };
@@ -364,6 +366,66 @@ async function drawGradients(runId) {
     “…${g.passage.slice(Math.max(0, g.position - 24), g.position + 1).replace(/\n/g, "↵")}”.`;
 }
 
+// One colour per concept, the same on every run (CONCEPTS' order on the server).
+const CONCEPT_COLOURS = ["#3557d4", "#e8590c", "#2b8a3e", "#d6336c", "#7048e8", "#0c8599", "#e67700", "#5c940d",
+  "#862e9c", "#c92a2a", "#1864ab", "#087f5b", "#a61e4d", "#5f3dc4", "#364fc7", "#d9480f", "#495057"];
+const unitName = (u) => `layer ${u.layer} ${u.quantity} ${u.unit}`;
+
+/** The concepts' strength against step, one line each, the threshold dashed, each concept's
+ * first crossing marked with its unit (GET /api/runs/{id}/concepts). */
+async function drawConcepts(runId) {
+  let c;
+  try {
+    c = await request(`/api/runs/${runId}/concepts`);
+  } catch { return; }
+  if (run?.id !== runId) return;
+  const empty = !c.steps.length;
+  setStatus(els.conceptsStatus, empty ? "empty" : "", "Recorded at checkpoints; none yet.");
+  els.conceptsChart.hidden = empty;
+  els.conceptsFormed.replaceChildren();
+  els.conceptsSkipped.textContent = "";
+  if (empty) return;
+  const traces = c.concepts.map((k, i) => ({
+    name: k.concept, type: "scatter", mode: c.steps.length > 1 ? "lines+markers" : "markers",
+    x: c.steps, y: k.best.map((u) => u?.strength ?? null), marker: { size: 4 },
+    line: { color: CONCEPT_COLOURS[i % CONCEPT_COLOURS.length], width: 1.5 },
+    customdata: k.best.map((u) => (u ? unitName(u) : "")),
+    hovertemplate: `${k.concept} %{y:.3f}<br>%{customdata}<extra></extra>`,
+  }));
+  const formed = c.concepts.filter((k) => k.formed_step != null);
+  const annotations = formed.map((k) => {
+    const at = c.steps.indexOf(k.formed_step);
+    const colour = CONCEPT_COLOURS[c.concepts.indexOf(k) % CONCEPT_COLOURS.length];
+    return { x: k.formed_step, y: k.best[at].strength, text: `${k.concept} cell, step ${k.formed_step.toLocaleString()}`,
+      showarrow: true, arrowhead: 2, arrowsize: 0.8, ax: -30, ay: 28 + 18 * (formed.indexOf(k) % 4),
+      font: { size: 11, color: colour }, arrowcolor: colour, bgcolor: "rgba(255,255,255,0.85)" };
+  });
+  Plotly.react(els.conceptsChart, traces, layout({
+    hovermode: "closest", height: 340, annotations,
+    legend: { orientation: "v", x: 1.01, y: 1, xanchor: "left", bgcolor: "rgba(0,0,0,0)", font: { size: 11 } },
+    margin: { l: 56, r: 120, t: 10, b: 44 },
+    xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4" },
+    yaxis: { title: { text: "strength of the best unit" }, range: [0, 1.02], gridcolor: "#eef0f4" },
+    shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: c.threshold, y1: c.threshold,
+      line: { color: "#868e96", dash: "dash", width: 1 } }],
+  }), PLOT_CONFIG);
+  // In words: when each cell appeared, and where to see it (the snapshot nearest after, if kept).
+  for (const k of formed) {
+    const u = k.best[c.steps.indexOf(k.formed_step)];
+    const p = document.createElement("span");
+    p.className = "formed";
+    p.dataset.concept = k.concept;
+    p.textContent = `A ${k.concept} cell appears at step ${k.formed_step.toLocaleString()}: ${unitName(u)}, strength ${u.strength.toFixed(2)}. `;
+    els.conceptsFormed.append(p);
+  }
+  const atStart = c.concepts.filter((k) => k.at_start).map((k) => k.concept);
+  const notes = [];
+  if (atStart.length) notes.push(`Above ${c.threshold} from the first checkpoint, so not marked: ${atStart.join(", ")} (the character being read tells them; no memory needed).`);
+  const skipped = Object.entries(c.skipped);
+  if (skipped.length) notes.push(`Left out, constant on this text: ${skipped.map(([k, why]) => `${k} (${why})`).join(", ")}.`);
+  els.conceptsSkipped.textContent = notes.join(" ");
+}
+
 function drawRun(r) {
   run = r;
   els.runCard.hidden = false;
@@ -413,6 +475,7 @@ function drawRun(r) {
   if (r.checkpoint_step !== lastCheckpoint) {
     lastCheckpoint = r.checkpoint_step;
     drawGradients(r.id);
+    drawConcepts(r.id);
   }
 }
 
@@ -521,6 +584,7 @@ function watch(id) {
     drawPending();
     drawRun(JSON.parse(msg.data));
     drawGradients(id);
+    drawConcepts(id);
     loadRuns();
     // The event's run has no attempts: the last one's outcome comes with the full record.
     request(`/api/runs/${id}`).then((r) => { if (run?.id === id) drawRun(r); }).catch(() => {});
