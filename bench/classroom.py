@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import machine_info, render_table
-from .http import code_version, log_tail, percentiles, server
+from .http import REPO, code_version, log_tail, percentiles, server
 
 PAGES = ("explore", "gradients", "probe", "sample", "gates", "states")
 ONE_MODEL = "lstm"                             # what the pages choose when nothing is asked
@@ -45,6 +45,10 @@ COMPARED = ("rnn", "gru", "lstm")              # the gradients page's default co
 PROBE_CONCEPTS = ("vowel", "word_start", "whitespace", "upper", "line_position")
 OWNER_HEADER = "X-Rnnscope-Owner"
 CONNECTIONS_PER_STUDENT = 6                    # a browser's connections per host
+# Below `rnnscope serve`'s keep-alive (5 s, uvicorn's): with httpx's default, also 5 s, a
+# connection idle for a think time was sometimes reused just as the server closed it (a
+# ReadError in the first 30-student run), a race a browser hides by sending again.
+KEEPALIVE_SECONDS = 4.0
 # Far above any target: a slow answer is a latency to report, not an error.
 REQUEST_TIMEOUT = 120.0
 # The settings that shape what a class waits for, shown beside the figures (the server reads
@@ -213,8 +217,9 @@ def tree_cpu_seconds(pid: int) -> float:
 async def open_loop(url: str, the_plan: Plan, students: int, think: float, seconds: float, seed: int,
                     drain: float, sample_every: float, server_pid: int) -> dict:
     import httpx
-    limits = httpx.Limits(max_connections=CONNECTIONS_PER_STUDENT,
-                          max_keepalive_connections=CONNECTIONS_PER_STUDENT)
+    per_student = CONNECTIONS_PER_STUDENT
+    limits = httpx.Limits(max_connections=per_student, max_keepalive_connections=per_student,
+                          keepalive_expiry=KEEPALIVE_SECONDS)
     clients = [httpx.AsyncClient(base_url=url, headers={OWNER_HEADER: secrets.token_urlsafe()}, limits=limits,
                                  timeout=REQUEST_TIMEOUT, trust_env=False) for _ in range(students)]
     deck = Deck(random.Random(seed))
@@ -352,6 +357,8 @@ def closed_loop(url: str, clients: int, seconds: float) -> dict:
 def run(args) -> dict:
     import httpx
     from rnnscope.app.settings import Settings
+
+    import rnnscope
     settings = Settings()
     quick = args.quick
     students = min(args.students, 3) if quick else args.students
@@ -362,6 +369,9 @@ def run(args) -> dict:
     result = {"suite": "class", "quick": quick, "machine": machine_info(), "code": code_version(),
               "students": students, "think_seconds": think, "minutes": minutes, "seed": args.class_seed,
               "settings": {k: getattr(settings, k, None) for k in SETTINGS_SHOWN},
+              # The server imports what this process imports: the working tree, unless PYTHONPATH
+              # names another copy (a commit's clean install, to measure it without today's edits).
+              "rnnscope_path": str(Path(rnnscope.__file__).resolve().parent),
               # Inherited by the server: settings that change what is measured.
               "env": {k: v for k, v in os.environ.items()
                       if k.startswith(("RNNSCOPE_", "OPENBLAS_", "OMP_", "MALLOC_"))}}
@@ -411,8 +421,10 @@ def table(result: dict) -> str:
          f"(exponential), open loop, {result['minutes']:g} min{quick}"),
         (f"CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; load average (1/5/15 min) {loads} at the "
          f"start, {loads_end} at the end"),
-        f"code: commit {code['commit']}"
-        + (f" + uncommitted changes to {', '.join(code['modified'])}" if code["modified"] else "")
+        (f"code: commit {code['commit']}"
+         + (f" + uncommitted changes to {', '.join(code['modified'])}" if code["modified"] else "")
+         if result["rnnscope_path"].startswith(str(REPO)) else
+         f"code: rnnscope imported from {result['rnnscope_path']} (PYTHONPATH), not this working tree")
         + (f"; environment: {env}" if env else ""),
         "server settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items()),
         ""]
