@@ -105,7 +105,7 @@ def test_a_large_file_is_served_plain_until_its_gzip_is_ready(tmp_path):
 
 def test_pages_link_their_files_by_content_hash_and_those_urls_are_immutable(client):
     html = client.get("/explore").text
-    for name, source in (("vendor/plotly-cartesian.min.js", PLOTLY_PAGES_JS),
+    for name, source in (("vendor/plotly-pages.min.js", PLOTLY_PAGES_JS),
                          ("css/site.css", STATIC_DIR / "css" / "site.css"),
                          ("js/explore.js", STATIC_DIR / "js" / "explore.js")):
         url = linked(html, name)
@@ -247,7 +247,7 @@ def test_docs_pages_are_clean_in_a_browser_and_lead_back_to_the_app(browser, liv
 
 
 def test_the_pages_plotly_bundle_has_every_trace_type_they_draw(browser, live_server):
-    """The pages load plotly.js's cartesian bundle, not the full one: a trace type outside it
+    """The pages load plotly.js with only the trace types they draw, not the full one: a trace type outside it
     would draw nothing."""
     import plotly.graph_objects as go
     from plotly.basedatatypes import BaseTraceType

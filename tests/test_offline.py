@@ -185,7 +185,7 @@ def test_every_page_and_asset_is_local(app, client):
                 queue += css_references(ref, r.text)
     assert {"/static/vendor/swagger-ui-bundle.js", "/static/vendor/swagger-ui.css",
             "/static/vendor/redoc.standalone.js", "/static/vendor/favicon.png",
-            "/static/vendor/plotly-cartesian.min.js", "/static/css/site.css"} <= set(fetched)
+            "/static/vendor/plotly-pages.min.js", "/static/css/site.css"} <= set(fetched)
     assert not problems, "\n".join(problems)
 
 

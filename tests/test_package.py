@@ -150,7 +150,7 @@ def test_installed_server_serves_every_page_and_asset(installed_server):
                 failures.append(f"{path}: {r.status_code}, {len(r.content)} bytes")
         models = client.get("/api/models").json()
     assert KNOWN_PAGES <= set(pages), sorted(KNOWN_PAGES - set(pages))
-    assert {"/static/css/site.css", "/static/vendor/plotly-cartesian.min.js",
+    assert {"/static/css/site.css", "/static/vendor/plotly-pages.min.js",
             "/static/vendor/swagger-ui-bundle.js"} <= assets
     assert not failures, failures
     assert {"lstm", "gru", "rnn"} <= {m["id"] for m in models}, "the bundled models did not load"

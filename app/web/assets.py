@@ -3,10 +3,10 @@
 static/ and templates/ live at the repository's root, beside app/, and are packed into the
 wheel as rnnscope/static and rnnscope/templates, again beside rnnscope/app (pyproject.toml's
 package-dir). Browser libraries come from installed Python packages (Swagger UI, ReDoc) or
-are checked in under static/vendor (Plotly's cartesian bundle), so the site, /docs and /redoc
-included, works offline.
+are checked in under static/vendor (plotly.js with the pages' trace types), so the site,
+/docs and /redoc included, works offline.
 
-Every file under /static is served the same way (issue 19: Plotly is 1.5 MB, 4.8 MB in full):
+Every file under /static is served the same way (issue 19: Plotly is 1.2 MB, 4.8 MB in full):
 - gzip when the request accepts it: text formats only, compressed once per process and kept
   in memory (plotly.min.js takes ~0.6 s at level 9, far too long to spend per request; large
   files are compressed in a background thread, and served uncompressed until that is done);
@@ -60,13 +60,12 @@ def package_dir(name: str) -> Path:
 
 VENDOR_URL = "/static/vendor"
 PLOTLY_JS = package_dir("plotly") / "package_data" / "plotly.min.js"
-# What the pages load: plotly.js's "cartesian" bundle (scatter, bar, heatmap and nine more trace
-# types, every one the pages draw), the same plotly.js version as plotly.min.js, whose 4.8 MB
-# (every trace type, maps and 3-D included) cost a browser 1.5-2 s of CPU to run before a page's
-# script could start, against 1.0 s for these 1.5 MB (issue 19). It is npm's
-# plotly.js-cartesian-dist-min, checked in under static/vendor with its licence; to update it,
-# `npm pack plotly.js-cartesian-dist-min@<the version plotly.min.js names in its header>`.
-PLOTLY_PAGES_JS = STATIC_DIR / "vendor" / "plotly-cartesian.min.js"
+# What the pages load: plotly.js with only the trace types they draw (scatter, bar, heatmap), the
+# same plotly.js version as plotly.min.js, built by tools/plotly-bundle and checked in under
+# static/vendor with its licence. A browser runs a bundle before a page can draw: plotly.min.js
+# (4.8 MB, every trace type, maps and 3-D) took 1.5-2 s of CPU, npm's 1.5 MB cartesian bundle
+# about 0.7 s, these 1.2 MB about half of that (issue 19; tools/plotly-bundle/README.md).
+PLOTLY_PAGES_JS = STATIC_DIR / "vendor" / "plotly-pages.min.js"
 # Served name -> the file as its package ships it. fastapi-offline ships Swagger UI 5's and
 # ReDoc 2's standalone builds and FastAPI's icon, the files /docs and /redoc would take from a CDN.
 VENDOR_FILES = {
@@ -76,7 +75,7 @@ VENDOR_FILES = {
        for name in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")},
 }
 # Compressed as the app starts: what the pages and /docs load. (plotly.min.js is still served,
-# for links made before the pages moved to the cartesian bundle, and compressed when asked for.)
+# for links made before the pages moved to their own bundle, and compressed when asked for.)
 WARM_AT_START = [path for path in VENDOR_FILES.values() if path != PLOTLY_JS]
 # ReDoc 2 draws Redocly's logo beside "API docs by Redocly" from their CDN, with no option to
 # leave it out; /redoc's Content-Security-Policy refuses it, which the browser reports as an

@@ -46,7 +46,8 @@ function plot(el, key, traces, lay) {
   drawn[key] = true;
 }
 
-/** Three rows sharing one x axis (characters): loss, saliency, ||dL/dh_k|| of the top layer. */
+/** Three rows sharing one x axis (characters): loss, saliency, ||dL/dh_k|| of the top layer; a
+ * result without saliency or gradients (not answered yet) leaves its rows empty. */
 function drawChars(results, chars, position, cols) {
   const traces = [];
   const x = chars.map((_, t) => t);
@@ -55,11 +56,15 @@ function drawChars(results, chars, position, cols) {
     const c = cols[r.id];
     traces.push({ x: x.slice(1), y: r.trace.loss, name: r.id, legendgroup: r.id, line: { color: c, width: 1.6 },
       customdata: labels.slice(1), hovertemplate: `${r.id}: %{y:.2f} nats (predicting %{customdata})<extra></extra>`, yaxis: "y" });
-    traces.push({ x: x.slice(0, position + 1), y: r.saliency.saliency, name: r.id, legendgroup: r.id, showlegend: false,
-      line: { color: c, width: 1.6 }, hovertemplate: `${r.id}: %{y:.3g}<extra></extra>`, yaxis: "y2" });
-    const top = r.gradients.layers[r.gradients.layers.length - 1];
-    traces.push({ x: x.slice(0, position + 1), y: top.h_grad_norm, name: r.id, legendgroup: r.id, showlegend: false,
-      line: { color: c, width: 1.6 }, hovertemplate: `${r.id}: %{y:.3g}<extra></extra>`, yaxis: "y3" });
+    if (r.saliency) {
+      traces.push({ x: x.slice(0, position + 1), y: r.saliency.saliency, name: r.id, legendgroup: r.id, showlegend: false,
+        line: { color: c, width: 1.6 }, hovertemplate: `${r.id}: %{y:.3g}<extra></extra>`, yaxis: "y2" });
+    }
+    if (r.gradients) {
+      const top = r.gradients.layers[r.gradients.layers.length - 1];
+      traces.push({ x: x.slice(0, position + 1), y: top.h_grad_norm, name: r.id, legendgroup: r.id, showlegend: false,
+        line: { color: c, width: 1.6 }, hovertemplate: `${r.id}: %{y:.3g}<extra></extra>`, yaxis: "y3" });
+    }
   }
   const ticks = chars.length <= 160;
   plot(els.chars, "chars", traces, layout({
@@ -196,8 +201,11 @@ async function compare() {
       return r;
     }));
     const cols = modelColours(models);
-    const first = await gather(["trace", "saliency", "gradients"]);
+    // The losses first (a trace is the quickest answer), the gradient rows as soon as theirs come.
+    const losses = await gather(["trace"]);
     await plotlyReady();
+    drawChars(losses, chars, position, cols);
+    const first = await gather(["trace", "saliency", "gradients"]);
     drawChars(first, chars, position, cols);
     setStatus(els.status, "loading", "Measuring how far back each model remembers…");
     const results = await gather(["trace", "saliency", "gradients", "horizon", "gates"]);
