@@ -202,7 +202,7 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(shape):
 def test_checkpoints_count_against_the_owners_and_everyones_model_quota(tmp_path):
     size = checkpoint_bytes(ModelConfig("lstm", 60, 128, 1), 10)
     with TestClient(build_app(tmp_path, **FAST, max_model_bytes_per_owner=int(2.5 * size),
-                              max_model_bytes_total=int(3.5 * size)), headers=OWNER) as client:
+                              max_model_bytes_total=int(3.5 * size), run_snapshots=0), headers=OWNER) as client:
         client.app.state.training.trainer.stop()     # runs stay queued: their checkpoints still count
         corpus = upload(client, excerpt(5_000)).json()
         run = {"corpus_id": corpus["id"], **TINY, "hidden_size": 128, "max_steps": 10}
@@ -231,8 +231,8 @@ def test_a_checkpoint_that_cannot_fit_leaves_nothing_and_spends_no_reserve(tmp_p
     """The issue's tiny margin: a failed checkpoint left 13.6 MB behind and ate the store's
     4 MB reserve, after which DELETE answered 507."""
     with tmpfs(tmp_path / "data", "32m") as data_dir, \
-            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 50}, min_free_bytes=1 * MB),
-                       headers=OWNER) as client:
+            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 50}, min_free_bytes=1 * MB,
+                                 run_snapshots=0), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
         reserve = data_dir / "rnnscope.sqlite3.reserve"
         assert reserve.exists()
@@ -322,8 +322,8 @@ def test_cancel_on_a_full_disk_cancels_and_the_run_can_be_deleted(tmp_path):
     """The final checkpoint of a cancelled run cannot fit: the run is cancelled all the same
     (not interrupted), nothing of the checkpoint stays, and the run can be deleted."""
     with tmpfs(tmp_path / "data", "32m") as data_dir, \
-            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 100_000}, min_free_bytes=1 * MB),
-                       headers=OWNER) as client:
+            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 100_000}, min_free_bytes=1 * MB,
+                                 run_snapshots=0), headers=OWNER) as client:
         corpus = upload(client, excerpt(20_000)).json()
         run_id = start(client, corpus, hidden_size=256, max_steps=20_000)     # checkpoints of ~7 MB
         wait_for(client, run_id, ("running",), step=lambda s: s > 2)

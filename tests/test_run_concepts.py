@@ -122,3 +122,23 @@ def test_no_recording_when_it_would_cost_more_than_its_share(tmp_path):
         run_id = start(c, new_corpus(c), max_steps=100)
         wait_for(c, run_id)
         assert c.get(f"/api/runs/{run_id}/concepts").json()["steps"] == [20, 100]
+
+
+def test_snapshots_count_against_the_owners_quota(tmp_path):
+    """A quota that holds a run's checkpoints but not its snapshots too refuses it, naming them."""
+    from rnnscope.app.inference.compute import checkpoint_bytes
+    from rnnscope.model.network import ModelConfig
+
+    with TestClient(build_app(tmp_path, **RECORD_ALL, run_snapshots=8), headers=OWNER) as client:
+        client.app.state.training.trainer.stop()      # runs stay queued: what they will take counts
+        corpus = new_corpus(client)
+        cfg = ModelConfig("lstm", corpus["preflight"]["vocab_size"], 128, 1)
+        checkpoints = checkpoint_bytes(cfg, 10)
+        training = client.app.state.training
+        training.settings = training.settings.model_copy(update={"max_model_bytes_per_owner": int(1.5 * checkpoints)})
+        run = {"corpus_id": corpus["id"], "cell": "lstm", "hidden_size": 128, "num_layers": 1, "batch_size": 4,
+               "seq_length": 16, "max_steps": 10}
+        r = client.post("/api/runs", json=run)
+        assert r.status_code == 413 and "checkpoints and snapshots" in r.json()["detail"], r.text
+        training.settings = training.settings.model_copy(update={"run_snapshots": 0})
+        assert client.post("/api/runs", json=run).status_code == 201

@@ -26,7 +26,8 @@ from rnnscope.model.data import num_batches
 from rnnscope.model.layers import one_blas_thread
 from rnnscope.model.network import ModelConfig
 
-from ..inference.compute import HISTORY_BYTES_PER_STEP, checkpoint_bytes, training_peak_bytes
+from ..inference.compute import (HISTORY_BYTES_PER_STEP, checkpoint_bytes, every_unit, reading_bytes,
+                                 training_peak_bytes)
 from ..inference.compute_gate import ComputeGate
 from ..inference.limits import Limit
 from ..inference.lru import LRU
@@ -222,19 +223,31 @@ class Training:
     # ---- budgets: a run's memory and disk, known from its shape before it is queued ---------------
 
     def run_budget(self, config: RunConfig, corpus: dict | None) -> tuple[int, int]:
-        """(peak bytes of memory while it trains, bytes of its checkpoints on disk). Without its
-        corpus entry (deleted while the run waits), the vocabulary's limit stands in for its size."""
+        """(peak bytes of memory while it trains, bytes of its checkpoints and snapshots on disk).
+        Without its corpus entry (deleted while the run waits), the vocabulary's limit stands in
+        for its size."""
+        memory, checkpoints, snapshots = self.run_parts(config, corpus)
+        return memory, checkpoints + snapshots
+
+    def run_parts(self, config: RunConfig, corpus: dict | None) -> tuple[int, int, int]:
+        """run_budget's memory, and its disk in two: the checkpoints (replaced at each one) and
+        the snapshots (written beside the others)."""
         vocab = corpus["preflight"]["vocab_size"] if corpus else self.settings.max_vocab
         chars = corpus["chars"] if corpus else self.settings.max_upload_bytes
         ascii_text = bool(corpus) and corpus["bytes"] <= corpus["chars"]      # UTF-8: a byte a character
         cfg = ModelConfig(config.cell, vocab, config.hidden_size, config.num_layers)
         memory = training_peak_bytes(cfg, config.batch_size, config.seq_length, chars, ascii_text,
                                      config.dropout, config.max_steps)
+        if self.settings.concept_text_chars:
+            # Recording concepts at a checkpoint reads every unit over the stretch (float32) and
+            # ranks it (a float64 copy for graded concepts): 3 floats a unit and character, on
+            # top of the training step's peak to be safe (it runs between steps).
+            memory += reading_bytes(cfg, self.settings.concept_text_chars, 3 * every_unit(cfg))
         # Its weight snapshots count with its checkpoints: the bound, and one more while a new
         # one is written before the thinning drops one (the checkpoints' model file is a fifth).
-        snapshots = self.settings.run_snapshots
-        snapshot = snapshot_bytes((checkpoint_bytes(cfg) - 100_000) // 5)
-        return memory, checkpoint_bytes(cfg, config.max_steps) + (snapshots + 1) * snapshot * (snapshots > 0)
+        keep = self.settings.run_snapshots
+        snapshots = (keep + 1) * snapshot_bytes((checkpoint_bytes(cfg) - 100_000) // 5) if keep else 0
+        return memory, checkpoint_bytes(cfg, config.max_steps), snapshots
 
     def training_memory(self, run: dict) -> int:
         """The bytes a run holds of the memory budget while it trains in this process (none on
@@ -259,7 +272,8 @@ class Training:
         checkpoints would not fit the disk above its margin (507), or would pass the owner's
         or everyone's quota of stored models (413, 507)."""
         s = self.settings
-        memory, disk = self.run_budget(config, corpus)
+        memory, checkpoints, snapshots = self.run_parts(config, corpus)
+        disk = checkpoints + snapshots
         if memory > s.memory_budget:
             history = HISTORY_BYTES_PER_STEP * config.max_steps
             field, change = (("max_steps", f"its history of {config.max_steps:,} steps takes {history / 1e6:,.0f} MB "
@@ -269,13 +283,14 @@ class Training:
                           "(the activations of batch_size x seq_length characters through every layer, the weights "
                           f"and Adam's moments, the history); the server's budget is {s.memory_budget / 1e6:,.0f} MB "
                           f"(setting RNNSCOPE_MEMORY_BUDGET): {change}")
-        self.check_model_bytes(owner, disk, "this run's checkpoints")
+        self.check_model_bytes(owner, disk, "this run's checkpoints" + " and snapshots" * (snapshots > 0))
         free = shutil.disk_usage(self.paths.root).free
         promised = self.promised_checkpoint_bytes()
         # While a checkpoint is replaced, the new training state sits beside the old one: 4/5 of it.
-        if free - promised - disk * 9 // 5 < s.min_free_bytes:
-            raise HTTPException(507, f"this run's checkpoints take {disk / 1e6:,.0f} MB (and as much again while "
-                                     f"one is replaced); the disk has {free / 1e6:,.0f} MB free, "
+        if free - promised - disk - checkpoints * 4 // 5 < s.min_free_bytes:
+            kept = f" and {snapshots / 1e6:,.0f} MB of snapshots (setting RNNSCOPE_RUN_SNAPSHOTS)" * (snapshots > 0)
+            raise HTTPException(507, f"this run's checkpoints take {checkpoints / 1e6:,.0f} MB (and as much again "
+                                     f"while one is replaced){kept}; the disk has {free / 1e6:,.0f} MB free, "
                                      f"{promised / 1e6:,.0f} MB of it promised to runs not yet checkpointed, and "
                                      f"{s.min_free_bytes / 1e6:,.0f} MB are kept free (setting "
                                      "RNNSCOPE_MIN_FREE_BYTES): a smaller model, or ask whoever runs the server")
