@@ -267,7 +267,7 @@ def test_every_request_that_reads_a_model_holds_its_bytes_of_the_budget(client, 
     gate = client.app.state.compute_slots
     asked = []
     job, hold = gate.job, gate.hold
-    gate.job = lambda nbytes, what="": (asked.append(nbytes), job(nbytes, what))[1]
+    gate.job = lambda nbytes, what="", *cost: (asked.append(nbytes), job(nbytes, what, *cost))[1]
     gate.hold = lambda nbytes, what="": (asked.append(nbytes), hold(nbytes, what))[1]
     url = f"/api/models/lstm/{route}"
     try:

@@ -12,6 +12,7 @@ from rnnscope.model import errors as analyses
 from rnnscope.model.attribution import losses
 
 from ..inference.compute import encode_array
+from ..inference.costs import NGRAM_SECONDS_PER_CHAR, expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.lru import kept_on_app
 from ..web import pages
@@ -46,8 +47,11 @@ def errors(req: ErrorsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         source = "request"
     if len(text) < 2:
         raise invalid(("body", "text"), "the text needs at least two characters", "too_short", min_length=2)
-    with slots.job(cost_bytes(m, len(texts.train), len(text), req.max_order), "an error analysis"):
-        ngram = cache.losses(texts, m, text, req.max_order, persist=source == "validation")
+    persist = source == "validation"
+    counting = 0.0 if cache.counted(texts, text, req.max_order, persist) else NGRAM_SECONDS_PER_CHAR * len(texts.train)
+    seconds = expected_seconds(m.config, counting, errors=len(text))
+    with slots.job(cost_bytes(m, len(texts.train), len(text), req.max_order), "an error analysis", seconds):
+        ngram = cache.losses(texts, m, text, req.max_order, persist=persist)
         model_loss = losses(m, m.encode(text))          # a chunk at a time: bounded memory
         train_words = cache.train_words(texts)
     comparison = analyses.compare(model_loss, ngram.loss)

@@ -91,6 +91,12 @@ class NGramCache:
             self._counting.pop(key, None)
         return found
 
+    def counted(self, texts: Texts, text: str, max_order: int, persist: bool = False) -> bool:
+        """Whether `text`'s n-gram losses are kept (in memory, or on disk when `persist`), so
+        asking costs no count of the training text: for the request's expected cost."""
+        key = self.key(texts, text, max_order)
+        return self._memory.get(key) is not None or (persist and self._path(key).exists())
+
     def train_words(self, texts: Texts) -> dict:
         """Word counts of the training text, for the rare-word oracle; counted once per corpus."""
         return self._words.get_or_make(texts.corpus_sha256, lambda: word_counts(texts.train))

@@ -13,6 +13,7 @@ from rnnscope.model.groups import factorise, layer_values
 
 from ..inference.checks import check_unit
 from ..inference.compute import reading_bytes
+from ..inference.costs import expected_seconds
 from ..inference.corpus_index import training_corpus, val_fraction
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.lru import LRU, kept_on_app
@@ -72,7 +73,10 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     # id(model): a training run's model keeps its id while its weights are replaced.
     key = (entry.id, id(m), req.layer, req.quantity, req.components, text_key)
     # One layer's quantity over the fitted text (float32), and NMF's factors and copies of it.
-    with slots.job(reading_bytes(m.config, len(fitted), 4 * m.config.hidden_size), "this factorisation"):
+    fit_chars = 0 if cache.get(key) is not None else len(fitted)
+    track_chars = 0 if fitted.startswith(passage) else len(passage)
+    seconds = expected_seconds(m.config, groups_fit=fit_chars, states=track_chars)
+    with slots.job(reading_bytes(m.config, len(fitted), 4 * m.config.hidden_size), "this factorisation", seconds):
         found = cache.get(key)
         cached = found is not None
         if found is None:

@@ -29,7 +29,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         fix_mmap_threshold(settings.malloc_mmap_threshold)
     app.state.registry = await run_in_threadpool(ModelRegistry.load, settings)
     app.state.compute_slots = ComputeGate(settings.max_concurrent_jobs, settings.max_waiting_jobs,
-                                          settings.max_wait_seconds, settings.memory_budget)
+                                          settings.max_wait_seconds, settings.memory_budget,
+                                          settings.max_expected_wait_seconds)
     app.openapi_schema = None            # made again, now with the models' ids
     async with pattern_pool.lifespan(app):
         yield

@@ -10,7 +10,8 @@ join between chunks of TRACE_CHUNK characters, samples between characters
 (model/batch.py, model/sample.py), and gradients, one BPTT pass each, join the next pass.
 
 Every guarantee of the compute gate stays. A worker holds one of its slots like any job (and
-hands it over between pieces when other work waits, see ComputeGate.let_waiting_go_first).
+hands it over between pieces when shorter work waits, see ComputeGate.let_waiting_go_first),
+expecting its longest job's time alone, as the gate's shortest-first order needs.
 A batch holds at most RNNSCOPE_MAX_BATCH requests and, for traces and gradients, no more arrays than
 the largest single request the limits allow (TRACE_BATCH_BYTES_FACTOR, GRADIENT_BATCH_FACTOR).
 A request is refused with 503 and Retry-After, like the gate's own refusals, when the gate's
@@ -36,6 +37,7 @@ from rnnscope.model.sample import BatchSampler
 from ..settings import Settings
 from .compute import ReadingBuilder
 from .compute_gate import ComputeBusy, ComputeGate
+from .costs import UNKNOWN_SECONDS
 from .deps import ComputeSlots
 from .runtime import release_free_memory
 
@@ -72,6 +74,7 @@ class Job:
     model: LanguageModel
     payload: object
     weight: float                                  # what it adds to its batch's bound
+    seconds: float = UNKNOWN_SECONDS               # expected alone (app/inference/costs.py)
     done: threading.Event = field(default_factory=threading.Event)
     result: object = None
     error: BaseException | None = None
@@ -229,7 +232,7 @@ class Batcher:
                     threading.Thread(target=self._work, name="rnnscope-batcher", daemon=True).start()
         if idle:
             try:
-                with self.gate:
+                with self.gate.expect(job.seconds):
                     result = alone()
                 self.alone_runs += 1
                 return result
@@ -276,7 +279,11 @@ class Batcher:
                     self._working = False
                     break
             try:
-                with self.gate.slot():
+                # A pass is expected to take about as long as its longest job alone: up to
+                # max_batch rows a step costs about what one row does.
+                with self._lock:
+                    expected = max((j.seconds for j in self._pending), default=UNKNOWN_SECONDS)
+                with self.gate.slot(seconds=expected):
                     held = time.monotonic()
                     while True:
                         with self._lock:
@@ -296,7 +303,8 @@ class Batcher:
                             release_free_memory()
                             self._trimmed = time.monotonic()
                         if time.monotonic() - held > SLICE_SECONDS:
-                            held = self.gate.let_waiting_go_first(held)
+                            left = max(j.seconds for j in engine.jobs) if engine.jobs else UNKNOWN_SECONDS
+                            held = self.gate.let_waiting_go_first(held, left)
             except ComputeBusy as e:
                 # No slot: whatever waits here would have been refused at the gate alike.
                 with self._lock:
@@ -335,13 +343,14 @@ class Batchers:
             return found
 
     def run(self, model_id: str, kind: str, model: LanguageModel, payload: object, weight: float,
-            alone: Callable[[], object]) -> object:
-        """The answer to one request: `alone()` when nothing of its kind runs on the model
-        (or batching is off), else from a pass shared with the model's other requests."""
+            alone: Callable[[], object], seconds: float = UNKNOWN_SECONDS) -> object:
+        """The answer to one request expected to take `seconds` alone: `alone()` when nothing
+        of its kind runs on the model (or batching is off), else from a pass shared with the
+        model's other requests."""
         if not self.enabled:
-            with self.gate:
+            with self.gate.expect(seconds):
                 return alone()
-        return self.get(model_id, kind).run(Job(model, payload, weight), alone)
+        return self.get(model_id, kind).run(Job(model, payload, weight, seconds=seconds), alone)
 
     @property
     def passes(self) -> int:

@@ -1,29 +1,54 @@
-"""The gate every NumPy job passes: a few slots, a short bounded queue, and a refusal
-beyond it.
+"""The gate every NumPy job passes: a few slots, a bounded queue served shortest expected job
+first with ageing, and a refusal when the wait a newcomer can expect is too long.
 
 Each slot holds one request's arrays and one core's worth of work; the time loop holds the
 GIL, so more slots than cores only queue inside the interpreter while multiplying memory.
-A request that finds the queue full, or waits longer than max_wait_seconds, is answered
-503 with Retry-After at once: under a burst, clients learn when to come back instead of
-piling up threads and memory, and the event loop (health checks, pages, model lists)
-never waits behind them.
+
+Scheduling (issue 21). Every job says, when it asks for a slot, how many seconds it expects
+to hold it, estimated from its shape by one cost model (app/inference/costs.py). Those
+waiting are served by the smallest priority `expected - AGEING x waited`: a 50 ms trace that
+arrives behind a queued 5 s probe goes first. Shortest-expected-first is the policy that
+minimises the mean wait when sizes are known and vary by orders of magnitude, as a class's
+clicks do (a passage's trace against a cold state-space fit); FIFO makes every cheap click
+pay for the heavy one ahead of it. Ageing keeps it from starving a long job: see AGEING.
+A newcomer is refused (503, Retry-After: the wait it can expect) only when that wait, the
+running jobs' remaining expected time and the expected time of the jobs ahead of it served
+on the slots, exceeds max_expected_wait (RNNSCOPE_MAX_EXPECTED_WAIT_SECONDS): a short job is
+admitted while two heavy ones run, and a heavy one behind a long queue learns when to come
+back. max_waiting stays a hard bound on the threads waiting (RNNSCOPE_MAX_WAITING_JOBS), and
+max_wait_seconds a backstop against an estimate that was wrong (RNNSCOPE_MAX_WAIT_SECONDS).
+The event loop (health checks, pages, model lists) never waits behind any of them.
 
 The gate also holds the memory budget (RNNSCOPE_MEMORY_BUDGET) in bytes. A job that
 allocates in proportion to a model's size says beforehand how many bytes its peak needs,
 estimated from its shape: more than the whole budget is refused at once (413, naming the
-setting), and otherwise it waits, as for a slot, until the jobs holding bytes leave room.
+setting), and otherwise it waits, as for a slot, until the jobs holding bytes leave room;
+a job whose bytes fit may meanwhile take a slot before one ahead of it whose bytes do not.
 Training runs hold their bytes without a slot for as long as they train (`reserve`), so a
 request and a run never add up past the budget together.
 """
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from fastapi import HTTPException
+
+from .costs import UNKNOWN_SECONDS
+
+# Seconds of priority a job gains per second it waits. At 1, a waiting job is passed only by
+# jobs that arrive within its own expected duration of it and are shorter by that margin, so
+# a long job waits at most about one of its own lengths' worth of later, shorter arrivals
+# beyond what FIFO would make it wait: a 5 s cold state-space fit is passed by the traces
+# clicked in the next 5 s, never by those of the next minute. Larger is closer to FIFO (the
+# cheap clicks queue again); smaller lets a busy class hold a heavy view back for longer.
+AGEING = 1.0
 
 
 class ComputeBusy(HTTPException):
@@ -39,41 +64,91 @@ class OverBudget(HTTPException):
                               f"budget is {budget / 1e6:,.0f} MB (setting RNNSCOPE_MEMORY_BUDGET); ask for less")
 
 
-class ComputeGate:
-    """`with gate:` runs the block in a compute slot, or raises ComputeBusy (503);
-    `with gate.job(nbytes, what):` also holds nbytes of the memory budget (OverBudget, 413,
-    if the budget could never hold them)."""
+@dataclass(eq=False)
+class _Job:
+    """A job waiting for a slot or holding one."""
 
-    def __init__(self, slots: int, max_waiting: int, max_wait_seconds: float, memory_budget: int | None = None):
+    expected: float                    # seconds it expects to hold a slot
+    nbytes: int                        # of the budget, taken with the slot
+    # expected + AGEING x arrival time: `expected - AGEING x waited` plus AGEING x now, which
+    # is the same for every job, so the order of those waiting never changes as they wait.
+    priority: float
+    order: int                         # of arrival: equal priorities go first come, first served
+    granted: bool = False
+    started: float = 0.0
+
+
+class ComputeGate:
+    """`with gate.expect(seconds):` runs the block in a compute slot, or raises ComputeBusy
+    (503); `with gate.job(nbytes, what, seconds):` also holds nbytes of the memory budget
+    (OverBudget, 413, if the budget could never hold them). `with gate:` is a job of
+    unknown cost (costs.UNKNOWN_SECONDS)."""
+
+    def __init__(self, slots: int, max_waiting: int, max_wait_seconds: float, memory_budget: int | None = None,
+                 max_expected_wait: float | None = None, ageing: float = AGEING,
+                 clock: Callable[[], float] = time.monotonic):
         self.slots, self.max_waiting, self.max_wait_seconds = slots, max_waiting, max_wait_seconds
         self.memory_budget = memory_budget          # None: bytes are not counted
+        self.max_expected_wait = max_expected_wait  # None: only the queue's length refuses
+        self.ageing = ageing
+        self._clock = clock                         # for priorities and expected waits; tests plant one
         self._cond = threading.Condition()
-        self._busy = 0
-        self._held_bytes = 0                       # of the jobs and runs holding bytes now
-        self._waiting = 0
-        self._recent: list[float] = []            # seconds the last jobs held a slot, for Retry-After
-        self._grants = 0                          # slots given so far, to queue behind those waiting
+        self._held_bytes = 0                        # of the jobs and runs holding bytes now
+        self._waiting: list[_Job] = []              # for a slot, in arrival order
+        self._running: set[_Job] = set()            # holding one
+        self._order = itertools.count()             # equal priorities: first come, first served
         self._local = threading.local()
 
-    def retry_after(self) -> float:
-        """About when a slot frees: the queue ahead times a typical job, over the slots."""
-        typical = sorted(self._recent)[len(self._recent) // 2] if self._recent else 1.0
-        return (self._waiting + 1) * typical / self.slots
+    # ---- what a newcomer can expect --------------------------------------------------------------
 
-    def _full(self) -> ComputeBusy | None:
-        if self._busy >= self.slots and self._waiting >= self.max_waiting:
-            return ComputeBusy(f"the server is busy: {self._busy} jobs running and {self._waiting} waiting, "
-                               "the limit (setting RNNSCOPE_MAX_WAITING_JOBS); try again shortly",
-                               self.retry_after())
+    def _expected_wait(self, ahead: list[_Job]) -> float:
+        """Until a slot is free for a newcomer: each slot frees when its job's expected time is
+        up, and the jobs ahead take the slots as they free, each for its expected time."""
+        now = self._clock()
+        frees = [max(0.0, j.expected - (now - j.started)) for j in self._running]
+        frees += [0.0] * max(0, self.slots - len(frees))
+        heapq.heapify(frees)
+        for job in ahead:
+            heapq.heapreplace(frees, frees[0] + job.expected)
+        return frees[0]
+
+    def retry_after(self, seconds: float = UNKNOWN_SECONDS) -> float:
+        """When a newcomer expecting `seconds` would get a slot, as things stand."""
+        with self._cond:
+            priority = self._priority(seconds)
+            return self._expected_wait(sorted((j for j in self._waiting if j.priority <= priority), key=_rank))
+
+    def _priority(self, seconds: float) -> float:
+        return seconds + self.ageing * self._clock()
+
+    def _refusal(self, job: _Job, by_wait: bool = True) -> ComputeBusy | None:
+        """Why a job that must wait is refused at once, or None: the queue is full, or (by_wait)
+        the wait it can expect is over the setting."""
+        others = [j for j in self._waiting if j is not job]
+        wait = self._expected_wait(sorted((j for j in others if _rank(j) < _rank(job)), key=_rank))
+        if len(others) >= self.max_waiting:
+            return ComputeBusy(f"the server is busy: {self.busy} jobs running and {len(others)} waiting, "
+                               "the limit (setting RNNSCOPE_MAX_WAITING_JOBS); try again shortly", wait)
+        if by_wait and self.max_expected_wait is not None and wait > self.max_expected_wait:
+            return ComputeBusy(f"the server is busy: this request would wait about {wait:.1f} s for a compute "
+                               f"slot ({self.busy} jobs running, {len(others)} waiting), over the "
+                               f"{self.max_expected_wait:g} s limit (setting RNNSCOPE_MAX_EXPECTED_WAIT_SECONDS); "
+                               f"try again in {max(1, math.ceil(wait))} s", wait)
         return None
 
-    def check(self) -> None:
+    def check(self, seconds: float | None = None) -> None:
         """Refuse (503) now what would be refused on arrival at the gate: for a job that is
-        costly to receive (an upload), before receiving it."""
+        costly to receive (an upload), before receiving it. Given the job's expected
+        `seconds`, also by the wait it can expect; else only by the queue's length."""
         with self._cond:
-            busy = self._full()
+            if self.busy < self.slots and not self._waiting:
+                return
+            cost = UNKNOWN_SECONDS if seconds is None else seconds
+            busy = self._refusal(_Job(cost, 0, self._priority(cost), next(self._order)), by_wait=seconds is not None)
         if busy:
             raise busy
+
+    # ---- the memory budget ---------------------------------------------------------------------------
 
     def admit(self, nbytes: int, what: str = "this request") -> None:
         """Refuse (413) a job whose estimated peak alone exceeds the memory budget; for
@@ -96,7 +171,7 @@ class ComputeGate:
     def release(self, nbytes: int) -> None:
         with self._cond:
             self._held_bytes -= nbytes
-            self._cond.notify_all()
+            self._grant()
 
     @property
     def held_bytes(self) -> int:
@@ -105,56 +180,95 @@ class ComputeGate:
     def _no_room(self, nbytes: int, what: str) -> ComputeBusy:
         return ComputeBusy(f"the server is busy: {what} needs {nbytes / 1e6:,.0f} MB of memory and the jobs "
                            f"running hold {self._held_bytes / 1e6:,.0f} MB of the {self.memory_budget / 1e6:,.0f} MB "
-                           "budget (setting RNNSCOPE_MEMORY_BUDGET); try again shortly", self.retry_after())
+                           "budget (setting RNNSCOPE_MEMORY_BUDGET); try again shortly",
+                           self._expected_wait(sorted(self._waiting, key=_rank)))
 
     def _busy_for(self, wait: float) -> ComputeBusy:
         return ComputeBusy(f"the server is busy: no compute slot freed in {wait:g} s "
-                           "(setting RNNSCOPE_MAX_WAIT_SECONDS); try again shortly", self.retry_after())
+                           "(setting RNNSCOPE_MAX_WAIT_SECONDS); try again shortly",
+                           self._expected_wait(sorted(self._waiting, key=_rank)))
+
+    # ---- slots ---------------------------------------------------------------------------------------
+
+    def _grant(self) -> None:
+        """Under the lock, whenever a slot or bytes free or a job arrives: the free slots go to
+        those waiting in order of priority, each whose bytes fit (one whose bytes do not
+        is passed over, as no wait for a slot would help it)."""
+        free = self.slots - self.busy
+        for job in sorted(self._waiting, key=_rank):
+            if free <= 0:
+                break
+            if self._room(job.nbytes):
+                self._waiting.remove(job)
+                self._start(job)
+                free -= 1
+        self._cond.notify_all()           # those granted, and `hold`, which waits for bytes alone
+
+    def _start(self, job: _Job) -> None:
+        job.granted, job.started = True, self._clock()
+        self._held_bytes += job.nbytes
+        self._running.add(job)
+
+    def _wait_for(self, job: _Job, what: str) -> None:
+        """Under the lock: queue `job`, and return once it holds a slot, or raise ComputeBusy
+        (refused on arrival, or waited max_wait_seconds)."""
+        self._waiting.append(job)
+        self._grant()
+        if job.granted:
+            return
+        busy = self._refusal(job)
+        if busy is not None:
+            self._waiting.remove(job)
+            raise busy
+        deadline = time.monotonic() + self.max_wait_seconds
+        while not job.granted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._waiting.remove(job)
+                self._grant()             # a job behind it whose bytes fit may go now
+                if self.busy < self.slots:
+                    raise self._no_room(job.nbytes, what)
+                raise self._busy_for(self.max_wait_seconds)
+            self._cond.wait(left)
+
+    def _finish(self, job: _Job) -> None:
+        with self._cond:
+            self._running.discard(job)
+            self._held_bytes -= job.nbytes
+            self._grant()
 
     @contextmanager
-    def slot(self, nbytes: int = 0, what: str = "this request") -> Iterator[None]:
-        """A compute slot and nbytes of the memory budget, or ComputeBusy (503) / OverBudget (413)."""
+    def slot(self, nbytes: int = 0, what: str = "this request", seconds: float = UNKNOWN_SECONDS) -> Iterator[None]:
+        """A compute slot and nbytes of the memory budget for a job expected to take
+        `seconds`, or ComputeBusy (503) / OverBudget (413)."""
         self.admit(nbytes, what)
+        job = _Job(seconds, nbytes, self._priority(seconds), next(self._order))
         with self._cond:
-            if self._busy >= self.slots or not self._room(nbytes):
-                busy = self._full()
-                if busy:
-                    raise busy
-                self._waiting += 1
-                deadline = time.monotonic() + self.max_wait_seconds
-                try:
-                    while self._busy >= self.slots or not self._room(nbytes):
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            if self._busy < self.slots:
-                                raise self._no_room(nbytes, what)
-                            raise self._busy_for(self.max_wait_seconds)
-                        self._cond.wait(left)
-                finally:
-                    self._waiting -= 1
-            self._busy += 1
-            self._grants += 1
-            self._held_bytes += nbytes
-        started = time.monotonic()
+            self._wait_for(job, what)
+        previous, self._local.running = getattr(self._local, "running", None), job
         try:
             yield
         finally:
-            with self._cond:
-                self._busy -= 1
-                self._held_bytes -= nbytes
-                self._recent = [*self._recent[-19:], time.monotonic() - started]
-                self._cond.notify_all()     # a waiter for bytes may fit where a waiter for a slot does not
+            self._local.running = previous
+            self._finish(job)
 
     @contextmanager
-    def job(self, nbytes: int, what: str = "this request") -> Iterator[None]:
-        """`with gate.job(nbytes, what):` a slot and nbytes, nested as `with gate:` nests: a
-        thread that holds a slot already takes only the bytes (waiting for them as for a slot)."""
+    def job(self, nbytes: int, what: str = "this request", seconds: float = UNKNOWN_SECONDS) -> Iterator[None]:
+        """`with gate.job(nbytes, what, seconds):` a slot and nbytes, nested as `with gate:`
+        nests: a thread that holds a slot already takes only the bytes (waiting for them as
+        for a slot)."""
         stack = getattr(self._local, "stack", None)
         if not stack:
-            with self._stacked(self.slot(nbytes, what)):
+            with self._stacked(self.slot(nbytes, what, seconds)):
                 yield
             return
         with self.hold(nbytes, what):
+            yield
+
+    @contextmanager
+    def expect(self, seconds: float) -> Iterator[None]:
+        """`with gate.expect(seconds):` as `with gate:` for a job expected to take `seconds`."""
+        with self._stacked(self.slot(seconds=seconds) if not getattr(self._local, "stack", None) else _held()):
             yield
 
     @contextmanager
@@ -187,31 +301,36 @@ class ComputeGate:
             finally:
                 stack.pop()
 
-    def let_waiting_go_first(self, held_since: float) -> float:
-        """For a holder that keeps a slot while work keeps coming (app/inference/batching.py's passes):
-        if others wait, give the slot up, and take one again once those waiting now have had
-        theirs, so a busy batcher never starves another route. Returns when the slot was
-        taken again (for the next call's held_since); ComputeBusy as for a newcomer."""
+    def let_waiting_go_first(self, held_since: float, seconds: float | None = None) -> float:
+        """For a holder that keeps a slot while work keeps coming (app/inference/batching.py's
+        passes): if a job waits whose priority is ahead of this holder's as a newcomer
+        expecting `seconds` more (default: what it expected when it took the slot), give the
+        slot up, queue again as that newcomer, and take a slot once those ahead have theirs.
+        Ageing lets a long pass that keeps yielding through. Returns when the slot was taken
+        again (for the next call's held_since), or held_since if nothing waited ahead;
+        ComputeBusy as for a newcomer that waited max_wait_seconds."""
         with self._cond:
-            if self._waiting == 0:
+            holding: _Job = self._local.running
+            expected = holding.expected if seconds is None else seconds
+            again = _Job(expected, 0, self._priority(expected), next(self._order))
+            if not any(j.priority <= again.priority and self._room(j.nbytes) for j in self._waiting):
                 return held_since
-            ahead = self._grants + self._waiting
-            self._busy -= 1
-            self._recent = [*self._recent[-19:], time.monotonic() - held_since]
-            self._cond.notify(self._waiting)
-            self._waiting += 1
+            # The bytes stay held through the hand-over: they are the holder's, not the slot's.
+            self._running.discard(holding)
+            self._waiting.append(again)
+            self._grant()
             deadline = time.monotonic() + self.max_wait_seconds
-            try:
-                # Those waiting now go first, unless they gave up (then only this one waits).
-                while self._busy >= self.slots or (self._grants < ahead and self._waiting > 1):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise self._busy_for(self.max_wait_seconds)
-                    self._cond.wait(min(left, 0.05))      # a waiter that gives up does not notify
-            finally:
-                self._waiting -= 1
-            self._busy += 1
-            self._grants += 1
+            while not again.granted:
+                left = deadline - time.monotonic()
+                if left <= 0:       # the slot is given up already: the holder's `with` ends without one
+                    self._waiting.remove(again)
+                    self._grant()
+                    raise self._busy_for(self.max_wait_seconds)
+                self._cond.wait(left)
+            # The slot's job is the holder's again, with its new expectation and start.
+            self._running.discard(again)
+            holding.expected, holding.started = expected, again.started
+            self._running.add(holding)
             return time.monotonic()
 
     # `with gate:` as the routes write it. A thread's slot is kept on a stack, so nesting
@@ -229,11 +348,15 @@ class ComputeGate:
 
     @property
     def waiting(self) -> int:
-        return self._waiting
+        return len(self._waiting)
 
     @property
     def busy(self) -> int:
-        return self._busy
+        return len(self._running)
+
+
+def _rank(job: _Job) -> tuple[float, int]:
+    return job.priority, job.order
 
 
 @contextmanager

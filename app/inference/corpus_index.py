@@ -77,6 +77,10 @@ class CorpusLibrary:
         """The corpus's text, read once and kept (the `corpus_cache_texts` last used)."""
         return self._texts.get_or_make(corpus.sha256, lambda: read_text(corpus.path))
 
+    def indexed(self, corpus: Corpus) -> bool:
+        """Whether the corpus's suffix index is built and kept: for a request's expected cost."""
+        return self._indexes.get(corpus.sha256) is not None
+
     def index(self, corpus: Corpus) -> SuffixIndex:
         """The corpus's suffix index, built on first use (~1 s per MB) and kept, the
         `max_corpus_indexes` most recently used at most."""

@@ -94,9 +94,16 @@ class ActivationCache(LRU):
     concept after another."""
 
     def activations(self, entry: Entry, text: str) -> Activations:
+        return self.get_or_make(self._key(entry, text), lambda: activations(entry.model, entry.model.encode(text)))
+
+    def kept(self, entry: Entry, text: str) -> bool:
+        """Whether the text's activations are kept (a probe of it only ranks): for its cost."""
+        return self.get(self._key(entry, text)) is not None
+
+    @staticmethod
+    def _key(entry: Entry, text: str) -> tuple:
         # id(model): a training run's model id keeps its name while its weights are replaced.
-        key = (entry.id, id(entry.model), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
-        return self.get_or_make(key, lambda: activations(entry.model, entry.model.encode(text)))
+        return entry.id, id(entry.model), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 get_activation_cache = kept_on_app("activation_cache", lambda s: ActivationCache(s.probe_cache_texts))

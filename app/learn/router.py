@@ -16,6 +16,7 @@ from rnnscope.model import lecture
 from rnnscope.model.sample import sample
 
 from ..inference.compute import norms
+from ..inference.costs import LECTURE_SECONDS, expected_seconds
 from ..inference.deps import ComputeSlots, ModelDep, RegistryDep, RenderedInThread, SettingsDep
 from ..inference.registry import block_names
 from ..web import pages
@@ -57,7 +58,7 @@ def clamp_position(position: int | None, text: str) -> int:
 @router.post("/hello", response_model=HelloResponse)
 def hello(req: HelloRequest, slots: ComputeSlots) -> HelloResponse:
     """Chapter 1: a 3-unit vanilla RNN trained on "hello" now, unrolled over its four steps, and a sample."""
-    with slots:
+    with slots.expect(LECTURE_SECONDS["hello"]):
         start = time.perf_counter()
         result = lecture.train_hello(req.seed)
         ms = (time.perf_counter() - start) * 1000
@@ -80,7 +81,7 @@ def hello(req: HelloRequest, slots: ComputeSlots) -> HelloResponse:
 def unroll(req: UnrollRequest, slots: ComputeSlots) -> UnrollResponse:
     """Chapter 2: the "hello" network unrolled; how a different first input still moves h_t, then fades."""
     continuation = "ello"
-    with slots:
+    with slots.expect(LECTURE_SECONDS["unroll"]):
         m = lecture.train_hello(req.seed).model
         first, hs, dist = lecture.first_input_effect(m, continuation, req.steps)
     base = first.index("h")
@@ -93,7 +94,7 @@ def unroll(req: UnrollRequest, slots: ComputeSlots) -> UnrollResponse:
 def power(req: PowerRequest, slots: ComputeSlots) -> PowerResponse:
     """Chapter 3: iterate h <- W_r h (normalised, or through tanh) from h_0, with W_r's eigenvectors."""
     W = np.array([[req.w11, req.w12], [req.w21, req.w22]])
-    with slots:
+    with slots.expect(LECTURE_SECONDS["power"]):
         r = lecture.power_iteration(W, np.array([req.x0, req.y0]), req.steps, req.mode)
     eigen = [Eigen(value=[float(v.real), float(v.imag)],
                    vector=(vec.real / np.linalg.norm(vec.real)).tolist() if abs(v.imag) < 1e-12 else None)
@@ -112,7 +113,7 @@ def backward(req: BackwardRequest, entry: ModelDep, settings: SettingsDep,
     text, dropped = passage_for(m.vocab, req.passage)
     # BPTT reads position + 1 characters, at most max_gradient_chars, as on the gradients route.
     position = min(clamp_position(req.position, text), settings.max_gradient_chars - 1)
-    with slots:
+    with slots.expect(expected_seconds(m.config, gradients=position + 1)):
         g, spectra = lecture.backward_through_time(m, text[:position + 2], position, req.scale)
     names = block_names(m)
     layers = [BackwardLayer(layer=l, h_grad_norm=norms(g.h_grad_norm[l]),
@@ -129,7 +130,7 @@ def clipping(req: ClippingRequest, slots: ComputeSlots) -> ClippingResponse:
     """Chapter 5: a small RNN trained by SGD twice, without and with gradient clipping."""
     text = pages.PASSAGES[req.passage][1]
     runs = []
-    with slots:
+    with slots.expect(2 * req.steps * LECTURE_SECONDS["clipping_step"]):
         for clip in (0.0, req.clip):
             r = lecture.sgd_clipping_run(text, CLIP_HIDDEN, req.steps, req.learning_rate, clip, req.seed,
                                          CLIP_SEQ)
@@ -152,7 +153,7 @@ def highway(req: HighwayRequest, registry: RegistryDep, slots: ComputeSlots) -> 
                       "another passage", "too_short")
     position = clamp_position(req.position, text)
     curves = []
-    with slots:
+    with slots.expect(sum(expected_seconds(m.config, trace=position + 1) for m in models.values())):
         for mid, q, label in present:
             m = models[mid]
             if m.cell.name != {"h": "rnn", "f": "lstm", "z": "gru"}[q]:

@@ -14,6 +14,7 @@ from rnnscope.model.probes import Activations
 
 from ..inference.checks import check_unit, readable_text
 from ..inference.compute import every_unit, reading_bytes, rounded
+from ..inference.costs import expected_seconds
 from ..inference.corpus_index import training_corpus
 from ..inference.deps import ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.lru import LRU, kept_on_app
@@ -49,6 +50,10 @@ class ValidationReadings(LRU):
             self.put(key, (text, acts))
             return acts
 
+    def kept(self, entry: Entry, text: str) -> bool:
+        """Whether the model's reading of `text` is kept (a match in it takes milliseconds)."""
+        return self._kept((entry.id, id(entry.model)), text) is not None
+
     def _kept(self, key: tuple, text: str) -> Activations | None:
         found = self.get(key)
         return found[1] if found is not None and found[0] == text else None
@@ -73,7 +78,8 @@ def select(req: SelectRequest, entry: ModelDep, settings: SettingsDep, slots: Co
             raise invalid(("body", "spans", i), f"span [{a}, {b}] is not a non-empty stretch of the "
                           f"{len(text)} characters read (start < end <= {len(text)})", "span_outside")
     # Every unit's values over the text (float32), and the ranking's copies of them.
-    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this selection"):
+    seconds = expected_seconds(m.config, **{"ranking" if cache.kept(entry, text) else "probe": len(text)})
+    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this selection", seconds):
         acts = cache.activations(entry, text)
         try:
             result = rank_for_spans(acts, spans, req.top, req.context)
@@ -126,7 +132,9 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
     thresholds = [u.threshold for u in req.units]
     signs = [u.sign for u in req.units]
     # Every unit's values over the text as float16: the reading kept for the next match.
-    with slots.job(reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2), "this match"):
+    kept = source == "validation" and readings.kept(entry, text)
+    seconds = expected_seconds(m.config, **{"match" if kept else "match_read": len(text)})
+    with slots.job(reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2), "this match", seconds):
         if source == "validation":
             acts = readings.reading(entry, text)
         else:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from rnnscope.model.sample import sample
 
 from ..inference.corpus_index import PASSAGE_CHARS, corpus_passages, training_corpus, val_fraction
+from ..inference.costs import expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep
 from ..inference.registry import Entry
 from ..training.service import INSUFFICIENT_STORAGE, TrainingDep
@@ -93,7 +94,7 @@ def get_passages(entry: ModelDep, library: LibraryDep, slots: ComputeSlots) -> P
         if found:
             return Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
                                                           for p in found])
-    with slots:
+    with slots.expect(expected_seconds(m.config, sample=PASSAGE_CHARS)):
         text, _ = sample(m, "", PASSAGE_CHARS, SAMPLE_TEMPERATURE, seed=SAMPLE_SEED)
     text = text[:text.rfind("\n") + 1] or text                   # whole lines when it wrote any
     return Passages(corpus=corpus.name if corpus else None, passages=[Passage(

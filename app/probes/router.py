@@ -17,6 +17,7 @@ from rnnscope.model.sample import sample as write
 
 from ..inference.checks import check_unit, prediction, readable_text
 from ..inference.compute import encode_array, every_unit, reading_bytes, rounded
+from ..inference.costs import REQUEST_SECONDS, SUFFIX_INDEX_SECONDS, expected_seconds
 from ..inference.corpus_index import training_corpus, val_fraction
 from ..inference.deps import ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.pattern_pool import PatternPool, PatternPoolDep
@@ -58,7 +59,8 @@ def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
     # should not keep the NumPy work of others waiting.
     matched = None if req.regex is None else user_pattern(req.regex, text, patterns)
     # Every unit's values over the text (float32), and the ranking's copies of them.
-    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this probe"):
+    seconds = expected_seconds(m.config, **{"ranking" if cache.kept(entry, text) else "probe": len(text)})
+    with slots.job(reading_bytes(m.config, len(text), 2 * every_unit(m.config)), "this probe", seconds):
         if matched is not None:
             name, description, graded = "regex", f"inside a match of /{req.regex}/", False
             indicator = matched
@@ -105,7 +107,7 @@ def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots
                       "send a text to read instead", "corpus_unavailable")
     if not passage:
         raise invalid(("body", "text"), "nothing is left to read", "too_short")
-    with slots:
+    with slots.expect(expected_seconds(m.config, contexts=len(passage))):
         values = np.empty(len(passage), np.float32)
         for s, logits, cache in m.read(m.encode(passage)):
             values[s:s + len(logits)] = m.internals(cache, req.layer, req.quantity)[:, req.unit]
@@ -150,7 +152,7 @@ def intervene(req: InterveneRequest, entry: ModelDep, settings: SettingsDep, slo
     prime, dropped_prime = vet_text(m.vocab, req.prime, req.drop_unknown, settings.max_prime_chars,
                                     "max_prime_chars", field="prime")
     ids = m.encode(text)
-    with slots:
+    with slots.expect(expected_seconds(m.config, intervene=len(text), sample=2 * (len(prime) + req.length))):
         base = losses(m, ids)
         clamped = losses(m, ids, clamp)
         normal_text, _ = write(m, prime, req.length, req.temperature, 0, req.seed)
@@ -171,7 +173,7 @@ def input_saliency(req: SaliencyRequest, entry: ModelDep, settings: SettingsDep,
     one-hot input x_k, L = -ln p(text[position+1] | text[..position])."""
     m = entry.model
     text, dropped, position = prediction(req, m.vocab, settings)
-    with slots:
+    with slots.expect(expected_seconds(m.config, saliency=position + 1)):
         s = saliency(m, text[:position + 2], position)
     return SaliencyResponse(position=position, target=text[position + 1], loss=s.loss,
                             saliency=rounded(s.norms, 7), dropped=dropped)
@@ -187,7 +189,7 @@ def horizon(req: HorizonRequest, entry: ModelDep, settings: SettingsDep, slots: 
     # schema could state; the answer says what was used.
     positions = min(req.positions, len(text) - 2, settings.max_horizon_chars)
     window = min(req.window, len(text) - 2, settings.max_horizon_chars // positions)
-    with slots:
+    with slots.expect(expected_seconds(m.config, horizon=positions * window)):
         h = memory_horizon(m, text, positions, window, req.fraction)
     layers = [HorizonLayer(layer=l, horizon=float(h.mean[l]), lags=h.lags[l].tolist(),
                            censored=int(h.censored[l].sum()), profile=rounded(h.profile[l], 7))
@@ -204,7 +206,8 @@ def memorised(req: MemorisedRequest, entry: ModelDep, settings: SettingsDep, slo
     corpus = training_corpus(entry, library)
     if corpus is None:
         return MemorisedResponse(available=False, corpus=None, spans=[], count=0, memorised_chars=0)
-    with slots:
+    # Building the index takes ~1 s a megabyte of corpus, once; a lookup milliseconds.
+    with slots.expect(REQUEST_SECONDS if library.indexed(corpus) else SUFFIX_INDEX_SECONDS):
         pieces = library.index(corpus).spans(req.text, req.min_length)
     joined = []
     for span in merge_spans(pieces):

@@ -16,6 +16,7 @@ from rnnscope.model.sample import generate
 
 from ..inference.batching import BatchersDep, SampleWork
 from ..inference.compute_gate import ComputeBusy
+from ..inference.costs import expected_seconds
 from ..inference.deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..web.errors import BAD_BODY, NOT_FOUND, STREAM_ERRORS, TOO_LARGE, vet_text
 from ..web.pages import render
@@ -57,9 +58,10 @@ SampleJobDep = Annotated[SampleJob, Depends(sample_job)]
 def sample(job: SampleJobDep, entry: ModelDep, batchers: BatchersDep) -> SampleResponse:
     """Write `length` characters after reading `prime`, each with the probability it had."""
     # Alone, or stepped together with concurrent samples of this model.
+    seconds = expected_seconds(job.model.config, sample=len(job.prime) + job.length)
     pairs = batchers.run(entry.id, "sample", job.model,
                          SampleWork(job.prime, job.length, job.temperature, job.top_k, job.seed), 1,
-                         lambda: list(job.chars()))
+                         lambda: list(job.chars()), seconds)
     return SampleResponse(text="".join(c for c, _ in pairs), probs=[p for _, p in pairs], seed=job.seed,
                           dropped=job.dropped)
 
@@ -81,7 +83,9 @@ def sample_stream(job: SampleJobDep, slots: ComputeSlots, settings: SettingsDep)
         # A slot per chunk, not per stream: a slow reader must not hold up other requests.
         # Once the stream has begun, a refusal can only be an event: `busy`, then the end.
         try:
-            with slots:
+            # The first chunk reads the prime too.
+            with slots.expect(expected_seconds(job.model.config, sample=settings.stream_chunk_chars
+                                               + (0 if written else len(job.prime)))):
                 chunk = list(islice(chars, settings.stream_chunk_chars))
         except ComputeBusy as e:
             yield ServerSentEvent(event="busy", data=ErrorMessage(detail=e.detail))

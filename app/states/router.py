@@ -18,6 +18,7 @@ from rnnscope.model.probes import CONCEPTS
 from ..inference.checks import check_unit, readable_text
 from ..inference.compute import reading_bytes
 from ..inference.corpus_index import training_corpus
+from ..inference.costs import UNKNOWN_SECONDS, expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
@@ -38,9 +39,17 @@ class FitReadings(LRU):
     recently used dropped first: the page asks for one projection again and again."""
 
     def reading(self, entry: Entry, layer: int, text: str) -> tuple[LayerReading, dict]:
+        return self.get_or_make(self._key(entry, layer, text),
+                                lambda: (read_layer(entry.model, entry.model.encode(text), layer), {}))
+
+    def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
+        """Characters a request must read to fit on `text`: none once its reading is kept."""
+        return 0 if self.get(self._key(entry, layer, text)) is not None else len(text)
+
+    @staticmethod
+    def _key(entry: Entry, layer: int, text: str) -> tuple:
         # id(model): a training run's model keeps its id while its weights are replaced.
-        key = (entry.id, id(entry.model), layer, hash(text), len(text))
-        return self.get_or_make(key, lambda: (read_layer(entry.model, entry.model.encode(text), layer), {}))
+        return entry.id, id(entry.model), layer, hash(text), len(text)
 
     @staticmethod
     def pca(found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
@@ -98,7 +107,8 @@ def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
     # One layer's h, c and input over the fitted text (float32), and the trajectory's.
     nbytes = reading_bytes(m.config, len(fit_source) + len(text), 3 * m.config.hidden_size)
-    with slots.job(nbytes, "this state-space request"):
+    seconds = expected_seconds(m.config, states_fit=fits.fit_chars(entry, req.layer, fit_source), states=len(text))
+    with slots.job(nbytes, "this state-space request", seconds):
         found = fits.reading(entry, req.layer, fit_source)
         pca = fits.pca(found, req.quantity, req.components)
         trajectory = read_layer(m, m.encode(text), req.layer).quantity(req.quantity)
@@ -131,7 +141,9 @@ def fixed_points(req: FixedPointsRequest, entry: ModelDep, settings: SettingsDep
                       "text to start the search from", "corpus_unavailable")
     fit_source, source, _ = fitted
     H = m.config.hidden_size
-    with slots:
+    # The search's own time is bounded by settings (starts, iterations), not measured here.
+    seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fits.fit_chars(entry, req.layer, fit_source))
+    with slots.expect(seconds):
         started = time.monotonic()
         found = fits.reading(entry, req.layer, fit_source)
         reading = found[0]

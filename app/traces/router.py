@@ -11,6 +11,7 @@ from rnnscope.model.analysis import gate_saturation, gradient_through_time
 from ..inference.batching import BatchersDep, GradientWork, TraceWork
 from ..inference.checks import chosen, prediction, readable_text
 from ..inference.compute import SENT_BYTES, Reading, encode_array, norms, read, reading_bytes, rounded
+from ..inference.costs import expected_seconds
 from ..inference.deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
 from ..inference.registry import block_names
 from ..inference.schemas import Predictions
@@ -56,7 +57,8 @@ def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, batchers: B
     # holding the memory budget's bytes for the float32 reading, its encoding and the JSON.
     peak = reading_bytes(m.config, len(text), len(wanted) * m.config.hidden_size + 2 * req.top_k + 1) + 2 * size
     with batchers.gate.hold(int(peak), "this trace"):
-        r, out = batchers.run(entry.id, "trace", m, TraceWork(ids, wanted, req.top_k), size, alone)
+        r, out = batchers.run(entry.id, "trace", m, TraceWork(ids, wanted, req.top_k), size, alone,
+                              expected_seconds(m.config, trace=len(text)))
     if out is None:
         out = encoded(r)
     top_chars = np.array(m.vocab.chars)[r.top_ids].tolist()
@@ -75,7 +77,8 @@ def gradients(req: GradientsRequest, entry: ModelDep, settings: SettingsDep,
     text, dropped, position = prediction(req, m.vocab, settings)
     # Alone, or in one BPTT pass shared with concurrent gradients of this model.
     g = batchers.run(entry.id, "gradients", m, GradientWork(m.encode(text[:position + 2]), position),
-                     position + 1, lambda: gradient_through_time(m, text[:position + 2], position))
+                     position + 1, lambda: gradient_through_time(m, text[:position + 2], position),
+                     expected_seconds(m.config, gradients=position + 1))
     blocks = block_names(m)
     layers = [GradientLayer(layer=l, h_grad_norm=norms(g.h_grad_norm[l]),
                             c_grad_norm=None if g.c_grad_norm is None else norms(g.c_grad_norm[l]),
@@ -92,7 +95,7 @@ def gates(req: GatesRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
     right-saturated (> 0.9) while reading the text."""
     m = entry.model
     text, dropped = readable_text(req, m.vocab, settings)
-    with slots:
+    with slots.expect(expected_seconds(m.config, gates=len(text))):
         sat = gate_saturation(m, text)
     layers = [GatesLayer(layer=l, gates=[GateSaturation(gate=g, left=rounded(sat[l, g][0]),
                                                         right=rounded(sat[l, g][1]))

@@ -1,0 +1,229 @@
+"""Issue 21, "Scheduling": the compute gate serves the shortest expected job first, ages
+waiting jobs so a long one cannot starve, and refuses by the wait a newcomer can expect.
+
+Orders are asserted, never durations: each job's expected seconds are declared, the work
+is held on events, and where waiting time matters the gate runs on a planted clock."""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import httpx
+import pytest
+
+from rnnscope.app.inference.compute_gate import ComputeBusy, ComputeGate
+from tests.conftest import serving
+from tests.training_app import build_app
+
+MB = 1_000_000
+
+
+class Clock:
+    """A clock that moves only when told: priorities and expected waits read it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def until(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the gate never reached the state waited for"
+        time.sleep(0.002)
+
+
+def start(target, *args) -> threading.Thread:
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_short_job_arriving_behind_two_long_ones_runs_before_the_long_one_waiting():
+    """Two 3 s jobs hold both slots, a third waits; a 20 ms job arriving last takes the first
+    slot that frees, and finishes before the waiting 3 s job starts."""
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30)
+    order: list[str] = []
+    release = {name: threading.Event() for name in ("first", "second")}
+
+    def running(name: str) -> None:
+        with gate.expect(3.0):
+            order.append(f"{name} started")
+            release[name].wait(10)
+
+    def job(name: str, seconds: float) -> None:
+        with gate.expect(seconds):
+            order.append(f"{name} started")
+            time.sleep(seconds / 30)                  # the work, scaled down: 0.1 s and 0.7 ms
+            order.append(f"{name} done")
+
+    threads = [start(running, "first"), start(running, "second")]
+    until(lambda: gate.busy == 2)
+    threads.append(start(job, "long", 3.0))
+    until(lambda: gate.waiting == 1)
+    threads.append(start(job, "short", 0.02))
+    until(lambda: gate.waiting == 2)
+    release["first"].set()                            # one slot frees
+    until(lambda: "long done" in order)
+    release["second"].set()
+    for thread in threads:
+        thread.join(10)
+    assert order.index("short done") < order.index("long started"), order
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+def test_ageing_lets_a_long_job_through_after_a_bounded_number_of_short_ones():
+    """priority = expected - AGEING x waited: a 1 s job is passed by the 50 ms jobs that
+    arrive within 0.95 s of it (AGEING 1), and by none that arrive later."""
+    clock = Clock()
+    gate = ComputeGate(slots=1, max_waiting=64, max_wait_seconds=30, clock=clock)
+    order: list[str] = []
+
+    def job(name: str, seconds: float) -> None:
+        with gate.expect(seconds):
+            order.append(name)
+
+    threads = []
+    with gate.expect(1.0):                            # the slot, held while the queue builds
+        threads.append(start(job, "long", 1.0))
+        until(lambda: gate.waiting == 1)
+        for i in range(1, 21):                        # a short job every 0.1 s for 2 s
+            clock.now = i / 10
+            threads.append(start(job, f"short {i}", 0.05))
+            until(lambda: gate.waiting == i + 1)
+    for thread in threads:
+        thread.join(10)
+    assert order == [f"short {i}" for i in range(1, 10)] + ["long"] + [f"short {i}" for i in range(10, 21)]
+
+
+def test_a_newcomer_is_refused_by_its_expected_wait_not_by_the_jobs_running():
+    """Two heavy jobs run (3 s and 2 s, 1.5 s into them): a 20 ms job expects to wait 0.5 s
+    and is admitted; a 2 s job behind it and an 0.8 s job expects 1.32 s, over the 1 s
+    setting: 503, Retry-After 2, naming the setting; a short one after it is admitted."""
+    clock = Clock()
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, max_expected_wait=1.0, clock=clock)
+    ran: list[str] = []
+
+    def job(name: str, seconds: float) -> None:
+        with gate.expect(seconds):
+            ran.append(name)
+
+    with contextlib.ExitStack() as heavy, contextlib.ExitStack() as lighter:
+        heavy.enter_context(gate.slot(seconds=3.0))
+        lighter.enter_context(gate.slot(seconds=2.0))
+        clock.now = 1.5
+        waiting = [start(job, "short", 0.02)]
+        until(lambda: gate.waiting == 1)
+        assert gate.retry_after(0.8) == pytest.approx(0.52)
+        waiting.append(start(job, "middling", 0.8))
+        until(lambda: gate.waiting == 2)
+        with pytest.raises(ComputeBusy) as refused:
+            with gate.expect(2.0):
+                ran.append("refused job ran")
+        assert refused.value.status_code == 503 and refused.value.headers["Retry-After"] == "2"
+        assert "RNNSCOPE_MAX_EXPECTED_WAIT_SECONDS" in refused.value.detail and "1.3 s" in refused.value.detail
+        waiting.append(start(job, "another short", 0.01))   # 0.5 s: ahead of the first short, even
+        until(lambda: gate.waiting == 3)
+        lighter.close()                                     # one slot frees: they run in turn on it
+        for thread in waiting:
+            thread.join(10)
+        assert ran == ["another short", "short", "middling"]
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+def test_a_full_queue_still_refuses_whatever_the_expected_wait():
+    gate = ComputeGate(slots=1, max_waiting=1, max_wait_seconds=30, max_expected_wait=100.0)
+    def waiter() -> None:
+        with gate.expect(0.01):
+            pass
+
+    with gate.expect(0.01):
+        waiter = start(waiter)
+        until(lambda: gate.waiting == 1)
+        with pytest.raises(ComputeBusy) as refused:
+            gate.check()
+        assert "RNNSCOPE_MAX_WAITING_JOBS" in refused.value.detail
+        with pytest.raises(ComputeBusy) as refused:
+            with gate.slot(seconds=0.01):            # a slot of its own, not the one this thread holds
+                pass
+        assert "RNNSCOPE_MAX_WAITING_JOBS" in refused.value.detail
+    waiter.join(10)
+
+
+def test_a_short_job_whose_bytes_do_not_fit_waits_while_a_longer_one_that_fits_runs():
+    """Memory still gates: the first in priority waits for its bytes, and a job behind it
+    whose bytes fit takes the free slot meanwhile; the bytes freed, the first goes."""
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, memory_budget=100 * MB)
+    order: list[str] = []
+    done = threading.Event()
+
+    def job(name: str, nbytes: int, seconds: float) -> None:
+        with gate.job(nbytes, name, seconds):
+            order.append(name)
+            if name == "fits":
+                done.wait(10)
+
+    with gate.job(80 * MB, "holder", 5.0):
+        short = start(job, "short, 50 MB", 50 * MB, 0.01)
+        until(lambda: gate.waiting == 1)
+        fits = start(job, "fits", 10 * MB, 1.0)
+        until(lambda: order == ["fits"])
+        assert gate.waiting == 1 and gate.held_bytes == 90 * MB
+    short.join(10)
+    assert order == ["fits", "short, 50 MB"]
+    done.set()
+    fits.join(10)
+    assert gate.held_bytes == 0 and gate.busy == 0
+
+
+def test_a_pass_hands_its_slot_only_to_work_ahead_of_what_it_has_left():
+    """A batcher's worker between pieces: a long job that just arrived waits for the little
+    the pass has left; a short one goes first."""
+    gate = ComputeGate(slots=1, max_waiting=8, max_wait_seconds=30)
+    order: list[str] = []
+
+    def job(name: str, seconds: float) -> None:
+        with gate.expect(seconds):
+            order.append(name)
+
+    with gate.slot(seconds=1.0):
+        held = time.monotonic()
+        long = start(job, "long", 5.0)
+        until(lambda: gate.waiting == 1)
+        assert gate.let_waiting_go_first(held, 0.05) == held     # 50 ms left: keeps the slot
+        short = start(job, "short", 0.01)
+        until(lambda: gate.waiting == 2)
+        gate.let_waiting_go_first(held, 0.05)                    # the short job runs, then the pass again
+        order.append("pass")
+        assert gate.busy == 1 and gate.waiting == 1
+    long.join(10)
+    short.join(10)
+    assert order == ["short", "pass", "long"]
+
+
+def test_a_short_trace_is_answered_before_a_long_probe_queued_ahead_of_it(data_dir):
+    """Over HTTP, one compute slot, held: a probe of 10,000 characters queues, then a trace of
+    400; the slot freed, the trace is answered first (it cannot run beside the probe). The
+    gate's clock stands still: the tests' 2x32 models make the probe only ~0.13 s, less than
+    a loaded machine may take between the two requests, and ageing would rightly let it go."""
+    app = build_app(data_dir, max_batch=1)
+    text = ("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 170)
+    answered: list[str] = []
+
+    def ask(url: str, name: str, route: str, body: dict) -> None:
+        r = httpx.post(f"{url}/api/models/lstm/{route}", json=body, timeout=60)
+        answered.append(f"{name} {r.status_code}")
+
+    with serving(app) as url:
+        gate = app.state.compute_slots = ComputeGate(slots=1, max_waiting=8, max_wait_seconds=30, clock=Clock())
+        with gate.slot(seconds=1.0):
+            probe = start(ask, url, "probe", "probe", {"text": text[:10_000], "concept": "vowel"})
+            until(lambda: gate.waiting == 1)
+            trace = start(ask, url, "trace", "trace", {"text": text[:400]})
+            until(lambda: gate.waiting == 2)
+        probe.join(60)
+        trace.join(60)
+    assert answered == ["trace 200", "probe 200"]
