@@ -168,8 +168,9 @@ class Settings(BaseSettings):
     # concept over this many characters of the run's validation text. 5,000 holds a few dozen
     # lines, quotes and brackets of prose or code; the probe's own limit is max_probe_chars.
     concept_text_chars: int = Field(5_000, ge=0, le=20_000)      # 0: no recording
-    # The training time recording may take, at most (the bound): a checkpoint is not
-    # recorded when the last recording took more than this share of the time since it.
+    # The training time recording may take, at most (the bound): a checkpoint goes
+    # unrecorded when the run's recordings, the next estimated as long as the last, would take
+    # more than this share of its time (the first is always recorded). 1: every checkpoint.
     concept_share: float = Field(0.05, ge=0, le=1)
     # Weight snapshots kept per run for the explorer's checkpoint slider: 8 show how a cell
     # forms (a few early, some late) for 8 model files, thinned evenly as the run goes on.

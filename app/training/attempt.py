@@ -113,8 +113,8 @@ class Cadence:
     sample_every_steps: int
     sample_temperatures: tuple[float, ...]
     sample_length: int
-    # Concept strengths are recorded at a checkpoint only while their time stays within this
-    # share of the time trained since the last recording (the first and last always).
+    # Concept strengths are recorded at a checkpoint only while the attempt's recordings,
+    # this one included (estimated as long as the last), stay within this share of its time.
     concept_share: float = 0.05
 
     @classmethod
@@ -201,7 +201,7 @@ def run_attempt(job: Job, resume: TrainState | None, emit: Emit, should_stop: Ca
         reporter.flush()
         emit(Ended(None, str(e)))
         return
-    reporter.checkpoint(state, model, final=True)
+    reporter.checkpoint(state, model)
     emit(Ended(stopped))
 
 
@@ -220,8 +220,8 @@ class Reporter:
         self.base_seconds = resume.seconds if resume else 0.0
         self.started = time.monotonic()
         self.last_flush = self.last_checkpoint = self.started
-        self.last_concepts: float | None = None      # when concepts were last recorded
-        self.concept_seconds = 0.0                    # and how long that took
+        self.concept_seconds: float | None = None     # the last recording's time, None before the first
+        self.concept_total = 0.0                      # all of this attempt's recordings
 
     def __call__(self, e: TrainEvent) -> None:
         self.latest = e
@@ -269,21 +269,22 @@ class Reporter:
     def flush(self) -> None:
         self.emit(self.progress())
 
-    def checkpoint(self, state: TrainState, model: LanguageModel, final: bool = False) -> None:
+    def checkpoint(self, state: TrainState, model: LanguageModel) -> None:
         current = self.job.model(state.params)
-        concepts = self.concepts(current) if final or self.concepts_due() else None
+        concepts = self.concepts(current) if self.concepts_due() else None
         self.emit(Checkpoint(self.progress(), state, model, self.profile(current), concepts))
         self.last_checkpoint = time.monotonic()
 
     def concepts_due(self) -> bool:
-        """Whether recording now keeps its time within concept_share of the time trained
-        since the last recording: a checkpoint is skipped, rather than training slowed."""
+        """Whether recording now keeps the attempt's recordings within concept_share of its
+        time, this one estimated as long as the last: a checkpoint goes unrecorded rather
+        than training slowed. The first is recorded whatever it costs, to learn its cost."""
         if not self.job.concept_text:
             return False
-        if self.last_concepts is None:
+        if self.concept_seconds is None or self.cadence.concept_share >= 1:     # 1: every checkpoint
             return True
-        share = self.cadence.concept_share
-        return share > 0 and self.concept_seconds <= share * (time.monotonic() - self.last_concepts)
+        spent = self.concept_total + self.concept_seconds
+        return spent <= self.cadence.concept_share * (time.monotonic() - self.started)
 
     def concepts(self, model: LanguageModel) -> dict | None:
         """model.probes.strongest_units on the fixed stretch, JSON-ready; None without one."""
@@ -291,8 +292,8 @@ class Reporter:
             return None
         start = time.monotonic()
         found, skipped = strongest_units(model, self.job.concept_text)
-        self.last_concepts = time.monotonic()
-        self.concept_seconds = self.last_concepts - start
+        self.concept_seconds = time.monotonic() - start
+        self.concept_total += self.concept_seconds
         return {"chars": len(self.job.concept_text), "seconds": round(self.concept_seconds, 4),
                 "concepts": [asdict(f) for f in found], "skipped": skipped}
 
