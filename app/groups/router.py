@@ -73,7 +73,8 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     # id(model): a training run's model keeps its id while its weights are replaced.
     key = (entry.id, id(m), req.layer, req.quantity, req.components, text_key)
     # One layer's quantity over the fitted text (float32), and NMF's factors and copies of it.
-    fit_chars = 0 if cache.get(key) is not None else len(fitted)
+    # Measured at 4 groups; NMF's iterations grow with the groups.
+    fit_chars = 0 if cache.get(key) is not None else len(fitted) * max(req.components, 4) // 4
     track_chars = 0 if fitted.startswith(passage) else len(passage)
     seconds = expected_seconds(m.config, groups_fit=fit_chars, states=track_chars)
     with slots.job(reading_bytes(m.config, len(fitted), 4 * m.config.hidden_size), "this factorisation", seconds):
