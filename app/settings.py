@@ -165,9 +165,11 @@ class Settings(BaseSettings):
     flush_seconds: float = Field(0.5, gt=0)
     gradient_passage_chars: int = Field(100, ge=2, le=2000)
     # Concepts forming while a run trains (issue 23): at a checkpoint, the best unit for each
-    # concept over this many characters of the run's validation text. 5,000 holds a few dozen
-    # lines, quotes and brackets of prose or code; the probe's own limit is max_probe_chars.
-    concept_text_chars: int = Field(5_000, ge=0, le=20_000)      # 0: no recording
+    # concept over this many characters of the run's validation text. 3,000 (about 80 lines)
+    # holds quotes, brackets and comments of prose or code, and costs 0.43 s of one core for
+    # a 2x128 LSTM (0.15 ms a character): 3 % of 200 steps at the preflight's 16 x 100 for a
+    # small corpus, where 5,000 took 5.4 % (bench concepts).
+    concept_text_chars: int = Field(3_000, ge=0, le=20_000)      # 0: no recording
     # The training time recording may take, at most (the issue's bound): a checkpoint goes
     # unrecorded when the run's recordings, the next estimated as long as the last, would take
     # more than this share of its time (the first is always recorded). 1: every checkpoint.

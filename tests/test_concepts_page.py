@@ -68,6 +68,9 @@ def test_concept_curves_grow_live_and_mark_where_a_cell_appears(page, server):
         unit = c["best"][history["steps"].index(c["formed_step"])]
         line = page.locator(f"#concepts-formed [data-concept='{name}']").inner_text()
         assert f"step {c['formed_step']}" in line and f"layer {unit['layer']} {unit['quantity']} {unit['unit']}" in line
+        # ... with a link to that unit in the explorer, at a kept snapshot.
+        href = page.get_attribute(f"#concepts-formed [data-concept='{name}'] a", "href")
+        assert f"model=run-{run_id}" in href and f"neuron={unit['unit']}" in href and "at=" in href
     assert "digit" in page.inner_text("#concepts-skipped")        # left out, with the reason
     page.locator("#concepts-block").scroll_into_view_if_needed()
     shoot(page, "concepts-train", "#concepts-block")

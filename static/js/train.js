@@ -374,9 +374,9 @@ const unitName = (u) => `layer ${u.layer} ${u.quantity} ${u.unit}`;
 /** The concepts' strength against step, one line each, the threshold dashed, each concept's
  * first crossing marked with its unit (GET /api/runs/{id}/concepts). */
 async function drawConcepts(runId) {
-  let c;
+  let c, kept;
   try {
-    c = await request(`/api/runs/${runId}/concepts`);
+    [c, kept] = await Promise.all([request(`/api/runs/${runId}/concepts`), request(`/api/runs/${runId}/snapshots`)]);
   } catch { return; }
   if (run?.id !== runId) return;
   const empty = !c.steps.length;
@@ -409,13 +409,20 @@ async function drawConcepts(runId) {
     shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: c.threshold, y1: c.threshold,
       line: { color: "#868e96", dash: "dash", width: 1 } }],
   }), PLOT_CONFIG);
-  // In words: when each cell appeared, and where to see it (the snapshot nearest after, if kept).
+  // In words: when each cell appeared, and a link to that unit in the explorer at the kept
+  // snapshot nearest the step (the run's own model when none is kept).
   for (const k of formed) {
     const u = k.best[c.steps.indexOf(k.formed_step)];
     const p = document.createElement("span");
     p.className = "formed";
     p.dataset.concept = k.concept;
-    p.textContent = `A ${k.concept} cell appears at step ${k.formed_step.toLocaleString()}: ${unitName(u)}, strength ${u.strength.toFixed(2)}. `;
+    p.textContent = `A ${k.concept} cell appears at step ${k.formed_step.toLocaleString()}: ${unitName(u)}, strength ${u.strength.toFixed(2)} `;
+    const near = kept.reduce((best, s) => (best && Math.abs(best.step - k.formed_step) <= Math.abs(s.step - k.formed_step) ? best : s), null);
+    const q = new URLSearchParams({ model: `run-${runId}`, layer: u.layer, quantity: u.quantity, neuron: u.unit });
+    if (near) q.set("at", near.step);
+    const a = Object.assign(document.createElement("a"), { href: `/explore?${q}`,
+      textContent: near ? `(see it at step ${near.step.toLocaleString()})` : "(see it)" });
+    p.append(a, ". ");
     els.conceptsFormed.append(p);
   }
   const atStart = c.concepts.filter((k) => k.at_start).map((k) => k.concept);
