@@ -304,7 +304,7 @@ def test_a_shape_is_timed_once(client, step_timer):
 
 
 def test_estimates_and_uploads_are_timed_and_counted_inside_the_compute_gate(tmp_path, step_timer, monkeypatch):
-    import rnnscope.app.training.corpora_router as routes
+    import rnnscope.app.training.corpus_uploads as routes   # where an upload is ingested
 
     ingest, counted = routes.ingest, []
 
