@@ -227,3 +227,29 @@ def test_a_short_trace_is_answered_before_a_long_probe_queued_ahead_of_it(data_d
         probe.join(60)
         trace.join(60)
     assert answered == ["trace 200", "probe 200"]
+
+
+def test_expectations_are_scaled_by_what_jobs_really_took():
+    """The cost model was measured once; on a machine where jobs take 10x what they say, the
+    expected wait is 10x too: a newcomer behind a job that said 0.2 s is refused by a 1 s
+    limit it would have passed, and jobs that did not say what they cost do not count."""
+    def planted() -> ComputeGate:
+        return ComputeGate(slots=1, max_waiting=8, max_wait_seconds=30, max_expected_wait=1.0, clock=Clock())
+
+    fresh = planted()
+    with fresh.slot(seconds=0.2):
+        assert fresh.retry_after(0.01) == pytest.approx(0.2)
+    gate = planted()
+    for _ in range(20):
+        with gate:                                   # unknown cost: not a measure
+            pass
+    assert gate.slowdown == 1.0
+    for _ in range(10):
+        with gate.expect(0.001):
+            time.sleep(0.01)                         # at least 10x what it said
+    assert gate.slowdown >= 10
+    with gate.slot(seconds=0.2):
+        with pytest.raises(ComputeBusy) as refused:
+            with gate.slot(seconds=0.01):
+                pass
+        assert int(refused.value.headers["Retry-After"]) >= 2

@@ -15,8 +15,11 @@ A newcomer is refused (503, Retry-After: the wait it can expect) only when that 
 running jobs' remaining expected time and the expected time of the jobs ahead of it served
 on the slots, exceeds max_expected_wait (RNNSCOPE_MAX_EXPECTED_WAIT_SECONDS): a short job is
 admitted while two heavy ones run, and a heavy one behind a long queue learns when to come
-back. max_waiting stays a hard bound on the threads waiting (RNNSCOPE_MAX_WAITING_JOBS), and
-max_wait_seconds a backstop against an estimate that was wrong (RNNSCOPE_MAX_WAIT_SECONDS).
+back. Every expectation is scaled by what the last jobs took over what they said
+(SPEED_JOBS), so the waits promised hold on a slower or busier machine than the one the cost
+model was measured on. max_waiting stays a hard bound on the threads waiting
+(RNNSCOPE_MAX_WAITING_JOBS), and max_wait_seconds a backstop against an estimate that was
+wrong (RNNSCOPE_MAX_WAIT_SECONDS).
 The event loop (health checks, pages, model lists) never waits behind any of them.
 
 The gate also holds the memory budget (RNNSCOPE_MEMORY_BUDGET) in bytes. A job that
@@ -34,6 +37,7 @@ import itertools
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +46,13 @@ from fastapi import HTTPException
 
 from .costs import UNKNOWN_SECONDS
 
+# The gate compares what jobs took with what they expected over the last SPEED_JOBS that
+# said (once SPEED_MIN_JOBS have), and scales every expectation by it: the cost model was
+# measured once on a quiet machine, and a slower or busier one (another session's work, a
+# training run beside the requests) would otherwise promise waits it cannot keep and refuse
+# by RNNSCOPE_MAX_WAIT_SECONDS after the wait instead of by the expected wait before it.
+# 50 jobs is 10 to 20 s of a class's clicks; the bounds keep one odd minute from ruling.
+SPEED_JOBS, SPEED_MIN_JOBS, SPEED_BOUNDS = 50, 10, (0.25, 20.0)
 # Seconds of priority a job gains per second it waits. At 1, a waiting job is passed only by
 # jobs that arrive within its own expected duration of it and are shorter by that margin, so
 # a long job waits at most about one of its own lengths' worth of later, shorter arrivals
@@ -68,14 +79,16 @@ class OverBudget(HTTPException):
 class _Job:
     """A job waiting for a slot or holding one."""
 
-    expected: float                    # seconds it expects to hold a slot
+    expected: float                    # seconds it expects to hold a slot, as the cost model says
     nbytes: int                        # of the budget, taken with the slot
     # expected + AGEING x arrival time: `expected - AGEING x waited` plus AGEING x now, which
     # is the same for every job, so the order of those waiting never changes as they wait.
     priority: float
     order: int                         # of arrival: equal priorities go first come, first served
     granted: bool = False
-    started: float = 0.0
+    started: float = 0.0               # on the gate's clock
+    counted: bool = True               # its time teaches the gate its speed (it said what it expects)
+    began: float = 0.0                 # time.monotonic(): what it took, whatever the gate's clock
 
 
 class ComputeGate:
@@ -97,6 +110,7 @@ class ComputeGate:
         self._waiting: list[_Job] = []              # for a slot, in arrival order
         self._running: set[_Job] = set()            # holding one
         self._order = itertools.count()             # equal priorities: first come, first served
+        self._took: deque[tuple[float, float]] = deque(maxlen=SPEED_JOBS)   # (took, expected) seconds
         self._local = threading.local()
 
     # ---- what a newcomer can expect --------------------------------------------------------------
@@ -104,13 +118,22 @@ class ComputeGate:
     def _expected_wait(self, ahead: list[_Job]) -> float:
         """Until a slot is free for a newcomer: each slot frees when its job's expected time is
         up, and the jobs ahead take the slots as they free, each for its expected time."""
-        now = self._clock()
-        frees = [max(0.0, j.expected - (now - j.started)) for j in self._running]
+        now, speed = self._clock(), self.slowdown
+        frees = [max(0.0, j.expected * speed - (now - j.started)) for j in self._running]
         frees += [0.0] * max(0, self.slots - len(frees))
         heapq.heapify(frees)
         for job in ahead:
-            heapq.heapreplace(frees, frees[0] + job.expected)
+            heapq.heapreplace(frees, frees[0] + job.expected * speed)
         return frees[0]
+
+    @property
+    def slowdown(self) -> float:
+        """What the last jobs took over what they expected (1 until SPEED_MIN_JOBS said)."""
+        with self._cond:
+            if len(self._took) < SPEED_MIN_JOBS:
+                return 1.0
+            took, expected = (sum(t) for t in zip(*self._took))
+        return min(max(took / expected, SPEED_BOUNDS[0]), SPEED_BOUNDS[1])
 
     def retry_after(self, seconds: float = UNKNOWN_SECONDS) -> float:
         """When a newcomer expecting `seconds` would get a slot, as things stand."""
@@ -119,7 +142,7 @@ class ComputeGate:
             return self._expected_wait(sorted((j for j in self._waiting if j.priority <= priority), key=_rank))
 
     def _priority(self, seconds: float) -> float:
-        return seconds + self.ageing * self._clock()
+        return seconds * self.slowdown + self.ageing * self._clock()
 
     def _refusal(self, job: _Job, by_wait: bool = True) -> ComputeBusy | None:
         """Why a job that must wait is refused at once, or None: the queue is full, or (by_wait)
@@ -205,7 +228,7 @@ class ComputeGate:
         self._cond.notify_all()           # those granted, and `hold`, which waits for bytes alone
 
     def _start(self, job: _Job) -> None:
-        job.granted, job.started = True, self._clock()
+        job.granted, job.started, job.began = True, self._clock(), time.monotonic()
         self._held_bytes += job.nbytes
         self._running.add(job)
 
@@ -233,17 +256,20 @@ class ComputeGate:
 
     def _finish(self, job: _Job) -> None:
         with self._cond:
+            if job.counted and job in self._running:
+                self._took.append((time.monotonic() - job.began, job.expected))
             self._running.discard(job)
             self._held_bytes -= job.nbytes
             self._grant()
 
     @contextmanager
-    def slot(self, nbytes: int = 0, what: str = "this request", seconds: float = UNKNOWN_SECONDS) -> Iterator[None]:
+    def slot(self, nbytes: int = 0, what: str = "this request", seconds: float | None = None) -> Iterator[None]:
         """A compute slot and nbytes of the memory budget for a job expected to take
-        `seconds`, or ComputeBusy (503) / OverBudget (413)."""
+        `seconds` (None: not said, UNKNOWN_SECONDS), or ComputeBusy (503) / OverBudget (413)."""
         self.admit(nbytes, what)
-        job = _Job(seconds, nbytes, self._priority(seconds), next(self._order))
+        cost = UNKNOWN_SECONDS if seconds is None else seconds
         with self._cond:
+            job = _Job(cost, nbytes, self._priority(cost), next(self._order), counted=seconds is not None)
             self._wait_for(job, what)
         previous, self._local.running = getattr(self._local, "running", None), job
         try:
@@ -253,7 +279,7 @@ class ComputeGate:
             self._finish(job)
 
     @contextmanager
-    def job(self, nbytes: int, what: str = "this request", seconds: float = UNKNOWN_SECONDS) -> Iterator[None]:
+    def job(self, nbytes: int, what: str = "this request", seconds: float | None = None) -> Iterator[None]:
         """`with gate.job(nbytes, what, seconds):` a slot and nbytes, nested as `with gate:`
         nests: a thread that holds a slot already takes only the bytes (waiting for them as
         for a slot)."""
@@ -316,6 +342,8 @@ class ComputeGate:
             if not any(j.priority <= again.priority and self._room(j.nbytes) for j in self._waiting):
                 return held_since
             # The bytes stay held through the hand-over: they are the holder's, not the slot's.
+            # A pass that hands over has served more than it expected: not a measure of speed.
+            holding.counted = False
             self._running.discard(holding)
             self._waiting.append(again)
             self._grant()
@@ -329,7 +357,7 @@ class ComputeGate:
                 self._cond.wait(left)
             # The slot's job is the holder's again, with its new expectation and start.
             self._running.discard(again)
-            holding.expected, holding.started = expected, again.started
+            holding.expected, holding.started, holding.began = expected, again.started, again.began
             self._running.add(holding)
             return time.monotonic()
 
