@@ -48,7 +48,8 @@ def errors(req: ErrorsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     if len(text) < 2:
         raise invalid(("body", "text"), "the text needs at least two characters", "too_short", min_length=2)
     persist = source == "validation"
-    counting = 0.0 if cache.counted(texts, text, req.max_order, persist) else NGRAM_SECONDS_PER_CHAR * len(texts.train)
+    counted = cache.counted(texts, text, req.max_order, persist)
+    counting = 0.0 if counted else NGRAM_SECONDS_PER_CHAR * len(texts.train)
     seconds = expected_seconds(m.config, counting, errors=len(text))
     with slots.job(cost_bytes(m, len(texts.train), len(text), req.max_order), "an error analysis", seconds):
         ngram = cache.losses(texts, m, text, req.max_order, persist=persist)

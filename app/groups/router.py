@@ -77,7 +77,8 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     fit_chars = 0 if cache.get(key) is not None else len(fitted) * max(req.components, 4) // 4
     track_chars = 0 if fitted.startswith(passage) else len(passage)
     seconds = expected_seconds(m.config, groups_fit=fit_chars, states=track_chars)
-    with slots.job(reading_bytes(m.config, len(fitted), 4 * m.config.hidden_size), "this factorisation", seconds):
+    nbytes = reading_bytes(m.config, len(fitted), 4 * m.config.hidden_size)
+    with slots.job(nbytes, "this factorisation", seconds):
         found = cache.get(key)
         cached = found is not None
         if found is None:

@@ -167,7 +167,8 @@ class ComputeGate:
             if self.busy < self.slots and not self._waiting:
                 return
             cost = UNKNOWN_SECONDS if seconds is None else seconds
-            busy = self._refusal(_Job(cost, 0, self._priority(cost), next(self._order)), by_wait=seconds is not None)
+            probe = _Job(cost, 0, self._priority(cost), next(self._order))
+            busy = self._refusal(probe, by_wait=seconds is not None)
         if busy:
             raise busy
 

@@ -14,10 +14,12 @@ The estimate only has to order jobs and say roughly how long a queue is: a 50 ms
 against a 5 s state-space fit, not 50 against 60 ms.
 
 How the constants were measured (2026-12-06, this machine: AMD EPYC, 2 cores shared with
-other sessions' work, load average 3 to 10, 1 BLAS thread): a model's read (model.read, 3,000 characters) timed for rnn 1x128, lstm 1x128,
-gru/rnn/lstm 2x256 and lstm 1x512/2x512; every route timed through the app (TestClient, one
-request at a time, best of two) on the bundled 2x256 LSTM and RNN at 100 to 10,000
-characters, cold and warm where a route keeps what it read.
+other sessions' work, load average 3 to 10, 1 BLAS thread): a model's read (model.read,
+3,000 characters) timed for rnn 1x128, lstm 1x128, gru/rnn/lstm 2x256 and lstm 1x512/2x512;
+every route timed through the app (TestClient, one request at a time, best of two) on the
+bundled 2x256 LSTM and RNN at 100 to 10,000 characters, cold and warm where a route keeps
+what it read. The compute gate scales every estimate by what jobs really take, so these
+set the ratios between jobs more than the seconds.
 - SECONDS_PER_MAC, STEP_SECONDS: the reads fitted to the formula; the load inflated every
   time alike, so the fit's ratios were kept and its scale set to `python -m bench model`'s
   quiet 2x256 LSTM on this CPU, 19.9k characters a second (issue 21): 50 us a character,
@@ -94,5 +96,6 @@ def expected_seconds(cfg, extra: float = 0.0, **chars: int) -> float:
     `extra` seconds besides. `expected_seconds(cfg, states_fit=20_000, states=400)`."""
     seconds = REQUEST_SECONDS + extra
     for route, n in chars.items():
-        seconds += n * (ROUTE_FACTOR[route] * char_seconds(cfg) + (SAMPLE_STEP_SECONDS if route == "sample" else 0.0))
+        per_char = ROUTE_FACTOR[route] * char_seconds(cfg)
+        seconds += n * (per_char + SAMPLE_STEP_SECONDS if route == "sample" else per_char)
     return seconds

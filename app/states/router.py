@@ -107,7 +107,8 @@ def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
     # One layer's h, c and input over the fitted text (float32), and the trajectory's.
     nbytes = reading_bytes(m.config, len(fit_source) + len(text), 3 * m.config.hidden_size)
-    seconds = expected_seconds(m.config, states_fit=fits.fit_chars(entry, req.layer, fit_source), states=len(text))
+    fit_chars = fits.fit_chars(entry, req.layer, fit_source)
+    seconds = expected_seconds(m.config, states_fit=fit_chars, states=len(text))
     with slots.job(nbytes, "this state-space request", seconds):
         found = fits.reading(entry, req.layer, fit_source)
         pca = fits.pca(found, req.quantity, req.components)
@@ -142,7 +143,8 @@ def fixed_points(req: FixedPointsRequest, entry: ModelDep, settings: SettingsDep
     fit_source, source, _ = fitted
     H = m.config.hidden_size
     # The search's own time is bounded by settings (starts, iterations), not measured here.
-    seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fits.fit_chars(entry, req.layer, fit_source))
+    fit_chars = fits.fit_chars(entry, req.layer, fit_source)
+    seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fit_chars)
     with slots.expect(seconds):
         started = time.monotonic()
         found = fits.reading(entry, req.layer, fit_source)
