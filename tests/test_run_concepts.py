@@ -104,7 +104,8 @@ def test_bad_snapshot_ids_and_runs_are_clear_4xx(client):
     wait_for(client, run_id)
     r = client.get(f"/api/models/run-{run_id}@30")
     assert r.status_code == 404 and "no model 'run-" in r.json()["detail"]
-    for bad in (f"run-{run_id}@", f"run-{run_id}@-1", f"run-{run_id}@x"):
+    for bad in (f"run-{run_id}@", f"run-{run_id}@-1", f"run-{run_id}@x", f"run-0{run_id}@40", f"run-{run_id}@040",
+                f"run-{run_id + 1}@40"):
         assert client.get(f"/api/models/{bad}").status_code == 404
     for path in ("/concepts", "/snapshots"):
         assert client.get(f"/api/runs/999{path}").status_code == 404
@@ -114,6 +115,11 @@ def test_bad_snapshot_ids_and_runs_are_clear_4xx(client):
     assert client.get(f"/api/runs/{run_id}/snapshots", headers=other).status_code == 200
     assert client.delete(f"/api/runs/{run_id}", headers=other).status_code in (401, 403)
     assert client.get(f"/api/models/run-{run_id}@40").status_code == 200
+    # A snapshot is made when first asked for; its W_hh spectrum is its own, not the run's model's.
+    r = client.post(f"/api/models/run-{run_id}@20/gradients", json={"text": "To be, or not to be"})
+    assert r.status_code == 200, r.text
+    latest = client.post(f"/api/models/run-{run_id}/gradients", json={"text": "To be, or not to be"}).json()
+    assert r.json()["layers"][0]["singular_values"] != latest["layers"][0]["singular_values"]
 
 
 def test_no_recording_when_it_would_cost_more_than_its_share(tmp_path):

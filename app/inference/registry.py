@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,8 +65,9 @@ class Entry:
     config: ModelConfig
     num_parameters: int
     history: dict
-    # Per layer (G, H), largest first; computed once because W_hh never changes.
-    singular_values: list[np.ndarray]
+    # Per layer (G, H), largest first; computed once because W_hh never changes. None until
+    # first asked for (singular_values) for a run's snapshots, which are made on demand.
+    spectrum: list[np.ndarray] | None
     # Bundled models stay loaded; the others live in the cache.
     pinned: LanguageModel | None = field(default=None, repr=False)
     cache: ModelCache | None = field(default=None, repr=False)
@@ -81,6 +82,12 @@ class Entry:
         if self.pinned is not None:
             return self.pinned
         return self.cache.load(self.id, self.path)
+
+    @property
+    def singular_values(self) -> list[np.ndarray]:
+        if self.spectrum is None:
+            object.__setattr__(self, "spectrum", recurrent_singular_values(self.model))
+        return self.spectrum
 
 
 def block_names(model: LanguageModel) -> list[str]:
@@ -114,6 +121,9 @@ def make_entry(model_id: str, path: Path, bundled: bool, name: str | None = None
 class ModelRegistry:
     def __init__(self, entries: Iterable[Entry] = (), cache: ModelCache | None = None):
         self.cache = cache or ModelCache(8)
+        # Makes the entry of an id not loaded, or None: a run's snapshots (run-7@1800), which
+        # are served on demand rather than loaded at start-up or at each checkpoint.
+        self.resolve: Callable[[str], Entry | None] | None = None
         self._entries: dict[str, Entry] = {}
         for e in entries:
             if e.id in self._entries:
@@ -176,4 +186,8 @@ class ModelRegistry:
         try:
             return self._entries[model_id]
         except KeyError:
-            raise UnknownModelError(model_id, self._entries) from None
+            entry = self.resolve(model_id) if self.resolve is not None else None
+            if entry is None:
+                raise UnknownModelError(model_id, [e.id for e in self._entries.values() if e.listed]) from None
+            self.put(entry)
+            return entry

@@ -10,6 +10,7 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -31,7 +32,7 @@ from ..inference.compute import (HISTORY_BYTES_PER_STEP, checkpoint_bytes, every
 from ..inference.compute_gate import ComputeGate
 from ..inference.limits import Limit
 from ..inference.lru import LRU
-from ..inference.registry import ModelRegistry, UnknownModelError, make_entry
+from ..inference.registry import Entry, ModelRegistry, UnknownModelError, make_entry
 from ..settings import Settings
 from ..web.errors import ErrorResponse, invalid, on_unexpected_error
 from ..web.schemas import ErrorMessage
@@ -46,6 +47,7 @@ from .worker import Trainer
 log = logging.getLogger(__name__)
 
 
+SNAPSHOT_ID = re.compile(r"run-([0-9]{1,16})@([0-9]{1,12})")
 INSUFFICIENT_STORAGE = {507: {"model": ErrorMessage, "description": "The server's disk is (nearly) full; "
                                                                    "the message says how much is free."}}
 # Timed step shapes kept: each answer is a few numbers, a new shape costs a real step.
@@ -86,6 +88,8 @@ class Training:
         self.admission_lock = threading.Lock()
         self.remove_orphans()
         self.registry = registry
+        if registry is not None:
+            registry.resolve = self.snapshot_entry
         self.on_models_changed = on_models_changed
         self.one_thread = one_blas_thread
         self.executor = make_executor(settings, self.one_thread)
@@ -379,7 +383,6 @@ class Training:
                 self.publish(run["id"])
             else:
                 self.registry.put(dataclasses.replace(entry, name=run["name"], owner=run["owner"]))
-                self.publish_snapshots(run["id"], run)
 
     def stop(self) -> None:
         try:
@@ -403,26 +406,35 @@ class Training:
             log.warning("cannot serve the model of run %d: %s", run_id, e)
             return
         self.registry.put(entry)
-        self.publish_snapshots(run_id, run)
+        self.forget_thinned(run_id)
         self.on_models_changed()
 
-    def publish_snapshots(self, run_id: int, run: dict) -> None:
-        """Serve the run's snapshots on disk (run-7@1800, unlisted, the run's owner's), and no
-        longer those thinned away."""
-        on_disk = {snapshot_id(run_id, s): s for s in self.paths.snapshot_steps(run_id)}
+    def forget_thinned(self, run_id: int) -> None:
+        """No longer serve the run's snapshots thinned away since they were asked for."""
+        on_disk = {snapshot_id(run_id, s) for s in self.paths.snapshot_steps(run_id)}
         prefix = model_id(run_id) + "@"
         for gone in [i for i in self.registry.ids() if i.startswith(prefix) and i not in on_disk]:
             self.registry.remove(gone)
-        served = set(self.registry.ids())
-        for sid, step in on_disk.items():
-            if sid in served:
-                continue
-            try:
-                self.registry.put(make_entry(sid, self.paths.snapshot(run_id, step), bundled=False,
-                                             name=f"{run['name']} at step {step:,}", cache=self.registry.cache,
-                                             owner=run["owner"], listed=False))
-            except CheckpointError as e:
-                log.warning("cannot serve snapshot %s: %s", sid, e)
+
+    def snapshot_entry(self, wanted: str) -> Entry | None:
+        """The registry's entry for a snapshot id (run-7@1800) whose file is kept, made when
+        first asked for: the run's model's, but for its weights (loaded like any unloaded
+        model, in the request's thread) and name; unlisted. None for any other id."""
+        match = SNAPSHOT_ID.fullmatch(wanted)
+        if match is None or self.registry is None:
+            return None
+        run_id, step = int(match[1]), int(match[2])
+        if wanted != snapshot_id(run_id, step):         # one id a snapshot: run-7@20, not run-07@020
+            return None
+        path = self.paths.snapshot(run_id, step)
+        try:
+            run_model = self.registry.get(model_id(run_id))
+        except UnknownModelError:
+            return None
+        if not path.is_file():
+            return None
+        return dataclasses.replace(run_model, id=wanted, name=f"{run_model.name} at step {step:,}", path=path,
+                                   spectrum=None, pinned=None, cache=self.registry.cache, listed=False)
 
     def unpublish(self, run_id: int) -> None:
         if self.registry is not None:
