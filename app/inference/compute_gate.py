@@ -264,13 +264,17 @@ class ComputeGate:
             self._grant()
 
     @contextmanager
-    def slot(self, nbytes: int = 0, what: str = "this request", seconds: float | None = None) -> Iterator[None]:
+    def slot(self, nbytes: int = 0, what: str = "this request", seconds: float | None = None,
+             measured: bool = True) -> Iterator[None]:
         """A compute slot and nbytes of the memory budget for a job expected to take
-        `seconds` (None: not said, UNKNOWN_SECONDS), or ComputeBusy (503) / OverBudget (413)."""
+        `seconds` (None: not said, UNKNOWN_SECONDS), or ComputeBusy (503) / OverBudget (413).
+        `measured=False`: what it takes says nothing of the gate's speed (a batched pass,
+        which serves whatever joins it)."""
         self.admit(nbytes, what)
         cost = UNKNOWN_SECONDS if seconds is None else seconds
         with self._cond:
-            job = _Job(cost, nbytes, self._priority(cost), next(self._order), counted=seconds is not None)
+            job = _Job(cost, nbytes, self._priority(cost), next(self._order),
+                       counted=measured and seconds is not None)
             self._wait_for(job, what)
         previous, self._local.running = getattr(self._local, "running", None), job
         try:
@@ -343,8 +347,6 @@ class ComputeGate:
             if not any(j.priority <= again.priority and self._room(j.nbytes) for j in self._waiting):
                 return held_since
             # The bytes stay held through the hand-over: they are the holder's, not the slot's.
-            # A pass that hands over has served more than it expected: not a measure of speed.
-            holding.counted = False
             self._running.discard(holding)
             self._waiting.append(again)
             self._grant()
