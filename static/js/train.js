@@ -385,8 +385,10 @@ async function drawConcepts(runId) {
   els.conceptsFormed.replaceChildren();
   els.conceptsSkipped.textContent = "";
   if (empty) return;
+  // Concepts the current character tells (above the threshold from the start) are in the
+  // legend, off the plot: the lines worth watching are those that need memory to form.
   const traces = c.concepts.map((k, i) => ({
-    name: k.concept, type: "scatter", mode: c.steps.length > 1 ? "lines+markers" : "markers",
+    name: k.concept, type: "scatter", visible: k.at_start ? "legendonly" : true, mode: c.steps.length > 1 ? "lines+markers" : "markers",
     x: c.steps, y: k.best.map((u) => u?.strength ?? null), marker: { size: 4 },
     line: { color: CONCEPT_COLOURS[i % CONCEPT_COLOURS.length], width: 1.5 },
     customdata: k.best.map((u) => (u ? unitName(u) : "")),
@@ -401,7 +403,7 @@ async function drawConcepts(runId) {
       font: { size: 11, color: colour }, arrowcolor: colour, bgcolor: "rgba(255,255,255,0.85)" };
   });
   Plotly.react(els.conceptsChart, traces, layout({
-    hovermode: "closest", height: 340, annotations,
+    hovermode: "closest", height: 380, annotations,
     legend: { orientation: "v", x: 1.01, y: 1, xanchor: "left", bgcolor: "rgba(0,0,0,0)", font: { size: 11 } },
     margin: { l: 56, r: 120, t: 10, b: 44 },
     xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4" },
@@ -409,15 +411,16 @@ async function drawConcepts(runId) {
     shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: c.threshold, y1: c.threshold,
       line: { color: "#868e96", dash: "dash", width: 1 } }],
   }), PLOT_CONFIG);
-  // In words: when each cell appeared, and a link to that unit in the explorer at the kept
-  // snapshot nearest the step (the run's own model when none is kept).
+  // In words: when each cell appeared, and a link to that unit in the explorer at a kept
+  // snapshot (the run's own model when none is kept).
   for (const k of formed) {
     const u = k.best[c.steps.indexOf(k.formed_step)];
     const p = document.createElement("span");
     p.className = "formed";
     p.dataset.concept = k.concept;
     p.textContent = `A ${k.concept} cell appears at step ${k.formed_step.toLocaleString()}: ${unitName(u)}, strength ${u.strength.toFixed(2)} `;
-    const near = kept.reduce((best, s) => (best && Math.abs(best.step - k.formed_step) <= Math.abs(s.step - k.formed_step) ? best : s), null);
+    // The first kept snapshot at or after the step (the cell is there by then), else the last.
+    const near = kept.find((s) => s.step >= k.formed_step) ?? kept[kept.length - 1] ?? null;
     const q = new URLSearchParams({ model: `run-${runId}`, layer: u.layer, quantity: u.quantity, neuron: u.unit });
     if (near) q.set("at", near.step);
     const a = Object.assign(document.createElement("a"), { href: `/explore?${q}`,
@@ -427,7 +430,7 @@ async function drawConcepts(runId) {
   }
   const atStart = c.concepts.filter((k) => k.at_start).map((k) => k.concept);
   const notes = [];
-  if (atStart.length) notes.push(`Above ${c.threshold} from the first checkpoint, so not marked: ${atStart.join(", ")} (the character being read tells them; no memory needed).`);
+  if (atStart.length) notes.push(`Above ${c.threshold} from the first checkpoint, so not marked and off the plot (click them in the legend): ${atStart.join(", ")} (the character being read tells them; no memory needed).`);
   const skipped = Object.entries(c.skipped);
   if (skipped.length) notes.push(`Left out, constant on this text: ${skipped.map(([k, why]) => `${k} (${why})`).join(", ")}.`);
   els.conceptsSkipped.textContent = notes.join(" ");
