@@ -294,8 +294,12 @@ class Reporter:
         found, skipped = strongest_units(model, self.job.concept_text)
         self.concept_seconds = time.monotonic() - start
         self.concept_total += self.concept_seconds
+        # Weights gone non-finite make no strength: left out by name rather than stored as NaN,
+        # which JSON cannot carry.
+        kept = [f for f in found if math.isfinite(f.score) and math.isfinite(f.strength)]
+        skipped |= {f.concept: "the model's values are not finite" for f in found if f not in kept}
         return {"chars": len(self.job.concept_text), "seconds": round(self.concept_seconds, 4),
-                "concepts": [asdict(f) for f in found], "skipped": skipped}
+                "concepts": [asdict(f) for f in kept], "skipped": skipped}
 
     def profile(self, model: LanguageModel) -> dict:
         """model.analysis.gradient_through_time on the fixed passage, JSON-ready."""
