@@ -150,3 +150,18 @@ def test_snapshots_count_against_the_owners_quota(tmp_path):
         assert r.status_code == 413 and "checkpoints and snapshots" in r.json()["detail"], r.text
         training.settings = training.settings.model_copy(update={"run_snapshots": 0})
         assert client.post("/api/runs", json=run).status_code == 201
+
+
+def test_start_up_removes_the_snapshots_of_runs_that_are_gone(tmp_path):
+    """A process killed between deleting a run's row and its files leaves snapshots nobody
+    counts: the next start removes them, and keeps those of runs that exist."""
+    with TestClient(build_app(tmp_path, **RECORD_ALL, run_snapshots=2), headers=OWNER) as c:
+        run_id = start(c, new_corpus(c), max_steps=40)
+        wait_for(c, run_id)
+    kept = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert kept == [f"run-{run_id}@20.safetensors", f"run-{run_id}@40.safetensors"]
+    stray = tmp_path / "snapshots" / f"run-{run_id + 5}@20.safetensors"
+    stray.write_bytes((tmp_path / "snapshots" / kept[0]).read_bytes())
+    with TestClient(build_app(tmp_path, **RECORD_ALL, run_snapshots=2), headers=OWNER) as c:
+        assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == kept
+        assert c.get(f"/api/models/run-{run_id}@20").status_code == 200

@@ -121,6 +121,12 @@ class Training:
                 log.warning("forgetting corpus %d: its file is gone", corpus["id"])
                 self.store.delete_corpus(corpus["id"])
         self.remove_unused_texts()
+        # Snapshots of a run deleted while the process died between its row and its files.
+        for path in (root / "snapshots").glob("run-*@*.safetensors"):
+            match = SNAPSHOT_ID.fullmatch(path.name[:-len(".safetensors")])
+            if match and path.is_file() and self.store.get_run(int(match[1])) is None:
+                log.warning("removing %s: its run was deleted", path)
+                path.unlink(missing_ok=True)
 
     # ---- texts, stored once each (corpora/<sha256>.txt) ------------------------------------------
 
