@@ -43,9 +43,9 @@ def start(target, *args) -> threading.Thread:
 
 
 def test_a_short_job_arriving_behind_two_long_ones_runs_before_the_long_one_waiting():
-    """Two 3 s jobs hold both slots, a third waits; a 20 ms job arriving last takes the first
-    slot that frees, and finishes before the waiting 3 s job starts."""
-    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30)
+    """Two 3 s jobs hold both slots (no slot kept from long jobs), a third waits; a 20 ms job
+    arriving last takes the first slot that frees, and finishes before the waiting 3 s job starts."""
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, long_seconds=None)
     order: list[str] = []
     release = {name: threading.Event() for name in ("first", "second")}
 
@@ -72,6 +72,35 @@ def test_a_short_job_arriving_behind_two_long_ones_runs_before_the_long_one_wait
     for thread in threads:
         thread.join(10)
     assert order.index("short done") < order.index("long started"), order
+    assert gate.busy == 0 and gate.waiting == 0
+
+
+def test_a_20ms_job_arriving_behind_two_3s_jobs_finishes_first():
+    """Issue 21's case with the slot kept from long jobs: of two 3 s jobs one runs and one
+    waits, and a 20 ms job arriving behind them runs at once in the other slot."""
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30)
+    order: list[str] = []
+    release = threading.Event()
+
+    def job(name: str, seconds: float) -> None:
+        with gate.expect(seconds):
+            order.append(f"{name} started")
+            if seconds > 1:
+                release.wait(10)
+            order.append(f"{name} done")
+
+    threads = [start(job, "3 s", 3.0)]
+    until(lambda: gate.busy == 1)
+    threads.append(start(job, "another 3 s", 3.0))
+    until(lambda: gate.waiting == 1)
+    assert gate.busy == 1                             # the second slot is kept from long jobs
+    threads.append(start(job, "20 ms", 0.02))
+    until(lambda: "20 ms done" in order)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert order.index("20 ms done") < min(order.index("3 s done"), order.index("another 3 s started")), order
+    assert order.index("another 3 s started") > order.index("3 s done")
     assert gate.busy == 0 and gate.waiting == 0
 
 
@@ -104,7 +133,8 @@ def test_a_newcomer_is_refused_by_its_expected_wait_not_by_the_jobs_running():
     and is admitted; a 2 s job behind it and an 0.8 s job expects 1.32 s, over the 1 s
     setting: 503, Retry-After 2, naming the setting; a short one after it is admitted."""
     clock = Clock()
-    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, max_expected_wait=1.0, clock=clock)
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, max_expected_wait=1.0, long_seconds=None,
+                       clock=clock)
     ran: list[str] = []
 
     def job(name: str, seconds: float) -> None:
@@ -253,3 +283,26 @@ def test_expectations_are_scaled_by_what_jobs_really_took():
             with gate.slot(seconds=0.01):
                 pass
         assert int(refused.value.headers["Retry-After"]) >= 2
+
+
+def test_a_long_newcomer_expects_to_wait_for_the_slots_long_jobs_may_hold():
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, max_expected_wait=2.0, clock=Clock())
+    with gate.slot(seconds=3.0):
+        assert gate.retry_after(0.02) == 0.0 and gate.retry_after(2.0) == pytest.approx(3.0)
+        with pytest.raises(ComputeBusy) as refused:
+            with gate.slot(seconds=2.0):
+                pass
+        assert refused.value.headers["Retry-After"] == "3"
+        with gate.slot(seconds=0.02):                 # the kept slot: at once
+            assert gate.busy == 2
+
+
+def test_a_long_job_that_waits_too_long_beside_the_kept_slot_is_a_503():
+    """A slot is free (kept from long jobs) and no memory budget is set: the long job's
+    refusal after max_wait_seconds names the wait, not the budget."""
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=0.2)
+    with gate.slot(seconds=3.0):
+        with pytest.raises(ComputeBusy) as refused:
+            with gate.slot(seconds=3.0):
+                pass
+    assert "RNNSCOPE_MAX_WAIT_SECONDS" in refused.value.detail and gate.busy == 0 and gate.waiting == 0
