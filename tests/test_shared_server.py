@@ -648,8 +648,8 @@ def fill(path: Path, leave: int, name: str = "filler") -> Path:
 def test_a_real_full_disk_interrupts_the_run_and_the_server_recovers(tmp_path):
     """The issue's experiment: the data dir on a small tmpfs, filled while a run trains."""
     with tmpfs(tmp_path / "data", "16m") as data_dir, \
-            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 100}, min_free_bytes=0),
-                       headers=OWNER) as client:
+            TestClient(build_app(data_dir, **FAST | {"checkpoint_every_steps": 100}, min_free_bytes=0,
+                                 run_snapshots=0), headers=OWNER) as client:   # the checkpoints alone fill it
         corpus = upload(client, excerpt(20_000)).json()
         model = TINY | {"hidden_size": 128}              # a checkpoint of ~2 MB
         first = start(client, corpus, **model, max_steps=500)
