@@ -80,13 +80,17 @@ def test_every_page_links_its_own_module_once(app, client):
 def test_plotly_is_loaded_once_by_exactly_the_pages_that_draw_charts(app, client):
     with_charts = set()
     for path, elements in framed_pages(app, client).items():
-        plotly = [e["attrs"] for e in elements if e["tag"] == "script" and e["attrs"].get("id") == "plotly-js"]
+        # Deferred, or preloaded and run by the page's script once its own requests are out.
+        plotly = [e["attrs"] for e in elements if (e["tag"] == "script" and e["attrs"].get("id") == "plotly-js")
+                  or (e["tag"] == "link" and e["attrs"].get("id") == "plotly-js-preload")]
         if any("chart" in classes(e) for e in elements):
             with_charts.add(path)
             assert len(plotly) == 1, path
-            assert plotly[0]["src"].startswith("/static/vendor/plotly-pages.min.js?v="), path
-            # Never blocking the page: deferred, or async where the page's own requests go first.
-            assert ("defer" in plotly[0]) != ("async" in plotly[0]), (path, plotly[0])
+            url = plotly[0].get("src") or plotly[0].get("href")
+            assert url.startswith("/static/vendor/plotly-pages.min.js?v="), path
+            # Never blocking the page.
+            assert "defer" in plotly[0] or (plotly[0].get("rel") == "preload" and plotly[0].get("as") == "script"), \
+                (path, plotly[0])
         else:
             assert not plotly, path
     assert {"/explore", "/gradients", "/gates"} <= with_charts and "/" not in with_charts

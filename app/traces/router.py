@@ -12,10 +12,13 @@ from ..inference.batching import BatchersDep, GradientWork, TraceWork
 from ..inference.checks import chosen, prediction, readable_text
 from ..inference.compute import SENT_BYTES, Reading, encode_array, norms, read, reading_bytes, rounded
 from ..inference.costs import expected_seconds
-from ..inference.deps import ComputeSlots, ModelDep, RenderedInThread, SettingsDep
-from ..inference.registry import block_names
+from ..inference.corpus_index import CorpusLibrary, corpus_passages, training_corpus, val_fraction
+from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep, RenderedInThread, SettingsDep
+from ..inference.registry import ModelRegistry, UnknownModelError, block_names
 from ..inference.schemas import Predictions
+from ..web.auth import RequesterDep
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid
+from ..web.security import Requester
 from ..web.pages import render
 from .schemas import (GateSaturation, GatesLayer, GatesRequest, GatesResponse, GradientLayer, GradientsRequest,
                       GradientsResponse, Spectrum, TraceLayer, TraceRequest, TraceResponse)
@@ -105,9 +108,44 @@ def gates(req: GatesRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
 
 
 @page_router.get("/explore", response_class=HTMLResponse, include_in_schema=False)
-def explore_page(request: Request):
+def explore_page(request: Request, registry: RegistryDep, requester: RequesterDep, library: LibraryDep):
     """Neuron explorer: text coloured by one neuron, and a heatmap of all of them."""
-    return render(request, "explore")
+    try:
+        hint = first_read(request, registry, requester, library)
+    except Exception:               # only a head start: a model that fails to load says so to the script
+        hint = None
+    return render(request, "explore", first_read=hint)
+
+
+def first_read(request: Request, registry: ModelRegistry, requester: Requester,
+               library: CorpusLibrary) -> dict | None:
+    """What /explore will read first when its link names no text: the model it opens on (the
+    link's, else the first listed), that model's first passage (as GET .../passages gives it)
+    and the layer and quantity it starts on (the top layer's h). The page asks for that trace
+    as its script starts, before plotly.js runs, instead of after three requests that each wait
+    for the browser's main thread (issue 19). None where it would take computing to know."""
+    q = request.query_params
+    if q.get("text"):
+        return None
+    try:
+        entry = registry.get(q["model"]) if q.get("model") else None
+    except (UnknownModelError, ValueError):
+        entry = None
+    if entry is None:
+        entries, _ = registry.listing(requester.owner, 1, 0)
+        if not entries:
+            return None
+        entry = entries[0]
+    m = entry.model
+    corpus = training_corpus(entry, library)
+    passages = corpus_passages(library.text(corpus), val_fraction(m), set(m.vocab.chars)) if corpus else []
+    if not passages:
+        return None
+    layer = int(q["layer"]) if q.get("layer", "").isdigit() and int(q["layer"]) < m.config.num_layers \
+        else m.config.num_layers - 1
+    quantities = list(m.cell.quantities)
+    quantity = q.get("quantity") if q.get("quantity") in quantities else "h" if "h" in quantities else quantities[0]
+    return {"model": entry.id, "text": passages[0].text, "layer": layer, "quantity": quantity}
 
 
 @page_router.get("/gradients", response_class=HTMLResponse, include_in_schema=False)

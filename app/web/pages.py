@@ -8,7 +8,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from starlette.routing import NoMatchFound
 
-from .assets import TEMPLATES_DIR, static_url
+from .assets import TEMPLATES_DIR, module_imports, static_url
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
 
@@ -26,6 +26,7 @@ templates.env.globals["has_route"] = has_route
 
 
 templates.env.globals["static_url"] = static_url      # /static/<name>?v=<hash>
+templates.env.globals["module_imports"] = module_imports   # what a page's module imports, to preload
 
 
 # Passages of tinyshakespeare, the Shakespeare models' corpus: the first lines of the file,

@@ -325,12 +325,18 @@ export function renderChars(container, chars, removed = null) {
 }
 
 /** plotly.js, once it has run: base.html loads it with defer (already run when a page's module
- * starts) or, on pages whose first chart waits on requests, async, so those requests go out
- * while it is parsed. Such a page awaits this before it draws. */
+ * starts) or, on pages whose first chart waits on requests, preloads it ("lazy"): the first
+ * call here runs it, so such a page calls this once its first requests are out, and awaits
+ * it before it draws. */
 let plotlyLoaded = null;
 export function plotlyReady() {
   plotlyLoaded ??= globalThis.Plotly ? Promise.resolve(globalThis.Plotly) : new Promise((resolve, reject) => {
-    const script = document.getElementById("plotly-js");
+    let script = document.getElementById("plotly-js");
+    if (!script) {
+      const preloaded = document.getElementById("plotly-js-preload");
+      script = Object.assign(document.createElement("script"), { id: "plotly-js", src: preloaded.href });
+      document.head.append(script);
+    }
     script.addEventListener("load", () => resolve(globalThis.Plotly));
     script.addEventListener("error", () => reject(new Error("plotly.js did not load: reload the page")));
   });

@@ -195,6 +195,7 @@ async function compare() {
     ask("gradients", { text, position });
     ask("horizon", { text, ...HORIZON });
     ask("gates", { text });
+    plotlyReady().catch(() => {});               // runs plotly.js once the requests are out ("lazy")
     const gather = (kinds) => Promise.all(ids.map(async (id) => {
       const r = { id };
       for (const kind of kinds) r[kind] = await asked[id][kind];
