@@ -1,6 +1,6 @@
 """/explore's first read (issue 19): for a link that names no text, the page says which trace
-it will ask for first (#first-read), so its script asks before plotly.js runs; the trace the
-page then needs is that one, asked for once."""
+it will ask for first and brings that model's detail and passages (#first-read), so its script
+asks before plotly.js runs; the trace the page then needs is that one, asked for once."""
 from __future__ import annotations
 
 import json
@@ -37,7 +37,8 @@ def test_the_first_read_is_what_the_page_would_ask_for(client):
     first = client.get("/api/models").json()[0]
     passages = client.get(f"/api/models/{first['id']}/passages").json()["passages"]
     assert hint == {"model": first["id"], "text": passages[0]["text"], "layer": first["num_layers"] - 1,
-                    "quantity": "h"}
+                    "quantity": "h", "detail": client.get(f"/api/models/{first['id']}").json(),
+                    "passages": client.get(f"/api/models/{first['id']}/passages").json()}
 
 
 def test_the_link_chooses_the_model_layer_and_quantity(client):
@@ -65,8 +66,10 @@ def test_the_page_asks_for_its_first_trace_once_and_draws_it(bundled_app, browse
         pg.wait_for_selector("#heatmap .main-svg", timeout=60_000)
         pg.wait_for_timeout(500)
         assert traces == [url + "/api/models/lstm/trace"], traces
-        # Asked for first, before the three requests it used to wait on.
+        # Asked for first, before the three requests it used to wait on; the model's detail and
+        # passages came with the page.
         assert api[:2] == ["/api/models/lstm/trace", "/api/models"], api
+        assert "/api/models/lstm" not in api and "/api/models/lstm/passages" not in api, api
         assert pg.locator("#charmap .ch").count() > 100
         # Another layer is another trace, asked for as before.
         pg.select_option("#layer", "0")

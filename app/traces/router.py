@@ -16,6 +16,7 @@ from ..inference.corpus_index import CorpusLibrary, corpus_passages, training_co
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep, RenderedInThread, SettingsDep
 from ..inference.registry import ModelRegistry, UnknownModelError, block_names
 from ..inference.schemas import Predictions
+from ..models.router import Passage, Passages, get_model
 from ..web.auth import RequesterDep
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid
 from ..web.security import Requester
@@ -145,7 +146,13 @@ def first_read(request: Request, registry: ModelRegistry, requester: Requester,
         else m.config.num_layers - 1
     quantities = list(m.cell.quantities)
     quantity = q.get("quantity") if q.get("quantity") in quantities else "h" if "h" in quantities else quantities[0]
-    return {"model": entry.id, "text": passages[0].text, "layer": layer, "quantity": quantity}
+    # The model's detail and passages too, as GET /api/models/{id} and .../passages answer: the
+    # page needs them before it draws, and asking would wait for plotly.js to finish running.
+    listed = Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
+                                                    for p in passages])
+    return {"model": entry.id, "text": passages[0].text, "layer": layer, "quantity": quantity,
+            "detail": get_model(entry, requester).model_dump(mode="json"),
+            "passages": listed.model_dump(mode="json")}
 
 
 @page_router.get("/gradients", response_class=HTMLResponse, include_in_schema=False)

@@ -80,7 +80,7 @@ function traceRequest(model, text, layer, quantity, drop) {
 // instead of after three requests that each wait for the browser's main thread. load() takes
 // the answer when it asks for the same trace, and asks anew otherwise.
 let early = null;
-const firstRead = JSON.parse(document.getElementById("first-read")?.textContent || "null");
+let firstRead = JSON.parse(document.getElementById("first-read")?.textContent || "null");
 if (firstRead && !els.text.value) {
   const asking = traceRequest(firstRead.model, firstRead.text, firstRead.layer, firstRead.quantity, false);
   early = { key: asking.key, answer: api(asking.url, asking.body) };
@@ -565,10 +565,13 @@ function show(ranked) {
 async function loadModel() {
   const signal = nextSignal();
   let previous = passages;
+  // The first model's detail and passages came with the page (#first-read), once.
+  const given = firstRead?.model === state.model ? firstRead : null;
+  firstRead = null;
   try {
     [info, { passages, corpus: corpusOnServer }] = await Promise.all([
-      api(`/api/models/${encodeURIComponent(state.model)}`, undefined, { signal }),
-      api(`/api/models/${encodeURIComponent(state.model)}/passages`, undefined, { signal }),
+      given?.detail ?? api(`/api/models/${encodeURIComponent(state.model)}`, undefined, { signal }),
+      given?.passages ?? api(`/api/models/${encodeURIComponent(state.model)}/passages`, undefined, { signal }),
     ]);
   } catch (e) {
     if (!isAbort(e)) { setStatus(els.status, "error", e.message); clearSidebar(e.message); }
