@@ -418,7 +418,7 @@ async function drawConcepts(runId) {
     const p = document.createElement("span");
     p.className = "formed";
     p.dataset.concept = k.concept;
-    p.textContent = `A ${k.concept} cell appears at step ${k.formed_step.toLocaleString()}: ${unitName(u)}, strength ${u.strength.toFixed(2)} `;
+    p.textContent = `${/^[aeiou]/i.test(k.concept) ? "An" : "A"} ${k.concept} cell appears at step ${k.formed_step.toLocaleString()}: ${unitName(u)}, strength ${u.strength.toFixed(2)} `;
     // The first kept snapshot at or after the step (the cell is there by then), else the last.
     const near = kept.find((s) => s.step >= k.formed_step) ?? kept[kept.length - 1] ?? null;
     const q = new URLSearchParams({ model: `run-${runId}`, layer: u.layer, quantity: u.quantity, neuron: u.unit });
