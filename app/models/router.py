@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from rnnscope.model.sample import sample
 
-from ..inference.corpus_index import PASSAGE_CHARS, corpus_passages, training_corpus, val_fraction
+from ..inference.corpus_index import PASSAGE_CHARS, CorpusLibrary, corpus_passages, training_corpus, val_fraction
 from ..inference.costs import expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep
 from ..inference.registry import Entry
@@ -83,17 +83,25 @@ class Passages(BaseModel):
 SAMPLE_TEMPERATURE, SAMPLE_SEED = 0.8, 0
 
 
+def own_passages(entry: Entry, library: CorpusLibrary) -> Passages | None:
+    """Passages of the model's own training corpus (no computing), or None when the corpus is
+    not on this server or has none the model's vocabulary can read."""
+    m = entry.model
+    corpus = training_corpus(entry, library)
+    found = corpus_passages(library.text(corpus), val_fraction(m), set(m.vocab.chars)) if corpus else []
+    return Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
+                                                  for p in found]) if found else None
+
+
 @router.get("/{model_id}/passages", response_model=Passages, responses=NOT_FOUND)
 def get_passages(entry: ModelDep, library: LibraryDep, slots: ComputeSlots) -> Passages:
     """Passages to read with this model: from the validation part of its own training corpus,
     then from the training part; a passage it writes itself when the corpus is not here."""
+    found = own_passages(entry, library)
+    if found is not None:
+        return found
     m = entry.model
     corpus = training_corpus(entry, library)
-    if corpus is not None:
-        found = corpus_passages(library.text(corpus), val_fraction(m), set(m.vocab.chars))
-        if found:
-            return Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
-                                                          for p in found])
     with slots.expect(expected_seconds(m.config, sample=PASSAGE_CHARS)):
         text, _ = sample(m, "", PASSAGE_CHARS, SAMPLE_TEMPERATURE, seed=SAMPLE_SEED)
     text = text[:text.rfind("\n") + 1] or text                   # whole lines when it wrote any

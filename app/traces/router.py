@@ -12,15 +12,15 @@ from ..inference.batching import BatchersDep, GradientWork, TraceWork
 from ..inference.checks import chosen, prediction, readable_text
 from ..inference.compute import SENT_BYTES, Reading, encode_array, norms, read, reading_bytes, rounded
 from ..inference.costs import expected_seconds
-from ..inference.corpus_index import CorpusLibrary, corpus_passages, training_corpus, val_fraction
+from ..inference.corpus_index import CorpusLibrary
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep, RenderedInThread, SettingsDep
 from ..inference.registry import ModelRegistry, block_names
 from ..inference.schemas import Predictions
-from ..models.router import Passage, Passages, get_model
+from ..models.router import get_model, own_passages
 from ..web.auth import RequesterDep
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid
-from ..web.security import Requester
 from ..web.pages import render
+from ..web.security import Requester
 from .schemas import (GateSaturation, GatesLayer, GatesRequest, GatesResponse, GradientLayer, GradientsRequest,
                       GradientsResponse, Spectrum, TraceLayer, TraceRequest, TraceResponse)
 
@@ -139,22 +139,19 @@ def first_read(request: Request, registry: ModelRegistry, requester: Requester,
         if not entries:
             return None
         entry = entries[0]
-    m = entry.model
-    corpus = training_corpus(entry, library)
-    passages = corpus_passages(library.text(corpus), val_fraction(m), set(m.vocab.chars)) if corpus else []
-    if not passages:
+    passages = own_passages(entry, library)
+    if passages is None:
         return None
+    m = entry.model
     layer = int(q["layer"]) if q.get("layer", "").isdigit() and int(q["layer"]) < m.config.num_layers \
         else m.config.num_layers - 1
     quantities = list(m.cell.quantities)
     quantity = q.get("quantity") if q.get("quantity") in quantities else "h" if "h" in quantities else quantities[0]
     # The model's detail and passages too, as GET /api/models/{id} and .../passages answer: the
     # page needs them before it draws, and asking would wait for plotly.js to finish running.
-    listed = Passages(corpus=corpus.name, passages=[Passage(title=p.title, text=p.text, part=p.part)
-                                                    for p in passages])
-    return {"model": entry.id, "text": passages[0].text, "layer": layer, "quantity": quantity,
+    return {"model": entry.id, "text": passages.passages[0].text, "layer": layer, "quantity": quantity,
             "detail": get_model(entry, requester).model_dump(mode="json"),
-            "passages": listed.model_dump(mode="json")}
+            "passages": passages.model_dump(mode="json")}
 
 
 @page_router.get("/gradients", response_class=HTMLResponse, include_in_schema=False)
