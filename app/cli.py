@@ -19,7 +19,7 @@ from rnnscope.model.checkpoint import (CheckpointError, load_model, load_train_s
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig
 from rnnscope.model.sample import generate
-from rnnscope.model.train import (TrainConfig, TrainEvent, TrainingDiverged, corpus_sha256,
+from rnnscope.model.train import (TrainConfig, TrainEvent, TrainingDiverged, continue_from, corpus_sha256,
                                   train as train_model)
 from rnnscope.model.vocab import UnknownCharactersError, Vocab
 
@@ -119,14 +119,24 @@ def train(
                                                     "written at every validation and at the end"),
     resume: Path | None = typer.Option(None, help="continue the run saved in this state file (its model "
                                                      "and training options; --max-steps/--max-seconds extend it)"),
+    init: Path | None = typer.Option(None, help="start from this checkpoint's weights, cell, size and vocabulary, "
+                                                 "with a fresh optimizer and the options given here (to train a "
+                                                 "bundled model further); steps count on from its"),
 ):
     """Train a model on CORPUS and save the weights with the best validation loss."""
     try:
         text = corpus.read_text(encoding="utf-8-sig").replace("\r\n", "\n")
     except (OSError, UnicodeDecodeError) as e:
         fail(f"cannot read {corpus} as UTF-8 text: {e}")
-    resumed = vocab = None
+    resumed = vocab = initial = None
+    if resume is not None and init is not None:
+        fail("give --resume (a training state) or --init (a checkpoint), not both")
     try:
+        if init is not None:
+            initial = load_model(init)
+            resumed = continue_from(initial, seed)
+            model_cfg, vocab = initial.config, initial.vocab
+            vocab.encode(text)                    # the corpus must be written in the checkpoint's characters
         if resume is not None:
             run_model, resumed = load_train_state(resume)
             if run_model.history.get("corpus_sha256") != corpus_sha256(text):
@@ -137,10 +147,13 @@ def train(
                                                 (("max_steps", max_steps), ("max_seconds", max_seconds)) if v is not None}
             cfg = TrainConfig(**options)
         else:
-            model_cfg = ModelConfig(cell, 1, hidden, layers)
+            if initial is None:
+                model_cfg = ModelConfig(cell, 1, hidden, layers)
             cfg = TrainConfig(batch_size, seq_length, learning_rate, optimizer, lr_decay, lr_decay_after,
                               grad_clip, dropout, 5000 if max_steps is None else max_steps, max_seconds or 0.0,
                               val_fraction, eval_every, seed=seed)
+    except UnknownCharactersError as e:
+        fail(f"{init} cannot read {corpus}: {e}")
     except (ValueError, CheckpointError) as e:
         fail(str(e))
     vocab = vocab or Vocab.from_text(text)
@@ -165,6 +178,9 @@ def train(
     except (ValueError, TrainingDiverged) as e:
         fail(str(e))
     h = result.model.history
+    if initial is not None:                   # the checkpoint's own training counts toward the total
+        h["seconds"] = round(h["seconds"] + initial.history.get("seconds", 0.0), 1)
+        h["initialised_from"] = f"{init.name} at step {initial.history.get('steps', 0)}"
     printer.finish(h["steps"], cfg.max_steps, result.stopped)
     save_model(result.model, out)
     if state is not None:

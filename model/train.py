@@ -130,6 +130,15 @@ class TrainState:
     seconds: float                        # training time spent so far
 
 
+def continue_from(model: LanguageModel, seed: int = 0) -> TrainState:
+    """A run that starts from a trained model's weights with a fresh optimizer, for a checkpoint
+    saved without its training state (the bundled models). Its step count carries on from the
+    model's, so the learning-rate schedule continues where that run left it."""
+    params = {k: np.array(v, dtype=np.float32) for k, v in model.params.items()}
+    return TrainState(params, {}, int(model.history.get("steps", 0)), None,
+                      np.random.default_rng(seed).bit_generator.state, None, math.inf, History(), 0.0)
+
+
 def train(text: str, model_cfg: ModelConfig, cfg: TrainConfig,
           progress: Callable[[TrainEvent], None] | None = None,
           should_stop: Callable[[], bool] | None = None,

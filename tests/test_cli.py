@@ -41,6 +41,33 @@ def test_train_then_resume_equals_one_run_and_sample_is_reproducible(tmp_path):
     assert one.output.startswith("All:") and len(one.output.rstrip("\n")) == 54
 
 
+def test_init_continues_a_checkpoint_with_its_shape_vocabulary_and_step_count(tmp_path):
+    """--init trains a saved model further (the bundled ones ship without a training state): it
+    starts from exactly its weights, keeps its cell, size and characters whatever the options
+    say, counts steps on from its own, and refuses a corpus its vocabulary cannot read."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    assert invoke("train", corpus, "--out", tmp_path / "a.safetensors", *TINY, "--max-steps", 20).exit_code == 0
+    a = load_model(tmp_path / "a.safetensors")
+    # Zero steps' worth of learning (the rate so small no float32 weight moves) shows the start.
+    more = invoke("train", corpus, "--out", tmp_path / "b.safetensors", "--init", tmp_path / "a.safetensors",
+                  "--hidden", 64, "--cell", "gru", "--max-steps", 30, "--eval-every", 5, "--learning-rate", 1e-30)
+    assert more.exit_code == 0, more.output
+    b = load_model(tmp_path / "b.safetensors")
+    assert (b.config, b.vocab.chars) == (a.config, a.vocab.chars)
+    assert b.history["steps"] == 30 and b.history["initialised_from"] == "a.safetensors at step 20"
+    assert b.history["seconds"] > a.history["seconds"]
+    for k in a.params:
+        np.testing.assert_array_equal(b.params[k], a.params[k])
+    other = tmp_path / "other.txt"
+    other.write_text(CORPUS + "Zebra 🦓\n")
+    wrong = invoke("train", other, "--out", tmp_path / "c.safetensors", "--init", tmp_path / "a.safetensors")
+    assert wrong.exit_code == 2 and "cannot read" in wrong.output and "🦓" in wrong.output
+    both = invoke("train", corpus, "--out", tmp_path / "c.safetensors", "--init", tmp_path / "a.safetensors",
+                  "--resume", tmp_path / "a.safetensors")
+    assert both.exit_code == 2 and "not both" in both.output
+
+
 def test_clear_errors(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
