@@ -17,4 +17,5 @@ SUITES = {
     "soak": "bench.soak",           # issue 18: a class's mix and attacks for --minutes; open files, RSS, 500s
     "class": "bench.classroom",     # issue 21: students with think time, open loop; p50/p95/p99, refusals
     "concepts": "bench.concepts",   # issue 23: training slowed by recording concept strengths at checkpoints
+    "cells": "bench.cells",         # issue 23: the python model's showcase cells on code it never saw
 }
