@@ -1,6 +1,7 @@
 """Assembles the app: the web layer around every feature, then each feature the same way: its
 routers included, its lifespan entered (in this order: the models before training, the store
-before the imports it restores), its error handlers added."""
+before the imports it restores, the warmer last), its error handlers added, and what its views
+prepare ahead of requests collected for the warmer."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -13,7 +14,8 @@ from . import web
 from .settings import Settings, get_settings
 
 FEATURES = (web.feature, inference.feature, training.feature, models.feature, traces.feature, sampling.feature,
-            probes.feature, matching.feature, groups.feature, states.feature, learn.feature, baselines.feature)
+            probes.feature, matching.feature, groups.feature, states.feature, learn.feature, baselines.feature,
+            inference.warming_feature)
 
 
 @asynccontextmanager
@@ -39,5 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.include_router(router)
         for exc, handler in feature.exception_handlers.items():
             app.add_exception_handler(exc, handler)
+    app.state.prepare_steps = tuple(step for feature in FEATURES for step in feature.prepare)
     web.mount_static(app)
     return app

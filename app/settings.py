@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     # NumPy jobs running at once. The time loop holds the GIL, so more than the core count
     # only queues inside the interpreter while multiplying memory.
     max_concurrent_jobs: int = Field(2, ge=1)
+    # Processes the batched passes (traces, samples, gradients) run in (app/inference/workers.py):
+    # in one process two time loops share one core through the GIL; in two, each has its own.
+    # 0 runs them in this process's threads.
+    compute_workers: int = Field(0, ge=0, le=64)
+    # Prepare the views' caches ahead of requests (app/inference/warming.py): every model's
+    # after start-up, bundled first, and each new one's once its run ends or it is imported,
+    # in a compute slot taken only while no request runs or waits. On: a class's first
+    # state-space view otherwise read and fitted the validation text (~3 s) while the clicks
+    # behind it waited. Off (tests/conftest.py) where a test needs caches cold, or to keep
+    # the CPU for something else.
+    warm_on_start: bool = True
     # BLAS threads per process. A step's (1, H) x (H, 4H) product is too small to split:
     # a second thread made BPTT of 1,000 characters 1.5x slower on two cores.
     blas_threads: int = Field(1, ge=1)

@@ -19,6 +19,10 @@ from rnnscope.model.network import ModelConfig
 from rnnscope.model.train import TrainConfig, train
 from tests.corpus import shakespeare_head
 
+# The views' caches stay cold unless a test asks for warming (tests/test_warming.py): a warmer
+# filling them in the background would race what a test's first request finds.
+os.environ.setdefault("RNNSCOPE_WARM_ON_START", "0")
+
 CELLS = ("lstm", "gru", "rnn")
 # TestClient sends `Host: testserver`; live servers are reached as 127.0.0.1.
 TEST_HOSTS = ("testserver", "127.0.0.1", "localhost")

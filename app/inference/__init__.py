@@ -1,6 +1,7 @@
 """The inference layer the model views share: the registry of models, the compute gate and
 its memory budget, request batching, encodings for the wire, the corpus library, caches,
-the regex worker pool, the checks every view makes of its request, and their dependencies."""
+the regex worker pool, the checks every view makes of its request, their dependencies, and the
+warmer that prepares the views' caches ahead of requests."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -12,10 +13,11 @@ from threadpoolctl import threadpool_limits
 
 from ..feature import Feature
 from ..settings import Settings
-from . import pattern_pool
+from . import pattern_pool, warming
 from .compute_gate import ComputeGate
 from .registry import ModelRegistry
 from .runtime import fix_mmap_threshold, limit_malloc_arenas
+from .workers import WorkerPool
 
 
 @asynccontextmanager
@@ -32,8 +34,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                           settings.max_wait_seconds, settings.memory_budget,
                                           settings.max_expected_wait_seconds)
     app.openapi_schema = None            # made again, now with the models' ids
-    async with pattern_pool.lifespan(app):
-        yield
+    app.state.compute_pool = WorkerPool(settings.compute_workers) if settings.compute_workers else None
+    try:
+        async with pattern_pool.lifespan(app):
+            yield
+    finally:
+        if app.state.compute_pool is not None:
+            await run_in_threadpool(app.state.compute_pool.close)
 
 
 feature = Feature(lifespan=lifespan)
+# Listed last in app/main.py: it starts once every model is registered, and stops first.
+warming_feature = Feature(lifespan=warming.lifespan)

@@ -31,6 +31,11 @@ setting), and otherwise it waits, as for a slot, until the jobs holding bytes le
 a job whose bytes fit may meanwhile take a slot before one ahead of it whose bytes do not.
 Training runs hold their bytes without a slot for as long as they train (`reserve`), so a
 request and a run never add up past the budget together.
+
+Work nobody waits for (the views' caches prepared ahead of requests, app/inference/warming.py)
+takes a slot only while the gate is idle (`when_idle`): nothing running, nothing waiting. It
+holds its bytes like any job, and between pieces of its work gives the slot up to any request
+that waits, taking it back once the gate is idle again.
 """
 from __future__ import annotations
 
@@ -77,6 +82,14 @@ class ComputeBusy(HTTPException):
         super().__init__(503, detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
+class Stopped(Exception):
+    """Work done while the gate is idle was asked to stop (the server is shutting down)."""
+
+
+class GaveWay(Exception):
+    """Work done while the gate is idle dropped its piece: a waiting request needs the bytes it holds."""
+
+
 class OverBudget(HTTPException):
     """A job whose peak alone exceeds the memory budget: no wait would let it run."""
 
@@ -99,6 +112,7 @@ class _Job:
     started: float = 0.0               # on the gate's clock
     counted: bool = True               # its time teaches the gate its speed (it said what it expects)
     began: float = 0.0                 # time.monotonic(): what it took, whatever the gate's clock
+    background: bool = False           # work nobody waits for, taken only while the gate is idle
 
 
 class ComputeGate:
@@ -123,6 +137,11 @@ class ComputeGate:
         self._order = itertools.count()             # equal priorities: first come, first served
         self._took: deque[tuple[float, float]] = deque(maxlen=SPEED_JOBS)   # (took, expected) seconds
         self._local = threading.local()
+        # The record of the work done while idle (when_idle), for tests and the bench: slots
+        # taken, slots given up to a waiting request, and requests that waited while it held one.
+        self.background_slots = 0
+        self.background_yields = 0
+        self.waited_behind_background = 0
 
     # ---- what a newcomer can expect --------------------------------------------------------------
 
@@ -277,6 +296,8 @@ class ComputeGate:
         if busy is not None:
             self._waiting.remove(job)
             raise busy
+        if any(j.background for j in self._running):
+            self.waited_behind_background += 1
         deadline = time.monotonic() + self.max_wait_seconds
         while not job.granted:
             left = deadline - time.monotonic()
@@ -396,6 +417,71 @@ class ComputeGate:
             holding.expected, holding.started, holding.began = expected, again.started, again.began
             self._running.add(holding)
             return time.monotonic()
+
+    # ---- work nobody waits for (app/inference/warming.py) ---------------------------------------
+
+    def _idle(self) -> bool:
+        return not self._waiting and not self._running
+
+    def _take_idle(self, job: _Job, stop: threading.Event) -> None:
+        """Under the lock: wait until the gate is idle, then give `job` a slot (its bytes are
+        held already); Stopped once `stop` is set, GaveWay if a waiting request wants its bytes."""
+        while not self._idle():
+            if stop.is_set():
+                raise Stopped()
+            if any(not self._room(j.nbytes) for j in self._waiting):
+                raise GaveWay()
+            self._cond.wait()
+        if stop.is_set():
+            raise Stopped()
+        job.granted, job.started, job.began = True, self._clock(), time.monotonic()
+        self._running.add(job)
+        self.background_slots += 1
+
+    @contextmanager
+    def when_idle(self, nbytes: int, what: str, stop: threading.Event) -> Iterator[Callable[[], None]]:
+        """A slot and nbytes of the budget for work nobody waits for, taken once no job runs
+        or waits and the bytes fit. Yields `pause`, which the work calls between its pieces:
+        while a request waits, the slot is the request's, and the work goes on once the gate
+        is idle again. OverBudget (413) if the bytes could never fit; Stopped once `stop` is
+        set (wake() the gate after setting it); GaveWay if a waiting request needs the bytes
+        the work holds, which it then gives back by leaving the `with`.
+        The job says it expects 0 s: its slot frees at its next pause, as far as a newcomer's
+        expected wait goes, and it is never a long job that would keep a request from the
+        last slot. What it takes does not teach the gate its speed."""
+        self.admit(nbytes, what)
+        job = _Job(0.0, nbytes, math.inf, next(self._order), counted=False, background=True)
+        with self._cond:
+            while not (self._idle() and self._room(nbytes)) and not stop.is_set():
+                self._cond.wait()
+            if stop.is_set():
+                raise Stopped()
+            self._held_bytes += nbytes
+            self._take_idle(job, stop)          # idle and not stopped: takes the slot at once
+
+        def pause() -> None:
+            with self._cond:
+                if stop.is_set():
+                    raise Stopped()
+                if not self._waiting:
+                    return
+                self._running.discard(job)           # the bytes stay held: the work's arrays live on
+                self.background_yields += 1
+                self._grant()
+                self._take_idle(job, stop)
+
+        try:
+            yield pause
+        finally:
+            with self._cond:
+                self._running.discard(job)
+                self._held_bytes -= nbytes
+                self._grant()
+
+    def wake(self) -> None:
+        """Wake whatever waits in the gate to look again: a stop set for work waiting in when_idle."""
+        with self._cond:
+            self._cond.notify_all()
 
     # `with gate:` as the routes write it. A thread's slot is kept on a stack, so nesting
     # on one thread never deadlocks waiting for a slot it holds itself.

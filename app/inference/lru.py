@@ -71,8 +71,7 @@ def kept_on_app(name: str, make: Callable[[Settings], object]):
     its setting, the same way."""
     lock = threading.Lock()
 
-    async def dependency(request: Request):
-        state = request.app.state
+    def on(state):
         with lock:
             kept = getattr(state, name, None)
             if kept is None:
@@ -80,4 +79,10 @@ def kept_on_app(name: str, make: Callable[[Settings], object]):
                 setattr(state, name, kept)
         return kept
 
+    async def dependency(request: Request):
+        return on(request.app.state)
+
+    # The same object off a request, from app.state: for the caches prepared ahead of
+    # requests (app/inference/warming.py).
+    dependency.on = on
     return dependency

@@ -124,6 +124,9 @@ class ModelRegistry:
         # Makes the entry of an id not loaded, or None: a run's snapshots (run-7@1800), which
         # are served on demand rather than loaded at start-up or at each checkpoint.
         self.resolve: Callable[[str], Entry | None] | None = None
+        # Called with a model's id once its weights are final and served (the run that trained
+        # it ended, an import was saved): the warmer prepares the views' caches for it (warming.py).
+        self.on_ready: Callable[[str], None] = lambda model_id: None
         self._entries: dict[str, Entry] = {}
         for e in entries:
             if e.id in self._entries:

@@ -15,10 +15,12 @@ from rnnscope.model.probes import Activations
 from ..inference.checks import check_unit, readable_text
 from ..inference.compute import every_unit, reading_bytes, rounded
 from ..inference.costs import expected_seconds
-from ..inference.corpus_index import training_corpus
-from ..inference.deps import ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
+from ..inference.corpus_index import training_corpus, val_fraction
+from ..inference.deps import (ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep,
+                              get_corpus_library)
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
+from ..inference.warming import Pausing, Preparation
 from ..probes.schemas import RankedNeuron
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from .schemas import MatchFound, MatchRequest, MatchResponse, MatchUnit, SelectRequest, SelectResponse
@@ -50,6 +52,15 @@ class ValidationReadings(LRU):
             self.put(key, (text, acts))
             return acts
 
+    def prepare(self, entry: Entry, text: str, model) -> None:
+        """As reading(), read through `model` (the warmer's, which pauses for requests between
+        pieces) and without the one-read lock: a read paused for a request would hold it
+        against that request. The gate's memory budget counts both reads' bytes instead."""
+        key = (entry.id, id(entry.model))
+        if self._kept(key, text) is None:
+            self.make_room()
+            self.put(key, (text, read_all(model, entry.model.encode(text))))
+
     def kept(self, entry: Entry, text: str) -> bool:
         """Whether the model's reading of `text` is kept (a match in it takes milliseconds)."""
         return self._kept((entry.id, id(entry.model)), text) is not None
@@ -63,6 +74,32 @@ get_readings = kept_on_app("match_readings", lambda s: ValidationReadings(s.matc
 
 
 ReadingsDep = Annotated[ValidationReadings, Depends(get_readings)]
+
+
+def validation_text(entry: Entry, library, settings) -> tuple[str, list[str]] | None:
+    """The stretch of the model's validation text a match searches, and the characters its
+    vocabulary dropped; None when its corpus is not on this server."""
+    corpus = training_corpus(entry, library)
+    if corpus is None:
+        return None
+    _, val = split(library.text(corpus), val_fraction(entry.model))
+    return vet_text(entry.model.vocab, val[: settings.max_match_chars], True, settings.max_match_chars,
+                    "max_match_chars")
+
+
+def prepare(state, entry: Entry, rank: int) -> list[Preparation]:
+    """A model's validation reading ahead of its first match, for as many models as the cache
+    keeps (match_cache_models; the first ones)."""
+    readings = get_readings.on(state)
+    if rank >= readings.size:
+        return []
+    found = validation_text(entry, get_corpus_library.on(state), state.settings)
+    if found is None or not found[0] or readings.kept(entry, found[0]):
+        return []
+    text, m = found[0], entry.model
+    return [Preparation(f"the validation reading of {entry.id} for matching",
+                        expected_seconds(m.config, match_read=len(text)), reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2),
+                        lambda pause: readings.prepare(entry, text, Pausing(m, pause)))]
 
 
 @router.post("/select", response_model=SelectResponse)
@@ -118,11 +155,7 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
                                  "max_text_chars")
         source = "text"
     elif corpus is not None:
-        config = m.train_config if isinstance(m.train_config, dict) else {}
-        val_fraction = float(config.get("val_fraction", 0.1))
-        _, val = split(library.text(corpus), val_fraction)
-        text, dropped = vet_text(m.vocab, val[: settings.max_match_chars], True, settings.max_match_chars,
-                                 "max_match_chars")
+        text, dropped = validation_text(entry, library, settings)
         source = "validation"
     else:
         raise invalid(("body", "text"), "the model's training corpus is not available on this server, so "

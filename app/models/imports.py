@@ -298,6 +298,7 @@ def save_import(training: Training, registry: ModelRegistry, upload: Upload, req
     entry = make_entry(import_model_id(import_id), path, bundled=False, name=name, cache=registry.cache,
                        owner=requester.owner)
     registry.put(entry)
+    registry.on_ready(entry.id)
     training.on_models_changed()
     return imported(get_row(training, import_id), requester)
 

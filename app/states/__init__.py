@@ -4,4 +4,4 @@ from __future__ import annotations
 from ..feature import Feature
 from . import router
 
-feature = Feature(routers=(router.router, router.page_router))
+feature = Feature(routers=(router.router, router.page_router), prepare=(router.prepare,))

@@ -19,9 +19,10 @@ from ..inference.checks import check_unit, readable_text
 from ..inference.compute import reading_bytes
 from ..inference.corpus_index import training_corpus
 from ..inference.costs import UNKNOWN_SECONDS, expected_seconds
-from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
+from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep, get_corpus_library
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
+from ..inference.warming import Pausing, Preparation
 from ..settings import Settings
 from ..web import pages
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
@@ -38,9 +39,11 @@ class FitReadings(LRU):
     """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
     recently used dropped first: the page asks for one projection again and again."""
 
-    def reading(self, entry: Entry, layer: int, text: str) -> tuple[LayerReading, dict]:
+    def reading(self, entry: Entry, layer: int, text: str, model=None) -> tuple[LayerReading, dict]:
+        """Kept, or read through `model` (default: the entry's; the warmer's pauses between pieces)."""
+        model = entry.model if model is None else model
         return self.get_or_make(self._key(entry, layer, text),
-                                lambda: (read_layer(entry.model, entry.model.encode(text), layer), {}))
+                                lambda: (read_layer(model, entry.model.encode(text), layer), {}))
 
     def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
         """Characters a request must read to fit on `text`: none once its reading is kept."""
@@ -60,6 +63,28 @@ class FitReadings(LRU):
 
 
 get_fit_readings = kept_on_app("state_readings", lambda s: FitReadings(s.state_cache_readings))
+
+# What the page asks first (static/js/states.js): layer 0's h in 2 components.
+FIRST_VIEW = (0, "h", 2)
+
+
+def prepare(state, entry: Entry, rank: int) -> list[Preparation]:
+    """The page's first view of a model fitted ahead of it: its validation text's reading of
+    layer 0 and its PCA, for as many models as the cache keeps readings (the first ones)."""
+    fits = get_fit_readings.on(state)
+    layer, quantity, components = FIRST_VIEW
+    if rank >= fits.size:
+        return []
+    fitted = fit_text(entry, get_corpus_library.on(state), state.settings, None)
+    if fitted is None or not fits.fit_chars(entry, layer, fitted[0]):
+        return []                       # no validation text here, or it is fitted already
+    text, m = fitted[0], entry.model
+
+    def run(pause) -> None:
+        fits.pca(fits.reading(entry, layer, text, Pausing(m, pause)), quantity, components)
+
+    return [Preparation(f"the state-space fit of {entry.id}'s layer {layer}",
+                        expected_seconds(m.config, states_fit=len(text)), reading_bytes(m.config, len(text), 3 * m.config.hidden_size), run)]
 
 
 FitDep = Annotated[FitReadings, Depends(get_fit_readings)]

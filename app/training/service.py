@@ -95,6 +95,7 @@ class Training:
         self.executor = make_executor(settings, self.one_thread)
         self.trainer = Trainer(self.store, self.paths, settings, self.executor, self.publish)
         self.trainer.run_memory = self.training_memory
+        self.trainer.on_ended = self.ended
         self.event_streams = Limit(settings.max_event_streams, "event streams",   # /api/runs/{id}/events
                                    "RNNSCOPE_MAX_EVENT_STREAMS")
         self._step_times: LRU[tuple, float] = LRU(STEP_TIMES_KEPT)
@@ -414,6 +415,11 @@ class Training:
         self.registry.put(entry)
         self.forget_thinned(run_id)
         self.on_models_changed()
+
+    def ended(self, run_id: int) -> None:
+        """A run stopped training (completed, cancelled, failed): its served model is final."""
+        if self.registry is not None and model_id(run_id) in self.registry.ids():
+            self.registry.on_ready(model_id(run_id))
 
     def forget_thinned(self, run_id: int) -> None:
         """No longer serve the run's snapshots thinned away since they were asked for."""

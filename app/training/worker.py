@@ -118,6 +118,8 @@ class Trainer:
                  on_model: Callable[[int], None]):
         self.store, self.paths, self.settings, self.executor = store, paths, settings, executor
         self.on_model = on_model          # called with a run id after its model file is (re)written
+        # Called with a run id once its attempt has ended and its model file stays as it is, set by the service.
+        self.on_ended: Callable[[int], None] = lambda run_id: None
         self._wake = threading.Condition()
         self._stopping = False
         self._active: dict[int, Execution | None] = {}      # run id -> its attempt, once launched
@@ -346,6 +348,8 @@ class Trainer:
             self.store.update_run(run_id, status=outcome, error=error, finished=time.time(), eta_seconds=None,
                                   chars_per_sec=None, cancel_requested=0)
             self.store.end_attempt(run_id, attempt, step, attempt_outcome)
+            if not self._stopping:
+                self.on_ended(run_id)
             return
 
     def _attempt(self, run_id: int, job: Job, resume: TrainState | None, attempt: int) -> tuple[str, str | None]:
