@@ -12,6 +12,9 @@ from .layers import Clamp
 from .lm import LanguageModel
 from .network import State, layer_params
 
+# Bound once, as in cells.py: at batch 1 a character is ~30 NumPy calls of about a microsecond.
+_matmul, _add, _subtract, _divide, _exp, _maximum = np.matmul, np.add, np.subtract, np.divide, np.exp, np.maximum
+
 
 class Stepper:
     """Advances a batch-of-one model one character at a time, with the same cell step
@@ -60,10 +63,12 @@ class Stepper:
             self.cg[:, :, :H] = self.c
             self.c = self.cg[:, :, :H]
             a, fc_ig = self.acts, np.empty((1, 2 * H), dtype)
-            numerators = cell.row_numerators(H, dtype)
-            self.row_args = [(numerators, a, a[:, : 2 * H], a[:, 2 * H: 3 * H], a[:, 3 * H:], self.cg[l],
+            constants = cell.row_constants(H, dtype)
+            self.row_args = [(*constants, a, a[:, : 2 * H], a[:, 2 * H: 3 * H], a[:, 3 * H:], self.cg[l],
                               self.cg[l, :, H:], fc_ig, fc_ig[:, :H], fc_ig[:, H:], self.c[l], self.stash, self.h[l])
                              for l in range(L)]
+            # Layer 0's input term per character id: (1, G*H) views of w_in's rows, cut once.
+            self.input_rows = list(self.layers[0][0][:, None])
 
     @property
     def state(self) -> State:
@@ -71,50 +76,55 @@ class Stepper:
 
     def step(self, char_id: int) -> np.ndarray:
         """Feed one character id; returns the logits (V,) for the next one (a reused buffer)."""
+        with np.errstate(over="ignore"):                 # see cells.sigmoid
+            return self.advance(char_id)
+
+    def advance(self, char_id: int) -> np.ndarray:
+        """step, for a caller already inside np.errstate(over="ignore"): entering it costs
+        ~2 us, as much as three of the step's own NumPy calls, so generate enters it once
+        per block of characters rather than once per character."""
         if self.rows_form:
             return self._row_step(char_id)
         cell, xa, ha, acts, stash, h_all, c_all = self.cell, self.xa, self.ha, self.acts, self.stash, self.h, self.c
-        with np.errstate(over="ignore"):                 # see cells.sigmoid
-            for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
-                h = h_all[l]
-                if l == 0:
-                    x_term = w_in[char_id:char_id + 1]   # (1, G*H), a view: no copy
-                else:
-                    np.matmul(h_all[l - 1], w_in, out=xa)
-                    xa += b_in
-                    x_term = xa
-                np.matmul(h, W_hhT, out=ha)
-                if b_hh is not None:
-                    ha += b_hh
-                c = None if c_all is None else c_all[l]
-                # h_{t-1} and c_{t-1} are overwritten in place: every cell step reads an
-                # element of them before it writes the same element, and nothing after.
-                cell.forward_step(x_term, ha, h, c, acts, stash, h, c)
-                if l in self.clamp:
-                    self.clamp[l].apply(h, c)
+        for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
+            h = h_all[l]
+            if l == 0:
+                x_term = w_in[char_id:char_id + 1]   # (1, G*H), a view: no copy
+            else:
+                np.matmul(h_all[l - 1], w_in, out=xa)
+                xa += b_in
+                x_term = xa
+            np.matmul(h, W_hhT, out=ha)
+            if b_hh is not None:
+                ha += b_hh
+            c = None if c_all is None else c_all[l]
+            # h_{t-1} and c_{t-1} are overwritten in place: every cell step reads an
+            # element of them before it writes the same element, and nothing after.
+            cell.forward_step(x_term, ha, h, c, acts, stash, h, c)
+            if l in self.clamp:
+                self.clamp[l].apply(h, c)
         np.matmul(h[0], self.W_yT, out=self.logits)
         self.logits += self.b_y
         return self.logits
 
     def _row_step(self, char_id: int) -> np.ndarray:
-        """step with the cell's few-rows form: the same values, bit for bit, in fewer calls."""
-        row_step, ha, a, h_below = self.cell.row_step, self.ha, self.acts, None
-        with np.errstate(over="ignore"):                 # see cells.sigmoid
-            for l, ((w_in, b_in, W_hhT, _), args) in enumerate(zip(self.layers, self.row_args)):
-                h = args[-1]
-                np.matmul(h, W_hhT, out=ha)
-                if h_below is None:
-                    np.add(w_in[char_id:char_id + 1], ha, out=a)    # the input term is a row of w_in
-                else:
-                    np.matmul(h_below, w_in, out=a)
-                    a += b_in
-                    a += ha
-                row_step(*args)              # h and c in place, read before written, as in step
-                if l in self.clamp:
-                    self.clamp[l].apply(h, args[-3])
-                h_below = h
-        np.matmul(h_below[0], self.W_yT, out=self.logits)
-        self.logits += self.b_y
+        """advance with the cell's few-rows form: the same values, bit for bit, in fewer calls."""
+        row_step, ha, a, clamp, h_below = self.cell.row_step, self.ha, self.acts, self.clamp, None
+        for l, ((w_in, b_in, W_hhT, _), args) in enumerate(zip(self.layers, self.row_args)):
+            h = args[-1]
+            _matmul(h, W_hhT, out=ha)
+            if h_below is None:
+                _add(self.input_rows[char_id], ha, out=a)      # the input term is a row of w_in
+            else:
+                _matmul(h_below, w_in, out=a)
+                _add(a, b_in, out=a)
+                _add(a, ha, out=a)
+            row_step(*args)              # h and c in place, read before written, as in step
+            if clamp and l in clamp:
+                clamp[l].apply(h, args[-3])
+            h_below = h
+        _matmul(h_below[0], self.W_yT, out=self.logits)
+        _add(self.logits, self.b_y, out=self.logits)
         return self.logits
 
 
@@ -164,6 +174,50 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     return char_id
 
 
+class Picker:
+    """next_char_distribution then draw, fused into buffers of its own: the same character and
+    probability, bit for bit, with fewer NumPy calls and no allocation per character.
+
+    The same float64 operations in the same order (the logits cast exactly, divided by T,
+    shifted by max / T, exp, normalised by the sum; the cumulative sum and the one uniform
+    number), but the cast rides on the first operation, at T = 1 the division, exact there
+    (z / 1 = z), is skipped, and the reductions are called as ufunc methods directly.
+    Non-finite logits and greedy temperatures take the reference functions themselves."""
+
+    def __init__(self, vocab_size: int):
+        self.z = np.empty(vocab_size, np.float64)
+        self.cdf = np.empty(vocab_size, np.float64)
+
+    def __call__(self, logits: np.ndarray, temperature: float, top_k: int,
+                 rng: np.random.Generator) -> tuple[int, float]:
+        """(character id, its probability) from logits (V,); temperature a Python float."""
+        top = float(_maximum.reduce(logits))            # logits.max() without its Python wrapper
+        if not (math.isfinite(top) and temperature >= GREEDY_BELOW):
+            probs = next_char_distribution(logits, temperature, top_k)
+            char_id = draw(probs, rng)
+            return char_id, float(probs[char_id])
+        # A NumPy float64 operand makes the ufunc cast float32 logits to float64 itself (a
+        # Python float would pick the float32 loop; dtype=np.float64 costs ~1.5 us to parse).
+        z = self.z
+        if 0 < top_k < z.size:
+            _divide(logits, np.float64(temperature), out=z)
+            cutoff = np.partition(z, -top_k)[-top_k]
+            z[z < cutoff] = -np.inf
+            _subtract(z, top / temperature, out=z)
+        elif temperature == 1.0:
+            _subtract(logits, np.float64(top), out=z)
+        else:
+            _divide(logits, np.float64(temperature), out=z)
+            _subtract(z, top / temperature, out=z)
+        _exp(z, out=z)
+        _divide(z, _add.reduce(z), out=z)               # z.sum() and z.cumsum() are these ufunc methods
+        cdf = _add.accumulate(z, out=self.cdf)
+        char_id = min(int(cdf.searchsorted(rng.random() * cdf[-1], "right")), z.size - 1)
+        while z[char_id] == 0.0:          # as draw
+            char_id -= 1
+        return char_id, float(z[char_id])
+
+
 def read_prime(model: LanguageModel, prime: str, clamp: dict[int, Clamp] | None = None
                ) -> tuple[State | None, int]:
     """The state after all but the prime's last character (None: zeros) and that last
@@ -175,6 +229,11 @@ def read_prime(model: LanguageModel, prime: str, clamp: dict[int, Clamp] | None 
     for s in range(0, len(ids) - 1, 1024):         # all but the last character, in bounded pieces
         _, state, _ = model.forward(ids[None, s:min(s + 1024, len(ids) - 1)], state, clamp)
     return state, int(ids[-1])
+
+
+# Characters generate computes between yields: what a stream's chunk asks for at once
+# (RNNSCOPE_STREAM_CHUNK_CHARS' default), so each chunk's work stays inside its own compute slot.
+GENERATE_BLOCK = 16
 
 
 def generate(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
@@ -194,12 +253,18 @@ def generate(model: LanguageModel, prime: str = "", length: int = 200, temperatu
     rng = np.random.default_rng(seed)
     state, last = read_prime(model, prime, clamp)
     stepper = Stepper(model, state, clamp)
+    pick, chars = Picker(model.config.vocab_size), model.vocab.chars
+    temperature, top_k = float(temperature), int(top_k)
     logits = stepper.step(last)
-    for _ in range(length):
-        probs = next_char_distribution(logits, temperature, top_k)
-        char_id = draw(probs, rng)
-        yield model.vocab.chars[char_id], float(probs[char_id])
-        logits = stepper.step(char_id)
+    for start in range(0, length, GENERATE_BLOCK):
+        block = []
+        with np.errstate(over="ignore"):                 # once a block: see Stepper.advance
+            for i in range(start, min(start + GENERATE_BLOCK, length)):
+                char_id, prob = pick(logits, temperature, top_k, rng)
+                block.append((chars[char_id], prob))
+                if i + 1 < length:
+                    logits = stepper.advance(char_id)
+        yield from block
 
 
 def sample(model: LanguageModel, prime: str = "", length: int = 200, temperature: float = 1.0,
@@ -242,7 +307,8 @@ class BatchSampler:
         self.layers, self.W_yT, self.b_y = template.layers, template.W_yT, template.b_y
         self.rows_form = template.rows_form
         if self.rows_form:
-            self.numerators = self.cell.row_numerators(self._H, model.dtype)
+            self.constants = self.cell.row_constants(self._H, model.dtype)
+        self.pick = Picker(cfg.vocab_size)
         self.rows: list[Row] = []
         self.h = np.zeros((self._L, 0, self._H), model.dtype)
         self.c = self.h.copy() if self.cell.has_cell_state else None
@@ -266,7 +332,7 @@ class BatchSampler:
         self.h = np.concatenate([self.h, zero if state is None else state.h[:, :1]], axis=1)
         if self.c is not None:
             self.c = np.concatenate([self.c, zero if state is None else state.c[:, :1]], axis=1)
-        self.rows.append(Row(key, temperature, top_k, rng, length, last))
+        self.rows.append(Row(key, float(temperature), int(top_k), rng, length, last))
 
     def _buffers(self, N: int) -> None:
         if N != self._size:
@@ -289,7 +355,7 @@ class BatchSampler:
         ids = np.fromiter((row.next_id for row in self.rows), np.intp, N)
         rows_form = self.rows_form
         if rows_form:
-            cg, fc_ig, numerators = self.cg, self.fc_ig, self.numerators
+            cg, fc_ig, constants = self.cg, self.fc_ig, self.constants
         with np.errstate(over="ignore"):                 # see cells.sigmoid
             for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
                 h = h_all[l]                                             # (N, H)
@@ -309,7 +375,7 @@ class BatchSampler:
                     H = self._H
                     np.add(x_term, ha, out=acts)
                     cg[:, :H] = c
-                    cell.row_step(numerators, acts, acts[:, : 2 * H], acts[:, 2 * H: 3 * H], acts[:, 3 * H:],
+                    cell.row_step(*constants, acts, acts[:, : 2 * H], acts[:, 2 * H: 3 * H], acts[:, 3 * H:],
                                   cg, cg[:, H:], fc_ig, fc_ig[:, :H], fc_ig[:, H:], c, stash, h)
                 else:
                     cell.forward_step(x_term, ha, h, c, acts, stash, h, c)   # in place, as Stepper
@@ -318,11 +384,10 @@ class BatchSampler:
         self.logits += self.b_y
         out, keep = [], []
         for r, row in enumerate(self.rows):
-            probs = next_char_distribution(self.logits[r], row.temperature, row.top_k)
-            char_id = draw(probs, row.rng)
+            char_id, prob = self.pick(self.logits[r], row.temperature, row.top_k, row.rng)   # as generate's
             row.left -= 1
             row.next_id = char_id
-            out.append((row.key, self.model.vocab.chars[char_id], float(probs[char_id]), row.left == 0))
+            out.append((row.key, self.model.vocab.chars[char_id], prob, row.left == 0))
             if row.left:
                 keep.append(r)
         if len(keep) < N:
