@@ -80,25 +80,22 @@ class Cell:
     has_cell_state: bool = False
     # True when dL/dha differs from dL/dxa (the GRU's reset gate multiplies W_hn h).
     separate_recurrent_grad: bool = False
-    # The few-rows form (see LSTMCell.row_step): the order and scale of the gate blocks in the
-    # weights it reads. Empty: the cell has none, and every path steps with forward_step.
-    row_order: tuple[int, ...] = ()
+    # The few-rows form (see LSTMCell.row_step): the scale of each gate block in the weights
+    # it reads. Empty: the cell has none, and every path steps with forward_step.
     row_scale: tuple[float, ...] = ()
 
     @property
     def has_rows_form(self) -> bool:
-        return bool(self.row_order)
+        return bool(self.row_scale)
 
     def gate_rows(self, M: np.ndarray, order: str = "C") -> np.ndarray:
         """A new (..., G*H) array in memory order `order` ("F": a matrix in dot_layout, copied
-        in one pass): M's gate blocks (last axis) in row_order, each times its row_scale.
+        in one pass): M with each gate block (last axis) times its row_scale.
         Scales are powers of two, so every product and sum taken with the result is the
         original one times the scale, exactly (barring overflow and subnormals)."""
         H = M.shape[-1] // self.num_gates
-        out = np.empty(M.shape, M.dtype, order=order)
-        for j, (k, scale) in enumerate(zip(self.row_order, self.row_scale)):
-            np.multiply(gate(M, k, H), scale, out=gate(out, j, H))
-        return out
+        scale = np.repeat(np.asarray(self.row_scale, M.dtype), H)
+        return np.multiply(M, scale, out=np.empty(M.shape, M.dtype, order=order))
 
     @property
     def quantities(self) -> tuple[str, ...]:
@@ -171,40 +168,42 @@ class LSTMCell(Cell):
 
     # The few-rows form, for a batch-1 trace and the sampler, where NumPy's per-call dispatch
     # costs more than the arithmetic on a (1, 4H) row: ten calls a step with the product
-    # against forward_step's fourteen, and no per-step slicing. The weights hold the gate
-    # blocks as f, i, o, g (row_order), scaled by -1, -1, -1, -2 (row_scale), so the product
-    # and the input term sum to -a for the sigmoids and -2 a_g for tanh(a_g) = 2 sigmoid(2 a_g) - 1,
-    # with no negation or doubling per step. [f | i] is one block, to be multiplied by one
-    # [c_{t-1} | g] block. Every value equals forward_step's bit for bit: scaling by a power
-    # of two commutes with rounding, 2 / (1 + e) is 2 (1 / (1 + e)) exactly where that is
-    # normal (and where it is not, both give g = -1), and f c + i g is one rounded sum either way.
-    row_order = (1, 0, 3, 2)
-    row_scale = (-1.0, -1.0, -1.0, -2.0)
+    # against forward_step's fourteen, and no per-step slicing. The weights keep the gate
+    # blocks i, f, g, o scaled by -1, -1, -2, -1 (row_scale), so the product and the input
+    # term sum to -a for the sigmoids and -2 a_g for tanh(a_g) = 2 sigmoid(2 a_g) - 1, with
+    # no negation or doubling per step. [i | f] is one block, to be multiplied by one
+    # [g | c_{t-1}] block; the trace's buffer of activations is its record in forward_step's
+    # layout, g written back once at the end (a 4 MB reorder per 1,000 characters, and its
+    # fresh pages, were ~3 % of a trace). Every value equals forward_step's bit for bit:
+    # scaling by a power of two commutes with rounding, 2 / (1 + e) is 2 (1 / (1 + e))
+    # exactly where that is normal (and where it is not, both give g = -1), and i g + f c is
+    # one rounded sum either way.
+    row_scale = (-1.0, -1.0, -2.0, -1.0)
 
     @staticmethod
     def row_constants(H: int, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """row_step's constants: (4H,) numerators over 1 + exp(-a) in row order (1 gives each
+        """row_step's constants: (4H,) numerators over 1 + exp(-a) per gate block (1 gives each
         sigmoid, 2 gives 2 sigmoid(2 a_g)), (4H,) ones and (H,) ones. Ones as arrays, not the
         scalar 1.0: NumPy 2 spends ~0.4 us per call resolving a Python scalar's type, a third
         of an add on 1,024 floats; the sums are the same float32 (or float64) additions."""
         ones = np.ones(4 * H, dtype)
-        return np.repeat(np.asarray([1.0, 1.0, 1.0, 2.0], dtype), H), ones, ones[:H]
+        return np.repeat(np.asarray([1.0, 1.0, 2.0, 1.0], dtype), H), ones, ones[:H]
 
     @staticmethod
-    def row_step(numerators, ones, ones_g, a, fi, o, two_sig_g, cg_prev, g, fc_ig, fc, ig, c, tanh_c, h) -> None:
-        """One step from a (N, 4H) = the summed prepared pre-activations [-a_f, -a_i, -a_o, -2 a_g],
-        overwritten with [f, i, o, 2 sigmoid(2 a_g)]; fi, o and two_sig_g are views of its blocks.
-        cg_prev (N, 2H) holds [c_{t-1} | room]: g is written into the room (the view `g`), so
-        one multiply by [f | i] gives [f c_{t-1} | i g] in fc_ig (N, 2H), whose halves are fc
-        and ig. Writes c_t into c, tanh(c_t) into tanh_c and h_t into h. The first three
+    def row_step(numerators, ones, ones_g, a, i_f, two_sig_g, o, gc_prev, g, ig_fc, ig, fc, c, tanh_c, h) -> None:
+        """One step from a (N, 4H) = the summed prepared pre-activations [-a_i, -a_f, -2 a_g, -a_o],
+        overwritten with [i, f, 2 sigmoid(2 a_g), o]; i_f, two_sig_g and o are views of its blocks.
+        gc_prev (N, 2H) holds [room | c_{t-1}]: g is written into the room (the view `g`), so
+        one multiply by [i | f] gives [i g | f c_{t-1}] in ig_fc (N, 2H), whose halves are ig
+        and fc. Writes c_t into c, tanh(c_t) into tanh_c and h_t into h. The first three
         arguments are row_constants. Views are taken by the caller once, not per step.
         Run under np.errstate(over="ignore"), as sigmoid."""
         _exp(a, out=a)
         _add(a, ones, out=a)
         _divide(numerators, a, out=a)
         _subtract(two_sig_g, ones_g, out=g)
-        _multiply(fi, cg_prev, out=fc_ig)
-        _add(fc, ig, out=c)
+        _multiply(i_f, gc_prev, out=ig_fc)
+        _add(ig, fc, out=c)
         _tanh(c, out=tanh_c)
         _multiply(o, tanh_c, out=h)
 
@@ -216,33 +215,30 @@ class LSTMCell(Cell):
         T, N, GH = xa.shape
         H = GH // 4
         dtype = xa.dtype
-        a = self.gate_rows(xa)                                  # (T, N, 4H), the step adds -ha into it
+        acts = self.gate_rows(xa)                               # (T, N, 4H), the step adds -ha into it
         W_hhT = self.gate_rows(W_hh.T, "F")                     # (H, 4H) in dot_layout
         hs = np.empty((T + 1, N, H), dtype)
         hs[0] = h0
-        cg = np.empty((T + 1, N, 2 * H), dtype)                 # row t: [c_t | g_{t+1}]
-        cg[0, :, :H] = c0
+        gc = np.empty((T + 1, N, 2 * H), dtype)                 # row t: [g_t | c_{t-1}]
+        gc[0, :, H:] = c0
         tanh_cs = np.empty((T, N, H), dtype)
         numerators, ones, ones_g = self.row_constants(H, dtype)
         ha = np.empty((N, GH), dtype)
-        fc_ig = np.empty((N, 2 * H), dtype)
-        fc, ig = fc_ig[:, :H], fc_ig[:, H:]
+        ig_fc = np.empty((N, 2 * H), dtype)
+        ig, fc = ig_fc[:, :H], ig_fc[:, H:]
         step = self.row_step
         # zip walks every per-step view in C; slicing them per step in Python cost ~2 us a step.
-        views = zip(a, a[..., : 2 * H], a[..., 2 * H: 3 * H], a[..., 3 * H:], cg[:-1], cg[:-1, :, H:],
-                    cg[1:, :, :H], hs[:-1], hs[1:], tanh_cs)
+        views = zip(acts, acts[..., : 2 * H], acts[..., 2 * H: 3 * H], acts[..., 3 * H:], gc[:-1], gc[:-1, :, :H],
+                    gc[1:, :, H:], hs[:-1], hs[1:], tanh_cs)
         with np.errstate(over="ignore"):                        # see sigmoid
-            for a_t, fi, o, two_sig_g, cg_prev, g, c, h_prev, h, tanh_c in views:
+            for a_t, i_f, two_sig_g, o, gc_prev, g, c, h_prev, h, tanh_c in views:
                 _matmul(h_prev, W_hhT, out=ha)
                 _add(a_t, ha, out=a_t)
-                step(numerators, ones, ones_g, a_t, fi, o, two_sig_g, cg_prev, g, fc_ig, fc, ig, c, tanh_c, h)
+                step(numerators, ones, ones_g, a_t, i_f, two_sig_g, o, gc_prev, g, ig_fc, ig, fc, c, tanh_c, h)
                 if clamp is not None:
                     clamp.apply(h, c)
-        acts = np.empty_like(xa)                                # back to forward_step's i, f, g, o
-        i, f, g, o = (gate(acts, k, H) for k in range(4))
-        i[...], f[...], o[...] = gate(a, 1, H), gate(a, 0, H), gate(a, 2, H)
-        g[...] = cg[:-1, :, H:]
-        return acts, tanh_cs, hs, np.ascontiguousarray(cg[:, :, :H])
+        gate(acts, 2, H)[...] = gc[:-1, :, :H]                  # g in place of 2 sigmoid(2 a_g)
+        return acts, tanh_cs, hs, np.ascontiguousarray(gc[:, :, H:])
 
     def backward_step(self, dh, step, dxa, dha, dc, dc_prev, work):
         H = dh.shape[-1]

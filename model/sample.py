@@ -36,7 +36,7 @@ class Stepper:
         L, H, GH = cfg.num_layers, cfg.hidden_size, cell.num_gates * cfg.hidden_size
         fold = not cell.separate_recurrent_grad
         # A cell's few-rows form (LSTMCell.row_step) reads weights with its gate blocks
-        # reordered and scaled (Cell.gate_rows); the other cells read them as they are.
+        # scaled (Cell.gate_rows); the other cells read them as they are.
         self.rows_form = cell.has_rows_form and fold
         prepare = cell.gate_rows if self.rows_form else (lambda M, order="C": M)
         self.layers = []
@@ -57,15 +57,15 @@ class Stepper:
         self.stash = np.empty((1, cell.num_stashed * H), dtype) if cell.num_stashed else None
         self.logits = np.empty(cfg.vocab_size, dtype)
         if self.rows_form:
-            # Each layer's [c | g] row; self.c becomes a view of its c halves. Every view
+            # Each layer's [g | c] row; self.c becomes a view of its c halves. Every view
             # row_step takes is cut here once: slicing them per step cost more than the maths.
-            self.cg = np.zeros((L, 1, 2 * H), dtype)
-            self.cg[:, :, :H] = self.c
-            self.c = self.cg[:, :, :H]
-            a, fc_ig = self.acts, np.empty((1, 2 * H), dtype)
+            self.gc = np.zeros((L, 1, 2 * H), dtype)
+            self.gc[:, :, H:] = self.c
+            self.c = self.gc[:, :, H:]
+            a, ig_fc = self.acts, np.empty((1, 2 * H), dtype)
             constants = cell.row_constants(H, dtype)
-            self.row_args = [(*constants, a, a[:, : 2 * H], a[:, 2 * H: 3 * H], a[:, 3 * H:], self.cg[l],
-                              self.cg[l, :, H:], fc_ig, fc_ig[:, :H], fc_ig[:, H:], self.c[l], self.stash, self.h[l])
+            self.row_args = [(*constants, a, a[:, : 2 * H], a[:, 2 * H: 3 * H], a[:, 3 * H:], self.gc[l],
+                              self.gc[l, :, :H], ig_fc, ig_fc[:, :H], ig_fc[:, H:], self.c[l], self.stash, self.h[l])
                              for l in range(L)]
             # Layer 0's input term per character id: (1, G*H) views of w_in's rows, cut once.
             self.input_rows = list(self.layers[0][0][:, None])
@@ -342,7 +342,7 @@ class BatchSampler:
             self.stash = np.empty((N, self.cell.num_stashed * self._H), dtype) if self.cell.num_stashed else None
             self.logits = np.empty((N, self.model.config.vocab_size), dtype)
             if self.rows_form:
-                self.cg, self.fc_ig = np.empty((N, 2 * self._H), dtype), np.empty((N, 2 * self._H), dtype)
+                self.gc, self.ig_fc = np.empty((N, 2 * self._H), dtype), np.empty((N, 2 * self._H), dtype)
             self._size = N
 
     def step(self) -> list[tuple[object, str, float, bool]]:
@@ -355,7 +355,7 @@ class BatchSampler:
         ids = np.fromiter((row.next_id for row in self.rows), np.intp, N)
         rows_form = self.rows_form
         if rows_form:
-            cg, fc_ig, constants = self.cg, self.fc_ig, self.constants
+            gc, ig_fc, constants = self.gc, self.ig_fc, self.constants
         with np.errstate(over="ignore"):                 # see cells.sigmoid
             for l, (w_in, b_in, W_hhT, b_hh) in enumerate(self.layers):
                 h = h_all[l]                                             # (N, H)
@@ -374,9 +374,9 @@ class BatchSampler:
                 if rows_form:                                            # Stepper's arithmetic, on N rows
                     H = self._H
                     np.add(x_term, ha, out=acts)
-                    cg[:, :H] = c
+                    gc[:, H:] = c
                     cell.row_step(*constants, acts, acts[:, : 2 * H], acts[:, 2 * H: 3 * H], acts[:, 3 * H:],
-                                  cg, cg[:, H:], fc_ig, fc_ig[:, :H], fc_ig[:, H:], c, stash, h)
+                                  gc, gc[:, :H], ig_fc, ig_fc[:, :H], ig_fc[:, H:], c, stash, h)
                 else:
                     cell.forward_step(x_term, ha, h, c, acts, stash, h, c)   # in place, as Stepper
         for r in range(N):

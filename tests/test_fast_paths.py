@@ -18,7 +18,7 @@ from rnnscope.model.data import StreamBatches
 from rnnscope.model.layers import blas_threads_for, one_blas_thread, softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig, State
-from rnnscope.model.sample import Stepper, generate
+from rnnscope.model.sample import GENERATE_BLOCK, Picker, Stepper, draw, generate, next_char_distribution, read_prime
 from rnnscope.model.vocab import Vocab, id_dtype
 from tests.naive import naive_forward
 
@@ -243,3 +243,61 @@ def test_one_blas_thread_overlapping_holders_restore_the_setting():
     assert blas_threads() == before
     with blas_threads_for(32):                        # a training batch keeps the caller's setting
         assert blas_threads() == before
+
+
+def reference_generate(model, prime, length, temperature, top_k, seed, clamp=None):
+    """generate as it was written before the batch-1 work: one stepper step, then the
+    distribution, then the draw, per character, each under its own error state."""
+    rng = np.random.default_rng(seed)
+    state, last = read_prime(model, prime, clamp)
+    stepper = Stepper(model, state, clamp)
+    logits = stepper.step(last)
+    out = []
+    for _ in range(length):
+        probs = next_char_distribution(logits, temperature, top_k)
+        char_id = draw(probs, rng)
+        out.append((model.vocab.chars[char_id], float(probs[char_id])))
+        logits = stepper.step(char_id)
+    return out
+
+
+@pytest.mark.parametrize("cell,layers", CASES)
+def test_generate_writes_the_reference_samplers_text_and_probabilities_bit_for_bit(cell, layers):
+    """generate steps in blocks of GENERATE_BLOCK characters under one error state and picks
+    with Picker: the same characters and probabilities, exactly, at every length around a
+    block's edge, every temperature (greedy included), with top-k and with a clamp."""
+    from rnnscope.model.layers import Clamp
+
+    cfg, _, params32, _, _, _, _ = setup(cell, layers, seed=9)
+    model = LanguageModel(cfg, Vocab("abcdefg"), params32)
+    block = GENERATE_BLOCK
+    for length in (0, 1, block - 1, block, block + 1, 2 * block + 5):
+        for temperature, top_k in ((1.0, 0), (0.6, 0), (2.5, 3), (1.0, 2), (0.0, 0)):
+            seed = length * 7 + top_k
+            ours = list(generate(model, "ab", length, temperature, top_k, seed))
+            assert ours == reference_generate(model, "ab", length, temperature, top_k, seed), (length, temperature, top_k)
+    clamp = {layers - 1: Clamp(np.array([1, 4]), np.float32(0.5))}
+    assert (list(generate(model, "", 40, 0.9, 0, 3, clamp))
+            == reference_generate(model, "", 40, 0.9, 0, 3, clamp))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_picker_equals_the_distribution_then_the_draw_bit_for_bit(dtype):
+    """Picker (the sampler's fused softmax and draw) against next_char_distribution then draw:
+    the same character and the same probability, exactly, for tiny to huge logits, broken
+    ones (NaN, +-inf), greedy to hot temperatures and every kind of top-k."""
+    rng = np.random.default_rng(10)
+    cases = [rng.normal(0, s, 65).astype(dtype) for s in (1e-3, 1.0, 40.0, 1e30)]
+    broken = rng.normal(0, 1, 65).astype(dtype)
+    broken[[3, 9, 40]] = [np.nan, np.inf, -np.inf]
+    cases += [broken, np.full(65, -np.inf, dtype)]
+    pick = Picker(65)
+    for logits in cases:
+        for temperature in (0.0, 1e-4, 1e-3, 0.37, 1.0, 3.0, 1e30):
+            for top_k in (0, 1, 5, 64, 65, 100):
+                for _ in range(4):
+                    seed = int(rng.integers(1 << 30))
+                    probs = next_char_distribution(logits, temperature, top_k)
+                    expected = draw(probs, np.random.default_rng(seed))
+                    got = pick(logits, temperature, top_k, np.random.default_rng(seed))
+                    assert got == (expected, float(probs[expected])), (temperature, top_k)

@@ -1,5 +1,5 @@
 """The batch-1 floor (issue 21): a trace of one text and the sampler step the LSTM with its
-few-rows form (cells.LSTMCell.row_step: gate blocks reordered and scaled by powers of two in
+few-rows form (cells.LSTMCell.row_step: gate blocks scaled by powers of two in
 the weights, fewer NumPy calls). It must give forward_step's values bit for bit, so each test
 runs the same work with the form switched off and asserts exact equality: float32 and float64,
 carried states, clamps, and weights large enough that exp(-a) overflows to inf (sigmoid 0).
@@ -40,7 +40,7 @@ def carried(lm: LanguageModel, seed: int = 2) -> State:
 def without_rows_form(monkeypatch, fn):
     """fn() with every path back on forward_step, then the form restored."""
     with monkeypatch.context() as m:
-        m.setattr(LSTMCell, "row_order", ())
+        m.setattr(LSTMCell, "row_scale", ())
         assert not get_cell("lstm").has_rows_form
         return fn()
 
