@@ -88,14 +88,14 @@ class Cell:
     def has_rows_form(self) -> bool:
         return bool(self.row_scale)
 
-    def gate_rows(self, M: np.ndarray, order: str = "C") -> np.ndarray:
-        """A new (..., G*H) array in memory order `order` ("F": a matrix in dot_layout, copied
-        in one pass): M with each gate block (last axis) times its row_scale.
-        Scales are powers of two, so every product and sum taken with the result is the
-        original one times the scale, exactly (barring overflow and subnormals)."""
+    def gate_rows(self, M: np.ndarray, order: str = "C", out: np.ndarray | None = None) -> np.ndarray:
+        """M with each gate block (last axis) times its row_scale, into `out` (M itself for in
+        place) or a new array in memory order `order` ("F": a matrix in dot_layout, copied in
+        one pass). Scales are powers of two, so every product and sum taken with the result
+        is the original one times the scale, exactly (barring overflow and subnormals)."""
         H = M.shape[-1] // self.num_gates
         scale = np.repeat(np.asarray(self.row_scale, M.dtype), H)
-        return np.multiply(M, scale, out=np.empty(M.shape, M.dtype, order=order))
+        return np.multiply(M, scale, out=np.empty(M.shape, M.dtype, order=order) if out is None else out)
 
     @property
     def quantities(self) -> tuple[str, ...]:
@@ -207,15 +207,17 @@ class LSTMCell(Cell):
         _tanh(c, out=tanh_c)
         _multiply(o, tanh_c, out=h)
 
-    def forward_rows(self, xa, W_hh, h0, c0, clamp=None):
+    def forward_rows(self, xa, W_hh, h0, c0, clamp=None, in_place=False):
         """The time loop over one row (N = 1) with row_step, for a trace: xa (T, 1, 4H) input
         pre-activations with b_hh folded in, W_hh (4H, H), h0 and c0 (1, H); clamp as in
         layers.Clamp. Returns what forward_step's loop records, in its layout: acts (T, 1, 4H)
-        as i, f, g, o, tanh(c_t) (T, 1, H), hs and cs (T+1, 1, H)."""
+        as i, f, g, o, tanh(c_t) (T, 1, H), hs and cs (T+1, 1, H). in_place: acts is xa,
+        overwritten (C-contiguous xa only)."""
         T, N, GH = xa.shape
         H = GH // 4
         dtype = xa.dtype
-        acts = self.gate_rows(xa)                               # (T, N, 4H), the step adds -ha into it
+        in_place = in_place and xa.flags.c_contiguous
+        acts = self.gate_rows(xa, out=xa if in_place else None)   # (T, N, 4H), the step adds -ha into it
         W_hhT = self.gate_rows(W_hh.T, "F")                     # (H, 4H) in dot_layout
         hs = np.empty((T + 1, N, H), dtype)
         hs[0] = h0

@@ -78,7 +78,9 @@ Product = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 class LayerCache:
     """What one recurrent layer's backward needs, and what a trace shows."""
 
-    xa: np.ndarray          # (T, N, G*H) input pre-activations (b_hh folded in unless `ha` is kept)
+    # (T, N, G*H) input pre-activations (b_hh folded in unless `ha` is kept); None where a
+    # one-row loop took xa over as its buffer of activations (no backward reads xa's values).
+    xa: np.ndarray | None
     ha: np.ndarray | None   # (T, N, G*H) recurrent pre-activations, for cells whose backward reads them
     acts: np.ndarray        # (T, N, A*H) gate activations
     stash: np.ndarray | None  # (T, N, S*H) what the cell keeps for backward besides
@@ -88,7 +90,7 @@ class LayerCache:
     def step(self, t: int) -> Step:
         cs, ha = self.cs, self.ha
         stash = self.stash
-        return Step(self.xa[t], None if ha is None else ha[t], self.acts[t],
+        return Step(None if self.xa is None else self.xa[t], None if ha is None else ha[t], self.acts[t],
                     None if stash is None else stash[t], self.hs[t],
                     None if cs is None else cs[t], self.hs[t + 1], None if cs is None else cs[t + 1])
 
@@ -112,11 +114,12 @@ class Clamp:
 
 def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.ndarray | None,
                       h0: np.ndarray, c0: np.ndarray | None, clamp: Clamp | None = None,
-                      product: Product | None = None) -> LayerCache:
+                      product: Product | None = None, take_xa: bool = False) -> LayerCache:
     """Run `cell` over a sequence. xa: (T, N, G*H); h0, c0: (N, H). Outputs are cache.hs[1:].
     b_hh None means xa already holds it (only for cells without separate_recurrent_grad).
     With a clamp, its units are overwritten after each step (see Clamp). `product(h, W_hh, out)`
-    writes h W_hh^T into out in place of the default (model/batch.py's for a few rows)."""
+    writes h W_hh^T into out in place of the default (model/batch.py's for a few rows).
+    take_xa: xa is the caller's to give away, so a one-row loop may overwrite it (see below)."""
     T, N, GH = xa.shape
     H = W_hh.shape[1]
     dtype = xa.dtype
@@ -124,12 +127,15 @@ def recurrent_forward(cell: Cell, xa: np.ndarray, W_hh: np.ndarray, b_hh: np.nda
     if b_hh is not None and not keep_ha:
         xa = xa + b_hh                         # one pass for the sequence instead of one per step
         b_hh = None
+        take_xa = True
     if N == 1 and cell.has_rows_form and b_hh is None:
         # One row: the cell's own loop of fewer, fused NumPy calls (LSTMCell.row_step), equal
         # bit for bit. `product` only chooses how rows share a matrix; one row shares nothing.
+        # An xa given away becomes the activations in place: a (T, 4H) array fewer, whose
+        # fresh pages alone cost ~3 ms per 1,000 characters on this project's VMs.
         with np.errstate(over="ignore"), step_threads_for(N, GH, H):
-            acts, stash, hs, cs = cell.forward_rows(xa, W_hh, h0, c0, clamp)
-        return LayerCache(xa=xa, ha=None, acts=acts, stash=stash, hs=hs, cs=cs)
+            acts, stash, hs, cs = cell.forward_rows(xa, W_hh, h0, c0, clamp, in_place=take_xa)
+        return LayerCache(xa=None if take_xa else xa, ha=None, acts=acts, stash=stash, hs=hs, cs=cs)
     cache = LayerCache(
         xa=xa,
         ha=np.empty_like(xa) if keep_ha else None,
@@ -183,7 +189,7 @@ def recurrent_backward(cell: Cell, cache: LayerCache, dh_out: np.ndarray, W_hh: 
     The returned dh[t] and dc[t] are total derivatives of the loss through every path.
     """
     T, N, H = dh_out.shape
-    dxa = np.empty_like(cache.xa)
+    dxa = np.empty((T, N, W_hh.shape[0]), cache.hs.dtype)
     dha = np.empty_like(dxa) if cell.separate_recurrent_grad else dxa
     dh = np.empty((T + 1, N, H), dh_out.dtype)
     dc = np.empty_like(dh) if cell.has_cell_state else None

@@ -147,7 +147,7 @@ def _forward(cfg, params, ids, state, dropout, rng, clamp, product=None):
         xa = onehot_forward(ids_tm, W_ih, b_in) if l == 0 else dense_forward(x, W_ih, b_in)  # (T, N, G*H)
         lc = recurrent_forward(cell, xa, W_hh, None if fold else b_hh, state.h[l],
                                None if state.c is None else state.c[l], None if clamp is None else clamp.get(l),
-                               product)
+                               product, take_xa=True)                # xa is ours, used nowhere else
         layers.append(lc)
         x = lc.hs[1:]                                            # (T, N, H)
         mask = None

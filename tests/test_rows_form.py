@@ -11,7 +11,7 @@ import pytest
 
 from rnnscope.model import network
 from rnnscope.model.cells import LSTMCell, get_cell
-from rnnscope.model.layers import Clamp
+from rnnscope.model.layers import Clamp, softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig, State
 from rnnscope.model.sample import F32_MAX, BatchSampler, Stepper, draw, generate, next_char_distribution
@@ -67,7 +67,8 @@ def test_batch_one_trace_equals_the_step_loop_bit_for_bit(monkeypatch, dtype, sp
         assert np.array_equal(ours[0], ref[0])
         assert np.array_equal(ours[1].h, ref[1].h) and np.array_equal(ours[1].c, ref[1].c)
         for a, b in zip(ours[2].layers, ref[2].layers):
-            for name in ("xa", "acts", "stash", "hs", "cs"):
+            assert a.xa is None            # taken over as the activations' buffer: backward never reads it
+            for name in ("acts", "stash", "hs", "cs"):
                 x, y = getattr(a, name), getattr(b, name)
                 assert x.shape == y.shape and x.dtype == y.dtype and np.array_equal(x, y), name
                 assert x.flags.c_contiguous, name
@@ -155,3 +156,23 @@ def test_the_softmax_and_the_draw_equal_their_reference_formulas_bit_for_bit():
                 while ours[expected] == 0.0:
                     expected -= 1
                 assert draw(ours, np.random.default_rng(seed)) == expected
+
+
+@pytest.mark.parametrize("dtype,spread", CASES)
+def test_backward_through_a_batch_one_trace_equals_the_step_loops_bit_for_bit(monkeypatch, dtype, spread):
+    """The one-row loop keeps no xa (it became the activations); backward, which reads only
+    its shape, gives the step loop's gradients exactly."""
+    lm = model(dtype, spread)
+    rng = np.random.default_rng(8)
+    ids, targets = rng.integers(0, V, (1, 60)), rng.integers(0, V, (1, 60))
+    state = carried(lm)
+
+    def grads():
+        logits, _, cache = network.forward(lm.config, lm.params, ids, state)
+        _, dlogits, _ = softmax_cross_entropy(logits, targets)
+        return network.backward(lm.config, lm.params, dlogits, cache, input_grad=True)
+
+    ours, ref = grads(), without_rows_form(monkeypatch, grads)
+    assert all(np.array_equal(ours.params[k], ref.params[k]) for k in ref.params)
+    assert all(np.array_equal(a, b) for a, b in zip(ours.dh + ours.dc, ref.dh + ref.dc))
+    assert np.array_equal(ours.dx, ref.dx)
