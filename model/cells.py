@@ -30,6 +30,11 @@ _exp, _add, _subtract, _multiply, _divide, _tanh, _matmul = (
     np.exp, np.add, np.subtract, np.multiply, np.divide, np.tanh, np.matmul)
 
 
+# Steps of the one-row loop (LSTMCell.forward_rows) between copies of its [g | c] rows into
+# the trace: the copies then cost ~0.1 us a step, and the rows stay in L1.
+ROWS_CHUNK = 64
+
+
 def gate(a: np.ndarray, k: int, H: int) -> np.ndarray:
     """The k-th H-wide gate block of a fused (..., G*H) array (a view)."""
     return a[..., k * H:(k + 1) * H]
@@ -221,7 +226,11 @@ class LSTMCell(Cell):
         W_hhT = self.gate_rows(W_hh.T, "F")                     # (H, 4H) in dot_layout
         hs = np.empty((T + 1, N, H), dtype)
         hs[0] = h0
-        gc = np.empty((T + 1, N, 2 * H), dtype)                 # row t: [g_t | c_{t-1}]
+        cs = np.empty((T + 1, N, H), dtype)
+        cs[0] = c0
+        # [g_t | c_{t-1}] rows for ROWS_CHUNK steps at a time, copied out per chunk: a (T+1, 2H)
+        # buffer for the whole text would be 2 MB of fresh pages per 1,000 characters.
+        gc = np.empty((ROWS_CHUNK + 1, N, 2 * H), dtype)
         gc[0, :, H:] = c0
         tanh_cs = np.empty((T, N, H), dtype)
         numerators, ones, ones_g = self.row_constants(H, dtype)
@@ -230,17 +239,22 @@ class LSTMCell(Cell):
         ig, fc = ig_fc[:, :H], ig_fc[:, H:]
         step = self.row_step
         # zip walks every per-step view in C; slicing them per step in Python cost ~2 us a step.
-        views = zip(acts, acts[..., : 2 * H], acts[..., 2 * H: 3 * H], acts[..., 3 * H:], gc[:-1], gc[:-1, :, :H],
-                    gc[1:, :, H:], hs[:-1], hs[1:], tanh_cs)
+        views = zip(acts, acts[..., : 2 * H], acts[..., 2 * H: 3 * H], acts[..., 3 * H:], hs[:-1], hs[1:], tanh_cs)
+        chunk_views = list(zip(gc[:-1], gc[:-1, :, :H], gc[1:, :, H:]))
         with np.errstate(over="ignore"):                        # see sigmoid
-            for a_t, i_f, two_sig_g, o, gc_prev, g, c, h_prev, h, tanh_c in views:
-                _matmul(h_prev, W_hhT, out=ha)
-                _add(a_t, ha, out=a_t)
-                step(numerators, ones, ones_g, a_t, i_f, two_sig_g, o, gc_prev, g, ig_fc, ig, fc, c, tanh_c, h)
-                if clamp is not None:
-                    clamp.apply(h, c)
-        gate(acts, 2, H)[...] = gc[:-1, :, :H]                  # g in place of 2 sigmoid(2 a_g)
-        return acts, tanh_cs, hs, np.ascontiguousarray(gc[:, :, H:])
+            for s in range(0, T, ROWS_CHUNK):
+                # chunk_views first: zip stops there without drawing a step from `views`.
+                for (gc_prev, g, c), (a_t, i_f, two_sig_g, o, h_prev, h, tanh_c) in zip(chunk_views, views):
+                    _matmul(h_prev, W_hhT, out=ha)
+                    _add(a_t, ha, out=a_t)
+                    step(numerators, ones, ones_g, a_t, i_f, two_sig_g, o, gc_prev, g, ig_fc, ig, fc, c, tanh_c, h)
+                    if clamp is not None:
+                        clamp.apply(h, c)
+                n = min(ROWS_CHUNK, T - s)
+                cs[s + 1:s + n + 1] = gc[1:n + 1, :, H:]
+                gate(acts[s:s + n], 2, H)[...] = gc[:n, :, :H]     # g in place of 2 sigmoid(2 a_g)
+                gc[0, :, H:] = gc[n, :, H:]
+        return acts, tanh_cs, hs, cs
 
     def backward_step(self, dh, step, dxa, dha, dc, dc_prev, work):
         H = dh.shape[-1]

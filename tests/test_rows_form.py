@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rnnscope.model import network
-from rnnscope.model.cells import LSTMCell, get_cell
+from rnnscope.model.cells import ROWS_CHUNK, LSTMCell, get_cell
 from rnnscope.model.layers import Clamp, softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig, State
@@ -176,3 +176,17 @@ def test_backward_through_a_batch_one_trace_equals_the_step_loops_bit_for_bit(mo
     assert all(np.array_equal(ours.params[k], ref.params[k]) for k in ref.params)
     assert all(np.array_equal(a, b) for a, b in zip(ours.dh + ours.dc, ref.dh + ref.dc))
     assert np.array_equal(ours.dx, ref.dx)
+
+
+def test_a_batch_one_trace_equals_the_step_loop_at_every_chunk_edge(monkeypatch):
+    """forward_rows copies its [g | c] rows out every ROWS_CHUNK steps: texts ending on,
+    just before and just after a chunk's edge give the step loop's values exactly."""
+    lm = model(np.float32, 1.0)
+    state = carried(lm)
+    for T_ in (1, ROWS_CHUNK - 1, ROWS_CHUNK, 2 * ROWS_CHUNK, 2 * ROWS_CHUNK + 1):
+        ids = np.random.default_rng(T_).integers(0, V, T_)
+        ours = lm.forward(ids[None], state)
+        ref = without_rows_form(monkeypatch, lambda: lm.forward(ids[None], state))
+        assert np.array_equal(ours[0], ref[0]) and np.array_equal(ours[1].c, ref[1].c), T_
+        for a, b in zip(ours[2].layers, ref[2].layers):
+            assert all(np.array_equal(getattr(a, n), getattr(b, n)) for n in ("acts", "stash", "hs", "cs")), T_
