@@ -13,7 +13,7 @@ from .lm import LanguageModel
 from .network import State, layer_params
 
 # Bound once, as in cells.py: at batch 1 a character is ~30 NumPy calls of about a microsecond.
-_matmul, _add, _subtract, _divide, _exp, _maximum = np.matmul, np.add, np.subtract, np.divide, np.exp, np.maximum
+_dot, _add, _subtract, _divide, _exp, _maximum = np.dot, np.add, np.subtract, np.divide, np.exp, np.maximum   # _dot: see cells._dot
 
 
 class Stepper:
@@ -112,18 +112,18 @@ class Stepper:
         row_step, ha, a, clamp, h_below = self.cell.row_step, self.ha, self.acts, self.clamp, None
         for l, ((w_in, b_in, W_hhT, _), args) in enumerate(zip(self.layers, self.row_args)):
             h = args[-1]
-            _matmul(h, W_hhT, out=ha)
+            _dot(h, W_hhT, out=ha)
             if h_below is None:
                 _add(self.input_rows[char_id], ha, out=a)      # the input term is a row of w_in
             else:
-                _matmul(h_below, w_in, out=a)
+                _dot(h_below, w_in, out=a)
                 _add(a, b_in, out=a)
                 _add(a, ha, out=a)
             row_step(*args)              # h and c in place, read before written, as in step
             if clamp and l in clamp:
                 clamp[l].apply(h, args[-3])
             h_below = h
-        _matmul(h_below[0], self.W_yT, out=self.logits)
+        _dot(h_below[0], self.W_yT, out=self.logits)
         _add(self.logits, self.b_y, out=self.logits)
         return self.logits
 
