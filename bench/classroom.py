@@ -354,6 +354,19 @@ def closed_loop(url: str, clients: int, seconds: float) -> dict:
     return result
 
 
+# A class meets a server that has been up for a while: its caches prepared ahead of requests
+# (RNNSCOPE_WARM_ON_START) before the first click, as they would be by the time students come.
+WARM_TIMEOUT = 300.0
+
+
+def warmed(client) -> float:
+    """Seconds until /healthz says the server's caches are prepared (0 with warming off)."""
+    started = time.perf_counter()
+    while client.get("/healthz").json().get("warming") and time.perf_counter() - started < WARM_TIMEOUT:
+        time.sleep(0.5)
+    return time.perf_counter() - started
+
+
 def run(args) -> dict:
     import httpx
     from rnnscope.app.settings import Settings
@@ -378,10 +391,12 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="rnnscope-bench-class-") as tmp, server(Path(tmp)) as srv:
         with httpx.Client(base_url=srv.url, timeout=REQUEST_TIMEOUT, trust_env=False) as client:
             the_plan = plan(client)
+            result["warm_seconds"] = warmed(client)
         result["passages"] = {m: [len(t) for t in texts] for m, texts in the_plan.passages.items()}
         result["server_start_seconds"] = srv.start_seconds
         print(f"class: {students} students, think {think:g} s, {minutes:g} min against {srv.url} "
-              f"(started in {srv.start_seconds:.1f} s)", flush=True)
+              f"(started in {srv.start_seconds:.1f} s, its caches prepared {result['warm_seconds']:.1f} s later)",
+              flush=True)
         run_ = asyncio.run(open_loop(srv.url, the_plan, students, think, seconds, args.class_seed,
                                      drain=30.0 if quick else REQUEST_TIMEOUT + 10, sample_every=sample_every,
                                      server_pid=srv.process.pid))
@@ -426,7 +441,8 @@ def table(result: dict) -> str:
          if result["rnnscope_path"].startswith(str(REPO)) else
          f"code: rnnscope imported from {result['rnnscope_path']} (PYTHONPATH), not this working tree")
         + (f"; environment: {env}" if env else ""),
-        "server settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items()),
+        "server settings: " + ", ".join(f"{k} {v}" for k, v in result["settings"].items())
+        + f"; the class began {result.get('warm_seconds', 0):.1f} s after start-up, its caches prepared",
         ""]
     rows = []
     for label, p in [*((LABELS[page], result["pages"][page]) for page in PAGES), ("all clicks", o)]:

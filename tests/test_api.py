@@ -67,7 +67,7 @@ def limited(settings):
 # --- health, models, static ----------------------------------------------------------
 
 def test_healthz_counts_the_models(client):
-    assert client.get("/healthz").json() == {"status": "ok", "models": 3}
+    assert client.get("/healthz").json() == {"status": "ok", "models": 3, "warming": False}
 
 
 def test_models_list_describes_every_model(client, models):
@@ -124,7 +124,7 @@ def test_openapi_offers_the_loaded_model_ids(client):
 
 def test_empty_data_dir_serves_no_models(settings, tmp_path):
     with TestClient(create_app(settings.model_copy(update={"data_dir": tmp_path}))) as c:
-        assert c.get("/healthz").json() == {"status": "ok", "models": 0}
+        assert c.get("/healthz").json() == {"status": "ok", "models": 0, "warming": False}
         assert c.get("/api/models").json() == []
         assert c.get("/openapi.json").status_code == 200
 

@@ -56,6 +56,7 @@ def test_after_start_up_the_first_state_space_view_fits_nothing(settings, corpus
     cold = create_app(settings.model_copy(update={"corpus_paths": (corpus_path,), "warm_on_start": False}))
     with TestClient(warm) as client, TestClient(cold) as cold_client:
         assert warm.state.warmer.idle.wait(WAIT)
+        assert client.get("/healthz").json()["warming"] is False
         assert not hasattr(cold.state, "warmer")
         fits, entry, text = fitted_key(warm, "lstm")
         assert fits.size == 2 and len(fits) == 2

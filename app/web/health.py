@@ -1,7 +1,7 @@
 """Liveness for load balancers and the Docker health check."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from ..inference.deps import RegistryDep
 from .schemas import Health
@@ -10,6 +10,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-async def healthz(registry: RegistryDep) -> Health:
+async def healthz(request: Request, registry: RegistryDep) -> Health:
     """Answers on the event loop, so it stays quick while NumPy work fills the threads."""
-    return Health(status="ok", models=len(registry))
+    warmer = getattr(request.app.state, "warmer", None)
+    return Health(status="ok", models=len(registry), warming=warmer is not None and not warmer.idle.is_set())

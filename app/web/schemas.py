@@ -123,3 +123,5 @@ class ErrorMessage(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     models: int
+    warming: bool = Field(False, description="Whether the views' caches are still being prepared ahead of "
+                                             "requests (setting RNNSCOPE_WARM_ON_START).")
