@@ -345,7 +345,8 @@ def matvec_note(row: dict) -> str:
     mv = row["matvec_us"] * row["matvecs_per_char"]
     return (f"{per_char:.0f} us per character, of which {row['matvecs_per_char']} (1, 256) x (256, 1024) "
             f"products take {mv:.0f} us; the rest is the cell's elementwise steps (the LSTM's ten NumPy calls a "
-            "layer, cells.LSTMCell.row_step) and, sampling, the softmax and draw: at batch 1 mostly per-call dispatch")
+            "layer, cells.LSTMCell.row_step; at batch 1 mostly per-call dispatch), for a trace the first touch of "
+            "its record's fresh pages (~16 MB per 1,000 characters), and, sampling, the softmax and draw")
 
 
 def torch_sampler(lm: LanguageModel, length: int, temperature: float = 1.0):
