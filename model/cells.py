@@ -180,11 +180,11 @@ class LSTMCell(Cell):
     # term sum to -a for the sigmoids and -2 a_g for tanh(a_g) = 2 sigmoid(2 a_g) - 1, with
     # no negation or doubling per step. [i | f] is one block, to be multiplied by one
     # [g | c_{t-1}] block; the trace's buffer of activations is its record in forward_step's
-    # layout, g written back once at the end (a 4 MB reorder per 1,000 characters, and its
-    # fresh pages, were ~3 % of a trace). Every value equals forward_step's bit for bit:
-    # scaling by a power of two commutes with rounding, 2 / (1 + e) is 2 (1 / (1 + e))
-    # exactly where that is normal (and where it is not, both give g = -1), and i g + f c is
-    # one rounded sum either way.
+    # layout with g written back per chunk of steps (forward_rows), where gate blocks in
+    # another order cost a 4 MB reorder copy per 1,000 characters, and its fresh pages.
+    # Every value equals forward_step's bit for bit: scaling by a power of two commutes with
+    # rounding, 2 / (1 + e) is 2 (1 / (1 + e)) exactly where that is normal (and where it is
+    # not, both give g = -1), and i g + f c is one rounded sum either way.
     row_scale = (-1.0, -1.0, -2.0, -1.0)
 
     @staticmethod

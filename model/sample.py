@@ -12,8 +12,9 @@ from .layers import Clamp
 from .lm import LanguageModel
 from .network import State, layer_params
 
-# Bound once, as in cells.py: at batch 1 a character is ~30 NumPy calls of about a microsecond.
-_dot, _add, _subtract, _divide, _exp, _maximum = np.dot, np.add, np.subtract, np.divide, np.exp, np.maximum   # _dot: see cells._dot
+# Bound once, as in cells.py: at batch 1 a character is ~30 NumPy calls of about a microsecond
+# (np.dot for one-row products: see cells._dot).
+_dot, _add, _subtract, _divide, _exp, _maximum = np.dot, np.add, np.subtract, np.divide, np.exp, np.maximum
 
 
 class Stepper:

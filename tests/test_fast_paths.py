@@ -18,7 +18,8 @@ from rnnscope.model.data import StreamBatches
 from rnnscope.model.layers import blas_threads_for, one_blas_thread, softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig, State
-from rnnscope.model.sample import GENERATE_BLOCK, Picker, Stepper, draw, generate, next_char_distribution, read_prime
+from rnnscope.model.sample import (GENERATE_BLOCK, Picker, Stepper, draw, generate, next_char_distribution,
+                                   read_prime)
 from rnnscope.model.vocab import Vocab, id_dtype
 from tests.naive import naive_forward
 
@@ -275,7 +276,8 @@ def test_generate_writes_the_reference_samplers_text_and_probabilities_bit_for_b
         for temperature, top_k in ((1.0, 0), (0.6, 0), (2.5, 3), (1.0, 2), (0.0, 0)):
             seed = length * 7 + top_k
             ours = list(generate(model, "ab", length, temperature, top_k, seed))
-            assert ours == reference_generate(model, "ab", length, temperature, top_k, seed), (length, temperature, top_k)
+            expected = reference_generate(model, "ab", length, temperature, top_k, seed)
+            assert ours == expected, (length, temperature, top_k)
     clamp = {layers - 1: Clamp(np.array([1, 4]), np.float32(0.5))}
     assert (list(generate(model, "", 40, 0.9, 0, 3, clamp))
             == reference_generate(model, "", 40, 0.9, 0, 3, clamp))
