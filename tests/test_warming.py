@@ -79,6 +79,31 @@ def test_after_start_up_the_first_state_space_view_fits_nothing(settings, corpus
     assert not warmer_threads()
 
 
+def test_the_bundled_models_are_prepared_first(tmp_path):
+    """With the bundled models (on short validation stretches, to keep the test quick), the
+    first two of them take the state cache's two places, and the first the match cache's one."""
+    from tests.conftest import TEST_HOSTS
+
+    from rnnscope.app.settings import Settings
+
+    app = create_app(Settings(data_dir=tmp_path, allowed_hosts=TEST_HOSTS, warm_on_start=True,
+                              max_state_fit_chars=2_000, max_match_chars=2_000))
+    with TestClient(app) as client:
+        assert app.state.warmer.idle.wait(WAIT)
+        kept = {}
+        for model_id in ("lstm", "gru", "rnn", "python"):
+            fits, entry, text = fitted_key(app, model_id)
+            kept[model_id] = fits.fit_chars(entry, 0, text) == 0
+        assert kept == {"lstm": True, "gru": True, "rnn": False, "python": False}
+        fits, entry, text = fitted_key(app, "lstm")
+        before = fits.get(fits._key(entry, 0, text))
+        assert client.post("/api/models/lstm/states", json=STATES).status_code == 200
+        assert fits.get(fits._key(entry, 0, text)) is before
+        lstm = app.state.registry.get("lstm")
+        assert app.state.match_readings.get((lstm.id, id(lstm.model))) is not None
+    assert not warmer_threads()
+
+
 def test_a_model_whose_run_ended_is_prepared(tmp_path):
     """A run's model is served at each checkpoint and prepared once its run ends."""
     from tests.training_app import FAST, build_app, new_corpus, start, wait_for
@@ -194,6 +219,37 @@ def test_work_done_while_idle_waits_for_the_requests_and_drops_bytes_a_request_n
     until(lambda: gate.waiting == 1)               # 600 + 500 > 1,000: it waits for the warmer's bytes
     holding.set()
     assert needs.wait(WAIT) and result == ["gave way"]
+    asker.join(WAIT)
+    warmer.join(WAIT)
+    assert gate.held_bytes == 0 and gate.busy == 0
+
+
+def test_work_done_while_idle_gives_its_bytes_to_a_batched_request_waiting_for_them():
+    """A batched request holds bytes without a slot (gate.hold): the warmer sees it wait too."""
+    gate = ComputeGate(2, 4, 30.0, memory_budget=1_000)
+    stop, entered, go, result, got = threading.Event(), threading.Event(), threading.Event(), [], threading.Event()
+
+    def warm():
+        try:
+            with gate.when_idle(600, "warming", stop) as pause:
+                entered.set()
+                go.wait(WAIT)
+                pause()
+        except GaveWay:
+            result.append("gave way")
+
+    def batched():
+        with gate.hold(500, "a batched trace"):
+            got.set()
+
+    warmer = threading.Thread(target=warm)
+    warmer.start()
+    assert entered.wait(WAIT)
+    asker = threading.Thread(target=batched)
+    asker.start()
+    until(lambda: gate._wanting_bytes == 1)
+    go.set()
+    assert got.wait(WAIT) and result == ["gave way"]
     asker.join(WAIT)
     warmer.join(WAIT)
     assert gate.held_bytes == 0 and gate.busy == 0

@@ -142,6 +142,7 @@ class ComputeGate:
         self.background_slots = 0
         self.background_yields = 0
         self.waited_behind_background = 0
+        self._wanting_bytes = 0                     # threads in hold() waiting for bytes, without a slot
 
     # ---- what a newcomer can expect --------------------------------------------------------------
 
@@ -363,11 +364,15 @@ class ComputeGate:
         self.admit(nbytes, what)
         with self._cond:
             deadline = time.monotonic() + self.max_wait_seconds
-            while not self._room(nbytes):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._no_room(nbytes, what)
-                self._cond.wait(left)
+            self._wanting_bytes += 1             # work done while idle gives its bytes back for it
+            try:
+                while not self._room(nbytes):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise self._no_room(nbytes, what)
+                    self._cond.wait(left)
+            finally:
+                self._wanting_bytes -= 1
             self._held_bytes += nbytes
         try:
             yield
@@ -421,7 +426,7 @@ class ComputeGate:
     # ---- work nobody waits for (app/inference/warming.py) ---------------------------------------
 
     def _idle(self) -> bool:
-        return not self._waiting and not self._running
+        return not self._waiting and not self._running and not self._wanting_bytes
 
     def _take_idle(self, job: _Job, stop: threading.Event) -> None:
         """Under the lock: wait until the gate is idle, then give `job` a slot (its bytes are
@@ -429,7 +434,7 @@ class ComputeGate:
         while not self._idle():
             if stop.is_set():
                 raise Stopped()
-            if any(not self._room(j.nbytes) for j in self._waiting):
+            if self._wanting_bytes or any(not self._room(j.nbytes) for j in self._waiting):
                 raise GaveWay()
             self._cond.wait()
         if stop.is_set():
@@ -463,7 +468,7 @@ class ComputeGate:
             with self._cond:
                 if stop.is_set():
                     raise Stopped()
-                if not self._waiting:
+                if not self._waiting and not self._wanting_bytes:
                     return
                 self._running.discard(job)           # the bytes stay held: the work's arrays live on
                 self.background_yields += 1
