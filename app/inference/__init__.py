@@ -17,7 +17,6 @@ from . import pattern_pool, warming
 from .compute_gate import ComputeGate
 from .registry import ModelRegistry
 from .runtime import fix_mmap_threshold, limit_malloc_arenas
-from .workers import WorkerPool
 
 
 @asynccontextmanager
@@ -34,13 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                           settings.max_wait_seconds, settings.memory_budget,
                                           settings.max_expected_wait_seconds)
     app.openapi_schema = None            # made again, now with the models' ids
-    app.state.compute_pool = WorkerPool(settings.compute_workers) if settings.compute_workers else None
-    try:
-        async with pattern_pool.lifespan(app):
-            yield
-    finally:
-        if app.state.compute_pool is not None:
-            await run_in_threadpool(app.state.compute_pool.close)
+    async with pattern_pool.lifespan(app):
+        yield
 
 
 feature = Feature(lifespan=lifespan)

@@ -24,40 +24,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, Request
 
-from rnnscope.model.batch import Reader, gradients_through_time
 from rnnscope.model.lm import LanguageModel
-from rnnscope.model.sample import BatchSampler
 
 from ..settings import Settings
-from .compute import ReadingBuilder
 from .compute_gate import ComputeBusy, ComputeGate
 from .costs import UNKNOWN_SECONDS
 from .deps import ComputeSlots
+from .engines import KINDS, Engine, GradientWork, Job, SampleWork, TraceWork  # noqa: F401 - the routes' names
 from .runtime import release_free_memory
+from .workers import RemoteEngine, WorkerPool
 
 log = logging.getLogger(__name__)
 
 # Requests per pass: Settings.max_batch (RNNSCOPE_MAX_BATCH, 1 switches batching off); each
 # batcher queues at most PENDING_PER_BATCH times that many beyond its pass.
 PENDING_PER_BATCH = 2
-# Characters a trace pass reads before new requests may join: a newcomer waits one chunk
-# (~40 ms for 16 rows of a 2x256 LSTM), per-chunk overhead stays under a few per cent, and
-# the chunk's cache is 16 x 128 x 28 kB = 57 MB at most (256 made the server's peak 517 MB).
-TRACE_CHUNK = 128
-# A trace batch's arrays as sent (the estimate max_trace_bytes bounds per request) add up to
-# at most max_trace_bytes: a batch holds no more than the largest single trace did.
-TRACE_BATCH_BYTES_FACTOR = 1
-# A gradient batch reads rows x longest span characters of BPTT (~60 kB a character for a
-# 2x256 LSTM): max_gradient_chars, 120 MB at the default, as the largest single request held.
-# Twice that made the server's peak 517 MB for little: a BPTT step's elementwise work grows
-# with the rows, so 4 rows of 1,000 took 1.1-1.3x less than one at a time, 2 rows the same.
-GRADIENT_BATCH_FACTOR = 1
 # A worker in a pass hands the heap's free pages back at most this often: under the 20-client
 # load the peak was 321 MB without it and 285 MB with it, at no cost in requests served (every
 # step cost a quarter of them). A fixed mmap threshold did as well for memory, but made the
@@ -67,143 +53,12 @@ TRIM_SECONDS = 0.5
 SLICE_SECONDS = 0.1
 
 
-@dataclass(eq=False)
-class Job:
-    """One request's work and, once done, its answer or its error."""
-
-    model: LanguageModel
-    payload: object
-    weight: float                                  # what it adds to its batch's bound
-    seconds: float = UNKNOWN_SECONDS               # expected alone (app/inference/costs.py)
-    done: threading.Event = field(default_factory=threading.Event)
-    result: object = None
-    error: BaseException | None = None
-
-    def finish(self, result: object = None, error: BaseException | None = None) -> None:
-        self.result, self.error = result, error
-        self.done.set()
-
-
-class Engine:
-    """One model's pass in progress: jobs join it (admit) and each step serves them all."""
-
-    continuous = True                              # jobs may join between steps
-
-    def __init__(self, model: LanguageModel, settings: Settings):
-        self.model, self.settings = model, settings
-        self.jobs: list[Job] = []
-
-    def fits(self, job: Job, joining: list[Job]) -> bool:
-        """Whether the job may join the jobs in the pass and those joining with it."""
-        return len(self.jobs) + len(joining) < self.settings.max_batch
-
-    def admit(self, job: Job) -> None:
-        raise NotImplementedError
-
-    def step(self) -> None:
-        raise NotImplementedError
-
-
-@dataclass
-class TraceWork:
-    ids: np.ndarray
-    wanted: list[tuple[int, str]]
-    k: int
-
-
-class TraceEngine(Engine):
-    """Traces read together in chunks; each job gets its Reading when its text is read."""
-
-    def __init__(self, model, settings):
-        super().__init__(model, settings)
-        self.reader = Reader(model, TRACE_CHUNK)
-        self.builders: dict[Job, ReadingBuilder] = {}
-
-    def fits(self, job, joining):
-        budget = self.settings.max_trace_bytes * TRACE_BATCH_BYTES_FACTOR
-        return super().fits(job, joining) and sum(j.weight for j in self.jobs + joining) + job.weight <= budget
-
-    def admit(self, job):
-        w: TraceWork = job.payload
-        self.builders[job] = ReadingBuilder(self.model, w.ids, w.wanted, w.k)
-        self.reader.add(job, w.ids)
-        self.jobs.append(job)
-
-    def step(self):
-        for piece in self.reader.step():
-            builder = self.builders[piece.key]
-            builder.add(piece.start, piece.logits, lambda l, q, piece=piece: piece.internals(self.model, l, q))
-            if piece.done:
-                self.jobs.remove(piece.key)
-                piece.key.finish((self.builders.pop(piece.key).reading, None))   # as alone(), not encoded
-
-
-@dataclass
-class SampleWork:
-    prime: str
-    length: int
-    temperature: float
-    top_k: int
-    seed: int
-
-
-class SampleEngine(Engine):
-    """Samples stepped together a character at a time; each job gets its (char, prob) pairs."""
-
-    def __init__(self, model, settings):
-        super().__init__(model, settings)
-        self.sampler = BatchSampler(model)
-        self.pairs: dict[Job, list[tuple[str, float]]] = {}
-
-    def admit(self, job):
-        w: SampleWork = job.payload
-        self.sampler.add(job, w.prime, w.length, w.temperature, w.top_k, w.seed)
-        if w.length == 0:
-            job.finish([])
-            return
-        self.pairs[job] = []
-        self.jobs.append(job)
-
-    def step(self):
-        for job, char, prob, last in self.sampler.step():
-            self.pairs[job].append((char, prob))
-            if last:
-                self.jobs.remove(job)
-                job.finish(self.pairs.pop(job))
-
-
-@dataclass
-class GradientWork:
-    ids: np.ndarray
-    position: int
-
-
-class GradientEngine(Engine):
-    """One BPTT pass over the jobs admitted before it: a gradient cannot be joined midway."""
-
-    continuous = False
-
-    def fits(self, job, joining):
-        budget = self.settings.max_gradient_chars * GRADIENT_BATCH_FACTOR
-        rows = self.jobs + joining + [job]
-        return super().fits(job, joining) and len(rows) * max(j.weight for j in rows) <= budget
-
-    def admit(self, job):
-        self.jobs.append(job)
-
-    def step(self):
-        jobs, self.jobs = self.jobs, []
-        for job, profile in zip(jobs, gradients_through_time(self.model, [(j.payload.ids, j.payload.position)
-                                                                         for j in jobs])):
-            job.finish(profile)
-
-
 class Batcher:
     """The queue and the worker of one kind of work on one model id."""
 
-    def __init__(self, engine: Callable[[LanguageModel, Settings], Engine], gate: ComputeGate,
-                 settings: Settings):
-        self.make_engine, self.gate, self.settings = engine, gate, settings
+    def __init__(self, kind: str, gate: ComputeGate, settings: Settings, pool: WorkerPool | None = None):
+        self.kind, self.gate, self.settings, self.pool = kind, gate, settings, pool
+        self.make_engine = KINDS[kind] if pool is None else partial(RemoteEngine, pool, kind)
         self._trimmed = 0.0
         self._lock = threading.Lock()
         self._pending: list[Job] = []
@@ -233,7 +88,7 @@ class Batcher:
         if idle:
             try:
                 with self.gate.expect(job.seconds):
-                    result = alone()
+                    result = alone() if self.pool is None else self._alone_in_worker(job)
                 self.alone_runs += 1
                 return result
             finally:
@@ -253,6 +108,19 @@ class Batcher:
             raise job.error
         return job.result
 
+    def _alone_in_worker(self, job: Job) -> object:
+        """A lone request in a worker process: a pass of one, the same engine a shared pass uses."""
+        engine = self.make_engine(job.model, self.settings)
+        try:
+            engine.admit(job)
+            while engine.jobs:
+                engine.step()
+        finally:
+            engine.close()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
     def _admit(self, engine: Engine | None) -> tuple[Engine | None, list[Job]]:
         """Under the lock: the queued jobs that join the pass, first come first, stopping at
         the first that cannot (another model, or over the batch's bounds). The first job of
@@ -264,12 +132,21 @@ class Batcher:
             job = self._pending[0]
             empty = engine is None or not (engine.jobs or joined)
             if empty and (engine is None or engine.model is not job.model):
+                self._closed(engine)
                 engine = self.make_engine(job.model, self.settings)
             if job.model is not engine.model or not (empty or engine.fits(job, joined)):
                 break
             self._pending.pop(0)
             joined.append(job)
         return engine, joined
+
+    def _closed(self, engine: Engine | None, always: bool = False) -> Engine | None:
+        """The engine to keep once a pass has ended: a worker's pass is closed (its worker is
+        free for others); an engine in this process is kept for the next pass unless it failed."""
+        if isinstance(engine, RemoteEngine):
+            engine.close()
+            return None
+        return None if always else engine
 
     def _work(self) -> None:
         engine: Engine | None = None
@@ -305,32 +182,31 @@ class Batcher:
                         if time.monotonic() - held > SLICE_SECONDS:
                             left = max(j.seconds for j in engine.jobs) if engine.jobs else UNKNOWN_SECONDS
                             held = self.gate.let_waiting_go_first(held, left)
+                engine = self._closed(engine)
             except ComputeBusy as e:
                 # No slot: whatever waits here would have been refused at the gate alike.
                 with self._lock:
                     failed, self._pending = self._pending, []
                 for job in failed + (engine.jobs if engine else []):
                     job.finish(error=e)
-                engine = None
+                engine = self._closed(engine, always=True)
             except Exception as e:
                 log.exception("a batched pass failed")
                 for job in (engine.jobs if engine else []):
                     job.finish(error=e)
-                engine = None
+                engine = self._closed(engine, always=True)
         # Idle: the passes' arrays are freed; give their pages back rather than sit at the peak.
         engine = None
         release_free_memory()
 
 
-KINDS: dict[str, Callable[[LanguageModel, Settings], Engine]] = {
-    "trace": TraceEngine, "sample": SampleEngine, "gradients": GradientEngine}
 
 
 class Batchers:
     """Every batcher of one app, by (model id, kind)."""
 
-    def __init__(self, gate: ComputeGate, settings: Settings):
-        self.gate, self.settings = gate, settings
+    def __init__(self, gate: ComputeGate, settings: Settings, pool: WorkerPool | None = None):
+        self.gate, self.settings, self.pool = gate, settings, pool
         self.enabled = settings.max_batch > 1
         self._lock = threading.Lock()
         self._batchers: dict[tuple[str, str], Batcher] = {}
@@ -339,7 +215,7 @@ class Batchers:
         with self._lock:
             found = self._batchers.get((model_id, kind))
             if found is None:
-                found = self._batchers[model_id, kind] = Batcher(KINDS[kind], self.gate, self.settings)
+                found = self._batchers[model_id, kind] = Batcher(kind, self.gate, self.settings, self.pool)
             return found
 
     def run(self, model_id: str, kind: str, model: LanguageModel, payload: object, weight: float,
@@ -347,7 +223,7 @@ class Batchers:
         """The answer to one request expected to take `seconds` alone: `alone()` when nothing
         of its kind runs on the model (or batching is off), else from a pass shared with the
         model's other requests."""
-        if not self.enabled:
+        if not self.enabled and self.pool is None:
             with self.gate.expect(seconds):
                 return alone()
         return self.get(model_id, kind).run(Job(model, payload, weight, seconds=seconds), alone)
@@ -367,11 +243,8 @@ async def get_batchers(request: Request, gate: ComputeSlots) -> Batchers:
     with _lock:
         found = getattr(state, "batchers", None)
         if found is None or found.gate is not gate:
-            found = state.batchers = Batchers(gate, state.settings)
+            found = state.batchers = Batchers(gate, state.settings, getattr(state, "compute_pool", None))
     return found
-
-
-BatchersDep = Annotated[Batchers, Depends(get_batchers)]
 
 
 BatchersDep = Annotated[Batchers, Depends(get_batchers)]

@@ -1,0 +1,362 @@
+"""Compute in worker processes, so a request's time loop runs on a core of its own (issue 21).
+
+The time loop of a trace, a sample or a BPTT pass holds the GIL between its NumPy calls, so
+in one process two such loops share about one core (two trace workers ran 1.26x one). With
+RNNSCOPE_COMPUTE_WORKERS = N, the batched passes (app/inference/batching.py: traces, samples,
+gradients) run in N processes instead: the API process keeps the scheduling (the compute
+gate, the batchers' queues, admission and memory), the answers and the store, and a worker
+holds only models and the passes it is given (an Engine of batching.py, the same code as in
+one process, so every answer is the one a thread would give).
+
+A pass is pinned to one worker for its life: its rows' states live there. Passes go to the
+worker with the fewest calls in flight, then the fewest passes: as many workers as compute
+slots gives each running pass a core. A model travels to a worker once (weights of a few MB,
+pickled), when a pass there first needs it, and stays in that worker's small LRU.
+
+A worker that dies (killed, out of memory) is replaced at once. The passes it held are
+admitted again on a worker from the start, once: the work is pure, so the answers are the
+same. A pass whose worker dies a second time answers its requests with a 503 that says so.
+Nothing waits on a dead worker: its pipe closes, and every call on it fails at once.
+
+Workers are spawned, not forked: the API process has threads (uvicorn's, the batchers'), and
+a fork copies whichever locks they held.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from rnnscope.model.lm import LanguageModel
+
+from ..feature import Feature
+from .engines import KINDS
+
+log = logging.getLogger(__name__)
+
+# Models a worker keeps (an LRU): a 2x256 LSTM is 3.5 MB, so 8 is ~30 MB a worker.
+MODELS_PER_WORKER = 8
+# What a call may wait for a worker to start (spawned: it imports NumPy and the model code).
+START_SECONDS = 60.0
+
+
+class WorkerDied(RuntimeError):
+    """The worker serving a call stopped before answering it."""
+
+
+# ---- in the worker process ------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _RemoteJob:
+    """A request's work as a worker's engine sees it: like batching.Job, finished into an outbox."""
+
+    key: int
+    payload: object
+    outbox: list = field(repr=False)
+
+    def finish(self, result: object = None, error: BaseException | None = None) -> None:
+        self.outbox.append((self.key, result, error))
+
+
+def serve(conn) -> None:
+    """A worker's loop: calls in, answers out, until the pipe closes."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)                     # one core a worker: N workers, N cores
+    models: OrderedDict[int, LanguageModel] = OrderedDict()
+    engines: dict[int, object] = {}
+    outbox: list = []                            # jobs finished during a call, sent as its answer
+    while True:
+        try:
+            op, *args = conn.recv()
+        except (EOFError, OSError):
+            return
+        outbox.clear()
+        try:
+            if op == "model":
+                token, model = args
+                models[token] = model
+                while len(models) > MODELS_PER_WORKER:
+                    models.popitem(last=False)
+                reply = None
+            elif op == "open":
+                pass_id, kind, token = args
+                if token not in models:
+                    reply = "missing"
+                else:
+                    models.move_to_end(token)
+                    engines[pass_id] = KINDS[kind](models[token], None)
+                    reply = "opened"
+            elif op == "admit":
+                pass_id, key, payload = args
+                engines[pass_id].admit(_RemoteJob(key, payload, outbox))
+                reply = list(outbox)
+            elif op == "step":
+                (pass_id,) = args
+                engines[pass_id].step()
+                reply = list(outbox)
+            elif op == "close":
+                (pass_id,) = args
+                engines.pop(pass_id, None)
+                reply = None
+            else:
+                raise ValueError(f"unknown call {op!r}")
+            conn.send(("ok", reply))
+        except Exception as e:                   # noqa: BLE001 - the caller raises it as its own
+            try:
+                conn.send(("error", e))
+            except Exception:                    # noqa: BLE001 - an error that cannot be pickled
+                conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+# ---- in the API process ---------------------------------------------------------------------
+
+class Worker:
+    """One worker process and its pipe; calls on it are one at a time."""
+
+    def __init__(self, context, number: int):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child,), name=f"rnnscope-compute-{number}", daemon=True)
+        self.process.start()
+        child.close()
+        self.lock = threading.Lock()
+        self.in_flight = 0                       # calls sent or waiting to be sent
+        self.passes = 0                          # passes pinned here
+        self.dead = False
+
+    def call(self, *message):
+        with self.lock:
+            if self.dead:
+                raise WorkerDied("the compute worker has stopped")
+            try:
+                self.conn.send(message)
+                status, value = self.conn.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                self.dead = True
+                raise WorkerDied("the compute worker stopped while serving this request") from None
+        if status == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        self.dead = True
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
+class WorkerPool:
+    """N worker processes; `pass_on(model, kind)` opens a pass on the least busy one."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._numbers = itertools.count()
+        # id(model) -> (a weak reference to it, its token): models are dataclasses, unhashable.
+        self._tokens: dict[int, tuple[weakref.ref, int]] = {}
+        self._token_numbers = itertools.count()
+        self._has: dict[Worker, set[int]] = {}   # the model tokens each worker was sent
+        self.workers = [self._start() for _ in range(size)]
+        self.replaced = 0                        # for tests and the bench
+        self.closed = False
+
+    def _start(self) -> Worker:
+        worker = Worker(self._context, next(self._numbers))
+        self._has[worker] = set()
+        return worker
+
+    def token(self, model: LanguageModel) -> int:
+        """The model's number in the workers: one per model object (a re-import is a new one)."""
+        with self._lock:
+            found = self._tokens.get(id(model))
+            if found is None or found[0]() is not model:
+                for key in [k for k, (ref, _) in self._tokens.items() if ref() is None]:
+                    del self._tokens[key]
+                found = self._tokens[id(model)] = (weakref.ref(model), next(self._token_numbers))
+            return found[1]
+
+    def pick(self) -> Worker:
+        with self._lock:
+            if self.closed:
+                raise WorkerDied("the server is shutting down")
+            worker = min(self.workers, key=lambda w: (w.in_flight, w.passes))
+            worker.passes += 1
+            return worker
+
+    def replace(self, worker: Worker) -> None:
+        """Start a worker in place of a dead one (once, however many passes saw it die)."""
+        with self._lock:
+            if self.closed or worker not in self.workers:
+                return
+            self.workers[self.workers.index(worker)] = fresh = self._start()
+            self._has.pop(worker, None)
+            self.replaced += 1
+        log.warning("a compute worker stopped (exit code %s); started %s in its place",
+                    worker.process.exitcode, fresh.process.name)
+        threading.Thread(target=worker.stop, daemon=True).start()
+
+    def call(self, worker: Worker, *message):
+        with self._lock:
+            worker.in_flight += 1
+        try:
+            return worker.call(*message)
+        except WorkerDied:
+            self.replace(worker)
+            raise
+        finally:
+            with self._lock:
+                worker.in_flight -= 1
+
+    def open(self, worker: Worker, pass_id: int, kind: str, model: LanguageModel) -> None:
+        token = self.token(model)
+        if self.call(worker, "open", pass_id, kind, token) == "missing":
+            self.call(worker, "model", token, model)
+            self.call(worker, "open", pass_id, kind, token)
+
+    def release(self, worker: Worker) -> None:
+        with self._lock:
+            worker.passes -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            workers, self.workers = self.workers, []
+        for worker in workers:
+            worker.stop()
+
+
+class RemoteEngine:
+    """batching.Engine's contract, served by an engine of the same kind in a worker process.
+    `fits` and `continuous` are the local kind's (bounds are the API process's business)."""
+
+    _pass_ids = itertools.count()
+
+    def __init__(self, pool: WorkerPool, kind: str, model: LanguageModel, settings):
+        self.pool, self.kind, self.model, self.settings = pool, kind, model, settings
+        self.local = KINDS[kind]
+        self.continuous = self.local.continuous
+        self.jobs: list = []
+        self._keys = itertools.count()
+        self._by_key: dict[int, object] = {}
+        self._retried = False
+        self.worker = None
+        self.pass_id = next(self._pass_ids)
+
+    def fits(self, job, joining) -> bool:
+        # The local kind's bounds, read off this engine's jobs and settings (they call the
+        # base class's explicitly, so they accept an engine that only looks like theirs).
+        return self.local.fits(self, job, joining)
+
+    def _ensure_open(self) -> None:
+        if self.worker is None:
+            self.worker = self.pool.pick()
+            try:
+                self.pool.open(self.worker, self.pass_id, self.kind, self.model)
+            except BaseException:
+                self._drop_worker()
+                raise
+
+    def _drop_worker(self) -> None:
+        if self.worker is not None:
+            self.pool.release(self.worker)
+            self.worker = None
+
+    def _finish(self, done: list) -> None:
+        for key, result, error in done:
+            job = self._by_key.pop(key)
+            if job in self.jobs:
+                self.jobs.remove(job)
+            job.finish(result, error)
+
+    def admit(self, job) -> None:
+        key = next(self._keys)
+        self._by_key[key] = job
+        self.jobs.append(job)
+        try:
+            self._run("admit", key, job.payload)
+        except WorkerDied as e:
+            self._fail(e)
+        except Exception:
+            self._by_key.pop(key, None)
+            self.jobs.remove(job)
+            raise
+
+    def step(self) -> None:
+        try:
+            self._run("step")
+        except WorkerDied as e:
+            self._fail(e)
+
+    def _run(self, op: str, *args) -> None:
+        """One call on the pass's worker; if the worker dies, the pass starts again from its
+        requests on another (once), and the call's op is redone there."""
+        while True:
+            self._ensure_open()
+            try:
+                done = self.pool.call(self.worker, op, self.pass_id, *args)
+                self._finish(done)
+                return
+            except WorkerDied:
+                self._drop_worker()
+                if self._retried:
+                    raise
+                self._retried = True
+                self._readmit(skip=args[0] if op == "admit" else None)
+                if op == "step":
+                    return                       # the restarted pass steps on the next call
+
+    def _readmit(self, skip) -> None:
+        """Admit every request of the pass again, from the start, on a fresh pass id."""
+        self.pass_id = next(self._pass_ids)
+        self._ensure_open()
+        for key, job in list(self._by_key.items()):
+            if key != skip:
+                self._finish(self.pool.call(self.worker, "admit", self.pass_id, key, job.payload))
+
+    def _fail(self, error: WorkerDied) -> None:
+        from .compute_gate import ComputeBusy
+        busy = ComputeBusy(f"{error}, twice; the server is recovering: try again shortly", 1.0)
+        for job in list(self.jobs):
+            job.finish(error=busy)
+        self.jobs.clear()
+        self._by_key.clear()
+
+    def close(self) -> None:
+        """The pass is over: free its engine in the worker and the worker for other passes."""
+        if self.worker is not None:
+            try:
+                self.pool.call(self.worker, "close", self.pass_id)
+            except WorkerDied:
+                pass
+            self._drop_worker()
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """RNNSCOPE_COMPUTE_WORKERS processes, started before the first request and stopped after the last."""
+    size = app.state.settings.compute_workers
+    app.state.compute_pool = await run_in_threadpool(WorkerPool, size) if size else None
+    try:
+        yield
+    finally:
+        if app.state.compute_pool is not None:
+            await run_in_threadpool(app.state.compute_pool.close)
+
+
+feature = Feature(lifespan=lifespan)
