@@ -109,17 +109,9 @@ class Batcher:
         return job.result
 
     def _alone_in_worker(self, job: Job) -> object:
-        """A lone request in a worker process: a pass of one, the same engine a shared pass uses."""
-        engine = self.make_engine(job.model, self.settings)
-        try:
-            engine.admit(job)
-            while engine.jobs:
-                engine.step()
-        finally:
-            engine.close()
-        if job.error is not None:
-            raise job.error
-        return job.result
+        """A lone request in a worker process, by the lone code path (engines.ALONE), which
+        the route's `alone` runs too."""
+        return self.pool.alone(self.kind, job.model, job.payload)
 
     def _admit(self, engine: Engine | None) -> tuple[Engine | None, list[Job]]:
         """Under the lock: the queued jobs that join the pass, first come first, stopping at

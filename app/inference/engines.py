@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rnnscope.model.analysis import gradient_through_time
 from rnnscope.model.batch import Reader, gradients_through_time
 from rnnscope.model.lm import LanguageModel
-from rnnscope.model.sample import BatchSampler
+from rnnscope.model.sample import BatchSampler, generate
 
 from ..settings import Settings
-from .compute import ReadingBuilder
+from .compute import ReadingBuilder, read
 from .costs import UNKNOWN_SECONDS
 
 # Characters a trace pass reads before new requests may join: a newcomer waits one chunk
@@ -165,3 +166,22 @@ class GradientEngine(Engine):
 
 KINDS: dict[str, Callable[[LanguageModel, Settings], Engine]] = {
     "trace": TraceEngine, "sample": SampleEngine, "gradients": GradientEngine}
+
+
+# A request that finds nothing of its kind running on its model is answered alone, by the
+# lone code path (a trace through the one-row forward, a sample by generate, one BPTT pass),
+# in the caller's thread or in a worker process alike: the same function, so the same answer.
+def trace_alone(model: LanguageModel, work: TraceWork):
+    return read(model, work.ids, work.wanted, work.k), None          # encoded by the route
+
+
+def sample_alone(model: LanguageModel, work: SampleWork) -> list[tuple[str, float]]:
+    return list(generate(model, work.prime, work.length, work.temperature, work.top_k, work.seed))
+
+
+def gradients_alone(model: LanguageModel, work: GradientWork):
+    return gradient_through_time(model, model.vocab.decode(work.ids), work.position)
+
+
+ALONE: dict[str, Callable[[LanguageModel, object], object]] = {
+    "trace": trace_alone, "sample": sample_alone, "gradients": gradients_alone}

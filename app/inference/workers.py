@@ -40,7 +40,7 @@ from fastapi.concurrency import run_in_threadpool
 from rnnscope.model.lm import LanguageModel
 
 from ..feature import Feature
-from .engines import KINDS
+from .engines import ALONE, KINDS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,13 @@ def serve(conn) -> None:
                     models.move_to_end(token)
                     engines[pass_id] = KINDS[kind](models[token], None)
                     reply = "opened"
+            elif op == "alone":
+                kind, token, payload = args
+                if token not in models:
+                    reply = "missing"
+                else:
+                    models.move_to_end(token)
+                    reply = ("answer", ALONE[kind](models[token], payload))
             elif op == "admit":
                 pass_id, key, payload = args
                 engines[pass_id].admit(_RemoteJob(key, payload, outbox))
@@ -228,6 +235,25 @@ class WorkerPool:
         if self.call(worker, "open", pass_id, kind, token) == "missing":
             self.call(worker, "model", token, model)
             self.call(worker, "open", pass_id, kind, token)
+
+    def alone(self, kind: str, model: LanguageModel, payload: object) -> object:
+        """One request answered alone in a worker, by the lone code path; retried once on
+        another worker if its worker dies, then a 503."""
+        from .compute_gate import ComputeBusy
+        for attempt in range(2):
+            worker = self.pick()
+            try:
+                token = self.token(model)
+                reply = self.call(worker, "alone", kind, token, payload)
+                if reply == "missing":
+                    self.call(worker, "model", token, model)
+                    reply = self.call(worker, "alone", kind, token, payload)
+                return reply[1]
+            except WorkerDied as e:
+                if attempt:
+                    raise ComputeBusy(f"{e}, twice; the server is recovering: try again shortly", 1.0) from None
+            finally:
+                self.release(worker)
 
     def release(self, worker: Worker) -> None:
         with self._lock:

@@ -1,0 +1,150 @@
+"""Compute in worker processes (issue 21, "every core"): traces, samples and gradients answered
+by worker processes equal their answers in one process; requests that arrive together share a
+pass inside a worker; a worker killed mid-request is replaced and the request answered, and a
+request whose worker dies twice gets a 503 that says so. Nothing here is timed."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from rnnscope.app.main import create_app
+from tests.test_batching import F32_TOL, batchers_of, concurrently, decoded, rel_error
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n")
+
+
+@pytest.fixture
+def workers_client(settings):
+    with TestClient(create_app(settings.model_copy(update={"compute_workers": 2}))) as c:
+        yield c
+
+
+@pytest.fixture
+def threads_client(settings):
+    with TestClient(create_app(settings.model_copy(update={"compute_workers": 0}))) as c:
+        yield c
+
+
+def pool_of(client):
+    return client.app.state.compute_pool
+
+
+def test_workers_answer_as_this_process_does(workers_client, threads_client):
+    assert pool_of(threads_client) is None and len(pool_of(workers_client).workers) == 2
+    requests = [("/api/models/lstm/trace", {"text": TEXT[:150], "encoding": "float32", "top_k": 3}),
+                ("/api/models/gru/trace", {"text": TEXT[:40], "layers": [1], "quantities": ["h", "r"]}),
+                ("/api/models/lstm/sample", {"prime": "All:", "length": 60, "temperature": 0.9, "seed": 3}),
+                ("/api/models/rnn/gradients", {"text": TEXT[:80], "position": 70})]
+    for path, body in requests:
+        there, here = workers_client.post(path, json=body), threads_client.post(path, json=body)
+        assert there.status_code == here.status_code == 200, there.text
+        assert there.json() == here.json(), path
+    # The work ran in the workers: each was sent the models it served.
+    assert sum(bool(w.passes) for w in pool_of(workers_client).workers) == 0      # every pass closed
+    assert set(pool_of(workers_client)._tokens)
+
+
+def test_requests_arriving_together_share_one_pass_in_a_worker(workers_client, threads_client):
+    gate = workers_client.app.state.compute_slots
+    bodies = [{"text": TEXT[:n], "encoding": "float32", "top_k": 3} for n in (3, 20, 45, 90)]
+    batcher = batchers_of(workers_client).get("lstm", "trace")
+    slots = [gate.slot() for _ in range(gate.slots)]
+    held = _Held(slots)
+    answers = concurrently(workers_client, [("/api/models/lstm/trace", b) for b in bodies], held, batcher,
+                           len(bodies) - 1)
+    assert (batcher.alone_runs, batcher.passes) == (1, 1)             # three texts, one pass of one chunk
+    for body, answer in zip(bodies, answers):
+        assert answer.status_code == 200
+        # A shared pass rounds as batched rows do, within float32 of the lone answer
+        # (tests/test_batching.py holds the engines to that in one process).
+        got, lone = answer.json(), threads_client.post("/api/models/lstm/trace", json=body).json()
+        assert got["predictions"]["chars"] == lone["predictions"]["chars"]
+        assert np.allclose(got["loss"], lone["loss"], atol=2e-6)
+        assert rel_error(decoded(got["layers"][0]["quantities"]["h"]),
+                         decoded(lone["layers"][0]["quantities"]["h"])) < F32_TOL
+
+
+class _Held:
+    """Every compute slot, held until close(), as tests/test_batching.py's `held` fixture."""
+
+    def __init__(self, slots):
+        self.slots = slots
+        for s in slots:
+            s.__enter__()
+
+    def close(self):
+        for s in self.slots:
+            s.__exit__(None, None, None)
+
+
+def kill_pinned_worker(pool, after: int = 0) -> list[int]:
+    """SIGKILL the worker a pass is pinned to, as soon as one is (and again on the next
+    worker a pass is pinned to, `after` more times); the pids killed."""
+    killed: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(killed) <= after and time.monotonic() < deadline:
+        for w in list(pool.workers):
+            if w.passes and w.process.pid not in killed and w.process.is_alive():
+                os.kill(w.process.pid, signal.SIGKILL)
+                killed.append(w.process.pid)
+                break
+        time.sleep(0.001)
+    return killed
+
+
+def long_trace(client, answers: list) -> threading.Thread:
+    """A 6,000-character trace (47 chunks) sent from a thread: long enough to be killed midway."""
+    body = {"text": (TEXT * 30)[:6000], "layers": [0], "quantities": ["h"], "top_k": 1}
+
+    def send():
+        answers.append(client.post("/api/models/lstm/trace", json=body))
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread
+
+
+def test_a_worker_killed_mid_request_is_replaced_and_the_request_answered(workers_client, threads_client):
+    pool = pool_of(workers_client)
+    answers: list = []
+    thread = long_trace(workers_client, answers)
+    killed = kill_pinned_worker(pool)
+    thread.join(120)
+    assert len(killed) == 1 and pool.replaced == 1
+    (answer,) = answers
+    assert answer.status_code == 200, answer.text
+    body = {"text": (TEXT * 30)[:6000], "layers": [0], "quantities": ["h"], "top_k": 1}
+    assert answer.json() == threads_client.post("/api/models/lstm/trace", json=body).json()
+    # The pool is whole again, and the replacement serves.
+    assert len(pool.workers) == 2 and all(w.process.is_alive() for w in pool.workers)
+    assert killed[0] not in {w.process.pid for w in pool.workers}
+    again = workers_client.post("/api/models/gru/trace", json={"text": TEXT[:30]})
+    assert again.status_code == 200
+
+
+def test_a_request_whose_worker_dies_twice_gets_a_503_that_says_so(workers_client):
+    pool = pool_of(workers_client)
+    answers: list = []
+    thread = long_trace(workers_client, answers)
+    killed = kill_pinned_worker(pool, after=1)
+    thread.join(120)
+    assert len(killed) == 2 and pool.replaced == 2
+    (answer,) = answers
+    assert answer.status_code == 503 and "Retry-After" in answer.headers
+    assert "compute worker stopped" in answer.json()["detail"]
+    assert len(pool.workers) == 2 and all(w.process.is_alive() for w in pool.workers)
+    assert workers_client.post("/api/models/lstm/trace", json={"text": TEXT[:30]}).status_code == 200
+
+
+def test_no_worker_outlives_the_app(settings):
+    with TestClient(create_app(settings.model_copy(update={"compute_workers": 2}))) as c:
+        processes = [w.process for w in pool_of(c).workers]
+        assert all(p.is_alive() for p in processes)
+    assert not any(p.is_alive() for p in processes)
