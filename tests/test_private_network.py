@@ -46,6 +46,7 @@ def namespace_command() -> list[str]:
     return command
 
 
+@pytest.mark.slow_suite
 def test_the_cluster_tests_pass_inside_a_private_network(tmp_path):
     if importlib.util.find_spec("ray") is None:
         unavailable("Ray is not installed: pip install -e '.[cluster]'")

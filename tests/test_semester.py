@@ -85,6 +85,7 @@ def test_a_thread_that_ends_closes_its_store_connection(tmp_path):
         store.close()
 
 
+@pytest.mark.slow_suite
 def test_three_hundred_runs_leave_open_files_and_memory_flat_under_ulimit_256(tmp_path):
     """Before: each run's thread kept an SQLite connection (the database and its WAL) open
     for good, so ~120 runs filled 256 files and the server stopped."""
