@@ -11,10 +11,10 @@ from fastapi import FastAPI
 
 from . import baselines, groups, inference, learn, matching, models, probes, sampling, states, traces, training
 from . import web
-from .inference import workers as compute_workers
+from .inference import worker_pool as compute_workers
 from .settings import Settings, get_settings
 
-FEATURES = (web.feature, inference.feature, compute_workers.feature, training.feature, models.feature, traces.feature, sampling.feature,
+FEATURES = (web.feature, inference.feature, training.feature, compute_workers.feature, models.feature, traces.feature, sampling.feature,
             probes.feature, matching.feature, groups.feature, states.feature, learn.feature, baselines.feature,
             inference.warming_feature)
 

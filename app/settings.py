@@ -1,6 +1,7 @@
 """Server settings: the data directory and every limit, each overridable as RNNSCOPE_<NAME>."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -39,8 +40,8 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(2, ge=1)
     # Processes the batched passes (traces, samples, gradients) run in (app/inference/workers.py):
     # in one process two time loops share one core through the GIL; in two, each has its own.
-    # 0 runs them in this process's threads.
-    compute_workers: int = Field(0, ge=0, le=64)
+    # One per core by default; 0 runs them in this process's threads.
+    compute_workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=0, le=64)
     # Prepare the views' caches ahead of requests (app/inference/warming.py): every model's
     # after start-up, bundled first, and each new one's once its run ends or it is imported,
     # in a compute slot taken only while no request runs or waits. On: a class's first
@@ -146,6 +147,10 @@ class Settings(BaseSettings):
     max_parallel_runs: int | None = Field(None, ge=1)
     # CPUs each run asks Ray for (and BLAS threads it uses there); the thread executor uses one.
     run_cpus: int = Field(1, ge=1)
+    # Compute replicas (Ray actors) that serve traces, samples and gradients beside this
+    # machine's workers when the executor is ray (app/inference/ray_workers.py): unset, one per
+    # node with a CPU, so a machine that joins before start-up adds capacity for the views; 0 none.
+    ray_compute_replicas: int | None = Field(None, ge=0, le=256)
     # Attempts a run may lose to a dead worker process or node, each resumed from the last
     # checkpoint; then it is interrupted with the reason.
     max_run_retries: int = Field(3, ge=0)

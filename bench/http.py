@@ -83,6 +83,10 @@ REASONS = {
               "bounded by the batch limits (RNNSCOPE_MAX_BATCH), not by the clients",
 }
 BATCHING_OFF = {"RNNSCOPE_MAX_BATCH": "1"}     # app/inference/batching.py: every request alone, as before batching
+# The "before" server of the load test: batching off (issue 10's comparison), or compute in the
+# server's own threads (RNNSCOPE_COMPUTE_WORKERS=0, issue 21's: before worker processes).
+BEFORE = {"unbatched": (BATCHING_OFF, "batching off"),
+          "threads": ({"RNNSCOPE_COMPUTE_WORKERS": "0"}, "compute in the server's threads")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--http-batching", choices=("both", "on"), default="both",
                    help="both: the load test also against a server with batching off (RNNSCOPE_MAX_BATCH=1), "
                         "for the before figure; on: only with batching (default both)")
+    g.add_argument("--http-before", choices=tuple(BEFORE), default="unbatched",
+                   help="the server the load test compares with: batching off (unbatched, the default) or "
+                        "compute in the server's threads instead of worker processes (threads)")
     g.add_argument("--http-load-only", action="store_true", help="skip the per-request latencies")
     g.add_argument("--http-load-rounds", type=int, metavar="N",
                    help="alternating rounds of the two load tests, splitting --http-load-seconds (default 2, quick 1)")
@@ -484,7 +491,8 @@ def run(args) -> dict:
                 # own slot, as before app/inference/batching.py) in a second server, the two loaded in
                 # alternating rounds (off, on, on, off, ...) so the shared machine's slow spells
                 # hit both; each side's figures are over all its rounds.
-                with server(data_dir, env=BATCHING_OFF, log_name="server-unbatched.log") as off_srv:
+                before_env, result["before"] = BEFORE[args.http_before]
+                with server(data_dir, env=before_env, log_name="server-before.log") as off_srv:
                     part = opts.load_seconds / opts.load_rounds
                     runs: dict[str, list[dict]] = {"off": [], "on": []}
                     for r in range(opts.load_rounds):
@@ -571,7 +579,8 @@ def table(result: dict) -> str:
             rows.append([f"  under load: {r['label']}", p["count"], ms(p["p50"]), ms(p["p95"]), ms(p["p99"]),
                          ms(reference[r["name"]]), f"{p['p50'] / reference[r['name']]:.2f}x", None, None, None])
     off = result.get("load_unbatched")
-    for label, run_ in (("batching off (before)", off), ("batching on", load)):
+    before = result.get("before", "batching off")
+    for label, run_ in ((f"{before} (before)", off), ("now", load)):
         if run_ is None:
             continue
         a = run_["all"]
@@ -584,7 +593,7 @@ def table(result: dict) -> str:
                      else f"short: {load['errors']} errors, p99 {a.get('p99', math.inf) / 1e3:.2f} s"])
     if off is not None:
         ratio = load["served_ratio"]
-        rows.append([f"served/s, batching on over off: {load['served_per_second']:.1f} / "
+        rows.append([f"served/s, now over {before}: {load['served_per_second']:.1f} / "
                      f"{off['served_per_second']:.1f}", None, None, None, None, None, f"{ratio:.2f}x", None,
                      f">= {LOAD_TARGET['served_ratio']:g}x",
                      "PASS" if ratio >= LOAD_TARGET["served_ratio"] else "short, see below"])

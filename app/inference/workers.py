@@ -18,8 +18,10 @@ admitted again on a worker from the start, once: the work is pure, so the answer
 same. A pass whose worker dies a second time answers its requests with a 503 that says so.
 Nothing waits on a dead worker: its pipe closes, and every call on it fails at once.
 
-Workers are spawned, not forked: the API process has threads (uvicorn's, the batchers'), and
-a fork copies whichever locks they held.
+Workers are forked from multiprocessing's fork server, never from the API process: that one
+has threads (uvicorn's, the batchers'), and a fork copies whichever locks they held. The fork
+server is a single-threaded process started once, with this module (NumPy, the model code)
+imported, so a worker starts in milliseconds instead of a spawned interpreter's second.
 """
 from __future__ import annotations
 
@@ -31,15 +33,9 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 
 from rnnscope.model.lm import LanguageModel
 
-from ..feature import Feature
 from .engines import ALONE, KINDS
 
 log = logging.getLogger(__name__)
@@ -68,70 +64,95 @@ class _RemoteJob:
         self.outbox.append((self.key, result, error))
 
 
+class Dispatcher:
+    """What a worker holds (models, the passes pinned to it) and how it answers a call; the
+    same in a worker process (serve) and in a Ray replica (app/inference/ray_workers.py)."""
+
+    def __init__(self):
+        self.models: OrderedDict[int, LanguageModel] = OrderedDict()
+        self.engines: dict[int, object] = {}
+        self.outbox: list = []                   # jobs finished during a call, sent as its answer
+
+    def model(self, token: int) -> LanguageModel | None:
+        found = self.models.get(token)
+        if found is not None:
+            self.models.move_to_end(token)
+        return found
+
+    def handle(self, op: str, *args):
+        """("ok", reply) or ("error", exception)."""
+        self.outbox.clear()
+        try:
+            return "ok", self._handle(op, args)
+        except Exception as e:                   # noqa: BLE001 - the caller raises it as its own
+            return "error", e
+
+    def _handle(self, op: str, args: tuple):
+        if op == "model":
+            token, model = args
+            self.models[token] = model
+            while len(self.models) > MODELS_PER_WORKER:
+                self.models.popitem(last=False)
+            return None
+        if op == "open":
+            pass_id, kind, token = args
+            model = self.model(token)
+            if model is None:
+                return "missing"
+            self.engines[pass_id] = KINDS[kind](model, None)
+            return "opened"
+        if op == "alone":
+            kind, token, payload = args
+            model = self.model(token)
+            return "missing" if model is None else ("answer", ALONE[kind](model, payload))
+        if op == "admit":
+            pass_id, key, payload = args
+            self.engines[pass_id].admit(_RemoteJob(key, payload, self.outbox))
+            return list(self.outbox)
+        if op == "step":
+            (pass_id,) = args
+            self.engines[pass_id].step()
+            return list(self.outbox)
+        if op == "close":
+            (pass_id,) = args
+            self.engines.pop(pass_id, None)
+            return None
+        raise ValueError(f"unknown call {op!r}")
+
+
 def serve(conn) -> None:
     """A worker's loop: calls in, answers out, until the pipe closes."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)                     # one core a worker: N workers, N cores
-    models: OrderedDict[int, LanguageModel] = OrderedDict()
-    engines: dict[int, object] = {}
-    outbox: list = []                            # jobs finished during a call, sent as its answer
+    dispatcher = Dispatcher()
     while True:
         try:
             op, *args = conn.recv()
         except (EOFError, OSError):
             return
-        outbox.clear()
+        status, value = dispatcher.handle(op, *args)
         try:
-            if op == "model":
-                token, model = args
-                models[token] = model
-                while len(models) > MODELS_PER_WORKER:
-                    models.popitem(last=False)
-                reply = None
-            elif op == "open":
-                pass_id, kind, token = args
-                if token not in models:
-                    reply = "missing"
-                else:
-                    models.move_to_end(token)
-                    engines[pass_id] = KINDS[kind](models[token], None)
-                    reply = "opened"
-            elif op == "alone":
-                kind, token, payload = args
-                if token not in models:
-                    reply = "missing"
-                else:
-                    models.move_to_end(token)
-                    reply = ("answer", ALONE[kind](models[token], payload))
-            elif op == "admit":
-                pass_id, key, payload = args
-                engines[pass_id].admit(_RemoteJob(key, payload, outbox))
-                reply = list(outbox)
-            elif op == "step":
-                (pass_id,) = args
-                engines[pass_id].step()
-                reply = list(outbox)
-            elif op == "close":
-                (pass_id,) = args
-                engines.pop(pass_id, None)
-                reply = None
-            else:
-                raise ValueError(f"unknown call {op!r}")
-            conn.send(("ok", reply))
-        except Exception as e:                   # noqa: BLE001 - the caller raises it as its own
-            try:
-                conn.send(("error", e))
-            except Exception:                    # noqa: BLE001 - an error that cannot be pickled
-                conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
+            conn.send((status, value))
+        except Exception as e:                   # noqa: BLE001 - an error that cannot be pickled
+            conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
 
 
 # ---- in the API process ---------------------------------------------------------------------
+
+def fork_server():
+    """multiprocessing's fork-server context, preloading this module (and not the program's
+    __main__, which the default preloads: a script without a main guard would run again)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
 
 class Worker:
     """One worker process and its pipe; calls on it are one at a time."""
 
     def __init__(self, context, number: int):
+        self.context, self.number = context, number
         self.conn, child = context.Pipe()
         self.process = context.Process(target=serve, args=(child,), name=f"rnnscope-compute-{number}", daemon=True)
         self.process.start()
@@ -155,6 +176,13 @@ class Worker:
             raise value
         return value
 
+    def respawn(self) -> Worker:
+        """A new worker in this one's place."""
+        return Worker(self.context, self.number)
+
+    def describe(self) -> str:
+        return f"{self.process.name} (exit code {self.process.exitcode})"
+
     def stop(self) -> None:
         self.dead = True
         try:
@@ -170,23 +198,18 @@ class Worker:
 class WorkerPool:
     """N worker processes; `pass_on(model, kind)` opens a pass on the least busy one."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, remote: list | None = None):
+        """`size` worker processes on this machine, and the `remote` workers given (Ray
+        replicas, app/inference/ray_workers.py), which serve passes alike."""
         self.size = size
-        self._context = multiprocessing.get_context("spawn")
+        self._context = fork_server() if size else None
         self._lock = threading.Lock()
-        self._numbers = itertools.count()
         # id(model) -> (a weak reference to it, its token): models are dataclasses, unhashable.
         self._tokens: dict[int, tuple[weakref.ref, int]] = {}
         self._token_numbers = itertools.count()
-        self._has: dict[Worker, set[int]] = {}   # the model tokens each worker was sent
-        self.workers = [self._start() for _ in range(size)]
+        self.workers = [Worker(self._context, n) for n in range(size)] + list(remote or ())
         self.replaced = 0                        # for tests and the bench
         self.closed = False
-
-    def _start(self) -> Worker:
-        worker = Worker(self._context, next(self._numbers))
-        self._has[worker] = set()
-        return worker
 
     def token(self, model: LanguageModel) -> int:
         """The model's number in the workers: one per model object (a re-import is a new one)."""
@@ -211,11 +234,9 @@ class WorkerPool:
         with self._lock:
             if self.closed or worker not in self.workers:
                 return
-            self.workers[self.workers.index(worker)] = fresh = self._start()
-            self._has.pop(worker, None)
+            self.workers[self.workers.index(worker)] = fresh = worker.respawn()
             self.replaced += 1
-        log.warning("a compute worker stopped (exit code %s); started %s in its place",
-                    worker.process.exitcode, fresh.process.name)
+        log.warning("a compute worker stopped: %s; started %s in its place", worker.describe(), fresh.describe())
         threading.Thread(target=worker.stop, daemon=True).start()
 
     def call(self, worker: Worker, *message):
@@ -371,18 +392,3 @@ class RemoteEngine:
             except WorkerDied:
                 pass
             self._drop_worker()
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """RNNSCOPE_COMPUTE_WORKERS processes, started before the first request and stopped after the last."""
-    size = app.state.settings.compute_workers
-    app.state.compute_pool = await run_in_threadpool(WorkerPool, size) if size else None
-    try:
-        yield
-    finally:
-        if app.state.compute_pool is not None:
-            await run_in_threadpool(app.state.compute_pool.close)
-
-
-feature = Feature(lifespan=lifespan)

@@ -1,0 +1,108 @@
+"""Compute replicas on the Ray cluster (issue 21, "every node"): with RNNSCOPE_EXECUTOR=ray the
+batched passes (traces, samples, gradients) also run in Ray actors spread over the cluster's
+nodes, beside the worker processes on this machine, so a machine that joins adds capacity
+for the interactive views and not only for training.
+
+Actors rather than Ray Serve: the server already owns scheduling (the compute gate, the
+batchers' queues and passes pinned to one worker), and what it needs from a replica is the
+worker-process contract of app/inference/workers.py: calls that reach the same Dispatcher,
+one at a time, answered in order. A Serve deployment would add a second router, HTTP
+proxies on every node and its own queueing in front of the gate's; an actor per replica is a
+handle the pool picks like any worker. Each replica reserves no CPU (num_cpus=0): it shares
+its node with training runs, as a lone trace shares a laptop with its editor; the gate's
+slots grow by the replicas so they are used.
+
+A replica that dies with its node is replaced by a new actor wherever Ray places it, and its
+passes are admitted again there, as for a worker process: a request costs one retry.
+
+Only imported when RNNSCOPE_EXECUTOR=ray: importing it imports ray.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import ray
+from ray.exceptions import RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from .workers import Dispatcher, WorkerDied
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=0, num_cpus=0)
+class ComputeReplica:
+    def __init__(self):
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+        self.dispatcher = Dispatcher()
+
+    def where(self) -> str:
+        return f"ray node {ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
+
+    def call(self, op: str, *args):
+        return self.dispatcher.handle(op, *args)
+
+    def held(self) -> int:
+        """Models sent to this replica (for tests and the bench: which replicas served)."""
+        return len(self.dispatcher.models)
+
+
+class RayWorker:
+    """A compute replica, with workers.Worker's contract."""
+
+    def __init__(self, number: int, node_id: str | None):
+        self.number, self.node_id = number, node_id
+        # On its node while the node lives (soft: Ray may place it elsewhere once it is gone).
+        strategy = "SPREAD" if node_id is None else NodeAffinitySchedulingStrategy(node_id, soft=True)
+        self.actor = ComputeReplica.options(scheduling_strategy=strategy).remote()
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.passes = 0
+        self.dead = False
+
+    def call(self, *message):
+        with self.lock:
+            if self.dead:
+                raise WorkerDied("the compute replica has stopped")
+            try:
+                status, value = ray.get(self.actor.call.remote(*message))
+            except RayError:
+                self.dead = True
+                raise WorkerDied("the compute replica stopped while serving this request") from None
+        if status == "error":
+            raise value
+        return value
+
+    def where(self) -> str:
+        return ray.get(self.actor.where.remote())
+
+    def respawn(self) -> RayWorker:
+        """A new replica: on this one's node if it still has a CPU, else on another that does."""
+        nodes = cpu_nodes()
+        return RayWorker(self.number, self.node_id if self.node_id in nodes or not nodes else nodes[0])
+
+    def describe(self) -> str:
+        return f"Ray compute replica {self.number}"
+
+    def stop(self) -> None:
+        self.dead = True
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except (RayError, ValueError):
+            pass
+
+
+def cpu_nodes() -> list[str]:
+    """The ids of the cluster's live nodes with a CPU (a head started with none only schedules)."""
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"] and n.get("Resources", {}).get("CPU", 0) > 0]
+
+
+def replicas(count: int | None) -> list[RayWorker]:
+    """`count` replicas, or (None) one per node of the cluster with a CPU, placed round the
+    nodes with a CPU."""
+    nodes = cpu_nodes()
+    count = len(nodes) if count is None else count
+    log.info("%d compute replicas on the Ray cluster's %d nodes with a CPU", count, len(nodes))
+    return [RayWorker(n, nodes[n % len(nodes)] if nodes else None) for n in range(count)]

@@ -1,0 +1,36 @@
+"""The compute workers' place in the app's life (app/inference/workers.py, ray_workers.py): the
+pool is made once the models are loaded and the training executor has joined its cluster, and
+closed, every worker process and replica stopped, when the app stops."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from ..feature import Feature
+from .workers import WorkerPool
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """RNNSCOPE_COMPUTE_WORKERS processes and, on a Ray cluster (RNNSCOPE_EXECUTOR=ray, after
+    the training feature has joined it), RNNSCOPE_RAY_COMPUTE_REPLICAS replicas; started before
+    the first request and stopped after the last. The gate's slots grow by the replicas."""
+    settings = app.state.settings
+    remote = []
+    if settings.executor == "ray" and settings.ray_compute_replicas != 0:
+        from . import ray_workers
+        remote = await run_in_threadpool(ray_workers.replicas, settings.ray_compute_replicas)
+        app.state.compute_slots.slots += len(remote)
+    size = settings.compute_workers
+    app.state.compute_pool = await run_in_threadpool(WorkerPool, size, remote) if size or remote else None
+    try:
+        yield
+    finally:
+        if app.state.compute_pool is not None:
+            await run_in_threadpool(app.state.compute_pool.close)
+
+
+feature = Feature(lifespan=lifespan)
