@@ -365,7 +365,8 @@ def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_pat
     monkeypatch.setattr(analysis, "read", slow_read)
     trained = train(excerpt(2000), ModelConfig("lstm", 1, 16, 1), TrainConfig(batch_size=4, seq_length=16, max_steps=5))
     save_model(trained.model, tmp_path / "models" / "lstm.safetensors")
-    app = build_app(tmp_path, max_concurrent_jobs=1, max_waiting_jobs=1, **FAST)
+    # Compute in this process's threads: the slow read planted above lives here, not in a worker.
+    app = build_app(tmp_path, max_concurrent_jobs=1, max_waiting_jobs=1, compute_workers=0, **FAST)
     body = {"text": "To be, or not to be", "layers": [0], "quantities": ["h"]}
     with serving(app) as url, httpx.Client(base_url=url, timeout=30, headers=OWNER) as c:
         # A run trains meanwhile, as in a class.
