@@ -86,7 +86,8 @@ BATCHING_OFF = {"RNNSCOPE_MAX_BATCH": "1"}     # app/inference/batching.py: ever
 # The "before" server of the load test: batching off (issue 10's comparison), or compute in the
 # server's own threads (RNNSCOPE_COMPUTE_WORKERS=0, issue 21's: before worker processes).
 BEFORE = {"unbatched": (BATCHING_OFF, "batching off"),
-          "threads": ({"RNNSCOPE_COMPUTE_WORKERS": "0"}, "compute in the server's threads")}
+          "threads": ({"RNNSCOPE_COMPUTE_WORKERS": "0", "RNNSCOPE_MAX_CONCURRENT_JOBS": "2"},
+                      "compute in the server's threads, 2 slots")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -62,7 +62,10 @@ class Batcher:
         self._trimmed = 0.0
         self._lock = threading.Lock()
         self._pending: list[Job] = []
-        self._working = False                      # a worker thread runs passes
+        self._threads = 0                          # threads running passes
+        # Passes at once: in this process one (two time loops would share a core through the
+        # GIL); with worker processes one per worker, each pass on a core of its own.
+        self.max_passes = 1 if pool is None else max(1, len(pool.workers))
         self._alone = False                        # a request runs alone in its own thread
         self.passes = 0                            # shared steps run, for tests and the bench
         self.alone_runs = 0
@@ -72,7 +75,7 @@ class Batcher:
         when nothing of its kind runs on the model (no hand-over to a thread, the lone code
         path), else from a shared pass. ComputeBusy (503) when there is no room."""
         with self._lock:
-            idle = not (self._working or self._alone or self._pending)
+            idle = not (self._threads or self._alone or self._pending)
             if idle:
                 self._alone = True
             else:
@@ -82,8 +85,8 @@ class Batcher:
                                       f"(the limit, twice RNNSCOPE_MAX_BATCH); try again shortly",
                                       self.gate.retry_after())
                 self._pending.append(job)
-                if not self._working:
-                    self._working = True
+                if self._threads < self.max_passes:
+                    self._threads += 1
                     threading.Thread(target=self._work, name="rnnscope-batcher", daemon=True).start()
         if idle:
             try:
@@ -145,7 +148,7 @@ class Batcher:
         while True:
             with self._lock:
                 if not self._pending:
-                    self._working = False
+                    self._threads -= 1
                     break
             try:
                 # A pass is expected to take about as long as its longest job alone: up to
@@ -176,12 +179,18 @@ class Batcher:
                             held = self.gate.let_waiting_go_first(held, left)
                 engine = self._closed(engine)
             except ComputeBusy as e:
-                # No slot: whatever waits here would have been refused at the gate alike.
+                # No slot: whatever waits here would have been refused at the gate alike,
+                # unless another pass of this kind runs: it takes them in, and this one ends.
                 with self._lock:
-                    failed, self._pending = self._pending, []
+                    others = self._threads > 1
+                    failed, self._pending = ([], self._pending) if others else (self._pending, [])
+                    if others:
+                        self._threads -= 1
                 for job in failed + (engine.jobs if engine else []):
                     job.finish(error=e)
                 engine = self._closed(engine, always=True)
+                if others:
+                    break
             except Exception as e:
                 log.exception("a batched pass failed")
                 for job in (engine.jobs if engine else []):
