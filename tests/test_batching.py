@@ -283,3 +283,49 @@ def test_a_worker_between_pieces_lets_waiting_work_go_first():
         assert gate.busy == 1
     t.join(5)
     assert order == ["other", "worker"] and gate.busy == 0 and gate.waiting == 0
+
+
+def test_a_pass_that_fails_while_taking_in_queued_requests_answers_every_one_of_them():
+    """An error while a pass takes in queued requests (planted: the batch bound raises) fails
+    the requests it had taken and the one it was looking at, instead of losing them to wait
+    for ever; the rest are taken in by the next pass."""
+    from rnnscope.app.inference.batching import Batcher
+    from rnnscope.app.inference.compute_gate import ComputeGate
+    from rnnscope.app.inference.engines import Engine, Job
+    from rnnscope.app.settings import Settings
+
+    class Broken(Engine):
+        def fits(self, job, joining):
+            raise RuntimeError("planted")
+
+        def admit(self, job):
+            self.jobs.append(job)
+
+        def step(self):
+            for job in list(self.jobs):
+                self.jobs.remove(job)
+                job.finish("served")
+
+    gate = ComputeGate(slots=1, max_waiting=16, max_wait_seconds=20)
+    batcher = Batcher("trace", gate, Settings(compute_workers=0))
+    batcher.make_engine = Broken
+    model, answers = object(), []
+
+    def ask():
+        try:
+            answers.append(batcher.run(Job(model, None, 1.0), lambda: "alone"))
+        except RuntimeError as e:
+            answers.append(str(e))
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    with gate.slot():                                     # everything queues behind the test
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while len(batcher._pending) < 5:
+            assert time.monotonic() < deadline, "the requests did not queue"
+            time.sleep(0.01)
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "a request was lost and waits for ever"
+    assert sorted(answers) == sorted(["alone"] + ["planted"] * 4 + ["served"])

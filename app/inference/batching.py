@@ -123,16 +123,23 @@ class Batcher:
         joined: list[Job] = []
         if engine is not None and engine.jobs and not engine.continuous:
             return engine, joined
-        while self._pending:
-            job = self._pending[0]
-            empty = engine is None or not (engine.jobs or joined)
-            if empty and (engine is None or engine.model is not job.model):
-                self._closed(engine)
-                engine = self.make_engine(job.model, self.settings)
-            if job.model is not engine.model or not (empty or engine.fits(job, joined)):
-                break
-            self._pending.pop(0)
-            joined.append(job)
+        try:
+            while self._pending:
+                job = self._pending[0]
+                empty = engine is None or not (engine.jobs or joined)
+                if empty and (engine is None or engine.model is not job.model):
+                    self._closed(engine)
+                    engine = self.make_engine(job.model, self.settings)
+                if job.model is not engine.model or not (empty or engine.fits(job, joined)):
+                    break
+                self._pending.pop(0)
+                joined.append(job)
+        except Exception as e:
+            # Those taken from the queue, and the one being looked at, fail with the error
+            # rather than wait forever (or be looked at again, failing again, for ever).
+            for job in joined + [self._pending.pop(0)]:
+                job.finish(error=e)
+            raise
         return engine, joined
 
     def _closed(self, engine: Engine | None, always: bool = False) -> Engine | None:
