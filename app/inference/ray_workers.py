@@ -30,6 +30,9 @@ from .workers import Dispatcher, WorkerDied
 
 log = logging.getLogger(__name__)
 
+# How long a new replica may take to answer before its node is taken for gone.
+PLACE_SECONDS = 20.0
+
 
 @ray.remote(max_restarts=0, num_cpus=0)
 class ComputeReplica:
@@ -54,8 +57,8 @@ class RayWorker:
 
     def __init__(self, number: int, node_id: str | None):
         self.number, self.node_id = number, node_id
-        # On its node while the node lives (soft: Ray may place it elsewhere once it is gone).
-        strategy = "SPREAD" if node_id is None else NodeAffinitySchedulingStrategy(node_id, soft=True)
+        # On that node and no other: it reserves no CPU, so anywhere else could be the head.
+        strategy = "SPREAD" if node_id is None else NodeAffinitySchedulingStrategy(node_id, soft=False)
         self.actor = ComputeReplica.options(scheduling_strategy=strategy).remote()
         self.lock = threading.Lock()
         self.in_flight = 0
@@ -79,9 +82,9 @@ class RayWorker:
         return ray.get(self.actor.where.remote())
 
     def respawn(self) -> RayWorker:
-        """A new replica: on this one's node if it still has a CPU, else on another that does."""
+        """A new replica: on this one's node if it still lives, else on another with a CPU."""
         nodes = cpu_nodes()
-        return RayWorker(self.number, self.node_id if self.node_id in nodes or not nodes else nodes[0])
+        return placed(self.number, sorted(nodes, key=lambda n: n != self.node_id)) or RayWorker(self.number, None)
 
     def describe(self) -> str:
         return f"Ray compute replica {self.number}"
@@ -99,10 +102,26 @@ def cpu_nodes() -> list[str]:
     return [n["NodeID"] for n in ray.nodes() if n["Alive"] and n.get("Resources", {}).get("CPU", 0) > 0]
 
 
+def placed(number: int, nodes: list[str]) -> RayWorker | None:
+    """A replica on the first of `nodes` that takes it and answers: the list of live nodes can
+    be seconds behind a node's death, and an actor bound to a dead node never starts."""
+    for node in nodes:
+        worker = RayWorker(number, node)
+        try:
+            ray.get(worker.actor.where.remote(), timeout=PLACE_SECONDS)
+            return worker
+        except (RayError, TimeoutError):
+            worker.stop()
+    return None
+
+
 def replicas(count: int | None) -> list[RayWorker]:
     """`count` replicas, or (None) one per node of the cluster with a CPU, placed round the
     nodes with a CPU."""
     nodes = cpu_nodes()
     count = len(nodes) if count is None else count
-    log.info("%d compute replicas on the Ray cluster's %d nodes with a CPU", count, len(nodes))
-    return [RayWorker(n, nodes[n % len(nodes)] if nodes else None) for n in range(count)]
+    found = [placed(n, nodes[n % len(nodes):] + nodes[:n % len(nodes)]) if nodes else RayWorker(n, None)
+             for n in range(count)]
+    found = [w for w in found if w is not None]
+    log.info("%d compute replicas on the Ray cluster's %d nodes with a CPU", len(found), len(nodes))
+    return found

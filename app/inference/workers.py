@@ -209,6 +209,7 @@ class WorkerPool:
         self._token_numbers = itertools.count()
         self.workers = [Worker(self._context, n) for n in range(size)] + list(remote or ())
         self.replaced = 0                        # for tests and the bench
+        self._replacing: set = set()             # dead workers whose successor is starting
         self.closed = False
 
     def token(self, model: LanguageModel) -> int:
@@ -225,17 +226,32 @@ class WorkerPool:
         with self._lock:
             if self.closed:
                 raise WorkerDied("the server is shutting down")
-            worker = min(self.workers, key=lambda w: (w.in_flight, w.passes))
+            live = [w for w in self.workers if not w.dead] or self.workers   # a successor may be starting
+            worker = min(live, key=lambda w: (w.in_flight, w.passes))
             worker.passes += 1
             return worker
 
     def replace(self, worker: Worker) -> None:
         """Start a worker in place of a dead one (once, however many passes saw it die)."""
         with self._lock:
-            if self.closed or worker not in self.workers:
+            if self.closed or worker not in self.workers or worker in self._replacing:
                 return
-            self.workers[self.workers.index(worker)] = fresh = worker.respawn()
-            self.replaced += 1
+            self._replacing.add(worker)
+        try:
+            fresh = worker.respawn()             # outside the lock: a Ray replica may take seconds to place
+        finally:
+            with self._lock:
+                self._replacing.discard(worker)
+        with self._lock:
+            if self.closed or worker not in self.workers:
+                stale = fresh
+            else:
+                stale = None
+                self.workers[self.workers.index(worker)] = fresh
+                self.replaced += 1
+        if stale is not None:
+            stale.stop()
+            return
         log.warning("a compute worker stopped: %s; started %s in its place", worker.describe(), fresh.describe())
         threading.Thread(target=worker.stop, daemon=True).start()
 
