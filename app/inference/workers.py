@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from rnnscope.model.lm import LanguageModel
 
+from .compute_gate import ComputeBusy
 from .engines import ALONE, KINDS
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,8 @@ class Worker:
 
 
 class WorkerPool:
-    """N worker processes; `pass_on(model, kind)` opens a pass on the least busy one."""
+    """N worker processes (and any remote workers): `pick` finds the least busy for a pass,
+    `alone` answers a lone request on one, and a dead one is replaced in place."""
 
     def __init__(self, size: int, remote: list | None = None):
         """`size` worker processes on this machine, and the `remote` workers given (Ray
@@ -276,7 +278,6 @@ class WorkerPool:
     def alone(self, kind: str, model: LanguageModel, payload: object) -> object:
         """One request answered alone in a worker, by the lone code path; retried once on
         another worker if its worker dies, then a 503."""
-        from .compute_gate import ComputeBusy
         for attempt in range(2):
             worker = self.pick()
             try:
@@ -393,7 +394,6 @@ class RemoteEngine:
                 self._finish(self.pool.call(self.worker, "admit", self.pass_id, key, job.payload))
 
     def _fail(self, error: WorkerDied) -> None:
-        from .compute_gate import ComputeBusy
         busy = ComputeBusy(f"{error}, twice; the server is recovering: try again shortly", 1.0)
         for job in list(self.jobs):
             job.finish(error=busy)
