@@ -9,6 +9,12 @@ waits for nothing. A queued request waits at most one piece of a pass under way:
 join between chunks of TRACE_CHUNK characters, samples between characters
 (model/batch.py, model/sample.py), and gradients, one BPTT pass each, join the next pass.
 
+Where the work runs (issue 21): with worker processes (RNNSCOPE_COMPUTE_WORKERS, the default)
+the lone request and every pass compute in a worker (app/inference/workers.py) while this
+module keeps the queues and the slots, and a kind of work on one model may run one pass per
+worker at once; without them, in this process, one pass at a time (the GIL's one core). The
+engines are app/inference/engines.py, the same in both.
+
 Every guarantee of the compute gate stays. A worker holds one of its slots like any job (and
 hands it over between pieces when shorter work waits, see ComputeGate.let_waiting_go_first),
 expecting its longest job's time alone, as the gate's shortest-first order needs.
