@@ -1,7 +1,6 @@
 """Server settings: the data directory and every limit, each overridable as RNNSCOPE_<NAME>."""
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,8 +39,9 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(2, ge=1)
     # Processes the batched passes (traces, samples, gradients) run in (app/inference/workers.py):
     # in one process two time loops share one core through the GIL; in two, each has its own.
-    # One per core by default; 0 runs them in this process's threads.
-    compute_workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=0, le=64)
+    # Unset: one per compute slot (max_concurrent_jobs), at most one per core, as more would
+    # idle; 0 runs them in this process's threads.
+    compute_workers: int | None = Field(None, ge=0, le=64)
     # Prepare the views' caches ahead of requests (app/inference/warming.py): every model's
     # after start-up, bundled first, and each new one's once its run ends or it is imported,
     # in a compute slot taken only while no request runs or waits. On: a class's first

@@ -3,6 +3,7 @@ pool is made once the models are loaded and the training executor has joined its
 closed, every worker process and replica stopped, when the app stops."""
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,6 +26,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         remote = await run_in_threadpool(ray_workers.replicas, settings.ray_compute_replicas)
         app.state.compute_slots.slots += len(remote)
     size = settings.compute_workers
+    if size is None:                 # one per compute slot, at most one per core: more would idle
+        size = min(settings.max_concurrent_jobs, len(os.sched_getaffinity(0)))
     app.state.compute_pool = await run_in_threadpool(WorkerPool, size, remote) if size or remote else None
     try:
         yield
