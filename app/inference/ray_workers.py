@@ -20,13 +20,12 @@ Only imported when RNNSCOPE_EXECUTOR=ray: importing it imports ray.
 from __future__ import annotations
 
 import logging
-import threading
 
 import ray
 from ray.exceptions import RayError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from .workers import Dispatcher, WorkerDied
+from .workers import Dispatcher, Worker
 
 log = logging.getLogger(__name__)
 
@@ -52,31 +51,21 @@ class ComputeReplica:
         return len(self.dispatcher.models)
 
 
-class RayWorker:
-    """A compute replica, with workers.Worker's contract."""
+class RayWorker(Worker):
+    """A compute replica: calls travel as actor calls, and any Ray error means it is gone."""
+
+    lost = (RayError,)
+    noun = "compute replica"
 
     def __init__(self, number: int, node_id: str | None):
-        self.number, self.node_id = number, node_id
+        super().__init__(number)
+        self.node_id = node_id
         # On that node and no other: it reserves no CPU, so anywhere else could be the head.
         strategy = "SPREAD" if node_id is None else NodeAffinitySchedulingStrategy(node_id, soft=False)
         self.actor = ComputeReplica.options(scheduling_strategy=strategy).remote()
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.passes = 0
-        self.dead = False
 
-    def call(self, *message):
-        with self.lock:
-            if self.dead:
-                raise WorkerDied("the compute replica has stopped")
-            try:
-                status, value = ray.get(self.actor.call.remote(*message))
-            except RayError:
-                self.dead = True
-                raise WorkerDied("the compute replica stopped while serving this request") from None
-        if status == "error":
-            raise value
-        return value
+    def _exchange(self, message: tuple) -> tuple[str, object]:
+        return ray.get(self.actor.call.remote(*message))
 
     def where(self) -> str:
         return ray.get(self.actor.where.remote())

@@ -43,12 +43,16 @@ log = logging.getLogger(__name__)
 
 # Models a worker keeps (an LRU): a 2x256 LSTM is 3.5 MB, so 8 is ~30 MB a worker.
 MODELS_PER_WORKER = 8
-# What a call may wait for a worker to start (spawned: it imports NumPy and the model code).
-START_SECONDS = 60.0
 
 
 class WorkerDied(RuntimeError):
     """The worker serving a call stopped before answering it."""
+
+
+def died_twice(error: WorkerDied) -> ComputeBusy:
+    """The answer to a request whose work was computed again after its worker died, and whose
+    second worker died too."""
+    return ComputeBusy(f"{error}, twice; the server is recovering: try again shortly", 1.0)
 
 
 # ---- in the worker process ------------------------------------------------------------------
@@ -150,14 +154,15 @@ def fork_server():
 
 
 class Worker:
-    """One worker process and its pipe; calls on it are one at a time."""
+    """Somewhere passes run: calls answered one at a time, in order, by a Dispatcher; dead once
+    its transport fails. A subclass says how a call travels (`_exchange`), which errors mean
+    the other end is gone (`lost`), and how to start, describe and stop one."""
 
-    def __init__(self, context, number: int):
-        self.context, self.number = context, number
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child,), name=f"rnnscope-compute-{number}", daemon=True)
-        self.process.start()
-        child.close()
+    lost: tuple[type[BaseException], ...] = ()
+    noun = "compute worker"
+
+    def __init__(self, number: int):
+        self.number = number
         self.lock = threading.Lock()
         self.in_flight = 0                       # calls sent or waiting to be sent
         self.passes = 0                          # passes pinned here
@@ -166,20 +171,49 @@ class Worker:
     def call(self, *message):
         with self.lock:
             if self.dead:
-                raise WorkerDied("the compute worker has stopped")
+                raise WorkerDied(f"the {self.noun} has stopped")
             try:
-                self.conn.send(message)
-                status, value = self.conn.recv()
-            except (EOFError, OSError, BrokenPipeError):
+                status, value = self._exchange(message)
+            except self.lost:
                 self.dead = True
-                raise WorkerDied("the compute worker stopped while serving this request") from None
+                raise WorkerDied(f"the {self.noun} stopped while serving this request") from None
         if status == "error":
             raise value
         return value
 
+    def _exchange(self, message: tuple) -> tuple[str, object]:
+        raise NotImplementedError
+
     def respawn(self) -> Worker:
         """A new worker in this one's place."""
-        return Worker(self.context, self.number)
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+
+class ProcessWorker(Worker):
+    """A worker process on this machine and its pipe."""
+
+    lost = (EOFError, OSError)
+
+    def __init__(self, context, number: int):
+        super().__init__(number)
+        self.context = context
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child,), name=f"rnnscope-compute-{number}", daemon=True)
+        self.process.start()
+        child.close()
+
+    def _exchange(self, message: tuple) -> tuple[str, object]:
+        self.conn.send(message)
+        return self.conn.recv()
+
+    def respawn(self) -> ProcessWorker:
+        return ProcessWorker(self.context, self.number)
 
     def describe(self) -> str:
         return f"{self.process.name} (exit code {self.process.exitcode})"
@@ -209,7 +243,7 @@ class WorkerPool:
         # id(model) -> (a weak reference to it, its token): models are dataclasses, unhashable.
         self._tokens: dict[int, tuple[weakref.ref, int]] = {}
         self._token_numbers = itertools.count()
-        self.workers = [Worker(self._context, n) for n in range(size)] + list(remote or ())
+        self.workers = [ProcessWorker(self._context, n) for n in range(size)] + list(remote or ())
         self.replaced = 0                        # for tests and the bench
         self._replacing: set = set()             # dead workers whose successor is starting
         self.closed = False
@@ -289,7 +323,7 @@ class WorkerPool:
                 return reply[1]
             except WorkerDied as e:
                 if attempt:
-                    raise ComputeBusy(f"{e}, twice; the server is recovering: try again shortly", 1.0) from None
+                    raise died_twice(e) from None
             finally:
                 self.release(worker)
 
@@ -394,7 +428,7 @@ class RemoteEngine:
                 self._finish(self.pool.call(self.worker, "admit", self.pass_id, key, job.payload))
 
     def _fail(self, error: WorkerDied) -> None:
-        busy = ComputeBusy(f"{error}, twice; the server is recovering: try again shortly", 1.0)
+        busy = died_twice(error)
         for job in list(self.jobs):
             job.finish(error=busy)
         self.jobs.clear()
