@@ -31,6 +31,25 @@ def warmer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "rnnscope-warmer"]
 
 
+def start_idle_work(gate: ComputeGate, nbytes: int) -> tuple[threading.Thread, threading.Event, threading.Event, list]:
+    """Work done while the gate is idle, holding nbytes, in a thread: it sets `entered` once it
+    holds its slot, waits for `go`, then pauses; `result` says if it gave its bytes away."""
+    entered, go, result = threading.Event(), threading.Event(), []
+
+    def warm():
+        try:
+            with gate.when_idle(nbytes, "warming", threading.Event()) as pause:
+                entered.set()
+                go.wait(WAIT)
+                pause()
+        except GaveWay:
+            result.append("gave way")
+
+    thread = threading.Thread(target=warm)
+    thread.start()
+    return thread, entered, go, result
+
+
 @pytest.fixture(scope="module")
 def corpus_path(tmp_path_factory, corpus):
     path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
@@ -187,22 +206,8 @@ def test_work_done_while_idle_gives_its_slot_to_a_request_that_waits():
 
 def test_work_done_while_idle_waits_for_the_requests_and_drops_bytes_a_request_needs():
     gate = ComputeGate(2, 4, 30.0, memory_budget=1_000)
-    stop = threading.Event()
     with gate.expect(0.05):                        # a request runs: the gate is not idle
-        started = threading.Event()
-
-        def warm():
-            try:
-                with gate.when_idle(600, "warming", stop) as pause:
-                    started.set()
-                    holding.wait(WAIT)
-                    pause()
-            except GaveWay:
-                result.append("gave way")
-
-        holding, result = threading.Event(), []
-        warmer = threading.Thread(target=warm)
-        warmer.start()
+        warmer, started, holding, result = start_idle_work(gate, 600)
         assert gate.background_slots == 0 and gate.held_bytes == 0
         assert not started.is_set()
     assert started.wait(WAIT)                      # idle once the request left
@@ -227,23 +232,13 @@ def test_work_done_while_idle_waits_for_the_requests_and_drops_bytes_a_request_n
 def test_work_done_while_idle_gives_its_bytes_to_a_batched_request_waiting_for_them():
     """A batched request holds bytes without a slot (gate.hold): the warmer sees it wait too."""
     gate = ComputeGate(2, 4, 30.0, memory_budget=1_000)
-    stop, entered, go, result, got = threading.Event(), threading.Event(), threading.Event(), [], threading.Event()
-
-    def warm():
-        try:
-            with gate.when_idle(600, "warming", stop) as pause:
-                entered.set()
-                go.wait(WAIT)
-                pause()
-        except GaveWay:
-            result.append("gave way")
+    got = threading.Event()
 
     def batched():
         with gate.hold(500, "a batched trace"):
             got.set()
 
-    warmer = threading.Thread(target=warm)
-    warmer.start()
+    warmer, entered, go, result = start_idle_work(gate, 600)
     assert entered.wait(WAIT)
     asker = threading.Thread(target=batched)
     asker.start()
