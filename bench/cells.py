@@ -28,7 +28,7 @@ from rnnscope.model.bundled import bundled_paths, corpus_file, read_text
 from rnnscope.model.checkpoint import load_model
 from rnnscope.model.data import split
 from rnnscope.model.lm import LanguageModel
-from rnnscope.model.probes import CONCEPTS, Activations, constant_reason, rank_units
+from rnnscope.model.probes import CONCEPTS, Activations, activations, constant_reason, rank_units
 
 from .common import machine_info, render_table
 
@@ -73,14 +73,7 @@ def validation_stretch(model: LanguageModel, chars: int) -> str:
 
 def read_units(model: LanguageModel, text: str) -> Activations:
     """The layers' h and c over `text` from a zero state, unit-major: (L * 2 * H, T)."""
-    keys = [(layer, q) for layer in range(model.config.num_layers) for q in QUANTITIES]
-    H = model.config.hidden_size
-    values = np.empty((len(keys), H, len(text)), np.float32)
-    for s, logits, cache in model.read(model.encode(text)):
-        for k, (layer, q) in enumerate(keys):
-            values[k, :, s:s + len(logits)] = model.internals(cache, layer, q).T
-    return Activations(values.reshape(len(keys) * H, -1), np.repeat([l for l, _ in keys], H),
-                       [q for _, q in keys for _ in range(H)], np.tile(np.arange(H), len(keys)))
+    return activations(model, model.encode(text), quantities=QUANTITIES)
 
 
 def strength_of(acts: Activations, row: int, indicator: np.ndarray, graded: bool) -> float:

@@ -247,11 +247,14 @@ class Activations:
     units: np.ndarray           # (M,) int
 
 
-def activations(model: LanguageModel, ids: np.ndarray, chunk: int = 1024) -> Activations:
-    """Read ids (T,) from a zero state and keep every quantity of every layer, unit-major."""
+def activations(model: LanguageModel, ids: np.ndarray, chunk: int = 1024,
+                quantities: Iterable[str] | None = None) -> Activations:
+    """Read ids (T,) from a zero state and keep every quantity of every layer (or only
+    `quantities`, in the cell's order), unit-major."""
     cfg, cell = model.config, model.cell
     H, T = cfg.hidden_size, len(ids)
-    keys = [(l, q) for l in range(cfg.num_layers) for q in cell.quantities]
+    kept = cell.quantities if quantities is None else [q for q in cell.quantities if q in set(quantities)]
+    keys = [(l, q) for l in range(cfg.num_layers) for q in kept]
     values = np.empty((len(keys), H, T), model.dtype)                    # (K, H, T)
     for s, logits, cache in model.read(ids, chunk):
         for k, (l, q) in enumerate(keys):
