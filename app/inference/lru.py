@@ -33,6 +33,9 @@ class LRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
+            replaced = self._items.get(key)
+            if replaced is not None and replaced is not value:
+                self.dropped(key, replaced)
             self._items[key] = value
             self._items.move_to_end(key)
             self._shrink(self.size)
@@ -49,7 +52,12 @@ class LRU(Generic[K, V]):
 
     def drop(self, key: K) -> None:
         with self._lock:
-            self._items.pop(key, None)
+            if key in self._items:
+                self.dropped(key, self._items.pop(key))
+
+    def dropped(self, key: K, value: V) -> None:
+        """Called (under the lock) for each item the cache lets go: a cache whose items own
+        something outside memory (a file) releases it here."""
 
     def make_room(self) -> None:
         """Drop items until one more fits: before making a big one, so the old and the new
@@ -59,7 +67,7 @@ class LRU(Generic[K, V]):
 
     def _shrink(self, size: int) -> None:
         while len(self._items) > size:
-            self._items.popitem(last=False)
+            self.dropped(*self._items.popitem(last=False))
 
     def __len__(self) -> int:
         return len(self._items)

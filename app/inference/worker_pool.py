@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from ..feature import Feature
+from .engines import ALONE
 from .workers import WorkerPool
 
 
@@ -34,6 +35,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         if app.state.compute_pool is not None:
             await run_in_threadpool(app.state.compute_pool.close)
+
+
+def run_alone(state, kind: str, model, payload) -> object:
+    """One piece of pure work (engines.ALONE) in a compute worker when the app has them (retried
+    once on another if its worker dies), else in the calling thread: the same function, so the
+    same answer. The caller holds the compute slot and its bytes."""
+    pool = getattr(state, "compute_pool", None)
+    return ALONE[kind](model, payload) if pool is None else pool.alone(kind, model, payload)
 
 
 feature = Feature(lifespan=lifespan)

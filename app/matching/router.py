@@ -3,24 +3,29 @@ places in the model's validation text (or a text sent) where a set of them is on
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 
 from rnnscope.model.data import split
-from rnnscope.model.match import match, rank_for_spans, read_all
+from rnnscope.model.match import match, rank_for_spans, unit_layout
 from rnnscope.model.probes import Activations
 
 from ..inference.checks import check_unit, readable_text
-from ..inference.compute import every_unit, reading_bytes, rounded
+from ..inference.compute import CHUNK, every_unit, reading_bytes, rounded
 from ..inference.costs import expected_seconds
 from ..inference.corpus_index import training_corpus, val_fraction
 from ..inference.deps import (ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep,
                               get_corpus_library)
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
-from ..inference.warming import Pausing, Preparation
+from ..inference.engines import ReadingPiece
+from ..inference.reading_files import DiskFull, ReadingFiles
+from ..inference.warming import Preparation
+from ..inference.worker_pool import run_alone
 from ..probes.schemas import RankedNeuron
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from .schemas import MatchFound, MatchRequest, MatchResponse, MatchUnit, SelectRequest, SelectResponse
@@ -28,16 +33,25 @@ from .schemas import MatchFound, MatchRequest, MatchResponse, MatchUnit, SelectR
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 
+# Characters of a reading computed at a time: eight of model.read's chunks, so the values are
+# bit for bit the whole read's; ~1 s of a 2x256 LSTM and 50 MB of float16, so the warmer gives
+# way to a waiting request within about a second and a piece is a modest message to a worker.
+READING_PIECE = 8 * CHUNK
+
+
 class ValidationReadings(LRU):
-    """Per model, its validation text and every unit's value over it (float16), least
-    recently used dropped first: reading 100,000 characters of a 2x256 LSTM takes 6 to 8 s,
-    matching the reading a few milliseconds."""
+    """Per model, its validation text and every unit's value over it (float16), kept in a
+    memory-mapped file (app/inference/reading_files.py), least recently used dropped and its
+    file deleted first: reading 100,000 characters of a 2x256 LSTM takes 6 to 8 s, matching
+    the reading a few milliseconds. The reading is computed a piece at a time where compute
+    runs (a worker process, a Ray replica or this thread)."""
 
-    def __init__(self, size: int):
-        super().__init__(size)
-        self._reading = threading.Lock()        # one cold read at a time: two would cost twice the memory
+    def __init__(self, settings):
+        super().__init__(settings.match_cache_models)
+        self.files = ReadingFiles(settings.data_dir / "cache", settings.min_free_bytes)
+        self._reading = threading.Lock()        # one cold read at a time: two would cost twice the work
 
-    def reading(self, entry: Entry, text: str) -> Activations:
+    def reading(self, state, entry: Entry, text: str) -> Activations:
         # id(model): a training run's model keeps its id while its weights are replaced.
         key = (entry.id, id(entry.model))
         found = self._kept(key, text)
@@ -47,19 +61,51 @@ class ValidationReadings(LRU):
             found = self._kept(key, text)       # read while this request waited
             if found is not None:
                 return found
-            self.make_room()                    # first: two readings would be 1.2 GB at once
-            acts = read_all(entry.model, entry.model.encode(text))
+            self.make_room()                    # first: the old reading's file goes before the new is written
+            acts = self.read(state, entry.model, text, keep=True)
             self.put(key, (text, acts))
             return acts
 
-    def prepare(self, entry: Entry, text: str, model) -> None:
-        """As reading(), read through `model` (the warmer's, which pauses for requests between
-        pieces) and without the one-read lock: a read paused for a request would hold it
-        against that request. The gate's memory budget counts both reads' bytes instead."""
+    def prepare(self, state, entry: Entry, text: str, pause: Callable[[], None]) -> None:
+        """As reading(), pausing for waiting requests between pieces, and without the one-read
+        lock: a read paused for a request would hold it against that request."""
         key = (entry.id, id(entry.model))
         if self._kept(key, text) is None:
             self.make_room()
-            self.put(key, (text, read_all(model, entry.model.encode(text))))
+            self.put(key, (text, self.read(state, entry.model, text, keep=True, pause=pause)))
+
+    def read(self, state, model, text: str, keep: bool, pause: Callable[[], None] = lambda: None) -> Activations:
+        """Every unit's value over `text`, into a file when it is to be kept and the disk has
+        room (a 507 if the disk fills meanwhile), else in memory."""
+        ids = model.encode(text)
+        rows, T = every_unit(model.config), len(ids)
+
+        def pieces():
+            carried = None
+            for s in range(0, T, READING_PIECE):
+                values, carried = run_alone(state, "reading_piece", model, ReadingPiece(ids[s:s + READING_PIECE], carried))
+                yield s, values
+                pause()
+
+        if keep and self.files.room_for(rows * T * 2):
+            try:
+                values = self.files.write(rows, T, pieces())
+            except DiskFull as e:
+                raise HTTPException(507, f"{e.strerror}; the server's disk is full, so ask whoever runs it to "
+                                         "free space, or send a text to search instead") from None
+        else:
+            values = np.empty((rows, T), np.float16)
+            for s, piece in pieces():
+                values[:, s:s + piece.shape[1]] = piece
+        return Activations(values, *unit_layout(model))
+
+    def read_bytes(self, model, chars: int, keep: bool) -> int:
+        """A read's peak bytes: in a file, a piece in the worker and its copy here; else all of it."""
+        cfg, units = model.config, every_unit(model.config)
+        if keep and self.files.room_for(units * chars * 2):
+            piece = min(chars, READING_PIECE)
+            return reading_bytes(cfg, piece, units, itemsize=2) + 2 * piece * units * 2
+        return reading_bytes(cfg, chars, units, itemsize=2) + min(chars, READING_PIECE) * units * 2
 
     def kept(self, entry: Entry, text: str) -> bool:
         """Whether the model's reading of `text` is kept (a match in it takes milliseconds)."""
@@ -69,8 +115,22 @@ class ValidationReadings(LRU):
         found = self.get(key)
         return found[1] if found is not None and found[0] == text else None
 
+    def dropped(self, key, value) -> None:
+        ReadingFiles.remove(value[1].values)
 
-get_readings = kept_on_app("match_readings", lambda s: ValidationReadings(s.match_cache_models))
+
+get_readings = kept_on_app("match_readings", ValidationReadings)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """The readings' files are this process's: removed when the app stops."""
+    try:
+        yield
+    finally:
+        readings = getattr(app.state, "match_readings", None)
+        if readings is not None:
+            readings.files.close()
 
 
 ReadingsDep = Annotated[ValidationReadings, Depends(get_readings)]
@@ -98,8 +158,8 @@ def prepare(state, entry: Entry, rank: int) -> list[Preparation]:
         return []
     text, m = found[0], entry.model
     return [Preparation(f"the validation reading of {entry.id} for matching",
-                        expected_seconds(m.config, match_read=len(text)), reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2),
-                        lambda pause: readings.prepare(entry, text, Pausing(m, pause)))]
+                        expected_seconds(m.config, match_read=len(text)), readings.read_bytes(m, len(text), keep=True),
+                        lambda pause: readings.prepare(state, entry, text, pause))]
 
 
 @router.post("/select", response_model=SelectResponse)
@@ -142,7 +202,7 @@ def unit_rows(units: list[MatchUnit], entry: Entry) -> list[int]:
 
 
 @router.post("/match", response_model=MatchResponse)
-def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+def match_units(req: MatchRequest, request: Request, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
                 library: LibraryDep, readings: ReadingsDep) -> MatchResponse:
     """Where a set of units is on together for a stretch of about the selection's length in
     the model's validation text (or the text sent), best agreement first, each with a
@@ -164,15 +224,18 @@ def match_units(req: MatchRequest, entry: ModelDep, settings: SettingsDep, slots
         raise invalid(("body", "text"), "nothing is left to read", "too_short")
     thresholds = [u.threshold for u in req.units]
     signs = [u.sign for u in req.units]
-    # Every unit's values over the text as float16: the reading kept for the next match.
-    kept = source == "validation" and readings.kept(entry, text)
+    # Every unit's values over the text as float16: the validation reading is kept for the
+    # next match, in a file of which a match reads only its units' rows.
+    keep = source == "validation"
+    kept = keep and readings.kept(entry, text)
     seconds = expected_seconds(m.config, **{"match" if kept else "match_read": len(text)})
-    with slots.job(reading_bytes(m.config, len(text), every_unit(m.config), itemsize=2), "this match", seconds):
-        if source == "validation":
-            acts = readings.reading(entry, text)
+    nbytes = reading_bytes(m.config, 0, 0) if kept else readings.read_bytes(m, len(text), keep)
+    with slots.job(nbytes + len(text) * len(rows) * 2, "this match", seconds):
+        if keep:
+            acts = readings.reading(request.app.state, entry, text)
         else:
-            acts = read_all(m, m.encode(text))
-        values = acts.values[rows]                                               # (M, T) float16
+            acts = readings.read(request.app.state, m, text, keep=False)
+        values = np.asarray(acts.values[rows])                                   # (M, T) float16
         del acts
         found = match(values, thresholds, signs, req.length, req.top, req.tolerance, req.quorum, req.gap)
         on = ((values - np.array(thresholds)[:, None]) * np.array(signs)[:, None] > 0).mean(axis=1)

@@ -1,0 +1,130 @@
+"""Long readings kept in memory-mapped files instead of the server's memory.
+
+A match searches every unit's value over a model's validation text: 3,072 units x 100,000
+characters of a 2x256 LSTM, 614 MB as float16 (model/match.py read_all). Kept in the API
+process, that reading was most of a warmed server's memory. Kept in a file under the data
+directory and memory-mapped, it lives in the kernel's page cache, which any process reads
+without a copy and the kernel may drop and read again, and a match touches only the rows of
+the units it asks about (200 kB each): the server's resident memory grows by those rows.
+
+The reading is written a piece at a time as it is computed (in a worker process, on a Ray
+replica, or in this thread: engines.reading_piece), each piece's rows at their place in the
+file, so no process ever holds all of it. A file is written under a temporary name and
+renamed when complete; a reading the cache drops is deleted with it. The directory belongs
+to this process, which holds a lock on a file in it for its life; it is removed when the app
+stops, and one whose lock is free (its process died, in this container or another sharing
+the data directory) is removed by the next server to start.
+"""
+from __future__ import annotations
+
+import fcntl
+import itertools
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DTYPE = np.dtype("<f2")
+PREFIX = "readings-"
+
+
+class DiskFull(OSError):
+    """The disk filled while a reading was written (ENOSPC or the like): nothing was kept."""
+
+
+class ReadingFiles:
+    """The readings this process keeps on disk, in a directory of its own under `root`."""
+
+    def __init__(self, root: Path, min_free_bytes: int):
+        self.root, self.min_free_bytes = Path(root), min_free_bytes
+        self.directory = self.root / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self._numbers = itertools.count()
+        self._owner: int | None = None           # the locked file descriptor that says "in use"
+
+    def room_for(self, nbytes: int) -> bool:
+        """Whether a file of `nbytes` leaves the disk its `min_free_bytes` (the setting the
+        uploads and checkpoints keep free)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            return shutil.disk_usage(self.root).free - nbytes >= self.min_free_bytes
+        except OSError:
+            return False
+
+    def write(self, rows: int, T: int, pieces: Iterable[tuple[int, np.ndarray]]) -> np.memmap:
+        """A (rows, T) float16 reading put together from `pieces`, (start, values (rows, C)),
+        written into a new file and mapped read-only. DiskFull when the disk fills meanwhile."""
+        self._claim()
+        path = self.directory / f"{next(self._numbers)}.npy"
+        part = path.with_suffix(".part")
+        try:
+            # A sparse file of the reading's size with .npy's header: blocks are taken as written.
+            header = np.lib.format.open_memmap(part, mode="w+", dtype=DTYPE, shape=(rows, T))
+            offset = header.offset
+            del header
+            fd = os.open(part, os.O_WRONLY)
+            try:
+                for start, values in pieces:
+                    values = np.ascontiguousarray(values, DTYPE)
+                    for r in range(rows):   # row r's characters start..start+C sit together in the file
+                        os.pwrite(fd, values[r].data, offset + (r * T + start) * DTYPE.itemsize)
+            finally:
+                os.close(fd)
+            os.replace(part, path)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            raise DiskFull(e.errno, f"the reading could not be kept on disk: {e.strerror or e}") from e
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return np.load(path, mmap_mode="r")
+
+    @staticmethod
+    def remove(values: np.ndarray) -> None:
+        """Delete a reading's file (a mapping still in use keeps reading it until it closes)."""
+        name = getattr(values, "filename", None)
+        if name:
+            Path(name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        if self._owner is not None:
+            os.close(self._owner)
+            self._owner = None
+
+    def _claim(self) -> None:
+        """Make the directory and lock it, once, after removing those left by dead processes."""
+        if self._owner is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        for found in self.root.glob(f"{PREFIX}*"):
+            if found != self.directory and _abandoned(found):
+                log.info("removing %s, left by a server that stopped without removing it", found)
+                shutil.rmtree(found, ignore_errors=True)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / OWNER, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._owner = fd
+
+
+OWNER = ".owner"
+
+
+def _abandoned(directory: Path) -> bool:
+    """Whether no process holds the directory's owner lock (one being made has no file yet)."""
+    try:
+        fd = os.open(directory / OWNER, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
