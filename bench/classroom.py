@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import secrets
@@ -55,6 +56,7 @@ REQUEST_TIMEOUT = 120.0
 # the same environment as this process).
 SETTINGS_SHOWN = ("max_concurrent_jobs", "max_waiting_jobs", "max_wait_seconds", "max_batch", "blas_threads",
                   "executor")
+CLUSTER_SETTINGS_SHOWN = ("compute_workers", "ray_compute_replicas")
 
 
 def positive(kind: type):
@@ -83,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "back, --closed-loop-seconds): the closed-loop served/s")
     g.add_argument("--closed-loop-seconds", type=positive(float), default=30.0,
                    help="length of the closed loop (default 30, quick 5)")
+    g.add_argument("--cluster", action="store_true",
+                   help="the same class against a server whose traces, samples and gradients compute on a "
+                        "3-node Ray cluster made on this machine (a head without CPUs, two worker nodes of "
+                        "one CPU each) inside a private network namespace, removed afterwards; needs Ray, "
+                        "unshare and ip")
 
 
 # --- what a click asks ----------------------------------------------------------------------
@@ -368,6 +375,13 @@ def warmed(client) -> float:
 
 
 def run(args) -> dict:
+    return on_cluster(args) if args.cluster else run_class(args)
+
+
+def run_class(args, replicas=None) -> dict:
+    """The class against `rnnscope serve`, configured by this process's environment.
+    `replicas`: on a cluster, a function reading the compute replicas' counters
+    (replica_counters), read as the class starts and as it ends."""
     import httpx
     from rnnscope.app.settings import Settings
 
@@ -381,7 +395,8 @@ def run(args) -> dict:
     seconds = minutes * 60
     result = {"suite": "class", "quick": quick, "machine": machine_info(), "code": code_version(),
               "students": students, "think_seconds": think, "minutes": minutes, "seed": args.class_seed,
-              "settings": {k: getattr(settings, k, None) for k in SETTINGS_SHOWN},
+              "settings": {k: getattr(settings, k, None)
+                           for k in SETTINGS_SHOWN + (CLUSTER_SETTINGS_SHOWN if replicas else ())},
               # The server imports what this process imports: the working tree, unless PYTHONPATH
               # names another copy (a commit's clean install, to measure it without today's edits).
               "rnnscope_path": str(Path(rnnscope.__file__).resolve().parent),
@@ -397,9 +412,12 @@ def run(args) -> dict:
         print(f"class: {students} students, think {think:g} s, {minutes:g} min against {srv.url} "
               f"(started in {srv.start_seconds:.1f} s, its caches prepared {result['warm_seconds']:.1f} s later)",
               flush=True)
+        before = replicas() if replicas else None
         run_ = asyncio.run(open_loop(srv.url, the_plan, students, think, seconds, args.class_seed,
                                      drain=30.0 if quick else REQUEST_TIMEOUT + 10, sample_every=sample_every,
                                      server_pid=srv.process.pid))
+        if replicas:
+            result["replica_counters"] = {"start": before, "end": replicas()}
         result.update(summarise(run_, seconds))
         result["load_average_end"] = list(os.getloadavg())
         if args.closed_loop:
@@ -412,6 +430,85 @@ def run(args) -> dict:
         result["server_log"] = {"tracebacks": log.count("Traceback"), "errors": log.count("ERROR:"),
                                 "tail": log_tail(srv.log, 5) if "Traceback" in log else ""}
     return result
+
+
+
+# --- on a Ray cluster (--cluster) -----------------------------------------------------------
+
+def on_cluster(args) -> dict:
+    """The class run by a child inside a private network namespace (bench/cluster.py's), on a
+    cluster the child makes there and removes; then a look that nothing of it still runs."""
+    from .cluster import in_namespace, in_private_network
+    with tempfile.TemporaryDirectory(prefix="rnnscope-bench-class-cluster-") as tmp:
+        out = Path(tmp) / "class.json"
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        in_private_network(["bench.classroom", "--child", str(out), "--args", json.dumps(given)],
+                           "the class on a cluster", capture=False)
+        result = json.loads(out.read_text())
+    cluster = result["cluster"]
+    # The child was the namespace's last process: whatever is still in it outlived the teardown.
+    cluster["left_after_exit"] = [f"{pid} {cmd}" for pid, cmd in in_namespace(cluster["namespace"]).items()]
+    return result
+
+
+def cluster_child(args, out: Path) -> None:
+    """Inside the namespace: the cluster, the class against a server that joins it, the
+    replicas' counters, the teardown and what outlived it, written to `out` as JSON."""
+    from .cluster import left_in_this_namespace, local_cluster
+    with local_cluster() as (cluster, start_seconds):
+        roles = {cluster.head_node.node_id: "head (0 CPUs)"}
+        for n, node in enumerate(sorted(cluster.worker_nodes, key=lambda node: node.node_id), 1):
+            roles[node.node_id] = f"worker node {n} (1 CPU)"
+        # The server joins this cluster. Its batched compute runs only on the replicas, unless
+        # RNNSCOPE_COMPUTE_WORKERS asks for worker processes beside them.
+        os.environ.update({"RNNSCOPE_EXECUTOR": "ray", "RNNSCOPE_RAY_ADDRESS": cluster.address})
+        os.environ.setdefault("RNNSCOPE_COMPUTE_WORKERS", "0")
+        result = run_class(args, replicas=replica_counters)
+    counters = result.pop("replica_counters")
+    result["cluster"] = {"start_seconds": start_seconds, "nodes": roles,
+                         "replicas": replica_summary(counters["start"], counters["end"], roles),
+                         "replicas_at_start": len(counters["start"]),
+                         "gone": sorted(set(counters["start"]) - set(counters["end"])),
+                         "namespace": os.readlink("/proc/self/ns/net"),
+                         "left_running": left_in_this_namespace()}
+    out.write_text(json.dumps(result))
+
+
+def replica_counters() -> dict[str, dict]:
+    """name -> {node_id, pid, calls, cpu_seconds} of each live compute replica on the cluster
+    (app/inference/ray_workers.py): the calls as the replica counts them, the CPU seconds of
+    its process from /proc (the cluster is on this machine)."""
+    import ray
+    from ray.exceptions import RayError
+    from rnnscope.app.inference.ray_workers import REPLICA_NAMESPACE
+
+    found = {}
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["namespace"] != REPLICA_NAMESPACE:
+            continue
+        try:
+            handle = ray.get_actor(actor["name"], namespace=REPLICA_NAMESPACE)
+            served = ray.get(handle.served.remote(), timeout=60)
+        except (RayError, ValueError):
+            continue                              # stopped meanwhile: replaced, or its node gone
+        found[actor["name"]] = served | {"cpu_seconds": tree_cpu_seconds(served["pid"])}
+    return found
+
+
+def replica_summary(start: dict[str, dict], end: dict[str, dict], roles: dict[str, str]) -> list[dict]:
+    """Per replica alive at the end: its node (by role) and what it did during the class,
+    the end's counters minus the start's (a replica started meanwhile counts from zero)."""
+    rows = []
+    for name, last in sorted(end.items()):
+        first = start.get(name)
+        if first is None or first["pid"] != last["pid"]:
+            first = {"calls": {}, "cpu_seconds": 0.0}
+        calls = {op: n - first["calls"].get(op, 0) for op, n in sorted(last["calls"].items())}
+        rows.append({"name": name, "node_id": last["node_id"],
+                     "node": roles.get(last["node_id"], "a node not of this cluster"),
+                     "requests": calls.get("alone", 0) + calls.get("admit", 0), "calls": calls,
+                     "cpu_seconds": last["cpu_seconds"] - first["cpu_seconds"]})
+    return rows
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -431,8 +528,10 @@ def table(result: dict) -> str:
     loads_end = "/".join(f"{v:.2f}" for v in result["load_average_end"])
     quick = " (--quick: indicative only)" if result["quick"] else ""
     env = " ".join(f"{k}={v}" for k, v in result["env"].items())
+    cluster = result.get("cluster")
+    where = "a server computing on a 3-node Ray cluster" if cluster else "one server"
     lines = [
-        (f"## A class on one server: {result['students']} students, think {result['think_seconds']:g} s "
+        (f"## A class on {where}: {result['students']} students, think {result['think_seconds']:g} s "
          f"(exponential), open loop, {result['minutes']:g} min{quick}"),
         (f"CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs; load average (1/5/15 min) {loads} at the "
          f"start, {loads_end} at the end"),
@@ -461,8 +560,8 @@ def table(result: dict) -> str:
          f"(answered 2xx within the {result['minutes'] * 60:g} s)"),
         (f"refusals: {o['answers_503']} answers 503, {o['answers_503_with_retry_after']} with Retry-After; "
          f"errors: {result['error_count']} ({o['unfinished']} clicks unfinished after the drain)"),
-        (f"server CPU: {s['seconds']:.0f} s = {s['cores']:.2f} cores on average over "
-         f"{result['wall_seconds']:.0f} s"),
+        (f"server CPU{' (the API process; the replicas are below)' if cluster else ''}: {s['seconds']:.0f} s "
+         f"= {s['cores']:.2f} cores on average over {result['wall_seconds']:.0f} s"),
         (f"client: {c['cpu_seconds']:.1f} CPU s = {c['cpu_share_of_one_core']:.1%} of one core; lag from "
          f"scheduled to sent p50 {lag.get('p50', 0):.1f} ms, p99 {lag.get('p99', 0):.1f} ms, "
          f"max {lag.get('max', 0):.1f} ms"),
@@ -479,6 +578,42 @@ def table(result: dict) -> str:
                      f"{loop['seconds']:g} s, its LSTM 2x256 mix): {loop['served_per_second']:.2f} served/s, "
                      f"p50 {ms(a, 'p50')} ms, p99 {ms(a, 'p99')} ms, {loop['refused_503']} refused 503, "
                      f"{loop['errors']} errors; load {loop['load_average_end'][0]:.2f} at its end")
+    if cluster:
+        lines += ["", *cluster_lines(result)]
     lines.append("latencies: of the clicks answered 2xx, from sending to the last byte of the last answer "
                  "(a gradients click is three requests at once)")
     return "\n".join(lines)
+
+
+def cluster_lines(result: dict) -> list[str]:
+    """Where the class's compute ran: the cluster, each replica's node and work, what outlived it."""
+    cluster, wall = result["cluster"], result["wall_seconds"]
+    nodes = list(cluster["nodes"].values())
+    replicas = cluster["replicas"]
+    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["requests"], r["calls"].get("step", 0),
+             r["calls"].get("model", 0), f"{r['cpu_seconds']:.1f}", f"{r['cpu_seconds'] / wall:.2f}"]
+            for r in replicas]
+    on_head = sum(r["node"].startswith("head") for r in replicas)
+    pooled = sum(r["status"].get("200", 0) for name, r in result["requests"].items()
+                 if name.split()[0] in ("trace", "sample", "gradients"))
+    left = cluster["left_running"] + cluster["left_after_exit"]
+    return [
+        (f"Ray cluster on this machine, in a private network namespace: {', '.join(nodes)}; started in "
+         f"{cluster['start_seconds']:.1f} s; the server joined it (executor ray) with {len(replicas)} compute "
+         f"replicas ({cluster['replicas_at_start']} as the class began)"),
+        render_table(["replica", "node", "requests (alone + admitted)", "pass steps", "models sent",
+                      "CPU s", "cores"], rows),
+        (f"requests computed on the replicas: {sum(r['requests'] for r in replicas)}; trace, sample and "
+         f"gradients requests answered 200: {pooled} (probe, gates and states compute in the API process: "
+         "they do not use the compute pool)"),
+        (f"replicas on the head node: {on_head}; replicas gone during the class: {len(cluster['gone'])}; "
+         f"left running after the teardown: {'; '.join(left) if left else 'nothing'}"),
+    ]
+
+
+if __name__ == "__main__":             # bench --cluster's child, inside the private network
+    child = argparse.ArgumentParser()
+    child.add_argument("--child", type=Path, required=True, help="where the result goes (JSON)")
+    child.add_argument("--args", required=True, help="the parent's arguments (JSON)")
+    given = child.parse_args()
+    cluster_child(argparse.Namespace(**json.loads(given.args)), given.child)

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .common import machine_info
@@ -41,15 +43,83 @@ def run(args) -> dict:
     steps = 60 if args.quick else args.cluster_steps
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "cluster.json"
-        unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
-        env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
-        child = [sys.executable, "-m", "bench.cluster", "--child", str(out), "--steps", str(steps)]
-        done = subprocess.run([*unshare, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *child], cwd=ROOT,
-                              env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"the cluster benchmark failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        in_private_network(["bench.cluster", "--child", str(out), "--steps", str(steps)], "the cluster benchmark")
         result = json.loads(out.read_text())
     return {"suite": "cluster", "quick": args.quick, "machine": machine_info()} | result
+
+
+# ---- the private network and the cluster, shared with `bench class --cluster` ----------------
+
+def in_private_network(module_args: list[str], what: str, capture: bool = True) -> None:
+    """`python -m <module_args>` in a child inside a network namespace of its own with only
+    loopback (Ray's nodes bind 127.0.0.1 there), Ray's token authentication off (the cluster
+    lives on loopback for one run). `capture`: its output is shown only if it fails; else
+    it prints as it goes. SystemExit if it fails."""
+    unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    child = [sys.executable, "-m", *module_args]
+    done = subprocess.run([*unshare, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *child], cwd=ROOT,
+                          env=env, capture_output=capture, text=True, check=False)
+    if done.returncode != 0:
+        output = f"\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}" if capture else " (its output is above)"
+        raise SystemExit(f"{what} failed with exit code {done.returncode}{output}")
+
+
+@contextmanager
+def local_cluster() -> Iterator[tuple[object, float]]:
+    """(cluster, seconds it took to start): a head without CPUs (where drivers connect, as on
+    a real cluster's login node) and two worker nodes of one CPU each, this process connected
+    to it; shut down on exit. Only inside in_private_network's child."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    started = time.perf_counter()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": NODE_MEMORY,
+                                                            "include_dashboard": False})
+    try:
+        for _ in range(2):
+            cluster.add_node(num_cpus=1, object_store_memory=NODE_MEMORY)
+        ray.init(address=cluster.address, logging_level="WARNING")
+        cluster.wait_for_nodes()
+        yield cluster, time.perf_counter() - started
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def in_namespace(namespace: str) -> dict[int, str]:
+    """pid -> command line of the processes other than this one in a network namespace
+    (as /proc/<pid>/ns/net names it, e.g. "net:[4026532301]")."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/net") == namespace:
+                    command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ")
+                    found[int(entry)] = command.decode(errors="replace").strip()[:120]
+            except OSError:
+                continue                          # ended meanwhile
+    return found
+
+
+def left_in_this_namespace(wait_seconds: float = 10.0) -> list[str]:
+    """The processes other than this one still in this process's network namespace (a Ray
+    daemon that outlived its cluster), after waiting up to `wait_seconds` for them to end.
+    Each is killed by its pid, as this child started it, and named in the answer."""
+    import signal
+    here = os.readlink("/proc/self/ns/net")
+    # in_private_network's child has the bench as its parent, outside the namespace.
+    if here == os.readlink(f"/proc/{os.getppid()}/ns/net"):
+        raise RuntimeError("not inside a private network namespace of its own: its parent shares it")
+    deadline = time.monotonic() + wait_seconds
+    while (left := in_namespace(here)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return [f"{pid} {cmd}" for pid, cmd in left.items()]
 
 
 # ---- the child, inside the namespace ---------------------------------------------------------------
@@ -63,9 +133,7 @@ def corpus_text() -> str:
 
 
 def measure(steps: int) -> dict:
-    import ray
     from fastapi.testclient import TestClient
-    from ray.cluster_utils import Cluster
 
     from rnnscope.app.main import create_app
     from rnnscope.app.settings import Settings
@@ -109,15 +177,8 @@ def measure(steps: int) -> dict:
             timed_runs(client, corpus["id"], 1)                        # warm: imports, allocations
             result["thread"] = timed_runs(client, corpus["id"], 1)
 
-        started = time.perf_counter()
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": NODE_MEMORY,
-                                                                "include_dashboard": False})
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, object_store_memory=NODE_MEMORY)
-        ray.init(address=cluster.address, logging_level="WARNING")
-        cluster.wait_for_nodes()
-        result["cluster_start_seconds"] = time.perf_counter() - started
-        try:
+        with local_cluster() as (cluster, start_seconds):
+            result["cluster_start_seconds"] = start_seconds
             with TestClient(app(root / "ray", executor="ray"), headers=owner) as client:
                 corpus = client.post("/api/corpora", files={"file": ("corpus.txt", text.encode())}).json()
                 timed_runs(client, corpus["id"], 1)                    # warm: the nodes' worker pools
@@ -141,9 +202,6 @@ def measure(steps: int) -> dict:
                                       "from": run["attempts"][0]["worker"], "to": resumed["worker"]}
                 client.post(f"/api/runs/{run_id}/cancel")
                 wait(client, run_id, lambda r: r["status"] == "cancelled")
-        finally:
-            ray.shutdown()
-            cluster.shutdown()
     t, r, two = result["thread"], result["ray"], result["ray_two"]
     # Ray's cost splits in two: starting an attempt (an actor process on a node) and each step
     # (its messages pickled, streamed and applied by the server).

@@ -38,3 +38,22 @@ def test_class_benchmark_clicks_every_page_without_an_error(tmp_path):
     assert overall["answers_503_with_retry_after"] == overall["answers_503"]
     assert result["server_log"]["tracebacks"] == 0
     assert "all clicks" in done.stdout and "p99 ms" in done.stdout
+
+
+def test_the_cluster_table_counts_each_replica_from_the_class_start_by_its_node():
+    """`bench class --cluster` reads the replicas' counters as the class starts and ends: what
+    a replica did is the difference, a replica started meanwhile counts from zero, and its node
+    is named by its role in the cluster (the head is where no compute should run)."""
+    from bench.classroom import replica_summary
+
+    roles = {"h" * 56: "head (0 CPUs)", "a" * 56: "worker node 1 (1 CPU)", "b" * 56: "worker node 2 (1 CPU)"}
+    start = {"replica-0-x": {"node_id": "a" * 56, "pid": 10, "calls": {"alone": 3, "model": 2}, "cpu_seconds": 1.5},
+             "replica-1-y": {"node_id": "b" * 56, "pid": 11, "calls": {"alone": 1}, "cpu_seconds": 1.0}}
+    end = {"replica-0-x": {"node_id": "a" * 56, "pid": 10, "calls": {"alone": 7, "admit": 5, "step": 40, "model": 2},
+                           "cpu_seconds": 9.5},
+           "replica-2-z": {"node_id": "h" * 56, "pid": 12, "calls": {"admit": 2, "step": 9}, "cpu_seconds": 0.5}}
+    first, replacement = replica_summary(start, end, roles)
+    assert (first["node"], first["requests"], first["calls"]) == ("worker node 1 (1 CPU)", 9,
+                                                                  {"admit": 5, "alone": 4, "model": 0, "step": 40})
+    assert first["cpu_seconds"] == 8.0
+    assert (replacement["node"], replacement["requests"], replacement["cpu_seconds"]) == ("head (0 CPUs)", 2, 0.5)

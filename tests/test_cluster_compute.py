@@ -12,6 +12,7 @@ import pytest
 import ray
 from fastapi.testclient import TestClient
 
+from rnnscope.app.inference.ray_workers import REPLICA_NAMESPACE
 from rnnscope.app.main import create_app
 
 pytestmark = pytest.mark.cluster
@@ -45,6 +46,26 @@ def test_replicas_on_the_worker_nodes_answer_as_one_process_does(replicas_client
         assert there.status_code == here.status_code == 200, there.text
         assert there.json() == here.json(), path
     assert sum(ray.get(w.actor.held.remote()) for w in pool.workers) >= 3       # the models went there
+
+
+def test_each_replica_counts_the_requests_it_answered_and_names_its_node(replicas_client, ray_cluster):
+    """What `bench class --cluster` reads: a replica, found by its name, tells its node and the
+    requests it answered (a call that found its model not yet sent is counted once)."""
+    workers = replicas_client.app.state.compute_pool.workers
+
+    def served() -> list[dict]:
+        return ray.get([ray.get_actor(w.name, namespace=REPLICA_NAMESPACE).served.remote() for w in workers])
+
+    before = served()
+    for n in range(5):
+        answer = replicas_client.post("/api/models/lstm/trace", json={"text": TEXT[:100 + n], "top_k": 1})
+        assert answer.status_code == 200, answer.text
+    after = served()
+    assert {s["node_id"] for s in after} == {node.node_id for node in ray_cluster.worker_nodes}
+    assert [s["pid"] for s in after] == [s["pid"] for s in before]
+    answered = sum(a["calls"].get(op, 0) - b["calls"].get(op, 0) for a, b in zip(after, before)
+                   for op in ("alone", "admit"))
+    assert answered == 5                      # one after another: each alone, on one replica or the other
 
 
 def test_a_replica_killed_mid_request_is_replaced_and_the_request_answered(replicas_client, threads_client):

@@ -20,6 +20,9 @@ Only imported when RNNSCOPE_EXECUTOR=ray: importing it imports ray.
 from __future__ import annotations
 
 import logging
+import os
+import uuid
+from collections import Counter
 
 import ray
 from ray.exceptions import RayError
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # How long a new replica may take to answer before its node is taken for gone.
 PLACE_SECONDS = 20.0
+# Replicas are named actors in this Ray namespace, so a tool on the cluster (`bench class
+# --cluster`, `ray list actors`) finds them and can ask where they ran and what they served.
+REPLICA_NAMESPACE = "rnnscope-compute"
 
 
 @ray.remote(max_restarts=0, num_cpus=0)
@@ -39,12 +45,23 @@ class ComputeReplica:
         from threadpoolctl import threadpool_limits
         threadpool_limits(1)
         self.dispatcher = Dispatcher()
+        self.calls: Counter[str] = Counter()     # by op: what this replica has answered
 
     def where(self) -> str:
         return f"ray node {ray.util.get_node_ip_address()} ({ray.get_runtime_context().get_node_id()[:8]})"
 
     def call(self, op: str, *args):
-        return self.dispatcher.handle(op, *args)
+        status, value = self.dispatcher.handle(op, *args)
+        # A call that found its model not yet here is made again once it is sent: count it once.
+        if not (isinstance(value, str) and value == "missing"):
+            self.calls[op] += 1
+        return status, value
+
+    def served(self) -> dict:
+        """Where this replica runs and the calls it has answered, by op ("alone": a lone
+        request answered; "admit": a request taken into a pass; "step", "open", "model"): the
+        bench's evidence of where the work ran, counted where it ran."""
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "calls": dict(self.calls)}
 
     def held(self) -> int:
         """Models sent to this replica (for tests and the bench: which replicas served)."""
@@ -62,7 +79,9 @@ class RayWorker(Worker):
         self.node_id = node_id
         # On that node and no other: it reserves no CPU, so anywhere else could be the head.
         strategy = "SPREAD" if node_id is None else NodeAffinitySchedulingStrategy(node_id, soft=False)
-        self.actor = ComputeReplica.options(scheduling_strategy=strategy).remote()
+        self.name = f"replica-{number}-{uuid.uuid4().hex[:12]}"          # unique in REPLICA_NAMESPACE
+        self.actor = ComputeReplica.options(scheduling_strategy=strategy, namespace=REPLICA_NAMESPACE,
+                                            name=self.name).remote()
 
     def _exchange(self, message: tuple) -> tuple[str, object]:
         return ray.get(self.actor.call.remote(*message))
