@@ -495,6 +495,12 @@ def replica_counters() -> dict[str, dict]:
     return found
 
 
+# A replica's calls that take in work: a request answered alone ("alone"; "run", the pool's call
+# for any function, also takes a piece of a long reading) or admitted into a shared pass; its
+# other calls (a pass's steps, a model sent, a pass opened or closed) serve work already counted.
+REQUEST_OPS = ("alone", "run", "admit")
+
+
 def replica_summary(start: dict[str, dict], end: dict[str, dict], roles: dict[str, str]) -> list[dict]:
     """Per replica alive at the end: its node (by role) and what it did during the class,
     the end's counters minus the start's (a replica started meanwhile counts from zero)."""
@@ -506,7 +512,7 @@ def replica_summary(start: dict[str, dict], end: dict[str, dict], roles: dict[st
         calls = {op: n - first["calls"].get(op, 0) for op, n in sorted(last["calls"].items())}
         rows.append({"name": name, "node_id": last["node_id"],
                      "node": roles.get(last["node_id"], "a node not of this cluster"),
-                     "requests": calls.get("alone", 0) + calls.get("admit", 0), "calls": calls,
+                     "requests": sum(calls.get(op, 0) for op in REQUEST_OPS), "calls": calls,
                      "cpu_seconds": last["cpu_seconds"] - first["cpu_seconds"]})
     return rows
 
@@ -590,9 +596,9 @@ def cluster_lines(result: dict) -> list[str]:
     cluster, wall = result["cluster"], result["wall_seconds"]
     nodes = list(cluster["nodes"].values())
     replicas = cluster["replicas"]
-    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["requests"], r["calls"].get("step", 0),
-             r["calls"].get("model", 0), f"{r['cpu_seconds']:.1f}", f"{r['cpu_seconds'] / wall:.2f}"]
-            for r in replicas]
+    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["requests"],
+             ", ".join(f"{op} {n}" for op, n in r["calls"].items() if n), f"{r['cpu_seconds']:.1f}",
+             f"{r['cpu_seconds'] / wall:.2f}"] for r in replicas]
     on_head = sum(r["node"].startswith("head") for r in replicas)
     pooled = sum(r["status"].get("200", 0) for name, r in result["requests"].items()
                  if name.split()[0] in ("trace", "sample", "gradients"))
@@ -601,11 +607,11 @@ def cluster_lines(result: dict) -> list[str]:
         (f"Ray cluster on this machine, in a private network namespace: {', '.join(nodes)}; started in "
          f"{cluster['start_seconds']:.1f} s; the server joined it (executor ray) with {len(replicas)} compute "
          f"replicas ({cluster['replicas_at_start']} as the class began)"),
-        render_table(["replica", "node", "requests (alone + admitted)", "pass steps", "models sent",
-                      "CPU s", "cores"], rows),
-        (f"requests computed on the replicas: {sum(r['requests'] for r in replicas)}; trace, sample and "
-         f"gradients requests answered 200: {pooled} (probe, gates and states compute in the API process: "
-         "they do not use the compute pool)"),
+        render_table(["replica", "node", "work taken", "calls answered during the class", "CPU s",
+                      "cores"], rows),
+        (f"work taken by the replicas ({', '.join(REQUEST_OPS)} calls): {sum(r['requests'] for r in replicas)}; "
+         f"trace, sample and gradients requests answered 200: {pooled} (the compute pool's routes: probe, "
+         "gates and states compute in the API process)"),
         (f"replicas on the head node: {on_head}; replicas gone during the class: {len(cluster['gone'])}; "
          f"left running after the teardown: {'; '.join(left) if left else 'nothing'}"),
     ]
