@@ -27,28 +27,53 @@ class _OneBlasThread:
     to one, the last to leave restores it, so overlapping callers cannot leave it wrong."""
 
     def __init__(self):
-        self._lock = threading.Lock()
         self._holders = 0
         self._limiter = None
         self._controller = None
 
     @contextmanager
     def __call__(self):
-        with self._lock:
+        with _blas_setting:
             if self._holders == 0:
                 if self._controller is None:           # finding the BLAS libraries takes ~ms: once
                     from threadpoolctl import ThreadpoolController
                     self._controller = ThreadpoolController()
                 self._limiter = self._controller.limit(limits=1, user_api="blas")
+                _let_go_of_blas()
             self._holders += 1
         try:
             yield
         finally:
-            with self._lock:
+            with _blas_setting:
                 self._holders -= 1
                 if self._holders == 0:
                     self._limiter.restore_original_limits()
+                    _let_go_of_blas()
                     self._limiter = None
+
+
+# Every change of BLAS's thread count in this process goes through this lock and lets go of
+# OpenBLAS at once: threadpoolctl (3.8) lets only the thread that last set an OpenBLAS limit
+# set one again until it lets go, and silently ignores every other thread's. Unreleased, the
+# first request thread to read a short text kept control, and the server's own setting
+# (RNNSCOPE_BLAS_THREADS), made at start-up from another thread, did nothing.
+_blas_setting = threading.RLock()
+
+
+def _let_go_of_blas() -> None:
+    from threadpoolctl import OpenBLASController
+    let_go = getattr(OpenBLASController, "clear_controlling_thread", None)     # threadpoolctl >= 3.8
+    if let_go is not None:
+        let_go(force=True)
+
+
+def set_blas_threads(threads: int) -> None:
+    """BLAS's threads for the whole process from now on, from whichever thread asks."""
+    from threadpoolctl import threadpool_limits
+    with _blas_setting:
+        _let_go_of_blas()
+        threadpool_limits(threads)
+        _let_go_of_blas()
 
 
 one_blas_thread = _OneBlasThread()

@@ -8,6 +8,8 @@ differences prove in test_model_math.py. Every cell, 1 and 2 layers, with carrie
 """
 import os
 
+import threading
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
@@ -15,7 +17,7 @@ from threadpoolctl import threadpool_info
 from rnnscope.model import network
 from rnnscope.model.cells import CELLS
 from rnnscope.model.data import StreamBatches
-from rnnscope.model.layers import blas_threads_for, one_blas_thread, softmax_cross_entropy
+from rnnscope.model.layers import blas_threads_for, one_blas_thread, set_blas_threads, softmax_cross_entropy
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.network import ModelConfig, State
 from rnnscope.model.sample import (GENERATE_BLOCK, Picker, Stepper, draw, generate, next_char_distribution,
@@ -244,6 +246,25 @@ def test_one_blas_thread_overlapping_holders_restore_the_setting():
     assert blas_threads() == before
     with blas_threads_for(32):                        # a training batch keeps the caller's setting
         assert blas_threads() == before
+
+
+def test_any_thread_sets_blas_threads_after_another_held_them():
+    """threadpoolctl 3.8 ignores an OpenBLAS limit set from a thread other than the last that
+    set one, until that thread lets go: a request thread's short read in one thread must not
+    leave the server's own setting, made in another, doing nothing."""
+    before = blas_threads()
+    assert before, "NumPy's BLAS is not one threadpoolctl knows"
+    try:
+        with one_blas_thread():                       # this thread sets, then restores
+            pass
+        for threads in (2, 1):
+            seen = []
+            other = threading.Thread(target=lambda: (set_blas_threads(threads), seen.append(blas_threads())))
+            other.start()
+            other.join()
+            assert seen == [[threads] * len(before)] and blas_threads() == [threads] * len(before)
+    finally:
+        set_blas_threads(before[0])
 
 
 def reference_generate(model, prime, length, temperature, top_k, seed, clamp=None):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from rnnscope.app.inference import engines
 from rnnscope.app.inference.reading_files import DiskFull, ReadingFiles
 from rnnscope.app.main import create_app
 from rnnscope.model.match import read_all, read_piece
@@ -78,21 +77,19 @@ def corpus_app(tmp_path, settings, corpus):
 
 def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the_app(corpus_app, settings,
                                                                                        monkeypatch):
-    def not_here(model, work):
-        raise AssertionError("a piece was read in the API process")
-
     with TestClient(corpus_app) as c:
-        assert c.app.state.compute_pool is not None
-        monkeypatch.setitem(engines.ALONE, "reading_piece", not_here)   # the workers have their own
+        pool, sent = c.app.state.compute_pool, []
+        run = pool.run
+        monkeypatch.setattr(pool, "run", lambda function, *args: sent.append(function) or run(function, *args))
         r = c.post("/api/models/lstm/match", json={"units": [UNIT], "length": 6})
         assert r.status_code == 200, r.text
+        assert sent and set(sent) == {read_piece}                       # its pieces were read in the workers
         (_, acts), = c.app.state.match_readings._items.values()
         assert isinstance(acts.values, np.memmap)
         mine = c.app.state.match_readings.files.directory
         files = list(mine.glob("*.npy"))
         assert len(files) == 1 and files[0].stat().st_size >= acts.values.nbytes
         # In a file or in memory, in pieces in workers or in one go here: the same answer.
-        monkeypatch.undo()
         in_threads = create_app(settings.model_copy(update={
             "corpus_paths": corpus_app.state.settings.corpus_paths, "compute_workers": 0,
             "min_free_bytes": 10**18}))                     # no room: the reading stays in memory

@@ -9,7 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
-from threadpoolctl import threadpool_limits
+
+from rnnscope.model.layers import set_blas_threads
 
 from ..feature import Feature
 from ..settings import Settings
@@ -23,7 +24,7 @@ from .runtime import fix_mmap_threshold, limit_malloc_arenas
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """The process's limits, the models loaded once, the compute gate and the regex workers."""
     settings: Settings = app.state.settings
-    threadpool_limits(settings.blas_threads)                # process-wide, as BLAS's pool is
+    set_blas_threads(settings.blas_threads)                 # process-wide, as BLAS's pool is
     if settings.malloc_arenas:
         limit_malloc_arenas(settings.malloc_arenas)
     if settings.malloc_mmap_threshold:

@@ -12,7 +12,6 @@ import numpy as np
 
 from rnnscope.model.analysis import gradient_through_time
 from rnnscope.model.batch import Reader, gradients_through_time
-from rnnscope.model.match import read_piece
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.sample import BatchSampler, generate
 
@@ -184,17 +183,5 @@ def gradients_alone(model: LanguageModel, work: GradientWork):
     return gradient_through_time(model, model.vocab.decode(work.ids), work.position)
 
 
-@dataclass
-class ReadingPiece:
-    ids: np.ndarray
-    state: object                                  # the model's state before ids; None: zero
-
-
-def reading_piece(model: LanguageModel, work: ReadingPiece):
-    """A piece of a long reading (every unit, float16: app/inference/reading_files.py) and the
-    state after it, so the reading is computed a piece at a time wherever a worker runs."""
-    return read_piece(model, work.ids, work.state)
-
-
 ALONE: dict[str, Callable[[LanguageModel, object], object]] = {
-    "trace": trace_alone, "sample": sample_alone, "gradients": gradients_alone, "reading_piece": reading_piece}
+    "trace": trace_alone, "sample": sample_alone, "gradients": gradients_alone}

@@ -42,8 +42,8 @@ REPLICA_NAMESPACE = "rnnscope-compute"
 @ray.remote(max_restarts=0, num_cpus=0)
 class ComputeReplica:
     def __init__(self):
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
+        from rnnscope.model.layers import set_blas_threads
+        set_blas_threads(1)
         self.dispatcher = Dispatcher()
         self.calls: Counter[str] = Counter()     # by op: what this replica has answered
 
@@ -58,9 +58,9 @@ class ComputeReplica:
         return status, value
 
     def served(self) -> dict:
-        """Where this replica runs and the calls it has answered, by op ("alone": a lone
-        request answered; "admit": a request taken into a pass; "step", "open", "model"): the
-        bench's evidence of where the work ran, counted where it ran."""
+        """Where this replica runs and the calls it has answered, by op ("run": a lone
+        request or a piece of work; "admit": a request taken into a pass; "step", "open",
+        "model"): the bench's evidence of where the work ran, counted where it ran."""
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "calls": dict(self.calls)}
 
     def held(self) -> int:

@@ -4,14 +4,13 @@ closed, every worker process and replica stopped, when the app stops."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from ..feature import Feature
-from .engines import ALONE
 from .workers import WorkerPool
 
 
@@ -37,12 +36,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await run_in_threadpool(app.state.compute_pool.close)
 
 
-def run_alone(state, kind: str, model, payload) -> object:
-    """One piece of pure work (engines.ALONE) in a compute worker when the app has them (retried
-    once on another if its worker dies), else in the calling thread: the same function, so the
-    same answer. The caller holds the compute slot and its bytes."""
+def run_pure(state, function: Callable, model, *arguments) -> object:
+    """function(model, *arguments) in a compute worker when the app has them (retried once on
+    another if its worker dies), else in the calling thread: the same function, so the same
+    answer. `function` is pure and defined at a module's top level (it travels by name); the
+    caller holds the compute slot and its bytes."""
     pool = getattr(state, "compute_pool", None)
-    return ALONE[kind](model, payload) if pool is None else pool.alone(kind, model, payload)
+    return function(model, *arguments) if pool is None else pool.run(function, model, *arguments)
 
 
 feature = Feature(lifespan=lifespan)

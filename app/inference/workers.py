@@ -31,9 +31,11 @@ import multiprocessing
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
+from rnnscope.model.layers import set_blas_threads
 from rnnscope.model.lm import LanguageModel
 
 from .compute_gate import ComputeBusy
@@ -106,10 +108,10 @@ class Dispatcher:
                 return "missing"
             self.engines[pass_id] = KINDS[kind](model, None)
             return "opened"
-        if op == "alone":
-            kind, token, payload = args
+        if op == "run":
+            function, token, arguments = args
             model = self.model(token)
-            return "missing" if model is None else ("answer", ALONE[kind](model, payload))
+            return "missing" if model is None else ("answer", function(model, *arguments))
         if op == "admit":
             pass_id, key, payload = args
             self.engines[pass_id].admit(_RemoteJob(key, payload, self.outbox))
@@ -127,9 +129,7 @@ class Dispatcher:
 
 def serve(conn) -> None:
     """A worker's loop: calls in, answers out, until the pipe closes."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(1)                     # one core a worker: N workers, N cores
+    set_blas_threads(1)                      # one core a worker: N workers, N cores
     dispatcher = Dispatcher()
     while True:
         try:
@@ -310,16 +310,21 @@ class WorkerPool:
             self.call(worker, "open", pass_id, kind, token)
 
     def alone(self, kind: str, model: LanguageModel, payload: object) -> object:
-        """One request answered alone in a worker, by the lone code path; retried once on
-        another worker if its worker dies, then a 503."""
+        """One request answered alone in a worker, by the lone code path (engines.ALONE)."""
+        return self.run(ALONE[kind], model, payload)
+
+    def run(self, function: Callable, model: LanguageModel, *arguments) -> object:
+        """function(model, *arguments) in a worker: a pure function defined at a module's top
+        level (it travels by name, the model by its token), retried once on another worker if
+        its worker dies, then a 503."""
         for attempt in range(2):
             worker = self.pick()
             try:
                 token = self.token(model)
-                reply = self.call(worker, "alone", kind, token, payload)
+                reply = self.call(worker, "run", function, token, arguments)
                 if reply == "missing":
                     self.call(worker, "model", token, model)
-                    reply = self.call(worker, "alone", kind, token, payload)
+                    reply = self.call(worker, "run", function, token, arguments)
                 return reply[1]
             except WorkerDied as e:
                 if attempt:

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 
 from rnnscope.model.data import split
-from rnnscope.model.match import match, rank_for_spans, unit_layout
+from rnnscope.model.match import match, rank_for_spans, read_piece, unit_layout
 from rnnscope.model.probes import Activations
 
 from ..inference.checks import check_unit, readable_text
@@ -22,10 +22,9 @@ from ..inference.deps import (ActivationsDep, ComputeSlots, LibraryDep, ModelDep
                               get_corpus_library)
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
-from ..inference.engines import ReadingPiece
 from ..inference.reading_files import DiskFull, ReadingFiles
 from ..inference.warming import Preparation
-from ..inference.worker_pool import run_alone
+from ..inference.worker_pool import run_pure
 from ..probes.schemas import RankedNeuron
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from .schemas import MatchFound, MatchRequest, MatchResponse, MatchUnit, SelectRequest, SelectResponse
@@ -33,10 +32,10 @@ from .schemas import MatchFound, MatchRequest, MatchResponse, MatchUnit, SelectR
 router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
                    responses=BAD_BODY | NOT_FOUND | TOO_LARGE, route_class=RenderedInThread)
 
-# Characters of a reading computed at a time: eight of model.read's chunks, so the values are
+# Characters of a reading computed at a time: four of model.read's chunks, so the values are
 # bit for bit the whole read's; ~1 s of a 2x256 LSTM and 50 MB of float16, so the warmer gives
-# way to a waiting request within about a second and a piece is a modest message to a worker.
-READING_PIECE = 8 * CHUNK
+# way to a waiting request within half a second and a piece is a modest message to a worker.
+READING_PIECE = 4 * CHUNK
 
 
 class ValidationReadings(LRU):
@@ -83,7 +82,7 @@ class ValidationReadings(LRU):
         def pieces():
             carried = None
             for s in range(0, T, READING_PIECE):
-                values, carried = run_alone(state, "reading_piece", model, ReadingPiece(ids[s:s + READING_PIECE], carried))
+                values, carried = run_pure(state, read_piece, model, ids[s:s + READING_PIECE], carried)
                 yield s, values
                 pause()
 
