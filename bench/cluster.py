@@ -56,7 +56,9 @@ def in_private_network(module_args: list[str], what: str, capture: bool = True) 
     lives on loopback for one run). `capture`: its output is shown only if it fails; else
     it prints as it goes. SystemExit if it fails."""
     unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
-    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    # A PYTHONPATH given (another copy of rnnscope to measure) stays ahead of this tree's bench.
+    path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
+    env = os.environ | {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": path}
     child = [sys.executable, "-m", *module_args]
     done = subprocess.run([*unshare, "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *child], cwd=ROOT,
                           env=env, capture_output=capture, text=True, check=False)
