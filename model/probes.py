@@ -409,6 +409,12 @@ def rank_units(acts: Activations, indicator: np.ndarray, graded: bool, top: int 
     return Probe(graded, int((indicator != 0).sum()), len(score), ranked, indicator)
 
 
+def ranked_values(acts: Activations, indicator: np.ndarray, graded: bool, top: int = 20) -> tuple[Probe, np.ndarray]:
+    """rank_units, and the ranked units' values over the text (T, top), as the probe page draws them."""
+    result = rank_units(acts, indicator, graded, top)
+    return result, np.stack([acts.values[r.row] for r in result.ranked], axis=1)
+
+
 def probe(model: LanguageModel, text: str, indicator: np.ndarray, graded: bool, top: int = 20) -> Probe:
     """Read `text` and rank every unit of the model against the indicator (T,)."""
     if len(indicator) != len(text):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from rnnscope.app.inference import readings
 from rnnscope.app.inference.reading_files import DiskFull, ReadingFiles
 from rnnscope.app.main import create_app
 from rnnscope.model.match import read_all, read_piece
@@ -84,7 +85,7 @@ def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the
         r = c.post("/api/models/lstm/match", json={"units": [UNIT], "length": 6})
         assert r.status_code == 200, r.text
         assert sent and set(sent) == {read_piece}                       # its pieces were read in the workers
-        (_, acts), = c.app.state.match_readings._items.values()
+        acts, = c.app.state.match_readings._items.values()
         assert isinstance(acts.values, np.memmap)
         mine = c.app.state.match_readings.files.directory
         files = list(mine.glob("*.npy"))
@@ -95,7 +96,7 @@ def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the
             "min_free_bytes": 10**18}))                     # no room: the reading stays in memory
         with TestClient(in_threads) as t:
             assert t.post("/api/models/lstm/match", json={"units": [UNIT], "length": 6}).json() == r.json()
-            (_, here), = t.app.state.match_readings._items.values()
+            here, = t.app.state.match_readings._items.values()
             assert not isinstance(here.values, np.memmap)
         # The next model's reading takes the cache's one place: the first file goes with it.
         assert c.post("/api/models/gru/match", json={"units": [{**UNIT, "quantity": "h"}], "length": 6}).status_code == 200
@@ -114,3 +115,22 @@ def test_a_match_whose_reading_fills_the_disk_answers_507(corpus_app, monkeypatc
         assert len(c.app.state.match_readings) == 0
         text = {"units": [UNIT], "length": 6, "text": "a text sent is read in memory, whatever the disk"}
         assert c.post("/api/models/lstm/match", json=text).status_code == 200
+
+
+def test_a_probe_and_a_selection_rank_in_a_worker_on_the_file_as_this_process_would(settings, monkeypatch, corpus):
+    text = corpus[:1500]
+    asks = [("/api/models/lstm/probe", {"text": text, "concept": "vowel", "top": 5}),
+            ("/api/models/gru/select", {"text": text, "spans": [[10, 30], [200, 230]], "top": 5})]
+    with TestClient(create_app(settings)) as c, \
+            TestClient(create_app(settings.model_copy(update={"compute_workers": 0}))) as here:
+        pool, sent = c.app.state.compute_pool, []
+        run = pool.run
+        monkeypatch.setattr(pool, "run", lambda function, *args, **kw: sent.append(function) or run(function, *args, **kw))
+        for path, body in asks:
+            there = c.post(path, json=body)
+            assert there.status_code == 200, there.text
+            assert there.json() == here.post(path, json=body).json(), path
+        assert set(sent) == {read_piece, readings._mapped}
+        kept = list(c.app.state.activation_cache._items.values())
+        assert len(kept) == 2 and all(isinstance(a.values, np.memmap) for a in kept)
+        assert here.app.state.compute_pool is None

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from rnnscope.app.inference.compute_gate import ComputeGate, GaveWay, Stopped
 from rnnscope.app.main import create_app
+from rnnscope.app.matching.router import validation_text
 from rnnscope.app.states.router import FIRST_VIEW
 from tests.test_import import tutorial_model  # noqa: F401  (a fixture)
 
@@ -94,7 +95,8 @@ def test_after_start_up_the_first_state_space_view_fits_nothing(settings, corpus
         # A match is read ahead too, for the first model only (match_cache_models = 1).
         readings = warm.state.match_readings
         gru = warm.state.registry.get("gru")
-        assert len(readings) == 1 and readings.get((gru.id, id(gru.model))) is not None
+        text, _ = validation_text(gru, warm.state.corpus_library, warm.state.settings)
+        assert len(readings) == 1 and readings.kept(gru, text)
     assert not warmer_threads()
 
 
@@ -119,7 +121,8 @@ def test_the_bundled_models_are_prepared_first(tmp_path):
         assert client.post("/api/models/lstm/states", json=STATES).status_code == 200
         assert fits.get(fits._key(entry, 0, text)) is before
         lstm = app.state.registry.get("lstm")
-        assert app.state.match_readings.get((lstm.id, id(lstm.model))) is not None
+        text, _ = validation_text(lstm, app.state.corpus_library, app.state.settings)
+        assert len(app.state.match_readings) == 1 and app.state.match_readings.kept(lstm, text)
     assert not warmer_threads()
 
 

@@ -16,6 +16,7 @@ from ..feature import Feature
 from ..settings import Settings
 from . import pattern_pool, warming
 from .compute_gate import ComputeGate
+from .lru import close_kept
 from .registry import ModelRegistry
 from .runtime import fix_mmap_threshold, limit_malloc_arenas
 
@@ -34,8 +35,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                                           settings.max_wait_seconds, settings.memory_budget,
                                           settings.max_expected_wait_seconds)
     app.openapi_schema = None            # made again, now with the models' ids
-    async with pattern_pool.lifespan(app):
-        yield
+    try:
+        async with pattern_pool.lifespan(app):
+            yield
+    finally:
+        close_kept(app.state)
 
 
 feature = Feature(lifespan=lifespan)

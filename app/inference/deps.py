@@ -5,7 +5,6 @@ these with app.dependency_overrides."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -14,12 +13,10 @@ from fastapi import Depends, HTTPException, Path, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from rnnscope.model.probes import Activations, activations
-
 from ..settings import Settings
 from .compute_gate import ComputeGate
 from .corpus_index import CorpusLibrary
-from .lru import LRU, kept_on_app
+from .lru import kept_on_app
 from .registry import Entry, ModelRegistry, UnknownModelError
 
 # The getters are async only because they never block: FastAPI then calls them on the
@@ -86,27 +83,3 @@ get_corpus_library = kept_on_app("corpus_library", CorpusLibrary)
 
 
 LibraryDep = Annotated[CorpusLibrary, Depends(get_corpus_library)]
-
-
-class ActivationCache(LRU):
-    """The last few texts' activations: reading is most of a probe's cost (about 1.3 s of
-    1.6 s for 10,000 characters on a 2x256 LSTM), and the page probes one text for one
-    concept after another."""
-
-    def activations(self, entry: Entry, text: str) -> Activations:
-        return self.get_or_make(self._key(entry, text), lambda: activations(entry.model, entry.model.encode(text)))
-
-    def kept(self, entry: Entry, text: str) -> bool:
-        """Whether the text's activations are kept (a probe of it only ranks): for its cost."""
-        return self.get(self._key(entry, text)) is not None
-
-    @staticmethod
-    def _key(entry: Entry, text: str) -> tuple:
-        # id(model): a training run's model id keeps its name while its weights are replaced.
-        return entry.id, id(entry.model), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-get_activation_cache = kept_on_app("activation_cache", lambda s: ActivationCache(s.probe_cache_texts))
-
-
-ActivationsDep = Annotated[ActivationCache, Depends(get_activation_cache)]

@@ -73,11 +73,16 @@ class LRU(Generic[K, V]):
         return len(self._items)
 
 
+# The names of everything kept on an app this way, for close_kept.
+KEPT: set[str] = set()
+
+
 def kept_on_app(name: str, make: Callable[[Settings], object]):
     """A dependency that gives what the app keeps as app.state.<name>, made on first use by
     make(settings): every router's cache (and the corpus library) lives, and is bounded by
-    its setting, the same way."""
+    its setting, the same way; what has a close() is closed when the app stops (close_kept)."""
     lock = threading.Lock()
+    KEPT.add(name)
 
     def on(state):
         with lock:
@@ -94,3 +99,11 @@ def kept_on_app(name: str, make: Callable[[Settings], object]):
     # requests (app/inference/warming.py).
     dependency.on = on
     return dependency
+
+
+def close_kept(state) -> None:
+    """The app stops: close whatever it kept that holds more than memory (a cache's files)."""
+    for name in sorted(KEPT):
+        close = getattr(getattr(state, name, None), "close", None)
+        if close is not None:
+            close()

@@ -30,7 +30,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-DTYPE = np.dtype("<f2")
+DTYPE = np.dtype("<f2")            # a match's reading; a probe's is float32
 PREFIX = "readings-"
 
 
@@ -41,8 +41,8 @@ class DiskFull(OSError):
 class ReadingFiles:
     """The readings this process keeps on disk, in a directory of its own under `root`."""
 
-    def __init__(self, root: Path, min_free_bytes: int):
-        self.root, self.min_free_bytes = Path(root), min_free_bytes
+    def __init__(self, root: Path, min_free_bytes: int, dtype=DTYPE):
+        self.root, self.min_free_bytes, self.dtype = Path(root), min_free_bytes, np.dtype(dtype)
         self.directory = self.root / f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self._numbers = itertools.count()
         self._owner: int | None = None           # the locked file descriptor that says "in use"
@@ -57,22 +57,22 @@ class ReadingFiles:
             return False
 
     def write(self, rows: int, T: int, pieces: Iterable[tuple[int, np.ndarray]]) -> np.memmap:
-        """A (rows, T) float16 reading put together from `pieces`, (start, values (rows, C)),
+        """A (rows, T) reading of `dtype` put together from `pieces`, (start, values (rows, C)),
         written into a new file and mapped read-only. DiskFull when the disk fills meanwhile."""
         self._claim()
         path = self.directory / f"{next(self._numbers)}.npy"
         part = path.with_suffix(".part")
         try:
             # A sparse file of the reading's size with .npy's header: blocks are taken as written.
-            header = np.lib.format.open_memmap(part, mode="w+", dtype=DTYPE, shape=(rows, T))
+            header = np.lib.format.open_memmap(part, mode="w+", dtype=self.dtype, shape=(rows, T))
             offset = header.offset
             del header
             fd = os.open(part, os.O_WRONLY)
             try:
                 for start, values in pieces:
-                    values = np.ascontiguousarray(values, DTYPE)
+                    values = np.ascontiguousarray(values, self.dtype)
                     for r in range(rows):   # row r's characters start..start+C sit together in the file
-                        os.pwrite(fd, values[r].data, offset + (r * T + start) * DTYPE.itemsize)
+                        os.pwrite(fd, values[r].data, offset + (r * T + start) * self.dtype.itemsize)
             finally:
                 os.close(fd)
             os.replace(part, path)

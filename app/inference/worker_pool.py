@@ -45,4 +45,13 @@ def run_pure(state, function: Callable, model, *arguments) -> object:
     return function(model, *arguments) if pool is None else pool.run(function, model, *arguments)
 
 
+def run_local(state, function: Callable, model, *arguments) -> object:
+    """As run_pure, in a worker process on this machine (not a Ray replica elsewhere): for
+    work on a file this process wrote."""
+    pool = getattr(state, "compute_pool", None)
+    if pool is None or pool.size == 0:
+        return function(model, *arguments)
+    return pool.run(function, model, *arguments, local=True)
+
+
 feature = Feature(lifespan=lifespan)

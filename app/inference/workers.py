@@ -258,11 +258,13 @@ class WorkerPool:
                 found = self._tokens[id(model)] = (weakref.ref(model), next(self._token_numbers))
             return found[1]
 
-    def pick(self) -> Worker:
+    def pick(self, local: bool = False) -> Worker:
+        """The least busy worker (`local`: of the processes on this machine)."""
         with self._lock:
             if self.closed:
                 raise WorkerDied("the server is shutting down")
-            live = [w for w in self.workers if not w.dead] or self.workers   # a successor may be starting
+            eligible = [w for w in self.workers if isinstance(w, ProcessWorker) or not local]
+            live = [w for w in eligible if not w.dead] or eligible    # a successor may be starting
             worker = min(live, key=lambda w: (w.in_flight, w.passes))
             worker.passes += 1
             return worker
@@ -313,12 +315,12 @@ class WorkerPool:
         """One request answered alone in a worker, by the lone code path (engines.ALONE)."""
         return self.run(ALONE[kind], model, payload)
 
-    def run(self, function: Callable, model: LanguageModel, *arguments) -> object:
-        """function(model, *arguments) in a worker: a pure function defined at a module's top
-        level (it travels by name, the model by its token), retried once on another worker if
-        its worker dies, then a 503."""
+    def run(self, function: Callable, model: LanguageModel, *arguments, local: bool = False) -> object:
+        """function(model, *arguments) in a worker (`local`: a process on this machine, for work
+        on its files): a pure function defined at a module's top level (it travels by name,
+        the model by its token), retried once on another worker if its worker dies, then a 503."""
         for attempt in range(2):
-            worker = self.pick()
+            worker = self.pick(local)
             try:
                 token = self.token(model)
                 reply = self.call(worker, "run", function, token, arguments)

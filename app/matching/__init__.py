@@ -4,4 +4,4 @@ from __future__ import annotations
 from ..feature import Feature
 from . import router
 
-feature = Feature(routers=(router.router,), prepare=(router.prepare,), lifespan=router.lifespan)
+feature = Feature(routers=(router.router,), prepare=(router.prepare,))

@@ -12,15 +12,16 @@ from rnnscope.model.layers import Clamp
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.memorisation import merge_spans
 from rnnscope.model.patterns import PatternError, PatternTooSlow
-from rnnscope.model.probes import CONCEPTS, rank_units, span_indicator, top_contexts
+from rnnscope.model.probes import CONCEPTS, ranked_values, span_indicator, top_contexts
 from rnnscope.model.sample import sample as write
 
 from ..inference.checks import check_unit, prediction, readable_text
 from ..inference.compute import encode_array, every_unit, reading_bytes, rounded
 from ..inference.costs import REQUEST_SECONDS, SUFFIX_INDEX_SECONDS, expected_seconds
 from ..inference.corpus_index import training_corpus, val_fraction
-from ..inference.deps import ActivationsDep, ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
+from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.pattern_pool import PatternPool, PatternPoolDep
+from ..inference.readings import ActivationsDep, on_reading
 from ..web import pages
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from .schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
@@ -49,7 +50,7 @@ def user_pattern(regex: str, text: str, patterns: PatternPool) -> np.ndarray:
 
 
 @router.post("/probe", response_model=ProbeResponse)
-def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+def probe(req: ProbeRequest, request: Request, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
           cache: ActivationsDep, patterns: PatternPoolDep) -> ProbeResponse:
     """Rank every neuron of every layer and quantity by how well it tracks a concept over
     the text: AUC for binary concepts, correlation for graded ones, with the sign."""
@@ -74,9 +75,8 @@ def probe(req: ProbeRequest, entry: ModelDep, settings: SettingsDep, slots: Comp
             raise invalid(("body", "text"), f"the concept ({description}) holds {holds} in this text, so no "
                           "neuron can be ranked against it; use a text where it holds for some characters only",
                           "concept_constant")
-        acts = cache.activations(entry, text)
-        result = rank_units(acts, indicator, graded, req.top)
-        columns = np.stack([acts.values[r.row] for r in result.ranked], axis=1)      # (T, K)
+        acts = cache.reading(request.app.state, entry, text)
+        result, columns = on_reading(request.app.state, ranked_values, m, acts, indicator, graded, req.top)
         del acts
     neurons = [RankedNeuron(layer=r.layer, quantity=r.quantity, unit=r.unit, score=r.score, strength=r.strength,
                             sign=r.sign, threshold=r.threshold, separation=r.separation, low=r.low, high=r.high)
