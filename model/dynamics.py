@@ -88,18 +88,37 @@ class LayerReading:
 
 def read_layer(model: LanguageModel, ids: np.ndarray, layer: int, chunk: int = 1024) -> LayerReading:
     """Read ids (T,) from a zero state and keep layer `layer`'s states and input."""
+    return read_layer_piece(model, ids, layer, None, chunk)[0]
+
+
+def read_layer_piece(model: LanguageModel, ids: np.ndarray, layer: int, state=None,
+                     chunk: int = 1024) -> tuple[LayerReading, object]:
+    """read_layer of the characters ids (T,) read on from `state` (None: the zero state), and
+    the state after them: pieces whose lengths are multiples of `chunk`, joined (joined_readings),
+    are read_layer's reading of the whole text bit for bit, as the model reads the same chunks."""
     if not 0 <= layer < model.config.num_layers:
         raise ValueError(f"layer {layer} does not exist; the model has {model.config.num_layers}")
     has_c = model.cell.has_cell_state
     hs, cs, xs = [], [], []
-    for _, _, cache in model.read(ids, chunk):
+    for s in range(0, len(ids), chunk):
+        _, state, cache = model.forward(ids[None, s:s + chunk], state)
         hs.append(np.array(model.internals(cache, layer, "h")))
         if has_c:
             cs.append(np.array(model.internals(cache, layer, "c")))
         if layer > 0:
             xs.append(np.array(model.internals(cache, layer - 1, "h")))
-    return LayerReading(np.asarray(ids), np.concatenate(hs), np.concatenate(cs) if has_c else None,
-                        np.concatenate(xs) if layer > 0 else None)
+    H = model.config.hidden_size
+    return LayerReading(np.asarray(ids), np.concatenate(hs) if hs else np.zeros((0, H), model.dtype),
+                        (np.concatenate(cs) if cs else np.zeros((0, H), model.dtype)) if has_c else None,
+                        (np.concatenate(xs) if xs else np.zeros((0, H), model.dtype)) if layer > 0 else None), state
+
+
+def joined_readings(pieces: list[LayerReading]) -> LayerReading:
+    """One reading of the text the pieces read one after another."""
+    def join(arrays):
+        return None if arrays[0] is None else np.concatenate(arrays)
+    return LayerReading(np.concatenate([p.ids for p in pieces]), join([p.h for p in pieces]),
+                        join([p.c for p in pieces]), join([p.x for p in pieces]))
 
 
 def layer_input(model: LanguageModel, layer: int, char_id: int, reading: LayerReading | None = None) -> np.ndarray:
@@ -317,6 +336,14 @@ def find_fixed_points(F: StepMap, starts: np.ndarray, iterations: int = 500, lea
         eig = eig[np.argsort(-np.abs(eig), kind="stable")]
         points.append(FixedPoint(states[i], float(qs[i]), eig, classify(eig)))
     return Search(points, slowest)
+
+
+def fixed_points_for(model: LanguageModel, layer: int, x: np.ndarray, starts: np.ndarray, iterations: int,
+                     max_polished: int, tol: float) -> Search:
+    """find_fixed_points of layer `layer`'s update with its input held at x, from `starts`:
+    the model and a few arrays in, the search out, so it can run in another process."""
+    return find_fixed_points(step_map(model, layer, x), starts, iterations=iterations, max_polished=max_polished,
+                             tol=tol)
 
 
 def sample_starts(states: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

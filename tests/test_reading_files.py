@@ -99,7 +99,8 @@ def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the
             here, = t.app.state.match_readings._items.values()
             assert not isinstance(here.values, np.memmap)
         # The next model's reading takes the cache's one place: the first file goes with it.
-        assert c.post("/api/models/gru/match", json={"units": [{**UNIT, "quantity": "h"}], "length": 6}).status_code == 200
+        gru = c.post("/api/models/gru/match", json={"units": [{**UNIT, "quantity": "h"}], "length": 6})
+        assert gru.status_code == 200
         assert not files[0].exists()
     assert not mine.exists()
 
@@ -125,7 +126,7 @@ def test_a_probe_and_a_selection_rank_in_a_worker_on_the_file_as_this_process_wo
             TestClient(create_app(settings.model_copy(update={"compute_workers": 0}))) as here:
         pool, sent = c.app.state.compute_pool, []
         run = pool.run
-        monkeypatch.setattr(pool, "run", lambda function, *args, **kw: sent.append(function) or run(function, *args, **kw))
+        monkeypatch.setattr(pool, "run", lambda function, *a, **kw: sent.append(function) or run(function, *a, **kw))
         for path, body in asks:
             there = c.post(path, json=body)
             assert there.status_code == 200, there.text

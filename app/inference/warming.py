@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -42,23 +42,6 @@ class Preparation:
 # A step: (app.state, entry, rank) -> the work that would fill its caches for that model
 # (nothing once they hold it). rank: 0 for a new model, else its place in the start-up walk.
 PrepareStep = Callable[[object, Entry, int], list[Preparation]]
-
-
-class Pausing:
-    """A model whose read() calls pause() after each piece it reads: the views' readers
-    (read_layer, read_all) take a model and read it piece by piece, so given this one they
-    let waiting requests go first between pieces without knowing of the gate."""
-
-    def __init__(self, model, pause: Callable[[], None]):
-        self._model, self._pause = model, pause
-
-    def __getattr__(self, name: str):
-        return getattr(self._model, name)
-
-    def read(self, ids, chunk: int = 1024, clamp=None) -> Iterator:
-        for piece in self._model.read(ids, chunk, clamp):
-            yield piece
-            self._pause()
 
 
 class Warmer:

@@ -4,6 +4,7 @@ with one character held constant, drawn in the same projection (model/dynamics.p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import numpy as np
@@ -11,8 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from rnnscope.model.data import split
-from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, find_fixed_points, fit_pca,
-                                     layer_input, read_layer, sample_starts, step_map)
+from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, fit_pca, fixed_points_for,
+                                     joined_readings, layer_input, read_layer, read_layer_piece, sample_starts)
 from rnnscope.model.probes import CONCEPTS
 
 from ..inference.checks import check_unit, readable_text
@@ -22,7 +23,9 @@ from ..inference.costs import UNKNOWN_SECONDS, expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep, get_corpus_library
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
-from ..inference.warming import Pausing, Preparation
+from ..inference.readings import READING_PIECE
+from ..inference.warming import Preparation
+from ..inference.worker_pool import run_pure
 from ..settings import Settings
 from ..web import pages
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
@@ -39,11 +42,18 @@ class FitReadings(LRU):
     """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
     recently used dropped first: the page asks for one projection again and again."""
 
-    def reading(self, entry: Entry, layer: int, text: str, model=None) -> tuple[LayerReading, dict]:
-        """Kept, or read through `model` (default: the entry's; the warmer's pauses between pieces)."""
-        model = entry.model if model is None else model
-        return self.get_or_make(self._key(entry, layer, text),
-                                lambda: (read_layer(model, entry.model.encode(text), layer), {}))
+    def reading(self, state, entry: Entry, layer: int, text: str,
+                pause: Callable[[], None] = lambda: None) -> tuple[LayerReading, dict]:
+        """Kept, or read a piece at a time where compute runs (`pause` between pieces: the warmer's)."""
+        def read() -> tuple[LayerReading, dict]:
+            ids, pieces, carried = entry.model.encode(text), [], None
+            for s in range(0, len(ids), READING_PIECE):
+                piece, carried = run_pure(state, read_layer_piece, entry.model, ids[s:s + READING_PIECE], layer,
+                                          carried)
+                pieces.append(piece)
+                pause()
+            return joined_readings(pieces), {}
+        return self.get_or_make(self._key(entry, layer, text), read)
 
     def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
         """Characters a request must read to fit on `text`: none once its reading is kept."""
@@ -81,7 +91,7 @@ def prepare(state, entry: Entry, rank: int) -> list[Preparation]:
     text, m = fitted[0], entry.model
 
     def run(pause) -> None:
-        fits.pca(fits.reading(entry, layer, text, Pausing(m, pause)), quantity, components)
+        fits.pca(fits.reading(state, entry, layer, text, pause), quantity, components)
 
     return [Preparation(f"the state-space fit of {entry.id}'s layer {layer}",
                         expected_seconds(m.config, states_fit=len(text)), reading_bytes(m.config, len(text), 3 * m.config.hidden_size), run)]
@@ -116,8 +126,8 @@ def fit_text(entry: Entry, library, settings: Settings, fallback: str | None):
 
 
 @router.post("/states", response_model=StatesResponse)
-def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots, library: LibraryDep,
-           fits: FitDep) -> StatesResponse:
+def states(req: StatesRequest, request: Request, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+           library: LibraryDep, fits: FitDep) -> StatesResponse:
     """A text's trajectory of one layer's h (or c), projected on the top principal components
     of that layer's states over the model's validation text, with a colour per step."""
     m = entry.model
@@ -135,9 +145,9 @@ def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
     seconds = expected_seconds(m.config, states_fit=fit_chars, states=len(text))
     with slots.job(nbytes, "this state-space request", seconds):
-        found = fits.reading(entry, req.layer, fit_source)
+        found = fits.reading(request.app.state, entry, req.layer, fit_source)
         pca = fits.pca(found, req.quantity, req.components)
-        trajectory = read_layer(m, m.encode(text), req.layer).quantity(req.quantity)
+        trajectory = run_pure(request.app.state, read_layer, m, m.encode(text), req.layer).quantity(req.quantity)
         coords = pca.project(trajectory)
     return StatesResponse(text=text, layer=req.layer, quantity=req.quantity, fitted_on=source, corpus=corpus,
                           fit_chars=len(fit_source), explained=[round(float(e), 5) for e in pca.explained],
@@ -147,8 +157,8 @@ def states(req: StatesRequest, entry: ModelDep, settings: SettingsDep, slots: Co
 
 
 @router.post("/fixed-points", response_model=FixedPointsResponse)
-def fixed_points(req: FixedPointsRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
-                 library: LibraryDep, fits: FitDep) -> FixedPointsResponse:
+def fixed_points(req: FixedPointsRequest, request: Request, entry: ModelDep, settings: SettingsDep,
+                 slots: ComputeSlots, library: LibraryDep, fits: FitDep) -> FixedPointsResponse:
     """Fixed points of one layer's update with one input character held constant, found from
     states along the validation text's trajectory, classified by the Jacobian's eigenvalues
     and given in the /states projection."""
@@ -172,17 +182,16 @@ def fixed_points(req: FixedPointsRequest, entry: ModelDep, settings: SettingsDep
     seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fit_chars)
     with slots.expect(seconds):
         started = time.monotonic()
-        found = fits.reading(entry, req.layer, fit_source)
+        found = fits.reading(request.app.state, entry, req.layer, fit_source)
         reading = found[0]
         pca = fits.pca(found, req.quantity, req.components)
         try:
             x = layer_input(m, req.layer, m.vocab.encode(req.char)[0], reading)
         except ValueError as e:
             raise invalid(("body", "char"), str(e), "char_unseen") from None
-        F = step_map(m, req.layer, x)
-        search = find_fixed_points(F, sample_starts(reading.state(), req.starts, req.seed),
-                                   iterations=settings.fixed_point_iterations,
-                                   max_polished=settings.fixed_point_polished, tol=settings.fixed_point_tolerance)
+        search = run_pure(request.app.state, fixed_points_for, m, req.layer, x,
+                          sample_starts(reading.state(), req.starts, req.seed), settings.fixed_point_iterations,
+                          settings.fixed_point_polished, settings.fixed_point_tolerance)
         seconds = time.monotonic() - started
     half = slice(0, H) if req.quantity == "h" else slice(H, 2 * H)
     points = []
