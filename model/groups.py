@@ -102,3 +102,14 @@ def factorise(values: np.ndarray, k: int, seed: int = 0) -> Groups:
     error = float(np.linalg.norm(X - W @ G) / np.linalg.norm(X))
     share = size ** 2 / max(float((size ** 2).sum()), 1e-30)
     return Groups(G.astype(np.float32), W.astype(np.float32), low, scale, error, share)
+
+
+def groups_of(model: LanguageModel, ids: np.ndarray, layer: int, quantity: str, k: int) -> Groups:
+    """factorise one layer's quantity over ids (T,): the model and the text in, the groups out,
+    so it can run in another process."""
+    return factorise(layer_values(model, ids, layer, quantity), k)
+
+
+def tracks_of(model: LanguageModel, groups: Groups, ids: np.ndarray, layer: int, quantity: str) -> np.ndarray:
+    """The groups' tracks (T, K) over another text, ids (T,)."""
+    return groups.track(layer_values(model, ids, layer, quantity))

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from rnnscope.app.main import create_app
 from rnnscope.model.dynamics import fixed_points_for, joined_readings, read_layer, read_layer_piece
+from rnnscope.model.groups import groups_of
 from tests.test_batching import F32_TOL, batchers_of, concurrently, decoded, rel_error
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -52,21 +53,22 @@ def test_workers_answer_as_this_process_does(workers_client, threads_client):
     assert set(pool_of(workers_client)._tokens)
 
 
-def test_the_state_space_and_fixed_points_compute_in_the_workers_as_this_process_does(workers_client, threads_client,
-                                                                                        monkeypatch):
+def test_the_state_space_fixed_points_and_groups_compute_in_the_workers_as_here(workers_client, threads_client,
+                                                                                 monkeypatch):
     pool, sent = pool_of(workers_client), []
     run = pool.run
     monkeypatch.setattr(pool, "run", lambda function, *a, **kw: sent.append(function) or run(function, *a, **kw))
     text = TEXT * 8
     for path, body in (("/api/models/lstm/states", {"text": text, "layer": 1}),
                        ("/api/models/gru/fixed-points", {"text": text, "layer": 0, "char": "e", "starts": 8}),
-                       ("/api/models/lstm/fixed-points", {"text": text, "layer": 1, "char": " ", "starts": 4})):
+                       ("/api/models/lstm/fixed-points", {"text": text, "layer": 1, "char": " ", "starts": 4}),
+                       ("/api/models/lstm/groups", {"text": text, "layer": 1, "components": 3})):
         there, here = workers_client.post(path, json=body), threads_client.post(path, json=body)
         assert there.status_code == here.status_code == 200, there.text
         there, here = there.json(), here.json()
         there.pop("seconds", None), here.pop("seconds", None)
         assert there == here, path
-    assert set(sent) == {read_layer_piece, read_layer, fixed_points_for}
+    assert set(sent) == {read_layer_piece, read_layer, fixed_points_for, groups_of}
 
 
 def test_a_layer_read_in_pieces_is_the_layer_read_in_one_go(models):

@@ -6,10 +6,10 @@ import hashlib
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from rnnscope.model.data import split
-from rnnscope.model.groups import factorise, layer_values
+from rnnscope.model.groups import groups_of, tracks_of
 
 from ..inference.checks import check_unit
 from ..inference.compute import reading_bytes
@@ -18,6 +18,7 @@ from ..inference.corpus_index import training_corpus, val_fraction
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
+from ..inference.worker_pool import run_pure
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from .schemas import Group, GroupUnit, GroupsRequest, GroupsResponse
 
@@ -42,7 +43,7 @@ def check_layer(req: GroupsRequest, entry: Entry) -> None:
 
 
 @router.post("/groups", response_model=GroupsResponse)
-def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+def groups(req: GroupsRequest, request: Request, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
            library: LibraryDep, cache: GroupsCacheDep) -> GroupsResponse:
     """Factorise a layer's units into groups by NMF over the model's validation text: each
     group's heaviest units and its track over the passage sent (or a validation passage)."""
@@ -82,17 +83,16 @@ def groups(req: GroupsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
         found = cache.get(key)
         cached = found is not None
         if found is None:
-            values = layer_values(m, m.encode(fitted), req.layer, req.quantity)
             try:
-                found = factorise(values, req.components)
+                found = run_pure(request.app.state, groups_of, m, m.encode(fitted), req.layer, req.quantity,
+                                 req.components)
             except ValueError as e:
                 raise invalid(("body", "text"), str(e), "constant") from None
-            del values
             cache.put(key, found)
         if fitted.startswith(passage):
             tracks = found.tracks[: len(passage)]
         else:
-            tracks = found.track(layer_values(m, m.encode(passage), req.layer, req.quantity))
+            tracks = run_pure(request.app.state, tracks_of, m, found, m.encode(passage), req.layer, req.quantity)
     high = np.percentile(found.tracks, 99, axis=0)
     out = [Group(index=k, share=float(found.share[k]),
                  units=[GroupUnit(unit=u, weight=round(w, 4)) for u, w in found.heaviest(k, req.top)],
