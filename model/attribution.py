@@ -10,6 +10,7 @@ from . import network
 from .analysis import backward_one_prediction
 from .layers import Clamp, log_softmax
 from .lm import LanguageModel
+from .sample import sample
 
 
 @dataclass
@@ -69,6 +70,15 @@ def memory_horizon(model: LanguageModel, text: str, positions: int = 16, window:
         censored.append(~hit)
         profile.append(ratio.mean(axis=0))
     return Horizon(window, ends.tolist(), np.array(lags), np.array(censored), np.array(profile), fraction)
+
+
+def intervention(model: LanguageModel, ids: np.ndarray, clamp: dict[int, Clamp], prime: str, length: int,
+                 temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """Units held (clamp) against the model left alone: the losses over ids (T,) without and
+    with, and a sample of `length` from `prime` without and with, from the same seed."""
+    normal_text, _ = sample(model, prime, length, temperature, 0, seed)
+    clamped_text, _ = sample(model, prime, length, temperature, 0, seed, clamp)
+    return losses(model, ids), losses(model, ids, clamp), normal_text, clamped_text
 
 
 def losses(model: LanguageModel, ids: np.ndarray, clamp: dict[int, Clamp] | None = None,

@@ -409,6 +409,14 @@ def rank_units(acts: Activations, indicator: np.ndarray, graded: bool, top: int 
     return Probe(graded, int((indicator != 0).sum()), len(score), ranked, indicator)
 
 
+def unit_values(model: LanguageModel, ids: np.ndarray, layer: int, quantity: str, unit: int) -> np.ndarray:
+    """One unit's values over ids (T,), read from a zero state: (T,) float32."""
+    values = np.empty(len(ids), np.float32)
+    for s, logits, cache in model.read(ids):
+        values[s:s + len(logits)] = model.internals(cache, layer, quantity)[:, unit]
+    return values
+
+
 def ranked_values(acts: Activations, indicator: np.ndarray, graded: bool, top: int = 20) -> tuple[Probe, np.ndarray]:
     """rank_units, and the ranked units' values over the text (T, top), as the probe page draws them."""
     result = rank_units(acts, indicator, graded, top)

@@ -14,8 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from rnnscope.app.main import create_app
+from rnnscope.model.analysis import gate_saturation
+from rnnscope.model.attribution import intervention, memory_horizon, saliency
 from rnnscope.model.dynamics import fixed_points_for, joined_readings, read_layer, read_layer_piece
 from rnnscope.model.groups import groups_of
+from rnnscope.model.probes import unit_values
 from tests.test_batching import F32_TOL, batchers_of, concurrently, decoded, rel_error
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -69,6 +72,22 @@ def test_the_state_space_fixed_points_and_groups_compute_in_the_workers_as_here(
         there.pop("seconds", None), here.pop("seconds", None)
         assert there == here, path
     assert set(sent) == {read_layer_piece, read_layer, fixed_points_for, groups_of}
+
+
+def test_every_other_reading_of_a_text_computes_in_the_workers_as_here(workers_client, threads_client, monkeypatch):
+    pool, sent = pool_of(workers_client), []
+    run = pool.run
+    monkeypatch.setattr(pool, "run", lambda function, *a, **kw: sent.append(function) or run(function, *a, **kw))
+    clamp = [{"layer": 0, "units": [1, 2], "value": 0.0}]
+    for path, body in (("/api/models/gru/gates", {"text": TEXT}),
+                       ("/api/models/lstm/saliency", {"text": TEXT, "position": 60}),
+                       ("/api/models/rnn/horizon", {"text": TEXT, "positions": 3, "window": 40}),
+                       ("/api/models/lstm/intervene", {"text": TEXT, "clamp": clamp, "prime": "All:", "length": 30}),
+                       ("/api/models/lstm/contexts", {"text": TEXT, "layer": 1, "quantity": "c", "unit": 5})):
+        there, here = workers_client.post(path, json=body), threads_client.post(path, json=body)
+        assert there.status_code == here.status_code == 200, there.text
+        assert there.json() == here.json(), path
+    assert set(sent) == {gate_saturation, saliency, memory_horizon, intervention, unit_values}
 
 
 def test_a_layer_read_in_pieces_is_the_layer_read_in_one_go(models):

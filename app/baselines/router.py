@@ -15,6 +15,7 @@ from ..inference.compute import encode_array
 from ..inference.costs import NGRAM_SECONDS_PER_CHAR, expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.lru import kept_on_app
+from ..inference.worker_pool import run_pure
 from ..web import pages
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, finite, invalid, vet_text
 from .schemas import Breakdown, Category, DistanceBin, ErrorsRequest, ErrorsResponse
@@ -28,8 +29,8 @@ CacheDep = Annotated[NGramCache, Depends(kept_on_app("ngram_cache", NGramCache))
 
 
 @router.post("/errors", response_model=ErrorsResponse)
-def errors(req: ErrorsRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots, library: LibraryDep,
-           cache: CacheDep) -> ErrorsResponse:
+def errors(req: ErrorsRequest, request: Request, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+           library: LibraryDep, cache: CacheDep) -> ErrorsResponse:
     """Where the model beats counting: its loss per character against the best n-gram model
     (interpolated Kneser-Ney, orders 1..max_order, counted on the model's own training text),
     how often it wins on closing brackets and quotes by their distance to the opener, and its
@@ -53,7 +54,7 @@ def errors(req: ErrorsRequest, entry: ModelDep, settings: SettingsDep, slots: Co
     seconds = expected_seconds(m.config, counting, errors=len(text))
     with slots.job(cost_bytes(m, len(texts.train), len(text), req.max_order), "an error analysis", seconds):
         ngram = cache.losses(texts, m, text, req.max_order, persist=persist)
-        model_loss = losses(m, m.encode(text))          # a chunk at a time: bounded memory
+        model_loss = run_pure(request.app.state, losses, m, m.encode(text))     # a chunk at a time: bounded memory
         train_words = cache.train_words(texts)
     comparison = analyses.compare(model_loss, ngram.loss)
     bins = analyses.long_range(text, comparison.difference)

@@ -6,14 +6,13 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from rnnscope.model.attribution import losses, memory_horizon, saliency
+from rnnscope.model.attribution import intervention, memory_horizon, saliency
 from rnnscope.model.data import split
 from rnnscope.model.layers import Clamp
 from rnnscope.model.lm import LanguageModel
 from rnnscope.model.memorisation import merge_spans
 from rnnscope.model.patterns import PatternError, PatternTooSlow
-from rnnscope.model.probes import CONCEPTS, ranked_values, span_indicator, top_contexts
-from rnnscope.model.sample import sample as write
+from rnnscope.model.probes import CONCEPTS, ranked_values, span_indicator, top_contexts, unit_values
 
 from ..inference.checks import check_unit, prediction, readable_text
 from ..inference.compute import encode_array, every_unit, reading_bytes, rounded
@@ -22,6 +21,7 @@ from ..inference.corpus_index import training_corpus, val_fraction
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
 from ..inference.pattern_pool import PatternPool, PatternPoolDep
 from ..inference.readings import ActivationsDep, on_reading
+from ..inference.worker_pool import run_pure
 from ..web import pages
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid, vet_text
 from .schemas import (ContextsRequest, ContextsResponse, HorizonLayer, HorizonRequest, HorizonResponse,
@@ -87,7 +87,7 @@ def probe(req: ProbeRequest, request: Request, entry: ModelDep, settings: Settin
 
 
 @router.post("/contexts", response_model=ContextsResponse)
-def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
+def contexts(req: ContextsRequest, request: Request, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots,
              library: LibraryDep) -> ContextsResponse:
     """Where one neuron is most positive and most negative over a passage of the model's
     validation text (or the text sent), with the characters around each place."""
@@ -108,9 +108,7 @@ def contexts(req: ContextsRequest, entry: ModelDep, settings: SettingsDep, slots
     if not passage:
         raise invalid(("body", "text"), "nothing is left to read", "too_short")
     with slots.expect(expected_seconds(m.config, contexts=len(passage))):
-        values = np.empty(len(passage), np.float32)
-        for s, logits, cache in m.read(m.encode(passage)):
-            values[s:s + len(logits)] = m.internals(cache, req.layer, req.quantity)[:, req.unit]
+        values = run_pure(request.app.state, unit_values, m, m.encode(passage), req.layer, req.quantity, req.unit)
     high_list, low_list = top_contexts(values, req.k, req.width)
     w = req.width
 
@@ -143,7 +141,8 @@ def clamps(req: InterveneRequest, m: LanguageModel, limit: int) -> dict[int, Cla
 
 
 @router.post("/intervene", response_model=InterveneResponse)
-def intervene(req: InterveneRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> InterveneResponse:
+def intervene(req: InterveneRequest, request: Request, entry: ModelDep, settings: SettingsDep,
+              slots: ComputeSlots) -> InterveneResponse:
     """Hold neurons at a value (0 ablates) after every step: the per-character loss over
     the text with and without, and a clamped sample beside the normal one, same seed."""
     m = entry.model
@@ -153,10 +152,8 @@ def intervene(req: InterveneRequest, entry: ModelDep, settings: SettingsDep, slo
                                     "max_prime_chars", field="prime")
     ids = m.encode(text)
     with slots.expect(expected_seconds(m.config, intervene=len(text), sample=2 * (len(prime) + req.length))):
-        base = losses(m, ids)
-        clamped = losses(m, ids, clamp)
-        normal_text, _ = write(m, prime, req.length, req.temperature, 0, req.seed)
-        clamped_text, _ = write(m, prime, req.length, req.temperature, 0, req.seed, clamp)
+        base, clamped, normal_text, clamped_text = run_pure(request.app.state, intervention, m, ids, clamp, prime,
+                                                            req.length, req.temperature, req.seed)
     if not np.isfinite(clamped).all():
         raise invalid(("body", "clamp"), "the clamped model's loss overflowed; clamp to a smaller value",
                       "overflow")
@@ -167,20 +164,21 @@ def intervene(req: InterveneRequest, entry: ModelDep, settings: SettingsDep, slo
 
 
 @router.post("/saliency", response_model=SaliencyResponse)
-def input_saliency(req: SaliencyRequest, entry: ModelDep, settings: SettingsDep,
+def input_saliency(req: SaliencyRequest, request: Request, entry: ModelDep, settings: SettingsDep,
                    slots: ComputeSlots) -> SaliencyResponse:
     """Which earlier characters one prediction depends on: ||dL/dx_k|| for every earlier
     one-hot input x_k, L = -ln p(text[position+1] | text[..position])."""
     m = entry.model
     text, dropped, position = prediction(req, m.vocab, settings)
     with slots.expect(expected_seconds(m.config, saliency=position + 1)):
-        s = saliency(m, text[:position + 2], position)
+        s = run_pure(request.app.state, saliency, m, text[:position + 2], position)
     return SaliencyResponse(position=position, target=text[position + 1], loss=s.loss,
                             saliency=rounded(s.norms, 7), dropped=dropped)
 
 
 @router.post("/horizon", response_model=HorizonResponse)
-def horizon(req: HorizonRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> HorizonResponse:
+def horizon(req: HorizonRequest, request: Request, entry: ModelDep, settings: SettingsDep,
+            slots: ComputeSlots) -> HorizonResponse:
     """The memory horizon: per layer, the lag at which the gradient through time falls
     below a fraction (1 %) of its value at the position itself, averaged over positions."""
     m = entry.model
@@ -190,7 +188,7 @@ def horizon(req: HorizonRequest, entry: ModelDep, settings: SettingsDep, slots: 
     positions = min(req.positions, len(text) - 2, settings.max_horizon_chars)
     window = min(req.window, len(text) - 2, settings.max_horizon_chars // positions)
     with slots.expect(expected_seconds(m.config, horizon=positions * window)):
-        h = memory_horizon(m, text, positions, window, req.fraction)
+        h = run_pure(request.app.state, memory_horizon, m, text, positions, window, req.fraction)
     layers = [HorizonLayer(layer=l, horizon=float(h.mean[l]), lags=h.lags[l].tolist(),
                            censored=int(h.censored[l].sum()), profile=rounded(h.profile[l], 7))
               for l in range(m.config.num_layers)]

@@ -16,6 +16,7 @@ from ..inference.corpus_index import CorpusLibrary
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep, RenderedInThread, SettingsDep
 from ..inference.registry import ModelRegistry, block_names
 from ..inference.schemas import Predictions
+from ..inference.worker_pool import run_pure
 from ..models.router import get_model, own_passages
 from ..web.auth import RequesterDep
 from ..web.errors import BAD_BODY, NOT_FOUND, TOO_LARGE, invalid
@@ -94,13 +95,14 @@ def gradients(req: GradientsRequest, entry: ModelDep, settings: SettingsDep,
 
 
 @router.post("/gates", response_model=GatesResponse)
-def gates(req: GatesRequest, entry: ModelDep, settings: SettingsDep, slots: ComputeSlots) -> GatesResponse:
+def gates(req: GatesRequest, request: Request, entry: ModelDep, settings: SettingsDep,
+          slots: ComputeSlots) -> GatesResponse:
     """Per layer, gate and unit: the fraction of steps left-saturated (< 0.1) and
     right-saturated (> 0.9) while reading the text."""
     m = entry.model
     text, dropped = readable_text(req, m.vocab, settings)
     with slots.expect(expected_seconds(m.config, gates=len(text))):
-        sat = gate_saturation(m, text)
+        sat = run_pure(request.app.state, gate_saturation, m, text)
     layers = [GatesLayer(layer=l, gates=[GateSaturation(gate=g, left=rounded(sat[l, g][0]),
                                                         right=rounded(sat[l, g][1]))
                                          for g in m.cell.gate_names])
