@@ -495,10 +495,15 @@ def replica_counters() -> dict[str, dict]:
     return found
 
 
-# A replica's calls that take in work: a request answered alone ("alone"; "run", the pool's call
-# for any function, also takes a piece of a long reading) or admitted into a shared pass; its
-# other calls (a pass's steps, a model sent, a pass opened or closed) serve work already counted.
+# A replica's calls that take in work: a request answered alone ("alone", or "run <function>",
+# the pool's call for any view's function, which also takes a piece of a long reading) or
+# admitted into a shared pass; its other calls (a pass's steps, a model sent, a pass opened or
+# closed) serve work already counted.
 REQUEST_OPS = ("alone", "run", "admit")
+
+
+def takes_work(op: str) -> bool:
+    return op.split()[0] in REQUEST_OPS
 
 
 def replica_summary(start: dict[str, dict], end: dict[str, dict], roles: dict[str, str]) -> list[dict]:
@@ -512,7 +517,7 @@ def replica_summary(start: dict[str, dict], end: dict[str, dict], roles: dict[st
         calls = {op: n - first["calls"].get(op, 0) for op, n in sorted(last["calls"].items())}
         rows.append({"name": name, "node_id": last["node_id"],
                      "node": roles.get(last["node_id"], "a node not of this cluster"),
-                     "requests": sum(calls.get(op, 0) for op in REQUEST_OPS), "calls": calls,
+                     "work_taken": sum(n for op, n in calls.items() if takes_work(op)), "calls": calls,
                      "cpu_seconds": last["cpu_seconds"] - first["cpu_seconds"]})
     return rows
 
@@ -596,12 +601,12 @@ def cluster_lines(result: dict) -> list[str]:
     cluster, wall = result["cluster"], result["wall_seconds"]
     nodes = list(cluster["nodes"].values())
     replicas = cluster["replicas"]
-    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["requests"],
+    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["work_taken"],
              ", ".join(f"{op} {n}" for op, n in r["calls"].items() if n), f"{r['cpu_seconds']:.1f}",
              f"{r['cpu_seconds'] / wall:.2f}"] for r in replicas]
     on_head = sum(r["node"].startswith("head") for r in replicas)
-    pooled = sum(r["status"].get("200", 0) for name, r in result["requests"].items()
-                 if name.split()[0] in ("trace", "sample", "gradients"))
+    answered = {name: r["status"].get("200", 0) for name, r in result["requests"].items()}
+    batched = sum(n for name, n in answered.items() if name.split()[0] in ("trace", "sample", "gradients"))
     left = cluster["left_running"] + cluster["left_after_exit"]
     return [
         (f"Ray cluster on this machine, in a private network namespace: {', '.join(nodes)}; started in "
@@ -609,9 +614,9 @@ def cluster_lines(result: dict) -> list[str]:
          f"replicas ({cluster['replicas_at_start']} as the class began)"),
         render_table(["replica", "node", "work taken", "calls answered during the class", "CPU s",
                       "cores"], rows),
-        (f"work taken by the replicas ({', '.join(REQUEST_OPS)} calls): {sum(r['requests'] for r in replicas)}; "
-         f"trace, sample and gradients requests answered 200: {pooled} (the compute pool's routes: probe, "
-         "gates and states compute in the API process)"),
+        (f"work taken by the replicas ({', '.join(REQUEST_OPS)} calls): {sum(r['work_taken'] for r in replicas)}; "
+         f"the class's requests answered 200: {sum(answered.values())}, of which trace, sample and gradients "
+         f"(always batched in the compute pool) {batched}"),
         (f"replicas on the head node: {on_head}; replicas gone during the class: {len(cluster['gone'])}; "
          f"left running after the teardown: {'; '.join(left) if left else 'nothing'}"),
     ]

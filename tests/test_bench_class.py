@@ -49,11 +49,11 @@ def test_the_cluster_table_counts_each_replica_from_the_class_start_by_its_node(
     roles = {"h" * 56: "head (0 CPUs)", "a" * 56: "worker node 1 (1 CPU)", "b" * 56: "worker node 2 (1 CPU)"}
     start = {"replica-0-x": {"node_id": "a" * 56, "pid": 10, "calls": {"alone": 3, "model": 2}, "cpu_seconds": 1.5},
              "replica-1-y": {"node_id": "b" * 56, "pid": 11, "calls": {"alone": 1}, "cpu_seconds": 1.0}}
-    end = {"replica-0-x": {"node_id": "a" * 56, "pid": 10, "calls": {"alone": 7, "admit": 5, "step": 40, "model": 2},
-                           "cpu_seconds": 9.5},
+    end = {"replica-0-x": {"node_id": "a" * 56, "pid": 10, "calls": {"alone": 7, "admit": 5, "step": 40, "model": 2,
+                                                                      "run gate_saturation": 6}, "cpu_seconds": 9.5},
            "replica-2-z": {"node_id": "h" * 56, "pid": 12, "calls": {"admit": 2, "step": 9}, "cpu_seconds": 0.5}}
     first, replacement = replica_summary(start, end, roles)
-    assert (first["node"], first["requests"], first["calls"]) == ("worker node 1 (1 CPU)", 9,
-                                                                  {"admit": 5, "alone": 4, "model": 0, "step": 40})
-    assert first["cpu_seconds"] == 8.0
-    assert (replacement["node"], replacement["requests"], replacement["cpu_seconds"]) == ("head (0 CPUs)", 2, 0.5)
+    assert first["node"] == "worker node 1 (1 CPU)"
+    assert first["calls"] == {"admit": 5, "alone": 4, "model": 0, "run gate_saturation": 6, "step": 40}
+    assert (first["work_taken"], first["cpu_seconds"]) == (15, 8.0)       # not the steps, not the models sent
+    assert (replacement["node"], replacement["work_taken"], replacement["cpu_seconds"]) == ("head (0 CPUs)", 2, 0.5)

@@ -54,12 +54,13 @@ class ComputeReplica:
         status, value = self.dispatcher.handle(op, *args)
         # A call that found its model not yet here is made again once it is sent: count it once.
         if not (isinstance(value, str) and value == "missing"):
-            self.calls[op] += 1
+            # A "run" is counted by the function it ran: which views computed here.
+            self.calls[f"run {getattr(args[0], '__name__', '?')}" if op == "run" else op] += 1
         return status, value
 
     def served(self) -> dict:
-        """Where this replica runs and the calls it has answered, by op ("run": a lone
-        request or a piece of work; "admit": a request taken into a pass; "step", "open",
+        """Where this replica runs and the calls it has answered, by op ("run <function>": a
+        lone request or a piece of work; "admit": a request taken into a pass; "step", "open",
         "model"): the bench's evidence of where the work ran, counted where it ran."""
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(), "calls": dict(self.calls)}
 
