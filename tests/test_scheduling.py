@@ -234,6 +234,51 @@ def test_a_pass_hands_its_slot_only_to_work_ahead_of_what_it_has_left():
     assert order == ["short", "pass", "long"]
 
 
+def test_a_pass_that_gave_its_slot_up_waits_for_its_own_worker_not_any_slot():
+    """Two workers, two slots. A pass placed on worker A gives its slot to a short job, which
+    is placed on A (the worker free then). When the other slot frees, the pass is not granted
+    it (its rows live on A, busy): a newcomer is, and is placed on the free worker B; the pass
+    goes on once A's job has finished."""
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, long_seconds=None)
+    workers = ["A", "B"]
+    order: list[str] = []
+    release = {name: threading.Event() for name in ("other", "short", "pass")}
+    placed: dict[str, str] = {}
+
+    def job(name: str, seconds: float) -> None:
+        with gate.expect(seconds):
+            placed[name] = gate.place(workers, {"A": 1, "B": 0}.get)   # B preferred when both are free
+            order.append(f"{name} on {placed[name]}")
+            if name in release:
+                release[name].wait(10)
+
+    def a_pass() -> None:
+        with gate.slot(seconds=1.0):
+            placed["pass"] = gate.place(workers, {"A": 0, "B": 1}.get)
+            release["pass"].wait(10)
+            gate.let_waiting_go_first(time.monotonic(), 0.5)
+            order.append(f"pass again on {gate.place(workers, {'A': 0, 'B': 0}.get)}")
+
+    pass_thread = start(a_pass)
+    until(lambda: "pass" in placed)
+    assert placed["pass"] == "A"
+    other = start(job, "other", 1.0)
+    until(lambda: "other" in placed)
+    short = start(job, "short", 0.01)
+    until(lambda: gate.waiting == 1)
+    release["pass"].set()                    # the pass hands its slot to the short job
+    until(lambda: "short" in placed)
+    release["other"].set()                   # a slot frees; the pass's worker is still busy
+    other.join(10)
+    newcomer = start(job, "newcomer", 0.01)
+    newcomer.join(10)
+    assert pass_thread.is_alive() and gate.waiting == 1
+    release["short"].set()
+    pass_thread.join(10)
+    short.join(10)
+    assert order == ["other on B", "short on A", "newcomer on B", "pass again on A"]
+
+
 def test_a_short_trace_is_answered_before_a_long_probe_queued_ahead_of_it(data_dir):
     """Over HTTP, one compute slot, held: a probe of 10,000 characters queues, then a trace of
     400; the slot freed, the trace is answered first (it cannot run beside the probe). The

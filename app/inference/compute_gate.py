@@ -113,6 +113,7 @@ class _Job:
     counted: bool = True               # its time teaches the gate its speed (it said what it expects)
     began: float = 0.0                 # time.monotonic(): what it took, whatever the gate's clock
     background: bool = False           # work nobody waits for, taken only while the gate is idle
+    place: object = None               # the worker its work runs on, once it has one (place())
 
 
 class ComputeGate:
@@ -268,17 +269,21 @@ class ComputeGate:
         slot stays free of long ones."""
         free = self.slots - self.busy
         long_running = sum(self._long(j.expected) for j in self._running)
+        taken = {j.place for j in self._running if j.place is not None}
         for job in sorted(self._waiting, key=_rank):
             if free <= 0:
                 break
             long = self._long(job.expected)
             if long and long_running >= self.slots - 1:
                 continue                  # the last slot is kept for what is not long
+            if job.place is not None and job.place in taken:
+                continue                  # its worker's core is another job's: a slot elsewhere is no use to it
             if self._room(job.nbytes):
                 self._waiting.remove(job)
                 self._start(job)
                 free -= 1
                 long_running += long
+                taken.add(job.place)
         self._cond.notify_all()           # those granted, and `hold`, which waits for bytes alone
 
     def _start(self, job: _Job) -> None:
@@ -402,8 +407,9 @@ class ComputeGate:
         with self._cond:
             holding: _Job = self._local.running
             expected = holding.expected if seconds is None else seconds
-            again = _Job(expected, 0, self._priority(expected), next(self._order))
-            if not any(j.priority <= again.priority and self._room(j.nbytes) for j in self._waiting):
+            again = _Job(expected, 0, self._priority(expected), next(self._order), place=holding.place)
+            if not any(j.priority <= again.priority and self._room(j.nbytes) and j.place in (None, holding.place)
+                       for j in self._waiting):
                 return held_since
             # The bytes stay held through the hand-over: they are the holder's, not the slot's.
             self._running.discard(holding)
@@ -422,6 +428,27 @@ class ComputeGate:
             holding.expected, holding.started, holding.began = expected, again.started, again.began
             self._running.add(holding)
             return time.monotonic()
+
+    # ---- where a job's work runs ----------------------------------------------------------------------
+
+    def place(self, candidates: list, load: Callable[[object], object]) -> object | None:
+        """Where the calling thread's job runs, of `candidates` (the compute workers): the place
+        it has if still a candidate, else the least loaded (by `load`) of those no other
+        running job is at (of all, if every one is), which becomes its place; None outside a
+        slot. A job that gives its slot up and waits again (let_waiting_go_first) keeps its
+        place, and gets a slot only once no other job runs there: a pass's rows live in its
+        worker, and a slot granted while its worker computes another job would only queue
+        the two on one core while another core idles."""
+        with self._cond:
+            job = getattr(self._local, "running", None)
+            if job is None or not candidates:
+                return None
+            if job.place is not None and any(job.place is c for c in candidates):
+                return job.place
+            taken = [j.place for j in self._running if j is not job and j.place is not None]
+            free = [c for c in candidates if not any(c is t for t in taken)] or candidates
+            job.place = min(free, key=load)
+            return job.place
 
     # ---- work nobody waits for (app/inference/warming.py) ---------------------------------------
 
@@ -463,6 +490,7 @@ class ComputeGate:
                 raise Stopped()
             self._held_bytes += nbytes
             self._take_idle(job, stop)          # idle and not stopped: takes the slot at once
+        previous, self._local.running = getattr(self._local, "running", None), job
 
         def pause() -> None:
             with self._cond:
@@ -478,6 +506,7 @@ class ComputeGate:
         try:
             yield pause
         finally:
+            self._local.running = previous
             with self._cond:
                 self._running.discard(job)
                 self._held_bytes -= nbytes

@@ -28,7 +28,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     size = settings.compute_workers
     if size is None:                 # one per compute slot, at most one per core: more would idle
         size = min(settings.max_concurrent_jobs, len(os.sched_getaffinity(0)))
-    app.state.compute_pool = await run_in_threadpool(WorkerPool, size, remote) if size or remote else None
+    app.state.compute_pool = (await run_in_threadpool(WorkerPool, size, remote, app.state.compute_slots)
+                              if size or remote else None)
     try:
         yield
     finally:

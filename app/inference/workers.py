@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from rnnscope.model.layers import set_blas_threads
 from rnnscope.model.lm import LanguageModel
 
-from .compute_gate import ComputeBusy
+from .compute_gate import ComputeBusy, ComputeGate
 from .engines import ALONE, KINDS
 
 log = logging.getLogger(__name__)
@@ -230,14 +230,20 @@ class ProcessWorker(Worker):
             self.process.join(timeout=5)
 
 
+def load(worker: Worker) -> tuple[int, int]:
+    """How busy a worker is: calls in flight, then passes pinned to it."""
+    return worker.in_flight, worker.passes
+
+
 class WorkerPool:
     """N worker processes (and any remote workers): `pick` finds the least busy for a pass,
     `alone` answers a lone request on one, and a dead one is replaced in place."""
 
-    def __init__(self, size: int, remote: list | None = None):
+    def __init__(self, size: int, remote: list | None = None, gate: ComputeGate | None = None):
         """`size` worker processes on this machine, and the `remote` workers given (Ray
-        replicas, app/inference/ray_workers.py), which serve passes alike."""
-        self.size = size
+        replicas, app/inference/ray_workers.py), which serve passes alike. With the compute
+        `gate`, the work of a slot goes to a worker no other slot's work is on (gate.place)."""
+        self.size, self.gate = size, gate
         self._context = fork_server() if size else None
         self._lock = threading.Lock()
         # id(model) -> (a weak reference to it, its token): models are dataclasses, unhashable.
@@ -265,7 +271,8 @@ class WorkerPool:
                 raise WorkerDied("the server is shutting down")
             eligible = [w for w in self.workers if isinstance(w, ProcessWorker) or not local]
             live = [w for w in eligible if not w.dead] or eligible    # a successor may be starting
-            worker = min(live, key=lambda w: (w.in_flight, w.passes))
+            worker = self.gate.place(live, load) if self.gate is not None else None
+            worker = worker or min(live, key=load)
             worker.passes += 1
             return worker
 
