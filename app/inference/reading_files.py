@@ -1,15 +1,16 @@
 """Long readings kept in memory-mapped files instead of the server's memory.
 
 A match searches every unit's value over a model's validation text: 3,072 units x 100,000
-characters of a 2x256 LSTM, 614 MB as float16 (model/match.py read_all). Kept in the API
-process, that reading was most of a warmed server's memory. Kept in a file under the data
+characters of a 2x256 LSTM, 614 MB as float16 (model/match.py read_all); a probe ranks every
+unit over a text of up to 20,000 characters, 245 MB as float32. Kept in the API process, a
+match's reading was most of a warmed server's memory. Kept in a file under the data
 directory and memory-mapped, it lives in the kernel's page cache, which any process reads
 without a copy and the kernel may drop and read again, and a match touches only the rows of
 the units it asks about (200 kB each): the server's resident memory grows by those rows.
 
 The reading is written a piece at a time as it is computed (in a worker process, on a Ray
-replica, or in this thread: engines.reading_piece), each piece's rows at their place in the
-file, so no process ever holds all of it. A file is written under a temporary name and
+replica, or in this thread: app/inference/readings.py), each piece's rows at their place in
+the file, so no process ever holds all of it. A file is written under a temporary name and
 renamed when complete; a reading the cache drops is deleted with it. The directory belongs
 to this process, which holds a lock on a file in it for its life; it is removed when the app
 stops, and one whose lock is free (its process died, in this container or another sharing

@@ -30,8 +30,8 @@ from .registry import Entry
 from .worker_pool import run_local, run_pure
 
 # Characters of a reading computed at a time: four of model.read's chunks, so the values are
-# bit for bit the whole read's; ~0.5 s of a 2x256 LSTM and 25 MB of float16, so the warmer
-# gives way to a waiting request within half a second and a piece is a modest message.
+# bit for bit the whole read's; ~0.5 s of a 2x256 LSTM and 25 MB of float16 (50 of float32), so
+# the warmer gives way to a waiting request within half a second and a piece is a modest message.
 READING_PIECE = 4 * CHUNK
 
 
