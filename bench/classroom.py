@@ -601,9 +601,8 @@ def cluster_lines(result: dict) -> list[str]:
     cluster, wall = result["cluster"], result["wall_seconds"]
     nodes = list(cluster["nodes"].values())
     replicas = cluster["replicas"]
-    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["work_taken"],
-             ", ".join(f"{op} {n}" for op, n in r["calls"].items() if n), f"{r['cpu_seconds']:.1f}",
-             f"{r['cpu_seconds'] / wall:.2f}"] for r in replicas]
+    rows = [[r["name"], f"{r['node']} {r['node_id'][:8]}", r["work_taken"], r["calls"].get("step", 0),
+             f"{r['cpu_seconds']:.1f}", f"{r['cpu_seconds'] / wall:.2f}"] for r in replicas]
     on_head = sum(r["node"].startswith("head") for r in replicas)
     answered = {name: r["status"].get("200", 0) for name, r in result["requests"].items()}
     batched = sum(n for name, n in answered.items() if name.split()[0] in ("trace", "sample", "gradients"))
@@ -612,8 +611,9 @@ def cluster_lines(result: dict) -> list[str]:
         (f"Ray cluster on this machine, in a private network namespace: {', '.join(nodes)}; started in "
          f"{cluster['start_seconds']:.1f} s; the server joined it (executor ray) with {len(replicas)} compute "
          f"replicas ({cluster['replicas_at_start']} as the class began)"),
-        render_table(["replica", "node", "work taken", "calls answered during the class", "CPU s",
-                      "cores"], rows),
+        render_table(["replica", "node", "work taken", "pass steps", "CPU s", "cores"], rows),
+        *(f"  {r['name']} answered " + ", ".join(f"{op} {n}" for op, n in r["calls"].items() if n)
+          for r in replicas),
         (f"work taken by the replicas ({', '.join(REQUEST_OPS)} calls): {sum(r['work_taken'] for r in replicas)}; "
          f"the class's requests answered 200: {sum(answered.values())}, of which trace, sample and gradients "
          f"(always batched in the compute pool) {batched}"),
