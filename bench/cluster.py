@@ -15,8 +15,10 @@ namespace otherwise), as the cluster tests do.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,10 @@ def in_private_network(module_args: list[str], what: str, capture: bool = True) 
     loopback (Ray's nodes bind 127.0.0.1 there), Ray's token authentication off (the cluster
     lives on loopback for one run). `capture`: its output is shown only if it fails; else
     it prints as it goes. SystemExit if it fails."""
+    missing = [tool for tool in ("unshare", "ip") if shutil.which(tool) is None]
+    if missing or importlib.util.find_spec("ray") is None:
+        raise SystemExit(f"{what} needs Ray (pip install -e '.[cluster]'), unshare (util-linux) and ip (iproute2); "
+                         f"missing: {', '.join(missing) or 'ray'}")
     unshare = ["unshare", "--net"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--net"]
     # A PYTHONPATH given (another copy of rnnscope to measure) stays ahead of this tree's bench.
     path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
