@@ -247,17 +247,17 @@ def test_a_pass_that_gave_its_slot_up_waits_for_its_own_worker_not_any_slot():
 
     def job(name: str, seconds: float) -> None:
         with gate.expect(seconds):
-            placed[name] = gate.place(workers, {"A": 1, "B": 0}.get)   # B preferred when both are free
+            placed[name] = gate.place(workers, lambda w, taken: (taken, {"A": 1, "B": 0}[w]))   # B if both free
             order.append(f"{name} on {placed[name]}")
             if name in release:
                 release[name].wait(10)
 
     def a_pass() -> None:
         with gate.slot(seconds=1.0):
-            placed["pass"] = gate.place(workers, {"A": 0, "B": 1}.get)
+            placed["pass"] = gate.place(workers, lambda w, taken: (taken, {"A": 0, "B": 1}[w]))
             release["pass"].wait(10)
             gate.let_waiting_go_first(time.monotonic(), 0.5)
-            order.append(f"pass again on {gate.place(workers, {'A': 0, 'B': 0}.get)}")
+            order.append(f"pass again on {gate.place(workers, lambda w, taken: (taken, 0))}")
 
     pass_thread = start(a_pass)
     until(lambda: "pass" in placed)

@@ -137,13 +137,13 @@ class _Held:
 
 
 def kill_pinned_worker(pool, after: int = 0) -> list[int]:
-    """SIGKILL the worker a pass is pinned to, as soon as one is (and again on the next
-    worker a pass is pinned to, `after` more times); the pids killed."""
+    """SIGKILL the worker a pass is pinned to or a lone request runs on, as soon as one is
+    (and again on the next such worker, `after` more times); the pids killed."""
     killed: list[int] = []
     deadline = time.monotonic() + 60
     while len(killed) <= after and time.monotonic() < deadline:
         for w in list(pool.workers):
-            if w.passes and w.process.pid not in killed and w.process.is_alive():
+            if (w.passes or w.in_flight) and w.process.pid not in killed and w.process.is_alive():
                 os.kill(w.process.pid, signal.SIGKILL)
                 killed.append(w.process.pid)
                 break

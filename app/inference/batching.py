@@ -168,7 +168,7 @@ class Batcher:
                 # max_batch rows a step costs about what one row does.
                 with self._lock:
                     expected = max((j.seconds for j in self._pending), default=UNKNOWN_SECONDS)
-                with self.gate.slot(seconds=expected, measured=False):   # joiners make it longer
+                with self.gate.slot(seconds=expected, measured=False, yields=True):   # joiners make it longer
                     held = time.monotonic()
                     while True:
                         with self._lock:

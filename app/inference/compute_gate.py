@@ -12,7 +12,10 @@ minimises the mean wait when sizes are known and vary by orders of magnitude, as
 clicks do (a passage's trace against a cold state-space fit); FIFO makes every cheap click
 pay for the heavy one ahead of it. Ageing keeps it from starving a long job: see AGEING.
 Shortest-first cannot stop a short job from arriving while heavy jobs hold every slot, so
-long jobs (LONG_SECONDS) hold at most all slots but one.
+long jobs (LONG_SECONDS) hold at most all slots but one, unless they give their slot up
+between pieces of their work to any job waiting ahead of them (`yields`: the batched passes,
+whose pieces take well under a second), which keeps a cheap click from waiting longer than a
+piece without keeping a core idle while only long work waits.
 A newcomer is refused (503, Retry-After: the wait it can expect) only when that wait, the
 running jobs' remaining expected time and the expected time of the jobs ahead of it served
 on the slots, exceeds max_expected_wait (RNNSCOPE_MAX_EXPECTED_WAIT_SECONDS): a short job is
@@ -114,6 +117,7 @@ class _Job:
     began: float = 0.0                 # time.monotonic(): what it took, whatever the gate's clock
     background: bool = False           # work nobody waits for, taken only while the gate is idle
     place: object = None               # the worker its work runs on, once it has one (place())
+    yields: bool = False               # gives its slot up between pieces (let_waiting_go_first)
 
 
 class ComputeGate:
@@ -162,8 +166,8 @@ class ComputeGate:
         now, speed = self._clock(), self.slowdown
         wait = served(self.slots, list(self._running), ahead)
         if long and self._lanes():
-            wait = max(wait, served(self.slots - 1, [j for j in self._running if self._long(j.expected)],
-                                   [j for j in ahead if self._long(j.expected)]))
+            wait = max(wait, served(self.slots - 1, [j for j in self._running if self._holds_long(j)],
+                                   [j for j in ahead if self._holds_long(j)]))
         return wait
 
     def _lanes(self) -> bool:
@@ -171,6 +175,12 @@ class ComputeGate:
 
     def _long(self, seconds: float) -> bool:
         return self._lanes() and seconds > self.long_seconds
+
+    def _holds_long(self, job: _Job) -> bool:
+        """Whether the job is long and kept from the last slot: a long job that gives its slot
+        up between pieces to whoever waits ahead of it (a batched pass) holds a cheap click
+        back for one piece at most, so it may take every slot."""
+        return not job.yields and self._long(job.expected)
 
     @property
     def slowdown(self) -> float:
@@ -196,7 +206,7 @@ class ComputeGate:
         the wait it can expect is over the setting."""
         others = [j for j in self._waiting if j is not job]
         wait = self._expected_wait(sorted((j for j in others if _rank(j) < _rank(job)), key=_rank),
-                                   self._long(job.expected))
+                                   self._holds_long(job))
         if len(others) >= self.max_waiting:
             return ComputeBusy(f"the server is busy: {self.busy} jobs running and {len(others)} waiting, "
                                "the limit (setting RNNSCOPE_MAX_WAITING_JOBS); try again shortly", wait)
@@ -268,12 +278,12 @@ class ComputeGate:
         is passed over, as no wait for a slot would help it), a long job only while another
         slot stays free of long ones."""
         free = self.slots - self.busy
-        long_running = sum(self._long(j.expected) for j in self._running)
+        long_running = sum(self._holds_long(j) for j in self._running)
         taken = {j.place for j in self._running if j.place is not None}
         for job in sorted(self._waiting, key=_rank):
             if free <= 0:
                 break
-            long = self._long(job.expected)
+            long = self._holds_long(job)
             if long and long_running >= self.slots - 1:
                 continue                  # the last slot is kept for what is not long
             if job.place is not None and job.place in taken:
@@ -325,16 +335,17 @@ class ComputeGate:
 
     @contextmanager
     def slot(self, nbytes: int = 0, what: str = "this request", seconds: float | None = None,
-             measured: bool = True) -> Iterator[None]:
+             measured: bool = True, yields: bool = False) -> Iterator[None]:
         """A compute slot and nbytes of the memory budget for a job expected to take
         `seconds` (None: not said, UNKNOWN_SECONDS), or ComputeBusy (503) / OverBudget (413).
         `measured=False`: what it takes says nothing of the gate's speed (a batched pass,
-        which serves whatever joins it)."""
+        which serves whatever joins it). `yields`: the holder calls let_waiting_go_first
+        between pieces of its work, so it is never kept from the last slot as long."""
         self.admit(nbytes, what)
         cost = UNKNOWN_SECONDS if seconds is None else seconds
         with self._cond:
             job = _Job(cost, nbytes, self._priority(cost), next(self._order),
-                       counted=measured and seconds is not None)
+                       counted=measured and seconds is not None, yields=yields)
             self._wait_for(job, what)
         previous, self._local.running = getattr(self._local, "running", None), job
         try:
@@ -407,7 +418,8 @@ class ComputeGate:
         with self._cond:
             holding: _Job = self._local.running
             expected = holding.expected if seconds is None else seconds
-            again = _Job(expected, 0, self._priority(expected), next(self._order), place=holding.place)
+            again = _Job(expected, 0, self._priority(expected), next(self._order), place=holding.place,
+                         yields=holding.yields)
             if not any(j.priority <= again.priority and self._room(j.nbytes) and j.place in (None, holding.place)
                        for j in self._waiting):
                 return held_since
@@ -431,14 +443,14 @@ class ComputeGate:
 
     # ---- where a job's work runs ----------------------------------------------------------------------
 
-    def place(self, candidates: list, load: Callable[[object], object]) -> object | None:
+    def place(self, candidates: list, load: Callable[[object, bool], object]) -> object | None:
         """Where the calling thread's job runs, of `candidates` (the compute workers): the place
-        it has if still a candidate, else the least loaded (by `load`) of those no other
-        running job is at (of all, if every one is), which becomes its place; None outside a
-        slot. A job that gives its slot up and waits again (let_waiting_go_first) keeps its
-        place, and gets a slot only once no other job runs there: a pass's rows live in its
-        worker, and a slot granted while its worker computes another job would only queue
-        the two on one core while another core idles."""
+        it has if still a candidate, else the candidate least loaded by `load(candidate,
+        taken)`, taken saying whether another running job is there; that becomes its place
+        (None outside a slot). A job that gives its slot up and waits again
+        (let_waiting_go_first) keeps its place, and gets a slot only once no other job runs
+        there: a pass's rows live in its worker, and a slot granted while that worker
+        computes another job would only queue the two on one core while another core idles."""
         with self._cond:
             job = getattr(self._local, "running", None)
             if job is None or not candidates:
@@ -446,8 +458,7 @@ class ComputeGate:
             if job.place is not None and any(job.place is c for c in candidates):
                 return job.place
             taken = [j.place for j in self._running if j is not job and j.place is not None]
-            free = [c for c in candidates if not any(c is t for t in taken)] or candidates
-            job.place = min(free, key=load)
+            job.place = min(candidates, key=lambda c: load(c, any(c is t for t in taken)))
             return job.place
 
     # ---- work nobody waits for (app/inference/warming.py) ---------------------------------------
