@@ -279,6 +279,53 @@ def test_a_pass_that_gave_its_slot_up_waits_for_its_own_worker_not_any_slot():
     assert order == ["other on B", "short on A", "newcomer on B", "pass again on A"]
 
 
+def test_long_passes_that_give_way_between_pieces_may_take_every_slot():
+    """Long jobs hold at most all slots but one, unless they give their slot up between
+    pieces (batched passes): then two may run, as a waiting click gets a slot at the next piece."""
+    for yields, both in ((False, False), (True, True)):
+        gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30, long_seconds=1.0)
+        release = threading.Event()
+        running: list[int] = []
+
+        def long_job(n: int) -> None:
+            with gate.slot(seconds=3.0, yields=yields):
+                running.append(n)
+                release.wait(10)
+
+        threads = [start(long_job, n) for n in range(2)]
+        until(lambda: len(running) + gate.waiting == 2)
+        assert (len(running) == 2) is both, (yields, running)
+        release.set()
+        for t in threads:
+            t.join(10)
+
+
+def test_a_pass_goes_to_the_worker_with_the_least_work_pinned_not_the_one_free_now():
+    """Pass A (3 s) is pinned to worker 0 and has given its slot up; a short pass B runs on
+    worker 1. A second long pass goes to worker 1, where the work pinned is short, though
+    worker 0 is the free one now: placed on 0, the two long passes would take turns on one core."""
+    from rnnscope.app.inference.workers import Worker, WorkerPool
+
+    gate = ComputeGate(slots=2, max_waiting=8, max_wait_seconds=30)
+    pool = WorkerPool(0, remote=[Worker(0), Worker(1)], gate=gate)
+    picked: dict[str, int] = {}
+    hold = threading.Event()
+
+    def a_pass(name: str, seconds: float, then: threading.Event | None = None) -> None:
+        with gate.slot(seconds=seconds, yields=True):
+            picked[name] = pool.pick(for_pass=seconds).number
+            if then is not None:
+                then.wait(10)
+
+    a_pass("A", 3.0)                                   # pinned to 0 (both empty), then its slot is given up
+    b = start(a_pass, "B", 0.1, hold)
+    until(lambda: "B" in picked)
+    a_pass("C", 3.0)
+    hold.set()
+    b.join(10)
+    assert picked == {"A": 0, "B": 1, "C": 1}
+
+
 def test_a_short_trace_is_answered_before_a_long_probe_queued_ahead_of_it(data_dir):
     """Over HTTP, one compute slot, held: a probe of 10,000 characters queues, then a trace of
     400; the slot freed, the trace is answered first (it cannot run beside the probe). The
