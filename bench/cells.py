@@ -132,8 +132,10 @@ def table(result: dict) -> str:
     lines = [f"CPU: {m.get('cpu')}; Python {result['python']}; held out: "
              + ", ".join(f"{k} ({v:,} chars)" for k, v in result["held_out"].items())]
     for scored in result["models"]:
-        lines.append(f"\n{scored['model']}: {scored['steps']:,} steps, best validation loss "
-                     f"{scored['best_val_loss']:.4f}")
+        steps, loss = scored["steps"], scored["best_val_loss"]
+        lines.append(f"\n{scored['model']}: "
+                     + (f"{steps:,} steps" if steps is not None else "its steps not recorded") + ", "
+                     + (f"best validation loss {loss:.4f}" if loss is not None else "no validation loss recorded"))
         rows = [[name, s["unit"], f"{s['on_validation']:.3f}", f"{s['chosen_mean']:.3f}",
                  f"{s['chosen_min']:.3f}", f"{s['best_mean']:.3f}"] for name, s in scored["concepts"].items()]
         lines.append(render_table(["concept", "unit (chosen on inspect.py)", "on inspect.py",
