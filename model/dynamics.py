@@ -88,10 +88,10 @@ class LayerReading:
 
 def read_layer(model: LanguageModel, ids: np.ndarray, layer: int, chunk: int = 1024) -> LayerReading:
     """Read ids (T,) from a zero state and keep layer `layer`'s states and input."""
-    return read_layer_piece(model, ids, layer, None, chunk)[0]
+    return read_layer_piece(model, ids, None, layer, chunk)[0]
 
 
-def read_layer_piece(model: LanguageModel, ids: np.ndarray, layer: int, state=None,
+def read_layer_piece(model: LanguageModel, ids: np.ndarray, state, layer: int,
                      chunk: int = 1024) -> tuple[LayerReading, object]:
     """read_layer of the characters ids (T,) read on from `state` (None: the zero state), and
     the state after them: pieces whose lengths are multiples of `chunk`, joined (joined_readings),

@@ -96,7 +96,7 @@ def test_a_layer_read_in_pieces_is_the_layer_read_in_one_go(models):
     whole = read_layer(m, ids, 1, chunk=64)
     pieces, state = [], None
     for s in range(0, len(ids), 128):
-        piece, state = read_layer_piece(m, ids[s:s + 128], 1, state, chunk=64)
+        piece, state = read_layer_piece(m, ids[s:s + 128], state, 1, chunk=64)
         pieces.append(piece)
     joined = joined_readings(pieces)
     for name in ("ids", "h", "c", "x"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 import numpy as np
@@ -78,22 +78,16 @@ class Readings(LRU):
         ids = model.encode(text)
         rows, T = every_unit(model.config), len(ids)
 
-        def pieces():
-            carried = None
-            for s in range(0, T, READING_PIECE):
-                values, carried = run_pure(state, read_piece, model, ids[s:s + READING_PIECE], carried, self.dtype)
-                yield s, values
-                pause()
-
+        pieces = read_in_pieces(state, read_piece, model, ids, pause, self.dtype)
         if keep and self._on_disk(rows * T):
             try:
-                values = self.files.write(rows, T, pieces())
+                values = self.files.write(rows, T, pieces)
             except DiskFull as e:
                 raise HTTPException(507, f"{e.strerror}; the server's disk is full: ask whoever runs it to free "
                                          "space, or try again later") from None
         else:
             values = np.empty((rows, T), self.dtype)
-            for s, piece in pieces():
+            for s, piece in pieces:
                 values[:, s:s + piece.shape[1]] = piece
         return Activations(values, *unit_layout(model))
 
@@ -119,6 +113,19 @@ class Readings(LRU):
     def _key(entry: Entry, text: str) -> tuple:
         # id(model): a training run's model keeps its id while its weights are replaced.
         return entry.id, id(entry.model), hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def read_in_pieces(state, function: Callable, model, ids: np.ndarray, pause: Callable[[], None] = lambda: None,
+                   *arguments) -> Iterator[tuple[int, object]]:
+    """(start, piece) for READING_PIECE characters of ids at a time, each piece
+    function(model, ids[piece], carried, *arguments) -> (piece, carried) computed where compute
+    runs (run_pure), the model's state carried from one to the next, `pause` called between
+    (the warmer gives its slot to waiting requests there)."""
+    carried = None
+    for s in range(0, len(ids), READING_PIECE):
+        piece, carried = run_pure(state, function, model, ids[s:s + READING_PIECE], carried, *arguments)
+        yield s, piece
+        pause()
 
 
 def on_reading(state, function: Callable, model, acts: Activations, *arguments):

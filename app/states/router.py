@@ -23,7 +23,7 @@ from ..inference.costs import UNKNOWN_SECONDS, expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep, get_corpus_library
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
-from ..inference.readings import READING_PIECE
+from ..inference.readings import read_in_pieces
 from ..inference.warming import Preparation
 from ..inference.worker_pool import run_pure
 from ..settings import Settings
@@ -46,13 +46,8 @@ class FitReadings(LRU):
                 pause: Callable[[], None] = lambda: None) -> tuple[LayerReading, dict]:
         """Kept, or read a piece at a time where compute runs (`pause` between pieces: the warmer's)."""
         def read() -> tuple[LayerReading, dict]:
-            ids, pieces, carried = entry.model.encode(text), [], None
-            for s in range(0, len(ids), READING_PIECE):
-                piece, carried = run_pure(state, read_layer_piece, entry.model, ids[s:s + READING_PIECE], layer,
-                                          carried)
-                pieces.append(piece)
-                pause()
-            return joined_readings(pieces), {}
+            pieces = read_in_pieces(state, read_layer_piece, entry.model, entry.model.encode(text), pause, layer)
+            return joined_readings([piece for _, piece in pieces]), {}
         return self.get_or_make(self._key(entry, layer, text), read)
 
     def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
