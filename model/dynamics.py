@@ -67,23 +67,44 @@ def fit_pca(X: np.ndarray, k: int = 3) -> PCA:
 
 @dataclass
 class LayerReading:
-    """One layer's values over a text: h, c (None for RNN and GRU) and the input it read, each (T, .)."""
+    """One layer's values over a text: after reading character t, its h, its c (LSTM only) and
+    the input it read (the layer below's h; layers above the first only), side by side in one
+    array, so a reading kept in a file is one file and a state (h, c) is one row of it."""
 
     ids: np.ndarray             # (T,)
-    h: np.ndarray               # (T, H) after reading character t
-    c: np.ndarray | None        # (T, H)
-    x: np.ndarray | None        # (T, H) what the layer read: the layer below's h (None for layer 0)
+    values: np.ndarray | None   # (T, K): h (H), then c (H), then x (H), those the layer has
+    hidden: int
+    has_c: bool
+    has_x: bool
+
+    @property
+    def h(self) -> np.ndarray:
+        return self.values[:, :self.hidden]
+
+    @property
+    def c(self) -> np.ndarray | None:
+        return self.values[:, self.hidden:2 * self.hidden] if self.has_c else None
+
+    @property
+    def x(self) -> np.ndarray | None:
+        return self.values[:, -self.hidden:] if self.has_x else None
 
     def state(self) -> np.ndarray:
-        """(T, S): the full state F acts on, (h, c) for the LSTM."""
-        return self.h if self.c is None else np.concatenate([self.h, self.c], axis=1)
+        """(T, S): the full state F acts on, (h, c) for the LSTM; a view, so gathering a few
+        rows of a reading in a file reads only those rows."""
+        return self.values[:, :self.hidden * (2 if self.has_c else 1)]
 
     def quantity(self, q: str) -> np.ndarray:
         if q == "h":
             return self.h
-        if q == "c" and self.c is not None:
+        if q == "c" and self.has_c:
             return self.c
-        raise ValueError(f"quantity {q!r} is not a state of this layer; choose h" + (" or c" if self.c is not None else ""))
+        raise ValueError(f"quantity {q!r} is not a state of this layer; choose h" + (" or c" if self.has_c else ""))
+
+
+def reading_width(model: LanguageModel, layer: int) -> int:
+    """Values a character of a LayerReading of `layer`: h, c (LSTM), x (above the first layer)."""
+    return model.config.hidden_size * (1 + model.cell.has_cell_state + (layer > 0))
 
 
 def read_layer(model: LanguageModel, ids: np.ndarray, layer: int, chunk: int = 1024) -> LayerReading:
@@ -99,42 +120,46 @@ def read_layer_piece(model: LanguageModel, ids: np.ndarray, state, layer: int,
     if not 0 <= layer < model.config.num_layers:
         raise ValueError(f"layer {layer} does not exist; the model has {model.config.num_layers}")
     has_c = model.cell.has_cell_state
-    hs, cs, xs = [], [], []
+    values = np.empty((len(ids), reading_width(model, layer)), model.dtype)
     for s in range(0, len(ids), chunk):
         _, state, cache = model.forward(ids[None, s:s + chunk], state)
-        hs.append(np.array(model.internals(cache, layer, "h")))
-        if has_c:
-            cs.append(np.array(model.internals(cache, layer, "c")))
-        if layer > 0:
-            xs.append(np.array(model.internals(cache, layer - 1, "h")))
-    H = model.config.hidden_size
-    return LayerReading(np.asarray(ids), np.concatenate(hs) if hs else np.zeros((0, H), model.dtype),
-                        (np.concatenate(cs) if cs else np.zeros((0, H), model.dtype)) if has_c else None,
-                        (np.concatenate(xs) if xs else np.zeros((0, H), model.dtype)) if layer > 0 else None), state
+        kept = [model.internals(cache, layer, "h")] + ([model.internals(cache, layer, "c")] if has_c else []) \
+            + ([model.internals(cache, layer - 1, "h")] if layer > 0 else [])
+        np.concatenate(kept, axis=1, out=values[s:s + chunk])
+    return LayerReading(np.asarray(ids), values, model.config.hidden_size, has_c, layer > 0), state
 
 
 def joined_readings(pieces: list[LayerReading]) -> LayerReading:
     """One reading of the text the pieces read one after another."""
-    def join(arrays):
-        return None if arrays[0] is None else np.concatenate(arrays)
-    return LayerReading(np.concatenate([p.ids for p in pieces]), join([p.h for p in pieces]),
-                        join([p.c for p in pieces]), join([p.x for p in pieces]))
+    first = pieces[0]
+    return LayerReading(np.concatenate([p.ids for p in pieces]), np.concatenate([p.values for p in pieces]),
+                        first.hidden, first.has_c, first.has_x)
+
+
+def layer_pca(reading: LayerReading, quantity: str, k: int) -> PCA:
+    """fit_pca of one quantity of a reading (h or c)."""
+    return fit_pca(reading.quantity(quantity), k)
 
 
 def layer_input(model: LanguageModel, layer: int, char_id: int, reading: LayerReading | None = None) -> np.ndarray:
     """The input vector (D,) layer `layer` reads when character `char_id` is held constant: its
     one-hot for layer 0; above, the mean of the layer below's h over the steps of `reading` that
-    read that character (ValueError when it never does)."""
+    read that character (held_input; ValueError when it never does)."""
     if layer == 0:
         x = np.zeros(model.config.vocab_size)
         x[char_id] = 1.0
         return x
     if reading is None or reading.x is None:
         raise ValueError("a layer above the first needs a reading to take its input from")
+    return held_input(reading, char_id)
+
+
+def held_input(reading: LayerReading, char_id: int) -> np.ndarray:
+    """The mean input (H,) of a layer above the first over the steps of `reading` that read `char_id`."""
     at = reading.ids == char_id
     if not at.any():
-        raise ValueError("the character is never read in the text the states come from, so layer "
-                         f"{layer} has no input to hold constant for it")
+        raise ValueError("the character is never read in the text the states come from, so the layer "
+                         "has no input to hold constant for it")
     return reading.x[at].astype(np.float64).mean(axis=0)
 
 

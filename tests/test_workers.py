@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from rnnscope.app.inference import readings
 from rnnscope.app.main import create_app
 from rnnscope.model.analysis import gate_saturation
 from rnnscope.model.attribution import intervention, memory_horizon, saliency
@@ -71,7 +72,10 @@ def test_the_state_space_fixed_points_and_groups_compute_in_the_workers_as_here(
         there, here = there.json(), here.json()
         there.pop("seconds", None), here.pop("seconds", None)
         assert there == here, path
-    assert set(sent) == {read_layer_piece, read_layer, fixed_points_for, groups_of}
+    # The fitted readings are files, fitted (PCA, a held input's mean) by a worker that maps them.
+    assert set(sent) == {read_layer_piece, read_layer, fixed_points_for, groups_of, readings._mapped}
+    kept = [reading for reading, _ in workers_client.app.state.state_readings._items.values()]
+    assert kept and all(isinstance(reading.values, np.memmap) for reading in kept)
 
 
 def test_every_other_reading_of_a_text_computes_in_the_workers_as_here(workers_client, threads_client, monkeypatch):

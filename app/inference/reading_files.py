@@ -9,9 +9,10 @@ without a copy and the kernel may drop and read again, and a match touches only 
 the units it asks about (200 kB each): the server's resident memory grows by those rows.
 
 The reading is written a piece at a time as it is computed (in a worker process, on a Ray
-replica, or in this thread: app/inference/readings.py), each piece's rows at their place in
-the file, so no process ever holds all of it. A file is written under a temporary name and
-renamed when complete; a reading the cache drops is deleted with it. The directory belongs
+replica, or in this thread: app/inference/readings.py), each piece at its place in the file,
+so no process ever holds all of it. A file is written under a temporary name and renamed when
+complete; it is deleted once nothing holds the reading made of it any more (the cache let it
+go and no request still works on it: a worker reopens it by name while one does). The directory belongs
 to this process, which holds a lock on a file in it for its life; it is removed when the app
 stops, and one whose lock is free (its process died, in this container or another sharing
 the data directory) is removed by the next server to start.
@@ -24,6 +25,7 @@ import logging
 import os
 import secrets
 import shutil
+import weakref
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -57,23 +59,30 @@ class ReadingFiles:
         except OSError:
             return False
 
-    def write(self, rows: int, T: int, pieces: Iterable[tuple[int, np.ndarray]]) -> np.memmap:
-        """A (rows, T) reading of `dtype` put together from `pieces`, (start, values (rows, C)),
-        written into a new file and mapped read-only. DiskFull when the disk fills meanwhile."""
+    def write(self, shape: tuple[int, int], pieces: Iterable[tuple[int, np.ndarray]], axis: int = 1) -> np.memmap:
+        """A `shape` array of `dtype` put together from `pieces`, (start, values), each a slice of
+        it along `axis` from `start` (a reading of every unit is (units, T), pieces along time,
+        axis 1; one layer's is (T, values), axis 0), written into a new file and mapped
+        read-only. DiskFull when the disk fills meanwhile."""
         self._claim()
+        rows, cols = shape
+        size = self.dtype.itemsize
         path = self.directory / f"{next(self._numbers)}.npy"
         part = path.with_suffix(".part")
         try:
             # A sparse file of the reading's size with .npy's header: blocks are taken as written.
-            header = np.lib.format.open_memmap(part, mode="w+", dtype=self.dtype, shape=(rows, T))
+            header = np.lib.format.open_memmap(part, mode="w+", dtype=self.dtype, shape=shape)
             offset = header.offset
             del header
             fd = os.open(part, os.O_WRONLY)
             try:
                 for start, values in pieces:
                     values = np.ascontiguousarray(values, self.dtype)
-                    for r in range(rows):   # row r's characters start..start+C sit together in the file
-                        os.pwrite(fd, values[r].data, offset + (r * T + start) * self.dtype.itemsize)
+                    if axis == 0:       # whole rows: they sit together in the file
+                        _write_all(fd, values.data, offset + start * cols * size)
+                    else:               # row r's columns start..start+C sit together
+                        for r in range(rows):
+                            _write_all(fd, values[r].data, offset + (r * cols + start) * size)
             finally:
                 os.close(fd)
             os.replace(part, path)
@@ -86,11 +95,12 @@ class ReadingFiles:
         return np.load(path, mmap_mode="r")
 
     @staticmethod
-    def remove(values: np.ndarray) -> None:
-        """Delete a reading's file (a mapping still in use keeps reading it until it closes)."""
+    def owned_by(holder: object, values: np.ndarray) -> None:
+        """Delete the file `values` maps once `holder` (the reading made of it) is gone: not
+        when the cache drops it, as a request may still be sending it to a worker by name."""
         name = getattr(values, "filename", None)
         if name:
-            Path(name).unlink(missing_ok=True)
+            weakref.finalize(holder, _unlink, name)
 
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -114,6 +124,18 @@ class ReadingFiles:
 
 
 OWNER = ".owner"
+
+
+def _unlink(name: str) -> None:
+    Path(name).unlink(missing_ok=True)
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    """pwrite all of `data`: a write the disk cut short is followed by one that says why."""
+    data = memoryview(data).cast("B")
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _abandoned(directory: Path) -> bool:

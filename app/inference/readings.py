@@ -12,6 +12,7 @@ worked on here.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
@@ -80,15 +81,13 @@ class Readings(LRU):
 
         pieces = read_in_pieces(state, read_piece, model, ids, pause, self.dtype)
         if keep and self._on_disk(rows * T):
-            try:
-                values = self.files.write(rows, T, pieces)
-            except DiskFull as e:
-                raise HTTPException(507, f"{e.strerror}; the server's disk is full: ask whoever runs it to free "
-                                         "space, or try again later") from None
-        else:
-            values = np.empty((rows, T), self.dtype)
-            for s, piece in pieces:
-                values[:, s:s + piece.shape[1]] = piece
+            values = written(self.files, (rows, T), pieces)
+            acts = Activations(values, *unit_layout(model))
+            self.files.owned_by(acts, values)
+            return acts
+        values = np.empty((rows, T), self.dtype)
+        for s, piece in pieces:
+            values[:, s:s + piece.shape[1]] = piece
         return Activations(values, *unit_layout(model))
 
     def read_bytes(self, model, chars: int, keep: bool) -> int:
@@ -101,9 +100,6 @@ class Readings(LRU):
 
     def _on_disk(self, values: int) -> bool:
         return self.files.room_for(values * self.dtype.itemsize)
-
-    def dropped(self, key, value: Activations) -> None:
-        ReadingFiles.remove(value.values)
 
     def close(self) -> None:
         """The app stops: every reading's file goes (a mapping still open keeps its pages)."""
@@ -128,18 +124,29 @@ def read_in_pieces(state, function: Callable, model, ids: np.ndarray, pause: Cal
         pause()
 
 
-def on_reading(state, function: Callable, model, acts: Activations, *arguments):
-    """function(acts, *arguments) where the reading is: in a local worker that maps its file,
-    or here when it is in memory. `function` is pure and defined at a module's top level."""
-    path = getattr(acts.values, "filename", None)
+def written(files: ReadingFiles, shape: tuple[int, int], pieces, axis: int = 1) -> np.memmap:
+    """files.write, a full disk answered with a 507 that says what to do."""
+    try:
+        return files.write(shape, pieces, axis)
+    except DiskFull as e:
+        raise HTTPException(507, f"{e.strerror}; the server's disk is full: ask whoever runs it to free "
+                                 "space, or try again later") from None
+
+
+def on_reading(state, function: Callable, model, reading, *arguments):
+    """function(reading, *arguments) where the reading is: in a local worker that maps its file,
+    or here when it is in memory. `reading` is a dataclass whose `values` may map a file (an
+    Activations, a LayerReading); `function` is pure and defined at a module's top level."""
+    path = getattr(reading.values, "filename", None)
     if path is None:
-        return function(acts, *arguments)
-    return run_local(state, _mapped, model, str(path), function, *arguments)
+        return function(reading, *arguments)
+    # The rest of the reading travels as it is (unit labels, ids: small), its values by name.
+    return run_local(state, _mapped, model, str(path), dataclasses.replace(reading, values=None), function, *arguments)
 
 
-def _mapped(model, path: str, function: Callable, *arguments):
-    """In a worker: the reading in `path`, mapped, given to function."""
-    return function(Activations(np.load(path, mmap_mode="r"), *unit_layout(model)), *arguments)
+def _mapped(model, path: str, rest, function: Callable, *arguments):
+    """In a worker: the reading with its values mapped from `path`, given to function."""
+    return function(dataclasses.replace(rest, values=np.load(path, mmap_mode="r")), *arguments)
 
 
 # The last few texts' activations, every unit as float32: reading is most of a probe's cost

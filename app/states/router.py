@@ -12,18 +12,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from rnnscope.model.data import split
-from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, fit_pca, fixed_points_for,
-                                     joined_readings, layer_input, read_layer, read_layer_piece, sample_starts)
+from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, fixed_points_for, held_input,
+                                     joined_readings, layer_input, layer_pca, read_layer, read_layer_piece,
+                                     reading_width, sample_starts)
 from rnnscope.model.probes import CONCEPTS
 
 from ..inference.checks import check_unit, readable_text
-from ..inference.compute import reading_bytes
+from ..inference.compute import FLOAT, reading_bytes
 from ..inference.corpus_index import training_corpus
 from ..inference.costs import UNKNOWN_SECONDS, expected_seconds
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep, get_corpus_library
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
-from ..inference.readings import read_in_pieces
+from ..inference.reading_files import ReadingFiles
+from ..inference.readings import READING_PIECE, on_reading, read_in_pieces, written
 from ..inference.warming import Preparation
 from ..inference.worker_pool import run_pure
 from ..settings import Settings
@@ -40,34 +42,67 @@ EIGENVALUES_SHOWN = 6
 
 class FitReadings(LRU):
     """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
-    recently used dropped first: the page asks for one projection again and again."""
+    recently used dropped first: the page asks for one projection again and again.
+
+    A reading (20,000 characters of a 2x256 LSTM's layer: 41-61 MB) is kept in a memory-mapped
+    file (reading_files.py) when the disk has room, and the work that touches all of it (the
+    PCA fits, a held input's mean) runs in a local worker that maps the file; this process
+    reads only the few states a fixed-point search starts from."""
+
+    def __init__(self, size: int, settings: Settings):
+        super().__init__(size)
+        self.files = ReadingFiles(settings.data_dir / "cache", settings.min_free_bytes, np.float32)
 
     def reading(self, state, entry: Entry, layer: int, text: str,
                 pause: Callable[[], None] = lambda: None) -> tuple[LayerReading, dict]:
         """Kept, or read a piece at a time where compute runs (`pause` between pieces: the warmer's)."""
         def read() -> tuple[LayerReading, dict]:
-            pieces = read_in_pieces(state, read_layer_piece, entry.model, entry.model.encode(text), pause, layer)
-            return joined_readings([piece for _, piece in pieces]), {}
+            m = entry.model
+            ids = m.encode(text)
+            pieces = read_in_pieces(state, read_layer_piece, m, ids, pause, layer)
+            shape = (len(ids), reading_width(m, layer))
+            if not self._on_disk(shape):
+                return joined_readings([piece for _, piece in pieces]), {}
+            values = written(self.files, shape, ((s, piece.values) for s, piece in pieces), axis=0)
+            reading = LayerReading(ids, values, m.config.hidden_size, m.cell.has_cell_state, layer > 0)
+            self.files.owned_by(reading, values)
+            return reading, {}
         return self.get_or_make(self._key(entry, layer, text), read)
 
     def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
         """Characters a request must read to fit on `text`: none once its reading is kept."""
         return 0 if self.get(self._key(entry, layer, text)) is not None else len(text)
 
+    def fit_bytes(self, entry: Entry, layer: int, chars: int) -> int:
+        """This process's peak bytes for reading `chars` characters of a layer: a piece and the
+        file's few touched rows when it goes to a file, else all of it."""
+        m = entry.model
+        width = reading_width(m, layer)
+        piece = min(chars, READING_PIECE)
+        if chars and self._on_disk((chars, width)):
+            return reading_bytes(m.config, piece, width) + piece * width * FLOAT
+        return reading_bytes(m.config, chars, width)
+
+    def pca(self, state, entry: Entry, found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
+        reading, fits = found
+        if (quantity, components) not in fits:
+            fits[(quantity, components)] = on_reading(state, layer_pca, entry.model, reading, quantity, components)
+        return fits[(quantity, components)]
+
+    def close(self) -> None:
+        """The app stops: every reading's file goes."""
+        self.files.close()
+
+    def _on_disk(self, shape: tuple[int, int]) -> bool:
+        return self.files.room_for(shape[0] * shape[1] * FLOAT)
+
     @staticmethod
     def _key(entry: Entry, layer: int, text: str) -> tuple:
         # id(model): a training run's model keeps its id while its weights are replaced.
         return entry.id, id(entry.model), layer, hash(text), len(text)
 
-    @staticmethod
-    def pca(found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
-        reading, fits = found
-        if (quantity, components) not in fits:
-            fits[(quantity, components)] = fit_pca(reading.quantity(quantity), components)
-        return fits[(quantity, components)]
 
-
-get_fit_readings = kept_on_app("state_readings", lambda s: FitReadings(s.state_cache_readings))
+get_fit_readings = kept_on_app("state_readings", lambda s: FitReadings(s.state_cache_readings, s))
 
 # What the page asks first (static/js/states.js): layer 0's h in 2 components.
 FIRST_VIEW = (0, "h", 2)
@@ -86,10 +121,10 @@ def prepare(state, entry: Entry, rank: int) -> list[Preparation]:
     text, m = fitted[0], entry.model
 
     def run(pause) -> None:
-        fits.pca(fits.reading(state, entry, layer, text, pause), quantity, components)
+        fits.pca(state, entry, fits.reading(state, entry, layer, text, pause), quantity, components)
 
     return [Preparation(f"the state-space fit of {entry.id}'s layer {layer}",
-                        expected_seconds(m.config, states_fit=len(text)), reading_bytes(m.config, len(text), 3 * m.config.hidden_size), run)]
+                        expected_seconds(m.config, states_fit=len(text)), fits.fit_bytes(entry, layer, len(text)), run)]
 
 
 FitDep = Annotated[FitReadings, Depends(get_fit_readings)]
@@ -135,13 +170,13 @@ def states(req: StatesRequest, request: Request, entry: ModelDep, settings: Sett
     else:
         concept = CONCEPTS[req.colour_by]
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
-    # One layer's h, c and input over the fitted text (float32), and the trajectory's.
-    nbytes = reading_bytes(m.config, len(fit_source) + len(text), 3 * m.config.hidden_size)
+    # The fitted text's reading (unless kept), and the trajectory's: one layer's h, c and input.
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
+    nbytes = fits.fit_bytes(entry, req.layer, fit_chars) + reading_bytes(m.config, len(text), reading_width(m, req.layer))
     seconds = expected_seconds(m.config, states_fit=fit_chars, states=len(text))
     with slots.job(nbytes, "this state-space request", seconds):
         found = fits.reading(request.app.state, entry, req.layer, fit_source)
-        pca = fits.pca(found, req.quantity, req.components)
+        pca = fits.pca(request.app.state, entry, found, req.quantity, req.components)
         trajectory = run_pure(request.app.state, read_layer, m, m.encode(text), req.layer).quantity(req.quantity)
         coords = pca.project(trajectory)
     return StatesResponse(text=text, layer=req.layer, quantity=req.quantity, fitted_on=source, corpus=corpus,
@@ -179,9 +214,11 @@ def fixed_points(req: FixedPointsRequest, request: Request, entry: ModelDep, set
         started = time.monotonic()
         found = fits.reading(request.app.state, entry, req.layer, fit_source)
         reading = found[0]
-        pca = fits.pca(found, req.quantity, req.components)
+        pca = fits.pca(request.app.state, entry, found, req.quantity, req.components)
+        char_id = m.vocab.encode(req.char)[0]
         try:
-            x = layer_input(m, req.layer, m.vocab.encode(req.char)[0], reading)
+            x = layer_input(m, 0, char_id) if req.layer == 0 else \
+                on_reading(request.app.state, held_input, m, reading, char_id)
         except ValueError as e:
             raise invalid(("body", "char"), str(e), "char_unseen") from None
         search = run_pure(request.app.state, fixed_points_for, m, req.layer, x,
