@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .lm import LanguageModel
-from .probes import Activations, Probe, rank_units
+from .probes import Activations, Probe, activations, rank_units
 
 
 def spans_indicator(spans: list[tuple[int, int]], T: int) -> np.ndarray:
@@ -75,39 +75,10 @@ def middle_cut(values: np.ndarray, inside: np.ndarray, sign: int, threshold: flo
 
 
 def read_all(model: LanguageModel, ids: np.ndarray, dtype=np.float16, chunk: int = 1024) -> Activations:
-    """Like probes.activations, stored as `dtype`: float16 halves a long text's memory (3,072
-    units x 100,000 characters of a 2x256 LSTM is 614 MB) and keeps three digits of each
-    value, which is all an on/off test against a threshold needs."""
-    values, _ = read_piece(model, ids, None, dtype, chunk)
-    return Activations(values, *unit_layout(model))
-
-
-def read_piece(model: LanguageModel, ids: np.ndarray, state=None, dtype=np.float16,
-               chunk: int = 1024) -> tuple[np.ndarray, object]:
-    """read_all's values (M, T) of the characters ids (T,), read on from `state` (None: the
-    zero state), and the state after them: a text read in pieces whose lengths are multiples
-    of `chunk` gives exactly read_all's values, as the model reads in the same chunks."""
-    cfg, cell = model.config, model.cell
-    H, T = cfg.hidden_size, len(ids)
-    keys = [(l, q) for l in range(cfg.num_layers) for q in cell.quantities]
-    values = np.empty((len(keys), H, T), dtype)                          # (K, H, T)
-    for s in range(0, T, chunk):
-        logits, state, cache = model.forward(ids[None, s:s + chunk], state)
-        for k, (l, q) in enumerate(keys):
-            # float16 tops out at 65,504: a cell state past it is clipped, still "on" or "off".
-            block = model.internals(cache, l, q).T
-            values[k, :, s:s + logits.shape[1]] = np.clip(block, -6e4, 6e4) if dtype == np.float16 else block
-    return values.reshape(len(keys) * H, T), state
-
-
-def unit_layout(model: LanguageModel) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Each row's layer, quantity and unit in read_all's values: layer-major, then quantity
-    in the cell's order, then unit."""
-    cfg, cell = model.config, model.cell
-    H = cfg.hidden_size
-    keys = [(l, q) for l in range(cfg.num_layers) for q in cell.quantities]
-    return (np.repeat([l for l, _ in keys], H), [q for _, q in keys for _ in range(H)],
-            np.tile(np.arange(H), len(keys)))
+    """probes.activations stored as `dtype`: float16 halves a long text's memory (3,072 units x
+    100,000 characters of a 2x256 LSTM is 614 MB) and keeps three digits of each value, which
+    is all an on/off test against a threshold needs."""
+    return activations(model, ids, chunk, dtype=dtype)
 
 
 @dataclass

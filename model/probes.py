@@ -248,21 +248,43 @@ class Activations:
 
 
 def activations(model: LanguageModel, ids: np.ndarray, chunk: int = 1024,
-                quantities: Iterable[str] | None = None) -> Activations:
+                quantities: Iterable[str] | None = None, dtype=None) -> Activations:
     """Read ids (T,) from a zero state and keep every quantity of every layer (or only
-    `quantities`, in the cell's order), unit-major."""
-    cfg, cell = model.config, model.cell
-    H, T = cfg.hidden_size, len(ids)
-    kept = cell.quantities if quantities is None else [q for q in cell.quantities if q in set(quantities)]
-    keys = [(l, q) for l in range(cfg.num_layers) for q in kept]
-    values = np.empty((len(keys), H, T), model.dtype)                    # (K, H, T)
-    for s, logits, cache in model.read(ids, chunk):
+    `quantities`, in the cell's order), unit-major, as `dtype` (default: the model's)."""
+    values, _ = read_units(model, ids, None, model.dtype if dtype is None else dtype, chunk, quantities)
+    return Activations(values, *unit_layout(model, quantities))
+
+
+def read_units(model: LanguageModel, ids: np.ndarray, state=None, dtype=np.float16, chunk: int = 1024,
+               quantities: Iterable[str] | None = None) -> tuple[np.ndarray, object]:
+    """The values (M, T) of every unit (unit_layout's rows) over the characters ids (T,), read
+    on from `state` (None: the zero state), and the state after them: a text read in pieces
+    whose lengths are multiples of `chunk` gives exactly the whole read's values, as the model
+    reads in the same chunks."""
+    H, T = model.config.hidden_size, len(ids)
+    keys = _unit_keys(model, quantities)
+    values = np.empty((len(keys), H, T), dtype)                          # (K, H, T)
+    for s in range(0, T, chunk):
+        logits, state, cache = model.forward(ids[None, s:s + chunk], state)
         for k, (l, q) in enumerate(keys):
-            values[k, :, s:s + len(logits)] = model.internals(cache, l, q).T
-    layers = np.repeat([l for l, _ in keys], H)
-    quantities = [q for _, q in keys for _ in range(H)]
-    units = np.tile(np.arange(H), len(keys))
-    return Activations(values.reshape(len(keys) * H, T), layers, quantities, units)
+            block = model.internals(cache, l, q).T
+            # float16 tops out at 65,504: a cell state past it is clipped, still "on" or "off".
+            values[k, :, s:s + logits.shape[1]] = np.clip(block, -6e4, 6e4) if values.dtype == np.float16 else block
+    return values.reshape(len(keys) * H, T), state
+
+
+def unit_layout(model: LanguageModel, quantities: Iterable[str] | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Each row's layer, quantity and unit in read_units' values: layer-major, then quantity
+    in the cell's order, then unit."""
+    H, keys = model.config.hidden_size, _unit_keys(model, quantities)
+    return (np.repeat([l for l, _ in keys], H), [q for _, q in keys for _ in range(H)],
+            np.tile(np.arange(H), len(keys)))
+
+
+def _unit_keys(model: LanguageModel, quantities: Iterable[str] | None) -> list[tuple[int, str]]:
+    cell = model.cell
+    kept = cell.quantities if quantities is None else [q for q in cell.quantities if q in set(quantities)]
+    return [(l, q) for l in range(model.config.num_layers) for q in kept]
 
 
 def auc(values: np.ndarray, labels: np.ndarray, block: int = 256) -> np.ndarray:

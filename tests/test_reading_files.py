@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from rnnscope.app.inference import readings
 from rnnscope.app.inference.reading_files import DiskFull, ReadingFiles
 from rnnscope.app.main import create_app
-from rnnscope.model.match import read_all, read_piece
+from rnnscope.model.match import read_all
+from rnnscope.model.probes import read_units
 
 UNIT = {"layer": 0, "quantity": "c", "unit": 3, "sign": 1, "threshold": 0.0}
 
@@ -24,7 +25,7 @@ def test_a_reading_in_pieces_is_the_reading_in_one_go(models, corpus):
     whole = read_all(m, ids, chunk=256).values
     state, pieces = None, []
     for s in range(0, len(ids), 512):                 # multiples of the chunk: the same forward calls
-        values, state = read_piece(m, ids[s:s + 512], state, chunk=256)
+        values, state = read_units(m, ids[s:s + 512], state, chunk=256)
         pieces.append(values)
     assert np.array_equal(np.concatenate(pieces, axis=1), whole)
 
@@ -92,7 +93,7 @@ def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the
         monkeypatch.setattr(pool, "run", lambda function, *args: sent.append(function) or run(function, *args))
         r = c.post("/api/models/lstm/match", json={"units": [UNIT], "length": 6})
         assert r.status_code == 200, r.text
-        assert sent and set(sent) == {read_piece}                       # its pieces were read in the workers
+        assert sent and set(sent) == {read_units}                       # its pieces were read in the workers
         acts, = c.app.state.match_readings._items.values()
         assert isinstance(acts.values, np.memmap)
         mine = c.app.state.match_readings.files.directory
@@ -142,7 +143,7 @@ def test_a_probe_and_a_selection_rank_in_a_worker_on_the_file_as_this_process_wo
             there = c.post(path, json=body)
             assert there.status_code == 200, there.text
             assert there.json() == here.post(path, json=body).json(), path
-        assert set(sent) == {read_piece, readings._mapped}
+        assert set(sent) == {read_units, readings._mapped}
         kept = list(c.app.state.activation_cache._items.values())
         assert len(kept) == 2 and all(isinstance(a.values, np.memmap) for a in kept)
         assert here.app.state.compute_pool is None

@@ -21,8 +21,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, HTTPException
 
-from rnnscope.model.match import read_piece, unit_layout
-from rnnscope.model.probes import Activations
+from rnnscope.model.probes import Activations, read_units, unit_layout
 
 from .compute import CHUNK, every_unit, reading_bytes
 from .lru import LRU, kept_on_app
@@ -79,7 +78,7 @@ class Readings(LRU):
         ids = model.encode(text)
         rows, T = every_unit(model.config), len(ids)
 
-        pieces = read_in_pieces(state, read_piece, model, ids, pause, self.dtype)
+        pieces = read_in_pieces(state, read_units, model, ids, pause, self.dtype)
         if keep and self._on_disk(rows * T):
             values = written(self.files, (rows, T), pieces)
             acts = Activations(values, *unit_layout(model))
