@@ -37,7 +37,7 @@ from .common import machine_info, render_table
 # multiprocessing, unittest, sqlite3, wsgiref, zoneinfo and tomllib, then inspect, typing and
 # pathlib): ordinary code with docstrings, comments, strings and nested brackets.
 HELD_OUT = ("argparse.py", "dataclasses.py", "configparser.py", "textwrap.py", "json/encoder.py")
-CONCEPT_NAMES = ("comment", "inline_string", "string", "indentation", "bracket_depth", "line_position")
+CONCEPT_NAMES = ("comment", "prose", "inline_string", "string", "indentation", "bracket_depth", "line_position")
 QUANTITIES = ("h", "c")
 VALIDATION_MODULE = "inspect.py"
 
@@ -71,7 +71,7 @@ def validation_stretch(model: LanguageModel, chars: int) -> str:
     return whole_lines(val[start:], chars)
 
 
-def read_units(model: LanguageModel, text: str) -> Activations:
+def read_h_and_c(model: LanguageModel, text: str) -> Activations:
     """The layers' h and c over `text` from a zero state, unit-major: (L * 2 * H, T)."""
     return activations(model, model.encode(text), quantities=QUANTITIES)
 
@@ -85,7 +85,7 @@ def strength_of(acts: Activations, row: int, indicator: np.ndarray, graded: bool
 def score_model(path: Path, texts: dict[str, str], chars: int) -> dict:
     model = load_model(path)
     val_text = validation_stretch(model, chars)
-    val_acts = read_units(model, val_text)
+    val_acts = read_h_and_c(model, val_text)
     chosen = {}
     for name in CONCEPT_NAMES:
         c = CONCEPTS[name]
@@ -94,7 +94,7 @@ def score_model(path: Path, texts: dict[str, str], chars: int) -> dict:
     del val_acts
     per_module = {}
     for module, text in texts.items():
-        acts = read_units(model, text)
+        acts = read_h_and_c(model, text)
         row = {}
         for name in CONCEPT_NAMES:
             c = CONCEPTS[name]

@@ -230,6 +230,8 @@ CONCEPTS: dict[str, Concept] = {c.name: c for c in (
     Concept("url", "inside a URL (http://, https:// or www.)", False, lambda t: regex_indicator(t, URL)),
     Concept("comment", "inside a comment: # to the end of the line, outside string literals", False,
             lambda t: python_literals(t).comment),
+    Concept("prose", "inside a comment or a string literal: a Python file's words rather than its code (the cell "
+            "Karpathy et al. saw turn on inside comments and quotes)", False, lambda t: 1.0 - code_only(t)),
     Concept("indentation", "the leading whitespace of the character's line", True, indentation),
 )}
 

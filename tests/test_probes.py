@@ -106,6 +106,8 @@ y = '\'' + r"\d\\" + f'{a["k"]}' + b'' + "\\"
     assert np.array_equal(CONCEPTS["string"].indicator(t), string)
     assert np.array_equal(CONCEPTS["comment"].indicator(t), comment)
     assert not triple.any() and np.array_equal(CONCEPTS["inline_string"].indicator(t), string)
+    # Prose: a string or a comment, every other character code.
+    assert np.array_equal(CONCEPTS["prose"].indicator(t), np.maximum(string, comment))
 
 
 def test_a_docstring_spans_lines_and_hides_what_looks_like_code():
