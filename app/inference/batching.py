@@ -41,7 +41,7 @@ from ..settings import Settings
 from .compute_gate import ComputeBusy, ComputeGate
 from .costs import UNKNOWN_SECONDS
 from .deps import ComputeSlots
-from .engines import KINDS, Engine, GradientWork, Job, SampleWork, TraceWork  # noqa: F401 - the routes' names
+from .engines import KINDS, Engine, GradientWork, Job, SampleWork, TraceWork, trace_alone  # noqa: F401 - the routes' names
 from .runtime import release_free_memory
 from .workers import RemoteEngine, WorkerPool
 

@@ -16,8 +16,9 @@ from rnnscope.model.lm import LanguageModel
 from rnnscope.model.sample import BatchSampler, generate
 
 from ..settings import Settings
-from .compute import ReadingBuilder, read
+from .compute import Reading, ReadingBuilder, encode_array, read
 from .costs import UNKNOWN_SECONDS
+from .schemas import Encoding
 
 # Characters a trace pass reads before new requests may join: a newcomer waits one chunk
 # (~40 ms for 16 rows of a 2x256 LSTM), per-chunk overhead stays under a few per cent, and
@@ -75,6 +76,7 @@ class TraceWork:
     ids: np.ndarray
     wanted: list[tuple[int, str]]
     k: int
+    encoding: Encoding | None = None     # encode the internals where they are computed (None: leave them)
 
 
 class TraceEngine(Engine):
@@ -101,7 +103,7 @@ class TraceEngine(Engine):
             builder.add(piece.start, piece.logits, lambda l, q, piece=piece: piece.internals(self.model, l, q))
             if piece.done:
                 self.jobs.remove(piece.key)
-                piece.key.finish((self.builders.pop(piece.key).reading, None))   # as alone(), not encoded
+                piece.key.finish(traced(self.builders.pop(piece.key).reading, piece.key.payload))   # as alone()
 
 
 @dataclass
@@ -171,8 +173,18 @@ KINDS: dict[str, Callable[[LanguageModel, Settings], Engine]] = {
 # A request that finds nothing of its kind running on its model is answered alone, by the
 # lone code path (a trace through the one-row forward, a sample by generate, one BPTT pass),
 # in the caller's thread or in a worker process alike: the same function, so the same answer.
-def trace_alone(model: LanguageModel, work: TraceWork):
-    return read(model, work.ids, work.wanted, work.k), None          # encoded by the route
+def trace_alone(model: LanguageModel, work: TraceWork) -> tuple[Reading, dict | None]:
+    return traced(read(model, work.ids, work.wanted, work.k), work)
+
+
+def traced(reading: Reading, work: TraceWork) -> tuple[Reading, dict | None]:
+    """A trace's answer: its reading, and its internals encoded as the request asked, by
+    (layer, quantity), taken out of the reading. Encoded where the trace was computed, a
+    worker sends the API process an int8 trace a quarter of the float32 one's size."""
+    if work.encoding is None:
+        return reading, None
+    # Each float array is dropped once encoded, so they do not all outlive the encoding.
+    return reading, {key: encode_array(reading.internals.pop(key), work.encoding) for key in work.wanted}
 
 
 def sample_alone(model: LanguageModel, work: SampleWork) -> list[tuple[str, float]]:

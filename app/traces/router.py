@@ -8,9 +8,9 @@ from fastapi.responses import HTMLResponse
 
 from rnnscope.model.analysis import gate_saturation, gradient_through_time
 
-from ..inference.batching import BatchersDep, GradientWork, TraceWork
+from ..inference.batching import BatchersDep, GradientWork, TraceWork, trace_alone
 from ..inference.checks import chosen, prediction, readable_text
-from ..inference.compute import SENT_BYTES, Reading, encode_array, norms, read, reading_bytes, rounded
+from ..inference.compute import SENT_BYTES, norms, reading_bytes, rounded
 from ..inference.costs import expected_seconds
 from ..inference.corpus_index import CorpusLibrary
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RegistryDep, RenderedInThread, SettingsDep
@@ -47,25 +47,15 @@ def trace(req: TraceRequest, entry: ModelDep, settings: SettingsDep, batchers: B
                                  f"{settings.max_trace_bytes:,} (setting RNNSCOPE_MAX_TRACE_BYTES): ask for "
                                  "fewer layers or quantities, a shorter text, or int8")
     ids, wanted = m.encode(text), [(l, q) for l in layers for q in quantities]
+    work = TraceWork(ids, wanted, req.top_k, req.encoding)
 
-    def encoded(r: Reading) -> list[TraceLayer]:
-        # Each float array is dropped once encoded, so they do not all outlive the encoding.
-        return [TraceLayer(layer=l, quantities={q: encode_array(r.internals.pop((l, q)), req.encoding)
-                                                for q in quantities})
-                for l in layers]
-
-    def alone() -> tuple[Reading, list[TraceLayer]]:
-        r = read(m, ids, wanted, req.top_k)
-        return r, encoded(r)
-
-    # Read alone, or in a pass shared with concurrent traces of this model (then encoded here),
-    # holding the memory budget's bytes for the float32 reading, its encoding and the JSON.
+    # Read alone, or in a pass shared with concurrent traces of this model, and encoded where
+    # it was read, holding the memory budget's bytes for the float32 reading, its encoding and the JSON.
     peak = reading_bytes(m.config, len(text), len(wanted) * m.config.hidden_size + 2 * req.top_k + 1) + 2 * size
     with batchers.gate.hold(int(peak), "this trace"):
-        r, out = batchers.run(entry.id, "trace", m, TraceWork(ids, wanted, req.top_k), size, alone,
-                              expected_seconds(m.config, trace=len(text)))
-    if out is None:
-        out = encoded(r)
+        r, arrays = batchers.run(entry.id, "trace", m, work, size, lambda: trace_alone(m, work),
+                                 expected_seconds(m.config, trace=len(text)))
+    out = [TraceLayer(layer=l, quantities={q: arrays[(l, q)] for q in quantities}) for l in layers]
     top_chars = np.array(m.vocab.chars)[r.top_ids].tolist()
     return TraceResponse(text=text, chars=list(text), loss=rounded(r.loss),
                          mean_loss=float(r.loss.mean()) if r.loss.size else None,
