@@ -257,7 +257,8 @@ TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 20
 REQUESTS = [("trace", {"text": TEXT}), ("probe", {"text": TEXT, "concept": "vowel"}),
             ("select", {"text": TEXT, "spans": [[0, 5]]}), ("match", {"text": TEXT, "length": 10, "units": [
                 {"layer": 0, "quantity": "h", "unit": 0, "threshold": 0.0, "sign": 1}]}),
-            ("states", {"text": TEXT, "layer": 0}), ("groups", {"text": TEXT, "layer": 0, "components": 2})]
+            ("states", {"text": TEXT, "layer": 0}), ("groups", {"text": TEXT, "layer": 0, "components": 2}),
+            ("fixed-points", {"text": TEXT, "layer": 1, "char": "e", "starts": 4})]
 
 
 @pytest.mark.parametrize("route, body", REQUESTS, ids=[r for r, _ in REQUESTS])

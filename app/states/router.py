@@ -83,6 +83,14 @@ class FitReadings(LRU):
             return reading_bytes(m.config, piece, width) + piece * width * FLOAT
         return reading_bytes(m.config, chars, width)
 
+    def pca_bytes(self, entry: Entry, layer: int, text: str, quantity: str, components: int) -> int:
+        """A PCA fit's peak (layer_pca): its quantity over `text` as float64 and centred, two
+        (T, H) copies; none once fitted."""
+        found = self.get(self._key(entry, layer, text))
+        if found is not None and (quantity, components) in found[1]:
+            return 0
+        return 2 * len(text) * entry.model.config.hidden_size * FLOAT64
+
     def pca(self, state, entry: Entry, found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
         reading, fits = found
         if (quantity, components) not in fits:
@@ -123,11 +131,29 @@ def prepare(state, entry: Entry, rank: int) -> list[Preparation]:
     def run(pause) -> None:
         fits.pca(state, entry, fits.reading(state, entry, layer, text, pause), quantity, components)
 
+    nbytes = fits.fit_bytes(entry, layer, len(text)) + fits.pca_bytes(entry, layer, text, quantity, components)
     return [Preparation(f"the state-space fit of {entry.id}'s layer {layer}",
-                        expected_seconds(m.config, states_fit=len(text)), fits.fit_bytes(entry, layer, len(text)), run)]
+                        expected_seconds(m.config, states_fit=len(text)), nbytes, run)]
 
 
 FitDep = Annotated[FitReadings, Depends(get_fit_readings)]
+
+# A step map's batch holds about this many (batch, gate blocks x H) float64 arrays at once
+# (pre-activations, gates, their derivatives, the vector-Jacobian product's terms).
+STEP_MAP_ARRAYS = 8
+
+
+def fixed_point_bytes(model, starts: int) -> int:
+    """A fixed-point search's peak (model/dynamics.py find_fixed_points, in float64): the
+    layer's weights, and a batch of the larger of the starts and one Jacobian's S unit
+    vectors (S the state's size), at most four gate blocks of H a state."""
+    H, V = model.config.hidden_size, model.config.vocab_size
+    S = H * (2 if model.cell.has_cell_state else 1)
+    weights = 4 * H * (H + max(H, V)) * FLOAT64
+    return weights + STEP_MAP_ARRAYS * max(starts, S) * 4 * H * FLOAT64
+
+
+FLOAT64 = np.dtype(np.float64).itemsize
 
 
 def check_layer(entry: Entry, layer: int, quantity: str) -> None:
@@ -172,7 +198,9 @@ def states(req: StatesRequest, request: Request, entry: ModelDep, settings: Sett
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
     # The fitted text's reading (unless kept), and the trajectory's: one layer's h, c and input.
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
-    nbytes = fits.fit_bytes(entry, req.layer, fit_chars) + reading_bytes(m.config, len(text), reading_width(m, req.layer))
+    nbytes = (fits.fit_bytes(entry, req.layer, fit_chars)
+              + fits.pca_bytes(entry, req.layer, fit_source, req.quantity, req.components)
+              + reading_bytes(m.config, len(text), reading_width(m, req.layer)))
     seconds = expected_seconds(m.config, states_fit=fit_chars, states=len(text))
     with slots.job(nbytes, "this state-space request", seconds):
         found = fits.reading(request.app.state, entry, req.layer, fit_source)
@@ -210,7 +238,11 @@ def fixed_points(req: FixedPointsRequest, request: Request, entry: ModelDep, set
     # The search's own time is bounded by settings (starts, iterations), not measured here.
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
     seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fit_chars)
-    with slots.expect(seconds):
+    # The fitted text's reading (unless kept), its PCA (unless fitted), the starts and their search.
+    nbytes = (fits.fit_bytes(entry, req.layer, fit_chars)
+              + fits.pca_bytes(entry, req.layer, fit_source, req.quantity, req.components)
+              + fixed_point_bytes(m, req.starts))
+    with slots.job(nbytes, "this fixed-point search", seconds):
         started = time.monotonic()
         found = fits.reading(request.app.state, entry, req.layer, fit_source)
         reading = found[0]
