@@ -350,7 +350,7 @@ print(json.dumps(times))
 
 
 def test_a_full_compute_queue_answers_503_at_once_and_healthz_stays_fast(tmp_path, monkeypatch):
-    import rnnscope.app.traces.router as analysis
+    import rnnscope.app.inference.engines as analysis          # a trace is read there (trace_alone)
     from rnnscope.model.checkpoint import save_model
     from rnnscope.model.network import ModelConfig
     from rnnscope.model.train import TrainConfig, train
