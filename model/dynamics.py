@@ -115,7 +115,7 @@ def read_layer(model: LanguageModel, ids: np.ndarray, layer: int, chunk: int = 1
 def read_layer_piece(model: LanguageModel, ids: np.ndarray, state, layer: int,
                      chunk: int = 1024) -> tuple[LayerReading, object]:
     """read_layer of the characters ids (T,) read on from `state` (None: the zero state), and
-    the state after them: pieces whose lengths are multiples of `chunk`, joined (joined_readings),
+    the state after them: pieces whose lengths are multiples of `chunk`, joined one after another,
     are read_layer's reading of the whole text bit for bit, as the model reads the same chunks."""
     if not 0 <= layer < model.config.num_layers:
         raise ValueError(f"layer {layer} does not exist; the model has {model.config.num_layers}")
@@ -127,13 +127,6 @@ def read_layer_piece(model: LanguageModel, ids: np.ndarray, state, layer: int,
             + ([model.internals(cache, layer - 1, "h")] if layer > 0 else [])
         np.concatenate(kept, axis=1, out=values[s:s + chunk])
     return LayerReading(np.asarray(ids), values, model.config.hidden_size, has_c, layer > 0), state
-
-
-def joined_readings(pieces: list[LayerReading]) -> LayerReading:
-    """One reading of the text the pieces read one after another."""
-    first = pieces[0]
-    return LayerReading(np.concatenate([p.ids for p in pieces]), np.concatenate([p.values for p in pieces]),
-                        first.hidden, first.has_c, first.has_x)
 
 
 def layer_pca(reading: LayerReading, quantity: str, k: int) -> PCA:

@@ -90,7 +90,7 @@ def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the
     with TestClient(corpus_app) as c:
         pool, sent = c.app.state.compute_pool, []
         run = pool.run
-        monkeypatch.setattr(pool, "run", lambda function, *args: sent.append(function) or run(function, *args))
+        monkeypatch.setattr(pool, "run", lambda function, *a, **kw: sent.append(function) or run(function, *a, **kw))
         r = c.post("/api/models/lstm/match", json={"units": [UNIT], "length": 6})
         assert r.status_code == 200, r.text
         assert sent and set(sent) == {read_units}                       # its pieces were read in the workers
@@ -107,6 +107,12 @@ def test_the_validation_reading_is_a_file_shared_by_matches_and_removed_with_the
             assert t.post("/api/models/lstm/match", json={"units": [UNIT], "length": 6}).json() == r.json()
             here, = t.app.state.match_readings._items.values()
             assert not isinstance(here.values, np.memmap)
+            # So does a state-space fit's reading, put together in memory a piece at a time.
+            states = {"text": "a state-space fit in memory or in a file", "layer": 1}
+            assert t.post("/api/models/lstm/states", json=states).json() == \
+                c.post("/api/models/lstm/states", json=states).json()
+            (fitted, _), = t.app.state.state_readings._items.values()
+            assert not isinstance(fitted.values, np.memmap)
         # The next model's reading takes the cache's one place: the first file goes once nothing
         # holds its reading (here, this test; in a server, a request still sending it to a worker).
         gru = c.post("/api/models/gru/match", json={"units": [{**UNIT, "quantity": "h"}], "length": 6})

@@ -59,6 +59,10 @@ class ReadingFiles:
         except OSError:
             return False
 
+    def room_for_values(self, count: int) -> bool:
+        """room_for a reading of `count` values of this directory's dtype."""
+        return self.room_for(count * self.dtype.itemsize)
+
     def write(self, shape: tuple[int, int], pieces: Iterable[tuple[int, np.ndarray]], axis: int = 1) -> np.memmap:
         """A `shape` array of `dtype` put together from `pieces`, (start, values), each a slice of
         it along `axis` from `start` (a reading of every unit is (units, T), pieces along time,

@@ -79,26 +79,18 @@ class Readings(LRU):
         rows, T = every_unit(model.config), len(ids)
 
         pieces = read_in_pieces(state, read_units, model, ids, pause, self.dtype)
-        if keep and self._on_disk(rows * T):
-            values = written(self.files, (rows, T), pieces)
-            acts = Activations(values, *unit_layout(model))
-            self.files.owned_by(acts, values)
-            return acts
-        values = np.empty((rows, T), self.dtype)
-        for s, piece in pieces:
-            values[:, s:s + piece.shape[1]] = piece
-        return Activations(values, *unit_layout(model))
+        values = put_together(self.files, (rows, T), pieces, 1, keep and self.files.room_for_values(rows * T))
+        acts = Activations(values, *unit_layout(model))
+        self.files.owned_by(acts, values)
+        return acts
 
     def read_bytes(self, model, chars: int, keep: bool) -> int:
         """A read's peak bytes: in a file, a piece in the worker and its copy here; else all of it."""
         cfg, units = model.config, every_unit(model.config)
         piece = min(chars, READING_PIECE)
-        if keep and self._on_disk(units * chars):
+        if keep and self.files.room_for_values(units * chars):
             return reading_bytes(cfg, piece, units, self.dtype.itemsize) + 2 * piece * units * self.dtype.itemsize
         return reading_bytes(cfg, chars, units, self.dtype.itemsize) + piece * units * self.dtype.itemsize
-
-    def _on_disk(self, values: int) -> bool:
-        return self.files.room_for(values * self.dtype.itemsize)
 
     def close(self) -> None:
         """The app stops: every reading's file goes (a mapping still open keeps its pages)."""
@@ -123,13 +115,21 @@ def read_in_pieces(state, function: Callable, model, ids: np.ndarray, pause: Cal
         pause()
 
 
-def written(files: ReadingFiles, shape: tuple[int, int], pieces, axis: int = 1) -> np.memmap:
-    """files.write, a full disk answered with a 507 that says what to do."""
-    try:
-        return files.write(shape, pieces, axis)
-    except DiskFull as e:
-        raise HTTPException(507, f"{e.strerror}; the server's disk is full: ask whoever runs it to free "
-                                 "space, or try again later") from None
+def put_together(files: ReadingFiles, shape: tuple[int, int], pieces: Iterator[tuple[int, np.ndarray]], axis: int,
+                 on_disk: bool) -> np.ndarray:
+    """A reading of `shape` from `pieces`, (start, values), each a slice of it along `axis`:
+    written into a file of `files` when `on_disk` (a full disk answered with a 507 that says
+    what to do), else into one array in memory, a piece at a time."""
+    if on_disk:
+        try:
+            return files.write(shape, pieces, axis)
+        except DiskFull as e:
+            raise HTTPException(507, f"{e.strerror}; the server's disk is full: ask whoever runs it to free "
+                                     "space, or try again later") from None
+    values = np.empty(shape, files.dtype)
+    for start, piece in pieces:
+        values[(slice(None),) * axis + (slice(start, start + piece.shape[axis]),)] = piece
+    return values
 
 
 def on_reading(state, function: Callable, model, reading, *arguments):

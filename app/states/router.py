@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from rnnscope.model.data import split
 from rnnscope.model.dynamics import (CHAR_CLASSES, PCA, LayerReading, char_class, fixed_points_for, held_input,
-                                     joined_readings, layer_input, layer_pca, read_layer, read_layer_piece,
+                                     layer_input, layer_pca, read_layer, read_layer_piece,
                                      reading_width, sample_starts)
 from rnnscope.model.probes import CONCEPTS
 
@@ -25,7 +25,7 @@ from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThrea
 from ..inference.lru import LRU, kept_on_app
 from ..inference.registry import Entry
 from ..inference.reading_files import ReadingFiles
-from ..inference.readings import READING_PIECE, on_reading, read_in_pieces, written
+from ..inference.readings import READING_PIECE, on_reading, put_together, read_in_pieces
 from ..inference.warming import Preparation
 from ..inference.worker_pool import run_pure
 from ..settings import Settings
@@ -38,6 +38,7 @@ router = APIRouter(prefix="/api/models/{model_id}", tags=["neurons"],
 page_router = APIRouter(tags=["pages"])
 
 EIGENVALUES_SHOWN = 6
+FLOAT64 = np.dtype(np.float64).itemsize
 
 
 class FitReadings(LRU):
@@ -61,9 +62,8 @@ class FitReadings(LRU):
             ids = m.encode(text)
             pieces = read_in_pieces(state, read_layer_piece, m, ids, pause, layer)
             shape = (len(ids), reading_width(m, layer))
-            if not self._on_disk(shape):
-                return joined_readings([piece for _, piece in pieces]), {}
-            values = written(self.files, shape, ((s, piece.values) for s, piece in pieces), axis=0)
+            values = put_together(self.files, shape, ((s, piece.values) for s, piece in pieces), 0,
+                                  self.files.room_for_values(shape[0] * shape[1]))
             reading = LayerReading(ids, values, m.config.hidden_size, m.cell.has_cell_state, layer > 0)
             self.files.owned_by(reading, values)
             return reading, {}
@@ -79,7 +79,7 @@ class FitReadings(LRU):
         m = entry.model
         width = reading_width(m, layer)
         piece = min(chars, READING_PIECE)
-        if chars and self._on_disk((chars, width)):
+        if chars and self.files.room_for_values(chars * width):
             return reading_bytes(m.config, piece, width) + piece * width * FLOAT
         return reading_bytes(m.config, chars, width)
 
@@ -100,9 +100,6 @@ class FitReadings(LRU):
     def close(self) -> None:
         """The app stops: every reading's file goes."""
         self.files.close()
-
-    def _on_disk(self, shape: tuple[int, int]) -> bool:
-        return self.files.room_for(shape[0] * shape[1] * FLOAT)
 
     @staticmethod
     def _key(entry: Entry, layer: int, text: str) -> tuple:
@@ -151,9 +148,6 @@ def fixed_point_bytes(model, starts: int) -> int:
     S = H * (2 if model.cell.has_cell_state else 1)
     weights = 4 * H * (H + max(H, V)) * FLOAT64
     return weights + STEP_MAP_ARRAYS * max(starts, S) * 4 * H * FLOAT64
-
-
-FLOAT64 = np.dtype(np.float64).itemsize
 
 
 def check_layer(entry: Entry, layer: int, quantity: str) -> None:
