@@ -74,14 +74,14 @@ class FitReadings(LRU):
         return 0 if self.get(self._key(entry, layer, text)) is not None else len(text)
 
     def fit_bytes(self, entry: Entry, layer: int, chars: int) -> int:
-        """This process's peak bytes for reading `chars` characters of a layer: a piece and the
-        file's few touched rows when it goes to a file, else all of it."""
+        """This process's peak bytes for reading `chars` characters of a layer: a piece arriving
+        from where it was computed, and beside it the piece's reading when it goes to a file,
+        else all of it."""
         m = entry.model
         width = reading_width(m, layer)
         piece = min(chars, READING_PIECE)
-        if chars and self.files.room_for_values(chars * width):
-            return reading_bytes(m.config, piece, width) + piece * width * FLOAT
-        return reading_bytes(m.config, chars, width)
+        kept = piece if chars and self.files.room_for_values(chars * width) else chars
+        return reading_bytes(m.config, kept, width) + piece * width * FLOAT
 
     def pca_bytes(self, entry: Entry, layer: int, text: str, quantity: str, components: int) -> int:
         """A PCA fit's peak (layer_pca): its quantity over `text` as float64 and centred, two
