@@ -165,7 +165,7 @@ def test_four_runs_from_the_train_page_two_at_a_time_one_surviving_its_node(page
 
     # Watch the first run on its card, then take its node away mid-run.
     page.click(f'#runs-table tr[data-run="{ids[0]}"] a.open')
-    page.locator(f"#run-name:text-is('cluster run 1')").wait_for()
+    page.locator("#run-name:text-is('cluster run 1')").wait_for()
     victim = until(lambda: (r := api.get(f"/api/runs/{ids[0]}").json())["checkpoint_step"] is not None
                    and r["checkpoint_step"] >= 40 and r["step"] % 20 >= 5 and r["worker"] and r,
                    60, "the first run's second checkpoint", every=0.02)
@@ -202,8 +202,8 @@ def test_four_runs_from_the_train_page_two_at_a_time_one_surviving_its_node(page
                          180, "the resumed attempt on a node", also=look)
         placed = time.time() - removed
         assert f"({survivor.node_id[:8]})" in attempts[1]["worker"], (attempts, survivor.node_id)
-        resumed_step = until(lambda: (r := api.get(f"/api/runs/{ids[0]}").json())["step"]
-                             > attempts[1]["from_step"] and r, 60, "the first resumed step", every=0.02)
+        until(lambda: (r := api.get(f"/api/runs/{ids[0]}").json())["step"]
+              > attempts[1]["from_step"] and r, 60, "the first resumed step", every=0.02)
         training_again = time.time() - removed
         page.locator(f"#attempts li[data-outcome='training']:has-text('({survivor.node_id[:8]})')").wait_for()
         page.locator(f"#runs-table tr[data-run='{ids[0]}'] .where:has-text('({survivor.node_id[:8]})')").wait_for()

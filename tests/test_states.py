@@ -175,7 +175,6 @@ def test_fixed_points_come_in_the_states_projection(corpus_client, models):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["fitted_on"] == "validation" and body["state"] == "h (32)" and body["points"]
-    m = models["rnn"]
     for p in body["points"]:
         assert p["q"] < body["tolerance"] and p["kind"] in ("stable", "unstable", "saddle")
         assert len(p["coords"]) == 2 and len(p["eigenvalues"]) == 6

@@ -149,7 +149,7 @@ def test_a_model_whose_run_ended_is_prepared(tmp_path):
     assert not warmer_threads()
 
 
-def test_an_imported_model_is_prepared(tmp_path, tutorial_model):
+def test_an_imported_model_is_prepared(tmp_path, tutorial_model):  # noqa: F811 - the fixture imported above
     """A PyTorch model imported with its corpus as the vocabulary: its corpus, on the server,
     gives it a validation text to prepare the views on."""
     from tests.test_import import upload
