@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import machine_info, render_table
+from .common import machine_info, render_table, tree_cpu_seconds
 from .http import REPO, code_version, log_tail, percentiles, server
 
 PAGES = ("explore", "gradients", "probe", "sample", "gates", "states")
@@ -190,35 +190,6 @@ class Click:
     @property
     def ms(self) -> float:
         return (self.done - self.sent) * 1e3
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its living descendants (/proc/<pid>/stat)."""
-    total = 0
-    for p in [pid, *descendants(pid)]:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])       # utime, stime: fields 14 and 15 of stat
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def open_loop(url: str, the_plan: Plan, students: int, think: float, seconds: float, seed: int,

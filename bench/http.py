@@ -43,7 +43,7 @@ from rnnscope.model.network import ModelConfig, init_params
 from rnnscope.model.sample import sample
 from rnnscope.model.vocab import Vocab
 
-from .common import machine_info, render_table
+from .common import machine_info, render_table, tree_cpu_seconds
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt"
@@ -78,6 +78,11 @@ REASONS = {
                     "1.5 MFLOP a character at NumPy's ~100-130 GFLOP/s puts a floor of 12-15 us under any "
                     "batch; BPTT batches gain 1.1-1.3x; the time loop holds the GIL between NumPy calls, so "
                     "a second core adds little, and the unbatched server already kept about one core busy",
+    "served_ratio_threads": "a server whose compute runs in its own threads is held to about one core by the "
+                            "GIL (its time loops hold it between NumPy calls); with worker processes the server "
+                            "can use every core, so the ratio is bounded by the cores each server used and the CPU "
+                            "each spends a served request (the rows above): on two cores, which the API process "
+                            "and the load generator share with the workers, that bound is near 1.8x",
     "memory": "with batching every client's request is in progress at once (up to 16 traces in a pass, "
               "a gradient pass, a request alone beside each, answers being rendered) instead of two; "
               "bounded by the batch limits (RNNSCOPE_MAX_BATCH), not by the clients",
@@ -85,9 +90,10 @@ REASONS = {
 BATCHING_OFF = {"RNNSCOPE_MAX_BATCH": "1"}     # app/inference/batching.py: every request alone, as before batching
 # The "before" server of the load test: batching off (issue 10's comparison), or compute in the
 # server's own threads (RNNSCOPE_COMPUTE_WORKERS=0, issue 21's: before worker processes).
-BEFORE = {"unbatched": (BATCHING_OFF, "batching off"),
+# Each with the served/s ratio its issue asks of the server under test (issue 10: 4x; issue 21: 1.8x).
+BEFORE = {"unbatched": (BATCHING_OFF, "batching off", LOAD_TARGET["served_ratio"]),
           "threads": ({"RNNSCOPE_COMPUTE_WORKERS": "0", "RNNSCOPE_MAX_CONCURRENT_JOBS": "2"},
-                      "compute in the server's threads, 2 slots")}
+                      "compute in the server's threads, 2 slots", 1.8)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -419,6 +425,24 @@ def load_summary(flat: list, wall: float, clients: int, seconds: float, mix: lis
     return result
 
 
+def loaded(srv: Server, model_id: str, mix: list[Kind], clients: int, seconds: float) -> dict:
+    """load_test against srv, with the CPU seconds its process tree (the API process and its
+    workers) and this process (the load generator's clients) used meanwhile: how much of the
+    machine each server could put to work."""
+    server0, client0 = tree_cpu_seconds(srv.process.pid), time.process_time()
+    result = load_test(srv.url, model_id, mix, clients, seconds)
+    result["server_cpu_seconds"] = tree_cpu_seconds(srv.process.pid) - server0
+    result["client_cpu_seconds"] = time.process_time() - client0
+    return result
+
+
+def cpu_summary(runs: list[dict], served: int) -> dict:
+    wall = sum(r["wall_seconds"] for r in runs)
+    server, client = (sum(r[f"{who}_cpu_seconds"] for r in runs) for who in ("server", "client"))
+    return {"server_cores": server / wall, "client_cores": client / wall,
+            "server_seconds_per_served": server / max(served, 1)}
+
+
 # --- the suite ------------------------------------------------------------------------------
 
 @dataclass
@@ -505,14 +529,14 @@ def run(args) -> dict:
                 # own slot, as before app/inference/batching.py) in a second server, the two loaded in
                 # alternating rounds (off, on, on, off, ...) so the shared machine's slow spells
                 # hit both; each side's figures are over all its rounds.
-                before_env, result["before"] = BEFORE[args.http_before]
+                before_env, result["before"], target_ratio = BEFORE[args.http_before]
                 with server(data_dir, env=before_env, log_name="server-before.log") as off_srv:
                     part = opts.load_seconds / opts.load_rounds
                     runs: dict[str, list[dict]] = {"off": [], "on": []}
                     for r in range(opts.load_rounds):
                         for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
-                            url = off_srv.url if side == "off" else srv.url
-                            runs[side].append(load_test(url, served.model_id, mix, opts.clients, part))
+                            runs[side].append(loaded(off_srv if side == "off" else srv, served.model_id, mix,
+                                                     opts.clients, part))
                 memory["after_load"] = srv.memory_mb()
                 for side, key in (("off", "load_unbatched"), ("on", "load")):
                     # Each round's answer times shifted past the rounds before it, as one test of all.
@@ -521,16 +545,19 @@ def run(args) -> dict:
                     result[key] = load_summary(flat, sum(run_["wall_seconds"] for run_ in runs[side]), opts.clients,
                                                opts.load_seconds, mix)
                     result[key]["rounds"] = opts.load_rounds
+                    result[key]["cpu"] = cpu_summary(runs[side], result[key]["served"])
                 off, on = result["load_unbatched"], result["load"]
                 on["served_ratio"] = on["served_per_second"] / max(off["served_per_second"], 1e-9)
+                on["target_ratio"] = target_ratio
             else:
-                result["load"] = load_test(srv.url, served.model_id, mix, opts.clients, opts.load_seconds)
+                result["load"] = loaded(srv, served.model_id, mix, opts.clients, opts.load_seconds)
+                result["load"]["cpu"] = cpu_summary([result["load"]], result["load"]["served"])
                 memory["after_load"] = srv.memory_mb()
             result["server"]["log_tail"] = log_tail(srv.log, 5)
     load = result["load"]
     load["passed"] = (load["errors"] <= LOAD_TARGET["errors"]
                       and load["all"].get("p99", math.inf) <= LOAD_TARGET["p99_ms"]
-                      and load.get("served_ratio", math.inf) >= LOAD_TARGET["served_ratio"])
+                      and load.get("served_ratio", math.inf) >= load.get("target_ratio", math.inf))
     result["memory"] = {
         "readings": memory,
         "rows": [memory_row("resident, idle after start-up (VmRSS)", memory["idle"]["VmRSS"]),
@@ -605,12 +632,17 @@ def table(result: dict) -> str:
                      None if run_ is not load else
                      "PASS" if load["errors"] == 0 and a.get("p99", math.inf) <= LOAD_TARGET["p99_ms"]
                      else f"short: {load['errors']} errors, p99 {a.get('p99', math.inf) / 1e3:.2f} s"])
+    for label, run_ in ((before, off), ("now", load)):
+        cpu = (run_ or {}).get("cpu")
+        if cpu:
+            rows.append([f"  CPU, {label}: the server {cpu['server_cores']:.2f} cores "
+                         f"({cpu['server_seconds_per_served']:.3f} core-s a served request), the load generator "
+                         f"{cpu['client_cores']:.2f}", None, None, None, None, None, None, None, None, None])
     if off is not None:
-        ratio = load["served_ratio"]
+        ratio, target = load["served_ratio"], load.get("target_ratio", LOAD_TARGET["served_ratio"])
         rows.append([f"served/s, now over {before}: {load['served_per_second']:.1f} / "
                      f"{off['served_per_second']:.1f}", None, None, None, None, None, f"{ratio:.2f}x", None,
-                     f">= {LOAD_TARGET['served_ratio']:g}x",
-                     "PASS" if ratio >= LOAD_TARGET["served_ratio"] else "short, see below"])
+                     f">= {target:g}x", "PASS" if ratio >= target else "short, see below"])
     headers = ["request (HTTP)", "n", "p50 ms", "p95 ms", "p99 ms", "in-process p50 ms", "HTTP/in-process",
                "response", "target", "result"]
     mem = render_table(["server memory", "MB", "target", "result"],
@@ -620,8 +652,9 @@ def table(result: dict) -> str:
     short = [(r["name"], REASONS.get(r["name"])) for r in result["requests"] if not r["passed"]]
     if load["all"].get("p99", 0) > LOAD_TARGET["p99_ms"]:
         short.append(("load p99", REASONS["load_p99"]))
-    if off is not None and load["served_ratio"] < LOAD_TARGET["served_ratio"]:
-        short.append(("served/s ratio", REASONS["served_ratio"]))
+    if off is not None and load["served_ratio"] < load.get("target_ratio", LOAD_TARGET["served_ratio"]):
+        short.append(("served/s ratio", REASONS["served_ratio_threads" if before == BEFORE["threads"][1]
+                                                else "served_ratio"]))
     if not all(row["passed"] for row in result["memory"]["rows"]):
         short.append(("memory", REASONS["memory"]))
     if short:
