@@ -80,9 +80,9 @@ REASONS = {
                     "a second core adds little, and the unbatched server already kept about one core busy",
     "served_ratio_threads": "a server whose compute runs in its own threads is held to about one core by the "
                             "GIL (its time loops hold it between NumPy calls); with worker processes the server "
-                            "can use every core, so the ratio is bounded by the cores each server used and the CPU "
-                            "each spends a served request (the rows above): on two cores, which the API process "
-                            "and the load generator share with the workers, that bound is near 1.8x",
+                            "can use every core, so the ratio is bounded by the cores there are and the CPU a "
+                            "served request costs (the ceiling row above); on two cores the API process and the "
+                            "load generator take their share of them",
     "memory": "with batching every client's request is in progress at once (up to 16 traces in a pass, "
               "a gradient pass, a request alone beside each, answers being rendered) instead of two; "
               "bounded by the batch limits (RNNSCOPE_MAX_BATCH), not by the clients",
@@ -643,6 +643,13 @@ def table(result: dict) -> str:
         rows.append([f"served/s, now over {before}: {load['served_per_second']:.1f} / "
                      f"{off['served_per_second']:.1f}", None, None, None, None, None, f"{ratio:.2f}x", None,
                      f">= {target:g}x", "PASS" if ratio >= target else "short, see below"])
+        cpu = load.get("cpu")
+        if cpu:
+            # Every core the load generator leaves, spent at the measured CPU a served request.
+            ceiling = (m["logical_cpus"] - cpu["client_cores"]) / cpu["server_seconds_per_served"]
+            rows.append([f"  ceiling now: the {m['logical_cpus']} cores less the load generator's, at its CPU a "
+                         f"served request: {ceiling:.1f} served/s", None, None, None, None, None,
+                         f"{ceiling / max(off['served_per_second'], 1e-9):.2f}x", None, None, None])
     headers = ["request (HTTP)", "n", "p50 ms", "p95 ms", "p99 ms", "in-process p50 ms", "HTTP/in-process",
                "response", "target", "result"]
     mem = render_table(["server memory", "MB", "target", "result"],
