@@ -9,6 +9,7 @@ import socket
 import contextlib
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -204,6 +205,18 @@ def test_trace_returns_chosen_layers_and_quantities_in_order_once(client):
     assert all(len(row) == 2 for row in d["predictions"]["chars"])
     empty = client.post("/api/models/lstm/trace", json={"text": TEXT, "layers": [], "top_k": 0}).json()
     assert empty["layers"] == [] and empty["predictions"]["chars"] == [[]] * len(TEXT)
+
+
+@pytest.mark.parametrize("text", [TEXT, "T"])
+def test_a_trace_answer_built_unvalidated_is_its_schema_exactly(client, text):
+    """The route builds its answer without validation (TraceResponse.model_construct): what it
+    sends must still be the schema, strictly, and serialise without a warning."""
+    from rnnscope.app.traces.schemas import TraceResponse
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                    # a serialiser's type warning fails here
+        r = client.post("/api/models/lstm/trace", json={"text": text, "encoding": "json", "top_k": 3})
+    assert r.status_code == 200, r.text
+    TraceResponse.model_validate_json(r.text, strict=True)
 
 
 def test_trace_of_one_character_has_no_loss(client):
