@@ -15,7 +15,7 @@ from rnnscope.model.patterns import PatternError, PatternTooSlow
 from rnnscope.model.probes import CONCEPTS, ranked_values, span_indicator, top_contexts, unit_values
 
 from ..inference.checks import check_unit, prediction, readable_text
-from ..inference.compute import encode_array, every_unit, reading_bytes, rounded
+from ..inference.compute import encode_array, every_unit, norms, reading_bytes, rounded
 from ..inference.costs import REQUEST_SECONDS, SUFFIX_INDEX_SECONDS, expected_seconds
 from ..inference.corpus_index import training_corpus, val_fraction
 from ..inference.deps import ComputeSlots, LibraryDep, ModelDep, RenderedInThread, SettingsDep
@@ -173,7 +173,7 @@ def input_saliency(req: SaliencyRequest, request: Request, entry: ModelDep, sett
     with slots.expect(expected_seconds(m.config, saliency=position + 1)):
         s = run_pure(request.app.state, saliency, m, text[:position + 2], position)
     return SaliencyResponse(position=position, target=text[position + 1], loss=s.loss,
-                            saliency=rounded(s.norms, 7), dropped=dropped)
+                            saliency=norms(s.norms), dropped=dropped)
 
 
 @router.post("/horizon", response_model=HorizonResponse)
@@ -190,7 +190,7 @@ def horizon(req: HorizonRequest, request: Request, entry: ModelDep, settings: Se
     with slots.expect(expected_seconds(m.config, horizon=positions * window)):
         h = run_pure(request.app.state, memory_horizon, m, text, positions, window, req.fraction)
     layers = [HorizonLayer(layer=l, horizon=float(h.mean[l]), lags=h.lags[l].tolist(),
-                           censored=int(h.censored[l].sum()), profile=rounded(h.profile[l], 7))
+                           censored=int(h.censored[l].sum()), profile=norms(h.profile[l]))
               for l in range(m.config.num_layers)]
     return HorizonResponse(window=h.window, fraction=h.fraction, positions=h.positions,
                            horizon=float(h.mean.max()), layers=layers, dropped=dropped)

@@ -154,8 +154,9 @@ class SaliencyResponse(BaseModel):
     position: int
     target: str
     loss: float
-    saliency: list[float] = Field(description="position + 1 values: ||dL/dx_k|| for the one-hot input of "
-                                              "character k, k = 0..position.")
+    saliency: list[float | None] = Field(description="position + 1 values: ||dL/dx_k|| for the one-hot input of "
+                                                     "character k, k = 0..position, at float32's precision (they "
+                                                     "span many decades); null where float32 overflowed.")
     dropped: list[str]
 
 
@@ -178,8 +179,9 @@ class HorizonLayer(BaseModel):
     lags: list[int]
     censored: int = Field(description="Positions where the norm never fell that low within the window "
                                       "(their lag counts as the window: the mean is then a lower bound).")
-    profile: list[float] = Field(description="window + 1 values: the mean over positions of "
-                                             "||dL/dh_{p-d}|| / ||dL/dh_p|| at lag d.")
+    profile: list[float | None] = Field(description="window + 1 values: the mean over positions of "
+                                                    "||dL/dh_{p-d}|| / ||dL/dh_p|| at lag d, at float32's "
+                                                    "precision; null where float32 overflowed.")
 
 
 class HorizonResponse(BaseModel):

@@ -120,15 +120,17 @@ function drawVerdict(results) {
   const ranked = [...named].sort((a, b) => b.horizon - a.horizon);
   const tied = ranked.filter((r) => shown(r.horizon) === shown(ranked[0].horizon));
   const others = ranked.slice(tied.length);
-  const reach = `gradient through time stays above 1 % for ${lag(ranked[0].horizon, ranked[0].censored)} characters back, `
-    + "on average over layers";
+  // A model's horizon is its furthest-reaching layer's (the API's `horizon`), each layer's a mean
+  // over the positions read.
+  const reach = `gradient through time stays above 1 % for ${lag(ranked[0].horizon, ranked[0].censored)} characters back `
+    + "in its furthest-reaching layer, on average over the positions read";
   let lead = named.length === 1 ? `On this text ${named[0].name}’s ${reach}`
     : `On this text ${tied.map((r) => r.name).join(" and ")} `
       + `${tied.length === named.length ? "remember equally far" : tied.length > 1 ? "remember longest" : "remembers longest"}: `
       + `${tied.length > 1 ? "their" : "its"} ${reach}`;
   if (others.length) lead += `, against ${others.map((r) => `${lag(r.horizon, r.censored)} for ${r.name}`).join(" and ")}`;
   const sentences = [`${lead}.`];
-  // A layer where a model behind on average reaches further than one ahead of it.
+  // A layer where a model behind overall reaches further than one ahead of it.
   const depth = Math.min(...named.map((r) => r.layers.length));
   for (let l = 0; l < depth; l++) {
     const swapped = ranked.some((a, i) => ranked.slice(i + 1).some((b) => shown(b.horizon) !== shown(a.horizon)
