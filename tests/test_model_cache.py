@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.training_app import build_app
@@ -52,3 +53,69 @@ def test_the_one_lru_keeps_its_size_most_recent():
     nothing = LRU(0)
     nothing.put("x", 1)
     assert len(nothing) == 0
+
+
+def test_a_value_being_made_is_made_once_for_everyone_who_asks():
+    """Two requests missing the same key: the second waits for the first's value instead of
+    making it again (a state-space fit read twice cost a class server a slot for seconds); if
+    the first make fails, a waiter makes it itself; a make that must not be waited for
+    (shared=False, the warmer's) neither registers nor waits."""
+    import threading
+
+    from rnnscope.app.inference.lru import LRU
+
+    kept = LRU(2)
+    started, release, made = threading.Event(), threading.Event(), []
+
+    def slow():
+        made.append("slow")
+        started.set()
+        release.wait(10)
+        return "value"
+
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(kept.get_or_make("k", slow)))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: answers.append(kept.get_or_make("k", lambda: made.append("again") or "other")))
+    waiter = threading.Thread(target=lambda: kept.wait_if_making("k"))
+    second.start()
+    waiter.start()
+    second.join(0.2)
+    waiter.join(0.2)
+    assert second.is_alive() and waiter.is_alive()        # both wait while the first makes it
+    release.set()
+    for t in (first, second, waiter):
+        t.join(10)
+    assert answers == ["value", "value"] and made == ["slow"]
+
+    def broken():
+        started.set()
+        release.wait(10)
+        raise RuntimeError("the first make failed")
+
+    started.clear()
+    release.clear()
+    failed = []
+    first = threading.Thread(target=lambda: failed.append(pytest.raises(RuntimeError, kept.get_or_make, "f", broken)))
+    first.start()
+    assert started.wait(10)
+    second = threading.Thread(target=lambda: answers.append(kept.get_or_make("f", lambda: "made by the waiter")))
+    second.start()
+    second.join(0.2)
+    assert second.is_alive()
+    release.set()
+    for t in (first, second):
+        t.join(10)
+    assert failed and answers[-1] == "made by the waiter"
+
+    # The warmer's kind of make: nobody waits for it, and it waits for nobody.
+    started.clear()
+    release.clear()
+    warmer = threading.Thread(target=lambda: kept.get_or_make("w", slow, shared=False))
+    warmer.start()
+    assert started.wait(10)
+    kept.wait_if_making("w")                               # returns at once
+    assert kept.get_or_make("w", lambda: "a request's") == "a request's"
+    release.set()
+    warmer.join(10)

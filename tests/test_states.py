@@ -170,6 +170,40 @@ def test_states_project_a_text_with_the_pca_of_the_text_when_no_corpus_is_here(c
     assert [CHAR_CLASSES[int(i)] for i in char_class("7\té")] == ["digit", "space", "letter"]
 
 
+def test_concurrent_states_requests_read_their_fitted_text_once(client, monkeypatch):
+    """Requests for the same layer's projection while its text is being read (a page's
+    controls changed in quick succession, a class on one passage) wait for that reading
+    instead of each reading the text again in a compute slot of its own."""
+    import threading
+    import time
+
+    from rnnscope.app.states import router
+
+    reads, original = [], router.read_in_pieces
+
+    def slow_read(*args, **kwargs):
+        reads.append(1)
+        time.sleep(0.5)                          # long enough for the others to arrive meanwhile
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(router, "read_in_pieces", slow_read)
+    text = TEXT + "Read by three requests at once.\n"
+    answers = []
+
+    def ask(colour):
+        answers.append(client.post("/api/models/gru/states", json={"text": text, "layer": 1, "colour_by": colour}))
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in ("char_class", "line_position", "quotes")]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(60)
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    assert len(reads) == 1
+    assert len({str(r.json()["coords"]) for r in answers}) == 1
+
+
 def test_fixed_points_come_in_the_states_projection(corpus_client, models):
     r = corpus_client.post("/api/models/rnn/fixed-points", json={"layer": 0, "char": " ", "starts": 16})
     assert r.status_code == 200, r.text

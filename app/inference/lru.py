@@ -23,6 +23,7 @@ class LRU(Generic[K, V]):
         self.size = size
         self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[K, threading.Event] = {}    # keys some caller's make() is making now
 
     def get(self, key: K) -> V | None:
         with self._lock:
@@ -40,15 +41,41 @@ class LRU(Generic[K, V]):
             self._items.move_to_end(key)
             self._shrink(self.size)
 
-    def get_or_make(self, key: K, make: Callable[[], V]) -> V:
+    def get_or_make(self, key: K, make: Callable[[], V], shared: bool = True) -> V:
         """The kept value, or make() kept. make() runs outside the lock, so other keys are
-        served meanwhile; two callers missing the same key may both make it."""
-        found = self.get(key)
-        if found is not None:
-            return found
-        value = make()
-        self.put(key, value)
-        return value
+        served meanwhile. A caller missing a key another caller is making waits for that
+        value instead of making it a second time (and makes it itself if that make fails).
+        shared=False: a make others must not wait for (one that pauses while requests wait,
+        as the warmer's does, would wait for them in turn); it waits for no one either."""
+        mine = threading.Event() if shared else None
+        while True:
+            with self._lock:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key]
+                making = self._making.get(key) if shared else None
+                if making is None:
+                    if mine is not None:
+                        self._making[key] = mine
+                    break
+            making.wait()                        # then found above, or made by this caller
+        try:
+            value = make()
+            self.put(key, value)
+            return value
+        finally:
+            if mine is not None:
+                with self._lock:
+                    self._making.pop(key, None)
+                mine.set()
+
+    def wait_if_making(self, key: K) -> None:
+        """Return once no caller is making `key`: a request waits here, before it takes a
+        compute slot, for a value another request is computing."""
+        with self._lock:
+            making = self._making.get(key)
+        if making is not None:
+            making.wait()
 
     def drop(self, key: K) -> None:
         with self._lock:

@@ -55,19 +55,26 @@ class FitReadings(LRU):
         self.files = ReadingFiles(settings.data_dir / "cache", settings.min_free_bytes, np.float32)
 
     def reading(self, state, entry: Entry, layer: int, text: str,
-                pause: Callable[[], None] = lambda: None) -> tuple[LayerReading, dict]:
-        """Kept, or read a piece at a time where compute runs (`pause` between pieces: the warmer's)."""
+                pause: Callable[[], None] | None = None) -> tuple[LayerReading, dict]:
+        """Kept, or read a piece at a time where compute runs (`pause` between pieces: the
+        warmer's). Requests asking for a reading another request is reading wait for it."""
         def read() -> tuple[LayerReading, dict]:
             m = entry.model
             ids = m.encode(text)
-            pieces = read_in_pieces(state, read_layer_piece, m, ids, pause, layer)
+            pieces = read_in_pieces(state, read_layer_piece, m, ids, pause or (lambda: None), layer)
             shape = (len(ids), reading_width(m, layer))
             values = put_together(self.files, shape, ((s, piece.values) for s, piece in pieces), 0,
                                   self.files.room_for_values(shape[0] * shape[1]))
             reading = LayerReading(ids, values, m.config.hidden_size, m.cell.has_cell_state, layer > 0)
             self.files.owned_by(reading, values)
             return reading, {}
-        return self.get_or_make(self._key(entry, layer, text), read)
+        # The warmer's read pauses while requests wait, so none may wait for it (lru.py).
+        return self.get_or_make(self._key(entry, layer, text), read, shared=pause is None)
+
+    def wait_for_reading(self, entry: Entry, layer: int, text: str) -> None:
+        """Return once no request is reading this layer of `text`: called before a request takes
+        its compute slot, so that it neither reads the text a second time nor holds a slot idle."""
+        self.wait_if_making(self._key(entry, layer, text))
 
     def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
         """Characters a request must read to fit on `text`: none once its reading is kept."""
@@ -191,6 +198,7 @@ def states(req: StatesRequest, request: Request, entry: ModelDep, settings: Sett
         concept = CONCEPTS[req.colour_by]
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
     # The fitted text's reading (unless kept), and the trajectory's: one layer's h, c and input.
+    fits.wait_for_reading(entry, req.layer, fit_source)
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
     nbytes = (fits.fit_bytes(entry, req.layer, fit_chars)
               + fits.pca_bytes(entry, req.layer, fit_source, req.quantity, req.components)
@@ -230,6 +238,7 @@ def fixed_points(req: FixedPointsRequest, request: Request, entry: ModelDep, set
     fit_source, source, _ = fitted
     H = m.config.hidden_size
     # The search's own time is bounded by settings (starts, iterations), not measured here.
+    fits.wait_for_reading(entry, req.layer, fit_source)
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
     seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fit_chars)
     # The fitted text's reading (unless kept), its PCA (unless fitted), the starts and their search.
