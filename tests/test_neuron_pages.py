@@ -29,6 +29,9 @@ def test_probe_page_ranks_neurons_and_links_to_the_explorer(page, live_server):
     first = items.first
     head = first.locator(".neuron-head").inner_text()
     assert re.search(r"AUC 0\.\d{3}|AUC 1\.000", head)
+    # Eight upper-case letters: too few to trust a ranking of 384 neurons, and the page says so.
+    summary = page.locator("#concept-summary").inner_text()
+    assert "Too few have it to rank by" in summary and "separate 8 characters from the rest by chance" in summary, summary
     page.screenshot(path=str(ARTIFACTS / "probe.png"), full_page=True)
     # Top contexts: this server has no corpus file, so the page falls back to the text sent.
     first.locator('[data-act="contexts"]').click()
@@ -43,6 +46,11 @@ def test_probe_page_ranks_neurons_and_links_to_the_explorer(page, live_server):
     assert second.locator("pre.sample-text").count() == 2
     first.screenshot(path=str(ARTIFACTS / "probe-contexts.png"))
     second.screenshot(path=str(ARTIFACTS / "probe-ablation.png"))
+    # Vowels, 45 of 148 characters: enough, so no warning.
+    page.goto(f"{live_server}/probe?model=lstm&concept=vowel&text={quote(TEXT)}")
+    page.wait_for_selector(".neuron-item")
+    summary = page.locator("#concept-summary").inner_text()
+    assert "45 of 148 characters" in summary and "Too few" not in summary, summary
     # One click to the explorer, on the same neuron.
     layer, quantity, unit = (first.get_attribute(f"data-{k}") for k in ("layer", "quantity", "unit"))
     first.locator("a.button").click()

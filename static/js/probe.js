@@ -18,6 +18,9 @@ const corpusOf = new Map();            // model id -> its corpus's name on the s
 
 const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
 
+// Below this many characters with (or without) a yes/no concept the ranking is mostly chance.
+const FEW_CHARACTERS = 30;
+
 /** Characters as spans coloured by colour(t); newlines shown as ↵ and kept as breaks. */
 function paint(container, chars, colour, title) {
   const frag = document.createDocumentFragment();
@@ -75,6 +78,14 @@ function update(model, text, data) {
   els.conceptSummary.textContent = data.graded
     ? `${data.description}; from ${Math.min(...data.indicator)} to ${Math.max(...data.indicator)}`
     : `${data.description}: ${data.positives.toLocaleString()} of ${chars.length.toLocaleString()} characters (${share}%)`;
+  // A yes/no concept on a handful of characters (or all but a handful): among a thousand
+  // neurons one separates so few perfectly by chance, so a strength of 1 means little.
+  const rarer = Math.min(data.positives, chars.length - data.positives);
+  if (!data.graded && rarer < FEW_CHARACTERS) {
+    els.conceptSummary.textContent += `. Too few ${rarer === data.positives ? "have" : "lack"} it to rank by: `
+      + `among ${data.units.toLocaleString()} neurons some separate ${rarer} character${rarer === 1 ? "" : "s"} `
+      + "from the rest by chance; probe a longer text with more of it.";
+  }
   const top = Math.max(...data.indicator, 1e-9);
   paint(els.indicator, chars, (t) => colourAt(INDICATOR, data.indicator[t] / top), (t) => `concept: ${data.indicator[t]}`);
   els.resultsTitle.textContent = `Top ${data.neurons.length} of ${data.units.toLocaleString()} neurons`;
