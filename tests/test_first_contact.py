@@ -112,17 +112,24 @@ def css_colour(pg, colour: str) -> str:
 
 # ---- Gradients page ------------------------------------------------------------------------
 
+# Per y axis of a chart: its dtick (None: ticks where the page put them) and the labels drawn.
+Y_AXES = """sel => { const el = document.querySelector(sel), fl = el._fullLayout;
+  return Object.keys(fl).filter((k) => /^yaxis\\d*$/.test(k)).map((k) => [fl[k].tickmode === 'array' ? null : fl[k].dtick,
+    [...el.querySelectorAll(`.${fl[k]._id}tick text`)].map((t) => t.textContent.replaceAll('\u200b', ''))]); }"""
+
+
 def test_gradients_grid_lines_are_what_the_caption_says(page, live_server):
     page.goto(f"{live_server}/gradients?text={quote(TEXT * 3)}")
     page.wait_for_function("() => document.getElementById('grad-chart').data?.length > 0")
-    ticks = page.evaluate("""() => { const fl = document.getElementById('grad-chart')._fullLayout;
-        return Object.keys(fl).filter((k) => /^yaxis\\d*$/.test(k)).map((k) => fl[k].dtick); }""")
-    assert ticks and len(set(ticks)) == 1, ticks
-    k = ticks[0]
-    assert isinstance(k, int) and k >= 1, k                    # a grid line every 10^k, on every panel
+    axes = page.evaluate(Y_AXES, "#grad-chart")
+    assert axes and all(len(labels) >= 3 for _, labels in axes), axes         # a value can be read off each
+    ticks = {dtick for dtick, _ in axes}
     caption = page.inner_text("#grad-scale")
-    factor = "10" if k == 1 else "10" + "".join("⁰¹²³⁴⁵⁶⁷⁸⁹"[int(d)] for d in str(k))
-    assert f"each grid line down is a factor of {factor} smaller" in caption
+    if len(ticks) == 1 and isinstance(k := ticks.pop(), int):              # a grid line every 10^k, on every panel
+        factor = "10" if k == 1 else "10" + "".join("⁰¹²³⁴⁵⁶⁷⁸⁹"[int(d)] for d in str(k))
+        assert f"each labelled grid line down is a factor of {factor} smaller" in caption
+    else:                                                                   # each panel its own
+        assert caption == "Log scale: equal distances up are equal factors; each panel is labelled to fit its own range."
 
 
 def test_model_colours_agree_and_every_model_has_a_legend_entry(page, more_models):
@@ -373,7 +380,7 @@ def test_gates_probe_and_compare_open_on_the_models_own_passages(page, more_mode
     code, shakespeare = passages("python"), passages("lstm")
     page.goto(f"{more_models}/gates?model=python")
     text_becomes("\n".join(p["text"] for p in code))                 # all of them: steadier fractions
-    assert [o.strip() for o in page.locator("#passage option").all_inner_texts()][1:] == [p["title"] for p in code]
+    assert [o.strip() for o in page.locator("#passage option").all_inner_texts()][2:] == [p["title"] for p in code]
     page.wait_for_function("() => document.getElementById('chart').data?.length > 0")
     page.select_option("#model", "lstm")                              # another model's text gives way
     text_becomes("\n".join(p["text"] for p in shakespeare))
@@ -392,3 +399,109 @@ def test_gates_probe_and_compare_open_on_the_models_own_passages(page, more_mode
     text_becomes(code[0]["text"])
     page.locator("#models input[value=lstm]").check()                 # the first ticked model's, in the list
     text_becomes(shakespeare[0]["text"])
+
+
+# ---- A new user's trial: headings, menus, unknown characters and labels that say what is shown ----
+
+def selected_passage(pg) -> tuple[str, str | None]:
+    """The passage menu's chosen option: its title and the text it stands for."""
+    return tuple(pg.eval_on_selector("#passage", "s => [s.selectedOptions[0].textContent, "
+                                                 "s.selectedOptions[0].dataset.text ?? null]"))
+
+
+def test_gates_heading_names_only_the_scatter_shown(page, more_models):
+    """A gated model's scatter, then the RNN's "no gates": the heading no longer names the GRU."""
+    page.goto(f"{more_models}/gates?model=gru&text={quote(TEXT)}")
+    page.wait_for_function("() => document.getElementById('chart').data?.length > 0")
+    assert page.inner_text("#chart-title").endswith(f"{len(TEXT)} characters")
+    page.select_option("#model", "rnn")
+    page.wait_for_function("() => document.getElementById('chart-status').textContent.includes('no gates')")
+    assert page.inner_text("#chart-title") == "Saturation per gate"
+    assert page.locator("#chart").is_hidden()
+
+
+def test_gates_passage_menu_names_the_text_in_the_box(page, more_models):
+    passages = httpx.get(f"{more_models}/api/models/lstm/passages").json()["passages"]
+    assert len(passages) > 1
+    page.goto(f"{more_models}/gates?model=lstm")
+    page.wait_for_function("() => document.getElementById('chart').data?.length > 0")
+    title, text = selected_passage(page)                  # all of them, and the menu says so
+    assert title == f"All {len(passages)} passages, one after another"
+    assert text == page.input_value("#text") == "\n".join(p["text"] for p in passages)
+    page.select_option("#passage", index=2)
+    assert selected_passage(page) == (passages[0]["title"], passages[0]["text"]) and page.input_value("#text") == passages[0]["text"]
+    page.locator("#text").press("End")
+    page.locator("#text").press_sequentially("!")         # a text of one's own is no passage
+    assert selected_passage(page) == ("Pick a passage…", None)
+    shoot(page, "gates-own-text")
+
+
+def test_gradients_passage_menu_gives_way_to_a_typed_text(page, more_models):
+    passages = httpx.get(f"{more_models}/api/models/lstm/passages").json()["passages"]
+    page.goto(f"{more_models}/gradients?models=lstm")
+    page.wait_for_function("() => document.getElementById('grad-chart').data?.length > 0")
+    assert selected_passage(page) == (passages[0]["title"], passages[0]["text"])
+    page.fill("#text", "Speak, speak.")
+    assert selected_passage(page) == ("Pick a passage…", None)
+    page.fill("#text", passages[0]["text"])               # and names a passage pasted back whole
+    assert selected_passage(page)[0] == passages[0]["title"]
+
+
+def test_gradients_offer_to_leave_out_characters_a_model_does_not_know(page, more_models):
+    """The Shakespeare LSTM beside the code model on a line of code: the page names what the LSTM
+    lacks (never the API's advice), and one click has it read the text without them, the curve
+    at the places of the characters it read, for the same prediction as the code model."""
+    text = 'if not url_3.startswith("http"):\n    raise ValueError(url_3)'
+    chars = list(text)
+    unknown = set(text) - set(httpx.get(f"{more_models}/api/models/lstm").json()["vocab"])
+    assert ")" in unknown and not set(text) - set(httpx.get(f"{more_models}/api/models/python").json()["vocab"])
+    page.goto(f"{more_models}/gradients?models=lstm,python&text={quote(text)}")
+    page.wait_for_selector("#drop")
+    status, row = page.inner_text("#status"), page.inner_text("#summary tr[data-model=lstm]")
+    assert "drop_unknown" not in page.inner_text("body")
+    for c in unknown:
+        assert f"‘{c}’" in status and f"‘{c}’" in row
+    assert status.startswith("lstm does not know")
+    shoot(page, "gradients-unknown")
+
+    page.click("#drop")
+    page.wait_for_function("() => document.getElementById('grad-chart').data?.some((t) => t.meta[0] === 'lstm')")
+    assert "drop=1" in page.url
+    # The last character is one the LSTM does not know: both explain the last one they both know.
+    position = max(i for i in range(len(chars) - 1) if chars[i + 1] not in unknown)
+    assert page.inner_text("#pos-label") == str(position)
+    assert "The last character, ‘)’, is not in the vocabulary of lstm" in page.inner_text("#status")
+    kept = [i for i in range(position + 1) if chars[i] not in unknown]
+    want = httpx.post(f"{more_models}/api/models/lstm/gradients", timeout=30,
+                      json={"text": text, "position": len(kept) - 1, "drop_unknown": True}).json()
+    assert want["target"] == chars[position + 1]
+    traces = page.evaluate("() => document.getElementById('grad-chart').data.map((t) => [t.meta, t.x, t.y])")
+    for layer in want["layers"]:
+        x, y = next((x, y) for meta, x, y in traces if meta == ["lstm", layer["layer"], "h"])
+        assert x == kept and y == pytest.approx(layer["h_grad_norm"], rel=1e-6)
+    assert all(x == list(range(position + 1)) for meta, x, _ in traces if meta[0] == "python")
+    assert "read without" in page.inner_text("#summary tr[data-model=lstm]")
+    struck = page.eval_on_selector_all("#charmap .ch", "s => s.filter((e) => e.style.textDecoration === 'line-through')"
+                                                       ".map((e) => Number(e.dataset.i))")
+    assert struck == [i for i, c in enumerate(chars) if c in unknown]
+    shoot(page, "gradients-unknown-left-out")
+
+    page.fill("#text", text + " ")                        # another text: asked again, as typed
+    page.click("#compute")
+    page.wait_for_selector("#drop")
+    assert "drop=1" not in page.url
+
+
+def test_compare_gate_labels_are_whole(page, more_models):
+    """The slanted labels under the gate bars ("python L0 i") are inside the chart, not cut at its foot."""
+    text = "if not url.startswith:\n    raise ValueError\n"
+    page.goto(f"{more_models}/compare?models=lstm,python&text={quote(text)}")
+    page.wait_for_function("() => document.getElementById('gates-chart').data?.some((t) => t.name.startsWith('python'))")
+    page.wait_for_selector("#gates-chart .xtick text")
+    cut = page.evaluate("""() => { const box = document.querySelector('#gates-chart .main-svg').getBoundingClientRect();
+      return [...document.querySelectorAll('#gates-chart .xtick text')].filter((t) => {
+        const r = t.getBoundingClientRect();
+        return r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.bottom > box.bottom + 0.5; })
+        .map((t) => t.textContent); }""")
+    labels = page.eval_on_selector_all("#gates-chart .xtick text", "ts => ts.map((t) => t.textContent)")
+    assert any(t.startswith("python L0") for t in labels) and cut == [], cut

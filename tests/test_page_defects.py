@@ -413,3 +413,46 @@ def test_train_gradient_heatmap_axis_reads_after_a_cancel(page, training_server,
     assert all(t % step == 0 for t in ticks), ticks                # ...and round
     assert str(step).rstrip("0") in ("1", "2", "25", "5"), ticks
     shoot(page, "train-gtt", chart)
+
+
+# ---- 13. Log axes: enough labelled ticks to read a value off, whatever the range -------------------
+
+LOG_AXES = """sel => { const el = document.querySelector(sel), fl = el._fullLayout;
+  return Object.keys(fl).filter((k) => /^yaxis\\d*$/.test(k) && fl[k].type === 'log').map((k) => ({
+    drawn: [...el.querySelectorAll(`.${fl[k]._id}tick text`)].map((t) => t.textContent.replaceAll('\\u200b', '')),
+    vals: fl[k].tickmode === 'array' ? fl[k].tickvals : null, text: fl[k].ticktext ?? null })); }"""
+SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
+
+
+def label_value(label: str) -> float:
+    """2×10⁻⁴, 10⁻⁴ or 0.5: the number a tick label the pages write stands for."""
+    m = re.fullmatch(r"(?:([\d.]+)×)?10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)", label)
+    return float(m.group(1) or 1) * 10 ** int(m.group(2).translate(SUPERSCRIPTS)) if m else float(label)
+
+
+def readable(axes: list[dict]) -> None:
+    """Each axis draws three labels or more, and a label the page wrote says its tick's value."""
+    assert axes, "no log axis"
+    for axis in axes:
+        assert len(set(axis["drawn"])) >= 3, axis["drawn"]
+        if axis["vals"] is not None:
+            assert [label_value(t) for t in axis["text"]] == pytest.approx(axis["vals"], rel=1e-9), axis
+
+
+def test_gradients_log_axes_are_readable_on_a_short_text(page, live_server):
+    """A short text's gradients span a decade or two: one label ("1", or 10⁻⁴ and 10⁻³) was all
+    a fixed dtick of one decade drew."""
+    page.goto(f"{live_server}/gradients?models=lstm,gru,rnn&text=Speak")      # about 1 and 2 decades
+    page.wait_for_function("() => document.getElementById('sv-chart').data?.length > 0")
+    readable(page.evaluate(LOG_AXES, "#grad-chart"))
+    readable(page.evaluate(LOG_AXES, "#sv-chart"))
+    shoot(page, "gradients-short", "#grad-chart")
+
+
+def test_learn_clipping_norm_axis_is_readable(page, live_server):
+    page.goto(f"{live_server}/learn?chapter=5")
+    page.wait_for_selector("#clip-chart .ytick text")
+    axes = page.evaluate(LOG_AXES, "#clip-chart")
+    assert len(axes) == 1
+    readable(axes)
+    shoot(page, "learn-5", "#clip-chart")

@@ -352,6 +352,72 @@ export const PLOT_CONFIG = {
 
 export const PLOT_FONT = { family: "system-ui, -apple-system, 'Segoe UI', 'DejaVu Sans', sans-serif", size: 13, color: "#1d2330" };
 
+/** The smallest and largest of `values` a log axis draws (positive and finite), and the
+ * decades between them; zero decades when fewer than two distinct values remain. */
+function logRange(values) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) {
+    if (v > 0 && Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  }
+  return { lo, hi, decades: hi > lo ? Math.log10(hi / lo) : 0 };
+}
+
+const SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹";
+const superscript = (n) => (n < 0 ? "⁻" : "") + [...String(Math.abs(n))].map((d) => SUPERSCRIPT_DIGITS[d]).join("");
+
+/** A value on a log axis as its label: a decimal from 0.01 to 9,999 (0.5, 2, 1.4), else a power
+ * of ten with its multiple (2×10⁻⁴, 10⁻⁴), as exponentformat "power" writes the powers. */
+export function logTickLabel(v) {
+  const e = Math.floor(Math.log10(v) + 1e-9);
+  if (e >= -2 && e <= 3) return String(Number(v.toPrecision(3)));
+  const m = Number((v / 10 ** e).toPrecision(3));
+  return m === 1 ? `10${superscript(e)}` : `${m}×10${superscript(e)}`;
+}
+
+/** Ticks for a range too short for a tick at each power of ten: 1, 2 and 5 times each power,
+ * else 1 to 9 times, else (within a decade) even steps; the first set that puts at least three
+ * between `lo` and `hi`, and at most `maxLabels` + 1. */
+function shortLogTicks(lo, hi, maxLabels) {
+  const inside = (vs) => vs.filter((v) => v >= lo && v <= hi);
+  const multiples = (ms) => {
+    const out = [];
+    for (let e = Math.floor(Math.log10(lo)); e <= Math.ceil(Math.log10(hi)); e++) {
+      for (const m of ms) out.push(Number((m * 10 ** e).toPrecision(3)));
+    }
+    return inside(out);
+  };
+  for (const ms of [[1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+    const ticks = multiples(ms);
+    if (ticks.length >= 3 && ticks.length <= maxLabels + 1) return ticks;
+  }
+  // Even steps of 1, 2 or 5 times a power of ten, about four across the range.
+  const rough = (hi - lo) / 4, power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough * 0.7);
+  const ticks = [];
+  for (let k = Math.ceil(lo / step); k * step <= hi; k++) ticks.push(Number((k * step).toPrecision(4)));
+  return ticks;
+}
+
+/**
+ * A Plotly log axis over `values` that labels enough ticks to read any value off it, whatever
+ * its range (a fixed `dtick: 1` labelled a single tick on a range within a decade, and one or
+ * two on the short ranges a short text gives). While three labels a decade fit (`maxLabels`
+ * for the panel's height): labelled ticks between the powers of ten, written out in full
+ * (Plotly's own write a lone "2" for 2×10⁻⁴); beyond that, powers of ten, every `dtick`-th
+ * one, with faint unlabelled lines between them.
+ */
+export function logAxis(values, { maxLabels = 8 } = {}) {
+  const { lo, hi, decades } = logRange(values);
+  const axis = { type: "log", exponentformat: "power" };
+  if (decades < 0.01) return axis;              // one value: Plotly's own ticks around it
+  if (decades * 3 <= maxLabels) {
+    const tickvals = shortLogTicks(lo, hi, maxLabels);
+    return { ...axis, tickmode: "array", tickvals, ticktext: tickvals.map(logTickLabel) };
+  }
+  const dtick = Math.ceil(decades / maxLabels);
+  return { ...axis, dtick, minor: { showgrid: true, dtick: dtick === 1 ? "D1" : 1, gridcolor: "#f4f5f8" } };
+}
+
 // ---- Passages ---------------------------------------------------------------------------
 
 /** A model's passages from its own corpus (GET /api/models/{id}/passages), and the name of
@@ -381,6 +447,12 @@ export function fillPassageMenu(select, passages) {
     if (p.part) o.dataset.part = p.part;
     return o;
   }));
+}
+
+/** Point the passage menu at the passage the text box holds, or at its prompt when it holds
+ * none (typed or edited text), so the menu never names a text that is not the one read. */
+export function matchPassage(select, text) {
+  select.value = [...select.options].find((o) => o.value && o.dataset.text === text)?.value ?? "";
 }
 
 // ---- The models a page offers ---------------------------------------------------------------------

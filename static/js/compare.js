@@ -162,7 +162,8 @@ function drawGates(results, cols) {
       marker: { color: cols[r.id], opacity: 0.45 }, customdata: shut, hovertemplate: "%{x}: shut %{customdata:.0%}<extra></extra>" });
   }
   plot(els.gates, "gates", traces, layout({ height: 300, barmode: "relative", hovermode: "closest", showlegend: false,
-    xaxis: { tickangle: -45, tickfont: { size: 10 } },
+    // automargin: the bottom margin grows to fit the slanted labels ("python L0 i" lost its start).
+    xaxis: { tickangle: -45, tickfont: { size: 10 }, automargin: true },
     yaxis: { title: { text: "← shut · open →" }, tickformat: ".0%", range: [-1, 1] } }));
 }
 

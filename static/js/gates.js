@@ -1,6 +1,6 @@
 // Gate saturation: per gate a scatter of left- (< 0.1) vs right-saturated (> 0.9) fractions,
 // one dot per unit coloured by layer (Karpathy, Johnson & Fei-Fei 2015, figure 3).
-import { api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
+import { api, fillModelSelect, fillPassageMenu, isAbort, latest, matchPassage, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -93,10 +93,14 @@ function update(data) {
   drawSummary(data);
 }
 
+/** In place of the scatter, a message; the heading no longer names the model and text of the
+ * scatter taken away (it read "GRU, 419 characters" above "the RNN has no gates"). */
 function clearChart(kind, message, html) {
   setStatus(els.chartStatus, kind, message, { html });
   els.chart.hidden = true;
   els.summary.hidden = true;
+  els.chartTitle.textContent = "Saturation per gate";
+  current = null;
 }
 
 async function measure() {
@@ -138,17 +142,23 @@ async function measure() {
   }
 }
 
-/** The passages of the model's own corpus (GET /api/models/{id}/passages) in the menu; all of
- * them, one after another, in the text box when it is empty or holds another model's. */
+/** The passages of the model's own corpus (GET /api/models/{id}/passages) in the menu, and
+ * first all of them, one after another, which the text box gets when it is empty or holds
+ * another model's: longer text gives steadier fractions. The menu names what the box holds. */
 async function fillPassages() {
   const model = els.model.value;
   const passages = await modelPassages(model);
   if (model !== els.model.value) return;       // another model was chosen meanwhile: its answer wins
   fillPassageMenu(els.passage, passages);
-  // Every passage together: longer text gives steadier fractions.
   const all = passages.map((p) => p.text).join("\n");
+  if (passages.length > 1) {
+    const together = new Option(`All ${passages.length} passages, one after another`, "all");
+    together.dataset.text = all;
+    els.passage.options[0].after(together);
+  }
   if (!els.text.value || offered.includes(els.text.value)) els.text.value = all;
   offered = [all, ...passages.map((p) => p.text)];
+  matchPassage(els.passage, els.text.value);
 }
 
 els.model.addEventListener("change", async () => { await fillPassages(); measure(); });
@@ -162,6 +172,7 @@ els.passage.addEventListener("change", () => {
 els.text.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); measure(); }
 });
+els.text.addEventListener("input", () => matchPassage(els.passage, els.text.value));
 
 async function main() {
   const found = await pageModels(els.status, "No models are loaded, so there are no gates to measure.", {

@@ -1,6 +1,6 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
-import { api, defaultModels, everyoneToggle, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, matchPassage, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, queryParams, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -19,6 +19,12 @@ const BLOCK_LABELS = {
 let models = [];          // from /api/models
 const nextSignal = latest();
 const drawn = { grad: false, sv: false };
+// Per model, the characters of the text on screen it does not know (from its refusal, [] once it
+// has read the text); kept for that one text.
+const unknownChars = { text: null, byModel: new Map() };
+// The text whose unknown characters the reader chose to leave out (drop=1 in the link): each
+// model then reads it without its own, and a new text asks again.
+let dropFor = null;
 
 function chosenModels() {
   return [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
@@ -49,41 +55,39 @@ function axisName(kind, i) {
   return i === 0 ? kind : `${kind}${i + 1}`;
 }
 
-// Grid lines a panel of ~250 px can hold and stay readable.
-const MAX_GRID_LINES = 8;
-
-/** Decades between grid lines on the log axes: 1 unless the values span more than
- * MAX_GRID_LINES decades, the same for every panel so one caption describes them all. */
-function decadesPerGridLine(results) {
-  let lo = Infinity, hi = -Infinity;
-  for (const r of results) {
-    for (const layer of r.data.layers) {
-      for (const v of [...layer.h_grad_norm, ...(layer.c_grad_norm || [])]) {
-        if (v > 0 && Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-      }
-    }
-  }
-  if (!(hi > lo)) return 1;
-  return Math.max(1, Math.ceil((Math.log10(hi) - Math.log10(lo)) / MAX_GRID_LINES));
-}
-
 const SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹";
 const powerOfTen = (k) => (k === 1 ? "10" : `10${[...String(k)].map((d) => SUPERSCRIPT[d]).join("")}`);
 
-function gradFigure(results, chars, position, dtick) {
+/** What the log axes' grid lines mean, from their dticks: one per panel, each from its own
+ * range (a short range is labelled between the powers of ten and has no dtick). */
+function scaleCaption(dticks) {
+  const kinds = new Set(dticks);
+  const [k] = kinds;
+  if (kinds.size === 1 && Number.isInteger(k)) {
+    return `Log scale: each labelled grid line down is a factor of ${powerOfTen(k)} smaller; `
+      + (k === 1 ? "the faint lines between mark 2, 3 … 9 times a power of ten." : "the faint lines mark every power of ten.");
+  }
+  return "Log scale: equal distances up are equal factors; each panel is labelled to fit its own range.";
+}
+
+function gradFigure(results, chars, position) {
   const ok = results.filter((r) => r.data);
   const numLayers = Math.max(...ok.map((r) => r.data.layers.length));
   const colours = modelColours(models);
   const traces = [];
   const ks = Array.from({ length: position + 1 }, (_, k) => k);
-  const labels = ks.map((k) => showChar(chars[k]));
+  const panelValues = Array.from({ length: numLayers }, () => []);
   for (const r of ok) {
     const name = models.find((m) => m.id === r.id)?.name || r.id;
     const top = r.data.layers.length - 1;
+    // A model that read the text without some characters: its steps at their places in the text.
+    const xs = r.xs ?? ks;
+    const labels = xs.map((k) => showChar(chars[k]));
     for (const layer of r.data.layers) {
       const row = numLayers - 1 - layer.layer;   // the top layer is drawn first
+      panelValues[row].push(...layer.h_grad_norm, ...(layer.c_grad_norm || []));
       const axes = { xaxis: axisName("x", row), yaxis: axisName("y", row) };
-      const common = { type: "scatter", mode: "lines", x: ks, customdata: labels, legendgroup: r.id, ...axes };
+      const common = { type: "scatter", mode: "lines", x: xs, customdata: labels, legendgroup: r.id, ...axes };
       // One legend entry per model and norm, from its top layer, whatever its depth.
       const showlegend = layer.layer === top;
       traces.push({
@@ -110,7 +114,7 @@ function gradFigure(results, chars, position, dtick) {
     const l = numLayers - 1 - row;
     const xa = `${axisName("xaxis", row)}`, ya = `${axisName("yaxis", row)}`;
     layout[xa] = { range: [-0.5, position + 0.5], title: row === numLayers - 1 ? { text: "k: the step whose hidden state is perturbed" } : undefined, zeroline: false };
-    layout[ya] = { type: "log", dtick, title: { text: `layer ${l}` }, exponentformat: "power" };
+    layout[ya] = { ...logAxis(panelValues[row]), title: { text: `layer ${l}` } };
     layout.annotations.push({
       xref: `${axisName("x", row)} domain`, yref: `${axisName("y", row)} domain`, x: 0, y: 1.02, xanchor: "left", yanchor: "bottom",
       text: l === numLayers - 1 ? `<b>Layer ${l}</b> (top, feeds the prediction)` : `<b>Layer ${l}</b>`, showarrow: false,
@@ -124,10 +128,8 @@ function gradFigure(results, chars, position, dtick) {
 }
 
 function drawGradients(results, chars, position) {
-  const ok = results.filter((r) => r.data);
-  const dtick = decadesPerGridLine(ok);
-  els.gradScale.textContent = `Log scale: each grid line down is a factor of ${powerOfTen(dtick)} smaller.`;
-  const { traces, layout } = gradFigure(results, chars, position, dtick);
+  const { traces, layout } = gradFigure(results, chars, position);
+  els.gradScale.textContent = scaleCaption(Object.keys(layout).filter((k) => /^yaxis\d*$/.test(k)).map((k) => layout[k].dtick));
   (drawn.grad ? Plotly.react : Plotly.newPlot)(els.gradChart, traces, layout, PLOT_CONFIG);
   drawn.grad = true;
 }
@@ -161,8 +163,9 @@ function drawSingularValues(results) {
         seen.add(block);
       }
       layout[axisName("xaxis", i)] = { title: row === numLayers - 1 ? { text: "index (largest first)" } : undefined };
-      // dtick 1: one tick per power of ten, without the 2s and 5s a short log range gets.
-      layout[axisName("yaxis", i)] = { type: "log", dtick: 1, title: c === 0 ? { text: `layer ${layer.layer}: σ` } : undefined, exponentformat: "power" };
+      // The dashed σ = 1 is on the axis too.
+      const values = [1, ...blocks(layer).flatMap(([, v]) => v)];
+      layout[axisName("yaxis", i)] = { ...logAxis(values), title: c === 0 ? { text: `layer ${layer.layer}: σ` } : undefined };
       layout.shapes.push({
         type: "line", xref: `${xref} domain`, yref, x0: 0, x1: 1, y0: 1, y1: 1, line: { color: "#1d2330", width: 1.5, dash: "dash" },
       });
@@ -177,7 +180,7 @@ function drawSingularValues(results) {
   drawn.sv = true;
 }
 
-function drawSummary(results, position) {
+function drawSummary(results) {
   const body = els.summary.querySelector("tbody");
   const colours = modelColours(models);
   const fmt = (v) => (v === undefined ? "—" : v === null ? "overflow" : v === 0 ? "0 (underflow)" : v.toExponential(2));
@@ -187,25 +190,42 @@ function drawSummary(results, position) {
     if (!r.data) {
       tr.innerHTML = `<td></td><td colspan="4" style="color:var(--error)"></td>`;
       tr.cells[0].textContent = r.id;
-      tr.cells[1].textContent = r.error;
+      tr.cells[1].textContent = r.error ?? `does not know ${charList(r.unknown)}: they are not in its vocabulary.`;
       return tr;
     }
-    const top = r.data.layers[r.data.layers.length - 1].h_grad_norm;
-    const cells = [r.id, r.data.loss.toFixed(3), fmt(top[position]), fmt(position >= 20 ? top[position - 20] : undefined), fmt(top[0])];
+    // At the model's own steps: one that read the text without some characters took fewer.
+    const top = r.data.layers[r.data.layers.length - 1].h_grad_norm, at = r.data.position;
+    const cells = [r.id, r.data.loss.toFixed(3), fmt(top[at]), fmt(at >= 20 ? top[at - 20] : undefined), fmt(top[0])];
     cells.forEach((v) => tr.append(Object.assign(document.createElement("td"), { textContent: v })));
     tr.cells[0].prepend(Object.assign(document.createElement("span"), { className: "swatch" }));
     tr.cells[0].firstChild.style.background = colours[r.id];
+    if (r.without) {
+      tr.cells[0].append(Object.assign(document.createElement("div"), { className: "muted small",
+        textContent: `read without ${charList(r.without)}` }));
+    }
     return tr;
   }));
   els.summary.hidden = false;
 }
 
-function drawText(chars, position) {
+/** The characters of `results`' models that read the text without some: char -> their ids. */
+function leftOut(results) {
+  const out = new Map();
+  for (const r of results) for (const c of r.without ?? []) out.set(c, [...(out.get(c) ?? []), r.id]);
+  return out;
+}
+
+function drawText(chars, position, results) {
   const spans = renderChars(els.charmap, chars);
+  const gone = leftOut(results);
   spans.forEach((s, i) => {
     if (i === position) s.classList.add("anchor");
     if (i === position + 1) s.classList.add("target");
     if (i > position + 1) s.style.opacity = "0.35";
+    if (gone.has(chars[i])) {
+      s.style.textDecoration = "line-through";
+      s.title = `${listIds(gone.get(chars[i]))} read the text without it`;
+    }
   });
   els.posLabel.textContent = position;
   els.textView.hidden = false;
@@ -214,17 +234,58 @@ function drawText(chars, position) {
   if (anchor) els.charmap.scrollTop = anchor.offsetTop - els.charmap.clientHeight / 2;
 }
 
+/** ‘(’, ‘)’ and ‘1’: distinct characters as labels show them. */
+function charList(chars) {
+  return listIds(chars.map((c) => `‘${showChar(c)}’`));
+}
+
+/** "a", "a and b", "a, b and c". */
+const listIds = (names) => (names.length < 2 ? names.join("") : `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}`);
+
+/** The models that do not know some characters of the text, grouped by which: "lstm and gru do
+ * not know ‘(’ and ‘1’". */
+function unknownSummary(lacking) {
+  const byChars = new Map();
+  for (const r of lacking) {
+    const key = r.unknown.join("");
+    byChars.set(key, [...(byChars.get(key) ?? []), r]);
+  }
+  return [...byChars.values()].map((rs) => `${listIds(rs.map((r) => r.id))} ${rs.length > 1 ? "do" : "does"} not know `
+    + `${charList(rs[0].unknown)}`).join("; ") + ": a model knows only the characters of the text it was trained on.";
+}
+
 /** One message when every model refused for the same reason, else one per model. */
 function errorSummary(failed) {
-  const messages = new Set(failed.map((r) => r.error));
-  return messages.size === 1 ? [...messages][0] : failed.map((r) => `${r.id}: ${r.error}`).join(" · ");
+  const lacking = failed.filter((r) => r.unknown && !r.error), other = failed.filter((r) => r.error);
+  const messages = new Set(other.map((r) => r.error));
+  const rest = messages.size === 1 && !lacking.length ? [...messages][0] : other.map((r) => `${r.id}: ${r.error}`).join(" · ");
+  return [lacking.length ? unknownSummary(lacking) : "", rest].filter(Boolean).join(" · ");
+}
+
+/** The status above the text: why models refused, with one button to leave out the characters
+ * they do not know; or, having left them out, which prediction is explained when it moved. */
+function drawStatus(results, note) {
+  const lacking = results.filter((r) => r.unknown && !r.error && !r.data);
+  const failed = results.filter((r) => !r.data);
+  if (lacking.length) {
+    const everyone = failed.length === results.length;
+    const message = everyone ? errorSummary(failed) : unknownSummary(lacking);
+    setStatus(els.status, everyone ? "error" : "empty", message, {
+      html: `<p><button type="button" class="secondary" id="drop">Leave those characters out and backpropagate</button>
+        Each model then reads the text without the characters it does not know (struck through below).</p>` });
+    document.getElementById("drop").addEventListener("click", () => { dropFor = els.text.value; compute(); });
+  } else if (failed.length === results.length) {
+    setStatus(els.status, "error", errorSummary(failed));
+  } else {
+    setStatus(els.status, note ? "empty" : "", note);
+  }
 }
 
 /** The one function that draws everything from the per-model results. */
 function update(results, chars, position) {
   const failed = results.filter((r) => !r.data);
-  drawText(chars, position);
-  drawSummary(results, position);
+  drawText(chars, position, results);
+  drawSummary(results);
   if (failed.length === results.length) {
     // The reason is shown once, above; the charts say what would bring them back.
     setStatus(els.gradStatus, "empty", "The curves appear once a model can read the text at this position.");
@@ -241,11 +302,49 @@ function update(results, chars, position) {
 
 // ---- Data -------------------------------------------------------------------------------
 
+/** The model's answer, or why it refused: `unknown` lists the characters it does not know. */
+async function ask(id, body, signal) {
+  try {
+    return { id, data: await api(`/api/models/${encodeURIComponent(id)}/gradients`, body, { signal }) };
+  } catch (e) {
+    if (isAbort(e)) throw e;
+    const unknown = e.status === 422 && e.detail?.[0]?.type === "unknown_characters" ? e.detail[0].ctx?.chars : null;
+    return unknown ? { id, unknown } : { id, error: e.message };
+  }
+}
+
+/** Model `id` reading `chars` without the characters in `unknown`, differentiating the loss of
+ * the same character, chars[position + 1], as the others: the position among the characters it
+ * keeps is the last of them at or before `position`. Its steps keep their places in the text (xs). */
+async function askWithout(id, chars, unknown, position, signal) {
+  if (!(position >= 0 && position <= chars.length - 2)) {
+    return { id, unknown, error: `position must be between 0 and ${chars.length - 2} (len(text) - 2).` };
+  }
+  const gone = new Set(unknown);
+  const target = chars[position + 1];
+  if (gone.has(target)) {
+    return { id, unknown, error: `cannot predict ‘${showChar(target)}’: it is not in its vocabulary. Click a character it knows.` };
+  }
+  const xs = [];
+  chars.forEach((c, i) => { if (i <= position && !gone.has(c)) xs.push(i); });
+  if (!xs.length) return { id, unknown, error: `knows none of the characters before ‘${showChar(target)}’.` };
+  const r = await ask(id, { text: chars.join(""), position: xs.length - 1, drop_unknown: true }, signal);
+  return r.data ? { ...r, xs, without: unknown } : r;
+}
+
+/** The last position whose next character every model in `lacking` knows, else `last`. */
+function lastKnownToAll(chars, lacking, last) {
+  const gone = new Set(lacking.flatMap((id) => unknownChars.byModel.get(id)));
+  for (let p = last; p >= 0; p--) if (!gone.has(chars[p + 1])) return p;
+  return last;
+}
+
 async function compute() {
   const text = els.text.value;
   const ids = chosenModels();
   const position = els.position.value === "" ? null : toInt(els.position.value, null);
-  writeQuery({ text, position: position ?? "", models: ids.join(",") });
+  const dropping = dropFor === text;
+  writeQuery({ text, position: position ?? "", models: ids.join(","), drop: dropping ? 1 : "" });
   if (text.length < 2 || ids.length === 0) {
     const msg = ids.length === 0 ? "Choose at least one model to compare." : "The text needs at least two characters: one to read, one to predict.";
     setStatus(els.status, "empty", msg);
@@ -254,28 +353,44 @@ async function compute() {
     els.summary.hidden = els.textView.hidden = true;
     return;
   }
+  if (unknownChars.text !== text) Object.assign(unknownChars, { text, byModel: new Map() });
+  const known = unknownChars.byModel;
+  const chars = [...text], last = chars.length - 2;
+  let p = position ?? last, note = "";
   const signal = nextSignal();
   setStatus(els.status, "loading", `Backpropagating through ${ids.length} model${ids.length > 1 ? "s" : ""}…`);
   els.compute.disabled = true;
-  const body = position === null ? { text } : { text, position };
-  const results = await Promise.all(ids.map(async (id) => {
-    try {
-      return { id, data: await api(`/api/models/${encodeURIComponent(id)}/gradients`, body, { signal }) };
-    } catch (e) {
-      if (isAbort(e)) throw e;
-      return { id, error: e.message };
+  let results;
+  try {
+    // The text as typed, to every model not already known to lack some of its characters.
+    const body = position === null ? { text } : { text, position };
+    results = await Promise.all(ids.map((id) => (dropping && known.get(id)?.length ? null : ask(id, body, signal))));
+    for (const r of results) if (r?.data || r?.unknown) known.set(r.id, r.unknown ?? []);
+    const lacking = ids.filter((id) => known.get(id)?.length);
+    if (dropping && lacking.length) {
+      if (position === null) {
+        // "last": the last character every model can predict, so all explain the same one.
+        p = lastKnownToAll(chars, lacking, last);
+        if (p !== last) {
+          note = `The last character, ‘${showChar(chars[last + 1])}’, is not in the vocabulary of `
+            + `${listIds(lacking.filter((id) => known.get(id).includes(chars[last + 1])))}: the prediction explained is `
+            + `the last one every model knows, ‘${showChar(chars[p + 1])}’ after step ${p}.`;
+        }
+      }
+      results = await Promise.all(ids.map((id, k) => {
+        if (lacking.includes(id)) return askWithout(id, chars, known.get(id), p, signal);
+        const r = results[k];
+        return r.data && r.data.position !== p ? ask(id, { text, position: p }, signal) : r;
+      }));
     }
-  })).catch((e) => (isAbort(e) ? null : Promise.reject(e)));
-  els.compute.disabled = false;
-  if (!results) return;
-  setStatus(els.status, "");
-  const first = results.find((r) => r.data);
-  const pos = first ? first.data.position : (position ?? text.length - 2);
-  if (!first) {
-    // Every model refused: show why, and keep the text view so another position can be clicked.
-    setStatus(els.status, "error", errorSummary(results));
+  } catch (e) {
+    if (isAbort(e)) return;
+    throw e;
+  } finally {
+    els.compute.disabled = false;
   }
-  update(results, [...text], Math.min(pos, text.length - 2));
+  drawStatus(results, note);
+  update(results, chars, Math.max(0, Math.min(p, last)));
 }
 
 // ---- Controls ---------------------------------------------------------------------------
@@ -292,6 +407,7 @@ els.passage.addEventListener("change", () => {
 els.text.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); compute(); }
 });
+els.text.addEventListener("input", () => matchPassage(els.passage, els.text.value));
 els.charmap.addEventListener("click", (e) => {
   const span = e.target.closest(".ch");
   if (!span || Number(span.dataset.i) < 1) return;
@@ -306,10 +422,8 @@ async function fillPassages() {
   const passages = await modelPassages(first);
   if (first !== chosenModels()[0]) return;     // the ticks changed meanwhile: the newer answer wins
   fillPassageMenu(els.passage, passages);
-  if (!els.text.value && passages.length) {
-    els.text.value = passages[0].text;
-    els.passage.value = "0";
-  }
+  if (!els.text.value && passages.length) els.text.value = passages[0].text;
+  matchPassage(els.passage, els.text.value);
 }
 
 async function main() {
@@ -321,6 +435,7 @@ async function main() {
   const wanted = (els.models.dataset.initial || "").split(",").filter(Boolean);
   fillModelChips(wanted);
   await fillPassages();
+  if (queryParams().get("drop") === "1") dropFor = els.text.value;
   await compute();
 }
 

@@ -1,7 +1,7 @@
 // The guided path: one chapter shown at a time, each drawn from one call under /api/learn.
 // Every setting lives in `state`, read from the URL once and written back on each change.
 import {
-  api, queryParams, writeQuery, toInt, toFloat, setStatus, latest, isAbort, PLOT_CONFIG, PLOT_FONT,
+  api, queryParams, writeQuery, toInt, toFloat, setStatus, latest, isAbort, logAxis, PLOT_CONFIG, PLOT_FONT,
   DIVERGING, SEQUENTIAL, plotlyScale, colourAt, inkOn, rgb, CELL_COLOURS, showChar, renderChars, decodeQuantity,
 } from "./common.js";
 
@@ -462,7 +462,8 @@ function loadClipping() {
       grid: { rows: 1, columns: 2, pattern: "independent", xgap: 0.12 },
       legend: { orientation: "h", x: 0, y: 1.18 },
       xaxis: { title: { text: "SGD step" } }, xaxis2: { title: { text: "SGD step" } },
-      yaxis: { type: "log", dtick: 1, title: { text: "‖∂L/∂θ‖ before clipping" }, exponentformat: "power" },
+      // The threshold's dashed line is on the axis too.
+      yaxis: { ...logAxis([clip, ...d.runs.flatMap((r) => r.grad_norm)]), title: { text: "‖∂L/∂θ‖ before clipping" } },
       yaxis2: { title: { text: "training loss (nats/char)" } },
       shapes: [{ type: "line", xref: "x domain", yref: "y", x0: 0, x1: 1, y0: clip, y1: clip,
         line: { color: "#1d2330", width: 1, dash: "dash" } }],
