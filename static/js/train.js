@@ -213,6 +213,15 @@ async function start() {
 
 // ---- Step 3: a run ----------------------------------------------------------------------------------
 
+/** Ticks at whole steps on an axis spanning `span` steps. Over a short span Plotly spaces its
+ * ticks 0.2 or 0.5 apart (a one-checkpoint run's heatmap column spans 59.5 to 60.5); it draws
+ * at most 10, so from 20 steps on its own spacing is 2 or more. Below that: 1, 2 or 5 apart,
+ * whichever draws at most six. Only for charts drawn whole (an extended one's span grows). */
+function wholeStepTicks(span) {
+  if (span >= 20) return {};
+  return { tickmode: "linear", tick0: 0, dtick: [1, 2, 5].find((d) => span / d <= 6) ?? 5 };
+}
+
 function layout(extra) {
   return {
     font: PLOT_FONT, margin: { l: 56, r: 16, t: 10, b: 44 }, height: 300, showlegend: true,
@@ -349,6 +358,8 @@ async function drawGradients(runId) {
     const v = row[T - 1 - back];
     return v > 0 ? Math.log10(v) : null;
   }));
+  // The columns' extent: each checkpoint's column reaches halfway to its neighbours, a lone one 1 step.
+  const gttSpan = g.steps.length > 1 ? (g.steps[g.steps.length - 1] - g.steps[0]) * g.steps.length / (g.steps.length - 1) : 1;
   Plotly.react(els.gttChart, [{
     type: "heatmap", x: g.steps, y: Array.from({ length: T }, (_, k) => k), z,
     colorscale: "Viridis", colorbar: { title: { text: "log₁₀ ‖∂L/∂h‖", side: "right" }, thickness: 12 },
@@ -358,7 +369,7 @@ async function drawGradients(runId) {
     // A step axis, not one category per checkpoint: round ticks that lie flat, whatever the
     // checkpoints (a cancel writes one at an odd step); each column spans its checkpoint's steps.
     xaxis: { title: { text: "training step (checkpoint)", standoff: 10 }, type: "linear", tickangle: 0,
-      automargin: true, zeroline: false },
+      automargin: true, zeroline: false, ...wholeStepTicks(gttSpan) },
     yaxis: { title: { text: "steps back from the loss", standoff: 8 }, autorange: true, automargin: true },
   }), PLOT_CONFIG);
   const which = g.layers.length > 1 ? `layer ${layer.layer}, the top one,` : "the layer";
@@ -366,9 +377,24 @@ async function drawGradients(runId) {
     “…${g.passage.slice(Math.max(0, g.position - 24), g.position + 1).replace(/\n/g, "↵")}”.`;
 }
 
-// One colour per concept, the same on every run (CONCEPTS' order on the server).
-const CONCEPT_COLOURS = ["#3557d4", "#e8590c", "#2b8a3e", "#d6336c", "#7048e8", "#0c8599", "#e67700", "#5c940d",
-  "#862e9c", "#c92a2a", "#1864ab", "#087f5b", "#a61e4d", "#5f3dc4", "#364fc7", "#d9480f", "#495057"];
+// Each concept's own look, the same on every run whatever it skips: found by name, in CONCEPTS'
+// order (model/probes.py; tests/test_train_charts.py checks the two lists agree). Ten colours
+// most eyes tell apart (matplotlib's tab10, its grey darker than the threshold's line), the
+// second ten concepts drawn dotted with open diamonds: a one-checkpoint run draws markers only.
+const CONCEPT_ORDER = ["quotes", "string", "inline_string", "brackets", "bracket_depth", "code_bracket_depth",
+  "line_position", "line_start", "word_start", "in_word", "vowel", "upper", "digit", "whitespace", "url", "comment",
+  "prose", "indentation"];
+const CONCEPT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#343a40",
+  "#a5a61e", "#17becf"];
+
+function conceptStyle(name) {
+  let i = CONCEPT_ORDER.indexOf(name);
+  // A concept this page does not know yet: a look of its own, probably, and the same on every run.
+  if (i < 0) i = [...name].reduce((h, ch) => (h * 31 + ch.codePointAt(0)) % 20, 0);
+  const second = i >= CONCEPT_COLOURS.length;
+  return { colour: CONCEPT_COLOURS[i % CONCEPT_COLOURS.length], dash: second ? "dot" : "solid",
+    symbol: second ? "diamond-open" : "circle" };
+}
 const unitName = (u) => `layer ${u.layer} ${u.quantity} ${u.unit}`;
 
 /** The concepts' strength against step, one line each, the threshold dashed, each concept's
@@ -387,17 +413,21 @@ async function drawConcepts(runId) {
   if (empty) return;
   // Concepts the current character tells (above the threshold from the start) are in the
   // legend, off the plot: the lines worth watching are those that need memory to form.
-  const traces = c.concepts.map((k, i) => ({
-    name: k.concept, type: "scatter", visible: k.at_start ? "legendonly" : true, mode: c.steps.length > 1 ? "lines+markers" : "markers",
-    x: c.steps, y: k.best.map((u) => u?.strength ?? null), marker: { size: 4 },
-    line: { color: CONCEPT_COLOURS[i % CONCEPT_COLOURS.length], width: 1.5 },
-    customdata: k.best.map((u) => (u ? unitName(u) : "")),
-    hovertemplate: `${k.concept} %{y:.3f}<br>%{customdata}<extra></extra>`,
-  }));
+  const traces = c.concepts.map((k) => {
+    const look = conceptStyle(k.concept);
+    return {
+      name: k.concept, type: "scatter", visible: k.at_start ? "legendonly" : true,
+      mode: c.steps.length > 1 ? "lines+markers" : "markers", x: c.steps, y: k.best.map((u) => u?.strength ?? null),
+      marker: { size: 6, color: look.colour, symbol: look.symbol, line: { color: look.colour, width: 1.5 } },
+      line: { color: look.colour, dash: look.dash, width: 1.5 },
+      customdata: k.best.map((u) => (u ? unitName(u) : "")),
+      hovertemplate: `${k.concept} %{y:.3f}<br>%{customdata}<extra></extra>`,
+    };
+  });
   const formed = c.concepts.filter((k) => k.formed_step != null);
   const annotations = formed.map((k) => {
     const at = c.steps.indexOf(k.formed_step);
-    const colour = CONCEPT_COLOURS[c.concepts.indexOf(k) % CONCEPT_COLOURS.length];
+    const colour = conceptStyle(k.concept).colour;
     return { x: k.formed_step, y: k.best[at].strength, text: `${k.concept} cell, step ${k.formed_step.toLocaleString()}`,
       showarrow: true, arrowhead: 2, arrowsize: 0.8, ax: -30, ay: 28 + 18 * (formed.indexOf(k) % 4),
       font: { size: 11, color: colour }, arrowcolor: colour, bgcolor: "rgba(255,255,255,0.85)" };
@@ -406,7 +436,8 @@ async function drawConcepts(runId) {
     hovermode: "closest", height: 380, annotations,
     legend: { orientation: "v", x: 1.01, y: 1, xanchor: "left", bgcolor: "rgba(0,0,0,0)", font: { size: 11 } },
     margin: { l: 56, r: 120, t: 10, b: 44 },
-    xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4" },
+    xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4",
+      ...wholeStepTicks(c.steps[c.steps.length - 1]) },
     yaxis: { title: { text: "strength of the best unit" }, range: [0, 1.02], gridcolor: "#eef0f4" },
     shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: c.threshold, y1: c.threshold,
       line: { color: "#868e96", dash: "dash", width: 1 } }],

@@ -1,0 +1,96 @@
+"""The Train page's charts after a very short run (one checkpoint, at its last step), found on a
+trial: the gradient heatmap's step axis read 59.6 / 59.8 / 60 / 60.2 / 60.4, and the "Cells
+forming" legend gave several concepts one colour, a concept's colour shifting with the
+concepts a run skips. Checked in Chromium on two runs whose texts skip different concepts.
+
+Debian's /usr/bin/chromium driven by Python playwright; without it the browser test skips,
+unless RNNSCOPE_REQUIRE_BROWSER=1 (CI), when it fails.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rnnscope.model.probes import CONCEPTS
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER = {"X-Rnnscope-Owner": "train-charts"}
+# One checkpoint, at the last step (as the 200-step default gives a 60-step run), recorded.
+SETTINGS = {"checkpoint_every_steps": 1000, "sample_every_steps": 0, "flush_seconds": 0.05,
+            "concept_share": 1.0, "concept_text_chars": 1500}
+RUN = {"cell": "lstm", "hidden_size": 16, "num_layers": 1, "batch_size": 4, "seq_length": 16,
+       "learning_rate": 0.01, "max_steps": 20}
+# Two colours a reader tells apart in a legend are at least this far apart in RGB (0-255 each):
+# the old palette's two oranges (#e8590c, #d9480f) were 23 apart, its two blues 15.
+DISTINCT_RGB = 60
+
+
+def test_the_page_styles_every_concept_the_server_knows():
+    """train.js names the concepts in CONCEPTS' order, so each keeps its look on every run."""
+    source = (ROOT / "static/js/train.js").read_text(encoding="utf-8")
+    listed = re.search(r"const CONCEPT_ORDER = (\[[^\]]*\]);", source)
+    assert listed, "CONCEPT_ORDER not found in static/js/train.js"
+    assert json.loads(listed.group(1)) == list(CONCEPTS)
+
+
+@pytest.fixture(scope="module")
+def training_server(tmp_path_factory):
+    """An app that trains, served in this process (so it serves this checkout's pages)."""
+    from tests.conftest import serving
+    from tests.training_app import build_app
+
+    with serving(build_app(tmp_path_factory.mktemp("train-charts"), **SETTINGS)) as url:
+        yield url
+
+
+def finished_run(url: str, name: str, text: str) -> int:
+    """A RUN on `text`, trained to its end: its id."""
+    files = {"file": (name, text.encode("utf-8"), "text/plain")}
+    corpus = httpx.post(f"{url}/api/corpora", files=files, headers=OWNER, timeout=60)
+    assert corpus.status_code == 201, corpus.text
+    r = httpx.post(f"{url}/api/runs", json={"corpus_id": corpus.json()["id"], **RUN}, headers=OWNER, timeout=60)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def rgb(colour: str) -> tuple[int, ...]:
+    return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
+
+
+def test_one_checkpoint_charts_have_whole_steps_and_a_look_per_concept(page, training_server):
+    from tests.training_app import excerpt
+
+    python = (ROOT / "model/probes.py").read_text(encoding="utf-8")[:20_000]       # digits, brackets, strings
+    runs = [finished_run(training_server, "play.txt", excerpt(20_000)),           # no digit: skipped
+            finished_run(training_server, "probes.py", python)]
+    looks = []
+    for run_id in runs:
+        page.goto(f"{training_server}/train?run={run_id}")
+        page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+        page.wait_for_function("() => document.getElementById('gtt-chart').data"
+                               " && document.getElementById('concepts-chart').data")
+        assert page.evaluate("document.getElementById('gtt-chart').data[0].x") == [RUN["max_steps"]]
+        ticks = page.eval_on_selector_all("#gtt-chart .xtick text", "ts => ts.map(t => t.textContent)")
+        assert ticks == [str(RUN["max_steps"])], ticks                  # one column, one whole step
+        ticks = page.eval_on_selector_all("#concepts-chart .xtick text", "ts => ts.map(t => t.textContent)")
+        assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks), ticks
+        # As drawn: with Plotly's defaults where a trace leaves a style out.
+        traces = page.evaluate("() => document.getElementById('concepts-chart').data.map((t) => [t.name, t.line.color,"
+                               " t.line.dash ?? 'solid', t.marker?.color ?? t.line.color, t.marker?.symbol ?? 'circle'])")
+        look = {name: (colour, dash, symbol) for name, colour, dash, marker, symbol in traces}
+        assert all(marker == colour for _, colour, _, marker, _ in traces)     # the legend shows the marker
+        for (a, (ca, *shape_a)), (b, (cb, *shape_b)) in itertools.combinations(look.items(), 2):
+            if shape_a == shape_b:                                           # told apart by colour alone
+                gap = sum((x - y) ** 2 for x, y in zip(rgb(ca), rgb(cb))) ** 0.5
+                assert gap >= DISTINCT_RGB, (a, ca, b, cb)
+        looks.append(look)
+    play, code = looks
+    assert "digit" in code and "digit" not in play                   # the runs list different concepts...
+    assert list(play) != list(code)[:len(play)]
+    shared = play.keys() & code.keys()
+    assert {k: play[k] for k in shared} == {k: code[k] for k in shared}      # ...each in its own look on both
