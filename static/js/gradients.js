@@ -26,6 +26,16 @@ const unknownChars = { text: null, byModel: new Map() };
 // model then reads it without its own, and a new text asks again.
 let dropFor = null;
 
+
+/** The legend above a chart wraps to as many rows as its entries need (four models' take
+ * three): once drawn, the top margin grows to hold it, so it never covers the first panel. */
+function roomForLegend(chart, layout) {
+  const legend = chart.querySelector(".legend");
+  const needed = legend ? Math.ceil(legend.getBBox().height) + 28 : 0;
+  if (needed > layout.margin.t) {
+    Plotly.relayout(chart, { "margin.t": needed, height: layout.height + needed - layout.margin.t });
+  }
+}
 function chosenModels() {
   return [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
 }
@@ -130,7 +140,7 @@ function gradFigure(results, chars, position) {
 function drawGradients(results, chars, position) {
   const { traces, layout } = gradFigure(results, chars, position);
   els.gradScale.textContent = scaleCaption(Object.keys(layout).filter((k) => /^yaxis\d*$/.test(k)).map((k) => layout[k].dtick));
-  (drawn.grad ? Plotly.react : Plotly.newPlot)(els.gradChart, traces, layout, PLOT_CONFIG);
+  (drawn.grad ? Plotly.react : Plotly.newPlot)(els.gradChart, traces, layout, PLOT_CONFIG).then(() => roomForLegend(els.gradChart, layout));
   drawn.grad = true;
 }
 
@@ -169,14 +179,16 @@ function drawSingularValues(results) {
       layout.shapes.push({
         type: "line", xref: `${xref} domain`, yref, x0: 0, x1: 1, y0: 1, y1: 1, line: { color: "#1d2330", width: 1.5, dash: "dash" },
       });
-      const top = blocks(layer).map(([b, v]) => `${b} ${v[0].toFixed(2)}`).join(", ");
+      const top = blocks(layer).map(([b, v]) => `${b} ${v[0].toFixed(cols > 2 ? 1 : 2)}`).join(", ");
+      // Three or more panels a row are too narrow for the title and σ₁ on one line.
       layout.annotations.push({
         xref: `${xref} domain`, yref: `${yref} domain`, x: 0, y: 1.02, xanchor: "left", yanchor: "bottom", showarrow: false,
-        text: `<b>${r.id}</b> layer ${layer.layer} · σ₁: ${top}`, font: { size: 12 },
+        text: `<b>${r.id}</b> layer ${layer.layer}${cols > 2 ? "<br>" : " · "}σ₁: ${top}`, font: { size: 12 },
+        align: "left",
       });
     }
   });
-  (drawn.sv ? Plotly.react : Plotly.newPlot)(els.svChart, traces, layout, PLOT_CONFIG);
+  (drawn.sv ? Plotly.react : Plotly.newPlot)(els.svChart, traces, layout, PLOT_CONFIG).then(() => roomForLegend(els.svChart, layout));
   drawn.sv = true;
 }
 
