@@ -26,7 +26,6 @@ const unknownChars = { text: null, byModel: new Map() };
 // model then reads it without its own, and a new text asks again.
 let dropFor = null;
 
-
 /** The legend above a chart wraps to as many rows as its entries need (four models' take
  * three): once drawn, the top margin grows to hold it, so it never covers the first panel. */
 function roomForLegend(chart, layout) {
@@ -36,6 +35,7 @@ function roomForLegend(chart, layout) {
     Plotly.relayout(chart, { "margin.t": needed, height: layout.height + needed - layout.margin.t });
   }
 }
+
 function chosenModels() {
   return [...els.models.querySelectorAll("input:checked")].map((i) => i.value);
 }
