@@ -363,7 +363,8 @@ function logRange(values) {
 }
 
 const SUPERSCRIPT_DIGITS = "⁰¹²³⁴⁵⁶⁷⁸⁹";
-const superscript = (n) => (n < 0 ? "⁻" : "") + [...String(Math.abs(n))].map((d) => SUPERSCRIPT_DIGITS[d]).join("");
+/** An integer in superscript digits: `10${superscript(-4)}` is "10⁻⁴". */
+export const superscript = (n) => (n < 0 ? "⁻" : "") + [...String(Math.abs(n))].map((d) => SUPERSCRIPT_DIGITS[d]).join("");
 
 /** A value on a log axis as its label: a decimal from 0.01 to 9,999 (0.5, 2, 1.4), else a power
  * of ten with its multiple (2×10⁻⁴, 10⁻⁴), as exponentformat "power" writes the powers. */

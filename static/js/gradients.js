@@ -1,6 +1,6 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
-import { api, defaultModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, matchPassage, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, queryParams, renderChars, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, matchPassage, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, queryParams, renderChars, setStatus, showChar, superscript, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -65,8 +65,7 @@ function axisName(kind, i) {
   return i === 0 ? kind : `${kind}${i + 1}`;
 }
 
-const SUPERSCRIPT = "⁰¹²³⁴⁵⁶⁷⁸⁹";
-const powerOfTen = (k) => (k === 1 ? "10" : `10${[...String(k)].map((d) => SUPERSCRIPT[d]).join("")}`);
+const powerOfTen = (k) => (k === 1 ? "10" : `10${superscript(k)}`);
 
 /** What the log axes' grid lines mean, from their dticks: one per panel, each from its own
  * range (a short range is labelled between the powers of ten and has no dtick). */
