@@ -632,14 +632,14 @@ def table(result: dict) -> str:
                      None if run_ is not load else
                      "PASS" if load["errors"] == 0 and a.get("p99", math.inf) <= LOAD_TARGET["p99_ms"]
                      else f"short: {load['errors']} errors, p99 {a.get('p99', math.inf) / 1e3:.2f} s"])
-    for label, run_ in ((before, off), ("now", load)):
-        cpu = (run_ or {}).get("cpu")
+        cpu = run_.get("cpu")
         if cpu:
-            rows.append([f"  CPU, {label}: the server {cpu['server_cores']:.2f} cores "
+            rows.append([f"  CPU: the server {cpu['server_cores']:.2f} cores "
                          f"({cpu['server_seconds_per_served']:.3f} core-s a served request), the load generator "
                          f"{cpu['client_cores']:.2f}", None, None, None, None, None, None, None, None, None])
+    target = load.get("target_ratio", LOAD_TARGET["served_ratio"])
     if off is not None:
-        ratio, target = load["served_ratio"], load.get("target_ratio", LOAD_TARGET["served_ratio"])
+        ratio = load["served_ratio"]
         rows.append([f"served/s, now over {before}: {load['served_per_second']:.1f} / "
                      f"{off['served_per_second']:.1f}", None, None, None, None, None, f"{ratio:.2f}x", None,
                      f">= {target:g}x", "PASS" if ratio >= target else "short, see below"])
@@ -659,7 +659,7 @@ def table(result: dict) -> str:
     short = [(r["name"], REASONS.get(r["name"])) for r in result["requests"] if not r["passed"]]
     if load["all"].get("p99", 0) > LOAD_TARGET["p99_ms"]:
         short.append(("load p99", REASONS["load_p99"]))
-    if off is not None and load["served_ratio"] < load.get("target_ratio", LOAD_TARGET["served_ratio"]):
+    if off is not None and load["served_ratio"] < target:
         short.append(("served/s ratio", REASONS["served_ratio_threads" if before == BEFORE["threads"][1]
                                                 else "served_ratio"]))
     if not all(row["passed"] for row in result["memory"]["rows"]):
