@@ -204,6 +204,43 @@ def test_concurrent_states_requests_read_their_fitted_text_once(client, monkeypa
     assert len({str(r.json()["coords"]) for r in answers}) == 1
 
 
+def test_concurrent_states_requests_fit_their_projection_once(client, monkeypatch):
+    """With the fitted text's reading kept, requests for the same projection while its PCA is
+    being fitted wait for that fit instead of each fitting it again in a slot of its own."""
+    import threading
+    import time
+
+    from rnnscope.app.states import router
+
+    fits, original = [], router.on_reading
+
+    def slow_on_reading(state, function, *args):
+        if function is router.layer_pca:
+            fits.append(1)
+            time.sleep(0.5)                      # long enough for the others to arrive meanwhile
+        return original(state, function, *args)
+
+    text = TEXT + "Fitted in three components by three requests at once.\n"
+    first = client.post("/api/models/gru/states", json={"text": text, "layer": 0})       # reads, fits in 2
+    assert first.status_code == 200, first.text
+    monkeypatch.setattr(router, "on_reading", slow_on_reading)
+    answers = []
+
+    def ask(colour):
+        answers.append(client.post("/api/models/gru/states",
+                                   json={"text": text, "layer": 0, "components": 3, "colour_by": colour}))
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in ("char_class", "line_position", "quotes")]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(60)
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    assert len(fits) == 1
+    assert len({str(r.json()["coords"]) for r in answers}) == 1
+
+
 def test_fixed_points_come_in_the_states_projection(corpus_client, models):
     r = corpus_client.post("/api/models/rnn/fixed-points", json={"layer": 0, "char": " ", "starts": 16})
     assert r.status_code == 200, r.text

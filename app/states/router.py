@@ -39,11 +39,14 @@ page_router = APIRouter(tags=["pages"])
 
 EIGENVALUES_SHOWN = 6
 FLOAT64 = np.dtype(np.float64).itemsize
+# A reading's PCA fits: one per quantity (h, c) and number of components (2, 3).
+PCA_KINDS = 4
 
 
 class FitReadings(LRU):
     """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
-    recently used dropped first: the page asks for one projection again and again.
+    recently used dropped first: the page asks for one projection again and again. Both are
+    made once for everyone: a request wants what another is making waits for it (lru.py).
 
     A reading (20,000 characters of a 2x256 LSTM's layer: 41-61 MB) is kept in a memory-mapped
     file (reading_files.py) when the disk has room, and the work that touches all of it (the
@@ -58,7 +61,7 @@ class FitReadings(LRU):
                 pause: Callable[[], None] | None = None) -> tuple[LayerReading, dict]:
         """Kept, or read a piece at a time where compute runs (`pause` between pieces: the
         warmer's). Requests asking for a reading another request is reading wait for it."""
-        def read() -> tuple[LayerReading, dict]:
+        def read() -> tuple[LayerReading, LRU]:
             m = entry.model
             ids = m.encode(text)
             pieces = read_in_pieces(state, read_layer_piece, m, ids, pause or (lambda: None), layer)
@@ -67,14 +70,19 @@ class FitReadings(LRU):
                                   self.files.room_for_values(shape[0] * shape[1]))
             reading = LayerReading(ids, values, m.config.hidden_size, m.cell.has_cell_state, layer > 0)
             self.files.owned_by(reading, values)
-            return reading, {}
+            return reading, LRU(PCA_KINDS)
         # The warmer's read pauses while requests wait, so none may wait for it (lru.py).
         return self.get_or_make(self._key(entry, layer, text), read, shared=pause is None)
 
-    def wait_for_reading(self, entry: Entry, layer: int, text: str) -> None:
-        """Return once no request is reading this layer of `text`: called before a request takes
-        its compute slot, so that it neither reads the text a second time nor holds a slot idle."""
-        self.wait_if_making(self._key(entry, layer, text))
+    def wait_for_fit(self, entry: Entry, layer: int, text: str, quantity: str, components: int) -> None:
+        """Return once no request is reading this layer of `text` or fitting the PCA asked for:
+        called before a request takes its compute slot, so that it neither reads nor fits a
+        second time, nor holds a slot idle while it waits."""
+        key = self._key(entry, layer, text)
+        self.wait_if_making(key)
+        found = self.get(key)
+        if found is not None:
+            found[1].wait_if_making((quantity, components))
 
     def fit_chars(self, entry: Entry, layer: int, text: str) -> int:
         """Characters a request must read to fit on `text`: none once its reading is kept."""
@@ -94,15 +102,15 @@ class FitReadings(LRU):
         """A PCA fit's peak (layer_pca): its quantity over `text` as float64 and centred, two
         (T, H) copies; none once fitted."""
         found = self.get(self._key(entry, layer, text))
-        if found is not None and (quantity, components) in found[1]:
+        if found is not None and found[1].get((quantity, components)) is not None:
             return 0
         return 2 * len(text) * entry.model.config.hidden_size * FLOAT64
 
-    def pca(self, state, entry: Entry, found: tuple[LayerReading, dict], quantity: str, components: int) -> PCA:
+    def pca(self, state, entry: Entry, found: tuple[LayerReading, LRU], quantity: str, components: int) -> PCA:
+        # Shared even with the warmer: a fit, unlike a reading, never pauses half-way.
         reading, fits = found
-        if (quantity, components) not in fits:
-            fits[(quantity, components)] = on_reading(state, layer_pca, entry.model, reading, quantity, components)
-        return fits[(quantity, components)]
+        return fits.get_or_make((quantity, components),
+                                lambda: on_reading(state, layer_pca, entry.model, reading, quantity, components))
 
     def close(self) -> None:
         """The app stops: every reading's file goes."""
@@ -198,7 +206,7 @@ def states(req: StatesRequest, request: Request, entry: ModelDep, settings: Sett
         concept = CONCEPTS[req.colour_by]
         description, graded, colour, classes = concept.description, concept.graded, concept.indicator(text), None
     # The fitted text's reading (unless kept), and the trajectory's: one layer's h, c and input.
-    fits.wait_for_reading(entry, req.layer, fit_source)
+    fits.wait_for_fit(entry, req.layer, fit_source, req.quantity, req.components)
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
     nbytes = (fits.fit_bytes(entry, req.layer, fit_chars)
               + fits.pca_bytes(entry, req.layer, fit_source, req.quantity, req.components)
@@ -238,7 +246,7 @@ def fixed_points(req: FixedPointsRequest, request: Request, entry: ModelDep, set
     fit_source, source, _ = fitted
     H = m.config.hidden_size
     # The search's own time is bounded by settings (starts, iterations), not measured here.
-    fits.wait_for_reading(entry, req.layer, fit_source)
+    fits.wait_for_fit(entry, req.layer, fit_source, req.quantity, req.components)
     fit_chars = fits.fit_chars(entry, req.layer, fit_source)
     seconds = expected_seconds(m.config, UNKNOWN_SECONDS, states_fit=fit_chars)
     # The fitted text's reading (unless kept), its PCA (unless fitted), the starts and their search.
