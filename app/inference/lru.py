@@ -99,6 +99,11 @@ class LRU(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: K) -> bool:
+        """Whether `key` is kept, without counting as a use of it."""
+        with self._lock:
+            return key in self._items
+
 
 # The names of everything kept on an app this way, for close_kept.
 KEPT: set[str] = set()

@@ -102,7 +102,7 @@ class FitReadings(LRU):
         """A PCA fit's peak (layer_pca): its quantity over `text` as float64 and centred, two
         (T, H) copies; none once fitted."""
         found = self.get(self._key(entry, layer, text))
-        if found is not None and found[1].get((quantity, components)) is not None:
+        if found is not None and (quantity, components) in found[1]:
             return 0
         return 2 * len(text) * entry.model.config.hidden_size * FLOAT64
 
