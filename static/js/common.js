@@ -1,8 +1,38 @@
 // What every page shares: calling the JSON API, keeping state in the URL, the status
 // panel (loading / empty / error), the int8 trace decoding and the colour scales.
 
-/** POST `body` (or GET when absent) to the API; throws an Error carrying the server's `detail`. */
-export async function api(path, body, { signal } = {}) {
+/**
+ * POST `body` (or GET when absent) to the API; throws an Error carrying the server's `detail`.
+ *
+ * What every page does with a failed or refused request, in one place:
+ * - `view`, the element drawing this request's answer: on success it is marked current; on a
+ *   failure, when it still shows an earlier answer, it is dimmed with a line naming the settings
+ *   it shows, and the address keeps those settings (writeQuery writes nothing while it is stale).
+ * - `status`, the page's status panel: a 503 "busy" answer with a short Retry-After is tried
+ *   again once by itself after that many seconds, counting down there; the request's `signal`
+ *   (a newer request superseding it) cancels the wait.
+ * A 503's message is in plain words; the server's own (which names its setting, for the
+ * operator) is the Error's `operatorDetail`, which setStatus shows folded away.
+ */
+export async function api(path, body, { signal, status = null, view = null } = {}) {
+  try {
+    let answer = await ask(path, body, signal);
+    const wait = answer.busy ? retryAfterSeconds(answer.response) : null;
+    if (wait !== null && status) {
+      await countDown(status, wait, signal);
+      answer = await ask(path, body, signal);
+      if (answer.busy) answer.retried = true;
+    }
+    if (!answer.response.ok) throw refusal(answer);
+    if (view) markCurrent(view);
+    return answer.data;
+  } catch (e) {
+    if (view && !isAbort(e)) markStale(view);
+    throw e;
+  }
+}
+
+async function ask(path, body, signal) {
   const init = body === undefined ? { signal } : {
     method: "POST", signal,
     headers: { "Content-Type": "application/json" },
@@ -22,13 +52,90 @@ export async function api(path, body, { signal } = {}) {
     if (signal?.aborted) throw new DOMException("The request was superseded", "AbortError");
     return null;
   });
-  if (!response.ok) {
-    const error = new Error(formatDetail(data?.detail) || `${response.status} ${response.statusText}`);
-    error.status = response.status;
-    error.detail = data?.detail;       // for a page that acts on a 422's type and ctx
-    throw error;
+  return { response, data, busy: response.status === 503 };
+}
+
+// Longer waits are not worth holding a page for: the message asks to try again later instead.
+const MAX_AUTO_RETRY_SECONDS = 30;
+
+/** Retry-After's seconds when they are few enough to wait for by ourselves, else null. */
+function retryAfterSeconds(response) {
+  const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  return seconds >= 0 && seconds <= MAX_AUTO_RETRY_SECONDS ? Math.max(1, seconds) : null;
+}
+
+/** "Trying again in N s" in `status`, a second at a time; then its earlier message back. */
+function countDown(status, seconds, signal) {
+  const kind = status.dataset.state ?? "", earlier = status.querySelector("p")?.textContent ?? "";
+  return new Promise((resolve, reject) => {
+    let left = seconds, timer = null;
+    const show = () => setStatus(status, "loading",
+      `The server is busy with other people’s requests: trying again in ${left} s…`);
+    const tick = () => {
+      left -= 1;
+      if (left > 0) { show(); timer = setTimeout(tick, 1000); return; }
+      signal?.removeEventListener("abort", stop);
+      setStatus(status, kind, earlier);
+      resolve();
+    };
+    const stop = () => { clearTimeout(timer); reject(new DOMException("The request was superseded", "AbortError")); };
+    if (signal?.aborted) return stop();
+    signal?.addEventListener("abort", stop, { once: true });
+    show();
+    timer = setTimeout(tick, 1000);
+  });
+}
+
+/** The Error for a refused request: the server's detail, except a 503's, said plainly. */
+function refusal({ response, data, busy, retried }) {
+  const detail = formatDetail(data?.detail) || `${response.status} ${response.statusText}`;
+  const error = new Error(busy ? busyMessage(detail, response, retried) : detail);
+  error.status = response.status;
+  error.detail = data?.detail;         // for a page that acts on a 422's type and ctx
+  if (busy) error.operatorDetail = detail;
+  return error;
+}
+
+function busyMessage(detail, response, retried) {
+  if (!/busy|are open/.test(detail)) return "The server cannot answer this right now (it is restarting part of "
+    + "itself). Try again in a few seconds.";
+  const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  const when = seconds > MAX_AUTO_RETRY_SECONDS ? `in about ${Math.ceil(seconds / 60)} min` : "in a little while";
+  return `The server is busy with other people’s requests${retried ? " (asked twice)" : ""}. Try again ${when}.`;
+}
+
+// ---- Views that keep an earlier answer after a failure -------------------------------------
+
+const staleViews = new Set();
+
+function markCurrent(view) {
+  view.dataset.drawn = "1";
+  view.classList.remove("stale");
+  view.querySelector(":scope > .stale-note")?.remove();
+  staleViews.delete(view);
+}
+
+/** The settings in the address, as "model lstm · layer 0 · text “First Citizen…”". */
+function describeQuery() {
+  const parts = [...queryParams().entries()].map(([k, v]) => {
+    const shown = v.length > 24 ? `“${v.slice(0, 20).replace(/\s+/g, " ")}…” (${[...v].length.toLocaleString()} characters)` : v;
+    return `${k} ${shown}`;
+  });
+  return parts.length ? parts.join(" · ") : "the page’s defaults";
+}
+
+function markStale(view) {
+  if (!view.dataset.drawn) return;               // nothing drawn yet: nothing to mistake
+  view.classList.add("stale");
+  let note = view.querySelector(":scope > .stale-note");
+  if (!note) {
+    note = Object.assign(document.createElement("p"), { className: "stale-note" });
+    const head = view.querySelector(":scope > .card-head");
+    if (head) head.after(note); else view.prepend(note);
   }
-  return data;
+  note.textContent = `This still shows the previous settings (${describeQuery()}), not the ones above: `
+    + "the request for those failed.";
+  staleViews.add(view);
 }
 
 /** FastAPI's `detail` is a string, or for validation errors a list of {loc, msg}. */
@@ -70,6 +177,8 @@ const MAX_QUERY_CHARS = 8000;
  * A value too long for a link (a pasted book) is left out, and the page says so.
  */
 export function writeQuery(state) {
+  // A view marked stale shows the settings in the address: they stay until it is redrawn.
+  if ([...staleViews].some((view) => view.isConnected)) return;
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(state)) {
     if (v !== undefined && v !== null && v !== "") q.set(k, String(v));
@@ -105,9 +214,13 @@ export function toFloat(s, fallback) {
 
 /**
  * Show one state in a `.status` element: "loading", "empty", "error" or "" (hidden).
- * `html` is trusted markup for links in empty states; `message` is always set as text.
+ * `html` is trusted markup for links in empty states; `message` is always set as text. An
+ * Error from api() may be given as the message: its operator's detail (a refusal's setting)
+ * is then folded away under it.
  */
 export function setStatus(el, kind, message = "", { html = "" } = {}) {
+  const operatorDetail = message?.operatorDetail;
+  if (message instanceof Error) message = message.message;
   el.dataset.state = kind;
   el.hidden = !kind;
   el.replaceChildren();
@@ -118,6 +231,13 @@ export function setStatus(el, kind, message = "", { html = "" } = {}) {
   if (kind === "error") p.append(Object.assign(document.createElement("strong"), { textContent: "Error: " }));
   p.append(message);
   el.append(p);
+  if (operatorDetail) {
+    const details = Object.assign(document.createElement("details"), { className: "operator-detail small" });
+    details.append(Object.assign(document.createElement("summary"), { textContent: "Details for the server’s operator" }),
+      Object.assign(document.createElement("code"), { textContent: operatorDetail }));
+    p.title = operatorDetail;
+    el.append(details);
+  }
   if (html) {
     const extra = document.createElement("div");
     extra.innerHTML = html;

@@ -160,7 +160,8 @@ async function project({ keepStep = false } = {}) {
   els.project.disabled = true;
   fixedPointsReady(false, { loading: true });
   try {
-    const answer = await api(`/api/models/${encodeURIComponent(model)}/states`, body, { signal });
+    const answer = await api(`/api/models/${encodeURIComponent(model)}/states`, body,
+      { signal, status: els.status, view: els.chart.closest(".card") });
     setStatus(els.status, "");
     setStatus(els.chartStatus, "");
     if (fixed && (fixed.layer !== body.layer || fixed.model !== model || fixed.quantity !== body.quantity
@@ -179,7 +180,7 @@ async function project({ keepStep = false } = {}) {
     if (fixed) drawFixedSummary();
   } catch (e) {
     if (isAbort(e)) return;
-    setStatus(els.status, "error", e.message);
+    setStatus(els.status, "error", e);
   } finally {
     els.project.disabled = false;
     if (signal === currentProjection) fixedPointsReady(Boolean(data));
@@ -217,7 +218,7 @@ async function findFixed() {
   setStatus(els.fpStatus, "loading", `Searching for fixed points of layer ${data.layer} with ‘${showChar(char)}’ held…`);
   els.fpFind.disabled = true;
   try {
-    const answer = await api(`/api/models/${encodeURIComponent(model)}/fixed-points`, body, { signal });
+    const answer = await api(`/api/models/${encodeURIComponent(model)}/fixed-points`, body, { signal, status: els.fpStatus });
     fixed = { ...answer, model, quantity: body.quantity, components: body.components };
     setStatus(els.fpStatus, "");
     update();
@@ -226,7 +227,7 @@ async function findFixed() {
     writeState();
   } catch (e) {
     if (isAbort(e)) return;
-    setStatus(els.fpStatus, "error", e.message);
+    setStatus(els.fpStatus, "error", e);
   } finally {
     if (!els.project.disabled) els.fpFind.disabled = false;
   }

@@ -1,0 +1,117 @@
+"""What a page does when a request fails or is refused (a new user's trial): the plot it
+keeps is marked as showing the previous settings and the address keeps those settings, and a
+503 "busy" answer reads in plain words, is tried again once after its Retry-After with a
+countdown (not when the controls change meanwhile), and keeps the operator's detail aside.
+
+The refusals are made by routing the page's own request in the browser (page.route), so the
+test does not depend on how loaded the machine is. Screenshots go to test-artifacts/.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlparse
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+        "First Citizen:\nYou are all resolved rather to die than to famish?\n")
+# What the compute gate answers when full (app/inference/compute_gate.py): it names a setting.
+BUSY_DETAIL = ("the server is busy: 2 jobs running and 8 waiting, the limit (setting RNNSCOPE_MAX_WAITING_JOBS); "
+               "try again shortly")
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+def refuse(route, retry_after: int = 1):
+    route.fulfill(status=503, headers={"Retry-After": str(retry_after)}, content_type="application/json",
+                  body=json.dumps({"detail": BUSY_DETAIL}))
+
+
+def open_states(page, live_server):
+    page.goto(f"{live_server}/states?model=lstm&layer=0&text={quote(TEXT)}")
+    page.wait_for_selector("#chart[data-points]")
+    assert query(page.url)["layer"] == "0"
+
+
+def test_states_marks_the_kept_plot_stale_and_keeps_the_address_when_busy(page, live_server):
+    ARTIFACTS.mkdir(exist_ok=True)
+    open_states(page, live_server)
+    asked = []
+
+    def busy(route):
+        asked.append(route.request.post_data_json["layer"])
+        refuse(route)
+    page.route("**/api/models/*/states", busy)
+    page.select_option("#layer", "1")
+    page.wait_for_selector('#status[data-state="error"]')
+    page.screenshot(path=str(ARTIFACTS / "states-busy-stale.png"), full_page=True)
+    assert asked == [1, 1], asked                     # tried again once by itself, then gave up
+    status = page.locator("#status")
+    headline = status.locator("p").first.inner_text()
+    assert "busy with other people" in headline and "RNNSCOPE_" not in headline, headline
+    # The operator's detail is kept, out of the headline.
+    assert "RNNSCOPE_MAX_WAITING_JOBS" in status.locator("details").text_content()
+    # The plot kept is marked as the previous settings', and the address names those.
+    card = page.locator("section.card.stale")
+    assert card.count() == 1
+    note = card.locator(".stale-note").inner_text()
+    assert "layer 0" in note and "layer 1" not in note, note
+    assert query(page.url)["layer"] == "0"
+    # Stepping through the kept plot does not write the failed settings either.
+    page.locator("#scrub").focus()
+    page.keyboard.press("ArrowRight")
+    assert query(page.url)["layer"] == "0"
+    # Once the server answers, the plot is the new one's, unmarked, and the address follows.
+    page.unroute("**/api/models/*/states")
+    page.click("#project")
+    page.wait_for_function("!document.querySelector('section.card.stale') && location.search.includes('layer=1')")
+    assert page.locator(".stale-note").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "states-after-busy.png"), full_page=True)
+
+
+def test_a_busy_answer_is_tried_again_after_retry_after_with_a_countdown(page, live_server):
+    open_states(page, live_server)
+    asked = []
+
+    def busy_once(route):
+        asked.append(route.request.post_data_json["layer"])
+        if len(asked) == 1:
+            refuse(route, retry_after=2)
+        else:
+            route.continue_()
+    page.route("**/api/models/*/states", busy_once)
+    page.select_option("#layer", "1")
+    page.wait_for_function("document.getElementById('status').innerText.includes('trying again in')")
+    countdown = page.locator("#status").inner_text()
+    page.locator("#status").screenshot(path=str(ARTIFACTS / "states-busy-countdown.png"))
+    assert "busy with other people" in countdown and "RNNSCOPE_" not in countdown, countdown
+    page.wait_for_function("location.search.includes('layer=1')")
+    assert asked == [1, 1]
+    assert page.locator('#status[data-state="error"]').count() == 0
+    assert page.locator(".stale-note").count() == 0
+
+
+def test_changing_the_controls_cancels_the_retry(page, live_server):
+    page.clock.install()
+    open_states(page, live_server)
+    asked = []
+
+    def busy_for_h(route):
+        quantity = route.request.post_data_json["quantity"]
+        asked.append(quantity)
+        if quantity == "h":
+            refuse(route, retry_after=5)
+        else:
+            route.continue_()
+    page.route("**/api/models/*/states", busy_for_h)
+    page.select_option("#layer", "1")
+    page.wait_for_function("document.getElementById('status').innerText.includes('trying again in')")
+    page.select_option("#quantity", "c")             # a new request supersedes the waiting one
+    page.wait_for_function("location.search.includes('quantity=c')")
+    page.clock.run_for(10_000)                        # past the refused request's Retry-After
+    page.evaluate("new Promise((resolve) => requestAnimationFrame(resolve))")
+    assert asked == ["h", "c"], asked                 # the refused request was not tried again
+    assert query(page.url)["layer"] == "1"
