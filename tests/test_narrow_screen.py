@@ -34,3 +34,49 @@ def test_no_page_scrolls_sideways_on_a_phone(app, client, live_server, page):
         if width > PHONE["width"]:
             too_wide[path] = (width, page.evaluate(STICKING_OUT, PHONE["width"]))
     assert too_wide == {}, too_wide
+
+
+# Each /gates panel's plot area, and the x tick labels drawn for it: [x, y, width, height].
+GATE_PANELS = """() => [...document.querySelectorAll('#chart .draglayer > .xy, #chart .draglayer > [class^="x"]')]
+  .filter((g) => g.querySelector('.nsewdrag'))
+  .map((g) => {
+    const box = (e) => { const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; };
+    const id = [...g.classList].find((c) => /^x\\d*y\\d*$/.test(c));
+    const ticks = [...document.querySelectorAll(`#chart .subplot.${id} .xaxislayer-above text`)];
+    return { panel: box(g.querySelector('.nsewdrag')), ticks: ticks.map(box) };
+  })"""
+READABLE_PANEL_PX = 150
+
+
+def gate_panels(page, expect_rows: int | None = None) -> list[dict]:
+    """The LSTM's four panels as drawn, once there are four (and in `expect_rows` rows)."""
+    page.wait_for_function(f"() => {{ const p = ({GATE_PANELS})(); return p.length === 4"
+                           + (f" && new Set(p.map((x) => Math.round(x.panel[1]))).size === {expect_rows}" if expect_rows else "")
+                           + "; }")
+    return page.evaluate(GATE_PANELS)
+
+
+def overlap(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def test_gate_panels_wrap_to_stay_readable_on_a_phone(live_server, page):
+    """At 420 px /gates drew the LSTM's four panels side by side, 58 px each, their titles run
+    together. There they wrap, each panel square and at least READABLE_PANEL_PX across, with
+    its own x axis under it; at 1280 px (and after widening the window) they stay in one row."""
+    page.set_viewport_size(PHONE)
+    page.goto(live_server + "/gates?model=lstm")
+    for width, rows in ((PHONE["width"], None), (1280, 1), (PHONE["width"], 4)):
+        page.set_viewport_size({"width": width, "height": PHONE["height"]})
+        panels = gate_panels(page, rows)
+        boxes = [p["panel"] for p in panels]
+        if width == 1280:
+            assert len({round(b[1]) for b in boxes}) == 1, boxes          # the wide layout: one row
+            continue
+        assert all(b[2] >= READABLE_PANEL_PX and abs(b[2] - b[3]) <= 3 for b in boxes), boxes
+        assert not any(overlap(a, b) for k, a in enumerate(boxes) for b in boxes[k + 1:]), boxes
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        for p in panels:                                 # each axis's ticks just under its own panel
+            x, y, w, h = p["panel"]
+            assert p["ticks"] and all(x - 30 <= t[0] and t[0] + t[2] <= x + w + 30 and y + h <= t[1] <= y + h + 30
+                                      for t in p["ticks"]), p

@@ -15,17 +15,53 @@ const GATE_NAMES = {
 
 let models = [];
 let drawn = false;
+let drawnColumns = 0;  // panels a row in the scatter drawn
 let current = null;   // {model, text, data}
 let offered = [];     // texts the passage menu and the default offer for the model shown
 const nextSignal = latest();
 
-function figure(data) {
+// A panel narrower than this is hard to read (four side by side on a 420 px phone were 58 px
+// wide, their titles run together): below it the panels wrap onto rows of square panels.
+const MIN_PANEL_PX = 160;
+const MARGIN = { l: 60, r: 20, t: 40, b: 90 };
+const GAP_PX = { x: 56, y: 100 };    // between wrapped panels: y tick labels; x axis title and the next gate's name
+
+/** How many panels a row holds at `width`: all of them while each gets MIN_PANEL_PX, else the
+ * most that fit with rows as even as can be (four wrap 2 x 2, not 3 + 1), at least one. */
+function panelColumns(count, width) {
+  const fits = (c) => (width - MARGIN.l - MARGIN.r - (c - 1) * GAP_PX.x) / c >= MIN_PANEL_PX;
+  const even = (c) => Math.ceil(count / Math.ceil(count / c)) === c;
+  for (let c = count; c > 1; c--) if (fits(c) && even(c)) return c;
+  return 1;
+}
+
+/** Where each panel sits: one row from a Plotly grid (the wide layout), or, wrapped, square
+ * panels placed by hand, with the figure as tall as its rows need. */
+function panelLayout(count, width) {
+  const columns = panelColumns(count, width);
+  if (columns === count) {
+    return { columns, height: 440, margin: MARGIN, legendY: 1.14,
+      grid: { rows: 1, columns: count, pattern: "independent", xgap: 0.1 }, domains: null };
+  }
+  const rows = Math.ceil(count / columns);
+  const plotWidth = width - MARGIN.l - MARGIN.r;
+  const cell = (plotWidth - (columns - 1) * GAP_PX.x) / columns;
+  const plotHeight = rows * cell + (rows - 1) * GAP_PX.y;
+  const domains = Array.from({ length: count }, (_, k) => {
+    const left = (k % columns) * (cell + GAP_PX.x), top = Math.floor(k / columns) * (cell + GAP_PX.y);
+    return { x: [left / plotWidth, (left + cell) / plotWidth], y: [1 - (top + cell) / plotHeight, 1 - top / plotHeight] };
+  });
+  const margin = { ...MARGIN, t: 70, b: 70 };
+  return { columns, height: plotHeight + margin.t + margin.b, margin, legendY: 1 + 32 / plotHeight, grid: undefined, domains };
+}
+
+function figure(data, width) {
   const gates = data.layers[0].gates.map((g) => g.gate);
   const traces = [];
+  const panels = panelLayout(gates.length, width);
   const layout = {
-    font: PLOT_FONT, height: 440, margin: { l: 60, r: 20, t: 40, b: 90 },
-    grid: { rows: 1, columns: gates.length, pattern: "independent", xgap: 0.1 },
-    legend: { orientation: "h", x: 1, xanchor: "right", y: 1.14, yanchor: "bottom" },
+    font: PLOT_FONT, height: panels.height, margin: panels.margin, grid: panels.grid,
+    legend: { orientation: "h", x: 1, xanchor: "right", y: panels.legendY, yanchor: "bottom" },
     hovermode: "closest", annotations: [], shapes: [],
   };
   gates.forEach((gate, c) => {
@@ -42,8 +78,10 @@ function figure(data) {
       });
     }
     const axis = { range: [-0.04, 1.04], tickvals: [0, 0.25, 0.5, 0.75, 1], ticktext: ["0", "", "50%", "", "100%"], zeroline: false };
-    layout[c === 0 ? "xaxis" : `xaxis${c + 1}`] = { ...axis, title: { text: "fraction shut (< 0.1)" } };
-    layout[c === 0 ? "yaxis" : `yaxis${c + 1}`] = { ...axis, title: c === 0 ? { text: "fraction open (> 0.9)" } : undefined, scaleanchor: xa };
+    const domain = panels.domains?.[c];
+    layout[c === 0 ? "xaxis" : `xaxis${c + 1}`] = { ...axis, title: { text: "fraction shut (< 0.1)" }, anchor: ya, domain: domain?.x };
+    layout[c === 0 ? "yaxis" : `yaxis${c + 1}`] = { ...axis, scaleanchor: xa, anchor: xa, domain: domain?.y,
+      title: c % panels.columns === 0 ? { text: "fraction open (> 0.9)" } : undefined };
     // No unit can be above x + y = 1: a step is shut or open, never both.
     layout.shapes.push({ type: "line", xref: xa, yref: ya, x0: 0, y0: 1, x1: 1, y1: 0, line: { color: "#adb5bd", width: 1, dash: "dot" } });
     layout.annotations.push({
@@ -51,7 +89,7 @@ function figure(data) {
       text: `<b>${GATE_NAMES[gate] || gate}</b>`,
     });
   });
-  return { traces, layout };
+  return { traces, layout, columns: panels.columns };
 }
 
 function drawSummary(data) {
@@ -75,8 +113,9 @@ function drawSummary(data) {
 
 /** Draw the scatter and table from one /gates answer. */
 function update(data) {
-  const { traces, layout } = figure(data);
   els.chart.hidden = false;
+  const { traces, layout, columns } = figure(data, els.chart.clientWidth);
+  drawnColumns = columns;
   (drawn ? Plotly.react : Plotly.newPlot)(els.chart, traces, layout, PLOT_CONFIG);
   if (!drawn) {
     els.chart.on("plotly_click", (ev) => {
@@ -160,6 +199,20 @@ async function fillPassages() {
   offered = [all, ...passages.map((p) => p.text)];
   matchPassage(els.passage, els.text.value);
 }
+
+// The panels wrap by the chart's width: redrawn when a resize changes how many fit a row, or
+// (wrapped) at every width, since the square panels' height follows it.
+let resizeQueued = false;
+window.addEventListener("resize", () => {
+  if (resizeQueued) return;
+  resizeQueued = true;
+  requestAnimationFrame(() => {
+    resizeQueued = false;
+    if (!current || els.chart.hidden) return;
+    const count = current.data.layers[0].gates.length;
+    if (drawnColumns < count || panelColumns(count, els.chart.clientWidth) !== drawnColumns) update(current.data);
+  });
+});
 
 els.model.addEventListener("change", async () => { await fillPassages(); measure(); });
 els.measure.addEventListener("click", measure);
