@@ -115,3 +115,21 @@ def test_changing_the_controls_cancels_the_retry(page, live_server):
     page.evaluate("new Promise((resolve) => requestAnimationFrame(resolve))")
     assert asked == ["h", "c"], asked                 # the refused request was not tried again
     assert query(page.url)["layer"] == "1"
+
+
+def test_compare_keeps_its_charts_marked_stale_and_its_address_after_a_failure(page, live_server):
+    page.goto(f"{live_server}/compare?models=rnn,gru,lstm&text={quote(TEXT)}&position=60")
+    page.wait_for_function("document.querySelectorAll('#horizon-table tbody tr').length === 3")
+    page.route("**/api/models/*/trace", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.fill("#position", "30")
+    page.click("#go")
+    page.wait_for_selector('#status[data-state="error"]')
+    page.screenshot(path=str(ARTIFACTS / "compare-failed-stale.png"), full_page=True)
+    assert query(page.url)["position"] == "60"
+    assert page.locator("section.card.stale").count() == 3      # per character, horizon, gates
+    note = page.locator(".stale-note")
+    assert note.count() == 1 and "position 60" in note.inner_text(), note.all_inner_texts()
+    page.unroute("**/api/models/*/trace")
+    page.click("#go")
+    page.wait_for_function("!document.querySelector('.stale') && location.search.includes('position=30')")

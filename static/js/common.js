@@ -5,9 +5,11 @@
  * POST `body` (or GET when absent) to the API; throws an Error carrying the server's `detail`.
  *
  * What every page does with a failed or refused request, in one place:
- * - `view`, the element drawing this request's answer: on success it is marked current; on a
- *   failure, when it still shows an earlier answer, it is dimmed with a line naming the settings
- *   it shows, and the address keeps those settings (writeQuery writes nothing while it is stale).
+ * - `view`, the element (or list of them) drawing this request's answer: on success it is marked
+ *   current; on a failure, when it still shows an earlier answer, it is dimmed with a line naming
+ *   the settings it shows, and the address keeps those settings (writeQuery writes nothing while
+ *   it is stale). Requests sharing a signal are one question: once one fails, another's success
+ *   does not mark the view current.
  * - `status`, the page's status panel: a 503 "busy" answer with a short Retry-After is tried
  *   again once by itself after that many seconds, counting down there; the request's `signal`
  *   (a newer request superseding it) cancels the wait.
@@ -24,10 +26,10 @@ export async function api(path, body, { signal, status = null, view = null } = {
       if (answer.busy) answer.retried = true;
     }
     if (!answer.response.ok) throw refusal(answer);
-    if (view) markCurrent(view);
+    if (view) markCurrent([view].flat(), signal);
     return answer.data;
   } catch (e) {
-    if (view && !isAbort(e)) markStale(view);
+    if (view && !isAbort(e)) markStale([view].flat(), signal);
     throw e;
   }
 }
@@ -108,11 +110,16 @@ function busyMessage(detail, response, retried) {
 
 const staleViews = new Set();
 
-function markCurrent(view) {
-  view.dataset.drawn = "1";
-  view.classList.remove("stale");
-  view.querySelector(":scope > .stale-note")?.remove();
-  staleViews.delete(view);
+const failedSignals = new WeakMap();      // view -> the signal of the request that failed it
+
+function markCurrent(views, signal) {
+  for (const view of views) {
+    if (signal && failedSignals.get(view) === signal) continue;
+    view.dataset.drawn = "1";
+    view.classList.remove("stale");
+    view.querySelector(":scope > .stale-note")?.remove();
+    staleViews.delete(view);
+  }
 }
 
 /** The settings in the address, as "model lstm · layer 0 · text “First Citizen…”". */
@@ -124,18 +131,23 @@ function describeQuery() {
   return parts.length ? parts.join(" · ") : "the page’s defaults";
 }
 
-function markStale(view) {
-  if (!view.dataset.drawn) return;               // nothing drawn yet: nothing to mistake
-  view.classList.add("stale");
-  let note = view.querySelector(":scope > .stale-note");
-  if (!note) {
-    note = Object.assign(document.createElement("p"), { className: "stale-note" });
-    const head = view.querySelector(":scope > .card-head");
-    if (head) head.after(note); else view.prepend(note);
-  }
-  note.textContent = `This still shows the previous settings (${describeQuery()}), not the ones above: `
-    + "the request for those failed.";
-  staleViews.add(view);
+/** Dim `views` (those showing an earlier answer) under one line, in the first, naming its settings. */
+function markStale(views, signal) {
+  const drawn = views.filter((view) => view.dataset.drawn);   // nothing drawn yet: nothing to mistake
+  drawn.forEach((view, k) => {
+    if (signal) failedSignals.set(view, signal);
+    view.classList.add("stale");
+    staleViews.add(view);
+    if (k > 0) return;
+    let note = view.querySelector(":scope > .stale-note");
+    if (!note) {
+      note = Object.assign(document.createElement("p"), { className: "stale-note" });
+      const head = view.querySelector(":scope > .card-head");
+      if (head) head.after(note); else view.prepend(note);
+    }
+    note.textContent = `${drawn.length > 1 ? "These still show" : "This still shows"} the previous settings `
+      + `(${describeQuery()}), not the ones above: the request for those failed.`;
+  });
 }
 
 /** FastAPI's `detail` is a string, or for validation errors a list of {loc, msg}. */
@@ -496,8 +508,9 @@ export function logTickLabel(v) {
 }
 
 /** Ticks for a range too short for a tick at each power of ten: 1, 2 and 5 times each power,
- * else 1 to 9 times, else (within a decade) even steps; the first set that puts at least three
- * between `lo` and `hi`, and at most `maxLabels` + 1. */
+ * else 1 to 9 times, else 1 and 3 times (two decades in a short panel), else (within a decade)
+ * even steps; the first set that puts at least three between `lo` and `hi`, and at most
+ * `maxLabels` + 1. */
 function shortLogTicks(lo, hi, maxLabels) {
   const inside = (vs) => vs.filter((v) => v >= lo && v <= hi);
   const multiples = (ms) => {
@@ -507,7 +520,7 @@ function shortLogTicks(lo, hi, maxLabels) {
     }
     return inside(out);
   };
-  for (const ms of [[1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]]) {
+  for (const ms of [[1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9], [1, 3]]) {
     const ticks = multiples(ms);
     if (ticks.length >= 3 && ticks.length <= maxLabels + 1) return ticks;
   }
@@ -531,7 +544,9 @@ export function logAxis(values, { maxLabels = 8 } = {}) {
   const { lo, hi, decades } = logRange(values);
   const axis = { type: "log", exponentformat: "power" };
   if (decades < 0.01) return axis;              // one value: Plotly's own ticks around it
-  if (decades * 3 <= maxLabels) {
+  // Under two decades the powers of ten alone can label just two ticks (0.1 and 1 on a panel
+  // from 0.1 to 4), however few labels fit: labels between them then.
+  if (decades * 3 <= maxLabels || decades < 2) {
     const tickvals = shortLogTicks(lo, hi, maxLabels);
     return { ...axis, tickmode: "array", tickvals, ticktext: tickvals.map(logTickLabel) };
   }

@@ -1,6 +1,6 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -67,6 +67,7 @@ function drawChars(results, chars, position, cols) {
     }
   }
   const ticks = chars.length <= 160;
+  const panelValues = (axis) => traces.filter((t) => t.yaxis === axis).flatMap((t) => t.y);
   plot(els.chars, "chars", traces, layout({
     height: 620, margin: { l: 70, r: 16, t: 20, b: 50 },
     // One x axis for the three rows, its labels (the characters themselves) under the bottom one.
@@ -75,10 +76,11 @@ function drawChars(results, chars, position, cols) {
       title: ticks ? undefined : { text: "character" } },
     // automargin: the left margin grows to fit the widest tick label (10⁻¹⁸), so no title sits on one.
     yaxis: { domain: [0.7, 1], title: { text: "loss (nats)", standoff: 8 }, rangemode: "tozero", automargin: true },
-    yaxis2: { domain: [0.36, 0.64], title: { text: "‖∂L/∂x<sub>k</sub>‖", standoff: 8 }, type: "log",
-      exponentformat: "power", automargin: true },
-    yaxis3: { domain: [0, 0.3], title: { text: "‖∂L/∂h<sub>k</sub>‖ top", standoff: 8 }, type: "log",
-      exponentformat: "power", automargin: true },
+    // Rows of about 150 px: four labels a row.
+    yaxis2: { domain: [0.36, 0.64], title: { text: "‖∂L/∂x<sub>k</sub>‖", standoff: 8 }, automargin: true,
+      ...logAxis(panelValues("y2"), { maxLabels: 4 }) },
+    yaxis3: { domain: [0, 0.3], title: { text: "‖∂L/∂h<sub>k</sub>‖ top", standoff: 8 }, automargin: true,
+      ...logAxis(panelValues("y3"), { maxLabels: 4 }) },
     shapes: [{ type: "line", x0: position, x1: position, yref: "paper", y0: 0, y1: 0.64,
       line: { color: "#868e96", dash: "dot", width: 1 } }],
     annotations: [{ x: position, y: 0.66, yref: "paper", text: `predicting ${showChar(chars[position + 1])} after #${position}`,
@@ -176,7 +178,6 @@ async function compare() {
   if (chars.length < 3) return setStatus(els.status, "error", "The text needs at least three characters.");
   const last = chars.length - 2;
   const position = Math.min(last, Math.max(0, toInt(els.position.value, last)));
-  writeQuery({ models: ids.join(","), text, position: els.position.value === "" ? "" : position });
   const signal = nextSignal();
   setStatus(els.status, "loading", `${ids.length} models are reading ${chars.length.toLocaleString()} characters…`);
   els.go.disabled = true;
@@ -186,9 +187,13 @@ async function compare() {
     // memory horizons. Each promise gets a no-op catch at once: one that fails before it is
     // awaited is then not an unhandled rejection; awaiting it still throws.
     const asked = {};
+    // The charts: kept, dimmed, when the traces (the first answers drawn) fail; the address
+    // follows what they show.
+    const charts = [els.chars, els.horizon, els.gates].map((el) => el.closest(".card"));
     const ask = (kind, body) => {
       for (const id of ids) {
-        const p = api(`/api/models/${encodeURIComponent(id)}/${kind}`, body, { signal });
+        const view = kind === "trace" ? charts : null;
+        const p = api(`/api/models/${encodeURIComponent(id)}/${kind}`, body, { signal, status: els.status, view });
         p.catch(() => {});
         (asked[id] ??= {})[kind] = p;
       }
@@ -209,6 +214,7 @@ async function compare() {
     const losses = await gather(["trace"]);
     await plotlyReady();
     drawChars(losses, chars, position, cols);
+    writeQuery({ models: ids.join(","), text, position: els.position.value === "" ? "" : position });
     const first = await gather(["trace", "saliency", "gradients"]);
     drawChars(first, chars, position, cols);
     setStatus(els.status, "loading", "Measuring how far back each model remembers…");
@@ -217,7 +223,7 @@ async function compare() {
     drawHorizon(results, cols);
     drawGates(results, cols);
   } catch (e) {
-    if (!isAbort(e)) setStatus(els.status, "error", e.message);
+    if (!isAbort(e)) setStatus(els.status, "error", e);
   } finally {
     els.go.disabled = false;
   }

@@ -133,7 +133,6 @@ async function analyse() {
   const mine = els.source.value === "mine";
   els.text.hidden = !mine;
   const text = els.text.value;
-  writeQuery({ model, text: mine ? text : "" });
   if (mine && text.length < 2) {
     setStatus(els.status, "empty", "Paste at least two characters of text for the model to read, then Analyse.");
     return;
@@ -144,7 +143,11 @@ async function analyse() {
     "after that it is kept.");
   els.analyse.disabled = true;
   try {
-    const data = await api(`/api/models/${encodeURIComponent(model)}/errors`, mine ? { text } : {}, { signal });
+    // The answer's cards: kept, dimmed, when a new request fails; the address follows the answer drawn.
+    const view = [els.orders, els.chars, els.range, els.breakdown].map((el) => el.closest(".card"));
+    const data = await api(`/api/models/${encodeURIComponent(model)}/errors`, mine ? { text } : {},
+      { signal, status: els.status, view });
+    writeQuery({ model, text: mine ? text : "" });
     setStatus(els.status, "");
     const name = models.find((m) => m.id === model)?.name || model;
     drawOrders(data, name);
@@ -153,7 +156,7 @@ async function analyse() {
     drawBreakdown(data);
   } catch (e) {
     if (isAbort(e)) return;
-    setStatus(els.status, "error", e.message);
+    setStatus(els.status, "error", e);
   } finally {
     els.analyse.disabled = false;
   }

@@ -514,7 +514,7 @@ async function load() {
   els.read.disabled = true;
   try {
     const asking = traceRequest(modelId(), text, state.layer, state.quantity, state.drop);
-    const answer = early?.key === asking.key ? early.answer : api(asking.url, asking.body, { signal });
+    const answer = early?.key === asking.key ? early.answer : api(asking.url, asking.body, { signal, status: els.status });
     early = null;
     const data = await answer;
     if (signal.aborted) return;                  // superseded while the first read was answered
@@ -547,7 +547,7 @@ async function load() {
     if (unknown) {
       await showUnknown(text, unknown);
     } else {
-      setStatus(els.status, "error", e.message);
+      setStatus(els.status, "error", e);
       clearSidebar(e.message);
     }
     saveQuery();

@@ -316,7 +316,7 @@ function update(results, chars, position) {
 /** The model's answer, or why it refused: `unknown` lists the characters it does not know. */
 async function ask(id, body, signal) {
   try {
-    return { id, data: await api(`/api/models/${encodeURIComponent(id)}/gradients`, body, { signal }) };
+    return { id, data: await api(`/api/models/${encodeURIComponent(id)}/gradients`, body, { signal, status: els.status }) };
   } catch (e) {
     if (isAbort(e)) throw e;
     const unknown = e.status === 422 && e.detail?.[0]?.type === "unknown_characters" ? e.detail[0].ctx?.chars : null;

@@ -37,14 +37,14 @@ export function initGroups(hooks) {
     els.run.disabled = true;
     try {
       const data = await api(`/api/models/${encodeURIComponent(model)}/groups`,
-        { layer, quantity, components: K, text, top: 8 }, { signal });
+        { layer, quantity, components: K, text, top: 8 }, { signal, status: els.status });
       result = { key, data };
       setStatus(els.status, "");
       draw();
       if (then !== null && then < data.groups.length) colour(then);
       else hooks.save();
     } catch (e) {
-      if (!isAbort(e)) setStatus(els.status, "error", e.message);
+      if (!isAbort(e)) setStatus(els.status, "error", e);
     } finally {
       els.run.disabled = false;
     }

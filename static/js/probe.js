@@ -233,14 +233,14 @@ async function run() {
   setStatus(els.status, "loading", `Ranking every neuron of ${model} on ${text.length.toLocaleString()} characters…`);
   els.go.disabled = true;
   try {
-    const data = await api(`/api/models/${encodeURIComponent(model)}/probe`, body, { signal });
+    const data = await api(`/api/models/${encodeURIComponent(model)}/probe`, body, { signal, status: els.status });
     setStatus(els.status, "");
     update(model, text, data);
   } catch (e) {
     if (isAbort(e)) return;
     els.conceptCard.hidden = true;
     els.resultsCard.hidden = true;
-    setStatus(els.status, "error", e.message);
+    setStatus(els.status, "error", e);
   } finally {
     els.go.disabled = false;
   }

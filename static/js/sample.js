@@ -154,7 +154,7 @@ async function sample({ dropUnknown = false } = {}) {
   els.output.setAttribute("aria-busy", "true");
   els.go.disabled = true;
   try {
-    const data = await api(`/api/models/${encodeURIComponent(model)}/sample`, body, { signal });
+    const data = await api(`/api/models/${encodeURIComponent(model)}/sample`, body, { signal, status: els.status });
     setStatus(els.status, "");
     els.output.hidden = !data.text;
     if (!data.text) {
@@ -177,7 +177,7 @@ async function sample({ dropUnknown = false } = {}) {
     els.output.hidden = true;
     els.stats.replaceChildren();
     const unknown = e.status === 422 && /vocabulary/.test(e.message);
-    setStatus(els.status, "error", e.message, {
+    setStatus(els.status, "error", e, {
       html: unknown ? `<button type="button" class="secondary" id="drop">Drop those characters and sample</button>` : "",
     });
     document.getElementById("drop")?.addEventListener("click", () => sample({ dropUnknown: true }));

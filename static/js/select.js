@@ -71,13 +71,13 @@ export function initSelect(hooks) {
     setStatus(els.status, "loading", `Ranking every unit for ${spans.length === 1 ? "the stretch" : `${spans.length} stretches`}…`);
     try {
       const body = { text, spans, top: 12 };
-      const data = await api(`/api/models/${encodeURIComponent(hooks.model())}/select`, body, { signal });
+      const data = await api(`/api/models/${encodeURIComponent(hooks.model())}/select`, body, { signal, status: els.status });
       ranked = data.neurons;
       rankedModel = hooks.model();
       setStatus(els.status, "");
       drawUnits(data);
     } catch (e) {
-      if (!isAbort(e)) setStatus(els.status, "error", e.message);
+      if (!isAbort(e)) setStatus(els.status, "error", e);
     }
   });
 
@@ -125,17 +125,17 @@ export function initSelect(hooks) {
     try {
       let data;
       try {
-        data = await api(url, body, { signal });
+        data = await api(url, body, { signal, status: els.matchStatus });
       } catch (e) {
         // The corpus went away since the page asked (an upload deleted): the text on screen.
         if (body.text !== undefined || !(e.status === 422 && e.detail?.[0]?.type === "corpus_unavailable")) throw e;
-        data = await api(url, { ...body, text: hooks.text() }, { signal });
+        data = await api(url, { ...body, text: hooks.text() }, { signal, status: els.matchStatus });
       }
       setStatus(els.matchStatus, data.matches.length ? "" : "empty",
         `No stretch of ${Math.round(length / 4)}–${Math.round(length * 4)} characters has these units on together.`);
       drawMatches(data, ticked);
     } catch (e) {
-      if (!isAbort(e)) setStatus(els.matchStatus, "error", e.message);
+      if (!isAbort(e)) setStatus(els.matchStatus, "error", e);
     }
   });
 
