@@ -702,7 +702,7 @@ initSelect({
 const groups = initGroups({
   charmap: els.charmap, colouredBy: els.colouredBy, legend: els.legend, rangeHint: els.rangeHint, model: modelId,
   layer: () => state.layer, quantity: () => state.quantity, text: () => trace?.chars.join("") ?? null,
-  save: saveQuery,
+  corpus: () => corpusOnServer, save: saveQuery,
   view: viewNeuron,
 });
 main();

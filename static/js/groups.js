@@ -10,7 +10,8 @@ const STOPS = scaleFor("o");        // 0 (white) to 1 (dark green): a track is n
 
 /**
  * `hooks` come from explore.js: the charmap, the "coloured by" line, the legend and its hint, getters
- * for the model, layer, quantity and the text on screen (as read), `view(layer, quantity,
+ * for the model, layer, quantity, the text on screen (as read) and the corpus on the server (null: the
+ * groups are fitted on that text), `view(layer, quantity,
  * unit)` to show a neuron and `save()` to write the address.
  */
 export function initGroups(hooks) {
@@ -32,8 +33,11 @@ export function initGroups(hooks) {
     K = Math.max(1, toInt(els.k.value, DEFAULT_K));
     const key = keyNow(), model = hooks.model(), layer = hooks.layer(), quantity = hooks.quantity();
     const signal = next();
-    setStatus(els.status, "loading", `Factorising ${quantity} of layer ${layer} into ${K} groups over ${model}’s `
-      + "validation text, or the text above when its corpus is not on this server (the first time per layer and K reads it: several seconds)…");
+    // The server fits on the validation text when it has the model's corpus, else on the text sent.
+    const corpus = hooks.corpus();
+    setStatus(els.status, "loading", `Factorising ${quantity} of layer ${layer} into ${K} groups over `
+      + (corpus ? `${corpus}’s validation text (the first time per layer and K reads it: several seconds)…`
+        : "the text above (this model’s training corpus is not on this server)…"));
     els.run.disabled = true;
     try {
       const data = await api(`/api/models/${encodeURIComponent(model)}/groups`,

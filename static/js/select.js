@@ -99,10 +99,15 @@ export function initSelect(hooks) {
     table.querySelector("tbody").append(...rows);
     const note = Object.assign(document.createElement("p"), { className: "explain small",
       textContent: `${data.inside} selected characters against the ${data.compared - data.inside} around them, `
-        + `${data.units.toLocaleString()} units ranked. Tick the units to match, then search the model’s validation text (the text above when its corpus is not on this server).` });
+        + `${data.units.toLocaleString()} units ranked. Tick the units to match, then search ${searched()}.` });
     els.units.replaceChildren(note, table);
     els.match.hidden = false;
+    els.match.title = `Search ${searched()}`;
   }
+
+  /** The text /match searches: the validation text when the server has the model's corpus. */
+  const searched = () => (hooks.corpus() ? `${hooks.corpus()}’s validation text`
+    : "the text above (this model’s training corpus is not on this server)");
 
   els.match.addEventListener("click", async () => {
     const ticked = [...els.units.querySelectorAll("input:checked")].map((i) => ranked[Number(i.dataset.k)]);
@@ -115,8 +120,8 @@ export function initSelect(hooks) {
     const units = ticked.map(({ layer, quantity, unit, sign, threshold }) => ({ layer, quantity, unit, sign, threshold }));
     const signal = nextMatch();
     const model = hooks.model();
-    setStatus(els.matchStatus, "loading", `Matching ${units.length === 1 ? "the unit" : `${units.length} units`} in ${model}’s `
-      + "validation text, or the text above when its corpus is not on this server (the first search per model reads it: up to half a minute)…");
+    setStatus(els.matchStatus, "loading", `Matching ${units.length === 1 ? "the unit" : `${units.length} units`} in ${searched()}`
+      + (hooks.corpus() ? " (the first search per model reads it: up to half a minute)…" : "…"));
     const url = `/api/models/${encodeURIComponent(model)}/match`;
     // Without a text the server searches the model's validation text, which it refuses (422)
     // when the corpus is not here: then the text on screen is searched, and asked for at once.
