@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from rnnscope.model.probes import CONCEPTS
+from tests.test_log_axes import assert_log_axes_readable
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER = {"X-Rnnscope-Owner": "train-charts"}
@@ -58,6 +59,23 @@ def finished_run(url: str, name: str, text: str) -> int:
     return r.json()["id"]
 
 
+def test_a_gradient_norm_within_a_decade_reads_off_its_axis(page, training_server):
+    """Without clipping (whose threshold the axis also spans) and at a tiny learning rate the norm
+    stays between 0.24 and 0.4: the fixed 1-2-5 ticks (0.2, 0.5) labelled none of it."""
+    from tests.training_app import excerpt
+
+    files = {"file": ("flat.txt", excerpt(12_000).encode("utf-8"), "text/plain")}      # not the other test's text
+    corpus = httpx.post(f"{training_server}/api/corpora", files=files, headers=OWNER, timeout=60).json()
+    r = httpx.post(f"{training_server}/api/runs", headers=OWNER, timeout=60,
+                   json={"corpus_id": corpus["id"], **RUN, "learning_rate": 1e-4, "grad_clip": 0})
+    assert r.status_code == 201, r.text
+    page.goto(f"{training_server}/train?run={r.json()['id']}")
+    page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+    norms = page.evaluate("document.getElementById('grad-chart').data[0].y")
+    assert max(norms) / min(norms) < 10                                      # within a decade
+    assert_log_axes_readable(page, "#grad-chart")
+
+
 def rgb(colour: str) -> tuple[int, ...]:
     return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
 
@@ -74,6 +92,7 @@ def test_one_checkpoint_charts_have_whole_steps_and_a_look_per_concept(page, tra
         page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
         page.wait_for_function("() => document.getElementById('gtt-chart').data"
                                " && document.getElementById('concepts-chart').data")
+        assert_log_axes_readable(page, "#grad-chart")
         assert page.evaluate("document.getElementById('gtt-chart').data[0].x") == [RUN["max_steps"]]
         ticks = page.eval_on_selector_all("#gtt-chart .xtick text", "ts => ts.map(t => t.textContent)")
         assert ticks == [str(RUN["max_steps"])], ticks                  # one column, one whole step

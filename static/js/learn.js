@@ -254,7 +254,7 @@ function loadUnroll() {
     draw($("unroll-chart"), traces, {
       height: 380, margin: { l: 70, r: 20, t: 20, b: 50 }, meta: "unroll",
       xaxis: { title: { text: "step t (the first character is read at t = 1)" }, range: [0.5, state.steps + 0.5] },
-      yaxis: { type: "log", title: { text: "‖h<sub>t</sub>(c) − h<sub>t</sub>(h)‖" }, exponentformat: "power" },
+      yaxis: { ...logAxis(traces.flatMap((tr) => tr.y)), title: { text: "‖h<sub>t</sub>(c) − h<sub>t</sub>(h)‖" } },
       legend: { orientation: "h", y: 1.08 },
     });
     const first = Math.max(...traces.map((tr) => tr.y[0] || 0));
@@ -402,7 +402,7 @@ function loadBackward() {
       height: 420, margin: { l: 70, r: 20, t: 20, b: 50 }, meta: "backward", legend: { orientation: "h", y: 1.1 },
       xaxis: { title: { text: `k (the loss is at t = ${d.position}, predicting ‘${showChar(d.target)}’)` },
         range: [Math.max(0, d.position - 150) - 0.5, d.position + 0.5] },
-      yaxis: { type: "log", title: { text: "‖∂L/∂h<sub>k</sub>‖" }, exponentformat: "power" },
+      yaxis: { ...logAxis(traces.flatMap((tr) => tr.y)), title: { text: "‖∂L/∂h<sub>k</sub>‖" } },
     });
     $("backward-spectrum").replaceChildren(...d.layers.flatMap((l) => {
       // The vanilla RNN's one block; for a gated cell its candidate's (g, n), the tanh the RNN's block plays.
@@ -519,7 +519,7 @@ function loadHighway() {
       height: 500, margin: { l: 70, r: 20, t: 20, b: 50 }, meta: "highway",
       legend: { orientation: "h", x: 0, y: -0.16, yanchor: "top" },
       xaxis: { title: { text: `t − k: steps back from the last character read (t = ${d.position})` } },
-      yaxis: { type: "log", title: { text: "gain of the path from k to t" }, exponentformat: "power" },
+      yaxis: { ...logAxis(traces.flatMap((tr) => tr.y)), title: { text: "gain of the path from k to t" } },
     });
     const at = Math.min(40, d.ks.length - 1);
     $("highway-caption").textContent = `${at} steps back: ` + d.curves.map((c) => `${c.model} ${sci(c.rms[at])}`

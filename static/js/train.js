@@ -1,7 +1,7 @@
 // Train: upload a corpus, read its preflight, start a run with defaults chosen from it,
 // and watch it learn through /api/runs/{id}/events; past runs below.
 import { bytes, request } from "./changes.js";
-import { formatCount, PLOT_CONFIG, PLOT_FONT, queryParams, setStatus, showChar, writeQuery } from "./common.js";
+import { formatCount, logAxis, PLOT_CONFIG, PLOT_FONT, queryParams, setStatus, showChar, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -19,8 +19,6 @@ const els = {
 };
 const FIELDS = ["cell", "hidden_size", "num_layers", "seq_length", "batch_size", "learning_rate", "dropout", "max_steps"];
 const ACTIVE = new Set(["queued", "running"]);
-// 1-2-5 ticks for log axes, labelled in full (Plotly's own shorten 0.2 to "2").
-const LOG_TICKS = [-4, -3, -2, -1, 0, 1, 2, 3, 4].flatMap((e) => [1, 2, 5].map((m) => Number((m * 10 ** e).toPrecision(1))));
 const COLOURS = { train: "#9db4f0", trainLine: "#3557d4", val: "#e8590c", grad: "#5b6577", clip: "#d6336c" };
 
 let corpus = null;        // the corpus whose preflight is shown
@@ -31,6 +29,7 @@ let pending = [];         // steps received but not yet drawn
 let drawQueued = false;
 let runPoll = null;
 let lastCheckpoint = null;
+let gradSpan = null;      // {lo, hi}: the gradient norms drawn and the clipping threshold, for its log axis
 let attemptsOf = null;    // {id, list}: the shown run's attempts (its status events carry none)
 let capacity = null;      // GET /api/training, as of the runs table's last refresh
 let runs = [];            // GET /api/runs, likewise
@@ -249,6 +248,8 @@ function drawCharts(r, m) {
   ], layout({ yaxis: { title: { text: "nats / char" }, gridcolor: "#eef0f4" }, shapes, annotations }), PLOT_CONFIG);
 
   const clip = r.config.grad_clip;
+  gradSpan = { lo: Infinity, hi: -Infinity };
+  widenGradSpan(clip > 0 ? [clip, ...m.grad_norm] : m.grad_norm);      // the threshold's line is on the axis too
   const clippedX = [], clippedY = [];
   m.step.forEach((s, i) => { if (m.clipped[i]) { clippedX.push(s); clippedY.push(m.grad_norm[i]); } });
   Plotly.newPlot(els.gradChart, [
@@ -257,8 +258,7 @@ function drawCharts(r, m) {
     { name: "clipped", x: clippedX, y: clippedY, type: "scatter", mode: "markers",
       marker: { color: COLOURS.clip, size: 5, symbol: "x" }, hovertemplate: "clipped" },
   ], layout({
-    yaxis: { title: { text: "global L2 norm" }, type: "log", gridcolor: "#eef0f4", tickvals: LOG_TICKS,
-      ticktext: LOG_TICKS.map(String) },
+    yaxis: gradAxis(),
     shapes: clip > 0 ? [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: clip, y1: clip,
       line: { color: COLOURS.clip, dash: "dash", width: 1.5 } }] : [],
     annotations: clip > 0 ? [{ xref: "paper", x: 1, xanchor: "right", y: Math.log10(clip), yanchor: "bottom",
@@ -266,7 +266,20 @@ function drawCharts(r, m) {
   }), PLOT_CONFIG);
 }
 
-/** Draw the steps received since the last frame: one extendTraces per chart. */
+/** The gradient chart's log axis, ticked for gradSpan (logAxis: at least three labels, the
+ * powers of ten written out); six labels fit its height. */
+function gradAxis() {
+  return { title: { text: "global L2 norm" }, gridcolor: "#eef0f4", ...logAxis([gradSpan.lo, gradSpan.hi], { maxLabels: 6 }) };
+}
+
+function widenGradSpan(norms) {
+  for (const v of norms) {
+    if (v > 0 && Number.isFinite(v)) { gradSpan.lo = Math.min(gradSpan.lo, v); gradSpan.hi = Math.max(gradSpan.hi, v); }
+  }
+}
+
+/** Draw the steps received since the last frame: one extendTraces per chart; the gradient
+ * axis ticked anew when the norms left the range its ticks were chosen for. */
 function drawPending() {
   drawQueued = false;
   if (!pending.length || !els.lossChart.data) return;
@@ -275,6 +288,10 @@ function drawPending() {
   const clipped = pending.filter((e) => e.clipped);
   Plotly.extendTraces(els.lossChart, { x: [steps, val.map((e) => e.step)], y: [pending.map((e) => e.loss), val.map((e) => e.val_loss)] }, [0, 1]);
   Plotly.extendTraces(els.gradChart, { x: [steps, clipped.map((e) => e.step)], y: [pending.map((e) => e.grad_norm), clipped.map((e) => e.grad_norm)] }, [0, 1]);
+  const ticked = JSON.stringify(gradAxis());
+  widenGradSpan(pending.map((e) => e.grad_norm));
+  const axis = gradAxis();
+  if (JSON.stringify(axis) !== ticked) Plotly.react(els.gradChart, els.gradChart.data, { ...els.gradChart.layout, yaxis: axis });
   const last = pending[pending.length - 1];
   pending = [];
   drawProgress(last.step, run.max_steps, run.status);
