@@ -5,10 +5,11 @@ server), not both; tables write negative numbers with the minus sign (U+2212), n
 Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.test_select import PAGE_TEXT
+from tests.test_select import PAGE_TEXT, drag
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 EXPLORE = "/explore?model=lstm&layer=1&quantity=h&neuron=0&text=" + quote(PAGE_TEXT)
@@ -45,3 +46,23 @@ def test_the_groups_spinner_names_the_corpus_when_the_server_has_it(page, live_s
     seen = spinner_texts(page, "groups-status", "#groups-run", "#groups-list .group-row")
     assert "tinyshakespeare.txt’s validation text" in seen and "the text above" not in seen, seen
 
+
+def test_the_select_table_writes_negative_thresholds_with_the_minus_sign(page, live_server):
+    def negative_first(route):
+        response = route.fetch()
+        data = response.json()
+        data["neurons"][0]["threshold"] = -0.25         # a negative threshold, whatever the test models give
+        route.fulfill(response=response, json=data)
+    page.route("**/api/models/lstm/select", negative_first)
+    page.goto(live_server + EXPLORE)
+    page.wait_for_selector("#charmap .ch")
+    first = PAGE_TEXT.index("Speak")
+    drag(page, first, first + 4)
+    page.click("#select-find")
+    rows = page.locator("#select-units tbody tr")
+    rows.first.wait_for()
+    assert "−0.250" in rows.first.inner_text(), rows.first.inner_text()
+    table = page.locator("#select-units").inner_text()
+    assert not re.search(r"-\d", table), table
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#select-units").screenshot(path=str(ARTIFACTS / "select-units-minus.png"))

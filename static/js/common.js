@@ -301,6 +301,17 @@ export function fillModelSelect(select, models, wanted) {
   return select.value;
 }
 
+/**
+ * A number written for reading (a table, a note, a tooltip): toFixed(`digits`), toPrecision(`precision`)
+ * or toExponential(`exponent`), or as it is; a negative value or exponent with the minus sign (U+2212),
+ * as type sets it. Values sent to the API, downloads and inputs keep JavaScript's hyphen-minus.
+ */
+export function formatNumber(v, { digits, precision, exponent } = {}) {
+  const text = exponent !== undefined ? v.toExponential(exponent) : precision !== undefined ? v.toPrecision(precision)
+    : digits !== undefined ? v.toFixed(digits) : String(v);
+  return text.replaceAll("-", "\u2212");
+}
+
 export function formatCount(n) {
   if (n >= 1e6) return `${(n / 1e6).toFixed(2)}M`;
   if (n >= 1e3) return `${(n / 1e3).toFixed(1)}k`;

@@ -1,7 +1,7 @@
 // Neuron explorer: text coloured by one neuron, and a heatmap of every neuron of the layer.
 // One trace request per (model, text, layer, quantity); switching neurons redraws from it.
 import {
-  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
+  api, colourAt, cssGradient, decodeQuantity, fillModelSelect, formatNumber, fillPassageMenu, inkOn, isAbort, isTanhQuantity, latest, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, plotlyScale, queryParams, renderChars, rgb, scaleFor, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
 import { initSelect } from "./select.js";
 import { initGroups } from "./groups.js";
@@ -155,7 +155,7 @@ function colourText() {
   }
 }
 
-const fmt = (v) => String(Number(v.toPrecision(3))).replace("-", "−");
+const fmt = (v) => formatNumber(Number(v.toPrecision(3)));
 
 function drawLegend() {
   const [lo, hi] = scaleOf(state.neuron);
@@ -357,7 +357,7 @@ function showTooltip(span) {
   const next = trace.chars[t + 1];
   const v = values.at(t, state.neuron);
   const preds = trace.predictions;
-  let html = `<div class="tt-row"><span>read <span class="tt-char"></span> at ${t}</span><span>${state.quantity}[${state.neuron}] = <b>${v.toFixed(3)}</b></span></div>`;
+  let html = `<div class="tt-row"><span>read <span class="tt-char"></span> at ${t}</span><span>${state.quantity}[${state.neuron}] = <b>${formatNumber(v, { digits: 3 })}</b></span></div>`;
   if (next !== undefined) {
     const loss = trace.loss[t];
     html += `<div class="tt-sub">next is <span class="tt-char tt-next"></span>: p = ${Math.exp(-loss).toFixed(3)}, loss <b>${loss.toFixed(2)}</b> nats</div>`;

@@ -1,6 +1,6 @@
 // Gradients through time: ||dL/dh_k|| (and the LSTM's ||dL/dc_k||) for several models on
 // one text, one request per model; and the singular values of each layer's W_hh.
-import { api, defaultModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, matchPassage, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, queryParams, renderChars, setStatus, showChar, superscript, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyoneToggle, fillPassageMenu, formatNumber, isAbort, latest, logAxis, matchPassage, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, queryParams, renderChars, setStatus, showChar, superscript, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -194,7 +194,7 @@ function drawSingularValues(results) {
 function drawSummary(results) {
   const body = els.summary.querySelector("tbody");
   const colours = modelColours(models);
-  const fmt = (v) => (v === undefined ? "—" : v === null ? "overflow" : v === 0 ? "0 (underflow)" : v.toExponential(2));
+  const fmt = (v) => (v === undefined ? "—" : v === null ? "overflow" : v === 0 ? "0 (underflow)" : formatNumber(v, { exponent: 2 }));
   body.replaceChildren(...results.map((r) => {
     const tr = document.createElement("tr");
     tr.dataset.model = r.id;

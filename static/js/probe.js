@@ -1,6 +1,6 @@
 // Concept probes: rank every neuron against a concept, show the best ones over the text,
 // and for each: the explorer, its top contexts in the validation text, and its ablation.
-import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, fillPassageMenu, inkOn, isAbort, latest, modelTexts, pageModels, rgb, setStatus, showChar, writeQuery } from "./common.js";
+import { api, colourAt, cssGradient, decodeQuantity, DIVERGING, fillModelSelect, formatNumber, fillPassageMenu, inkOn, isAbort, latest, modelTexts, pageModels, rgb, setStatus, showChar, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -16,7 +16,7 @@ let models = [];
 let offered = [];                      // texts the passage menu and the default offer for the model shown
 const corpusOf = new Map();            // model id -> its corpus's name on the server, or null
 
-const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 10 ? v.toFixed(1) : v.toFixed(2));
+const fmt = (v) => formatNumber(v, { digits: Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2 });
 
 // Below this many characters with (or without) a yes/no concept the ranking is mostly chance.
 const FEW_CHARACTERS = 30;
@@ -111,7 +111,7 @@ function neuronItem(model, data, n, k, chars, values) {
     <div class="neuron-extra" hidden></div>`;
   const scale = scaler(n);
   paint(li.querySelector(".charmap"), chars, (t) => colourAt(DIVERGING, scale(values.at(t, k))),
-    (t) => `${n.quantity}[${n.unit}] = ${values.at(t, k).toFixed(3)}`);
+    (t) => `${n.quantity}[${n.unit}] = ${formatNumber(values.at(t, k), { digits: 3 })}`);
   li.querySelector('[data-act="contexts"]').addEventListener("click", () => contexts(li, n));
   li.querySelector('[data-act="ablate"]').addEventListener("click", () => ablate(li, n));
   return li;
@@ -153,7 +153,7 @@ async function contexts(li, n) {
       const map = document.createElement("span");
       map.className = "snippet-text";
       paint(map, chars.map((c) => (c === "\n" ? "↵" : c)), (t) => colourAt(DIVERGING, scale(s.values[t])),
-        (t) => s.values[t].toFixed(3));
+        (t) => formatNumber(s.values[t], { digits: 3 }));
       map.children[s.before.length]?.classList.add("target");
       // Pad short left contexts so every snippet's character lines up in one column.
       map.prepend(Object.assign(document.createElement("span"), { textContent: " ".repeat(body.width - [...s.before].length) }));
@@ -198,7 +198,7 @@ async function ablate(li, n) {
   head.className = "explain small";
   const held = models.find((m) => m.id === last.model)?.cell === "lstm" ? `h[${n.unit}] and c[${n.unit}]` : `h[${n.unit}]`;
   head.innerHTML = `Silenced (${held} of layer ${n.layer} held at 0 after every step): mean loss
-    <b>${data.mean_loss.toFixed(3)} → ${data.mean_clamped_loss.toFixed(3)}</b> nats/char (${change >= 0 ? "+" : ""}${change.toFixed(3)}).
+    <b>${data.mean_loss.toFixed(3)} → ${data.mean_clamped_loss.toFixed(3)}</b> nats/char (${change >= 0 ? "+" : ""}${formatNumber(change, { digits: 3 })}).
     Red characters got harder to predict, blue ones easier (scale ±${peak.toFixed(2)} nats).`;
   const samples = document.createElement("div");
   samples.className = "contexts";

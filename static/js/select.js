@@ -1,7 +1,7 @@
 // Select, find, match (the explorer's panel): drag over the text to select stretches (Shift
 // adds one), rank the units on there and off around them (POST /select), tick a set and find
 // where they are on together in the model's validation text (POST /match).
-import { api, colourAt, isAbort, isTanhQuantity, latest, rgb, scaleFor, setStatus, showChar } from "./common.js";
+import { api, colourAt, formatNumber, isAbort, isTanhQuantity, latest, rgb, scaleFor, setStatus, showChar } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -86,7 +86,7 @@ export function initSelect(hooks) {
       const tr = document.createElement("tr");
       const auc = n.sign > 0 ? n.score : 1 - n.score;
       tr.innerHTML = `<td><input type="checkbox" aria-label="match with this unit"${k === 0 ? " checked" : ""}></td>
-        <td class="unit"></td><td>${auc.toFixed(3)}</td><td>${n.sign > 0 ? "on above" : "on below"} ${n.threshold.toPrecision(3)}</td>
+        <td class="unit"></td><td>${formatNumber(auc, { digits: 3 })}</td><td>${n.sign > 0 ? "on above" : "on below"} ${formatNumber(n.threshold, { precision: 3 })}</td>
         <td><button type="button" class="secondary chip">view</button></td>`;
       tr.querySelector(".unit").textContent = `layer ${n.layer} · ${n.quantity}[${n.unit}]`;
       tr.querySelector("button").addEventListener("click", () => hooks.view(n.layer, n.quantity, n.unit));
@@ -165,7 +165,7 @@ export function initSelect(hooks) {
 
   function matchBlock(m, units) {
     const block = Object.assign(document.createElement("a"), { className: "match", href: "#" });
-    block.title = `characters ${m.start}–${m.end - 1}, agreement ${m.score.toFixed(2)}: read it in the explorer`;
+    block.title = `characters ${m.start}–${m.end - 1}, agreement ${formatNumber(m.score, { digits: 2 })}: read it in the explorer`;
     const chars = [...m.snippet];
     const line = document.createElement("div");
     line.className = "match-text";
@@ -182,7 +182,7 @@ export function initSelect(hooks) {
       for (const v of m.values[k]) row.append(Object.assign(document.createElement("i"), { style: `background:${rgb(colour(v))}` }));
       return row;
     });
-    const score = Object.assign(document.createElement("span"), { className: "match-score", textContent: m.score.toFixed(2) });
+    const score = Object.assign(document.createElement("span"), { className: "match-score", textContent: formatNumber(m.score, { digits: 2 }) });
     const body = document.createElement("div");
     body.append(line, ...strips);
     block.append(score, body);

@@ -2,7 +2,7 @@
 // components of the validation text, coloured per step; a scrubber through time; fixed points
 // of the layer's update for one input character, drawn in the same projection.
 import {
-  api, fillModelSelect, fillPassageMenu, isAbort, latest, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery,
+  api, fillModelSelect, fillPassageMenu, formatNumber, isAbort, latest, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, renderChars, setStatus, showChar, toInt, writeQuery,
 } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
@@ -74,7 +74,7 @@ function figure() {
       if (!pts.length) continue;
       const [fx, fy, fz] = columns(pts.map((p) => p.coords));
       traces.push({ type, mode: "markers", ...xyz(fx, fy, fz), name: `${style.label} for ‘${showChar(fixed.char)}’`,
-        text: pts.map((p) => `${kind} fixed point for ‘${showChar(fixed.char)}’<br>q = ${p.q.toExponential(1)}<br>`
+        text: pts.map((p) => `${kind} fixed point for ‘${showChar(fixed.char)}’<br>q = ${formatNumber(p.q, { exponent: 1 })}<br>`
           + `|λ| max ${Math.hypot(...p.eigenvalues[0]).toFixed(3)}, ${p.unstable_directions} unstable direction(s)`),
         hovertemplate: "%{text}<extra></extra>", meta: kind,
         marker: { symbol: three && style.symbol === "x" ? "cross" : style.symbol, size: three ? 10 : 15, color: style.colour,
