@@ -1,7 +1,8 @@
 """The Train page's charts after a very short run (one checkpoint, at its last step), found on a
 trial: the gradient heatmap's step axis read 59.6 / 59.8 / 60 / 60.2 / 60.4, and the "Cells
 forming" legend gave several concepts one colour, a concept's colour shifting with the
-concepts a run skips. Checked in Chromium on two runs whose texts skip different concepts.
+concepts a run skips. Checked in Chromium on two runs whose texts skip different concepts, and
+on a server whose list of concepts is in another order (the page takes it from the server).
 
 Debian's /usr/bin/chromium driven by Python playwright; without it the browser test skips,
 unless RNNSCOPE_REQUIRE_BROWSER=1 (CI), when it fails.
@@ -9,7 +10,6 @@ unless RNNSCOPE_REQUIRE_BROWSER=1 (CI), when it fails.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from pathlib import Path
 
@@ -29,14 +29,6 @@ RUN = {"cell": "lstm", "hidden_size": 16, "num_layers": 1, "batch_size": 4, "seq
 # Two colours a reader tells apart in a legend are at least this far apart in RGB (0-255 each):
 # the old palette's two oranges (#e8590c, #d9480f) were 23 apart, its two blues 15.
 DISTINCT_RGB = 60
-
-
-def test_the_page_styles_every_concept_the_server_knows():
-    """train.js names the concepts in CONCEPTS' order, so each keeps its look on every run."""
-    source = (ROOT / "static/js/train.js").read_text(encoding="utf-8")
-    listed = re.search(r"const CONCEPT_ORDER = (\[[^\]]*\]);", source)
-    assert listed, "CONCEPT_ORDER not found in static/js/train.js"
-    assert json.loads(listed.group(1)) == list(CONCEPTS)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +66,30 @@ def test_a_gradient_norm_within_a_decade_reads_off_its_axis(page, training_serve
     norms = page.evaluate("document.getElementById('grad-chart').data[0].y")
     assert max(norms) / min(norms) < 10                                      # within a decade
     assert_log_axes_readable(page, "#grad-chart")
+
+
+def test_each_concept_looks_as_its_place_in_the_servers_list(page, training_server, monkeypatch):
+    """The page takes the concepts' order from the server (the /train route writes CONCEPTS'
+    names into the chart's data-concepts), and a concept's look follows its place there: the
+    first ten in ten colours, solid; the next ten in the same colours, dotted. Checked with the
+    server's list reversed, which a copy of the list kept in train.js would not follow."""
+    from rnnscope.app.training import router
+
+    served = dict(reversed(CONCEPTS.items()))
+    monkeypatch.setattr(router, "CONCEPTS", served)
+    python = (ROOT / "app/training/router.py").read_text(encoding="utf-8")[:20_000]   # digits, brackets, strings
+    page.goto(f"{training_server}/train?run={finished_run(training_server, 'router.py', python)}")
+    page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.getElementById('concepts-chart').data")
+    assert page.evaluate("JSON.parse(document.getElementById('concepts-chart').dataset.concepts)") == list(served)
+    traces = page.evaluate("() => document.getElementById('concepts-chart').data.map((t) => [t.name, t.line.color,"
+                           " t.line.dash ?? 'solid'])")
+    place = {name: list(served).index(name) for name, _, _ in traces}
+    assert min(place.values()) < 10 <= max(place.values()), place          # concepts of both tens drawn
+    for name, _, dash in traces:
+        assert (dash == "solid") == (place[name] < 10), (name, place[name], dash)
+    for (a, colour_a, _), (b, colour_b, _) in itertools.combinations(traces, 2):
+        assert (colour_a == colour_b) == (place[a] % 10 == place[b] % 10), (a, colour_a, b, colour_b)
 
 
 def rgb(colour: str) -> tuple[int, ...]:

@@ -420,4 +420,5 @@ def train_page(request: Request):
     return templates.TemplateResponse(request, "train.html", {
         "page": "train", "state": state, "token_required": settings.token is not None and settings.create_needs_token,
         "max_upload_bytes": settings.max_upload_bytes,
+        "concepts": list(CONCEPTS),        # their order gives each its look in the Cells forming chart
     })

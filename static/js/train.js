@@ -394,18 +394,17 @@ async function drawGradients(runId) {
     “…${g.passage.slice(Math.max(0, g.position - 24), g.position + 1).replace(/\n/g, "↵")}”.`;
 }
 
-// Each concept's own look, the same on every run whatever it skips: found by name, in CONCEPTS'
-// order (model/probes.py; tests/test_train_charts.py checks the two lists agree). Ten colours
-// most eyes tell apart (matplotlib's tab10, its grey darker than the threshold's line), the
-// second ten concepts drawn dotted with open diamonds: a one-checkpoint run draws markers only.
-const CONCEPT_ORDER = ["quotes", "string", "inline_string", "brackets", "bracket_depth", "code_bracket_depth",
-  "line_position", "line_start", "word_start", "in_word", "vowel", "upper", "digit", "whitespace", "url", "comment",
-  "prose", "indentation"];
+// Each concept's own look, the same on every run whatever it skips: found by name, at its place
+// in the server's list of concepts (model/probes.py's CONCEPTS, which the page's route writes
+// into the chart's data-concepts). Ten colours most eyes tell apart (matplotlib's tab10, its grey
+// darker than the threshold's line), the second ten concepts drawn dotted with open diamonds: a
+// one-checkpoint run draws markers only.
+const conceptOrder = JSON.parse(els.conceptsChart.dataset.concepts || "[]");
 const CONCEPT_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#343a40",
   "#a5a61e", "#17becf"];
 
 function conceptStyle(name) {
-  let i = CONCEPT_ORDER.indexOf(name);
+  let i = conceptOrder.indexOf(name);
   // A concept this page does not know yet: a look of its own, probably, and the same on every run.
   if (i < 0) i = [...name].reduce((h, ch) => (h * 31 + ch.codePointAt(0)) % 20, 0);
   const second = i >= CONCEPT_COLOURS.length;
