@@ -66,3 +66,19 @@ def test_the_select_table_writes_negative_thresholds_with_the_minus_sign(page, l
     assert not re.search(r"-\d", table), table
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#select-units").screenshot(path=str(ARTIFACTS / "select-units-minus.png"))
+
+
+def test_the_everyone_boxes_say_what_ticking_them_shows(page, live_server):
+    page.goto(f"{live_server}/train")
+    box = page.locator("#runs-everyone")
+    hint = page.locator("#" + box.get_attribute("aria-describedby")).inner_text()
+    assert "everyone's runs" in page.locator("label", has=box).inner_text()
+    # What ticking it lists, and what one may do with someone else's run.
+    assert "newest 100" in hint and "watch" in hint and "cancel or resume" in hint, hint
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#runs-card").screenshot(path=str(ARTIFACTS / "train-everyones-runs.png"))
+    # The model menus' box says what it lists too, in its label and at more length in its title.
+    page.goto(f"{live_server}/states")
+    toggle = page.locator(".everyone-toggle")
+    assert toggle.inner_text().strip().lower() == "everyone's models"
+    assert "other people" in toggle.get_attribute("title") and "newest 500" in toggle.get_attribute("title")

@@ -616,13 +616,14 @@ export function everyonesModels() {
 export function everyoneToggle(menu) {
   if (!menu || menu.parentElement?.querySelector(".everyone-toggle")) return;
   const label = Object.assign(document.createElement("label"), { className: "everyone-toggle small",
-    title: "Also list the models other people trained or imported (the newest 500)" });
+    title: "Also list the newest 500 models other people on this server trained or imported: you can read any of "
+      + "them (the page reloads)" });
   const box = Object.assign(document.createElement("input"), { type: "checkbox", checked: everyonesModels() });
   box.addEventListener("change", () => {
     try { window.localStorage.setItem(EVERYONE_KEY, box.checked ? "1" : "0"); } catch { /* private mode */ }
     window.location.reload();
   });
-  label.append(box, " everyone's");
+  label.append(box, " everyone's models");
   menu.after(label);
 }
 
