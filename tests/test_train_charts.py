@@ -68,7 +68,13 @@ def test_a_gradient_norm_within_a_decade_reads_off_its_axis(page, training_serve
     assert_log_axes_readable(page, "#grad-chart")
 
 
-def test_each_concept_looks_as_its_place_in_the_servers_list(page, training_server, monkeypatch):
+@pytest.fixture(scope="module")
+def code_run(training_server) -> int:
+    """A run on python (digits, brackets, strings, comments): its chart lists 16 concepts or more."""
+    return finished_run(training_server, "router.py", (ROOT / "app/training/router.py").read_text(encoding="utf-8")[:20_000])
+
+
+def test_each_concept_looks_as_its_place_in_the_servers_list(page, training_server, code_run, monkeypatch):
     """The page takes the concepts' order from the server (the /train route writes CONCEPTS'
     names into the chart's data-concepts), and a concept's look follows its place there: the
     first ten in ten colours, solid; the next ten in the same colours, dotted. Checked with the
@@ -77,8 +83,7 @@ def test_each_concept_looks_as_its_place_in_the_servers_list(page, training_serv
 
     served = dict(reversed(CONCEPTS.items()))
     monkeypatch.setattr(router, "CONCEPTS", served)
-    python = (ROOT / "app/training/router.py").read_text(encoding="utf-8")[:20_000]   # digits, brackets, strings
-    page.goto(f"{training_server}/train?run={finished_run(training_server, 'router.py', python)}")
+    page.goto(f"{training_server}/train?run={code_run}")
     page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
     page.wait_for_function("() => document.getElementById('concepts-chart').data")
     assert page.evaluate("JSON.parse(document.getElementById('concepts-chart').dataset.concepts)") == list(served)
@@ -90,6 +95,40 @@ def test_each_concept_looks_as_its_place_in_the_servers_list(page, training_serv
         assert (dash == "solid") == (place[name] < 10), (name, place[name], dash)
     for (a, colour_a, _), (b, colour_b, _) in itertools.combinations(traces, 2):
         assert (colour_a == colour_b) == (place[a] % 10 == place[b] % 10), (a, colour_a, b, colour_b)
+
+
+# The Cells forming chart as drawn: its plot area's height, the box of each legend entry and of
+# the chart, and whether Plotly made the legend scroll.
+CONCEPTS_DRAWN = """() => { const el = document.getElementById('concepts-chart'), box = (e) => {
+    const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const bar = el.querySelector('.legend .scrollbar');
+  return { plot: el._fullLayout._size.h, chart: box(el.querySelector('.main-svg')), entries: [...el.querySelectorAll('.legend .traces')].map(box),
+           scrolls: !!bar && bar.getBoundingClientRect().height > 0, traces: el.data.length }; }"""
+
+
+def test_every_concept_in_the_legend_shows_without_scrolling(page, training_server, code_run):
+    """Beside the plot, the legend of 16 or 17 concepts scrolled (and on a phone took half the
+    chart's width). Under the plot, in as many columns as the width holds, every entry shows
+    whole, none over another, the plot keeps its height: at 1280 px, at 420 px, and when the
+    window is narrowed or widened between the two (the legend's rows follow its columns)."""
+    page.goto(f"{training_server}/train?run={code_run}")
+    page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.getElementById('concepts-chart').data")
+    for width in (1280, 420, 1280):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("() => { const el = document.getElementById('concepts-chart'),"
+                               " svg = el.querySelector('.main-svg')?.getBoundingClientRect();"
+                               " return svg && Math.round(svg.width) === el.clientWidth"
+                               " && Math.round(svg.height) === el._fullLayout.height; }")    # redrawn at the new width
+        drawn = page.evaluate(CONCEPTS_DRAWN)
+        assert drawn["traces"] >= 16 and len(drawn["entries"]) == drawn["traces"], drawn
+        assert not drawn["scrolls"], width
+        assert drawn["plot"] >= 300, (width, drawn["plot"])
+        left, top, right, bottom = drawn["chart"]
+        for e in drawn["entries"]:
+            assert left <= e[0] and e[2] <= right + 1 and top <= e[1] and e[3] <= bottom + 1, (width, e, drawn["chart"])
+        for a, b in itertools.combinations(drawn["entries"], 2):
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (width, a, b)
 
 
 def rgb(colour: str) -> tuple[int, ...]:

@@ -413,6 +413,31 @@ function conceptStyle(name) {
 }
 const unitName = (u) => `layer ${u.layer} ${u.quantity} ${u.unit}`;
 
+// The legend under the plot, in columns across the chart's whole width, the chart as tall as its
+// rows need: beside the plot 17 concepts overflowed its height and scrolled, and on a phone it
+// took half the width. An entry's text holds the longest name (code_bracket_depth) at 11 px;
+// Plotly puts its 40 px symbol and a 5 px gap before it, and wraps at the plot's width.
+const CONCEPT_ENTRY_PX = 120;
+const CONCEPT_PITCH_PX = CONCEPT_ENTRY_PX + 45;
+const CONCEPT_ROW_PX = 20;
+const CONCEPT_PLOT_PX = 326;                     // the plot's own height, as before
+const CONCEPT_MARGIN = { l: 56, r: 16, t: 10, b: 44 + 14 };    // x axis and its title, then a gap
+
+/** The concepts chart's height, margins and legend for `count` entries at `width` px. */
+function conceptsLegendLayout(count, width) {
+  const columns = Math.max(1, Math.floor((width - CONCEPT_MARGIN.l - CONCEPT_MARGIN.r) / CONCEPT_PITCH_PX));
+  const rows = Math.ceil(count / columns);
+  const legendPx = rows * CONCEPT_ROW_PX + 6;
+  return {
+    columns,
+    height: CONCEPT_MARGIN.t + CONCEPT_PLOT_PX + CONCEPT_MARGIN.b + legendPx,
+    margin: { ...CONCEPT_MARGIN, b: CONCEPT_MARGIN.b + legendPx },
+    legend: { orientation: "h", xref: "container", x: 0, xanchor: "left", yref: "container", y: 0, yanchor: "bottom",
+      entrywidth: CONCEPT_ENTRY_PX, entrywidthmode: "pixels", maxheight: 1, bgcolor: "rgba(0,0,0,0)", font: { size: 11 } },
+  };
+}
+let conceptsColumns = 0;     // the legend's columns as drawn; a resize that changes them redraws it
+
 /** The concepts' strength against step, one line each, the threshold dashed, each concept's
  * first crossing marked with its unit (GET /api/runs/{id}/concepts). */
 async function drawConcepts(runId) {
@@ -448,10 +473,10 @@ async function drawConcepts(runId) {
       showarrow: true, arrowhead: 2, arrowsize: 0.8, ax: -30, ay: 28 + 18 * (formed.indexOf(k) % 4),
       font: { size: 11, color: colour }, arrowcolor: colour, bgcolor: "rgba(255,255,255,0.85)" };
   });
+  const { columns, ...legendLayout } = conceptsLegendLayout(traces.length, els.conceptsChart.clientWidth);
+  conceptsColumns = columns;
   Plotly.react(els.conceptsChart, traces, layout({
-    hovermode: "closest", height: 380, annotations,
-    legend: { orientation: "v", x: 1.01, y: 1, xanchor: "left", bgcolor: "rgba(0,0,0,0)", font: { size: 11 } },
-    margin: { l: 56, r: 120, t: 10, b: 44 },
+    hovermode: "closest", annotations, ...legendLayout,
     xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4",
       ...wholeStepTicks(c.steps[c.steps.length - 1]) },
     yaxis: { title: { text: "strength of the best unit" }, range: [0, 1.02], gridcolor: "#eef0f4" },
@@ -868,6 +893,16 @@ els.resume.addEventListener("click", resumeRun);
 els.runsEveryone?.addEventListener("change", loadRuns);
 // A hidden tab stops refreshing the table; it catches up when shown again.
 document.addEventListener("visibilitychange", () => { if (!document.hidden) loadRuns(); });
+// The concepts' legend takes as many columns as the chart's width holds: a resize may change its rows.
+window.addEventListener("resize", () => {
+  if (!els.conceptsChart.data || els.conceptsChart.hidden) return;
+  const legend = conceptsLegendLayout(els.conceptsChart.data.length, els.conceptsChart.clientWidth);
+  if (legend.columns === conceptsColumns) return;
+  conceptsColumns = legend.columns;
+  const { columns, ...update } = legend;
+  // react, not relayout: relayout given a height fixes the width at the old one (autosize off).
+  Plotly.react(els.conceptsChart, els.conceptsChart.data, { ...els.conceptsChart.layout, ...update });
+});
 
 loadCorpora();
 loadRuns();
