@@ -133,3 +133,50 @@ def test_compare_keeps_its_charts_marked_stale_and_its_address_after_a_failure(p
     page.unroute("**/api/models/*/trace")
     page.click("#go")
     page.wait_for_function("!document.querySelector('.stale') && location.search.includes('position=30')")
+
+
+def test_gates_keeps_its_scatter_marked_stale_and_its_address_after_a_failure(page, live_server):
+    page.goto(f"{live_server}/gates?model=lstm&text={quote(TEXT)}")
+    page.wait_for_selector("#summary:not([hidden]) tbody tr")
+    page.route("**/api/models/*/gates", lambda route: refuse(route))
+    page.select_option("#model", "gru")
+    page.wait_for_selector('#status[data-state="error"]')
+    page.screenshot(path=str(ARTIFACTS / "gates-busy-stale.png"), full_page=True)
+    assert "busy with other people" in page.locator("#status p").first.inner_text()
+    assert query(page.url)["model"] == "lstm"                  # the address names the scatter kept
+    card = page.locator("section.card.stale")
+    assert card.count() == 1 and page.locator("#chart").is_visible()
+    note = card.locator(".stale-note").inner_text()
+    assert "model lstm" in note and "gru" not in note, note
+    # A vanilla RNN takes the scatter away for a message: nothing stale is left, and the address follows.
+    page.select_option("#model", "rnn")
+    page.wait_for_function("!document.querySelector('.stale') && location.search.includes('model=rnn')")
+    page.unroute("**/api/models/*/gates")
+    page.select_option("#model", "gru")
+    page.wait_for_function("location.search.includes('model=gru')")
+    page.wait_for_selector("#summary:not([hidden]) tbody tr")
+    assert page.locator(".stale-note").count() == 0
+
+
+def test_learn_keeps_a_chapters_figure_marked_stale_and_its_address_after_a_failure(page, live_server):
+    page.goto(f"{live_server}/learn?chapter=3")
+    page.wait_for_function("document.getElementById('power-chart').layout?.meta === 'power'")
+    page.route("**/api/learn/power", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.evaluate("""() => { const el = document.getElementById('power-w11'); el.value = 0.3;
+        el.dispatchEvent(new Event('input')); }""")
+    page.wait_for_selector('#power-status[data-state="error"]')
+    page.screenshot(path=str(ARTIFACTS / "learn-failed-stale.png"), full_page=True)
+    assert "w" not in query(page.url)                           # the defaults the figure still shows
+    figure = page.locator("[data-chapter='3'] .learn-figure.stale")
+    assert figure.count() == 1 and page.locator("#power-chart").is_visible()
+    assert page.locator("#power-eigen.stale").count() == 1      # its eigenvalues are the old ones too
+    assert "chapter 3" in figure.locator(".stale-note").inner_text()
+    # Another chapter shown: the one put away does not hold the address.
+    page.click("#chapters [data-chapter='2']")
+    page.wait_for_function("location.search.includes('chapter=2')")
+    # Back to the stale one: asked again, and once drawn the address follows it.
+    page.unroute("**/api/learn/power")
+    page.click("#chapters [data-chapter='3']")
+    page.wait_for_function("!document.querySelector('.stale') && location.search.includes('w=0.3')")
+    assert "chapter=3" in page.url

@@ -122,6 +122,16 @@ function markCurrent(views, signal) {
   }
 }
 
+/** `views` show nothing any more (a page took its chart away for a message): nothing left to
+ * mistake for the settings above, so they no longer hold the address either. */
+export function clearView(views) {
+  for (const view of [views].flat()) {
+    markCurrent([view], null);
+    delete view.dataset.drawn;
+    failedSignals.delete(view);
+  }
+}
+
 /** The settings in the address, as "model lstm · layer 0 · text “First Citizen…”". */
 function describeQuery() {
   const parts = [...queryParams().entries()].map(([k, v]) => {
@@ -189,8 +199,9 @@ const MAX_QUERY_CHARS = 8000;
  * A value too long for a link (a pasted book) is left out, and the page says so.
  */
 export function writeQuery(state) {
-  // A view marked stale shows the settings in the address: they stay until it is redrawn.
-  if ([...staleViews].some((view) => view.isConnected)) return;
+  // A view marked stale shows the settings in the address: they stay until it is redrawn. One
+  // on screen only: a chapter of /learn put away does not hold the address of the one shown.
+  if ([...staleViews].some((view) => view.isConnected && (view.checkVisibility?.() ?? true))) return;
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(state)) {
     if (v !== undefined && v !== null && v !== "") q.set(k, String(v));

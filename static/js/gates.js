@@ -1,12 +1,14 @@
 // Gate saturation: per gate a scatter of left- (< 0.1) vs right-saturated (> 0.9) fractions,
 // one dot per unit coloured by layer (Karpathy, Johnson & Fei-Fei 2015, figure 3).
-import { api, fillModelSelect, fillPassageMenu, isAbort, latest, matchPassage, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
+import { api, clearView, fillModelSelect, fillPassageMenu, isAbort, latest, matchPassage, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, setStatus, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
   model: $("model"), passage: $("passage"), text: $("text"), measure: $("measure"), status: $("status"),
   chart: $("chart"), chartStatus: $("chart-status"), chartTitle: $("chart-title"), summary: $("summary"),
 };
+// The scatter's card: dimmed after a failed request, under a line naming what it still shows.
+const card = els.chart.closest(".card");
 const LAYER_COLOURS = ["#1c6dd0", "#e8590c", "#2f9e44", "#7048e8", "#d6336c", "#0c8599"];
 const GATE_NAMES = {
   i: "input gate i", f: "forget gate f", g: "candidate g (tanh)", o: "output gate o",
@@ -140,11 +142,11 @@ function clearChart(kind, message, html) {
   els.summary.hidden = true;
   els.chartTitle.textContent = "Saturation per gate";
   current = null;
+  clearView(card);
 }
 
 async function measure() {
   const model = els.model.value, text = els.text.value;
-  writeQuery({ model, text });
   const m = models.find((x) => x.id === model);
   if (m && m.cell === "rnn") {
     const others = models.filter((x) => x.cell !== "rnn");
@@ -152,30 +154,36 @@ async function measure() {
     setStatus(els.status, "");
     clearChart("empty", `${m.name} is a vanilla RNN: it has no gates, so there is nothing to saturate.`,
       others.length ? `<p>Try a gated model: ${links}.</p>` : "");
+    writeQuery({ model, text });
     return;
   }
   if (!text) {
     setStatus(els.status, "");
     clearChart("empty", "Pick a passage or paste some text for the model to read.");
+    writeQuery({ model, text });
     return;
   }
   const signal = nextSignal();
   setStatus(els.status, "loading", `Reading ${text.length.toLocaleString()} characters with ${model}…`);
   els.measure.disabled = true;
   try {
-    const data = await api(`/api/models/${encodeURIComponent(model)}/gates`, { text }, { signal });
+    // The scatter kept, dimmed, when the request fails; the address follows the scatter drawn.
+    const data = await api(`/api/models/${encodeURIComponent(model)}/gates`, { text },
+      { signal, status: els.status, view: card });
     setStatus(els.status, "");
     if (!data.layers.length || !data.layers[0].gates.length) {
       clearChart("empty", "This model reports no gates.");
+      writeQuery({ model, text });
       return;
     }
     setStatus(els.chartStatus, "");
     current = { model, text, data };
     update(data);
+    writeQuery({ model, text });
   } catch (e) {
     if (isAbort(e)) return;
-    setStatus(els.status, "error", e.message);
-    clearChart("empty", "The scatter appears once the model has read the text.");
+    setStatus(els.status, "error", e);
+    if (!current) clearChart("empty", "The scatter appears once the model has read the text.");
   } finally {
     els.measure.disabled = false;
   }

@@ -62,31 +62,35 @@ function draw(el, traces, layout) {
   Plotly.react(el, traces, { font: PLOT_FONT, ...layout }, PLOT_CONFIG);
 }
 
-/** Run a chapter's call: status while it runs, the error if it fails, `then(data)` if it works. */
-function loader(statusEl, chartEl) {
+/** Run a chapter's call: status while it runs, the error if it fails, `then(data)` if it works.
+ * What the answer draws (the chart's .learn-figure and `alsoDrawn`) is kept, dimmed, when a
+ * newer call fails, and the address keeps the settings it shows: saved once an answer is drawn. */
+function loader(statusEl, chartEl, ...alsoDrawn) {
   const next = latest();
+  const view = [chartEl.closest(".learn-figure"), ...alsoDrawn];
   return async (path, body, then) => {
     const signal = next();
     setStatus(statusEl, "loading", "Computing…");
     let data;
     try {
-      data = await api(path, body, { signal });
+      data = await api(path, body, { signal, status: statusEl, view });
     } catch (e) {
       if (isAbort(e) || signal.aborted) return;
-      setStatus(statusEl, "error", e.message);
-      if (chartEl) chartEl.hidden = true;
+      setStatus(statusEl, "error", e);
+      if (!chartEl.data) chartEl.hidden = true;  // nothing drawn yet: no empty frame
       return;
     }
     if (signal.aborted) return;                // a newer request for this chart is on its way
     setStatus(statusEl, "");
-    if (chartEl) chartEl.hidden = false;
+    chartEl.hidden = false;
     then(data);
+    saveState();
   };
 }
 
 // ---- Chapter 1: "hello" -------------------------------------------------------------------
 
-const hello = { data: null, load: loader($("hello-status"), $("hello-chart")) };
+const hello = { data: null, load: loader($("hello-status"), $("hello-chart"), $("hello-sample-out")) };
 
 function loadHello() {
   const body = { seed: state.seed, sample_length: 30, temperature: state.temperature, sample_seed: state.sampleSeed };
@@ -227,7 +231,6 @@ $("hello-next").addEventListener("click", () => stepHello(state.t + 1));
 $("hello-train").addEventListener("click", () => {
   state.seed += 1;
   state.t = 0;
-  saveState();
   loadHello();
   chapterLoaded[2] = false;
 });
@@ -270,11 +273,11 @@ $("unroll-steps").addEventListener("input", (e) => {
   state.steps = Number(e.target.value);
   $("unroll-steps-out").textContent = state.steps;
 });
-$("unroll-steps").addEventListener("change", () => { saveState(); loadUnroll(); });
+$("unroll-steps").addEventListener("change", () => loadUnroll());
 
 // ---- Chapter 3: going forwards --------------------------------------------------------------
 
-const power = { load: loader($("power-status"), $("power-chart")) };
+const power = { load: loader($("power-status"), $("power-chart"), $("power-eigen")) };
 const W_IDS = ["w11", "w12", "w21", "w22"];
 
 function complex([re, im]) {
@@ -367,7 +370,6 @@ function readPowerInputs() {
   state.h0 = [Number($("power-x0").value), Number($("power-y0").value)];
   state.iters = Number($("power-iters").value);
   syncPowerInputs();
-  saveState();
   loadPower();
 }
 
@@ -377,7 +379,6 @@ for (const id of [...W_IDS.map((w) => `power-${w}`), "power-x0", "power-y0", "po
 document.querySelectorAll("[data-mode]").forEach((b) => b.addEventListener("click", () => {
   state.mode = b.dataset.mode;
   syncPowerInputs();
-  saveState();
   loadPower();
 }));
 
@@ -421,8 +422,8 @@ $("backward-scale").addEventListener("input", (e) => {
   state.scale = Number(e.target.value);
   $("backward-scale-out").textContent = state.scale.toFixed(2);
 });
-$("backward-scale").addEventListener("change", () => { saveState(); loadBackward(); });
-$("backward-model").addEventListener("change", (e) => { state.model = e.target.value; saveState(); loadBackward(); });
+$("backward-scale").addEventListener("change", () => loadBackward());
+$("backward-model").addEventListener("change", (e) => { state.model = e.target.value; loadBackward(); });
 
 async function fillModels() {
   let models = [];
@@ -485,7 +486,7 @@ for (const [id, key, digits] of [["clip-threshold", "clip", 2], ["clip-lr", "lr"
     state[key] = Number(e.target.value);
     $(`${id}-out`).textContent = state[key].toFixed(digits);
   });
-  $(id).addEventListener("change", () => { saveState(); loadClipping(); });
+  $(id).addEventListener("change", () => loadClipping());
 }
 
 // ---- Chapter 6: the highways -----------------------------------------------------------------
@@ -533,11 +534,10 @@ $("highway-span").addEventListener("input", (e) => {
   state.span = Number(e.target.value);
   $("highway-span-out").textContent = state.span;
 });
-$("highway-span").addEventListener("change", () => { saveState(); loadHighway(); });
+$("highway-span").addEventListener("change", () => loadHighway());
 document.querySelectorAll("[data-layer]").forEach((b) => b.addEventListener("click", () => {
   state.layer = b.dataset.layer;
   document.querySelectorAll("[data-layer]").forEach((x) => x.setAttribute("aria-pressed", String(x === b)));
-  saveState();
   loadHighway();
 }));
 
@@ -546,14 +546,12 @@ function syncPosition(used) {
   if (state.position === null || state.position === used) return;
   state.position = used;
   document.querySelectorAll(".learn-position").forEach((i) => { i.value = used; });
-  saveState();
 }
 
 document.querySelectorAll(".learn-position").forEach((input) => input.addEventListener("change", () => {
   const v = input.value === "" ? null : toInt(input.value, null);
   state.position = v === null ? null : Math.max(0, v);
   document.querySelectorAll(".learn-position").forEach((i) => { i.value = state.position ?? ""; });
-  saveState();
   chapterLoaded[4] = chapterLoaded[6] = false;
   loadChapter();
 }));
@@ -563,7 +561,6 @@ document.querySelectorAll(".learn-passage").forEach((select) => select.addEventL
   state.position = null;
   document.querySelectorAll(".learn-position").forEach((i) => { i.value = ""; });
   document.querySelectorAll(".learn-passage").forEach((s) => { s.value = String(state.passage); });
-  saveState();
   chapterLoaded[4] = chapterLoaded[5] = chapterLoaded[6] = chapterLoaded[7] = false;
   loadChapter();
 }));
@@ -652,7 +649,8 @@ let modelsReady = null;
 
 async function loadChapter() {
   const n = state.chapter;
-  if (chapterLoaded[n]) return;
+  // A chapter left showing an earlier answer (its last call failed) asks again when shown.
+  if (chapterLoaded[n] && !sections.find((s) => Number(s.dataset.chapter) === n).querySelector(".stale")) return;
   chapterLoaded[n] = true;
   if (n === 1) await loadHello();
   else if (n === 2) await loadUnroll();
@@ -669,8 +667,8 @@ async function loadChapter() {
 
 function showChapter(n) {
   state.chapter = n;
-  saveState();
   for (const s of sections) s.hidden = Number(s.dataset.chapter) !== n;
+  saveState();                                 // once shown: a chapter put away no longer holds the address
   document.querySelectorAll("#chapters [data-chapter]").forEach((b) => b.setAttribute("aria-pressed", String(Number(b.dataset.chapter) === n)));
   const i = CHAPTERS.indexOf(n);
   $("chapter-prev").disabled = i === 0;
