@@ -9,6 +9,7 @@ test does not depend on how loaded the machine is. Screenshots go to test-artifa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlparse
 
@@ -180,3 +181,76 @@ def test_learn_keeps_a_chapters_figure_marked_stale_and_its_address_after_a_fail
     page.click("#chapters [data-chapter='3']")
     page.wait_for_function("!document.querySelector('.stale') && location.search.includes('w=0.3')")
     assert "chapter=3" in page.url
+
+
+def open_compare(page, live_server):
+    page.goto(f"{live_server}/compare?models=rnn,gru,lstm&text={quote(TEXT)}&position=60")
+    page.wait_for_function("document.querySelectorAll('#horizon-table tbody tr').length === 3")
+    assert page.locator("#verdict").is_visible()
+
+
+def test_compare_marks_its_verdict_stale_with_the_charts(page, live_server):
+    open_compare(page, live_server)
+    page.route("**/api/models/*/trace", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.fill("#position", "30")
+    page.click("#go")
+    page.wait_for_selector('#status[data-state="error"]')
+    # The headline sentence is the old horizons' answer: dimmed with them.
+    assert page.locator("#verdict.stale").count() == 1
+    assert page.evaluate("Number(getComputedStyle(document.getElementById('verdict')).opacity)") < 0.5
+    page.unroute("**/api/models/*/trace")
+    page.click("#go")
+    page.wait_for_function("!document.querySelector('.stale') && location.search.includes('position=30')")
+
+
+def test_compare_marks_only_what_still_shows_the_old_answer_when_a_later_request_fails(page, live_server):
+    open_compare(page, live_server)
+    page.route("**/api/models/gru/horizon", lambda route: route.fulfill(
+        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.fill("#position", "30")
+    page.click("#go")
+    page.wait_for_selector('#status[data-state="error"]')
+    page.screenshot(path=str(ARTIFACTS / "compare-horizon-failed-stale.png"), full_page=True)
+    # The per-character chart was redrawn for position 30; the horizons, gates and verdict were not.
+    assert page.locator("section.card[aria-label='Per character'].stale").count() == 0
+    assert page.locator("section.card[aria-label='Memory horizon'].stale").count() == 1
+    assert page.locator("section.card[aria-label='Gate saturation'].stale").count() == 1
+    assert page.locator("#verdict.stale").count() == 1
+    note = page.locator(".stale-note")
+    assert note.count() == 1 and "position 60" in note.inner_text(), note.all_inner_texts()
+    assert query(page.url)["position"] == "60"
+
+
+# Every text the status panel shows, in order, kept as it changes.
+RECORD_STATUS = """() => {
+  window.seen = [];
+  const status = document.getElementById('status');
+  new MutationObserver(() => window.seen.push(status.innerText))
+    .observe(status, { childList: true, subtree: true, characterData: true });
+}"""
+
+
+def test_compare_counts_down_once_for_requests_refused_together(page, live_server):
+    open_compare(page, live_server)
+    page.evaluate(RECORD_STATUS)
+    waits = {"rnn": 1, "gru": 3, "lstm": 2}
+    refused = set()
+
+    def busy_once(route):
+        model = route.request.url.split("/api/models/")[1].split("/")[0]
+        if model in refused:
+            return route.continue_()
+        refused.add(model)
+        refuse(route, retry_after=waits[model])
+    page.route("**/api/models/*/trace", busy_once)
+    page.fill("#position", "30")
+    page.click("#go")
+    page.wait_for_function("location.search.includes('position=30')")
+    assert refused == {"rnn", "gru", "lstm"}
+    seen = page.evaluate("window.seen")
+    counted = [int(m.group(1)) for text in seen if (m := re.search(r"trying again in (\d+) s", text))]
+    # One countdown, from the longest wait down: never a shorter wait's number, then a longer one's.
+    assert counted and counted[-1] == 1 and max(counted) == 3, seen
+    assert all(a >= b for a, b in zip(counted, counted[1:])), counted
+    assert "trying again" not in page.locator("#status").inner_text()

@@ -66,26 +66,50 @@ function retryAfterSeconds(response) {
   return seconds >= 0 && seconds <= MAX_AUTO_RETRY_SECONDS ? Math.max(1, seconds) : null;
 }
 
-/** "Trying again in N s" in `status`, a second at a time; then its earlier message back. */
+// The waits counting down in each status panel. Several requests refused at once (/compare asks
+// five kinds for each model) share one panel: it counts down the longest of their waits, once,
+// and gets its earlier message back when the last of them is over.
+const countdowns = new WeakMap();          // status -> { waits: Set<{until}>, kind, earlier, timer }
+
+/** Wait `seconds` before trying again, counting down in `status`; rejects when `signal` aborts. */
 function countDown(status, seconds, signal) {
-  const kind = status.dataset.state ?? "", earlier = status.querySelector("p")?.textContent ?? "";
+  let board = countdowns.get(status);
+  if (!board) {
+    board = { waits: new Set(), kind: status.dataset.state ?? "", earlier: status.querySelector("p")?.textContent ?? "",
+      timer: null };
+    countdowns.set(status, board);
+  }
   return new Promise((resolve, reject) => {
-    let left = seconds, timer = null;
-    const show = () => setStatus(status, "loading",
-      `The server is busy with other people’s requests: trying again in ${left} s…`);
-    const tick = () => {
-      left -= 1;
-      if (left > 0) { show(); timer = setTimeout(tick, 1000); return; }
+    const wait = { until: Date.now() + seconds * 1000, timer: null };
+    const leave = (restore) => {
+      clearTimeout(wait.timer);
       signal?.removeEventListener("abort", stop);
-      setStatus(status, kind, earlier);
-      resolve();
+      board.waits.delete(wait);
+      if (board.waits.size) return showCountdown(status, board);
+      clearTimeout(board.timer);
+      countdowns.delete(status);
+      // Superseded, the panel is the newer request's: its earlier message is not put back.
+      if (restore) setStatus(status, board.kind, board.earlier);
     };
-    const stop = () => { clearTimeout(timer); reject(new DOMException("The request was superseded", "AbortError")); };
+    const stop = () => {
+      leave(false);
+      reject(new DOMException("The request was superseded", "AbortError"));
+    };
     if (signal?.aborted) return stop();
     signal?.addEventListener("abort", stop, { once: true });
-    show();
-    timer = setTimeout(tick, 1000);
+    wait.timer = setTimeout(() => { leave(true); resolve(); }, seconds * 1000);
+    board.waits.add(wait);
+    showCountdown(status, board);
   });
+}
+
+/** "Trying again in N s", N the longest wait on the panel, shown again as each second passes. */
+function showCountdown(status, board) {
+  clearTimeout(board.timer);
+  const left = Math.max(...[...board.waits].map((w) => w.until)) - Date.now();
+  const seconds = Math.max(1, Math.ceil(left / 1000));
+  setStatus(status, "loading", `The server is busy with other people’s requests: trying again in ${seconds} s…`);
+  board.timer = setTimeout(() => showCountdown(status, board), Math.max(50, left - (seconds - 1) * 1000));
 }
 
 /** The Error for a refused request: the server's detail, except a 503's, said plainly. */

@@ -187,12 +187,17 @@ async function compare() {
     // memory horizons. Each promise gets a no-op catch at once: one that fails before it is
     // awaited is then not an unhandled rejection; awaiting it still throws.
     const asked = {};
-    // The charts: kept, dimmed, when the traces (the first answers drawn) fail; the address
-    // follows what they show.
-    const charts = [els.chars, els.horizon, els.gates].map((el) => el.closest(".card"));
+    // What shows an earlier answer, kept dimmed when this one fails: everything while the traces
+    // (drawn first) may fail; after them, the horizons, the gates and the verdict over them, which
+    // are drawn last (those drawn already: on a first visit their cards are empty). The address
+    // is written once all are drawn, so it names what they show.
+    const lastDrawn = [[els.horizon.closest(".card"), "horizon"], [els.gates.closest(".card"), "gates"],
+      [$("verdict"), "horizon"]];
+    const all = [els.chars.closest(".card"), ...lastDrawn.map(([el]) => el)];
+    const later = lastDrawn.filter(([, key]) => drawn[key]).map(([el]) => el);
     const ask = (kind, body) => {
       for (const id of ids) {
-        const view = kind === "trace" ? charts : null;
+        const view = kind === "trace" ? all : later;
         const p = api(`/api/models/${encodeURIComponent(id)}/${kind}`, body, { signal, status: els.status, view });
         p.catch(() => {});
         (asked[id] ??= {})[kind] = p;
@@ -214,7 +219,6 @@ async function compare() {
     const losses = await gather(["trace"]);
     await plotlyReady();
     drawChars(losses, chars, position, cols);
-    writeQuery({ models: ids.join(","), text, position: els.position.value === "" ? "" : position });
     const first = await gather(["trace", "saliency", "gradients"]);
     drawChars(first, chars, position, cols);
     setStatus(els.status, "loading", "Measuring how far back each model remembers…");
@@ -222,6 +226,7 @@ async function compare() {
     setStatus(els.status, "");
     drawHorizon(results, cols);
     drawGates(results, cols);
+    writeQuery({ models: ids.join(","), text, position: els.position.value === "" ? "" : position });
   } catch (e) {
     if (!isAbort(e)) setStatus(els.status, "error", e);
   } finally {
