@@ -1,7 +1,8 @@
 // Requests that change the server, shared by the Train page's scripts (train.js, import.js):
 // a 401 (a server where only its admin uploads and trains, or a wrong token) opens the token
-// dialog once per tab and tries again; refusals become one readable message.
-import { formatDetail } from "./common.js";
+// dialog once per tab and tries again; refusals become one readable message, a 503's or 429's
+// in plain words as everywhere (common.js refusal).
+import { api, formatDetail, refusal } from "./common.js";
 
 const TOKEN_KEY = "rnnscope-token";
 const $ = (id) => document.getElementById(id);
@@ -39,12 +40,18 @@ function explain(detail, ownFields) {
   return detail.map((d) => (ownFields.includes(d.loc?.at(-1)) ? d.msg : formatDetail([d]))).join("; ");
 }
 
-/** fetch() a JSON API route with the tab's token, if any; a 401 asks for it and tries again. */
-export async function request(path, { method = "GET", json, form, ownFields = [] } = {}) {
+/**
+ * fetch() a JSON API route with the tab's token, if any; a 401 asks for it and tries again.
+ * A GET (no token, nothing changed) goes through api(): given its page's `status` panel, a 503
+ * is tried again once after Retry-After, counting down there. A POST or DELETE is never sent
+ * twice by itself (a second upload or run): its refusal says when to try again.
+ */
+export async function request(path, { method = "GET", json, form, ownFields = [], status = null } = {}) {
+  if (method === "GET") return api(path, undefined, { status });
   for (let attempt = 0; ; attempt++) {
     const headers = {};
     const token = sessionStorage.getItem(TOKEN_KEY);
-    if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
+    if (token) headers.Authorization = `Bearer ${token}`;
     let body;
     if (json !== undefined) { headers["Content-Type"] = "application/json"; body = JSON.stringify(json); }
     if (form !== undefined) body = form;
@@ -62,10 +69,7 @@ export async function request(path, { method = "GET", json, form, ownFields = []
     }
     if (response.status === 204) return null;
     const data = await response.json().catch(() => null);
-    if (!response.ok) {
-      throw Object.assign(new Error(explain(data?.detail, ownFields) || `${response.status} ${response.statusText}`),
-        { status: response.status });
-    }
+    if (!response.ok) throw refusal(response, data, { detail: explain(data?.detail, ownFields) });
     return data;
   }
 }

@@ -25,7 +25,7 @@ export async function api(path, body, { signal, status = null, view = null } = {
       answer = await ask(path, body, signal);
       if (answer.busy) answer.retried = true;
     }
-    if (!answer.response.ok) throw refusal(answer);
+    if (!answer.response.ok) throw refusal(answer.response, answer.data, { retried: answer.retried });
     if (view) markCurrent([view].flat(), signal);
     return answer.data;
   } catch (e) {
@@ -112,22 +112,47 @@ function showCountdown(status, board) {
   board.timer = setTimeout(() => showCountdown(status, board), Math.max(50, left - (seconds - 1) * 1000));
 }
 
-/** The Error for a refused request: the server's detail, except a 503's, said plainly. */
-function refusal({ response, data, busy, retried }) {
-  const detail = formatDetail(data?.detail) || `${response.status} ${response.statusText}`;
-  const error = new Error(busy ? busyMessage(detail, response, retried) : detail);
+/**
+ * The Error for a refused request (api's, and changes.js's for the Train page): the server's
+ * detail (or `detail`, a page's own reading of it), except a 503's or a 429's, said plainly; their
+ * detail, which names a setting for the server's operator, is the Error's `operatorDetail`.
+ * `retried`: asked twice already.
+ */
+export function refusal(response, data, { retried = false, detail = formatDetail(data?.detail) } = {}) {
+  detail ||= `${response.status} ${response.statusText}`;
+  const plain = response.status === 503 ? busyMessage(detail, response, retried)
+    : response.status === 429 ? queueFullMessage(detail, response) : null;
+  const error = new Error(plain ?? detail);
   error.status = response.status;
   error.detail = data?.detail;         // for a page that acts on a 422's type and ctx
-  if (busy) error.operatorDetail = detail;
+  if (plain) error.operatorDetail = detail;
   return error;
+}
+
+/** When to try again, from Retry-After: "in 5 s", "in about 2 min", or "in a little while". */
+function retryWhen(response) {
+  const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
+  if (!(seconds >= 1)) return "in a little while";
+  return seconds <= 90 ? `in ${seconds} s` : `in about ${Math.ceil(seconds / 60)} min`;
 }
 
 function busyMessage(detail, response, retried) {
   if (!/busy|are open/.test(detail)) return "The server cannot answer this right now (it is restarting part of "
     + "itself). Try again in a few seconds.";
-  const seconds = Number.parseInt(response.headers.get("Retry-After") ?? "", 10);
-  const when = seconds > MAX_AUTO_RETRY_SECONDS ? `in about ${Math.ceil(seconds / 60)} min` : "in a little while";
+  // Asked twice over a short wait: the wait said is no promise any more.
+  const when = retried && retryAfterSeconds(response) !== null ? "in a little while" : retryWhen(response);
   return `The server is busy with other people’s requests${retried ? " (asked twice)" : ""}. Try again ${when}.`;
+}
+
+/** A 429 comes from /train's queue (app/training/router.py): the person's own share of it is
+ * full, or everyone's; either way not retried by itself, since it starts a run. */
+function queueFullMessage(detail, response) {
+  const fewer = /max_steps/.test(detail) ? ", or ask for fewer steps" : "";
+  if (/\byour\b/i.test(detail)) {
+    return "You already have as much training waiting on this server as it allows one person: wait for one of "
+      + `your runs to finish or cancel one${fewer}, then try again.`;
+  }
+  return `The server’s training queue is full with other people’s runs. Try again ${retryWhen(response)}${fewer}.`;
 }
 
 // ---- Views that keep an earlier answer after a failure -------------------------------------

@@ -97,6 +97,7 @@ async function heroDemo(models) {
   } catch (e) {
     text.textContent = DEMO_TEXT;
     caption.textContent = `The live example could not load: ${e.message}`;
+    caption.title = e.operatorDetail ?? "";      // a refusal's setting, for the server's operator
   }
 }
 
@@ -115,10 +116,12 @@ function showQuoteCell(models) {
 async function main() {
   let models;
   try {
-    models = await api("/api/models");
+    models = await api("/api/models", undefined, { status });
   } catch (e) {
     list.replaceChildren();
-    setStatus(status, "error", e.message);
+    setStatus(status, "error", e);
+    document.getElementById("hero-text").textContent = DEMO_TEXT;     // not "Loading…" for ever
+    document.getElementById("hero-caption").textContent = "The live example appears once the server lists its models.";
     return;
   } finally {
     list.removeAttribute("aria-busy");

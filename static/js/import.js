@@ -59,7 +59,7 @@ async function submit() {
     show(m);
     loadMine();
   } catch (e) {
-    setStatus(els.status, "error", e.message);
+    setStatus(els.status, "error", e);
     // A refusal that asks for names opens the place to give them.
     if (/name (it|the|one)|--decoder|--embedding|--rnn|nonlinearity/.test(e.message)) els.roles.open = true;
   } finally {
@@ -174,7 +174,7 @@ async function remove(m, button) {
     await request(`/api/models/${encodeURIComponent(m.model_id)}`, { method: "DELETE" });
     if (els.links.querySelector("a")?.href.includes(`=${encodeURIComponent(m.model_id)}&`)) els.result.hidden = true;
   } catch (e) {
-    setStatus(els.status, "error", e.message);
+    setStatus(els.status, "error", e);
   }
   loadMine();
 }

@@ -86,7 +86,7 @@ async function upload(file) {
     showCorpus(c);
     loadCorpora(c.id);
   } catch (e) {
-    setStatus(els.uploadStatus, "error", e.message);
+    setStatus(els.uploadStatus, "error", e);
   }
 }
 
@@ -204,7 +204,7 @@ async function start() {
     loadRuns();
     els.runCard.scrollIntoView({ behavior: "smooth", block: "start" });
   } catch (e) {
-    setStatus(els.startStatus, "error", e.message);
+    setStatus(els.startStatus, "error", e);
   } finally {
     els.start.disabled = false;
   }
@@ -626,11 +626,12 @@ async function showRun(id) {
   lastCheckpoint = undefined;
   let r, m, samples;
   try {
-    [r, m, samples] = await Promise.all([request(`/api/runs/${id}`), request(`/api/runs/${id}/metrics?max_points=5000`),
-      request(`/api/runs/${id}/samples`)]);
+    const status = els.runMessage;
+    [r, m, samples] = await Promise.all([request(`/api/runs/${id}`, { status }),
+      request(`/api/runs/${id}/metrics?max_points=5000`, { status }), request(`/api/runs/${id}/samples`, { status })]);
   } catch (e) {
     els.runCard.hidden = false;
-    setStatus(els.runMessage, "error", e.message);
+    setStatus(els.runMessage, "error", e);
     return;
   }
   if (!corpus || corpus.id !== r.corpus_id) {
@@ -683,14 +684,14 @@ function watch(id) {
 async function cancelRun() {
   els.cancel.disabled = true;
   try { drawRun(await request(`/api/runs/${run.id}/cancel`, { method: "POST" })); loadRuns(); }
-  catch (e) { setStatus(els.runMessage, "error", e.message); }
+  catch (e) { setStatus(els.runMessage, "error", e); }
   finally { els.cancel.disabled = false; }
 }
 
 async function resumeRun() {
   els.resume.disabled = true;
   try { await request(`/api/runs/${run.id}/resume`, { method: "POST" }); await showRun(run.id); loadRuns(); }
-  catch (e) { setStatus(els.runMessage, "error", e.message); }
+  catch (e) { setStatus(els.runMessage, "error", e); }
   finally { els.resume.disabled = false; }
 }
 
@@ -710,10 +711,10 @@ async function loadRuns() {
     // The training line is a convenience: the table still draws without it.
     // Yours by default (GET /api/runs); everyone's newest 100 when asked for.
     const url = els.runsEveryone?.checked ? "/api/runs?owner=all" : "/api/runs";
-    [list, cap] = await Promise.all([request(url), request("/api/training").catch(() => null)]);
+    [list, cap] = await Promise.all([request(url, { status: els.runsStatus }), request("/api/training").catch(() => null)]);
   } catch (e) {
     if (call !== runsCall) return;
-    setStatus(els.runsStatus, "error", e.message);
+    setStatus(els.runsStatus, "error", e);
     // Keep trying while runs were training: the server may be restarting.
     if (runs.some((r) => ACTIVE.has(r.status))) runsTimer = setTimeout(loadRuns, 5 * RUNS_REFRESH_MS);
     return;
@@ -862,7 +863,7 @@ async function deleteRun(r) {
     if (run?.id === r.id) { stopWatching(); run = null; els.runCard.hidden = true; writeQuery({}); }
     loadRuns();
   } catch (e) {
-    setStatus(els.runsStatus, "error", e.message);
+    setStatus(els.runsStatus, "error", e);
   }
 }
 
@@ -883,7 +884,8 @@ els.dropzone.addEventListener("drop", (e) => {
 els.corpusSelect.addEventListener("change", async () => {
   const id = els.corpusSelect.value;
   if (!id) return;
-  try { showCorpus(await request(`/api/corpora/${id}`)); } catch (e) { setStatus(els.uploadStatus, "error", e.message); }
+  try { showCorpus(await request(`/api/corpora/${id}`, { status: els.uploadStatus })); }
+  catch (e) { setStatus(els.uploadStatus, "error", e); }
 });
 els.form.addEventListener("input", formChanged);
 els.form.addEventListener("submit", (e) => { e.preventDefault(); start(); });
