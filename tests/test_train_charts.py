@@ -168,3 +168,62 @@ def test_one_checkpoint_charts_have_whole_steps_and_a_look_per_concept(page, tra
     assert list(play) != list(code)[:len(play)]
     shared = play.keys() & code.keys()
     assert {k: play[k] for k in shared} == {k: code[k] for k in shared}      # ...each in its own look on both
+
+
+# Each "cell, step N" label's box, the y axis title's, and the chart's (the label's background
+# rectangle is its box: the text inside it, with its padding).
+LABELS_DRAWN = """() => { const el = document.getElementById('concepts-chart'), box = (e) => {
+    const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  return { labels: [...el.querySelectorAll('.annotation .annotation-text-g')].map((g) => box(g.querySelector('rect.bg'))),
+           texts: [...el.querySelectorAll('.annotation .annotation-text')].map((t) => t.textContent),
+           ytitle: box(el.querySelector('.g-ytitle')), chart: box(el.querySelector('.main-svg')) }; }"""
+
+
+def forming_history() -> dict:
+    """A /concepts answer of a long run (20 checkpoints) in which seven cells form, three of them
+    early, as a real run's do: the labels a reader must tell apart, near the y axis."""
+    steps = [100 * k for k in range(1, 21)]
+    formed = {"quotes": 200, "string": 300, "comment": 300, "bracket_depth": 500, "line_position": 900,
+              "code_bracket_depth": 1400, "indentation": 2000}
+    concepts = []
+    for k, name in enumerate(CONCEPTS):
+        at = formed.get(name)
+        strength = [(0.62 if at and s >= at else 0.2 + 0.01 * k) for s in steps]
+        concepts.append({"concept": name, "description": name, "graded": False, "formed_step": at,
+                         "at_start": name in ("whitespace", "vowel"),
+                         "best": [{"layer": 0, "quantity": "h", "unit": k, "score": v, "strength": v} for v in strength]})
+    return {"text": "x", "steps": steps, "threshold": 0.5, "concepts": concepts, "skipped": {}}
+
+
+def test_the_cells_forming_labels_read_clear_of_the_axis_at_420_px(page, training_server, code_run):
+    """At 420 px the "cell, step N" labels (each text left of its arrow) ran over the y axis
+    title, out of the chart and over each other. At 420 px every label lies inside the chart,
+    clear of the y axis title and of every other label (on a run whose cells form early and
+    late, two at one checkpoint); at 1280 px the wide layout is kept (one line each, beside its
+    point), inside the chart and clear of the title; back at 420 px, placed again."""
+    page.route("**/api/runs/*/concepts", lambda route: route.fulfill(json=forming_history()))
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.goto(f"{training_server}/train?run={code_run}")
+    page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.getElementById('concepts-chart').layout?.annotations?.length === 7")
+    for width in (420, 1280, 420):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function("() => { const el = document.getElementById('concepts-chart'),"
+                               " svg = el.querySelector('.main-svg')?.getBoundingClientRect();"
+                               " return svg && Math.round(svg.width) === el.clientWidth && svg.height > 300; }")
+        # The labels placed again after the resize's drawing: two frames later.
+        page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        page.locator("#concepts-chart").scroll_into_view_if_needed()
+        page.screenshot(path=str(ROOT / "test-artifacts" / f"train-cells-forming-{width}.png"))
+        drawn = page.evaluate(LABELS_DRAWN)
+        assert len(drawn["labels"]) == 7, drawn
+        left, top, right, bottom = drawn["chart"]
+        ytitle = drawn["ytitle"]
+        for text, (x0, y0, x1, y1) in zip(drawn["texts"], drawn["labels"]):
+            assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text, drawn)
+            assert x0 >= ytitle[2] or y1 <= ytitle[1] or y0 >= ytitle[3], (width, text, ytitle)
+        if width == 1280:                            # the wide layout kept: one line each
+            assert all("cell, step" in t for t in drawn["texts"]), drawn["texts"]
+            continue
+        for (ta, a), (tb, b) in itertools.combinations(zip(drawn["texts"], drawn["labels"]), 2):
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (width, ta, tb, a, b)

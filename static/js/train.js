@@ -438,6 +438,67 @@ function conceptsLegendLayout(count, width) {
 }
 let conceptsColumns = 0;     // the legend's columns as drawn; a resize that changes them redraws it
 
+// Each formed cell's "cell, step N" label sits up and left of its point, on one line: on a plot
+// narrower than this (a phone's 258 px) those of early cells ran over the y axis title and out
+// of the chart, and over each other. There each label is set on two lines, one at a time, at the
+// first place near its point that is inside the plot and clear of the labels set before it.
+const NARROW_LABELS_PLOT_PX = 700;
+const LABEL_FONT_PX = 11;
+const LABEL_LINE_PX = 15;                        // Plotly's line height at 11 px, and a little
+const LABEL_GAP_PX = 4;
+let formedCells = [];       // [{concept, step, strength, colour}] of the chart drawn
+let fittingLabels = false;  // fitCellLabels listens to the chart's drawings
+let measuring = null;
+
+function textWidth(text) {
+  measuring ??= document.createElement("canvas").getContext("2d");
+  measuring.font = `${LABEL_FONT_PX}px ${PLOT_FONT.family}`;
+  return measuring.measureText(text).width;
+}
+
+/** The labels of the wide chart: up and left of each point, staggered in four rows. */
+function wideCellLabels() {
+  return formedCells.map((k, i) => ({ x: k.step, y: k.strength, text: `${k.concept} cell, step ${k.step.toLocaleString()}`,
+    showarrow: true, arrowhead: 2, arrowsize: 0.8, ax: -30, ay: 28 + 18 * (i % 4),
+    font: { size: LABEL_FONT_PX, color: k.colour }, arrowcolor: k.colour, bgcolor: "rgba(255,255,255,0.85)" }));
+}
+
+/** The labels placed one by one where they fit a narrow plot (`full`, its _fullLayout). */
+function narrowCellLabels(full) {
+  const { w: width, h: height } = full._size;
+  const placed = [];
+  return wideCellLabels().map((label, i) => {
+    const k = formedCells[i];
+    const lines = [`${k.concept} cell`, `step ${k.step.toLocaleString()}`];
+    const w = Math.max(...lines.map(textWidth)) + 8, h = lines.length * LABEL_LINE_PX + 6;
+    const px = full.xaxis.l2p(k.step), py = full.yaxis.l2p(k.strength);
+    const cx = Math.min(Math.max(px, w / 2 + 2), width - w / 2 - 2);
+    // Rows above the point and below it, nearest first, each inside the plot.
+    const rows = [];
+    for (let j = 0; j < 12; j++) {
+      const off = h / 2 + 12 + j * (h + LABEL_GAP_PX);
+      rows.push(py - off, py + off);
+    }
+    const inside = rows.filter((cy) => cy - h / 2 >= 0 && cy + h / 2 <= height);
+    const clear = (cy) => placed.every(([x0, y0, x1, y1]) => cx + w / 2 + LABEL_GAP_PX <= x0 || x1 + LABEL_GAP_PX <= cx - w / 2
+      || cy + h / 2 + LABEL_GAP_PX <= y0 || y1 + LABEL_GAP_PX <= cy - h / 2);
+    const cy = inside.find(clear) ?? inside[0] ?? py - h / 2 - 12;
+    placed.push([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]);
+    return { ...label, text: lines.join("<br>"), ax: Math.round(cx - px), ay: Math.round(cy - py),
+      xanchor: "center", yanchor: "middle" };
+  });
+}
+
+/** After each drawing of the concepts chart: the labels its plot's width calls for, when they
+ * are not those drawn already (so the relayout's own drawing changes nothing more). */
+function fitCellLabels() {
+  const el = els.conceptsChart, full = el._fullLayout;
+  if (!full?._size || !formedCells.length) return;
+  const labels = full._size.w < NARROW_LABELS_PLOT_PX ? narrowCellLabels(full) : wideCellLabels();
+  const key = (list) => JSON.stringify((list ?? []).map((a) => [a.text, a.ax, a.ay]));
+  if (key(labels) !== key(el.layout.annotations)) Plotly.relayout(el, { annotations: labels });
+}
+
 /** The concepts' strength against step, one line each, the threshold dashed, each concept's
  * first crossing marked with its unit (GET /api/runs/{id}/concepts). */
 async function drawConcepts(runId) {
@@ -466,23 +527,23 @@ async function drawConcepts(runId) {
     };
   });
   const formed = c.concepts.filter((k) => k.formed_step != null);
-  const annotations = formed.map((k) => {
-    const at = c.steps.indexOf(k.formed_step);
-    const colour = conceptStyle(k.concept).colour;
-    return { x: k.formed_step, y: k.best[at].strength, text: `${k.concept} cell, step ${k.formed_step.toLocaleString()}`,
-      showarrow: true, arrowhead: 2, arrowsize: 0.8, ax: -30, ay: 28 + 18 * (formed.indexOf(k) % 4),
-      font: { size: 11, color: colour }, arrowcolor: colour, bgcolor: "rgba(255,255,255,0.85)" };
-  });
+  formedCells = formed.map((k) => ({ concept: k.concept, step: k.formed_step,
+    strength: k.best[c.steps.indexOf(k.formed_step)].strength, colour: conceptStyle(k.concept).colour }));
   const { columns, ...legendLayout } = conceptsLegendLayout(traces.length, els.conceptsChart.clientWidth);
   conceptsColumns = columns;
   Plotly.react(els.conceptsChart, traces, layout({
-    hovermode: "closest", annotations, ...legendLayout,
+    hovermode: "closest", annotations: wideCellLabels(), ...legendLayout,
     xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4",
       ...wholeStepTicks(c.steps[c.steps.length - 1]) },
     yaxis: { title: { text: "strength of the best unit" }, range: [0, 1.02], gridcolor: "#eef0f4" },
     shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: c.threshold, y1: c.threshold,
       line: { color: "#868e96", dash: "dash", width: 1 } }],
-  }), PLOT_CONFIG);
+  }), PLOT_CONFIG).then(() => {
+    // Drawn again at every resize (the chart is responsive) and relayout: the labels follow.
+    if (!fittingLabels) els.conceptsChart.on("plotly_afterplot", fitCellLabels);
+    fittingLabels = true;
+    fitCellLabels();
+  });
   // In words: when each cell appeared, and a link to that unit in the explorer at a kept
   // snapshot (the run's own model when none is kept).
   for (const k of formed) {
