@@ -131,6 +131,51 @@ def test_every_concept_in_the_legend_shows_without_scrolling(page, training_serv
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (width, a, b)
 
 
+# Each chart on /train as drawn: its container's box and its figure's (Plotly's svg), and every
+# chart title and note of the run card with text in it.
+RUN_CARD_DRAWN = """() => { const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const charts = ['loss-chart', 'grad-chart', 'gtt-chart', 'concepts-chart'].map((id) => document.getElementById(id));
+  return { charts: Object.fromEntries(charts.map((el) => [el.id, { div: box(el), svg: box(el.querySelector('.main-svg')) }])),
+           texts: [...document.querySelectorAll('#run-card .chart-title, #run-card .chart-note')]
+             .filter((t) => t.textContent.trim() && t.getClientRects().length).map((t) => [t.id || t.textContent.slice(0, 30), box(t)]) }; }"""
+# Every chart redrawn at the window's width (Plotly's resize waits 100 ms), its labels placed again.
+CHARTS_AT_WIDTH = """() => ['loss-chart', 'grad-chart', 'gtt-chart', 'concepts-chart'].every((id) => {
+  const el = document.getElementById(id), svg = el.querySelector('.main-svg')?.getBoundingClientRect();
+  return svg && Math.round(svg.width) === el.clientWidth && Math.round(svg.height) === el._fullLayout.height; })"""
+
+
+def overlaps(a, b) -> bool:
+    return a[0] < b[2] - 0.5 and b[0] < a[2] - 0.5 and a[1] < b[3] - 0.5 and b[1] < a[3] - 0.5
+
+
+@pytest.mark.parametrize("widths", [(1280, 420, 1280), (420, 1280, 420)])
+def test_no_chart_on_train_runs_over_another_after_a_resize(page, training_server, code_run, widths):
+    """After the window went from 1280 to 420 px, the gradient heatmap lay over the Cells forming
+    chart's title and note (and, widened again, the Cells forming chart over the Runs card):
+    Plotly's resize drops a layout's height and sizes a chart to its container, which had no
+    height of its own and collapsed to nothing under a figure that kept its 300 px. Loaded at
+    either width and resized both ways, each figure lies inside its own container, over no other
+    chart and no chart's title or note."""
+    page.set_viewport_size({"width": widths[0], "height": 900})
+    page.goto(f"{training_server}/train?run={code_run}")
+    page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
+    page.wait_for_function("() => document.getElementById('gtt-chart').data && document.getElementById('concepts-chart').data")
+    for width in widths:
+        page.set_viewport_size({"width": width, "height": 900})
+        page.wait_for_function(CHARTS_AT_WIDTH)
+        page.evaluate("new Promise((done) => setTimeout(done, 300))")       # any later resize or relayout
+        page.wait_for_function(CHARTS_AT_WIDTH)
+        drawn = page.evaluate(RUN_CARD_DRAWN)
+        for name, chart in drawn["charts"].items():
+            (l, t, r, b), (sl, st, sr, sb) = chart["div"], chart["svg"]
+            assert l - 1 <= sl and sr <= r + 1 and t - 1 <= st and sb <= b + 1, (width, name, chart)
+            for other, box in drawn["charts"].items():
+                assert other == name or not overlaps(chart["svg"], box["svg"]), (width, name, other, drawn["charts"])
+            for text, box in drawn["texts"]:
+                assert not overlaps(chart["svg"], box), (width, name, text, box, chart)
+        page.screenshot(path=str(ROOT / "test-artifacts" / f"train-charts-{'-'.join(map(str, widths))}-{width}.png"), full_page=True)
+
+
 def rgb(colour: str) -> tuple[int, ...]:
     return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
 

@@ -221,9 +221,11 @@ function wholeStepTicks(span) {
   return { tickmode: "linear", tick0: 0, dtick: [1, 2, 5].find((d) => span / d <= 6) ?? 5 };
 }
 
+/** A chart's layout, without a height: each chart is as tall as its container (train.html), as
+ * Plotly's resize makes it whatever the layout said. */
 function layout(extra) {
   return {
-    font: PLOT_FONT, margin: { l: 56, r: 16, t: 10, b: 44 }, height: 300, showlegend: true,
+    font: PLOT_FONT, margin: { l: 56, r: 16, t: 10, b: 44 }, showlegend: true,
     legend: { orientation: "h", x: 0, y: 1.02, yanchor: "bottom", bgcolor: "rgba(0,0,0,0)" },
     xaxis: { title: { text: "step" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4" },
     paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fff", hovermode: "x unified",
@@ -438,6 +440,15 @@ function conceptsLegendLayout(count, width) {
 }
 let conceptsColumns = 0;     // the legend's columns as drawn; a resize that changes them redraws it
 
+/** The concepts chart's margins and legend for its width now, its container made as tall as
+ * they need (the figure takes the container's height, at every resize too). */
+function layConceptsChart(count) {
+  const { columns, height, ...legendLayout } = conceptsLegendLayout(count, els.conceptsChart.clientWidth);
+  conceptsColumns = columns;
+  els.conceptsChart.style.height = `${height}px`;
+  return legendLayout;
+}
+
 // Each formed cell's "cell, step N" label sits up and left of its point, on one line: on a plot
 // narrower than this (a phone's 258 px) those of early cells ran over the y axis title and out
 // of the chart, and over each other. There each label is set on two lines, one at a time, at the
@@ -529,10 +540,8 @@ async function drawConcepts(runId) {
   const formed = c.concepts.filter((k) => k.formed_step != null);
   formedCells = formed.map((k) => ({ concept: k.concept, step: k.formed_step,
     strength: k.best[c.steps.indexOf(k.formed_step)].strength, colour: conceptStyle(k.concept).colour }));
-  const { columns, ...legendLayout } = conceptsLegendLayout(traces.length, els.conceptsChart.clientWidth);
-  conceptsColumns = columns;
   Plotly.react(els.conceptsChart, traces, layout({
-    hovermode: "closest", annotations: wideCellLabels(), ...legendLayout,
+    hovermode: "closest", annotations: wideCellLabels(), ...layConceptsChart(traces.length),
     xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4",
       ...wholeStepTicks(c.steps[c.steps.length - 1]) },
     yaxis: { title: { text: "strength of the best unit" }, range: [0, 1.02], gridcolor: "#eef0f4" },
@@ -959,12 +968,9 @@ document.addEventListener("visibilitychange", () => { if (!document.hidden) load
 // The concepts' legend takes as many columns as the chart's width holds: a resize may change its rows.
 window.addEventListener("resize", () => {
   if (!els.conceptsChart.data || els.conceptsChart.hidden) return;
-  const legend = conceptsLegendLayout(els.conceptsChart.data.length, els.conceptsChart.clientWidth);
-  if (legend.columns === conceptsColumns) return;
-  conceptsColumns = legend.columns;
-  const { columns, ...update } = legend;
-  // react, not relayout: relayout given a height fixes the width at the old one (autosize off).
-  Plotly.react(els.conceptsChart, els.conceptsChart.data, { ...els.conceptsChart.layout, ...update });
+  const count = els.conceptsChart.data.length;
+  if (conceptsLegendLayout(count, els.conceptsChart.clientWidth).columns === conceptsColumns) return;
+  Plotly.react(els.conceptsChart, els.conceptsChart.data, { ...els.conceptsChart.layout, ...layConceptsChart(count) });
 });
 
 loadCorpora();
