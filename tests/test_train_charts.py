@@ -224,12 +224,20 @@ LABELS_DRAWN = """() => { const el = document.getElementById('concepts-chart'), 
            ytitle: box(el.querySelector('.g-ytitle')), chart: box(el.querySelector('.main-svg')) }; }"""
 
 
-def forming_history() -> dict:
-    """A /concepts answer of a long run (20 checkpoints) in which seven cells form, three of them
-    early, as a real run's do: the labels a reader must tell apart, near the y axis."""
+# Seven cells forming, three of them early, as a real run's do: the labels a reader must tell
+# apart, near the y axis.
+EARLY_AND_LATE = {"quotes": 200, "string": 300, "comment": 300, "bracket_depth": 500, "line_position": 900,
+                  "code_bracket_depth": 1400, "indentation": 2000}
+# Six cells forming at one checkpoint (a short run's last is often the first whose units are
+# clear), two before it.
+SIX_AT_ONCE = {"quotes": 300, "string": 500, "inline_string": 1200, "brackets": 1200, "bracket_depth": 1200,
+               "line_start": 1200, "word_start": 1200, "comment": 1200}
+
+
+def forming_history(formed: dict[str, int]) -> dict:
+    """A /concepts answer of a long run (20 checkpoints) in which the cells `formed` names form
+    at the steps it gives."""
     steps = [100 * k for k in range(1, 21)]
-    formed = {"quotes": 200, "string": 300, "comment": 300, "bracket_depth": 500, "line_position": 900,
-              "code_bracket_depth": 1400, "indentation": 2000}
     concepts = []
     for k, name in enumerate(CONCEPTS):
         at = formed.get(name)
@@ -240,18 +248,16 @@ def forming_history() -> dict:
     return {"text": "x", "steps": steps, "threshold": 0.5, "concepts": concepts, "skipped": {}}
 
 
-def test_the_cells_forming_labels_read_clear_of_the_axis_at_420_px(page, training_server, code_run):
-    """At 420 px the "cell, step N" labels (each text left of its arrow) ran over the y axis
-    title, out of the chart and over each other. At 420 px every label lies inside the chart,
-    clear of the y axis title and of every other label (on a run whose cells form early and
-    late, two at one checkpoint); at 1280 px the wide layout is kept (one line each, beside its
-    point), inside the chart and clear of the title; back at 420 px, placed again."""
-    page.route("**/api/runs/*/concepts", lambda route: route.fulfill(json=forming_history()))
-    page.set_viewport_size({"width": 420, "height": 900})
-    page.goto(f"{training_server}/train?run={code_run}")
+def assert_labels_read_clear(page, url: str, run_id: int, formed: dict[str, int], widths: tuple[int, ...]) -> None:
+    """The run's concept history replaced by `formed`'s, loaded at widths[0] and resized through
+    `widths`: at each, every "cell, step N" label lies inside the chart, clear of the y axis title
+    and of every other label, on one line on a wide plot and two on a narrow one."""
+    page.route("**/api/runs/*/concepts", lambda route: route.fulfill(json=forming_history(formed)))
+    page.set_viewport_size({"width": widths[0], "height": 900})
+    page.goto(f"{url}/train?run={run_id}")
     page.locator("#done-banner:not([hidden])").wait_for(timeout=60_000)
-    page.wait_for_function("() => document.getElementById('concepts-chart').layout?.annotations?.length === 7")
-    for width in (420, 1280, 420):
+    page.wait_for_function(f"() => document.getElementById('concepts-chart').layout?.annotations?.length === {len(formed)}")
+    for width in widths:
         page.set_viewport_size({"width": width, "height": 900})
         page.wait_for_function("() => { const el = document.getElementById('concepts-chart'),"
                                " svg = el.querySelector('.main-svg')?.getBoundingClientRect();"
@@ -259,16 +265,32 @@ def test_the_cells_forming_labels_read_clear_of_the_axis_at_420_px(page, trainin
         # The labels placed again after the resize's drawing: two frames later.
         page.evaluate("new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
         page.locator("#concepts-chart").scroll_into_view_if_needed()
-        page.screenshot(path=str(ROOT / "test-artifacts" / f"train-cells-forming-{width}.png"))
+        page.screenshot(path=str(ROOT / "test-artifacts" / f"train-cells-forming-{len(formed)}-{width}.png"))
         drawn = page.evaluate(LABELS_DRAWN)
-        assert len(drawn["labels"]) == 7, drawn
+        assert len(drawn["labels"]) == len(formed), drawn
         left, top, right, bottom = drawn["chart"]
         ytitle = drawn["ytitle"]
         for text, (x0, y0, x1, y1) in zip(drawn["texts"], drawn["labels"]):
             assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text, drawn)
             assert x0 >= ytitle[2] or y1 <= ytitle[1] or y0 >= ytitle[3], (width, text, ytitle)
-        if width == 1280:                            # the wide layout kept: one line each
-            assert all("cell, step" in t for t in drawn["texts"]), drawn["texts"]
-            continue
+        one_line = [re.fullmatch(r"\w+ cell, step [\d,]+", t) is not None for t in drawn["texts"]]
+        assert all(one_line) if width >= 1000 else not any(one_line), (width, drawn["texts"])
         for (ta, a), (tb, b) in itertools.combinations(zip(drawn["texts"], drawn["labels"]), 2):
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (width, ta, tb, a, b)
+
+
+def test_the_cells_forming_labels_read_clear_of_the_axis_at_420_px(page, training_server, code_run):
+    """At 420 px the "cell, step N" labels (each text left of its arrow) ran over the y axis
+    title, out of the chart and over each other. At 420 px every label lies inside the chart,
+    clear of the y axis title and of every other label (on a run whose cells form early and
+    late, two at one checkpoint), on two lines; at 1280 px on one line, placed the same way;
+    back at 420 px, placed again."""
+    assert_labels_read_clear(page, training_server, code_run, EARLY_AND_LATE, (420, 1280, 420))
+
+
+def test_the_labels_of_cells_formed_at_one_checkpoint_stay_apart_at_1280_px(page, training_server, code_run):
+    """At 1280 px the labels were staggered by their place in the list (four rows, below and left
+    of each point), so cells formed at one checkpoint had theirs over each other. Six forming at
+    one checkpoint: at 1280 px (loaded there, after narrowing to 420 and widening again) every
+    label is inside the chart, on one line, clear of the others and of the y axis title."""
+    assert_labels_read_clear(page, training_server, code_run, SIX_AT_ONCE, (1280, 420, 1280))

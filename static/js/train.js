@@ -449,14 +449,17 @@ function layConceptsChart(count) {
   return legendLayout;
 }
 
-// Each formed cell's "cell, step N" label sits up and left of its point, on one line: on a plot
-// narrower than this (a phone's 258 px) those of early cells ran over the y axis title and out
-// of the chart, and over each other. There each label is set on two lines, one at a time, at the
-// first place near its point that is inside the plot and clear of the labels set before it.
+// Each formed cell's "cell, step N" label is placed one at a time, at the first place near its
+// point that is inside the plot and clear of the labels placed before it, at every width.
+// Staggered by their place in the list (the wide chart's old way), the labels of cells formed at
+// one checkpoint lay over each other; on a phone's plot (258 px) those of early cells also ran
+// over the y axis title and out of the chart. A plot narrower than this sets them on two lines.
 const NARROW_LABELS_PLOT_PX = 700;
 const LABEL_FONT_PX = 11;
 const LABEL_LINE_PX = 15;                        // Plotly's line height at 11 px, and a little
 const LABEL_GAP_PX = 4;
+const LABEL_ROWS = 12;                           // rows tried on each side of a point
+const LABEL_SHIFTS = [0, -1, 1, -2, 2];          // then as many label widths to the left or right
 let formedCells = [];       // [{concept, step, strength, colour}] of the chart drawn
 let fittingLabels = false;  // fitCellLabels listens to the chart's drawings
 let measuring = null;
@@ -467,45 +470,42 @@ function textWidth(text) {
   return measuring.measureText(text).width;
 }
 
-/** The labels of the wide chart: up and left of each point, staggered in four rows. */
-function wideCellLabels() {
-  return formedCells.map((k, i) => ({ x: k.step, y: k.strength, text: `${k.concept} cell, step ${k.step.toLocaleString()}`,
-    showarrow: true, arrowhead: 2, arrowsize: 0.8, ax: -30, ay: 28 + 18 * (i % 4),
-    font: { size: LABEL_FONT_PX, color: k.colour }, arrowcolor: k.colour, bgcolor: "rgba(255,255,255,0.85)" }));
-}
-
-/** The labels placed one by one where they fit a narrow plot (`full`, its _fullLayout). */
-function narrowCellLabels(full) {
+/** The formed cells' labels placed one by one where they fit the plot drawn (`full`, its
+ * _fullLayout): in rows above and below the point, nearest first, in its column, then in
+ * columns a label's width to either side; each inside the plot. */
+function cellLabels(full) {
   const { w: width, h: height } = full._size;
   const placed = [];
-  return wideCellLabels().map((label, i) => {
-    const k = formedCells[i];
-    const lines = [`${k.concept} cell`, `step ${k.step.toLocaleString()}`];
+  return formedCells.map((k) => {
+    const step = k.step.toLocaleString();
+    const lines = width < NARROW_LABELS_PLOT_PX ? [`${k.concept} cell`, `step ${step}`] : [`${k.concept} cell, step ${step}`];
     const w = Math.max(...lines.map(textWidth)) + 8, h = lines.length * LABEL_LINE_PX + 6;
     const px = full.xaxis.l2p(k.step), py = full.yaxis.l2p(k.strength);
-    const cx = Math.min(Math.max(px, w / 2 + 2), width - w / 2 - 2);
-    // Rows above the point and below it, nearest first, each inside the plot.
-    const rows = [];
-    for (let j = 0; j < 12; j++) {
-      const off = h / 2 + 12 + j * (h + LABEL_GAP_PX);
-      rows.push(py - off, py + off);
+    const column = (shift) => Math.min(Math.max(px + shift * (w + LABEL_GAP_PX), w / 2 + 2), width - w / 2 - 2);
+    const spots = [];
+    for (const shift of LABEL_SHIFTS) {
+      for (let j = 0; j < LABEL_ROWS; j++) {
+        const off = h / 2 + 12 + j * (h + LABEL_GAP_PX);
+        spots.push([column(shift), py - off], [column(shift), py + off]);
+      }
     }
-    const inside = rows.filter((cy) => cy - h / 2 >= 0 && cy + h / 2 <= height);
-    const clear = (cy) => placed.every(([x0, y0, x1, y1]) => cx + w / 2 + LABEL_GAP_PX <= x0 || x1 + LABEL_GAP_PX <= cx - w / 2
-      || cy + h / 2 + LABEL_GAP_PX <= y0 || y1 + LABEL_GAP_PX <= cy - h / 2);
-    const cy = inside.find(clear) ?? inside[0] ?? py - h / 2 - 12;
+    const inside = spots.filter(([, cy]) => cy - h / 2 >= 0 && cy + h / 2 <= height);
+    const clear = ([cx, cy]) => placed.every(([x0, y0, x1, y1]) => cx + w / 2 + LABEL_GAP_PX <= x0
+      || x1 + LABEL_GAP_PX <= cx - w / 2 || cy + h / 2 + LABEL_GAP_PX <= y0 || y1 + LABEL_GAP_PX <= cy - h / 2);
+    const [cx, cy] = inside.find(clear) ?? inside[0] ?? [column(0), py - h / 2 - 12];
     placed.push([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]);
-    return { ...label, text: lines.join("<br>"), ax: Math.round(cx - px), ay: Math.round(cy - py),
-      xanchor: "center", yanchor: "middle" };
+    return { x: k.step, y: k.strength, text: lines.join("<br>"), showarrow: true, arrowhead: 2, arrowsize: 0.8,
+      ax: Math.round(cx - px), ay: Math.round(cy - py), xanchor: "center", yanchor: "middle",
+      font: { size: LABEL_FONT_PX, color: k.colour }, arrowcolor: k.colour, bgcolor: "rgba(255,255,255,0.85)" };
   });
 }
 
-/** After each drawing of the concepts chart: the labels its plot's width calls for, when they
+/** After each drawing of the concepts chart: the labels placed for its plot as drawn, when they
  * are not those drawn already (so the relayout's own drawing changes nothing more). */
 function fitCellLabels() {
   const el = els.conceptsChart, full = el._fullLayout;
   if (!full?._size || !formedCells.length) return;
-  const labels = full._size.w < NARROW_LABELS_PLOT_PX ? narrowCellLabels(full) : wideCellLabels();
+  const labels = cellLabels(full);
   const key = (list) => JSON.stringify((list ?? []).map((a) => [a.text, a.ax, a.ay]));
   if (key(labels) !== key(el.layout.annotations)) Plotly.relayout(el, { annotations: labels });
 }
@@ -541,7 +541,7 @@ async function drawConcepts(runId) {
   formedCells = formed.map((k) => ({ concept: k.concept, step: k.formed_step,
     strength: k.best[c.steps.indexOf(k.formed_step)].strength, colour: conceptStyle(k.concept).colour }));
   Plotly.react(els.conceptsChart, traces, layout({
-    hovermode: "closest", annotations: wideCellLabels(), ...layConceptsChart(traces.length),
+    hovermode: "closest", annotations: [], ...layConceptsChart(traces.length),     // labels placed once drawn
     xaxis: { title: { text: "training step (checkpoint)" }, rangemode: "tozero", zeroline: false, gridcolor: "#eef0f4",
       ...wholeStepTicks(c.steps[c.steps.length - 1]) },
     yaxis: { title: { text: "strength of the best unit" }, range: [0, 1.02], gridcolor: "#eef0f4" },
