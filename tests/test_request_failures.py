@@ -254,3 +254,30 @@ def test_compare_counts_down_once_for_requests_refused_together(page, live_serve
     assert counted and counted[-1] == 1 and max(counted) == 3, seen
     assert all(a >= b for a, b in zip(counted, counted[1:])), counted
     assert "trying again" not in page.locator("#status").inner_text()
+
+
+def test_compare_never_says_an_empty_card_shows_previous_settings(page, live_server):
+    """On a first visit, one model's per-character answer came and another's failed: the first's
+    success had marked every card as drawn, so the failure dimmed the still empty cards under
+    "This still shows the previous settings". Held until the other two models' answers are in,
+    the GRU's then fails: the error is said, and no card is dimmed or says it shows anything."""
+    held = []
+    page.route("**/api/models/*/trace", lambda route: held.append(route) if "/models/gru/" in route.request.url
+               else route.continue_())
+    with page.expect_response("**/api/models/rnn/trace") as rnn, page.expect_response("**/api/models/lstm/trace") as lstm:
+        page.goto(f"{live_server}/compare?models=rnn,gru,lstm&text={quote(TEXT)}&position=60")
+    for answer in (rnn, lstm):
+        assert answer.value.ok
+        answer.value.finished()
+    page.evaluate("new Promise((done) => setTimeout(done, 100))")      # the page has read both answers
+    assert len(held) == 1
+    held[0].fulfill(status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"}))
+    page.wait_for_selector('#status[data-state="error"]')
+    page.screenshot(path=str(ARTIFACTS / "compare-first-visit-failed.png"), full_page=True)
+    assert page.locator(".stale").count() == 0
+    assert page.locator(".stale-note").count() == 0, page.locator(".stale-note").all_inner_texts()
+    # Asked again with the GRU answering: drawn, and the address names what is drawn.
+    page.unroute("**/api/models/*/trace")
+    page.click("#go")
+    page.wait_for_function("document.querySelectorAll('#horizon-table tbody tr').length === 3")
+    assert page.locator(".stale").count() == 0

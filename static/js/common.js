@@ -171,6 +171,13 @@ function markCurrent(views, signal) {
   }
 }
 
+/** `views` now show the answer to the settings above, drawn from several requests' answers once
+ * all came (api marks a view current when its own answer comes: pass it only views already
+ * showing an earlier answer, or an empty one would be said to show the previous settings). */
+export function markDrawn(views) {
+  markCurrent([views].flat(), null);
+}
+
 /** `views` show nothing any more (a page took its chart away for a message): nothing left to
  * mistake for the settings above, so they no longer hold the address either. */
 export function clearView(views) {

@@ -1,6 +1,6 @@
 // Compare: models side by side on one text. Per character (aligned x): loss, input saliency
 // and gradient through time for one prediction; then memory horizons and gate saturation.
-import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, setStatus, showChar, toInt, writeQuery } from "./common.js";
+import { api, defaultModels, everyonesModels, everyoneToggle, fillPassageMenu, isAbort, latest, logAxis, markDrawn, modelColours, modelPassages, pageModels, PLOT_CONFIG, PLOT_FONT, plotlyReady, setStatus, showChar, toInt, writeQuery } from "./common.js";
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -187,14 +187,17 @@ async function compare() {
     // memory horizons. Each promise gets a no-op catch at once: one that fails before it is
     // awaited is then not an unhandled rejection; awaiting it still throws.
     const asked = {};
-    // What shows an earlier answer, kept dimmed when this one fails: everything while the traces
-    // (drawn first) may fail; after them, the horizons, the gates and the verdict over them, which
-    // are drawn last (those drawn already: on a first visit their cards are empty). The address
-    // is written once all are drawn, so it names what they show.
+    // What shows an earlier answer, kept dimmed when this one fails: every card drawn already
+    // while the traces (drawn first) may fail; after them, the horizons, the gates and the
+    // verdict over them, which are drawn last. Only cards drawn already: on a first visit they
+    // are empty, and one model's answer coming before another's failure would have them say
+    // they show the previous settings. Each is marked drawn once drawn; the address is written
+    // once all are, so it names what they show.
+    const charsCard = els.chars.closest(".card");
     const lastDrawn = [[els.horizon.closest(".card"), "horizon"], [els.gates.closest(".card"), "gates"],
       [$("verdict"), "horizon"]];
-    const all = [els.chars.closest(".card"), ...lastDrawn.map(([el]) => el)];
     const later = lastDrawn.filter(([, key]) => drawn[key]).map(([el]) => el);
+    const all = drawn.chars ? [charsCard, ...later] : later;
     const ask = (kind, body) => {
       for (const id of ids) {
         const view = kind === "trace" ? all : later;
@@ -219,6 +222,7 @@ async function compare() {
     const losses = await gather(["trace"]);
     await plotlyReady();
     drawChars(losses, chars, position, cols);
+    markDrawn(charsCard);
     const first = await gather(["trace", "saliency", "gradients"]);
     drawChars(first, chars, position, cols);
     setStatus(els.status, "loading", "Measuring how far back each model remembers…");
@@ -226,6 +230,7 @@ async function compare() {
     setStatus(els.status, "");
     drawHorizon(results, cols);
     drawGates(results, cols);
+    markDrawn(lastDrawn.map(([el]) => el));
     writeQuery({ models: ids.join(","), text, position: els.position.value === "" ? "" : position });
   } catch (e) {
     if (!isAbort(e)) setStatus(els.status, "error", e);
