@@ -235,19 +235,27 @@ def test_compare_counts_down_once_for_requests_refused_together(page, live_serve
     open_compare(page, live_server)
     page.evaluate(RECORD_STATUS)
     waits = {"rnn": 1, "gru": 3, "lstm": 2}
-    refused = set()
+    held, refused = [], set()
 
     def busy_once(route):
         model = route.request.url.split("/api/models/")[1].split("/")[0]
         if model in refused:
             return route.continue_()
         refused.add(model)
-        refuse(route, retry_after=waits[model])
+        held.append((model, route))
     page.route("**/api/models/*/trace", busy_once)
     page.fill("#position", "30")
     page.click("#go")
+    for _ in range(600):                          # until all three are asked (a bound, not a timing)
+        if len(held) == 3:
+            break
+        page.wait_for_timeout(50)
+    assert sorted(model for model, _ in held) == ["gru", "lstm", "rnn"]
+    # Refused longest wait first, so whatever the machine's speed the one countdown starts at 3:
+    # each request counting down on its own would write 3, then 2 and 1 over it, then 3's rest.
+    for model, route in sorted(held, key=lambda m: -waits[m[0]]):
+        refuse(route, retry_after=waits[model])
     page.wait_for_function("location.search.includes('position=30')")
-    assert refused == {"rnn", "gru", "lstm"}
     seen = page.evaluate("window.seen")
     counted = [int(m.group(1)) for text in seen if (m := re.search(r"trying again in (\d+) s", text))]
     # One countdown, from the longest wait down: never a shorter wait's number, then a longer one's.
@@ -256,12 +264,25 @@ def test_compare_counts_down_once_for_requests_refused_together(page, live_serve
     assert "trying again" not in page.locator("#status").inner_text()
 
 
+# Counts the trace answers the page has read (their JSON parsed): what api() acts on next.
+COUNT_TRACE_ANSWERS_READ = """
+window.traceAnswersRead = 0;
+const parse = Response.prototype.json;
+Response.prototype.json = async function () {
+  const data = await parse.call(this);
+  if (this.url.includes("/trace")) window.traceAnswersRead += 1;
+  return data;
+};
+"""
+
+
 def test_compare_never_says_an_empty_card_shows_previous_settings(page, live_server):
     """On a first visit, one model's per-character answer came and another's failed: the first's
     success had marked every card as drawn, so the failure dimmed the still empty cards under
     "This still shows the previous settings". Held until the other two models' answers are in,
     the GRU's then fails: the error is said, and no card is dimmed or says it shows anything."""
     held = []
+    page.add_init_script(COUNT_TRACE_ANSWERS_READ)
     page.route("**/api/models/*/trace", lambda route: held.append(route) if "/models/gru/" in route.request.url
                else route.continue_())
     with page.expect_response("**/api/models/rnn/trace") as rnn, page.expect_response("**/api/models/lstm/trace") as lstm:
@@ -269,7 +290,9 @@ def test_compare_never_says_an_empty_card_shows_previous_settings(page, live_ser
     for answer in (rnn, lstm):
         assert answer.value.ok
         answer.value.finished()
-    page.evaluate("new Promise((done) => setTimeout(done, 100))")      # the page has read both answers
+    # The page has read both answers, and api() has acted on them (a task later than its microtasks).
+    page.wait_for_function("window.traceAnswersRead >= 2")
+    page.evaluate("new Promise((done) => setTimeout(done, 0))")
     assert len(held) == 1
     held[0].fulfill(status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"}))
     page.wait_for_selector('#status[data-state="error"]')
