@@ -46,7 +46,7 @@ PCA_KINDS = 4
 class FitReadings(LRU):
     """Per (model, layer, fitted text) its reading and a PCA per (quantity, components), least
     recently used dropped first: the page asks for one projection again and again. Both are
-    made once for everyone: a request wants what another is making waits for it (lru.py).
+    made once for everyone: a request that wants what another is making waits for it (lru.py).
 
     A reading (20,000 characters of a 2x256 LSTM's layer: 41-61 MB) is kept in a memory-mapped
     file (reading_files.py) when the disk has room, and the work that touches all of it (the
@@ -58,7 +58,7 @@ class FitReadings(LRU):
         self.files = ReadingFiles(settings.data_dir / "cache", settings.min_free_bytes, np.float32)
 
     def reading(self, state, entry: Entry, layer: int, text: str,
-                pause: Callable[[], None] | None = None) -> tuple[LayerReading, dict]:
+                pause: Callable[[], None] | None = None) -> tuple[LayerReading, LRU]:
         """Kept, or read a piece at a time where compute runs (`pause` between pieces: the
         warmer's). Requests asking for a reading another request is reading wait for it."""
         def read() -> tuple[LayerReading, LRU]:
