@@ -170,11 +170,33 @@ def test_states_project_a_text_with_the_pca_of_the_text_when_no_corpus_is_here(c
     assert [CHAR_CLASSES[int(i)] for i in char_class("7\té")] == ["digit", "space", "letter"]
 
 
+def three_at_once(client, body: dict) -> list:
+    """Three states requests for one projection, each colouring it its own way, sent a moment
+    apart while the first is still reading or fitting (the slowed step sleeps 0.5 s): all
+    answered, and with the same coordinates."""
+    import threading
+    import time
+
+    answers = []
+
+    def ask(colour):
+        answers.append(client.post("/api/models/gru/states", json={**body, "colour_by": colour}))
+
+    threads = [threading.Thread(target=ask, args=(c,)) for c in ("char_class", "line_position", "quotes")]
+    for t in threads:
+        t.start()
+        time.sleep(0.1)
+    for t in threads:
+        t.join(60)
+    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    assert len({str(r.json()["coords"]) for r in answers}) == 1
+    return answers
+
+
 def test_concurrent_states_requests_read_their_fitted_text_once(client, monkeypatch):
     """Requests for the same layer's projection while its text is being read (a page's
     controls changed in quick succession, a class on one passage) wait for that reading
     instead of each reading the text again in a compute slot of its own."""
-    import threading
     import time
 
     from rnnscope.app.states import router
@@ -187,27 +209,13 @@ def test_concurrent_states_requests_read_their_fitted_text_once(client, monkeypa
         return original(*args, **kwargs)
 
     monkeypatch.setattr(router, "read_in_pieces", slow_read)
-    text = TEXT + "Read by three requests at once.\n"
-    answers = []
-
-    def ask(colour):
-        answers.append(client.post("/api/models/gru/states", json={"text": text, "layer": 1, "colour_by": colour}))
-
-    threads = [threading.Thread(target=ask, args=(c,)) for c in ("char_class", "line_position", "quotes")]
-    for t in threads:
-        t.start()
-        time.sleep(0.1)
-    for t in threads:
-        t.join(60)
-    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    three_at_once(client, {"text": TEXT + "Read by three requests at once.\n", "layer": 1})
     assert len(reads) == 1
-    assert len({str(r.json()["coords"]) for r in answers}) == 1
 
 
 def test_concurrent_states_requests_fit_their_projection_once(client, monkeypatch):
     """With the fitted text's reading kept, requests for the same projection while its PCA is
     being fitted wait for that fit instead of each fitting it again in a slot of its own."""
-    import threading
     import time
 
     from rnnscope.app.states import router
@@ -224,21 +232,8 @@ def test_concurrent_states_requests_fit_their_projection_once(client, monkeypatc
     first = client.post("/api/models/gru/states", json={"text": text, "layer": 0})       # reads, fits in 2
     assert first.status_code == 200, first.text
     monkeypatch.setattr(router, "on_reading", slow_on_reading)
-    answers = []
-
-    def ask(colour):
-        answers.append(client.post("/api/models/gru/states",
-                                   json={"text": text, "layer": 0, "components": 3, "colour_by": colour}))
-
-    threads = [threading.Thread(target=ask, args=(c,)) for c in ("char_class", "line_position", "quotes")]
-    for t in threads:
-        t.start()
-        time.sleep(0.1)
-    for t in threads:
-        t.join(60)
-    assert [r.status_code for r in answers] == [200, 200, 200], [r.text for r in answers]
+    three_at_once(client, {"text": text, "layer": 0, "components": 3})
     assert len(fits) == 1
-    assert len({str(r.json()["coords"]) for r in answers}) == 1
 
 
 def test_fixed_points_come_in_the_states_projection(corpus_client, models):
