@@ -48,12 +48,23 @@ GATE_PANELS = """() => [...document.querySelectorAll('#chart .draglayer > .xy, #
 READABLE_PANEL_PX = 150
 
 
+# The panels and their ticks, read again two frames later until nothing moved: a resize redraws
+# the chart, and its axes' ticks may be drawn a frame after the panels.
+SETTLED_GATE_PANELS = f"""async () => {{
+  const read = () => JSON.stringify(({GATE_PANELS})());
+  const frames = () => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)));
+  let before = read();
+  for (;;) {{ await frames(); const now = read(); if (now === before) return JSON.parse(now); before = now; }}
+}}"""
+
+
 def gate_panels(page, expect_rows: int | None = None) -> list[dict]:
-    """The LSTM's four panels as drawn, once there are four (and in `expect_rows` rows)."""
+    """The LSTM's four panels as drawn, once there are four (and in `expect_rows` rows) and they
+    stopped moving."""
     page.wait_for_function(f"() => {{ const p = ({GATE_PANELS})(); return p.length === 4"
                            + (f" && new Set(p.map((x) => Math.round(x.panel[1]))).size === {expect_rows}" if expect_rows else "")
                            + "; }")
-    return page.evaluate(GATE_PANELS)
+    return page.evaluate(SETTLED_GATE_PANELS)
 
 
 def overlap(a, b) -> bool:
@@ -66,7 +77,7 @@ def test_gate_panels_wrap_to_stay_readable_on_a_phone(live_server, page):
     its own x axis under it; at 1280 px (and after widening the window) they stay in one row."""
     page.set_viewport_size(PHONE)
     page.goto(live_server + "/gates?model=lstm")
-    for width, rows in ((PHONE["width"], None), (1280, 1), (PHONE["width"], 4)):
+    for width, rows in ((PHONE["width"], 4), (1280, 1), (PHONE["width"], 4)):
         page.set_viewport_size({"width": width, "height": PHONE["height"]})
         panels = gate_panels(page, rows)
         boxes = [p["panel"] for p in panels]
