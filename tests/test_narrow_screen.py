@@ -61,7 +61,10 @@ SETTLED_GATE_PANELS = f"""async () => {{
 def gate_panels(page, expect_rows: int | None = None) -> list[dict]:
     """The LSTM's four panels as drawn, once there are four (and in `expect_rows` rows) and they
     stopped moving."""
+    # Inside the window: a resize re-lays the rows at once and the width after Plotly's own
+    # resize, a moment later (a CI run read four rows 1,010 px wide at 420 px).
     page.wait_for_function(f"() => {{ const p = ({GATE_PANELS})(); return p.length === 4"
+                           + " && p.every((x) => x.panel[0] + x.panel[2] <= window.innerWidth)"
                            + (f" && new Set(p.map((x) => Math.round(x.panel[1]))).size === {expect_rows}" if expect_rows else "")
                            + "; }")
     return page.evaluate(SETTLED_GATE_PANELS)
