@@ -26,6 +26,10 @@ def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
 
+def fail(route):
+    route.fulfill(status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"}))
+
+
 def refuse(route, retry_after: int = 1):
     route.fulfill(status=503, headers={"Retry-After": str(retry_after)}, content_type="application/json",
                   body=json.dumps({"detail": BUSY_DETAIL}))
@@ -121,8 +125,7 @@ def test_changing_the_controls_cancels_the_retry(page, live_server):
 def test_compare_keeps_its_charts_marked_stale_and_its_address_after_a_failure(page, live_server):
     page.goto(f"{live_server}/compare?models=rnn,gru,lstm&text={quote(TEXT)}&position=60")
     page.wait_for_function("document.querySelectorAll('#horizon-table tbody tr').length === 3")
-    page.route("**/api/models/*/trace", lambda route: route.fulfill(
-        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.route("**/api/models/*/trace", fail)
     page.fill("#position", "30")
     page.click("#go")
     page.wait_for_selector('#status[data-state="error"]')
@@ -162,8 +165,7 @@ def test_gates_keeps_its_scatter_marked_stale_and_its_address_after_a_failure(pa
 def test_learn_keeps_a_chapters_figure_marked_stale_and_its_address_after_a_failure(page, live_server):
     page.goto(f"{live_server}/learn?chapter=3")
     page.wait_for_function("document.getElementById('power-chart').layout?.meta === 'power'")
-    page.route("**/api/learn/power", lambda route: route.fulfill(
-        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.route("**/api/learn/power", fail)
     page.evaluate("""() => { const el = document.getElementById('power-w11'); el.value = 0.3;
         el.dispatchEvent(new Event('input')); }""")
     page.wait_for_selector('#power-status[data-state="error"]')
@@ -191,8 +193,7 @@ def open_compare(page, live_server):
 
 def test_compare_marks_its_verdict_stale_with_the_charts(page, live_server):
     open_compare(page, live_server)
-    page.route("**/api/models/*/trace", lambda route: route.fulfill(
-        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.route("**/api/models/*/trace", fail)
     page.fill("#position", "30")
     page.click("#go")
     page.wait_for_selector('#status[data-state="error"]')
@@ -206,8 +207,7 @@ def test_compare_marks_its_verdict_stale_with_the_charts(page, live_server):
 
 def test_compare_marks_only_what_still_shows_the_old_answer_when_a_later_request_fails(page, live_server):
     open_compare(page, live_server)
-    page.route("**/api/models/gru/horizon", lambda route: route.fulfill(
-        status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"})))
+    page.route("**/api/models/gru/horizon", fail)
     page.fill("#position", "30")
     page.click("#go")
     page.wait_for_selector('#status[data-state="error"]')
@@ -294,7 +294,7 @@ def test_compare_never_says_an_empty_card_shows_previous_settings(page, live_ser
     page.wait_for_function("window.traceAnswersRead >= 2")
     page.evaluate("new Promise((done) => setTimeout(done, 0))")
     assert len(held) == 1
-    held[0].fulfill(status=500, content_type="application/json", body=json.dumps({"detail": "the server failed"}))
+    fail(held[0])
     page.wait_for_selector('#status[data-state="error"]')
     page.screenshot(path=str(ARTIFACTS / "compare-first-visit-failed.png"), full_page=True)
     assert page.locator(".stale").count() == 0
